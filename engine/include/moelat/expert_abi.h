@@ -1,0 +1,226 @@
+/*
+ * moelat expert plugin ABI.
+ *
+ * This is the only header an expert author includes. A plugin is a shared
+ * object that exports one symbol, MOELAT_EXPERT_ENTRY, returning a const
+ * descriptor. The plugin never links against libmoelat: everything it may
+ * need from the engine arrives through moelat_host_services.
+ *
+ * Versioning rules:
+ *  - every struct starts with its own size (or sits behind a struct that
+ *    does) and is only ever appended to; reserved fields stay zero;
+ *  - a new field bumps MOELAT_EXPERT_ABI_MINOR: old plugins keep loading and
+ *    the engine reads the new field only when struct_size covers it;
+ *  - anything else bumps MOELAT_EXPERT_ABI_MAJOR, and the loader refuses a
+ *    plugin whose major version differs from its own.
+ *
+ * OpenCL handles are declared through the same struct tags as <CL/cl.h>, so
+ * a host-only plugin needs no OpenCL headers and an OpenCL one may include
+ * them and pass cl_mem and friends directly.
+ */
+#ifndef MOELAT_EXPERT_ABI_H
+#define MOELAT_EXPERT_ABI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MOELAT_EXPERT_ABI_MAJOR 1
+#define MOELAT_EXPERT_ABI_MINOR 0
+
+/* Name of the exported entry function (see moelat_expert_entry_fn). */
+#define MOELAT_EXPERT_ENTRY moelat_expert_entry
+#define MOELAT_EXPERT_ENTRY_NAME "moelat_expert_entry"
+
+#define MOELAT_MAX_HIDDEN 8  /* hidden sizes an expert may declare */
+#define MOELAT_MAX_DIMS 4    /* dimensions of one tensor */
+
+struct _cl_context;
+struct _cl_device_id;
+struct _cl_command_queue;
+struct _cl_program;
+struct _cl_mem;
+struct _cl_event;
+
+/* Return codes of every plugin function. */
+enum moelat_expert_status {
+    MOELAT_EXPERT_OK = 0,
+    MOELAT_EXPERT_ERROR = 1,       /* failed; the message went to host->log */
+    MOELAT_EXPERT_UNSUPPORTED = 2  /* this configuration is not supported */
+};
+
+enum moelat_log_level {
+    MOELAT_LOG_ERROR = 0,
+    MOELAT_LOG_WARN = 1,
+    MOELAT_LOG_INFO = 2,
+    MOELAT_LOG_DEBUG = 3
+};
+
+/* Services the engine lends a plugin; valid for the plugin's lifetime. */
+typedef struct moelat_host_services {
+    uint32_t struct_size;
+    uint32_t reserved0;
+    /* printf-style logging; module is the expert's name. */
+    void (*log)(int level, const char *module, const char *fmt, ...);
+    void *(*alloc)(size_t bytes);
+    void (*free)(void *ptr);
+    void *reserved[8];
+} moelat_host_services;
+
+/* Model dimensions as the engine hands them to an expert. */
+typedef struct moelat_expert_dims {
+    uint32_t struct_size;
+    int32_t state_size;                 /* S */
+    int32_t ext_size;                   /* E: external inputs per cell */
+    int32_t hidden[MOELAT_MAX_HIDDEN];  /* values of descriptor->hidden_names */
+    int32_t cnf_steps;                  /* K of a CNF integration */
+    int32_t cnf_mode;                   /* 0 euler, 1 lipschitz */
+    int32_t reserved[8];
+} moelat_expert_dims;
+
+enum moelat_tensor_init {
+    /* U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's Linear weight and bias */
+    MOELAT_INIT_UNIFORM_FAN_IN = 0,
+    /* every element equals value (LayerNorm weight 1 and bias 0, scalars) */
+    MOELAT_INIT_CONST = 1
+};
+
+/* One learnable tensor. The engine names it "<band>_expert.<suffix>"
+ * (band: local, functional or distant) in safetensors files. A scalar has
+ * ndim 0. The engine stores an expert's tensors in declaration order. */
+typedef struct moelat_tensor_spec {
+    char suffix[112];
+    int32_t ndim;
+    int32_t shape[MOELAT_MAX_DIMS];
+    int32_t init;      /* enum moelat_tensor_init */
+    int32_t fan_in;    /* for MOELAT_INIT_UNIFORM_FAN_IN */
+    float value;       /* for MOELAT_INIT_CONST */
+    int32_t reserved[4];
+} moelat_tensor_spec;
+
+/* Everything the host function sees for one cell. */
+typedef struct moelat_host_cell {
+    uint32_t struct_size;
+    const moelat_expert_dims *dims;
+    const float *const *tensors; /* one pointer per tensor, declaration order */
+    const float *x;              /* the cell's old state, S values */
+    const float *neighbours;     /* count x S old states of this band */
+    int32_t count;               /* >= 1: the engine skips empty bands */
+    const float *ext;            /* E external inputs (zeros off the input face) */
+    int32_t cell[3];             /* x, y, z */
+    float *out;                  /* S values to write */
+    float *scratch;              /* host_scratch_floats() floats */
+} moelat_host_cell;
+
+/* Device context of one expert on one OpenCL device. */
+typedef struct moelat_cl_setup {
+    uint32_t struct_size;
+    struct _cl_context *context;
+    struct _cl_device_id *device;
+    struct _cl_program *program;   /* engine helpers + the plugin's cl_source, built */
+    const moelat_expert_dims *dims;
+    struct _cl_mem *params;        /* every tensor, concatenated, float32 */
+    const uint64_t *tensor_offsets;/* offset of each tensor in params, in floats */
+    int32_t n_tensors;
+    int32_t lattice[3];            /* X, Y, Z */
+    int32_t max_chunk_cells;       /* the largest chunk it will be handed */
+} moelat_cl_setup;
+
+/* Once per step, before any chunk: for per-cell precomputation over the
+ * whole lattice (projections of every cell's state, say). */
+typedef struct moelat_cl_step {
+    uint32_t struct_size;
+    struct _cl_command_queue *queue;
+    struct _cl_mem *states;        /* old states, N x S, cell-major */
+    uint32_t num_wait;
+    const struct _cl_event *const *wait;
+    struct _cl_event **done;       /* set to the last event enqueued, or NULL */
+} moelat_cl_step;
+
+/* One chunk of cells: a box [origin, origin + extent) of the lattice.
+ * Chunk cell c is at origin + (c % ex, (c / ex) % ey, c / (ex * ey)). */
+typedef struct moelat_cl_chunk {
+    uint32_t struct_size;
+    struct _cl_command_queue *queue;
+    struct _cl_mem *states;       /* old states, N x S, cell-major */
+    struct _cl_mem *ext;          /* X x Y x E inputs of the z = 0 face */
+    struct _cl_mem *offsets;      /* cl_int4 (dx, dy, dz, 0) of this band */
+    int32_t n_offsets;
+    int32_t origin[3];
+    int32_t extent[3];
+    int32_t n_cells;              /* extent product */
+    struct _cl_mem *band_mean;    /* n_cells x S: mean of n_j over the band */
+    struct _cl_mem *band_absmean; /* n_cells x S: mean of |n_j| over the band */
+    struct _cl_mem *band_count;   /* n_cells ints: neighbours in the band */
+    struct _cl_mem *out;          /* n_cells x S: write the expert's output */
+    uint32_t num_wait;
+    const struct _cl_event *const *wait;
+    struct _cl_event **done;      /* set to the last event enqueued */
+} moelat_cl_chunk;
+
+typedef struct moelat_expert_descriptor {
+    uint32_t abi_major;
+    uint32_t abi_minor;
+    uint32_t struct_size;
+    uint32_t reserved0;
+
+    const char *name;         /* unique, [a-z0-9_]+ */
+    const char *version;
+    const char *description;
+
+    /* Hidden sizes the expert takes from the config, NULL-terminated, with
+     * defaults used when the config names none. */
+    const char *hidden_names[MOELAT_MAX_HIDDEN + 1];
+    int32_t hidden_defaults[MOELAT_MAX_HIDDEN];
+
+    /* Optional: reject dims the expert cannot serve; writes a reason. */
+    int (*validate)(const moelat_expert_dims *dims, char *err, size_t errlen);
+
+    /* Writes up to cap specs; returns the number of tensors (call with
+     * cap 0 to count), or a negative value on error. */
+    int (*tensors)(const moelat_expert_dims *dims, moelat_tensor_spec *out, int cap);
+
+    /* Optional: custom init. NULL means the engine applies each spec's init
+     * with its own seeded generator. */
+    int (*init_params)(const moelat_expert_dims *dims, uint64_t seed,
+                       float *const *tensors);
+
+    /* Floats of scratch the host function needs for a band of at most
+     * max_neighbours neighbours. */
+    size_t (*host_scratch_floats)(const moelat_expert_dims *dims, int max_neighbours);
+
+    /* The per-cell reference: required. Returns an enum moelat_expert_status. */
+    int (*host_cell)(const moelat_host_cell *cell);
+
+    /* Optional OpenCL path. cl_source is OpenCL C 1.2; the engine builds it
+     * after its helpers (kernels_cl/moelat_helpers.cl) with -D MOELAT_S,
+     * MOELAT_E, MOELAT_CNF_STEPS, MOELAT_CNF_MODE and MOELAT_H_<name> for each
+     * hidden size. cl_prepare creates kernels and buffers and returns them in
+     * *state; cl_step_begin (optional) runs once per step; cl_enqueue writes
+     * chunk->out for every chunk cell whose band count is > 0. */
+    const char *cl_source;
+    int (*cl_prepare)(const moelat_cl_setup *setup, void **state);
+    int (*cl_step_begin)(void *state, const moelat_cl_step *step);
+    int (*cl_enqueue)(void *state, const moelat_cl_chunk *chunk);
+    void (*cl_release)(void *state);
+
+    void *reserved[16];
+} moelat_expert_descriptor;
+
+typedef const moelat_expert_descriptor *(*moelat_expert_entry_fn)(
+    const moelat_host_services *host);
+
+#if defined(_WIN32)
+#define MOELAT_EXPORT __declspec(dllexport)
+#else
+#define MOELAT_EXPORT __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOELAT_EXPERT_ABI_H */

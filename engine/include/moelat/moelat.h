@@ -1,0 +1,171 @@
+/*
+ * libmoelat public API: a 3D lattice of cells whose update is a mixture of
+ * experts (see MODEL.md). Handles are opaque; every call that can fail
+ * returns a moelat_status and leaves a message in moelat_last_error().
+ * There is no global mutable state: lattices are independent.
+ */
+#ifndef MOELAT_H
+#define MOELAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MOELAT_VERSION "0.1.0"
+#define MOELAT_BANDS 3     /* local, functional, distant */
+#define MOELAT_EXT_SIZE 16 /* external inputs per cell of the input face */
+#define MOELAT_MAX_PLUGIN_PATHS 8
+
+typedef enum moelat_status {
+    MOELAT_OK = 0,
+    MOELAT_ERR_INVALID = 1,   /* bad argument or config */
+    MOELAT_ERR_IO = 2,        /* a file could not be read or written */
+    MOELAT_ERR_FORMAT = 3,    /* a file is malformed */
+    MOELAT_ERR_NOMEM = 4,
+    MOELAT_ERR_DEVICE = 5,    /* OpenCL failure */
+    MOELAT_ERR_PLUGIN = 6,    /* an expert could not be loaded or failed */
+    MOELAT_ERR_NONFINITE = 7, /* a state became NaN or Inf */
+    MOELAT_ERR_MISMATCH = 8   /* batch and per-cell results disagree */
+} moelat_status;
+
+typedef enum moelat_mode {
+    MOELAT_MODE_PERCELL = 0,
+    MOELAT_MODE_BATCH = 1,
+    MOELAT_MODE_AUTO = 2
+} moelat_mode;
+
+typedef enum moelat_cnf_mode { MOELAT_CNF_EULER = 0, MOELAT_CNF_LIPSCHITZ = 1 } moelat_cnf_mode;
+
+typedef struct moelat_hidden_size {
+    char name[32];
+    int32_t value;
+} moelat_hidden_size;
+
+/* Model and execution settings. Fill with moelat_config_preset(), then
+ * override fields or merge a JSON file with moelat_config_load_json(). */
+typedef struct moelat_config {
+    char preset[32];
+    int32_t dims[3];              /* X, Y, Z */
+    int32_t state_size;           /* S */
+    double radius_ratio;
+    double band_ratio[3];         /* local, functional, distant edges (x r) */
+    moelat_hidden_size hidden[16];/* named hidden sizes: h1 h2 ph hd md ode_hidden gate_hidden ... */
+    int32_t n_hidden;
+    char expert[MOELAT_BANDS][64];/* plugin name serving each band */
+    int32_t cnf_mode;             /* moelat_cnf_mode */
+    int32_t cnf_steps;
+    uint64_t seed;
+
+    /* execution */
+    int32_t threads;              /* host threads; 0 = all cores */
+    int32_t mode;                 /* moelat_mode */
+    int32_t batch_threshold;      /* fewest cells for a chunk to go to the device; 0 = default */
+    int32_t chunk[3];             /* chunk box; 0 = default */
+    int32_t queues;               /* OpenCL command queues; 0 = default */
+    char device[128];             /* index or name substring; "" = MOELAT_DEVICE or default */
+    char plugin_paths[MOELAT_MAX_PLUGIN_PATHS][512]; /* searched before the defaults */
+    int32_t n_plugin_paths;
+} moelat_config;
+
+/* Names of the bands, index 0..2. */
+const char *moelat_band_name(int band);
+
+/* Fills cfg with a preset: "debug", "experiment" or "optimized". */
+moelat_status moelat_config_preset(const char *name, moelat_config *cfg,
+                                   char *err, size_t errlen);
+/* Merges a JSON config file into cfg ("preset" first, then other keys). */
+moelat_status moelat_config_load_json(const char *path, moelat_config *cfg,
+                                      char *err, size_t errlen);
+/* Looks up a named hidden size; returns fallback when absent. */
+int32_t moelat_config_hidden(const moelat_config *cfg, const char *name, int32_t fallback);
+/* Sets (adds or replaces) a named hidden size. */
+moelat_status moelat_config_set_hidden(moelat_config *cfg, const char *name, int32_t value);
+/* Radius r of cfg's lattice. */
+double moelat_config_radius(const moelat_config *cfg);
+
+typedef struct moelat_lattice moelat_lattice;
+
+/* Creates a lattice: loads the experts, builds the stencil, initialises
+ * weights and states from cfg->seed. On failure *out is NULL and err holds
+ * the reason. */
+moelat_status moelat_lattice_create(const moelat_config *cfg, moelat_lattice **out,
+                                    char *err, size_t errlen);
+void moelat_lattice_destroy(moelat_lattice *lat);
+const char *moelat_last_error(const moelat_lattice *lat);
+const moelat_config *moelat_lattice_config(const moelat_lattice *lat);
+
+size_t moelat_cell_count(const moelat_lattice *lat);
+int32_t moelat_state_size(const moelat_lattice *lat);
+/* Steps run so far. */
+uint64_t moelat_step_count(const moelat_lattice *lat);
+
+/* Runs n synchronous steps. After each step the states are checked for NaN
+ * and Inf; MOELAT_ERR_NONFINITE stops the run (states keep the bad step). */
+moelat_status moelat_step(moelat_lattice *lat, int n);
+
+/* States: N x S floats, cell-major, i = x + X*(y + Y*z). */
+moelat_status moelat_get_states(moelat_lattice *lat, float *dst, size_t count);
+moelat_status moelat_set_states(moelat_lattice *lat, const float *src, size_t count);
+/* External input of the z = 0 face: X x Y x MOELAT_EXT_SIZE floats, or
+ * NULL to clear it. */
+moelat_status moelat_set_external_input(moelat_lattice *lat, const float *ext, size_t count);
+/* Output face z = Z-1: X x Y x S floats. */
+moelat_status moelat_get_outputs(moelat_lattice *lat, float *dst, size_t count);
+
+/* Files: weights as safetensors, states as .npy (float32, (Z, Y, X, S)). */
+moelat_status moelat_load_weights(moelat_lattice *lat, const char *path);
+moelat_status moelat_save_weights(moelat_lattice *lat, const char *path);
+moelat_status moelat_load_states(moelat_lattice *lat, const char *path);
+moelat_status moelat_save_states(moelat_lattice *lat, const char *path);
+
+/* Execution mode, may change between any two steps. */
+moelat_status moelat_set_mode(moelat_lattice *lat, moelat_mode mode);
+moelat_mode moelat_get_mode(const moelat_lattice *lat);
+/* Builds kernels, uploads weights and checks a sample of cells against the
+ * per-cell path; enables batch mode only when they agree. */
+moelat_status moelat_upgrade_to_batch(moelat_lattice *lat);
+/* Name of the OpenCL device in use, or "host" when none. */
+const char *moelat_device_name(const moelat_lattice *lat);
+
+typedef struct moelat_path_stats {
+    uint64_t chunks;
+    uint64_t total_cells;
+    double total_time_ms;
+    double avg_time_ms;
+    double avg_cells;
+    double avg_cells_per_ms;
+} moelat_path_stats;
+
+#define MOELAT_MAX_FALLBACK_REASONS 8
+
+typedef struct moelat_report {
+    uint64_t steps;
+    uint64_t total_chunks_processed;
+    uint64_t batch_chunks;
+    uint64_t percell_chunks;
+    moelat_path_stats batch_stats;
+    moelat_path_stats percell_stats;
+    double speedup;                       /* batch cells/ms over per-cell cells/ms; 0 if unknown */
+    char expert_name[MOELAT_BANDS][64];
+    uint64_t expert_calls[MOELAT_BANDS];  /* device enqueues */
+    double expert_device_ms[MOELAT_BANDS];/* from profiling events */
+    double aggregate_device_ms;           /* neighbour aggregation */
+    double gate_device_ms;                /* gate and combine */
+    double precompute_device_ms;          /* per-step precomputation */
+    uint64_t fallbacks;
+    int32_t n_fallback_reasons;
+    char fallback_reason[MOELAT_MAX_FALLBACK_REASONS][256];
+    uint64_t fallback_count[MOELAT_MAX_FALLBACK_REASONS];
+} moelat_report;
+
+moelat_status moelat_get_report(const moelat_lattice *lat, moelat_report *report);
+void moelat_reset_report(moelat_lattice *lat);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOELAT_H */

@@ -1,0 +1,24 @@
+/* Atomic file output: data goes to a temporary file in the same directory,
+ * is flushed and fsynced, then renamed over the final name, so a reader
+ * never sees a half-written file under that name. */
+#ifndef MOELAT_ATOMIC_FILE_H
+#define MOELAT_ATOMIC_FILE_H
+
+#include <stdio.h>
+#include <stddef.h>
+
+typedef struct atomic_file {
+    FILE *fp;
+    char final_path[4096];
+    char tmp_path[4096];
+} atomic_file;
+
+int atomic_open(atomic_file *af, const char *path, char *err, size_t errlen);
+/* fflush + fsync + rename; on any failure removes the temporary file. */
+int atomic_commit(atomic_file *af, char *err, size_t errlen);
+/* Drops the temporary file. */
+void atomic_abort(atomic_file *af);
+/* Writes a whole buffer atomically. */
+int atomic_write_file(const char *path, const void *data, size_t len, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,925 @@
+/* The batched device path and the per-chunk batch adapter.
+ *
+ * States stay on the device in two buffers (Jacobi double buffering). A
+ * step enqueues, for every device chunk:
+ *   aggregate (queue q) -> each expert (queues q+1.., concurrently) -> gate
+ *   and combine into the other buffer (queue q, waiting on the experts)
+ * with events for the dependencies, after each expert's once-per-step
+ * precomputation. Chunks below the batch threshold, and chunks whose device
+ * work fails, run per cell on the host in the same step; their results are
+ * written into the device buffer so the step's output is whole. An expert
+ * without a device path (or whose program does not build) is evaluated on
+ * the host for the device chunks and its outputs uploaded before the gate.
+ */
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cl_runtime.h"
+#include "gate.h"
+#include "lattice_internal.h"
+#include "log.h"
+
+#define MAX_SETS 8 /* chunk scratch sets in flight */
+
+/* Device scratch of one chunk in flight. */
+typedef struct chunk_set {
+    cl_mem mean[MOELAT_BANDS], absmean[MOELAT_BANDS], count[MOELAT_BANDS];
+    cl_mem out[MOELAT_BANDS];
+    cl_mem nu;
+    cl_event last; /* gate event of the chunk that used the set last */
+} chunk_set;
+
+struct ml_batch {
+    mlcl_context ctx;
+    cl_program program;
+    cl_kernel k_aggregate, k_gate, k_check;
+    cl_program expert_program[MOELAT_BANDS];
+    void *expert_state[MOELAT_BANDS];
+    int expert_on_device[MOELAT_BANDS];
+    cl_mem states[2];
+    int cur;
+    cl_mem ext;
+    cl_mem offsets[MOELAT_BANDS];
+    cl_mem params[MOELAT_BANDS];
+    cl_mem gate;
+    cl_mem check;
+    chunk_set sets[MAX_SETS];
+    int n_sets;
+    int max_chunk_cells;
+    moelat_status last_status;
+    float *host_expert_out; /* max_chunk_cells x S, for host-evaluated experts */
+    const moelat_expert_descriptor *desc[MOELAT_BANDS]; /* to release expert_state */
+};
+
+static int cl_check(moelat_lattice *lat, cl_int rc, const char *what) {
+    if (rc == CL_SUCCESS)
+        return 0;
+    ml_fail(lat, MOELAT_ERR_DEVICE, "%s on %s failed: %s", what, lat->device_name,
+            mlcl_error_name(rc));
+    if (lat->batch)
+        lat->batch->last_status = MOELAT_ERR_DEVICE;
+    return -1;
+}
+
+static void release_sets(ml_batch *b) {
+    for (int i = 0; i < b->n_sets; i++) {
+        chunk_set *s = &b->sets[i];
+        for (int k = 0; k < MOELAT_BANDS; k++) {
+            mlcl_release_buffer(s->mean[k]);
+            mlcl_release_buffer(s->absmean[k]);
+            mlcl_release_buffer(s->count[k]);
+            mlcl_release_buffer(s->out[k]);
+        }
+        mlcl_release_buffer(s->nu);
+        if (s->last)
+            clReleaseEvent(s->last);
+        memset(s, 0, sizeof *s);
+    }
+    b->n_sets = 0;
+}
+
+void ml_batch_destroy(ml_batch *b) {
+    if (!b)
+        return;
+    for (int q = 0; q < b->ctx.n_queues; q++)
+        if (b->ctx.queues[q])
+            clFinish(b->ctx.queues[q]);
+    release_sets(b);
+    for (int k = 0; k < MOELAT_BANDS; k++) {
+        if (b->expert_state[k] && b->desc[k] && b->desc[k]->cl_release)
+            b->desc[k]->cl_release(b->expert_state[k]);
+        b->expert_state[k] = NULL;
+        mlcl_release_buffer(b->offsets[k]);
+        mlcl_release_buffer(b->params[k]);
+    }
+    for (int i = 0; i < 2; i++)
+        mlcl_release_buffer(b->states[i]);
+    mlcl_release_buffer(b->ext);
+    mlcl_release_buffer(b->gate);
+    mlcl_release_buffer(b->check);
+    if (b->k_aggregate)
+        clReleaseKernel(b->k_aggregate);
+    if (b->k_gate)
+        clReleaseKernel(b->k_gate);
+    if (b->k_check)
+        clReleaseKernel(b->k_check);
+    if (b->program)
+        clReleaseProgram(b->program);
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        if (b->expert_program[k])
+            clReleaseProgram(b->expert_program[k]);
+    free(b->host_expert_out);
+    mlcl_context_release(&b->ctx);
+    free(b);
+}
+
+
+static int alloc_sets(moelat_lattice *lat, ml_batch *b, int max_cells) {
+    cl_int rc = CL_SUCCESS;
+    size_t fl = (size_t)max_cells * lat->S * sizeof(float);
+    size_t in = (size_t)max_cells * sizeof(cl_int);
+    int want = lat->n_chunks < MAX_SETS ? lat->n_chunks : MAX_SETS;
+    if (want < 1)
+        want = 1;
+    for (int i = 0; i < want; i++) {
+        chunk_set *s = &b->sets[i];
+        b->n_sets = i + 1;
+        for (int k = 0; k < MOELAT_BANDS && rc == CL_SUCCESS; k++) {
+            s->mean[k] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, fl, NULL, &rc);
+            if (rc == CL_SUCCESS)
+                s->absmean[k] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, fl, NULL, &rc);
+            if (rc == CL_SUCCESS)
+                s->count[k] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, in, NULL, &rc);
+            if (rc == CL_SUCCESS)
+                s->out[k] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, fl, NULL, &rc);
+        }
+        if (rc == CL_SUCCESS)
+            s->nu = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, fl, NULL, &rc);
+        if (rc != CL_SUCCESS) {
+            /* Fewer sets still work; none does not. */
+            ml_fail(lat, MOELAT_ERR_DEVICE, "allocating chunk buffers for %d cells failed: %s",
+                    max_cells, mlcl_error_name(rc));
+            if (i == 0) {
+                release_sets(b);
+                return -1;
+            }
+            for (int k = 0; k < MOELAT_BANDS; k++) {
+                mlcl_release_buffer(s->mean[k]);
+                mlcl_release_buffer(s->absmean[k]);
+                mlcl_release_buffer(s->count[k]);
+                mlcl_release_buffer(s->out[k]);
+            }
+            mlcl_release_buffer(s->nu);
+            memset(s, 0, sizeof *s);
+            b->n_sets = i;
+            break;
+        }
+    }
+    return 0;
+}
+
+static int max_chunk_cells(const moelat_lattice *lat) {
+    int m = 1;
+    for (int c = 0; c < lat->n_chunks; c++)
+        if (lat->chunks[c].n_cells > m)
+            m = lat->chunks[c].n_cells;
+    return m;
+}
+
+/* Builds one expert's program and device state; on failure the expert is
+ * evaluated on the host (the reason is logged and counted). */
+static void prepare_expert(moelat_lattice *lat, ml_batch *b, int k) {
+    const ml_expert_slot *e = &lat->expert[k];
+    const moelat_expert_descriptor *d = e->desc;
+    char reason[512];
+    b->expert_on_device[k] = 0;
+    b->desc[k] = d;
+    if (!d->cl_source || !d->cl_enqueue || !d->cl_prepare) {
+        snprintf(reason, sizeof reason, "expert '%s' has no OpenCL path: band %s runs on the host",
+                 d->name, moelat_band_name(k));
+        ml_stats_fallback(lat, reason);
+        return;
+    }
+    const char *helpers = mlcl_embedded_source("moelat_helpers.cl");
+    size_t len = strlen(helpers) + strlen(d->cl_source) + 2;
+    char *src = malloc(len);
+    char *opts = malloc(4096);
+    if (!src || !opts) {
+        free(src);
+        free(opts);
+        ml_stats_fallback(lat, "out of host memory building an expert program");
+        return;
+    }
+    snprintf(src, len, "%s\n%s", helpers, d->cl_source);
+    int pos = snprintf(opts, 4096, "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_E=%d -D MOELAT_CNF_STEPS=%d -D MOELAT_CNF_MODE=%d",
+                       lat->S, lat->E, e->dims.cnf_steps, e->dims.cnf_mode);
+    for (int h = 0; h < MOELAT_MAX_HIDDEN && d->hidden_names[h] && pos < 4000; h++)
+        pos += snprintf(opts + pos, (size_t)(4096 - pos), " -D MOELAT_H_%s=%d", d->hidden_names[h],
+                        e->dims.hidden[h]);
+    char name[128], err[8192];
+    snprintf(name, sizeof name, "expert '%s'", d->name);
+    int rc = mlcl_build_program(&b->ctx, name, src, opts, &b->expert_program[k], err, sizeof err);
+    free(src);
+    free(opts);
+    if (rc != 0) {
+        ML_ERROR("batch", "%s", err);
+        snprintf(reason, sizeof reason, "program of expert '%s' failed to build: band %s runs on the host",
+                 d->name, moelat_band_name(k));
+        ml_stats_fallback(lat, reason);
+        return;
+    }
+    moelat_cl_setup setup = {
+        .struct_size = sizeof setup,
+        .context = b->ctx.context,
+        .device = b->ctx.info.device,
+        .program = b->expert_program[k],
+        .dims = &e->dims,
+        .params = b->params[k],
+        .tensor_offsets = e->params.offsets,
+        .n_tensors = e->params.n_tensors,
+        .lattice = {lat->X, lat->Y, lat->Z},
+        .max_chunk_cells = b->max_chunk_cells,
+    };
+    if (d->cl_prepare(&setup, &b->expert_state[k]) != MOELAT_EXPERT_OK) {
+        b->expert_state[k] = NULL;
+        snprintf(reason, sizeof reason, "expert '%s' failed to prepare its device state: band %s runs on the host",
+                 d->name, moelat_band_name(k));
+        ml_stats_fallback(lat, reason);
+        return;
+    }
+    b->expert_on_device[k] = 1;
+}
+
+static int upload_stencil(moelat_lattice *lat, ml_batch *b) {
+    for (int k = 0; k < MOELAT_BANDS; k++) {
+        cl_int rc;
+        size_t n = (size_t)(lat->stencil.count[k] > 0 ? lat->stencil.count[k] : 1);
+        b->offsets[k] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                           n * sizeof(ml_offset),
+                                           lat->stencil.count[k] > 0 ? (void *)lat->stencil.band[k]
+                                                                     : (void *)&(ml_offset){0, 0, 0, 0},
+                                           &rc);
+        if (cl_check(lat, rc, "uploading the stencil"))
+            return -1;
+    }
+    return 0;
+}
+
+static int create_params(moelat_lattice *lat, ml_batch *b) {
+    cl_int rc;
+    for (int k = 0; k < MOELAT_BANDS; k++) {
+        size_t n = lat->expert[k].params.n_floats;
+        b->params[k] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_ONLY, (n ? n : 1) * sizeof(float), NULL, &rc);
+        if (cl_check(lat, rc, "allocating expert parameters"))
+            return -1;
+    }
+    b->gate = mlcl_create_buffer(&b->ctx, CL_MEM_READ_ONLY, lat->gate.n_floats * sizeof(float), NULL, &rc);
+    return cl_check(lat, rc, "allocating gate parameters");
+}
+
+int ml_batch_upload_weights(moelat_lattice *lat) {
+    ml_batch *b = lat->batch;
+    if (!b)
+        return 0;
+    cl_command_queue q = b->ctx.queues[0];
+    for (int k = 0; k < MOELAT_BANDS; k++) {
+        size_t n = lat->expert[k].params.n_floats;
+        if (n && cl_check(lat, clEnqueueWriteBuffer(q, b->params[k], CL_TRUE, 0, n * sizeof(float),
+                                                    lat->expert[k].params.data, 0, NULL, NULL),
+                          "uploading expert parameters"))
+            return -1;
+    }
+    return cl_check(lat, clEnqueueWriteBuffer(q, b->gate, CL_TRUE, 0, lat->gate.n_floats * sizeof(float),
+                                              lat->gate.data, 0, NULL, NULL),
+                    "uploading gate parameters");
+}
+
+static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
+    const char *helpers = mlcl_embedded_source("moelat_helpers.cl");
+    const char *step = mlcl_embedded_source("moelat_step.cl");
+    if (!helpers || !step)
+        return ml_fail(lat, MOELAT_ERR_DEVICE, "kernel sources are missing from this build"), -1;
+    size_t len = strlen(helpers) + strlen(step) + 2;
+    char *src = malloc(len);
+    if (!src)
+        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory"), -1;
+    snprintf(src, len, "%s\n%s", helpers, step);
+    char opts[256];
+    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_GH=%d", lat->S, lat->gate_hidden);
+    int rc = mlcl_build_program(&b->ctx, "moelat_step.cl", src, opts, &b->program, lat->err, sizeof lat->err);
+    free(src);
+    if (rc != 0)
+        return -1;
+    cl_int e1, e2, e3;
+    b->k_aggregate = clCreateKernel(b->program, "ml_aggregate", &e1);
+    b->k_gate = clCreateKernel(b->program, "ml_gate_combine", &e2);
+    b->k_check = clCreateKernel(b->program, "ml_check_finite", &e3);
+    if (cl_check(lat, e1, "creating kernel ml_aggregate") || cl_check(lat, e2, "creating kernel ml_gate_combine") ||
+        cl_check(lat, e3, "creating kernel ml_check_finite"))
+        return -1;
+    return 0;
+}
+
+int ml_batch_create(moelat_lattice *lat, ml_batch **out) {
+    *out = NULL;
+    ml_batch *b = calloc(1, sizeof *b);
+    if (!b)
+        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory"), -1;
+    char err[4096];
+    mlcl_device_info dev;
+    if (mlcl_select_device(lat->cfg.device, &dev, err, sizeof err) != 0) {
+        ml_fail(lat, MOELAT_ERR_DEVICE, "%s", err);
+        free(b);
+        return -1;
+    }
+    int nq = lat->cfg.queues > 0 ? lat->cfg.queues : 2;
+    if (nq > MLCL_MAX_QUEUES)
+        nq = MLCL_MAX_QUEUES;
+    if (mlcl_context_create(&dev, nq, &b->ctx, err, sizeof err) != 0) {
+        ml_fail(lat, MOELAT_ERR_DEVICE, "%s", err);
+        free(b);
+        return -1;
+    }
+    snprintf(lat->device_name, sizeof lat->device_name, "%s", dev.name);
+    b->last_status = MOELAT_ERR_DEVICE;
+
+    /* Default chunks from the device's memory unless the user chose them. */
+    if (!(lat->cfg.chunk[0] > 0 && lat->cfg.chunk[1] > 0 && lat->cfg.chunk[2] > 0)) {
+        int32_t size[3];
+        ml_chunks_default_size(lat->cfg.dims, lat->S, dev.global_mem_bytes, size);
+        if (memcmp(size, lat->chunk_size, sizeof size) != 0) {
+            ml_chunk *c;
+            int n;
+            if (ml_chunks_make(lat->cfg.dims, size, &c, &n) == 0) {
+                free(lat->chunks);
+                lat->chunks = c;
+                lat->n_chunks = n;
+                memcpy(lat->chunk_size, size, sizeof size);
+            }
+        }
+    }
+    cl_int rc;
+    size_t bytes = lat->N * (size_t)lat->S * sizeof(float);
+    for (int i = 0; i < 2; i++) {
+        b->states[i] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, bytes, NULL, &rc);
+        if (rc != CL_SUCCESS) {
+            ml_fail(lat, MOELAT_ERR_DEVICE, "allocating %zu bytes of states on %s failed: %s", bytes,
+                    dev.name, mlcl_error_name(rc));
+            goto fail;
+        }
+    }
+    b->ext = mlcl_create_buffer(&b->ctx, CL_MEM_READ_ONLY, (size_t)lat->X * lat->Y * lat->E * sizeof(float), NULL, &rc);
+    if (cl_check(lat, rc, "allocating the external input"))
+        goto fail;
+    b->check = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, 2 * sizeof(cl_int), NULL, &rc);
+    if (cl_check(lat, rc, "allocating the finite check"))
+        goto fail;
+    if (upload_stencil(lat, b) || create_params(lat, b) || build_engine_program(lat, b))
+        goto fail;
+
+    /* On an allocation failure halve the chunks and retry. */
+    for (;;) {
+        b->max_chunk_cells = max_chunk_cells(lat);
+        if (alloc_sets(lat, b, b->max_chunk_cells) == 0)
+            break;
+        int32_t size[3];
+        memcpy(size, lat->chunk_size, sizeof size);
+        int axis = size[2] > 1 ? 2 : size[1] > 1 ? 1 : 0;
+        if (size[axis] <= 1)
+            goto fail;
+        size[axis] = (size[axis] + 1) / 2;
+        ML_WARN("batch", "%s; retrying with chunks of %dx%dx%d", lat->err, size[0], size[1], size[2]);
+        ml_chunk *c;
+        int n;
+        if (ml_chunks_make(lat->cfg.dims, size, &c, &n) != 0)
+            goto fail;
+        free(lat->chunks);
+        lat->chunks = c;
+        lat->n_chunks = n;
+        memcpy(lat->chunk_size, size, sizeof size);
+    }
+    b->host_expert_out = malloc((size_t)b->max_chunk_cells * lat->S * sizeof(float));
+    if (!b->host_expert_out) {
+        ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    lat->batch = b; /* prepare_expert uploads nothing, but logs through lat */
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        prepare_expert(lat, b, k);
+    lat->batch = NULL;
+    ML_INFO("batch", "device %s, %d queues, %d chunks of up to %d cells (%dx%dx%d)", dev.name, nq,
+            lat->n_chunks, b->max_chunk_cells, lat->chunk_size[0], lat->chunk_size[1], lat->chunk_size[2]);
+    *out = b;
+    return 0;
+fail:
+    ml_batch_destroy(b);
+    return -1;
+}
+
+moelat_status ml_batch_last_status(const moelat_lattice *lat) {
+    return lat->batch ? lat->batch->last_status : MOELAT_ERR_DEVICE;
+}
+
+int ml_batch_sync_to_host(moelat_lattice *lat) {
+    ml_batch *b = lat->batch;
+    if (!b || !lat->device_owns_states)
+        return 0;
+    if (cl_check(lat, clEnqueueReadBuffer(b->ctx.queues[0], b->states[b->cur], CL_TRUE, 0,
+                                          lat->N * (size_t)lat->S * sizeof(float), lat->states, 0, NULL, NULL),
+                 "reading states back"))
+        return -1;
+    lat->device_owns_states = 0;
+    return 0;
+}
+
+static int upload_if_stale(moelat_lattice *lat, ml_batch *b) {
+    cl_command_queue q = b->ctx.queues[0];
+    if (lat->device_stale) {
+        if (cl_check(lat, clEnqueueWriteBuffer(q, b->states[b->cur], CL_TRUE, 0,
+                                               lat->N * (size_t)lat->S * sizeof(float), lat->states, 0, NULL, NULL),
+                     "uploading states"))
+            return -1;
+        lat->device_stale = 0;
+    }
+    if (lat->ext_stale) {
+        if (cl_check(lat, clEnqueueWriteBuffer(q, b->ext, CL_TRUE, 0, (size_t)lat->X * lat->Y * lat->E * sizeof(float),
+                                               lat->ext, 0, NULL, NULL),
+                     "uploading the external input"))
+            return -1;
+        lat->ext_stale = 0;
+    }
+    return 0;
+}
+
+#define SET_ARG(k, i, v)                                                        \
+    do {                                                                        \
+        cl_int _e = clSetKernelArg(k, i, sizeof(v), &(v));                      \
+        if (_e != CL_SUCCESS)                                                   \
+            return _e;                                                          \
+    } while (0)
+
+static cl_int set_aggregate_args(ml_batch *b, const moelat_lattice *lat, const ml_chunk *c, chunk_set *s) {
+    cl_kernel k = b->k_aggregate;
+    cl_int4 dims = {{lat->X, lat->Y, lat->Z, 0}};
+    cl_int4 origin = {{c->origin[0], c->origin[1], c->origin[2], 0}};
+    cl_int4 extent = {{c->extent[0], c->extent[1], c->extent[2], 0}};
+    cl_int n = c->n_cells;
+    int a = 0;
+    SET_ARG(k, a++, b->states[b->cur]);
+    SET_ARG(k, a++, dims);
+    SET_ARG(k, a++, origin);
+    SET_ARG(k, a++, extent);
+    SET_ARG(k, a++, n);
+    for (int band = 0; band < MOELAT_BANDS; band++) {
+        cl_int cnt = lat->stencil.count[band];
+        SET_ARG(k, a++, b->offsets[band]);
+        SET_ARG(k, a++, cnt);
+    }
+    for (int band = 0; band < MOELAT_BANDS; band++)
+        SET_ARG(k, a++, s->mean[band]);
+    for (int band = 0; band < MOELAT_BANDS; band++)
+        SET_ARG(k, a++, s->absmean[band]);
+    for (int band = 0; band < MOELAT_BANDS; band++)
+        SET_ARG(k, a++, s->count[band]);
+    SET_ARG(k, a++, s->nu);
+    return CL_SUCCESS;
+}
+
+static cl_int set_gate_args(ml_batch *b, const moelat_lattice *lat, const ml_chunk *c, chunk_set *s,
+                            cl_mem next) {
+    cl_kernel k = b->k_gate;
+    cl_int4 dims = {{lat->X, lat->Y, lat->Z, 0}};
+    cl_int4 origin = {{c->origin[0], c->origin[1], c->origin[2], 0}};
+    cl_int4 extent = {{c->extent[0], c->extent[1], c->extent[2], 0}};
+    cl_int n = c->n_cells;
+    int a = 0;
+    SET_ARG(k, a++, b->states[b->cur]);
+    SET_ARG(k, a++, next);
+    SET_ARG(k, a++, dims);
+    SET_ARG(k, a++, origin);
+    SET_ARG(k, a++, extent);
+    SET_ARG(k, a++, n);
+    SET_ARG(k, a++, s->nu);
+    for (int band = 0; band < MOELAT_BANDS; band++)
+        SET_ARG(k, a++, s->out[band]);
+    for (int band = 0; band < MOELAT_BANDS; band++)
+        SET_ARG(k, a++, s->count[band]);
+    SET_ARG(k, a++, b->gate);
+    for (int t = 0; t < GATE_N_TENSORS; t++) {
+        cl_int off = (cl_int)lat->gate.offsets[t];
+        SET_ARG(k, a++, off);
+    }
+    return CL_SUCCESS;
+}
+
+/* Events of one step, released at its end. */
+typedef struct step_events {
+    cl_event *ev;
+    int *kind; /* 0..2 expert band, 3 aggregate, 4 gate, 5 precompute */
+    int n, cap;
+} step_events;
+
+static void keep_event(step_events *se, cl_event ev, int kind) {
+    if (!ev)
+        return;
+    if (se->n == se->cap) {
+        int cap = se->cap ? se->cap * 2 : 64;
+        cl_event *e = realloc(se->ev, (size_t)cap * sizeof *e);
+        int *k = realloc(se->kind, (size_t)cap * sizeof *k);
+        if (!e || !k) {
+            /* Losing a profiling record is harmless; leaking the event is not. */
+            if (e)
+                se->ev = e;
+            if (k)
+                se->kind = k;
+            clReleaseEvent(ev);
+            return;
+        }
+        se->ev = e;
+        se->kind = k;
+        se->cap = cap;
+    }
+    clRetainEvent(ev);
+    se->ev[se->n] = ev;
+    se->kind[se->n++] = kind;
+}
+
+static void account_events(moelat_lattice *lat, step_events *se) {
+    for (int i = 0; i < se->n; i++) {
+        double ms = mlcl_event_ms(se->ev[i]);
+        int k = se->kind[i];
+        if (k < MOELAT_BANDS) {
+            lat->stats.expert_device_ms[k] += ms;
+            lat->stats.expert_calls[k]++;
+        } else if (k == 3) {
+            lat->stats.aggregate_device_ms += ms;
+        } else if (k == 4) {
+            lat->stats.gate_device_ms += ms;
+        } else {
+            lat->stats.precompute_device_ms += ms;
+        }
+        clReleaseEvent(se->ev[i]);
+    }
+    free(se->ev);
+    free(se->kind);
+    memset(se, 0, sizeof *se);
+}
+
+/* Evaluates band k's expert on the host for every cell of chunk c and
+ * writes the outputs into the chunk set's out[k] (a device expert's job). */
+static int host_expert_chunk(moelat_lattice *lat, ml_batch *b, int k, const ml_chunk *c, chunk_set *s,
+                             cl_command_queue q, cl_event wait, cl_event *done) {
+    if (ml_percell_expert_chunk(lat, k, c, lat->states, b->host_expert_out) != 0)
+        return -1;
+    cl_int rc = clEnqueueWriteBuffer(q, s->out[k], CL_FALSE, 0, (size_t)c->n_cells * lat->S * sizeof(float),
+                                     b->host_expert_out, wait ? 1 : 0, wait ? &wait : NULL, done);
+    if (rc == CL_SUCCESS)
+        rc = clWaitForEvents(1, done); /* host_expert_out is reused by the next chunk */
+    return cl_check(lat, rc, "uploading host expert outputs");
+}
+
+/* Enqueues chunk c. Returns 0, or -1 when its device work could not be
+ * enqueued (lat->err says why; nothing of it writes the next buffer). */
+static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_event *pre, int n_pre,
+                         step_events *se) {
+    const ml_chunk *c = &lat->chunks[ci];
+    chunk_set *s = &b->sets[ci % b->n_sets];
+    int nq = b->ctx.n_queues;
+    cl_command_queue q = b->ctx.queues[qi % nq];
+    size_t global = (size_t)c->n_cells;
+    cl_event agg = NULL, gate = NULL, ex[MOELAT_BANDS] = {NULL, NULL, NULL};
+    int rc = -1;
+    cl_int e;
+
+    /* The set's previous chunk must be done with it. */
+    cl_event wait_set = s->last;
+    if ((e = set_aggregate_args(b, lat, c, s)) != CL_SUCCESS) {
+        cl_check(lat, e, "setting ml_aggregate arguments");
+        goto out;
+    }
+    e = mlcl_enqueue_kernel(q, b->k_aggregate, 1, &global, NULL, wait_set ? 1 : 0, wait_set ? &wait_set : NULL, &agg);
+    if (cl_check(lat, e, "enqueueing ml_aggregate"))
+        goto out;
+    keep_event(se, agg, 3);
+
+    int need_host_states = 0;
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        need_host_states |= !b->expert_on_device[k];
+    (void)need_host_states;
+
+    for (int k = 0; k < MOELAT_BANDS; k++) {
+        cl_command_queue qk = b->ctx.queues[(qi + 1 + k) % nq];
+        if (!b->expert_on_device[k]) {
+            if (host_expert_chunk(lat, b, k, c, s, qk, agg, &ex[k]) != 0)
+                goto out;
+            continue;
+        }
+        cl_event waits[1 + MOELAT_BANDS];
+        int nw = 0;
+        waits[nw++] = agg;
+        for (int p = 0; p < n_pre; p++)
+            if (pre[p])
+                waits[nw++] = pre[p];
+        moelat_cl_chunk ch = {
+            .struct_size = sizeof ch,
+            .queue = qk,
+            .states = b->states[b->cur],
+            .ext = b->ext,
+            .offsets = b->offsets[k],
+            .n_offsets = lat->stencil.count[k],
+            .origin = {c->origin[0], c->origin[1], c->origin[2]},
+            .extent = {c->extent[0], c->extent[1], c->extent[2]},
+            .n_cells = c->n_cells,
+            .band_mean = s->mean[k],
+            .band_absmean = s->absmean[k],
+            .band_count = s->count[k],
+            .out = s->out[k],
+            .num_wait = (uint32_t)nw,
+            .wait = (const struct _cl_event *const *)waits,
+            .done = &ex[k],
+        };
+        if (mlcl_fault_hit(MLCL_FAULT_ENQUEUE)) {
+            ml_fail(lat, MOELAT_ERR_DEVICE, "expert '%s' enqueue failed: CL_OUT_OF_RESOURCES (injected)",
+                    lat->expert[k].desc->name);
+            goto out;
+        }
+        if (lat->expert[k].desc->cl_enqueue(b->expert_state[k], &ch) != MOELAT_EXPERT_OK) {
+            ml_fail(lat, MOELAT_ERR_DEVICE, "expert '%s' failed to enqueue chunk %d", lat->expert[k].desc->name, ci);
+            goto out;
+        }
+        keep_event(se, ex[k], k);
+    }
+    if ((e = set_gate_args(b, lat, c, s, b->states[1 - b->cur])) != CL_SUCCESS) {
+        cl_check(lat, e, "setting ml_gate_combine arguments");
+        goto out;
+    }
+    cl_event waits[MOELAT_BANDS];
+    int nw = 0;
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        if (ex[k])
+            waits[nw++] = ex[k];
+    e = mlcl_enqueue_kernel(q, b->k_gate, 1, &global, NULL, (cl_uint)nw, nw ? waits : NULL, &gate);
+    if (cl_check(lat, e, "enqueueing ml_gate_combine"))
+        goto out;
+    keep_event(se, gate, 4);
+    if (s->last)
+        clReleaseEvent(s->last);
+    s->last = gate;
+    gate = NULL;
+    rc = 0;
+out:
+    if (agg)
+        clReleaseEvent(agg);
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        if (ex[k])
+            clReleaseEvent(ex[k]);
+    if (gate)
+        clReleaseEvent(gate);
+    return rc;
+}
+
+/* Writes host-computed chunks of lat->next into the device's next buffer. */
+static int upload_host_chunks(moelat_lattice *lat, ml_batch *b, const int *ids, int n) {
+    cl_command_queue q = b->ctx.queues[0];
+    size_t row = (size_t)lat->X * lat->S * sizeof(float);
+    size_t slice = row * (size_t)lat->Y;
+    for (int i = 0; i < n; i++) {
+        const ml_chunk *c = &lat->chunks[ids[i]];
+        size_t origin[3] = {(size_t)c->origin[0] * lat->S * sizeof(float), (size_t)c->origin[1], (size_t)c->origin[2]};
+        size_t region[3] = {(size_t)c->extent[0] * lat->S * sizeof(float), (size_t)c->extent[1], (size_t)c->extent[2]};
+        cl_int e = clEnqueueWriteBufferRect(q, b->states[1 - b->cur], CL_FALSE, origin, origin, region, row, slice,
+                                            row, slice, lat->next, 0, NULL, NULL);
+        if (cl_check(lat, e, "uploading host chunks"))
+            return -1;
+    }
+    return cl_check(lat, clFinish(q), "uploading host chunks");
+}
+
+static int check_finite(moelat_lattice *lat, ml_batch *b) {
+    cl_command_queue q = b->ctx.queues[0];
+    cl_int init[2] = {0, INT_MAX}, res[2];
+    cl_int n = (cl_int)lat->N;
+    size_t global = lat->N;
+    cl_mem buf = b->states[1 - b->cur];
+    cl_int e = clEnqueueWriteBuffer(q, b->check, CL_FALSE, 0, sizeof init, init, 0, NULL, NULL);
+    if (e == CL_SUCCESS)
+        e = clSetKernelArg(b->k_check, 0, sizeof buf, &buf);
+    if (e == CL_SUCCESS)
+        e = clSetKernelArg(b->k_check, 1, sizeof n, &n);
+    if (e == CL_SUCCESS)
+        e = clSetKernelArg(b->k_check, 2, sizeof b->check, &b->check);
+    if (e == CL_SUCCESS)
+        e = clEnqueueNDRangeKernel(q, b->k_check, 1, NULL, &global, NULL, 0, NULL, NULL);
+    if (e == CL_SUCCESS)
+        e = clEnqueueReadBuffer(q, b->check, CL_TRUE, 0, sizeof res, res, 0, NULL, NULL);
+    if (cl_check(lat, e, "checking states for NaN and Inf"))
+        return -1;
+    if (res[0] > 0) {
+        size_t i = (size_t)res[1];
+        ml_fail(lat, MOELAT_ERR_NONFINITE, "%d cells hold non-finite states, the first at cell (%d, %d, %d)", res[0],
+                (int)(i % (size_t)lat->X), (int)((i / (size_t)lat->X) % (size_t)lat->Y),
+                (int)(i / ((size_t)lat->X * lat->Y)));
+        b->last_status = MOELAT_ERR_NONFINITE;
+        return -1;
+    }
+    return 0;
+}
+
+/* Which chunks go to the device this step. */
+static int chunk_wants_device(const moelat_lattice *lat, const ml_chunk *c) {
+    if (c->n_cells < lat->batch_threshold)
+        return 0;
+    if (lat->mode == MOELAT_MODE_AUTO) {
+        const ml_stats *s = &lat->stats;
+        double dev = s->batch_ms > 0 ? (double)s->batch_cells / s->batch_ms : 0;
+        double host = s->percell_ms > 0 ? (double)s->percell_cells / s->percell_ms : 0;
+        /* Measure both paths first; then keep the faster. */
+        if (dev > 0 && host > 0)
+            return dev >= host;
+        if (dev > 0 && s->percell_chunks == 0 && lat->stats.steps >= 1)
+            return c != &lat->chunks[lat->n_chunks - 1]; /* time the host on one chunk */
+    }
+    return 1;
+}
+
+int ml_batch_step(moelat_lattice *lat) {
+    ml_batch *b = lat->batch;
+    b->last_status = MOELAT_ERR_DEVICE;
+    if (upload_if_stale(lat, b) != 0)
+        return -1;
+    int *host_ids = malloc((size_t)lat->n_chunks * sizeof *host_ids);
+    int *dev_ids = malloc((size_t)lat->n_chunks * sizeof *dev_ids);
+    if (!host_ids || !dev_ids) {
+        free(host_ids);
+        free(dev_ids);
+        ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");
+        return -1;
+    }
+    int n_host = 0, n_dev = 0;
+    for (int c = 0; c < lat->n_chunks; c++) {
+        if (chunk_wants_device(lat, &lat->chunks[c]))
+            dev_ids[n_dev++] = c;
+        else
+            host_ids[n_host++] = c;
+    }
+    int host_expert = 0;
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        host_expert |= !b->expert_on_device[k];
+    /* The host needs the old states for host chunks and host experts. */
+    if ((n_host > 0 || host_expert) && ml_batch_sync_to_host(lat) != 0)
+        goto fail;
+
+    double t0 = ml_now_ms();
+    step_events se = {0};
+    cl_event pre[MOELAT_BANDS] = {NULL, NULL, NULL};
+    int rc = 0;
+    if (n_dev > 0) {
+        for (int k = 0; k < MOELAT_BANDS; k++) {
+            if (!b->expert_on_device[k] || !lat->expert[k].desc->cl_step_begin)
+                continue;
+            moelat_cl_step st = {
+                .struct_size = sizeof st,
+                .queue = b->ctx.queues[(1 + k) % b->ctx.n_queues],
+                .states = b->states[b->cur],
+                .num_wait = 0,
+                .wait = NULL,
+                .done = &pre[k],
+            };
+            if (lat->expert[k].desc->cl_step_begin(b->expert_state[k], &st) != MOELAT_EXPERT_OK) {
+                /* Without its precomputation the expert cannot run: host. */
+                char reason[256];
+                snprintf(reason, sizeof reason, "expert '%s' failed its per-step precomputation: band %s runs on the host",
+                         lat->expert[k].desc->name, moelat_band_name(k));
+                ml_stats_fallback(lat, reason);
+                b->expert_on_device[k] = 0;
+                if (ml_batch_sync_to_host(lat) != 0)
+                    goto fail;
+                continue;
+            }
+            keep_event(&se, pre[k], 5);
+        }
+    }
+    for (int i = 0; i < n_dev; i++) {
+        if (enqueue_chunk(lat, b, dev_ids[i], i, pre, MOELAT_BANDS, &se) != 0) {
+            /* Its device work failed: this chunk runs on the host. Work of
+             * it already enqueued may still use the chunk's scratch set:
+             * drain the queues before another chunk reuses it. */
+            ml_stats_fallback(lat, lat->err);
+            for (int q = 0; q < b->ctx.n_queues; q++)
+                clFinish(b->ctx.queues[q]);
+            if (ml_batch_sync_to_host(lat) != 0)
+                goto fail;
+            host_ids[n_host++] = dev_ids[i];
+            dev_ids[i--] = dev_ids[--n_dev];
+            /* dev_ids order changed; the queue choice (i) stays balanced */
+        }
+    }
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        if (pre[k])
+            clReleaseEvent(pre[k]);
+    for (int q = 0; q < b->ctx.n_queues; q++)
+        clFlush(b->ctx.queues[q]);
+
+    /* Host chunks run while the device works. */
+    double th = ml_now_ms();
+    if (n_host > 0) {
+        rc = ml_percell_run(lat, host_ids, n_host, lat->states, lat->next);
+        if (rc == 0) {
+            double dt = ml_now_ms() - th;
+            lat->stats.percell_chunks += (uint64_t)n_host;
+            for (int i = 0; i < n_host; i++)
+                lat->stats.percell_cells += (uint64_t)lat->chunks[host_ids[i]].n_cells;
+            lat->stats.percell_ms += dt;
+        }
+    }
+    double host_ms = ml_now_ms() - th;
+    for (int q = 0; q < b->ctx.n_queues; q++)
+        if (cl_check(lat, clFinish(b->ctx.queues[q]), "finishing the step"))
+            rc = -1;
+    if (rc == 0 && n_host > 0 && upload_host_chunks(lat, b, host_ids, n_host) != 0)
+        rc = -1;
+    double total = ml_now_ms() - t0;
+    account_events(lat, &se);
+    if (rc != 0) {
+        b->last_status = strstr(lat->err, "non-finite") ? MOELAT_ERR_NONFINITE : MOELAT_ERR_DEVICE;
+        goto fail;
+    }
+    if (n_dev > 0) {
+        lat->stats.batch_chunks += (uint64_t)n_dev;
+        for (int i = 0; i < n_dev; i++)
+            lat->stats.batch_cells += (uint64_t)lat->chunks[dev_ids[i]].n_cells;
+        lat->stats.batch_ms += n_host > 0 ? (total > host_ms ? total - host_ms : total) : total;
+    }
+    if (check_finite(lat, b) != 0) {
+        /* Keep the failing step's states visible to the caller. */
+        b->cur = 1 - b->cur;
+        lat->device_owns_states = 1;
+        goto fail;
+    }
+    b->cur = 1 - b->cur;
+    lat->device_owns_states = 1;
+    free(host_ids);
+    free(dev_ids);
+    return 0;
+fail:
+    free(host_ids);
+    free(dev_ids);
+    return -1;
+}
+
+moelat_status ml_batch_verify_sample(moelat_lattice *lat) {
+    /* One device step of the whole lattice into the other buffer, compared
+     * on a sample of cells with the per-cell path; states are untouched. */
+    ml_batch *b = lat->batch;
+    size_t N = lat->N;
+    int S = lat->S;
+    enum { SAMPLE = 64 };
+    size_t cells[SAMPLE];
+    int n = 0;
+    size_t step = N / (SAMPLE - 2) + 1;
+    cells[n++] = 0;
+    cells[n++] = N - 1;
+    for (size_t i = step / 2; i < N && n < SAMPLE; i += step)
+        cells[n++] = i;
+    float *host = malloc((size_t)n * S * sizeof(float));
+    float *dev = malloc(N * (size_t)S * sizeof(float));
+    if (!host || !dev) {
+        free(host);
+        free(dev);
+        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");
+    }
+    moelat_status st = MOELAT_OK;
+    if (ml_percell_cells(lat, cells, n, lat->states, host) != 0) {
+        st = MOELAT_ERR_PLUGIN;
+        goto out;
+    }
+    moelat_mode saved_mode = lat->mode;
+    ml_stats saved_stats = lat->stats;
+    lat->mode = MOELAT_MODE_BATCH;
+    int thr = lat->batch_threshold;
+    lat->batch_threshold = 0;
+    lat->batch = b;
+    int rc = ml_batch_step(lat);
+    lat->batch_threshold = thr;
+    lat->mode = saved_mode;
+    lat->stats = saved_stats;
+    if (rc != 0) {
+        st = ml_batch_last_status(lat);
+        goto out;
+    }
+    /* The step swapped buffers: read the result, then swap back. */
+    if (cl_check(lat, clEnqueueReadBuffer(b->ctx.queues[0], b->states[b->cur], CL_TRUE, 0, N * (size_t)S * sizeof(float),
+                                          dev, 0, NULL, NULL),
+                 "reading the check step")) {
+        st = MOELAT_ERR_DEVICE;
+        goto out;
+    }
+    b->cur = 1 - b->cur;
+    lat->device_owns_states = 0;
+    double tol = lat->cfg.cnf_mode == MOELAT_CNF_LIPSCHITZ ? 1e-2 : 1e-4;
+    double worst = 0;
+    size_t worst_cell = 0;
+    for (int k = 0; k < n; k++)
+        for (int s = 0; s < S; s++) {
+            double ref = host[(size_t)k * S + s];
+            double d = fabs((double)dev[cells[k] * S + s] - ref) / (1.0 + fabs(ref));
+            if (!(d <= worst)) {
+                worst = d;
+                worst_cell = cells[k];
+            }
+        }
+    if (!(worst <= tol)) {
+        st = ml_fail(lat, MOELAT_ERR_MISMATCH,
+                     "batch path disagrees with the per-cell path on %s: relative difference %.3g at cell %zu (tolerance %.0e); batch mode not enabled",
+                     lat->device_name, worst, worst_cell, tol);
+    } else {
+        ML_INFO("batch", "upgrade check on %d cells: max relative difference %.3g", n, worst);
+    }
+out:
+    free(host);
+    free(dev);
+    return st;
+}

@@ -1,0 +1,51 @@
+/* Box chunks: the unit of scheduling for both paths. */
+#include <stdlib.h>
+
+#include "lattice_internal.h"
+
+static int32_t div_up(int32_t a, int32_t b) { return (a + b - 1) / b; }
+
+int ml_chunks_make(const int32_t dims[3], const int32_t size[3], ml_chunk **out, int *n) {
+    int32_t cs[3], nc[3];
+    for (int a = 0; a < 3; a++) {
+        cs[a] = size[a] < 1 ? 1 : (size[a] > dims[a] ? dims[a] : size[a]);
+        nc[a] = div_up(dims[a], cs[a]);
+    }
+    long total = (long)nc[0] * nc[1] * nc[2];
+    ml_chunk *c = malloc((size_t)total * sizeof *c);
+    if (!c)
+        return -1;
+    int k = 0;
+    for (int z = 0; z < nc[2]; z++)
+        for (int y = 0; y < nc[1]; y++)
+            for (int x = 0; x < nc[0]; x++, k++) {
+                int32_t o[3] = {x * cs[0], y * cs[1], z * cs[2]};
+                for (int a = 0; a < 3; a++) {
+                    c[k].origin[a] = o[a];
+                    c[k].extent[a] = (o[a] + cs[a] > dims[a] ? dims[a] - o[a] : cs[a]);
+                }
+                c[k].n_cells = c[k].extent[0] * c[k].extent[1] * c[k].extent[2];
+            }
+    *out = c;
+    *n = (int)total;
+    return 0;
+}
+
+void ml_chunks_default_size(const int32_t dims[3], int S, uint64_t device_mem, int32_t size[3]) {
+    /* Whole xy planes, as many z layers as keep a chunk's scratch (about
+     * 12 floats of S per cell for aggregates and expert outputs) within an
+     * eighth of device memory, and at least 2 chunks along z when the
+     * lattice has the depth, so queues have work to overlap. */
+    size[0] = dims[0];
+    size[1] = dims[1];
+    uint64_t plane = (uint64_t)dims[0] * dims[1];
+    uint64_t bytes_per_plane = plane * (uint64_t)S * 12u * sizeof(float);
+    uint64_t budget = device_mem ? device_mem / 8 : (uint64_t)1 << 30;
+    int32_t layers = (int32_t)(budget / (bytes_per_plane ? bytes_per_plane : 1));
+    if (layers < 1)
+        layers = 1;
+    int32_t half = (dims[2] + 1) / 2;
+    if (layers > half)
+        layers = half;
+    size[2] = layers;
+}

@@ -1,0 +1,26 @@
+/* Config helpers shared by the engine, the CLI and the config fuzzer. */
+#ifndef MOELAT_CONFIG_PARSE_H
+#define MOELAT_CONFIG_PARSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moelat/moelat.h"
+
+/* Parses "XxYxZ" (three positive integers, 'x' or 'X' between them) into
+ * out[0..2]; out is untouched on error. Returns 0 or -1. */
+int ml_parse_dims(const char *s, int32_t out[3], char *err, size_t errlen);
+
+/* Checks a complete config (sizes positive, S even, floor(ode_hidden/4) <= S,
+ * ode_hidden even, ratios ordered, strings terminated, ...). Returns 0 or -1
+ * with the reason in err. */
+int ml_config_validate(const moelat_config *cfg, char *err, size_t errlen);
+
+/* Merges JSON text into cfg exactly as moelat_config_load_json() merges a
+ * file; `name` stands for the file in messages. cfg is unchanged on error.
+ * MOELAT_ERR_FORMAT: not JSON / not an object; MOELAT_ERR_INVALID: a key,
+ * type or value is wrong, or the merged config fails ml_config_validate. */
+moelat_status ml_config_load_string(const char *text, size_t len, const char *name,
+                                    moelat_config *cfg, char *err, size_t errlen);
+
+#endif

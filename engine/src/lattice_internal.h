@@ -1,0 +1,145 @@
+/* The lattice object behind the public handle, shared by the files that
+ * implement one part of a step: lattice.c (API, states, files), percell.c
+ * (host path), batch.c (device path), adapter.c (which chunk runs where),
+ * report.c (performance report). */
+#ifndef MOELAT_LATTICE_INTERNAL_H
+#define MOELAT_LATTICE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moelat/moelat.h"
+#include "params.h"
+#include "plugin_loader.h"
+#include "stencil.h"
+
+/* One expert serving one band. */
+typedef struct ml_expert_slot {
+    const moelat_expert_descriptor *desc;
+    char path[1024];
+    moelat_expert_dims dims;
+    ml_param_block params;     /* prefix "<band>_expert." */
+    size_t scratch_floats;     /* for the band's largest neighbourhood */
+} ml_expert_slot;
+
+/* A box of cells: [origin, origin + extent). */
+typedef struct ml_chunk {
+    int32_t origin[3];
+    int32_t extent[3];
+    int32_t n_cells;
+} ml_chunk;
+
+typedef struct ml_thread_pool ml_thread_pool;
+typedef struct ml_batch ml_batch;
+
+/* Timing and counts accumulated by the paths; turned into moelat_report. */
+typedef struct ml_stats {
+    uint64_t steps;
+    uint64_t batch_chunks, percell_chunks;
+    uint64_t batch_cells, percell_cells;
+    double batch_ms, percell_ms;   /* wall time attributed to each path */
+    uint64_t expert_calls[MOELAT_BANDS];
+    double expert_device_ms[MOELAT_BANDS];
+    double aggregate_device_ms, gate_device_ms, precompute_device_ms;
+    uint64_t fallbacks;
+    int n_reasons;
+    char reason[MOELAT_MAX_FALLBACK_REASONS][256];
+    uint64_t reason_count[MOELAT_MAX_FALLBACK_REASONS];
+} ml_stats;
+
+struct moelat_lattice {
+    moelat_config cfg;
+    char err[2048];
+
+    int32_t X, Y, Z, S, E;
+    size_t N;
+    int32_t gate_hidden;
+    ml_stencil stencil;
+
+    ml_plugin_set plugins;
+    ml_expert_slot expert[MOELAT_BANDS];
+    ml_param_block gate;
+
+    float *states;      /* N x S, host copy (valid unless device_owns_states) */
+    float *next;        /* N x S, the step's output on the host */
+    float *ext;         /* X x Y x E of the z = 0 face */
+    int has_ext;
+
+    uint64_t step_count;
+    int n_threads;
+    ml_thread_pool *pool;
+
+    ml_chunk *chunks;
+    int n_chunks;
+    int32_t chunk_size[3];
+
+    moelat_mode mode;
+    int batch_threshold;
+    ml_batch *batch;          /* device state, NULL until batch is enabled */
+    int device_owns_states;   /* the newest states live only on the device */
+    int device_stale;         /* the device copy of the states is older than the host's */
+    int ext_stale;            /* likewise for the external input */
+    char device_name[256];
+
+    ml_stats stats;
+
+    struct ml_percell_ws *ws; /* per-worker scratch of the host path */
+    int n_ws;
+};
+
+/* Sets lat->err and returns status. */
+moelat_status ml_fail(moelat_lattice *lat, moelat_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* External input of a cell (E floats), or NULL off the input face / unset. */
+const float *ml_cell_ext(const moelat_lattice *lat, int x, int y, int z);
+
+/* Blocks of the weights file in order: local, functional, distant, gate. */
+int ml_param_blocks(moelat_lattice *lat, ml_param_block **blocks);
+
+/* Chunks (chunks.c): cuts the lattice into boxes of at most size[]. */
+int ml_chunks_make(const int32_t dims[3], const int32_t size[3], ml_chunk **out, int *n);
+/* The default chunk box for a lattice (device memory in bytes, 0 = host). */
+void ml_chunks_default_size(const int32_t dims[3], int S, uint64_t device_mem, int32_t size[3]);
+
+/* Thread pool (thread_pool.c): runs fn(ctx, i, worker) for i in [0, n). */
+ml_thread_pool *ml_pool_create(int n_threads);
+void ml_pool_destroy(ml_thread_pool *pool);
+int ml_pool_size(const ml_thread_pool *pool);
+void ml_pool_run(ml_thread_pool *pool, int n, void (*fn)(void *ctx, int i, int worker), void *ctx);
+
+/* Host path (percell.c): computes next[] for the listed chunks from states[].
+ * Returns 0, or -1 with lat->err set (an expert failed or produced NaN). */
+int ml_percell_run(moelat_lattice *lat, const int *chunk_ids, int n, const float *states,
+                   float *next);
+void ml_percell_free(moelat_lattice *lat);
+/* Band k's expert alone on the host for every cell of a chunk: out holds
+ * n_cells x S in chunk order (zeros where the band is empty). */
+int ml_percell_expert_chunk(moelat_lattice *lat, int band, const ml_chunk *chunk, const float *states,
+                            float *out);
+/* Host path for single cells (used by the batch upgrade check). */
+int ml_percell_cells(moelat_lattice *lat, const size_t *cells, int n, const float *states,
+                     float *out);
+
+/* Device path (batch.c). */
+int ml_batch_create(moelat_lattice *lat, ml_batch **out);
+void ml_batch_destroy(ml_batch *b);
+/* Runs one step on the device for the chunks with use_device[c] != 0, the
+ * others on the host; leaves the result in lat->states. */
+int ml_batch_step(moelat_lattice *lat);
+/* Status of the last failed ml_batch_step (lat->err holds the message). */
+moelat_status ml_batch_last_status(const moelat_lattice *lat);
+/* Copies device states to lat->states when the device owns them. */
+int ml_batch_sync_to_host(moelat_lattice *lat);
+/* Uploads every parameter block to the device. */
+int ml_batch_upload_weights(moelat_lattice *lat);
+/* Runs a sample of cells on both paths; MOELAT_ERR_MISMATCH if they disagree. */
+moelat_status ml_batch_verify_sample(moelat_lattice *lat);
+
+/* Monotonic clock in milliseconds. */
+double ml_now_ms(void);
+
+/* Report (report.c). */
+void ml_stats_fallback(moelat_lattice *lat, const char *reason);
+
+#endif

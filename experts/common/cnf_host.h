@@ -1,0 +1,38 @@
+/* The CNF block of MODEL.md on the host (the reference the OpenCL path of
+ * cnf.cl must match). Used by the distant expert and inside the functional
+ * expert. */
+#ifndef MOELAT_CNF_HOST_H
+#define MOELAT_CNF_HOST_H
+
+#include <stddef.h>
+
+#include "expert_common.h"
+
+/* Tensors of one CNF block, in their declaration order (cnf_spec). */
+enum cnf_tensor {
+    CNF_W0, CNF_B0,        /* neural_ode.ode_network.0: 2S -> H */
+    CNF_W3, CNF_B3,        /* neural_ode.ode_network.3: H -> H/2 */
+    CNF_W5, CNF_B5,        /* neural_ode.ode_network.5: H/2 -> S */
+    CNF_TIME_W,            /* neural_ode.time_embedding.weight [H/4, 1] */
+    CNF_GAMMA,             /* neural_ode.damping_strength */
+    CNF_IN_G, CNF_IN_B,    /* neural_ode.input_norm over 2S */
+    CNF_OUT_G, CNF_OUT_B,  /* neural_ode.output_norm over S */
+    CNF_BASE_DT,           /* solver.base_dt (unused by both modes) */
+    CNF_LAMBDA,            /* solver.lipschitz_factor */
+    CNF_N_TENSORS
+};
+
+/* Appends the CNF's specs; prefix ends with '.' or is "". */
+void cnf_spec(ec_specs *s, const char *prefix, int S, int H);
+
+/* Rejects H odd or floor(H/4) > S, K < 1, an unknown mode. */
+int cnf_validate(int S, int H, int K, int mode, char *err, size_t errlen);
+
+size_t cnf_scratch_floats(int S, int H);
+
+/* out = v_K of MODEL.md's CNF, from v_0 = x with neighbour mean m.
+ * t points at the block's CNF_N_TENSORS tensors. out may not alias x or m. */
+void cnf_host_run(const float *const *t, int S, int H, int K, int mode, const float *x,
+                  const float *m, float *out, float *scratch);
+
+#endif

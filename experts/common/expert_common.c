@@ -1,0 +1,347 @@
+#include "expert_common.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const moelat_host_services *g_host;
+static const char *g_name = "expert";
+static char *g_cl_source;
+
+void ec_init(const moelat_host_services *host, const char *expert_name) {
+    /* A services table too old to hold log is treated as absent. */
+    if (host && host->struct_size < offsetof(moelat_host_services, log) + sizeof(host->log))
+        host = NULL;
+    g_host = host;
+    if (expert_name)
+        g_name = expert_name;
+}
+
+const char *ec_expert_name(void) { return g_name; }
+
+void ec_log(int level, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (g_host && g_host->log)
+        g_host->log(level, g_name, "%s", msg);
+    else
+        fprintf(stderr, "[%s] %s\n", g_name, msg);
+}
+
+const char *ec_join_cl_parts(const char *const *parts) {
+    if (g_cl_source)
+        return g_cl_source;
+    size_t len = 0;
+    for (int i = 0; parts[i]; i++)
+        len += strlen(parts[i]) + 1;
+    char *s = malloc(len + 1);
+    if (!s) {
+        ec_log(MOELAT_LOG_ERROR, "out of memory joining the OpenCL source");
+        return NULL;
+    }
+    size_t at = 0;
+    for (int i = 0; parts[i]; i++) {
+        size_t l = strlen(parts[i]);
+        memcpy(s + at, parts[i], l);
+        at += l;
+        s[at++] = '\n'; /* a part without a final newline must not glue to the next */
+    }
+    s[at] = '\0';
+    g_cl_source = s;
+    return s;
+}
+
+/* Frees the joined source when the plugin is unloaded (dlclose), so leak
+ * checkers see no lost block. */
+__attribute__((destructor)) static void ec_free_cl_source(void) {
+    free(g_cl_source);
+    g_cl_source = NULL;
+}
+
+/* ---- host math ---- */
+
+float ec_gelu(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
+
+float ec_sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
+
+void ec_dense(const float *W, const float *b, const float *in, int nin, float *out, int nout) {
+    for (int o = 0; o < nout; o++) {
+        float acc = b ? b[o] : 0.0f;
+        const float *row = W + (size_t)o * nin;
+        for (int i = 0; i < nin; i++)
+            acc = fmaf(row[i], in[i], acc);
+        out[o] = acc;
+    }
+}
+
+void ec_layernorm(float *v, int n, const float *gain, const float *bias) {
+    float mean = 0.0f;
+    for (int i = 0; i < n; i++)
+        mean += v[i];
+    mean /= (float)n;
+    float var = 0.0f;
+    for (int i = 0; i < n; i++)
+        var += (v[i] - mean) * (v[i] - mean);
+    var /= (float)n; /* biased variance, as PyTorch's LayerNorm */
+    float inv = 1.0f / sqrtf(var + 1e-5f);
+    for (int i = 0; i < n; i++)
+        v[i] = (v[i] - mean) * inv * gain[i] + bias[i];
+}
+
+void ec_softmax(float *v, int n) {
+    float mx = v[0];
+    for (int i = 1; i < n; i++)
+        mx = v[i] > mx ? v[i] : mx;
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        v[i] = expf(v[i] - mx);
+        sum += v[i];
+    }
+    for (int i = 0; i < n; i++)
+        v[i] /= sum;
+}
+
+/* ---- tensor specs ---- */
+
+static moelat_tensor_spec *spec_next(ec_specs *s) {
+    int i = s->n++;
+    if (!s->out || i >= s->cap)
+        return NULL;
+    moelat_tensor_spec *t = &s->out[i];
+    memset(t, 0, sizeof *t);
+    return t;
+}
+
+static void spec_name(moelat_tensor_spec *t, const char *name, const char *suffix) {
+    snprintf(t->suffix, sizeof t->suffix, "%s%s", name, suffix);
+}
+
+static void spec_uniform(ec_specs *s, const char *name, const char *suffix, int ndim, int d0,
+                         int d1, int fan_in) {
+    moelat_tensor_spec *t = spec_next(s);
+    if (!t)
+        return;
+    spec_name(t, name, suffix);
+    t->ndim = ndim;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    t->init = MOELAT_INIT_UNIFORM_FAN_IN;
+    t->fan_in = fan_in;
+}
+
+static void spec_const(ec_specs *s, const char *name, const char *suffix, int ndim, int d0,
+                       float value) {
+    moelat_tensor_spec *t = spec_next(s);
+    if (!t)
+        return;
+    spec_name(t, name, suffix);
+    t->ndim = ndim;
+    t->shape[0] = ndim > 0 ? d0 : 0;
+    t->init = MOELAT_INIT_CONST;
+    t->value = value;
+}
+
+void ec_spec_linear(ec_specs *s, const char *name, int in, int out) {
+    spec_uniform(s, name, ".weight", 2, out, in, in);
+    spec_uniform(s, name, ".bias", 1, out, 0, in);
+}
+
+void ec_spec_linear_nobias(ec_specs *s, const char *name, int in, int out) {
+    spec_uniform(s, name, "", 2, out, in, in);
+}
+
+void ec_spec_layernorm(ec_specs *s, const char *name, int n) {
+    spec_const(s, name, ".weight", 1, n, 1.0f);
+    spec_const(s, name, ".bias", 1, n, 0.0f);
+}
+
+void ec_spec_scalar(ec_specs *s, const char *name, float value) {
+    spec_const(s, name, "", 0, 0, value);
+}
+
+size_t ec_spec_numel(const moelat_tensor_spec *spec) {
+    size_t n = 1;
+    for (int d = 0; d < spec->ndim; d++)
+        n *= (size_t)spec->shape[d];
+    return n;
+}
+
+/* ---- OpenCL plumbing ---- */
+
+const char *ec_cl_error_name(cl_int err) {
+    switch (err) {
+#define EC_CASE(e) \
+    case e:        \
+        return #e;
+        EC_CASE(CL_SUCCESS)
+        EC_CASE(CL_DEVICE_NOT_FOUND)
+        EC_CASE(CL_DEVICE_NOT_AVAILABLE)
+        EC_CASE(CL_COMPILER_NOT_AVAILABLE)
+        EC_CASE(CL_MEM_OBJECT_ALLOCATION_FAILURE)
+        EC_CASE(CL_OUT_OF_RESOURCES)
+        EC_CASE(CL_OUT_OF_HOST_MEMORY)
+        EC_CASE(CL_PROFILING_INFO_NOT_AVAILABLE)
+        EC_CASE(CL_MEM_COPY_OVERLAP)
+        EC_CASE(CL_IMAGE_FORMAT_MISMATCH)
+        EC_CASE(CL_IMAGE_FORMAT_NOT_SUPPORTED)
+        EC_CASE(CL_BUILD_PROGRAM_FAILURE)
+        EC_CASE(CL_MAP_FAILURE)
+        EC_CASE(CL_MISALIGNED_SUB_BUFFER_OFFSET)
+        EC_CASE(CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST)
+        EC_CASE(CL_COMPILE_PROGRAM_FAILURE)
+        EC_CASE(CL_LINKER_NOT_AVAILABLE)
+        EC_CASE(CL_LINK_PROGRAM_FAILURE)
+        EC_CASE(CL_DEVICE_PARTITION_FAILED)
+        EC_CASE(CL_KERNEL_ARG_INFO_NOT_AVAILABLE)
+        EC_CASE(CL_INVALID_VALUE)
+        EC_CASE(CL_INVALID_DEVICE_TYPE)
+        EC_CASE(CL_INVALID_PLATFORM)
+        EC_CASE(CL_INVALID_DEVICE)
+        EC_CASE(CL_INVALID_CONTEXT)
+        EC_CASE(CL_INVALID_QUEUE_PROPERTIES)
+        EC_CASE(CL_INVALID_COMMAND_QUEUE)
+        EC_CASE(CL_INVALID_HOST_PTR)
+        EC_CASE(CL_INVALID_MEM_OBJECT)
+        EC_CASE(CL_INVALID_IMAGE_FORMAT_DESCRIPTOR)
+        EC_CASE(CL_INVALID_IMAGE_SIZE)
+        EC_CASE(CL_INVALID_SAMPLER)
+        EC_CASE(CL_INVALID_BINARY)
+        EC_CASE(CL_INVALID_BUILD_OPTIONS)
+        EC_CASE(CL_INVALID_PROGRAM)
+        EC_CASE(CL_INVALID_PROGRAM_EXECUTABLE)
+        EC_CASE(CL_INVALID_KERNEL_NAME)
+        EC_CASE(CL_INVALID_KERNEL_DEFINITION)
+        EC_CASE(CL_INVALID_KERNEL)
+        EC_CASE(CL_INVALID_ARG_INDEX)
+        EC_CASE(CL_INVALID_ARG_VALUE)
+        EC_CASE(CL_INVALID_ARG_SIZE)
+        EC_CASE(CL_INVALID_KERNEL_ARGS)
+        EC_CASE(CL_INVALID_WORK_DIMENSION)
+        EC_CASE(CL_INVALID_WORK_GROUP_SIZE)
+        EC_CASE(CL_INVALID_WORK_ITEM_SIZE)
+        EC_CASE(CL_INVALID_GLOBAL_OFFSET)
+        EC_CASE(CL_INVALID_EVENT_WAIT_LIST)
+        EC_CASE(CL_INVALID_EVENT)
+        EC_CASE(CL_INVALID_OPERATION)
+        EC_CASE(CL_INVALID_GL_OBJECT)
+        EC_CASE(CL_INVALID_BUFFER_SIZE)
+        EC_CASE(CL_INVALID_MIP_LEVEL)
+        EC_CASE(CL_INVALID_GLOBAL_WORK_SIZE)
+        EC_CASE(CL_INVALID_PROPERTY)
+        EC_CASE(CL_INVALID_IMAGE_DESCRIPTOR)
+        EC_CASE(CL_INVALID_COMPILER_OPTIONS)
+        EC_CASE(CL_INVALID_LINKER_OPTIONS)
+        EC_CASE(CL_INVALID_DEVICE_PARTITION_COUNT)
+#undef EC_CASE
+    default:
+        return "CL_UNKNOWN_ERROR";
+    }
+}
+
+int ec_cl_fail(cl_int err, const char *what) {
+    ec_log(MOELAT_LOG_ERROR, "%s: %s (%d)", what, ec_cl_error_name(err), (int)err);
+    return MOELAT_EXPERT_ERROR;
+}
+
+cl_kernel ec_cl_kernel(cl_program program, const char *name) {
+    cl_int err = CL_SUCCESS;
+    cl_kernel k = clCreateKernel(program, name, &err);
+    if (err != CL_SUCCESS || !k) {
+        char what[160];
+        snprintf(what, sizeof what, "creating kernel %s", name);
+        ec_cl_fail(err, what);
+        return NULL;
+    }
+    return k;
+}
+
+int ec_cl_set_args(cl_kernel k, const char *kname, const ec_arg *args, int n) {
+    for (int i = 0; i < n; i++) {
+        cl_int err = clSetKernelArg(k, (cl_uint)i, args[i].size, args[i].value);
+        if (err != CL_SUCCESS) {
+            char what[160];
+            snprintf(what, sizeof what, "kernel %s: setting argument %d", kname, i);
+            return ec_cl_fail(err, what);
+        }
+    }
+    return MOELAT_EXPERT_OK;
+}
+
+/* The work-group size: at most 64 (one cell per work-item, private-heavy
+ * kernels), at most what the kernel allows on this device, a power of two. */
+static size_t pick_local_size(cl_kernel k, cl_command_queue q) {
+    cl_device_id dev = NULL;
+    size_t kmax = 0;
+    if (clGetCommandQueueInfo(q, CL_QUEUE_DEVICE, sizeof dev, &dev, NULL) != CL_SUCCESS ||
+        clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_WORK_GROUP_SIZE, sizeof kmax, &kmax, NULL) !=
+            CL_SUCCESS)
+        return 0;
+    size_t local = 64;
+    while (local > kmax)
+        local /= 2;
+    return local;
+}
+
+int ec_cl_enqueue_items(cl_command_queue q, cl_kernel k, const char *kname, size_t n_items,
+                        cl_uint num_wait, const cl_event *wait, cl_event *ev) {
+    if (ev)
+        *ev = NULL;
+    if (n_items == 0) {
+        /* Nothing to compute, but the caller still expects ordering after
+         * its wait list: a marker gives that. */
+        cl_int err = clEnqueueMarkerWithWaitList(q, num_wait, num_wait ? wait : NULL, ev);
+        if (err != CL_SUCCESS) {
+            char what[160];
+            snprintf(what, sizeof what, "kernel %s: enqueueing a marker", kname);
+            return ec_cl_fail(err, what);
+        }
+        return MOELAT_EXPERT_OK;
+    }
+    size_t local = pick_local_size(k, q);
+    size_t global = n_items;
+    if (local > 0)
+        global = (n_items + local - 1) / local * local;
+    cl_int err = clEnqueueNDRangeKernel(q, k, 1, NULL, &global, local > 0 ? &local : NULL,
+                                        num_wait, num_wait ? wait : NULL, ev);
+    if (err != CL_SUCCESS) {
+        char what[160];
+        snprintf(what, sizeof what, "kernel %s: enqueueing %zu work-items", kname, global);
+        return ec_cl_fail(err, what);
+    }
+    return MOELAT_EXPERT_OK;
+}
+
+cl_mem ec_cl_offsets_buffer(cl_context ctx, const uint64_t *offsets, int n) {
+    if (n <= 0 || !offsets) {
+        ec_log(MOELAT_LOG_ERROR, "no tensor offsets given");
+        return NULL;
+    }
+    cl_int *vals = malloc((size_t)n * sizeof *vals);
+    if (!vals) {
+        ec_log(MOELAT_LOG_ERROR, "out of memory for %d tensor offsets", n);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        if (offsets[i] > (uint64_t)INT_MAX) {
+            ec_log(MOELAT_LOG_ERROR, "tensor %d offset %llu exceeds the int range of the kernels",
+                   i, (unsigned long long)offsets[i]);
+            free(vals);
+            return NULL;
+        }
+        vals[i] = (cl_int)offsets[i];
+    }
+    cl_int err = CL_SUCCESS;
+    cl_mem buf = clCreateBuffer(ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                (size_t)n * sizeof *vals, vals, &err);
+    free(vals);
+    if (err != CL_SUCCESS || !buf) {
+        ec_cl_fail(err, "creating the tensor offset buffer");
+        return NULL;
+    }
+    return buf;
+}

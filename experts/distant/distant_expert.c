@@ -1,0 +1,147 @@
+/* The distant expert (MODEL.md "Distant expert"): a CNF block integrated
+ * from the cell's state with the distant band's neighbour mean fixed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnf_host.h"
+#include "expert_common.h"
+
+extern const char *const distant_cl_parts[];
+
+#define ODE_H(d) ((d)->hidden[0])
+
+static int distant_validate(const moelat_expert_dims *d, char *err, size_t errlen) {
+    if (!d || d->state_size < 1) {
+        snprintf(err, errlen, "distant: state size must be >= 1");
+        return -1;
+    }
+    char why[200];
+    if (cnf_validate(d->state_size, ODE_H(d), d->cnf_steps, d->cnf_mode, why, sizeof why)) {
+        snprintf(err, errlen, "distant: %s", why);
+        return -1;
+    }
+    return 0;
+}
+
+static int distant_tensors(const moelat_expert_dims *d, moelat_tensor_spec *out, int cap) {
+    char err[256];
+    if (distant_validate(d, err, sizeof err) != 0)
+        return -1;
+    ec_specs s = {out, cap, 0};
+    cnf_spec(&s, "", d->state_size, ODE_H(d));
+    return s.n;
+}
+
+static size_t distant_scratch(const moelat_expert_dims *d, int max_neighbours) {
+    (void)max_neighbours;
+    return (size_t)d->state_size + cnf_scratch_floats(d->state_size, ODE_H(d));
+}
+
+static int distant_host_cell(const moelat_host_cell *c) {
+    const moelat_expert_dims *d = c->dims;
+    int S = d->state_size;
+    float *m = c->scratch; /* mean_j n_j, S */
+    memset(m, 0, (size_t)S * sizeof *m);
+    for (int j = 0; j < c->count; j++)
+        for (int s = 0; s < S; s++)
+            m[s] += c->neighbours[(size_t)j * S + s];
+    for (int s = 0; s < S; s++)
+        m[s] /= (float)c->count;
+    cnf_host_run(c->tensors, S, ODE_H(d), d->cnf_steps, d->cnf_mode, c->x, m, c->out, m + S);
+    return MOELAT_EXPERT_OK;
+}
+
+/* ---- OpenCL path: the engine hands the band mean, so no neighbour is read ---- */
+
+typedef struct distant_cl_state {
+    cl_kernel kernel;
+    cl_mem params;
+    cl_mem toff;
+    cl_int4 lattice;
+} distant_cl_state;
+
+static void distant_cl_release(void *p) {
+    distant_cl_state *st = p;
+    if (!st)
+        return;
+    if (st->kernel)
+        clReleaseKernel(st->kernel);
+    if (st->toff)
+        clReleaseMemObject(st->toff);
+    free(st);
+}
+
+static int distant_cl_prepare(const moelat_cl_setup *setup, void **state) {
+    *state = NULL;
+    if (setup->n_tensors != CNF_N_TENSORS) {
+        ec_log(MOELAT_LOG_ERROR, "cl_prepare: %d tensors given, %d expected", setup->n_tensors,
+               CNF_N_TENSORS);
+        return MOELAT_EXPERT_ERROR;
+    }
+    distant_cl_state *st = calloc(1, sizeof *st);
+    if (!st) {
+        ec_log(MOELAT_LOG_ERROR, "cl_prepare: out of memory");
+        return MOELAT_EXPERT_ERROR;
+    }
+    st->params = setup->params;
+    st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
+    st->kernel = ec_cl_kernel(setup->program, "distant_expert");
+    st->toff = st->kernel ? ec_cl_offsets_buffer(setup->context, setup->tensor_offsets,
+                                                 setup->n_tensors)
+                          : NULL;
+    if (!st->toff) {
+        distant_cl_release(st);
+        return MOELAT_EXPERT_ERROR;
+    }
+    *state = st;
+    return MOELAT_EXPERT_OK;
+}
+
+static int distant_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
+    distant_cl_state *st = p;
+    cl_int4 origin = {{ch->origin[0], ch->origin[1], ch->origin[2], 0}};
+    cl_int4 extent = {{ch->extent[0], ch->extent[1], ch->extent[2], 0}};
+    cl_int n_cells = ch->n_cells;
+    cl_mem states = ch->states, count = ch->band_count, mean = ch->band_mean, out = ch->out;
+    ec_arg args[] = {EC_ARG_MEM(states), EC_ARG(st->lattice),  EC_ARG(origin),
+                     EC_ARG(extent),     EC_ARG(n_cells),      EC_ARG_MEM(count),
+                     EC_ARG_MEM(mean),   EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff),
+                     EC_ARG_MEM(out)};
+    if (ec_cl_set_args(st->kernel, "distant_expert", args, (int)(sizeof args / sizeof args[0])))
+        return MOELAT_EXPERT_ERROR;
+    cl_event ev = NULL;
+    int rc = ec_cl_enqueue_items(ch->queue, st->kernel, "distant_expert", (size_t)ch->n_cells,
+                                 ch->num_wait, (const cl_event *)ch->wait, ch->done ? &ev : NULL);
+    if (ch->done)
+        *ch->done = ev;
+    return rc;
+}
+
+static moelat_expert_descriptor g_desc = {
+    .abi_major = MOELAT_EXPERT_ABI_MAJOR,
+    .abi_minor = MOELAT_EXPERT_ABI_MINOR,
+    .struct_size = sizeof(moelat_expert_descriptor),
+    .name = "distant",
+    .version = "1.0.0",
+    .description = "CNF block from the cell's state with the distant band's mean fixed",
+    .hidden_names = {"ode_hidden", NULL},
+    .hidden_defaults = {48},
+    .validate = distant_validate,
+    .tensors = distant_tensors,
+    .init_params = NULL,
+    .host_scratch_floats = distant_scratch,
+    .host_cell = distant_host_cell,
+    .cl_source = NULL,
+    .cl_prepare = distant_cl_prepare,
+    .cl_step_begin = NULL,
+    .cl_enqueue = distant_cl_enqueue,
+    .cl_release = distant_cl_release,
+};
+
+MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {
+    ec_init(host, g_desc.name);
+    if (!g_desc.cl_source)
+        g_desc.cl_source = ec_join_cl_parts(distant_cl_parts);
+    return &g_desc;
+}

@@ -1,0 +1,199 @@
+/* The local expert (MODEL.md "Local expert"): attention over the local band
+ * by unscaled dot products with the cell's state, two small MLPs and a
+ * residual mix alpha x + beta LN(p). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "expert_common.h"
+
+extern const char *const local_cl_parts[];
+
+/* Declaration order of the tensors (the engine stores them in this order). */
+enum {
+    L_AGG0_W, L_AGG0_B, /* neighbor_aggregator.0: S -> h1 */
+    L_AGG2_W, L_AGG2_B, /* neighbor_aggregator.2: h1 -> h2 */
+    L_SP0_W, L_SP0_B,   /* state_processor.0: S + h2 -> ph */
+    L_SP2_W, L_SP2_B,   /* state_processor.2: ph -> S */
+    L_ALPHA, L_BETA,
+    L_NORM_G, L_NORM_B, /* normalization over S */
+    L_N_TENSORS
+};
+
+#define H1(d) ((d)->hidden[0])
+#define H2(d) ((d)->hidden[1])
+#define PH(d) ((d)->hidden[2])
+
+static int local_validate(const moelat_expert_dims *d, char *err, size_t errlen) {
+    if (!d || d->state_size < 1) {
+        snprintf(err, errlen, "local: state size must be >= 1");
+        return -1;
+    }
+    if (H1(d) < 1 || H2(d) < 1 || PH(d) < 1) {
+        snprintf(err, errlen, "local: hidden sizes h1 %d, h2 %d, ph %d must be >= 1", H1(d),
+                 H2(d), PH(d));
+        return -1;
+    }
+    return 0;
+}
+
+static int local_tensors(const moelat_expert_dims *d, moelat_tensor_spec *out, int cap) {
+    char err[128];
+    if (local_validate(d, err, sizeof err) != 0)
+        return -1;
+    int S = d->state_size;
+    ec_specs s = {out, cap, 0};
+    ec_spec_linear(&s, "neighbor_aggregator.0", S, H1(d));
+    ec_spec_linear(&s, "neighbor_aggregator.2", H1(d), H2(d));
+    ec_spec_linear(&s, "state_processor.0", S + H2(d), PH(d));
+    ec_spec_linear(&s, "state_processor.2", PH(d), S);
+    ec_spec_scalar(&s, "alpha", 0.1f);
+    ec_spec_scalar(&s, "beta", 0.9f);
+    ec_spec_layernorm(&s, "normalization", S);
+    return s.n;
+}
+
+static size_t local_scratch(const moelat_expert_dims *d, int max_neighbours) {
+    int S = d->state_size;
+    return (size_t)max_neighbours + (size_t)(S + H1(d) + H2(d) + S + H2(d) + PH(d) + S);
+}
+
+static int local_host_cell(const moelat_host_cell *c) {
+    const moelat_expert_dims *d = c->dims;
+    const float *const *t = c->tensors;
+    int S = d->state_size, h1 = H1(d), h2 = H2(d), ph = PH(d);
+    const float *x = c->x;
+
+    float *a = c->scratch;        /* count attention weights */
+    float *agg = a + c->count;    /* S */
+    float *hid1 = agg + S;        /* h1 */
+    float *f = hid1 + h1;         /* h2 */
+    float *xf = f + h2;           /* [x, f], S + h2 */
+    float *hid2 = xf + S + h2;    /* ph */
+    float *p = hid2 + ph;         /* S */
+
+    for (int j = 0; j < c->count; j++) {
+        const float *n = c->neighbours + (size_t)j * S;
+        float dot = 0.0f;
+        for (int s = 0; s < S; s++)
+            dot += n[s] * x[s];
+        a[j] = dot;
+    }
+    ec_softmax(a, c->count);
+    memset(agg, 0, (size_t)S * sizeof *agg);
+    for (int j = 0; j < c->count; j++)
+        for (int s = 0; s < S; s++)
+            agg[s] += a[j] * c->neighbours[(size_t)j * S + s];
+
+    ec_dense(t[L_AGG0_W], t[L_AGG0_B], agg, S, hid1, h1);
+    for (int i = 0; i < h1; i++)
+        hid1[i] = ec_gelu(hid1[i]);
+    ec_dense(t[L_AGG2_W], t[L_AGG2_B], hid1, h1, f, h2);
+
+    memcpy(xf, x, (size_t)S * sizeof *xf);
+    memcpy(xf + S, f, (size_t)h2 * sizeof *xf);
+    ec_dense(t[L_SP0_W], t[L_SP0_B], xf, S + h2, hid2, ph);
+    for (int i = 0; i < ph; i++)
+        hid2[i] = ec_gelu(hid2[i]);
+    ec_dense(t[L_SP2_W], t[L_SP2_B], hid2, ph, p, S);
+    ec_layernorm(p, S, t[L_NORM_G], t[L_NORM_B]);
+
+    float alpha = t[L_ALPHA][0], beta = t[L_BETA][0];
+    for (int s = 0; s < S; s++)
+        c->out[s] = alpha * x[s] + beta * p[s];
+    return MOELAT_EXPERT_OK;
+}
+
+/* ---- OpenCL path ---- */
+
+typedef struct local_cl_state {
+    cl_kernel kernel;
+    cl_mem params;
+    cl_mem toff;
+    cl_int4 lattice;
+} local_cl_state;
+
+static void local_cl_release(void *p) {
+    local_cl_state *st = p;
+    if (!st)
+        return;
+    if (st->kernel)
+        clReleaseKernel(st->kernel);
+    if (st->toff)
+        clReleaseMemObject(st->toff);
+    free(st);
+}
+
+static int local_cl_prepare(const moelat_cl_setup *setup, void **state) {
+    *state = NULL;
+    if (setup->n_tensors != L_N_TENSORS) {
+        ec_log(MOELAT_LOG_ERROR, "cl_prepare: %d tensors given, %d expected", setup->n_tensors,
+               L_N_TENSORS);
+        return MOELAT_EXPERT_ERROR;
+    }
+    local_cl_state *st = calloc(1, sizeof *st);
+    if (!st) {
+        ec_log(MOELAT_LOG_ERROR, "cl_prepare: out of memory");
+        return MOELAT_EXPERT_ERROR;
+    }
+    st->params = setup->params;
+    st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
+    st->kernel = ec_cl_kernel(setup->program, "local_expert");
+    st->toff = st->kernel ? ec_cl_offsets_buffer(setup->context, setup->tensor_offsets,
+                                                 setup->n_tensors)
+                          : NULL;
+    if (!st->toff) {
+        local_cl_release(st);
+        return MOELAT_EXPERT_ERROR;
+    }
+    *state = st;
+    return MOELAT_EXPERT_OK;
+}
+
+static int local_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
+    local_cl_state *st = p;
+    cl_int4 origin = {{ch->origin[0], ch->origin[1], ch->origin[2], 0}};
+    cl_int4 extent = {{ch->extent[0], ch->extent[1], ch->extent[2], 0}};
+    cl_int n_offsets = ch->n_offsets, n_cells = ch->n_cells;
+    cl_mem states = ch->states, offsets = ch->offsets, count = ch->band_count, out = ch->out;
+    ec_arg args[] = {EC_ARG_MEM(states), EC_ARG_MEM(offsets), EC_ARG(n_offsets),
+                     EC_ARG(st->lattice), EC_ARG(origin),     EC_ARG(extent),
+                     EC_ARG(n_cells),     EC_ARG_MEM(count),  EC_ARG_MEM(st->params),
+                     EC_ARG_MEM(st->toff), EC_ARG_MEM(out)};
+    if (ec_cl_set_args(st->kernel, "local_expert", args, (int)(sizeof args / sizeof args[0])))
+        return MOELAT_EXPERT_ERROR;
+    cl_event ev = NULL;
+    int rc = ec_cl_enqueue_items(ch->queue, st->kernel, "local_expert", (size_t)ch->n_cells,
+                                 ch->num_wait, (const cl_event *)ch->wait, ch->done ? &ev : NULL);
+    if (ch->done)
+        *ch->done = ev;
+    return rc;
+}
+
+static moelat_expert_descriptor g_desc = {
+    .abi_major = MOELAT_EXPERT_ABI_MAJOR,
+    .abi_minor = MOELAT_EXPERT_ABI_MINOR,
+    .struct_size = sizeof(moelat_expert_descriptor),
+    .name = "local",
+    .version = "1.0.0",
+    .description = "dot-product attention over the local band, MLPs, alpha x + beta LN(p)",
+    .hidden_names = {"h1", "h2", "ph", NULL},
+    .hidden_defaults = {12, 12, 12},
+    .validate = local_validate,
+    .tensors = local_tensors,
+    .init_params = NULL,
+    .host_scratch_floats = local_scratch,
+    .host_cell = local_host_cell,
+    .cl_source = NULL,
+    .cl_prepare = local_cl_prepare,
+    .cl_step_begin = NULL,
+    .cl_enqueue = local_cl_enqueue,
+    .cl_release = local_cl_release,
+};
+
+MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {
+    ec_init(host, g_desc.name);
+    if (!g_desc.cl_source)
+        g_desc.cl_source = ec_join_cl_parts(local_cl_parts);
+    return &g_desc;
+}

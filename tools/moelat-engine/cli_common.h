@@ -1,0 +1,44 @@
+/* Options shared by run, check and bench: how a lattice is described. */
+#ifndef MOELAT_CLI_COMMON_H
+#define MOELAT_CLI_COMMON_H
+
+#include "moelat/moelat.h"
+
+typedef struct cli_model_opts {
+    const char *preset;       /* --preset */
+    const char *config_path;  /* --config */
+    const char *dims;         /* --dims XxYxZ */
+    const char *chunk;        /* --chunk XxYxZ */
+    const char *device;       /* --device */
+    const char *mode;         /* --mode */
+    const char *cnf_mode;     /* --cnf-mode */
+    const char *experts[MOELAT_BANDS * 2]; /* --expert BAND=NAME */
+    int n_experts;
+    const char *plugin_paths[MOELAT_MAX_PLUGIN_PATHS];
+    int n_plugin_paths;
+    long long seed;           /* -1 = unset */
+    int threads, batch_threshold, queues; /* -1 = unset */
+    double radius_ratio;      /* <= 0 = unset */
+} cli_model_opts;
+
+void cli_model_opts_init(cli_model_opts *o);
+
+/* If argv[*i] is a model option, consumes it (and its value) and returns 1;
+ * returns -1 on a missing or bad value (message printed), 0 otherwise. */
+int cli_model_opt(cli_model_opts *o, int argc, char **argv, int *i, const char *cmd);
+
+/* Builds the config: preset (default debug), then the config file, then the
+ * other options. Prints the reason and returns -1 on error. */
+int cli_build_config(const cli_model_opts *o, moelat_config *cfg, const char *cmd);
+
+/* Help text for the shared options. */
+extern const char *const cli_model_help;
+
+/* Parses a positive integer; returns -1 if s is not one. */
+long long cli_parse_int(const char *s);
+
+/* "percell", "batch", "auto" -> mode, or -1. */
+int cli_parse_mode(const char *s);
+const char *cli_mode_name(int mode);
+
+#endif

@@ -1,0 +1,240 @@
+/* moelat-engine run: step a lattice and report timings. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "cli_common.h"
+#include "npy.h"
+#include "report_print.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: moelat-engine run [options]\n\n"
+            "Steps a lattice (default: debug preset, 15x15x15, 10 steps) and prints the time per step.\n\n"
+            "options:\n%s"
+            "  --steps N              steps to run (default 10)\n"
+            "  --weights FILE         load weights (safetensors)\n"
+            "  --save-weights FILE    save the weights (safetensors)\n"
+            "  --state FILE           load initial states (.npy, float32, (Z, Y, X, S))\n"
+            "  --save-state FILE      save the final states (.npy); also written when a step fails\n"
+            "  --input FILE           external input of the z=0 face (.npy, float32, (Y, X, 16))\n"
+            "  --save-outputs FILE    save the output face z=Z-1 (.npy, (Y, X, S))\n"
+            "  --json                 print one JSON object instead of text\n"
+            "  --quiet                no progress bar\n"
+            "  --help                 this text\n",
+            cli_model_help);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void progress(int done, int total, double elapsed) {
+    int width = 30, fill = total ? done * width / total : width;
+    fprintf(stderr, "\r[");
+    for (int i = 0; i < width; i++)
+        fputc(i < fill ? '#' : '.', stderr);
+    fprintf(stderr, "] %d/%d steps  %.1f s", done, total, elapsed);
+    if (done == total)
+        fputc('\n', stderr);
+    fflush(stderr);
+}
+
+/* --input: the z = 0 face's external input, (Y, X, E). */
+static int load_input(moelat_lattice *lat, const char *path) {
+    const moelat_config *c = moelat_lattice_config(lat);
+    int64_t shape[3] = {c->dims[1], c->dims[0], MOELAT_EXT_SIZE};
+    size_t n = (size_t)c->dims[0] * c->dims[1] * MOELAT_EXT_SIZE;
+    float *buf = malloc(n * sizeof(float));
+    char err[1024];
+    int rc = -1;
+    if (!buf)
+        fprintf(stderr, "moelat-engine run: out of memory\n");
+    else if (npy_read_expect(path, buf, 3, shape, err, sizeof err) != 0)
+        fprintf(stderr, "moelat-engine run: --input: %s\n", err);
+    else if (moelat_set_external_input(lat, buf, n) != MOELAT_OK)
+        fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
+    else
+        rc = 0;
+    free(buf);
+    return rc;
+}
+
+/* --save-outputs: the z = Z-1 face, (Y, X, S). */
+static int save_output_face(moelat_lattice *lat, const char *path) {
+    const moelat_config *c = moelat_lattice_config(lat);
+    int S = moelat_state_size(lat);
+    int64_t shape[3] = {c->dims[1], c->dims[0], S};
+    size_t n = (size_t)c->dims[0] * c->dims[1] * (size_t)S;
+    float *buf = malloc(n * sizeof(float));
+    char err[1024];
+    int rc = -1;
+    if (!buf)
+        fprintf(stderr, "moelat-engine run: out of memory\n");
+    else if (moelat_get_outputs(lat, buf, n) != MOELAT_OK)
+        fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
+    else if (npy_write(path, buf, 3, shape, err, sizeof err) != 0)
+        fprintf(stderr, "moelat-engine run: %s\n", err);
+    else
+        rc = 0;
+    free(buf);
+    return rc;
+}
+
+static int compare_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int cmd_run(int argc, char **argv) {
+    cli_model_opts mo;
+    cli_model_opts_init(&mo);
+    long long steps = 10;
+    const char *weights = NULL, *save_weights = NULL, *state = NULL, *save_state = NULL;
+    const char *input = NULL, *save_outputs = NULL;
+    int json = 0, quiet = 0;
+    for (int i = 1; i < argc; i++) {
+        int r = cli_model_opt(&mo, argc, argv, &i, "run");
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
+        const char *a = argv[i];
+        const char **file_opt = strcmp(a, "--weights") == 0        ? &weights
+                                : strcmp(a, "--save-weights") == 0 ? &save_weights
+                                : strcmp(a, "--state") == 0        ? &state
+                                : strcmp(a, "--save-state") == 0   ? &save_state
+                                : strcmp(a, "--input") == 0        ? &input
+                                : strcmp(a, "--save-outputs") == 0 ? &save_outputs
+                                                                   : NULL;
+        if (file_opt) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "moelat-engine run: option %s needs a value\n", a);
+                return 2;
+            }
+            *file_opt = argv[++i];
+        } else if (strcmp(a, "--steps") == 0 && i + 1 < argc) {
+            steps = cli_parse_int(argv[++i]);
+            if (steps < 0 || steps > 100000000) {
+                fprintf(stderr, "moelat-engine run: --steps wants a non-negative integer, got '%s'\n", argv[i]);
+                return 2;
+            }
+        } else if (strcmp(a, "--json") == 0) {
+            json = 1;
+        } else if (strcmp(a, "--quiet") == 0) {
+            quiet = 1;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "moelat-engine run: unknown option '%s'\n\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    moelat_config cfg;
+    if (cli_build_config(&mo, &cfg, "run") != 0)
+        return 2;
+
+    char err[2048];
+    moelat_lattice *lat = NULL;
+    if (moelat_lattice_create(&cfg, &lat, err, sizeof err) != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine run: %s\n", err);
+        return 1;
+    }
+    int rc = 1;
+    size_t N = moelat_cell_count(lat);
+    int S = moelat_state_size(lat);
+    double *step_ms = calloc((size_t)(steps > 0 ? steps : 1), sizeof *step_ms);
+    if (!step_ms)
+        goto done;
+    if (weights && moelat_load_weights(lat, weights) != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
+        goto done;
+    }
+    if (state && moelat_load_states(lat, state) != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
+        goto done;
+    }
+    if (input && load_input(lat, input) != 0)
+        goto done;
+    if (save_weights && moelat_save_weights(lat, save_weights) != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
+        goto done;
+    }
+
+    int show_progress = !json && !quiet && isatty(STDERR_FILENO);
+    double t_start = now_s();
+    long long done_steps = 0;
+    moelat_status st = MOELAT_OK;
+    for (; done_steps < steps; done_steps++) {
+        double t0 = now_s();
+        st = moelat_step(lat, 1);
+        step_ms[done_steps] = (now_s() - t0) * 1e3;
+        if (st != MOELAT_OK)
+            break;
+        double elapsed = now_s() - t_start;
+        if (show_progress && (elapsed > 1.0 || done_steps + 1 == steps) && elapsed > 1.0)
+            progress((int)done_steps + 1, (int)steps, elapsed);
+    }
+    double total_s = now_s() - t_start;
+    if (st != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
+        if (save_state) {
+            if (moelat_save_states(lat, save_state) == MOELAT_OK)
+                fprintf(stderr, "moelat-engine run: states at the failing step saved to %s\n", save_state);
+            else
+                fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
+        }
+        goto done;
+    }
+    if (save_state && moelat_save_states(lat, save_state) != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
+        goto done;
+    }
+    if (save_outputs && save_output_face(lat, save_outputs) != 0)
+        goto done;
+
+    /* Median of the steps after the first, which includes warm-up work. */
+    double median = 0, mean = steps > 0 ? total_s * 1e3 / (double)steps : 0;
+    if (steps > 0) {
+        long long first = steps > 1 ? 1 : 0;
+        qsort(step_ms + first, (size_t)(steps - first), sizeof *step_ms, compare_double);
+        median = step_ms[first + (steps - first) / 2];
+    }
+    double cps = median > 0 ? (double)N / (median * 1e-3) : 0;
+    moelat_report rep;
+    moelat_get_report(lat, &rep);
+    const moelat_config *c = moelat_lattice_config(lat);
+    if (json) {
+        json_t *o = json_pack("{s:s, s:[i,i,i], s:i, s:I, s:I, s:f, s:f, s:f, s:s, s:s, s:o}", "preset",
+                              c->preset, "dims", c->dims[0], c->dims[1], c->dims[2], "state_size", S, "steps",
+                              (json_int_t)steps, "cells", (json_int_t)N, "ms_per_step", median,
+                              "mean_ms_per_step", mean, "cells_per_second", cps, "mode",
+                              cli_mode_name(moelat_get_mode(lat)), "device", moelat_device_name(lat),
+                              "report", report_to_json(&rep));
+        char *s = json_dumps(o, JSON_INDENT(2));
+        puts(s);
+        free(s);
+        json_decref(o);
+    } else {
+        printf("moelat-engine run: preset %s, %dx%dx%d cells (N=%zu, S=%d), mode %s, device %s\n", c->preset,
+               c->dims[0], c->dims[1], c->dims[2], N, S, cli_mode_name(moelat_get_mode(lat)),
+               moelat_device_name(lat));
+        printf("%lld steps in %.3f s: %.3f ms/step (median), %.3f ms/step (mean), %.3g cells/s\n", steps,
+               total_s, median, mean, cps);
+        report_print_table(stdout, &rep);
+    }
+    rc = 0;
+done:
+    free(step_ms);
+    moelat_lattice_destroy(lat);
+    return rc;
+}
