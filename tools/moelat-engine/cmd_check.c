@@ -1,4 +1,170 @@
-/* placeholder until the check command lands */
+/* moelat-engine check: the same steps in per-cell and batch mode, from the
+ * same weights and states, compared after every step. */
+#include <jansson.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "cli.h"
-int cmd_check(int argc, char **argv) { (void)argc; (void)argv; fprintf(stderr, "check: not implemented yet\n"); return 1; }
+#include "cli_common.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: moelat-engine check [options]\n\n"
+            "Runs the same steps per cell (host) and batched (device) and prints the max and mean\n"
+            "absolute difference of the states after each step. Exits 1 over tolerance.\n\n"
+            "options:\n%s"
+            "  --steps N              steps (default 5)\n"
+            "  --weights FILE         load weights (safetensors) into both\n"
+            "  --state FILE           load initial states (.npy) into both\n"
+            "  --max-tol T            largest allowed max abs difference (default 1e-4; 1e-2 lipschitz)\n"
+            "  --mean-tol T           largest allowed mean abs difference (default 1e-5; 1e-3 lipschitz)\n"
+            "  --json                 print {\"steps\": [...], \"pass\": bool, \"device\": ...}\n"
+            "  --help                 this text\n",
+            cli_model_help);
+}
+
+static moelat_lattice *make(const moelat_config *base, int mode) {
+    moelat_config cfg = *base;
+    cfg.mode = mode;
+    char err[2048];
+    moelat_lattice *lat = NULL;
+    if (moelat_lattice_create(&cfg, &lat, err, sizeof err) != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine check: %s\n", err);
+        return NULL;
+    }
+    return lat;
+}
+
+static int load_both(moelat_lattice *a, moelat_lattice *b, const char *weights, const char *state) {
+    moelat_lattice *l[2] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        if (weights && moelat_load_weights(l[i], weights) != MOELAT_OK) {
+            fprintf(stderr, "moelat-engine check: %s\n", moelat_last_error(l[i]));
+            return -1;
+        }
+        if (state && moelat_load_states(l[i], state) != MOELAT_OK) {
+            fprintf(stderr, "moelat-engine check: %s\n", moelat_last_error(l[i]));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int cmd_check(int argc, char **argv) {
+    cli_model_opts mo;
+    cli_model_opts_init(&mo);
+    long long steps = 5;
+    const char *weights = NULL, *state = NULL;
+    double max_tol = -1, mean_tol = -1;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        int r = cli_model_opt(&mo, argc, argv, &i, "check");
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
+        const char *a = argv[i];
+        if ((strcmp(a, "--weights") == 0 || strcmp(a, "--state") == 0 || strcmp(a, "--steps") == 0 ||
+             strcmp(a, "--max-tol") == 0 || strcmp(a, "--mean-tol") == 0) &&
+            i + 1 >= argc) {
+            fprintf(stderr, "moelat-engine check: option %s needs a value\n", a);
+            return 2;
+        }
+        if (strcmp(a, "--weights") == 0) {
+            weights = argv[++i];
+        } else if (strcmp(a, "--state") == 0) {
+            state = argv[++i];
+        } else if (strcmp(a, "--steps") == 0) {
+            steps = cli_parse_int(argv[++i]);
+            if (steps < 1) {
+                fprintf(stderr, "moelat-engine check: --steps wants a positive integer, got '%s'\n", argv[i]);
+                return 2;
+            }
+        } else if (strcmp(a, "--max-tol") == 0 || strcmp(a, "--mean-tol") == 0) {
+            char *end;
+            double v = strtod(argv[++i], &end);
+            if (*end || !(v >= 0)) {
+                fprintf(stderr, "moelat-engine check: %s wants a non-negative number, got '%s'\n", a, argv[i]);
+                return 2;
+            }
+            *(strcmp(a, "--max-tol") == 0 ? &max_tol : &mean_tol) = v;
+        } else if (strcmp(a, "--json") == 0) {
+            json = 1;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "moelat-engine check: unknown option '%s'\n\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    moelat_config cfg;
+    if (cli_build_config(&mo, &cfg, "check") != 0)
+        return 2;
+    int lipschitz = cfg.cnf_mode == MOELAT_CNF_LIPSCHITZ;
+    if (max_tol < 0)
+        max_tol = lipschitz ? 1e-2 : 1e-4;
+    if (mean_tol < 0)
+        mean_tol = lipschitz ? 1e-3 : 1e-5;
+
+    int rc = 1;
+    moelat_lattice *host = make(&cfg, MOELAT_MODE_PERCELL);
+    moelat_lattice *dev = host ? make(&cfg, MOELAT_MODE_BATCH) : NULL;
+    size_t n = host ? moelat_cell_count(host) * (size_t)moelat_state_size(host) : 0;
+    float *a = n ? malloc(n * sizeof(float)) : NULL;
+    float *b = n ? malloc(n * sizeof(float)) : NULL;
+    json_t *rows = json_array();
+    if (!dev || !a || !b || load_both(host, dev, weights, state) != 0)
+        goto done;
+    if (!json)
+        printf("check: %s %dx%dx%d, per-cell (host) vs batch (%s), tolerance max %.1e mean %.1e\n", cfg.preset,
+               cfg.dims[0], cfg.dims[1], cfg.dims[2], moelat_device_name(dev), max_tol, mean_tol);
+    int pass = 1;
+    for (long long s = 1; s <= steps; s++) {
+        moelat_lattice *l[2] = {host, dev};
+        for (int i = 0; i < 2; i++)
+            if (moelat_step(l[i], 1) != MOELAT_OK) {
+                fprintf(stderr, "moelat-engine check: %s mode: %s\n", i ? "batch" : "percell", moelat_last_error(l[i]));
+                goto done;
+            }
+        if (moelat_get_states(host, a, n) != MOELAT_OK || moelat_get_states(dev, b, n) != MOELAT_OK) {
+            fprintf(stderr, "moelat-engine check: reading states failed\n");
+            goto done;
+        }
+        double max = 0, sum = 0;
+        for (size_t i = 0; i < n; i++) {
+            double d = fabs((double)a[i] - (double)b[i]);
+            if (!(d <= max))
+                max = d; /* NaN counts as the largest */
+            sum += d;
+        }
+        double mean = sum / (double)n;
+        int ok = max <= max_tol && mean <= mean_tol;
+        pass &= ok;
+        json_array_append_new(rows, json_pack("{s:I, s:f, s:f}", "step", (json_int_t)s, "max_abs_diff", max,
+                                              "mean_abs_diff", mean));
+        if (!json)
+            printf("  step %3lld  max abs diff %.3e  mean abs diff %.3e  %s\n", s, max, mean, ok ? "ok" : "OVER TOLERANCE");
+    }
+    if (json) {
+        json_t *o = json_pack("{s:O, s:b, s:s, s:f, s:f}", "steps", rows, "pass", pass, "device",
+                              moelat_device_name(dev), "max_tol", max_tol, "mean_tol", mean_tol);
+        char *s = json_dumps(o, JSON_INDENT(2));
+        puts(s);
+        free(s);
+        json_decref(o);
+    } else {
+        printf("check %s\n", pass ? "passed" : "FAILED");
+    }
+    rc = pass ? 0 : 1;
+done:
+    json_decref(rows);
+    free(a);
+    free(b);
+    moelat_lattice_destroy(host);
+    moelat_lattice_destroy(dev);
+    return rc;
+}

@@ -1,0 +1,19 @@
+# The model on the host and the batched path against it and the golden files.
+moelat_test(test_stencil SOURCES test_stencil.c LABELS model)
+moelat_test(test_model_params SOURCES test_model_params.c test_support.c LABELS model)
+moelat_test(test_golden SOURCES test_golden.c test_support.c LABELS model TIMEOUT 600)
+moelat_test(test_lattice SOURCES test_lattice.c test_support.c LABELS model)
+moelat_test(test_batch SOURCES test_batch.c test_support.c LABELS batch TIMEOUT 900)
+moelat_test(test_cli_run SOURCES test_cli_run.c test_support.c LABELS cli LIBS PkgConfig::JANSSON)
+add_test(NAME reference_selfcheck
+         COMMAND python3 ${CMAKE_CURRENT_SOURCE_DIR}/reference/test_ref_selfcheck.py)
+set_tests_properties(reference_selfcheck PROPERTIES LABELS model TIMEOUT 300)
+
+find_program(OCLGRIND_EXE oclgrind)
+if(OCLGRIND_EXE)
+  add_test(NAME oclgrind_step
+           COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/oclgrind_step.sh $<TARGET_FILE:moelat-engine>)
+  set_tests_properties(oclgrind_step PROPERTIES LABELS batch TIMEOUT 900)
+else()
+  message(WARNING "oclgrind not found: the kernel checking test is not registered")
+endif()

@@ -1,0 +1,260 @@
+/* The batched path (PoCL in CI) against the per-cell path: pure batch,
+ * mixed host/device steps, and injected device faults. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cl_runtime.h"
+#include "lattice_internal.h"
+#include "test_support.h"
+
+typedef struct run {
+    float *states;
+    moelat_report report;
+} run;
+
+/* Runs `steps` steps from random states and perturbed weights (both from
+ * seed) in the given mode, recording states after each step in out[s]. */
+static void run_case(const moelat_config *base, moelat_mode mode, uint64_t seed, int steps, float **out,
+                     moelat_report *rep) {
+    moelat_config cfg = *base;
+    cfg.mode = mode;
+    moelat_lattice *lat = ts_lattice(&cfg);
+    char *dir = ts_tmpdir();
+    ts_perturb_weights(lat, seed, dir);
+    rmdir(dir);
+    free(dir);
+    size_t n = moelat_cell_count(lat) * (size_t)moelat_state_size(lat);
+    float *init = malloc(n * sizeof(float));
+    ts_random(init, n, 0.5, seed);
+    assert_int_equal(moelat_set_states(lat, init, n), MOELAT_OK);
+    size_t ne = (size_t)cfg.dims[0] * cfg.dims[1] * MOELAT_EXT_SIZE;
+    float *ext = malloc(ne * sizeof(float));
+    ts_random(ext, ne, 1.0, seed + 1);
+    assert_int_equal(moelat_set_external_input(lat, ext, ne), MOELAT_OK);
+    for (int s = 0; s < steps; s++) {
+        if (moelat_step(lat, 1) != MOELAT_OK)
+            fail_msg("%s", moelat_last_error(lat));
+        out[s] = malloc(n * sizeof(float));
+        assert_int_equal(moelat_get_states(lat, out[s], n), MOELAT_OK);
+    }
+    if (rep)
+        moelat_get_report(lat, rep);
+    free(init);
+    free(ext);
+    moelat_lattice_destroy(lat);
+}
+
+static void free_run(float **s, int n) {
+    for (int i = 0; i < n; i++)
+        free(s[i]);
+}
+
+/* Batch vs per-cell after 1 and 5 steps: max abs < 1e-5, mean < 1e-6. */
+static void compare_debug(int X, int Y, int Z) {
+    uint64_t seed = ts_seed();
+    moelat_config cfg;
+    ts_config(&cfg, "debug", X, Y, Z);
+    float *h[5], *d[5];
+    moelat_report rep;
+    run_case(&cfg, MOELAT_MODE_PERCELL, seed, 5, h, NULL);
+    run_case(&cfg, MOELAT_MODE_BATCH, seed, 5, d, &rep);
+    assert_true(rep.batch_chunks > 0);
+    assert_int_equal(rep.fallbacks, 0);
+    size_t n = (size_t)X * Y * Z * 24;
+    int check[2] = {0, 4};
+    for (int i = 0; i < 2; i++) {
+        double max, mean;
+        ts_diff(h[check[i]], d[check[i]], n, &max, &mean);
+        printf("# debug %dx%dx%d after %d steps: max abs diff %.3e, mean %.3e\n", X, Y, Z, check[i] + 1, max, mean);
+        assert_true(max < 1e-5);
+        assert_true(mean < 1e-6);
+    }
+    free_run(h, 5);
+    free_run(d, 5);
+}
+
+static void test_debug_8x8x8(void **state) {
+    (void)state;
+    compare_debug(8, 8, 8);
+}
+
+static void test_debug_9x8x7(void **state) {
+    (void)state;
+    compare_debug(9, 8, 7);
+}
+
+static void test_experiment_12(void **state) {
+    (void)state;
+    uint64_t seed = ts_seed();
+    moelat_config cfg;
+    ts_config(&cfg, "experiment", 12, 12, 12);
+    float *h[1], *d[1];
+    run_case(&cfg, MOELAT_MODE_PERCELL, seed, 1, h, NULL);
+    run_case(&cfg, MOELAT_MODE_BATCH, seed, 1, d, NULL);
+    size_t n = (size_t)12 * 12 * 12 * 64;
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double rel = fabs((double)h[0][i] - d[0][i]) / fmax(fabs((double)h[0][i]), 1e-3);
+        if (!(rel <= worst))
+            worst = rel;
+    }
+    printf("# experiment 12^3: max relative diff %.3e\n", worst);
+    assert_true(worst < 1e-4);
+    free_run(h, 1);
+    free_run(d, 1);
+}
+
+/* Some chunks on the host, some on the device: same as both pure modes. */
+static void test_mixed_step(void **state) {
+    (void)state;
+    uint64_t seed = ts_seed();
+    moelat_config cfg;
+    ts_config(&cfg, "debug", 9, 8, 7);
+    cfg.chunk[0] = 9;
+    cfg.chunk[1] = 8;
+    cfg.chunk[2] = 2; /* chunks of 144, 144, 144 and 72 cells */
+    cfg.batch_threshold = 100;
+    float *h[2], *d[2], *m[2];
+    moelat_report rep;
+    run_case(&cfg, MOELAT_MODE_PERCELL, seed, 2, h, NULL);
+    run_case(&cfg, MOELAT_MODE_BATCH, seed, 2, m, &rep);
+    assert_int_equal(rep.batch_chunks, 6);
+    assert_int_equal(rep.percell_chunks, 2);
+    cfg.batch_threshold = 1;
+    run_case(&cfg, MOELAT_MODE_BATCH, seed, 2, d, NULL);
+    size_t n = (size_t)9 * 8 * 7 * 24;
+    double max, mean;
+    ts_diff(m[1], h[1], n, &max, &mean);
+    assert_true(max < 1e-5);
+    ts_diff(m[1], d[1], n, &max, &mean);
+    assert_true(max < 1e-5);
+    /* The host chunk (z = 6) is bitwise the per-cell result after step 1. */
+    size_t face = 9 * 8 * 24;
+    assert_memory_equal(m[0] + 6 * face, h[0] + 6 * face, face * sizeof(float));
+    free_run(h, 2);
+    free_run(d, 2);
+    free_run(m, 2);
+}
+
+/* An enqueue that fails sends its chunk to the host: exact result, and
+ * the fallback is counted with its reason. */
+static void test_enqueue_fault(void **state) {
+    (void)state;
+    uint64_t seed = ts_seed();
+    moelat_config cfg;
+    ts_config(&cfg, "debug", 9, 8, 7);
+    cfg.chunk[0] = 9;
+    cfg.chunk[1] = 8;
+    cfg.chunk[2] = 4;
+    float *h[2], *d[2];
+    moelat_report rep;
+    long live = mlcl_live_buffers();
+    run_case(&cfg, MOELAT_MODE_PERCELL, seed, 2, h, NULL);
+    /* Enqueues before the faulty one: the upgrade check's step. */
+    mlcl_fault_inject(MLCL_FAULT_ENQUEUE, 12);
+    run_case(&cfg, MOELAT_MODE_BATCH, seed, 2, d, &rep);
+    mlcl_fault_inject(MLCL_FAULT_NONE, 0);
+    assert_int_equal(rep.fallbacks, 1);
+    assert_int_equal(rep.percell_chunks, 1);
+    assert_non_null(strstr(rep.fallback_reason[0], "CL_OUT_OF_RESOURCES"));
+    double max, mean;
+    ts_diff(h[1], d[1], (size_t)9 * 8 * 7 * 24, &max, &mean);
+    assert_true(max < 1e-5);
+    assert_int_equal(mlcl_live_buffers(), live);
+    free_run(h, 2);
+    free_run(d, 2);
+}
+
+/* An allocation that fails halves the chunks and retries. */
+static void test_alloc_fault(void **state) {
+    (void)state;
+    uint64_t seed = ts_seed();
+    moelat_config cfg;
+    ts_config(&cfg, "debug", 9, 8, 7);
+    cfg.chunk[0] = 9;
+    cfg.chunk[1] = 8;
+    cfg.chunk[2] = 4;
+    float *h[1], *d[1];
+    long live = mlcl_live_buffers();
+    run_case(&cfg, MOELAT_MODE_PERCELL, seed, 1, h, NULL);
+    /* 11 buffers come before the first chunk buffer (states x2, input,
+     * check, 3 stencils, 3 expert parameter blocks, gate). */
+    mlcl_fault_inject(MLCL_FAULT_ALLOC, 12);
+    run_case(&cfg, MOELAT_MODE_BATCH, seed, 1, d, NULL);
+    mlcl_fault_inject(MLCL_FAULT_NONE, 0);
+    double max, mean;
+    ts_diff(h[0], d[0], (size_t)9 * 8 * 7 * 24, &max, &mean);
+    assert_true(max < 1e-5);
+    assert_int_equal(mlcl_live_buffers(), live);
+    free_run(h, 1);
+    free_run(d, 1);
+}
+
+/* A program that fails to build: every band runs on the host, exactly. */
+static void test_build_fault(void **state) {
+    (void)state;
+    uint64_t seed = ts_seed();
+    moelat_config cfg;
+    ts_config(&cfg, "debug", 9, 8, 7);
+    float *h[1], *d[1];
+    moelat_report rep;
+    run_case(&cfg, MOELAT_MODE_PERCELL, seed, 1, h, NULL);
+    setenv("MOELAT_NO_KERNEL_CACHE", "1", 1);
+    mlcl_fault_inject(MLCL_FAULT_BUILD, 2); /* the first expert's program */
+    run_case(&cfg, MOELAT_MODE_BATCH, seed, 1, d, &rep);
+    mlcl_fault_inject(MLCL_FAULT_NONE, 0);
+    unsetenv("MOELAT_NO_KERNEL_CACHE");
+    assert_true(rep.fallbacks >= 1);
+    assert_non_null(strstr(rep.fallback_reason[0], "failed to build"));
+    double max, mean;
+    ts_diff(h[0], d[0], (size_t)9 * 8 * 7 * 24, &max, &mean);
+    assert_true(max < 1e-5);
+    free_run(h, 1);
+    free_run(d, 1);
+}
+
+/* Switching modes between steps keeps one trajectory. */
+static void test_mode_switch(void **state) {
+    (void)state;
+    moelat_config cfg;
+    ts_config(&cfg, "debug", 9, 8, 7);
+    moelat_lattice *a = ts_lattice(&cfg), *b = ts_lattice(&cfg);
+    assert_int_equal(moelat_step(a, 3), MOELAT_OK);
+    assert_int_equal(moelat_set_mode(b, MOELAT_MODE_BATCH), MOELAT_OK);
+    assert_int_equal(moelat_step(b, 1), MOELAT_OK);
+    assert_int_equal(moelat_set_mode(b, MOELAT_MODE_PERCELL), MOELAT_OK);
+    assert_int_equal(moelat_step(b, 1), MOELAT_OK);
+    assert_int_equal(moelat_set_mode(b, MOELAT_MODE_BATCH), MOELAT_OK);
+    assert_int_equal(moelat_step(b, 1), MOELAT_OK);
+    size_t n = moelat_cell_count(a) * 24;
+    float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+    assert_int_equal(moelat_get_states(a, x, n), MOELAT_OK);
+    assert_int_equal(moelat_get_states(b, y, n), MOELAT_OK);
+    double max, mean;
+    ts_diff(x, y, n, &max, &mean);
+    assert_true(max < 1e-5);
+    assert_string_not_equal(moelat_device_name(b), "host");
+    free(x);
+    free(y);
+    moelat_lattice_destroy(a);
+    moelat_lattice_destroy(b);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_debug_8x8x8),   cmocka_unit_test(test_debug_9x8x7),
+        cmocka_unit_test(test_experiment_12), cmocka_unit_test(test_mixed_step),
+        cmocka_unit_test(test_enqueue_fault), cmocka_unit_test(test_alloc_fault),
+        cmocka_unit_test(test_build_fault),   cmocka_unit_test(test_mode_switch),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,149 @@
+/* moelat-engine run/check from the outside: exit codes, JSON, messages. */
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "test_support.h"
+
+/* Runs the engine with args; returns the exit code, stdout in *out. */
+static int engine(const char *args, char **out) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s 2>/tmp/moelat-cli-stderr-%d", MOELAT_ENGINE_EXE, args, (int)getpid());
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    size_t r;
+    while ((r = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+        len += r;
+        if (len + 1 >= cap)
+            buf = realloc(buf, cap *= 2);
+    }
+    buf[len] = '\0';
+    int status = pclose(p);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static char *last_stderr(void) {
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/moelat-cli-stderr-%d", (int)getpid());
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char *buf = calloc(1, 1 << 16);
+    size_t n = fread(buf, 1, (1 << 16) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static void test_usage_errors(void **state) {
+    (void)state;
+    assert_int_equal(engine("frobnicate", NULL), 2);
+    assert_int_equal(engine("run --no-such-option", NULL), 2);
+    assert_int_equal(engine("run --dims 3x4", NULL), 2);
+    assert_int_equal(engine("run --mode fast", NULL), 2);
+    assert_int_equal(engine("check --steps", NULL), 2);
+    assert_int_equal(engine("--help", NULL), 0);
+    assert_int_equal(engine("run --help", NULL), 0);
+    assert_int_equal(engine("--version", NULL), 0);
+}
+
+static void test_run_json(void **state) {
+    (void)state;
+    char *out;
+    assert_int_equal(engine("run --dims 6x5x4 --steps 2 --threads 2 --json", &out), 0);
+    json_error_t e;
+    json_t *o = json_loads(out, 0, &e);
+    assert_non_null(o);
+    assert_int_equal(json_integer_value(json_object_get(o, "steps")), 2);
+    assert_int_equal(json_integer_value(json_object_get(o, "cells")), 120);
+    assert_true(json_real_value(json_object_get(o, "ms_per_step")) > 0);
+    assert_string_equal(json_string_value(json_object_get(o, "mode")), "percell");
+    assert_non_null(json_object_get(o, "device"));
+    json_t *rep = json_object_get(o, "report");
+    assert_non_null(json_object_get(rep, "percell_stats"));
+    assert_int_equal(json_integer_value(json_object_get(rep, "percell_chunks")), 4);
+    json_decref(o);
+    free(out);
+}
+
+static void test_run_experiment_percell(void **state) {
+    (void)state;
+    char *out;
+    assert_int_equal(engine("run --preset experiment --dims 16x16x16 --steps 2 --mode percell", &out), 0);
+    assert_non_null(strstr(out, "ms/step"));
+    free(out);
+}
+
+static void test_bad_files(void **state) {
+    (void)state;
+    assert_int_equal(engine("run --dims 6x5x4 --steps 1 --weights /nonexistent/w.safetensors", NULL), 1);
+    char *err = last_stderr();
+    assert_non_null(strstr(err, "/nonexistent/w.safetensors"));
+    free(err);
+    assert_int_equal(engine("run --dims 6x5x4 --steps 1 --state /nonexistent/s.npy", NULL), 1);
+    err = last_stderr();
+    assert_non_null(strstr(err, "/nonexistent/s.npy"));
+    free(err);
+}
+
+static void test_save_and_reload(void **state) {
+    (void)state;
+    char *dir = ts_tmpdir();
+    char args[2048];
+    snprintf(args, sizeof args,
+             "run --dims 6x5x4 --steps 2 --seed 7 --save-weights %s/w.safetensors --save-state %s/a.npy", dir, dir);
+    assert_int_equal(engine(args, NULL), 0);
+    snprintf(args, sizeof args, "run --dims 6x5x4 --steps 0 --seed 7 --save-state %s/init.npy", dir);
+    assert_int_equal(engine(args, NULL), 0);
+    snprintf(args, sizeof args,
+             "run --dims 6x5x4 --steps 2 --seed 8 --weights %s/w.safetensors --state %s/init.npy --save-state %s/b.npy",
+             dir, dir, dir);
+    assert_int_equal(engine(args, NULL), 0);
+    char pa[1024], pb[1024];
+    snprintf(pa, sizeof pa, "%s/a.npy", dir);
+    snprintf(pb, sizeof pb, "%s/b.npy", dir);
+    size_t n = 6 * 5 * 4 * 24;
+    float *a = ts_read_npy(pa, n), *b = ts_read_npy(pb, n);
+    assert_memory_equal(a, b, n * sizeof(float));
+    free(a);
+    free(b);
+    free(dir);
+}
+
+static void test_check_command(void **state) {
+    (void)state;
+    char *out;
+    assert_int_equal(engine("check --dims 9x8x7 --steps 2 --json", &out), 0);
+    json_error_t e;
+    json_t *o = json_loads(out, 0, &e);
+    assert_non_null(o);
+    assert_true(json_is_true(json_object_get(o, "pass")));
+    assert_int_equal(json_array_size(json_object_get(o, "steps")), 2);
+    json_decref(o);
+    free(out);
+    /* A tolerance of zero cannot be met by two float32 paths. */
+    assert_int_equal(engine("check --dims 9x8x7 --steps 1 --max-tol 0 --mean-tol 0", NULL), 1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_usage_errors),     cmocka_unit_test(test_run_json),
+        cmocka_unit_test(test_run_experiment_percell), cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_save_and_reload),  cmocka_unit_test(test_check_command),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

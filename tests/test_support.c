@@ -1,0 +1,114 @@
+#include "test_support.h"
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "npy.h"
+#include "rng.h"
+#include "safetensors.h"
+
+void ts_config(moelat_config *cfg, const char *preset, int X, int Y, int Z) {
+    char err[512];
+    if (moelat_config_preset(preset, cfg, err, sizeof err) != MOELAT_OK)
+        fail_msg("preset %s: %s", preset, err);
+    cfg->dims[0] = X;
+    cfg->dims[1] = Y;
+    cfg->dims[2] = Z;
+    cfg->threads = 2;
+}
+
+moelat_lattice *ts_lattice(const moelat_config *cfg) {
+    char err[2048];
+    moelat_lattice *lat = NULL;
+    moelat_status st = moelat_lattice_create(cfg, &lat, err, sizeof err);
+    if (st != MOELAT_OK)
+        fail_msg("lattice_create: %s", err);
+    return lat;
+}
+
+uint64_t ts_seed(void) {
+    const char *env = getenv("MOELAT_TEST_SEED");
+    uint64_t s;
+    if (env) {
+        s = strtoull(env, NULL, 10);
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        s = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ ((uint64_t)getpid() << 40);
+    }
+    printf("# random seed %llu (MOELAT_TEST_SEED to repeat)\n", (unsigned long long)s);
+    return s;
+}
+
+void ts_random(float *v, size_t n, double sigma, uint64_t seed) {
+    ml_rng_normal_fill(seed, 0, v, n, sigma);
+}
+
+void ts_diff(const float *a, const float *b, size_t n, double *max, double *mean) {
+    double m = 0, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (isnan(d)) {
+            *max = *mean = INFINITY;
+            return;
+        }
+        if (d > m)
+            m = d;
+        s += d;
+    }
+    *max = m;
+    *mean = n ? s / (double)n : 0;
+}
+
+float *ts_read_npy(const char *path, size_t expect_count) {
+    float *data = NULL;
+    int ndim;
+    int64_t shape[8];
+    char err[1024];
+    if (npy_read(path, &data, &ndim, shape, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    size_t n = 1;
+    for (int d = 0; d < ndim; d++)
+        n *= (size_t)shape[d];
+    if (n != expect_count)
+        fail_msg("%s: %zu elements, expected %zu", path, n, expect_count);
+    return data;
+}
+
+char *ts_tmpdir(void) {
+    char *t = strdup("/tmp/moelat-test-XXXXXX");
+    if (!mkdtemp(t))
+        fail_msg("mkdtemp failed");
+    return t;
+}
+
+void ts_perturb_weights(moelat_lattice *lat, uint64_t seed, const char *tmpdir) {
+    char path[1024], err[1024];
+    snprintf(path, sizeof path, "%s/perturb.safetensors", tmpdir);
+    if (moelat_save_weights(lat, path) != MOELAT_OK)
+        fail_msg("%s", moelat_last_error(lat));
+    st_file f;
+    if (st_read(path, &f, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    ml_rng r;
+    ml_rng_seed(&r, seed);
+    for (int t = 0; t < f.n_tensors; t++)
+        for (size_t i = 0; i < f.tensors[t].numel; i++) {
+            double u = ml_rng_uniform(&r), g = ml_rng_uniform(&r) - 0.5;
+            f.tensors[t].data[i] = (float)(f.tensors[t].data[i] * (0.5 + u) + 0.1 * g);
+        }
+    if (st_write(path, f.tensors, f.n_tensors, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    st_free(&f);
+    if (moelat_load_weights(lat, path) != MOELAT_OK)
+        fail_msg("%s", moelat_last_error(lat));
+    unlink(path);
+}

@@ -1,0 +1,30 @@
+/* Helpers shared by the model tests. */
+#ifndef MOELAT_TEST_SUPPORT_H
+#define MOELAT_TEST_SUPPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moelat/moelat.h"
+
+/* A config from a preset with dims and plugin search restricted to the
+ * build tree; fails the test on error. */
+void ts_config(moelat_config *cfg, const char *preset, int X, int Y, int Z);
+/* Creates a lattice or fails the test with the engine's message. */
+moelat_lattice *ts_lattice(const moelat_config *cfg);
+/* Fills n floats with N(0, sigma^2) from a per-call random seed (logged). */
+void ts_random(float *v, size_t n, double sigma, uint64_t seed);
+/* A fresh seed from the clock and pid, printed so a failure can be redone
+ * (MOELAT_TEST_SEED overrides it). */
+uint64_t ts_seed(void);
+/* max |a - b| and mean |a - b|; NaN anywhere gives INFINITY. */
+void ts_diff(const float *a, const float *b, size_t n, double *max, double *mean);
+/* Reads a float32 .npy file of known element count into a new buffer. */
+float *ts_read_npy(const char *path, size_t expect_count);
+/* Randomises every weight: each tensor element times U(0.5, 1.5) plus
+ * N(0, 0.05^2), so tests never run on the init constants. */
+void ts_perturb_weights(moelat_lattice *lat, uint64_t seed, const char *tmpdir);
+/* A new temporary directory (mkdtemp). */
+char *ts_tmpdir(void);
+
+#endif
