@@ -923,3 +923,5 @@ out:
     free(dev);
     return st;
 }
+
+struct mlcl_context *ml_batch_context(moelat_lattice *lat) { return lat->batch ? &lat->batch->ctx : NULL; }

@@ -80,6 +80,10 @@ typedef struct mlcl_cache_stats {
 } mlcl_cache_stats;
 void mlcl_cache_stats_get(mlcl_cache_stats *s);
 
+/* Measured FP32 peak of ctx's device in GFLOP/s (an FMA kernel, run once
+ * per device and driver, then read from the cache directory); -1 on error. */
+double mlcl_peak_gflops(mlcl_context *ctx, char *err, size_t errlen);
+
 /* Duration of a completed profiled event, in milliseconds (0 on error). */
 double mlcl_event_ms(cl_event ev);
 

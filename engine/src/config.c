@@ -547,8 +547,13 @@ static int k_cnf_steps(json_t *v, moelat_config *c, char *msg, size_t len) {
 }
 
 static int k_seed(json_t *v, moelat_config *c, char *msg, size_t len) {
-    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+    if (!json_is_integer(v)) {
         fail(msg, len, "expected a non-negative integer, found %s", json_type_name(v));
+        return -1;
+    }
+    if (json_integer_value(v) < 0) {
+        fail(msg, len, "expected a non-negative integer, found %lld",
+             (long long)json_integer_value(v));
         return -1;
     }
     c->seed = (uint64_t)json_integer_value(v);

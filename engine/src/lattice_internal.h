@@ -139,6 +139,18 @@ moelat_status ml_batch_verify_sample(moelat_lattice *lat);
 /* Monotonic clock in milliseconds. */
 double ml_now_ms(void);
 
+/* Useful FLOPs per cell update (flops.c documents the formula); part[5]
+ * (aggregation, local, functional, distant, gate) may be NULL. */
+double ml_flops_per_cell(const moelat_lattice *lat, double part[5]);
+
+/* The device context of the batched path, or NULL. */
+struct mlcl_context *ml_batch_context(moelat_lattice *lat);
+
+/* Times the host path on rows of cells spread over the lattice (at most
+ * max_cells cells) and returns the extrapolated ms per step; *sampled is
+ * set to 1 when only a sample ran. States are not changed. */
+double ml_percell_time_sample(moelat_lattice *lat, size_t max_cells, int *sampled);
+
 /* Report (report.c). */
 void ml_stats_fallback(moelat_lattice *lat, const char *reason);
 

@@ -358,3 +358,41 @@ int ml_percell_expert_chunk(moelat_lattice *lat, int band, const ml_chunk *chunk
     free(failed);
     return rc;
 }
+
+double ml_percell_time_sample(moelat_lattice *lat, size_t max_cells, int *sampled) {
+    if (ensure_workspaces(lat) != 0)
+        return -1;
+    size_t total_rows = (size_t)lat->Y * lat->Z;
+    size_t want = max_cells / (size_t)lat->X;
+    if (want < 1)
+        want = 1;
+    size_t stride = want >= total_rows ? 1 : total_rows / want;
+    size_t n_rows = (total_rows + stride - 1) / stride;
+    row_item *rows = malloc(n_rows * sizeof *rows);
+    int nw = ml_pool_size(lat->pool);
+    cell_failure *fail = calloc((size_t)nw, sizeof *fail);
+    int *failed = calloc((size_t)nw, sizeof *failed);
+    ml_chunk whole = {{0, 0, 0}, {lat->X, lat->Y, lat->Z}, (int32_t)lat->N};
+    ml_chunk *saved = lat->chunks;
+    if (!rows || !fail || !failed) {
+        free(rows);
+        free(fail);
+        free(failed);
+        return -1;
+    }
+    /* Rows index one whole-lattice chunk while the sample runs. */
+    lat->chunks = &whole;
+    size_t k = 0;
+    for (size_t r = 0; r < total_rows && k < n_rows; r += stride)
+        rows[k++] = (row_item){0, (int)(r % (size_t)lat->Y), (int)(r / (size_t)lat->Y)};
+    run_ctx ctx = {lat, rows, lat->states, lat->next, fail, failed};
+    double t0 = ml_now_ms();
+    ml_pool_run(lat->pool, (int)k, run_row, &ctx);
+    double ms = ml_now_ms() - t0;
+    lat->chunks = saved;
+    free(rows);
+    free(fail);
+    free(failed);
+    *sampled = k < total_rows;
+    return ms * (double)total_rows / (double)k;
+}

@@ -1,4 +1,278 @@
-/* placeholder until the bench command lands */
+/* moelat-engine bench: per-cell (host) against batched (device) steps over
+ * a list of cases, with absolute rates and the fraction of the device's
+ * measured FP32 peak. A benchmark, not a test: it prints, it never fails
+ * on a slow figure. */
+#include <jansson.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cl_runtime.h"
 #include "cli.h"
-int cmd_bench(int argc, char **argv) { (void)argc; (void)argv; fprintf(stderr, "bench: not implemented yet\n"); return 1; }
+#include "cli_common.h"
+#include "config_parse.h"
+#include "lattice_internal.h"
+
+typedef struct bench_case {
+    char preset[32];
+    int32_t dims[3];
+} bench_case;
+
+typedef struct bench_row {
+    bench_case c;
+    double percell_ms, batch_ms, speedup, mcups, gflops, peak_fraction, flops_per_cell;
+    int percell_estimated;
+    double agg_ms, pre_ms, gate_ms, expert_ms[MOELAT_BANDS]; /* device ms per step */
+    int ok;
+} bench_row;
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: moelat-engine bench [options]\n\n"
+            "Times per-cell steps (host, all threads; a sample of rows extrapolated for large\n"
+            "lattices, marked '~') and batch steps (device) for each case, and prints ms/step,\n"
+            "speedup, million cell updates per second, useful GFLOP/s (engine/src/flops.c) and\n"
+            "the fraction of the device's measured FP32 peak.\n"
+            "Default cases: debug 8^3, 15^3, 30^3, experiment 40^3, and on a GPU optimized 100^3.\n\n"
+            "options:\n"
+            "  --preset NAME          one case of this preset (its own dims unless --dims)\n"
+            "  --dims XxYxZ           dims of that case\n"
+            "  --steps N              timed batch steps per case (default 10)\n"
+            "  --percell-cells N      largest per-cell sample in cells (default 20000)\n"
+            "  --device SPEC          OpenCL device\n"
+            "  --threads N            host threads\n"
+            "  --queues Q             OpenCL queues\n"
+            "  --chunk XxYxZ          chunk box\n"
+            "  --json | --csv         machine-readable output\n"
+            "  --help                 this text\n");
+}
+
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static moelat_lattice *make(const bench_case *c, const cli_model_opts *mo, int mode) {
+    cli_model_opts o = *mo;
+    o.preset = c->preset;
+    o.dims = NULL;
+    o.mode = mode == MOELAT_MODE_BATCH ? "batch" : "percell";
+    moelat_config cfg;
+    if (cli_build_config(&o, &cfg, "bench") != 0)
+        return NULL;
+    memcpy(cfg.dims, c->dims, sizeof cfg.dims);
+    char err[2048];
+    moelat_lattice *lat = NULL;
+    if (moelat_lattice_create(&cfg, &lat, err, sizeof err) != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine bench: %s %dx%dx%d: %s\n", c->preset, c->dims[0], c->dims[1], c->dims[2], err);
+        return NULL;
+    }
+    return lat;
+}
+
+static int run_case(const bench_case *c, const cli_model_opts *mo, int steps, size_t sample_cells, double peak,
+                    bench_row *row) {
+    memset(row, 0, sizeof *row);
+    row->c = *c;
+    moelat_lattice *host = make(c, mo, MOELAT_MODE_PERCELL);
+    if (!host)
+        return -1;
+    row->flops_per_cell = ml_flops_per_cell(host, NULL);
+    ml_percell_time_sample(host, sample_cells, &row->percell_estimated); /* warm-up */
+    double t[3];
+    for (int i = 0; i < 3; i++)
+        t[i] = ml_percell_time_sample(host, sample_cells, &row->percell_estimated);
+    qsort(t, 3, sizeof t[0], cmp);
+    row->percell_ms = t[1];
+    moelat_lattice_destroy(host);
+
+    moelat_lattice *dev = make(c, mo, MOELAT_MODE_BATCH);
+    if (!dev)
+        return -1;
+    if (moelat_step(dev, 2) != MOELAT_OK) { /* warm-up: builds, first launches */
+        fprintf(stderr, "moelat-engine bench: %s\n", moelat_last_error(dev));
+        moelat_lattice_destroy(dev);
+        return -1;
+    }
+    moelat_reset_report(dev);
+    double *ms = malloc((size_t)steps * sizeof *ms);
+    for (int s = 0; s < steps; s++) {
+        double t0 = ml_now_ms();
+        if (moelat_step(dev, 1) != MOELAT_OK) {
+            fprintf(stderr, "moelat-engine bench: %s\n", moelat_last_error(dev));
+            free(ms);
+            moelat_lattice_destroy(dev);
+            return -1;
+        }
+        ms[s] = ml_now_ms() - t0;
+    }
+    qsort(ms, (size_t)steps, sizeof *ms, cmp);
+    row->batch_ms = ms[steps / 2];
+    free(ms);
+    moelat_report r;
+    moelat_get_report(dev, &r);
+    double per = 1.0 / (double)steps;
+    row->agg_ms = r.aggregate_device_ms * per;
+    row->pre_ms = r.precompute_device_ms * per;
+    row->gate_ms = r.gate_device_ms * per;
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        row->expert_ms[k] = r.expert_device_ms[k] * per;
+    double N = (double)moelat_cell_count(dev);
+    row->speedup = row->batch_ms > 0 ? row->percell_ms / row->batch_ms : 0;
+    row->mcups = N / (row->batch_ms * 1e3);
+    row->gflops = row->flops_per_cell * N / (row->batch_ms * 1e6);
+    row->peak_fraction = peak > 0 ? row->gflops / peak : 0;
+    row->ok = 1;
+    moelat_lattice_destroy(dev);
+    return 0;
+}
+
+int cmd_bench(int argc, char **argv) {
+    cli_model_opts mo;
+    cli_model_opts_init(&mo);
+    const char *preset = NULL, *dims = NULL;
+    int steps = 10, json = 0, csv = 0;
+    long long sample = 20000;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int has = i + 1 < argc;
+        if (strcmp(a, "--preset") == 0 && has) {
+            preset = argv[++i];
+        } else if (strcmp(a, "--dims") == 0 && has) {
+            dims = argv[++i];
+        } else if (strcmp(a, "--steps") == 0 && has) {
+            steps = (int)cli_parse_int(argv[++i]);
+            if (steps < 1) {
+                fprintf(stderr, "moelat-engine bench: --steps wants a positive integer\n");
+                return 2;
+            }
+        } else if (strcmp(a, "--percell-cells") == 0 && has) {
+            sample = cli_parse_int(argv[++i]);
+            if (sample < 1) {
+                fprintf(stderr, "moelat-engine bench: --percell-cells wants a positive integer\n");
+                return 2;
+            }
+        } else if (strcmp(a, "--json") == 0) {
+            json = 1;
+        } else if (strcmp(a, "--csv") == 0) {
+            csv = 1;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            int r = (strcmp(a, "--device") == 0 || strcmp(a, "--threads") == 0 || strcmp(a, "--queues") == 0 ||
+                     strcmp(a, "--chunk") == 0)
+                        ? cli_model_opt(&mo, argc, argv, &i, "bench")
+                        : 0;
+            if (r < 0)
+                return 2;
+            if (r == 0) {
+                fprintf(stderr, "moelat-engine bench: unknown option '%s'\n\n", a);
+                usage(stderr);
+                return 2;
+            }
+        }
+    }
+    /* The device and its peak. */
+    char err[4096];
+    mlcl_device_info dev;
+    if (mlcl_select_device(mo.device, &dev, err, sizeof err) != 0) {
+        fprintf(stderr, "moelat-engine bench: %s\n", err);
+        return 1;
+    }
+    mlcl_context ctx;
+    if (mlcl_context_create(&dev, 1, &ctx, err, sizeof err) != 0) {
+        fprintf(stderr, "moelat-engine bench: %s\n", err);
+        return 1;
+    }
+    double peak = mlcl_peak_gflops(&ctx, err, sizeof err);
+    mlcl_context_release(&ctx);
+    if (peak <= 0)
+        fprintf(stderr, "moelat-engine bench: peak measurement failed: %s\n", err);
+
+    bench_case cases[8];
+    int n = 0;
+    if (preset || dims) {
+        snprintf(cases[0].preset, sizeof cases[0].preset, "%s", preset ? preset : "debug");
+        moelat_config cfg;
+        if (moelat_config_preset(cases[0].preset, &cfg, err, sizeof err) != MOELAT_OK) {
+            fprintf(stderr, "moelat-engine bench: %s\n", err);
+            return 2;
+        }
+        memcpy(cases[0].dims, cfg.dims, sizeof cfg.dims);
+        if (dims && ml_parse_dims(dims, cases[0].dims, err, sizeof err) != 0) {
+            fprintf(stderr, "moelat-engine bench: --dims: %s\n", err);
+            return 2;
+        }
+        n = 1;
+    } else {
+        const bench_case defaults[] = {{"debug", {8, 8, 8}}, {"debug", {15, 15, 15}}, {"debug", {30, 30, 30}},
+                                       {"experiment", {40, 40, 40}}, {"optimized", {100, 100, 100}}};
+        for (int i = 0; i < 5; i++) {
+            /* 100^3 optimized: two state buffers of 512 MB and its chunks, and
+             * hours per step on a CPU device: GPUs only. */
+            if (i == 4 && (strcmp(dev.type, "GPU") != 0 || dev.global_mem_bytes < (4ull << 30)))
+                continue;
+            cases[n++] = defaults[i];
+        }
+    }
+    bench_row rows[8];
+    for (int i = 0; i < n; i++) {
+        if (!json && !csv) {
+            fprintf(stderr, "bench: %s %dx%dx%d ...\n", cases[i].preset, cases[i].dims[0], cases[i].dims[1],
+                    cases[i].dims[2]);
+        }
+        if (run_case(&cases[i], &mo, steps, (size_t)sample, peak, &rows[i]) != 0)
+            return 1;
+    }
+    if (json) {
+        json_t *arr = json_array();
+        for (int i = 0; i < n; i++) {
+            bench_row *r = &rows[i];
+            char d[64];
+            snprintf(d, sizeof d, "%dx%dx%d", r->c.dims[0], r->c.dims[1], r->c.dims[2]);
+            json_array_append_new(
+                arr, json_pack("{s:s, s:s, s:f, s:b, s:f, s:f, s:f, s:f, s:f, s:f, s:{s:f, s:f, s:f, s:f, s:f, s:f}}",
+                               "preset", r->c.preset, "dims", d, "percell_ms", r->percell_ms, "percell_estimated",
+                               r->percell_estimated, "batch_ms", r->batch_ms, "speedup", r->speedup, "mcups",
+                               r->mcups, "gflops", r->gflops, "peak_fraction", r->peak_fraction, "flops_per_cell",
+                               r->flops_per_cell, "kernel_ms", "aggregate", r->agg_ms, "precompute", r->pre_ms,
+                               "local", r->expert_ms[0], "functional", r->expert_ms[1], "distant", r->expert_ms[2],
+                               "gate", r->gate_ms));
+        }
+        json_t *o = json_pack("{s:s, s:s, s:f, s:o}", "device", dev.name, "driver", dev.driver_version,
+                              "peak_gflops", peak, "rows", arr);
+        char *s = json_dumps(o, JSON_INDENT(2));
+        puts(s);
+        free(s);
+        json_decref(o);
+    } else if (csv) {
+        printf("device,preset,dims,cells,percell_ms,percell_estimated,batch_ms,speedup,mcups,gflops,peak_fraction,"
+               "aggregate_ms,precompute_ms,local_ms,functional_ms,distant_ms,gate_ms\n");
+        for (int i = 0; i < n; i++) {
+            bench_row *r = &rows[i];
+            printf("\"%s\",%s,%dx%dx%d,%lld,%.4f,%d,%.4f,%.2f,%.3f,%.2f,%.5f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f\n", dev.name,
+                   r->c.preset, r->c.dims[0], r->c.dims[1], r->c.dims[2],
+                   (long long)r->c.dims[0] * r->c.dims[1] * r->c.dims[2], r->percell_ms, r->percell_estimated,
+                   r->batch_ms, r->speedup, r->mcups, r->gflops, r->peak_fraction, r->agg_ms, r->pre_ms,
+                   r->expert_ms[0], r->expert_ms[1], r->expert_ms[2], r->gate_ms);
+        }
+    } else {
+        printf("device: %s (driver %s), measured FP32 peak %.0f GFLOP/s\n", dev.name, dev.driver_version, peak);
+        printf("%-10s %-11s %12s %10s %9s %9s %9s %7s | device ms/step: %s\n", "preset", "dims", "percell ms",
+               "batch ms", "speedup", "MCUPS", "GFLOP/s", "peak", "aggr  pre  local  func  dist  gate");
+        for (int i = 0; i < n; i++) {
+            bench_row *r = &rows[i];
+            char d[32];
+            snprintf(d, sizeof d, "%dx%dx%d", r->c.dims[0], r->c.dims[1], r->c.dims[2]);
+            printf("%-10s %-11s %c%11.3f %10.3f %8.1fx %9.2f %9.1f %6.2f%% | %.3f %.3f %.3f %.3f %.3f %.3f\n",
+                   r->c.preset, d, r->percell_estimated ? '~' : ' ', r->percell_ms, r->batch_ms, r->speedup, r->mcups,
+                   r->gflops, 100 * r->peak_fraction, r->agg_ms, r->pre_ms, r->expert_ms[0], r->expert_ms[1],
+                   r->expert_ms[2], r->gate_ms);
+        }
+        printf("(~ per-cell time extrapolated from a sample of rows)\n");
+    }
+    return 0;
+}
