@@ -606,6 +606,20 @@ static void test_cli_lists_builtins(void **state) {
     }
     json_decref(arr);
     cli_free(&r);
+
+    /* Their default hidden sizes are the debug preset's (MODEL.md, S = 24):
+     * the isolated check counts the parameters the original modules have. */
+    static const long long debug_params[] = {1262, 10605, 4287};
+    for (int i = 0; i < 3; i++) {
+        char file[256], expect[64];
+        snprintf(file, sizeof file, "moelat_expert_%s.so", builtins[i]);
+        snprintf(expect, sizeof expect, " %lld parameters at S=24", debug_params[i]);
+        r = run_cli("plugins", "--check", in_dir(MOELAT_TEST_EXPERTS_DIR, file), NULL);
+        if (r.code != 0)
+            fail_msg("plugins --check %s: exit %d: %s", file, r.code, r.err);
+        assert_contains(r.out, expect);
+        cli_free(&r);
+    }
 }
 
 int main(void) {

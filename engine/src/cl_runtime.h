@@ -97,7 +97,7 @@ void mlcl_cache_stats_reset(void);
 /* Binary cache internals shared by cl_program.c and cl_cache.c.
  * mlcl_cache_entry_path() fills path with <dir>/<hex>.bin for this source,
  * options and device; it returns 0, or -1 when the cache is disabled
- * (MOELAT_NO_KERNEL_CACHE=1) or has no usable directory (warned once). */
+ * (MOELAT_NO_KERNEL_CACHE=1) or has no usable directory (warning logged). */
 int mlcl_cache_entry_path(const mlcl_device_info *dev, const char *source, const char *options,
                           char *path, size_t len);
 /* Reads and verifies an entry. Returns 1 with a malloc'd payload on a sound

@@ -382,7 +382,11 @@ static int get_triple(json_t *v, int32_t out[3], char *msg, size_t len) {
         return ml_parse_dims(json_string_value(v), out, msg, len);
     int32_t t[3];
     if (!json_is_array(v) || json_array_size(v) != 3) {
-        fail(msg, len, "expected [X, Y, Z] or \"XxYxZ\", found %s", json_type_name(v));
+        if (json_is_array(v))
+            fail(msg, len, "expected [X, Y, Z] or \"XxYxZ\", found an array of %zu",
+                 json_array_size(v));
+        else
+            fail(msg, len, "expected [X, Y, Z] or \"XxYxZ\", found %s", json_type_name(v));
         return -1;
     }
     for (int i = 0; i < 3; i++)
@@ -422,7 +426,11 @@ static int k_radius_ratio(json_t *v, moelat_config *c, char *msg, size_t len) {
 static int k_band_ratios(json_t *v, moelat_config *c, char *msg, size_t len) {
     double b[3];
     if (!json_is_array(v) || json_array_size(v) != 3) {
-        fail(msg, len, "expected an array of 3 numbers, found %s", json_type_name(v));
+        if (json_is_array(v))
+            fail(msg, len, "expected an array of 3 numbers, found an array of %zu",
+                 json_array_size(v));
+        else
+            fail(msg, len, "expected an array of 3 numbers, found %s", json_type_name(v));
         return -1;
     }
     for (int i = 0; i < 3; i++) {

@@ -322,7 +322,10 @@ static int check_size(const npy_info *info, uint64_t data_bytes, const char *nam
         return 0;
     char sh[200];
     format_shape(sh, sizeof sh, info->shape, info->ndim);
-    if (data_bytes < info->nbytes)
+    if (info->nbytes == UINT64_MAX)
+        fail(err, errlen, "%s: truncated data: shape %s is larger than any file (file has %" PRIu64
+             " data bytes)", name, sh, data_bytes);
+    else if (data_bytes < info->nbytes)
         fail(err, errlen, "%s: truncated data: shape %s needs %" PRIu64 " bytes, file has %" PRIu64,
              name, sh, info->nbytes, data_bytes);
     else

@@ -1,1 +1,368 @@
-int placeholder;
+/* The functional expert (MODEL.md "Functional expert"): an adaptive gate
+ * between a message-passing GRU-like update (with the cell's external
+ * inputs) and a CNF block, mixed by a linear, LayerNorm and GELU. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnf_host.h"
+#include "expert_common.h"
+
+extern const char *const functional_cl_parts[];
+
+/* Declaration order of the tensors; functional.cl's FN_* indices match. */
+enum {
+    F_G0_W, F_G0_B,   /* adaptive_gating.gating_network.0: 2S -> S/2 */
+    F_G2_W, F_G2_B,   /* adaptive_gating.gating_network.2: S/2 -> 1 */
+    F_MC0_W, F_MC0_B, /* message_creator.0: [n_j, x] 2S -> hd */
+    F_MC2_W, F_MC2_B, /* message_creator.2: hd -> md */
+    F_AT0_W, F_AT0_B, /* attention_network.0: [m_j, x] md + S -> md */
+    F_AT2_W, F_AT2_B, /* attention_network.2: md -> 1 */
+    F_UG_W, F_UG_B,   /* state_updater.update_gate: S + md + E -> S */
+    F_RG_W, F_RG_B,   /* state_updater.reset_gate */
+    F_CN_W, F_CN_B,   /* state_updater.candidate_network */
+    F_CNF,            /* cnf_component.*: CNF_N_TENSORS tensors */
+    F_RP0_W = F_CNF + CNF_N_TENSORS, F_RP0_B, /* result_processor.0: 2S -> S */
+    F_RP1_G, F_RP1_B, /* result_processor.1: LayerNorm over S */
+    F_N_TENSORS
+};
+
+#define HD(d) ((d)->hidden[0])
+#define MD(d) ((d)->hidden[1])
+#define ODE_H(d) ((d)->hidden[2])
+
+static int functional_validate(const moelat_expert_dims *d, char *err, size_t errlen) {
+    if (!d || d->state_size < 2 || d->state_size % 2 != 0) {
+        snprintf(err, errlen, "functional: state size %d must be even and >= 2 (S/2 is a width)",
+                 d ? d->state_size : 0);
+        return -1;
+    }
+    if (d->ext_size < 0) {
+        snprintf(err, errlen, "functional: external input size %d is negative", d->ext_size);
+        return -1;
+    }
+    if (HD(d) < 1 || MD(d) < 1) {
+        snprintf(err, errlen, "functional: hidden sizes hd %d, md %d must be >= 1", HD(d), MD(d));
+        return -1;
+    }
+    char why[200];
+    if (cnf_validate(d->state_size, ODE_H(d), d->cnf_steps, d->cnf_mode, why, sizeof why)) {
+        snprintf(err, errlen, "functional: %s", why);
+        return -1;
+    }
+    return 0;
+}
+
+static int functional_tensors(const moelat_expert_dims *d, moelat_tensor_spec *out, int cap) {
+    char err[256];
+    if (functional_validate(d, err, sizeof err) != 0)
+        return -1;
+    int S = d->state_size, E = d->ext_size, hd = HD(d), md = MD(d);
+    ec_specs s = {out, cap, 0};
+    ec_spec_linear(&s, "adaptive_gating.gating_network.0", 2 * S, S / 2);
+    ec_spec_linear(&s, "adaptive_gating.gating_network.2", S / 2, 1);
+    ec_spec_linear(&s, "gnn_component.message_network.message_creator.0", 2 * S, hd);
+    ec_spec_linear(&s, "gnn_component.message_network.message_creator.2", hd, md);
+    ec_spec_linear(&s, "gnn_component.aggregator.attention_network.0", md + S, md);
+    ec_spec_linear(&s, "gnn_component.aggregator.attention_network.2", md, 1);
+    ec_spec_linear(&s, "gnn_component.state_updater.update_gate", S + md + E, S);
+    ec_spec_linear(&s, "gnn_component.state_updater.reset_gate", S + md + E, S);
+    ec_spec_linear(&s, "gnn_component.state_updater.candidate_network", S + md + E, S);
+    cnf_spec(&s, "cnf_component.", S, ODE_H(d));
+    ec_spec_linear(&s, "result_processor.0", 2 * S, S);
+    ec_spec_layernorm(&s, "result_processor.1", S);
+    return s.n;
+}
+
+static size_t functional_scratch(const moelat_expert_dims *d, int max_neighbours) {
+    size_t S = (size_t)d->state_size, E = (size_t)d->ext_size;
+    size_t hd = (size_t)HD(d), md = (size_t)MD(d);
+    size_t per_edge = md + 1;                    /* m_j and e_j */
+    size_t fixed = 3 * S                         /* act, mean, cnf */
+                   + 2 * S                       /* concatenated inputs up to 2S */
+                   + S / 2 + hd + md + md        /* hidden layers, M */
+                   + (S + md + E)                /* [x, M, ext] */
+                   + 4 * S;                      /* z, rr, cand, gnn */
+    return (size_t)max_neighbours * per_edge + fixed +
+           cnf_scratch_floats(d->state_size, ODE_H(d));
+}
+
+/* Hands out consecutive pieces of the scratch buffer. */
+static float *take(float **at, size_t n) {
+    float *p = *at;
+    *at += n;
+    return p;
+}
+
+static void concat2(float *dst, const float *a, int na, const float *b, int nb) {
+    memcpy(dst, a, (size_t)na * sizeof *dst);
+    memcpy(dst + na, b, (size_t)nb * sizeof *dst);
+}
+
+static int functional_host_cell(const moelat_host_cell *c) {
+    const moelat_expert_dims *d = c->dims;
+    const float *const *t = c->tensors;
+    int S = d->state_size, E = d->ext_size, hd = HD(d), md = MD(d), n = c->count;
+    const float *x = c->x;
+    float *at = c->scratch;
+    float *msg = take(&at, (size_t)n * md); /* m_j, count x md */
+    float *e = take(&at, (size_t)n);
+    float *act = take(&at, S), *mean = take(&at, S), *cnf = take(&at, S);
+    float *in = take(&at, 2 * (size_t)S);
+    float *hg = take(&at, S / 2), *hid = take(&at, hd), *ta = take(&at, md), *M = take(&at, md);
+    float *xu = take(&at, (size_t)(S + md + E));
+    float *z = take(&at, S), *rr = take(&at, S), *cand = take(&at, S), *gnn = take(&at, S);
+    float *cnf_work = at;
+
+    /* act = mean |n_j|, and the neighbour mean for the CNF. */
+    memset(act, 0, (size_t)S * sizeof *act);
+    memset(mean, 0, (size_t)S * sizeof *mean);
+    for (int j = 0; j < n; j++)
+        for (int s = 0; s < S; s++) {
+            float v = c->neighbours[(size_t)j * S + s];
+            act[s] += fabsf(v);
+            mean[s] += v;
+        }
+    for (int s = 0; s < S; s++) {
+        act[s] /= (float)n;
+        mean[s] /= (float)n;
+    }
+
+    /* g = sigma(L(S/2->1)(GELU(L(2S->S/2)([x, act])))) */
+    concat2(in, x, S, act, S);
+    ec_dense(t[F_G0_W], t[F_G0_B], in, 2 * S, hg, S / 2);
+    for (int i = 0; i < S / 2; i++)
+        hg[i] = ec_gelu(hg[i]);
+    float g_logit;
+    ec_dense(t[F_G2_W], t[F_G2_B], hg, S / 2, &g_logit, 1);
+    float g = ec_sigmoid(g_logit);
+
+    /* Messages m_j and their attention logits e_j. */
+    for (int j = 0; j < n; j++) {
+        float *m = msg + (size_t)j * md;
+        concat2(in, c->neighbours + (size_t)j * S, S, x, S);
+        ec_dense(t[F_MC0_W], t[F_MC0_B], in, 2 * S, hid, hd);
+        for (int i = 0; i < hd; i++)
+            hid[i] = ec_gelu(hid[i]);
+        ec_dense(t[F_MC2_W], t[F_MC2_B], hid, hd, m, md);
+        concat2(in, m, md, x, S);
+        ec_dense(t[F_AT0_W], t[F_AT0_B], in, md + S, ta, md);
+        for (int i = 0; i < md; i++)
+            ta[i] = tanhf(ta[i]);
+        ec_dense(t[F_AT2_W], t[F_AT2_B], ta, md, &e[j], 1);
+    }
+    ec_softmax(e, n);
+    memset(M, 0, (size_t)md * sizeof *M);
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < md; i++)
+            M[i] += e[j] * msg[(size_t)j * md + i];
+
+    /* GRU-like update from u = [M, ext]; z and rr both read [x, u]. */
+    memcpy(xu, x, (size_t)S * sizeof *xu);
+    memcpy(xu + S, M, (size_t)md * sizeof *xu);
+    for (int i = 0; i < E; i++)
+        xu[S + md + i] = c->ext ? c->ext[i] : 0.0f;
+    ec_dense(t[F_UG_W], t[F_UG_B], xu, S + md + E, z, S);
+    ec_dense(t[F_RG_W], t[F_RG_B], xu, S + md + E, rr, S);
+    for (int s = 0; s < S; s++) {
+        z[s] = ec_sigmoid(z[s]);
+        xu[s] = ec_sigmoid(rr[s]) * x[s]; /* now [rr * x, u] */
+    }
+    ec_dense(t[F_CN_W], t[F_CN_B], xu, S + md + E, cand, S);
+    for (int s = 0; s < S; s++)
+        gnn[s] = (1.0f - z[s]) * x[s] + z[s] * tanhf(cand[s]);
+
+    cnf_host_run(t + F_CNF, S, ODE_H(d), d->cnf_steps, d->cnf_mode, x, mean, cnf, cnf_work);
+
+    /* E_F = GELU(LN(L(2S->S)([(1 - g) gnn, g cnf]))) */
+    for (int s = 0; s < S; s++) {
+        in[s] = (1.0f - g) * gnn[s];
+        in[S + s] = g * cnf[s];
+    }
+    ec_dense(t[F_RP0_W], t[F_RP0_B], in, 2 * S, c->out, S);
+    ec_layernorm(c->out, S, t[F_RP1_G], t[F_RP1_B]);
+    for (int s = 0; s < S; s++)
+        c->out[s] = ec_gelu(c->out[s]);
+    return MOELAT_EXPERT_OK;
+}
+
+/* ---- OpenCL path ----
+ * cl_step_begin computes P_i = W_n n_i + b (W_n: the n_j columns of
+ * message_creator.0) once per cell of the lattice; the expert kernel then
+ * needs W_x x once per cell and P_j per edge (the same function, about
+ * 2S*hd fewer multiply-adds per edge). */
+
+typedef struct functional_cl_state {
+    cl_kernel project;
+    cl_kernel expert;
+    cl_mem params;
+    cl_mem toff;
+    cl_mem proj;        /* N x hd */
+    cl_event proj_done; /* the last projection, retained; NULL before any step */
+    cl_int4 lattice;
+    cl_int n_total;
+} functional_cl_state;
+
+static void functional_cl_release(void *p) {
+    functional_cl_state *st = p;
+    if (!st)
+        return;
+    if (st->proj_done)
+        clReleaseEvent(st->proj_done);
+    if (st->project)
+        clReleaseKernel(st->project);
+    if (st->expert)
+        clReleaseKernel(st->expert);
+    if (st->proj)
+        clReleaseMemObject(st->proj);
+    if (st->toff)
+        clReleaseMemObject(st->toff);
+    free(st);
+}
+
+static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
+    *state = NULL;
+    if (setup->n_tensors != F_N_TENSORS) {
+        ec_log(MOELAT_LOG_ERROR, "cl_prepare: %d tensors given, %d expected", setup->n_tensors,
+               F_N_TENSORS);
+        return MOELAT_EXPERT_ERROR;
+    }
+    long long n = (long long)setup->lattice[0] * setup->lattice[1] * setup->lattice[2];
+    if (n <= 0 || n > 0x7fffffffLL) {
+        ec_log(MOELAT_LOG_ERROR, "cl_prepare: lattice %dx%dx%d is empty or too large",
+               setup->lattice[0], setup->lattice[1], setup->lattice[2]);
+        return MOELAT_EXPERT_ERROR;
+    }
+    functional_cl_state *st = calloc(1, sizeof *st);
+    if (!st) {
+        ec_log(MOELAT_LOG_ERROR, "cl_prepare: out of memory");
+        return MOELAT_EXPERT_ERROR;
+    }
+    st->params = setup->params;
+    st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
+    st->n_total = (cl_int)n;
+    st->project = ec_cl_kernel(setup->program, "functional_project");
+    st->expert = st->project ? ec_cl_kernel(setup->program, "functional_expert") : NULL;
+    st->toff = st->expert ? ec_cl_offsets_buffer(setup->context, setup->tensor_offsets,
+                                                 setup->n_tensors)
+                          : NULL;
+    if (!st->toff) {
+        functional_cl_release(st);
+        return MOELAT_EXPERT_ERROR;
+    }
+    cl_int err = CL_SUCCESS;
+    size_t bytes = (size_t)n * (size_t)HD(setup->dims) * sizeof(float);
+    st->proj = clCreateBuffer(setup->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
+    if (err != CL_SUCCESS || !st->proj) {
+        char what[128];
+        snprintf(what, sizeof what, "creating the %zu-byte projection buffer", bytes);
+        ec_cl_fail(err, what);
+        functional_cl_release(st);
+        return MOELAT_EXPERT_ERROR;
+    }
+    *state = st;
+    return MOELAT_EXPERT_OK;
+}
+
+static int functional_cl_step_begin(void *p, const moelat_cl_step *step) {
+    functional_cl_state *st = p;
+    if (step->done)
+        *step->done = NULL;
+    cl_mem states = step->states;
+    ec_arg args[] = {EC_ARG_MEM(states), EC_ARG(st->n_total), EC_ARG_MEM(st->params),
+                     EC_ARG_MEM(st->toff), EC_ARG_MEM(st->proj)};
+    if (ec_cl_set_args(st->project, "functional_project", args,
+                       (int)(sizeof args / sizeof args[0])))
+        return MOELAT_EXPERT_ERROR;
+    cl_event ev = NULL;
+    if (ec_cl_enqueue_items(step->queue, st->project, "functional_project", (size_t)st->n_total,
+                            step->num_wait, (const cl_event *)step->wait, &ev))
+        return MOELAT_EXPERT_ERROR;
+    if (st->proj_done)
+        clReleaseEvent(st->proj_done);
+    st->proj_done = ev;
+    if (step->done) {
+        /* One reference for the caller, one kept to order this step's chunks. */
+        cl_int err = clRetainEvent(ev);
+        if (err != CL_SUCCESS)
+            return ec_cl_fail(err, "kernel functional_project: retaining its event");
+        *step->done = ev;
+    }
+    return MOELAT_EXPERT_OK;
+}
+
+static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
+    functional_cl_state *st = p;
+    if (ch->done)
+        *ch->done = NULL;
+    if (!st->proj_done) {
+        ec_log(MOELAT_LOG_ERROR, "kernel functional_expert: cl_enqueue before cl_step_begin "
+                                 "(the per-cell projections are not computed)");
+        return MOELAT_EXPERT_ERROR;
+    }
+    cl_int4 origin = {{ch->origin[0], ch->origin[1], ch->origin[2], 0}};
+    cl_int4 extent = {{ch->extent[0], ch->extent[1], ch->extent[2], 0}};
+    cl_int n_offsets = ch->n_offsets, n_cells = ch->n_cells, has_ext = ch->ext != NULL;
+    cl_mem states = ch->states, ext = ch->ext, offsets = ch->offsets, count = ch->band_count;
+    cl_mem mean = ch->band_mean, absmean = ch->band_absmean, out = ch->out;
+    ec_arg args[] = {EC_ARG_MEM(states),    EC_ARG_MEM(ext),        EC_ARG(has_ext),
+                     EC_ARG_MEM(offsets),   EC_ARG(n_offsets),      EC_ARG(st->lattice),
+                     EC_ARG(origin),        EC_ARG(extent),         EC_ARG(n_cells),
+                     EC_ARG_MEM(count),     EC_ARG_MEM(mean),       EC_ARG_MEM(absmean),
+                     EC_ARG_MEM(st->proj),  EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff),
+                     EC_ARG_MEM(out)};
+    if (ec_cl_set_args(st->expert, "functional_expert", args,
+                       (int)(sizeof args / sizeof args[0])))
+        return MOELAT_EXPERT_ERROR;
+
+    /* The chunk waits on its own list and on this step's projections. */
+    cl_event small[16];
+    cl_event *wait = small;
+    cl_uint n_wait = ch->num_wait + 1;
+    if (n_wait > 16 && !(wait = malloc(n_wait * sizeof *wait))) {
+        ec_log(MOELAT_LOG_ERROR, "kernel functional_expert: out of memory for %u wait events",
+               n_wait);
+        return MOELAT_EXPERT_ERROR;
+    }
+    for (cl_uint i = 0; i < ch->num_wait; i++)
+        wait[i] = (cl_event)ch->wait[i];
+    wait[ch->num_wait] = st->proj_done;
+
+    cl_event ev = NULL;
+    int rc = ec_cl_enqueue_items(ch->queue, st->expert, "functional_expert", (size_t)ch->n_cells,
+                                 n_wait, wait, ch->done ? &ev : NULL);
+    if (wait != small)
+        free(wait);
+    if (ch->done)
+        *ch->done = ev;
+    return rc;
+}
+
+static moelat_expert_descriptor g_desc = {
+    .abi_major = MOELAT_EXPERT_ABI_MAJOR,
+    .abi_minor = MOELAT_EXPERT_ABI_MINOR,
+    .struct_size = sizeof(moelat_expert_descriptor),
+    .name = "functional",
+    .version = "1.0.0",
+    .description = "gated mix of attention message passing (with external inputs) and a CNF",
+    .hidden_names = {"hd", "md", "ode_hidden", NULL},
+    .hidden_defaults = {12, 8, 48},
+    .validate = functional_validate,
+    .tensors = functional_tensors,
+    .init_params = NULL,
+    .host_scratch_floats = functional_scratch,
+    .host_cell = functional_host_cell,
+    .cl_source = NULL,
+    .cl_prepare = functional_cl_prepare,
+    .cl_step_begin = functional_cl_step_begin,
+    .cl_enqueue = functional_cl_enqueue,
+    .cl_release = functional_cl_release,
+};
+
+MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {
+    ec_init(host, g_desc.name);
+    if (!g_desc.cl_source)
+        g_desc.cl_source = ec_join_cl_parts(functional_cl_parts);
+    return &g_desc;
+}

@@ -96,11 +96,14 @@ static void print_table(const mlcl_device_info *d, int n) {
             if (strlen(r[c]) > width[c])
                 width[c] = strlen(r[c]);
     }
+    /* The last column is not padded: no trailing blanks. */
     for (int c = 0; c < N_COLS; c++)
-        printf("%-*s%s", (int)width[c], head[c], c + 1 < N_COLS ? "  " : "\n");
+        printf("%-*s%s", c + 1 < N_COLS ? (int)width[c] : 0, head[c],
+               c + 1 < N_COLS ? "  " : "\n");
     for (int i = 0; i < n; i++)
         for (int c = 0; c < N_COLS; c++)
-            printf("%-*s%s", (int)width[c], cell[i][c], c + 1 < N_COLS ? "  " : "\n");
+            printf("%-*s%s", c + 1 < N_COLS ? (int)width[c] : 0, cell[i][c],
+                   c + 1 < N_COLS ? "  " : "\n");
     free(cell);
 }
 
