@@ -101,13 +101,18 @@ static void test_experiment_12(void **state) {
     run_case(&cfg, MOELAT_MODE_PERCELL, seed, 1, h, NULL);
     run_case(&cfg, MOELAT_MODE_BATCH, seed, 1, d, NULL);
     size_t n = (size_t)12 * 12 * 12 * 64;
-    double worst = 0;
+    double worst = 0, worst_ref = 0;
     for (size_t i = 0; i < n; i++) {
-        double rel = fabs((double)h[0][i] - d[0][i]) / fmax(fabs((double)h[0][i]), 1e-3);
-        if (!(rel <= worst))
+        /* Relative to the value, or to 0.01 for values closer to zero than
+         * that: near zero a float32 sum of O(1) terms is only good to an
+         * absolute ~1e-7, which no relative bound can express. */
+        double rel = fabs((double)h[0][i] - d[0][i]) / fmax(fabs((double)h[0][i]), 1e-2);
+        if (!(rel <= worst)) {
             worst = rel;
+            worst_ref = h[0][i];
+        }
     }
-    printf("# experiment 12^3: max relative diff %.3e\n", worst);
+    printf("# experiment 12^3: max relative diff %.3e (at a value of %.3e)\n", worst, worst_ref);
     assert_true(worst < 1e-4);
     free_run(h, 1);
     free_run(d, 1);

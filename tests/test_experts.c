@@ -869,7 +869,10 @@ static void check_cl_agreement(int b, int mode) {
         int n;
     } runs[] = {{"one chunk", whole, 1}, {"two chunks (x)", halves_x, 2},
                 {"three chunks (z, y)", split_zy, 3}};
-    double tol = mode == 1 ? 1e-3 : 1e-5;
+    /* The brief allows 1e-3 in lipschitz mode; the CNF's difference-carrying
+     * evaluation (cnf.cl) and the double host keep it near 1e-6, so a looser
+     * check would hide a regression. */
+    double tol = mode == 1 ? 1e-4 : 1e-5;
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
         for (size_t k = 0; k < n; k++)
             dev[k] = NAN;
@@ -1072,7 +1075,7 @@ static int golden_case(const char *dir) {
         float *ref = read_npy_count(dir, file, n);
         size_t where = 0;
         double diff = max_abs_diff(mine, ref, n, &where);
-        double tol = (mode == 1 && b != B_LOCAL) ? 1e-3 : 1e-5;
+        double tol = (mode == 1 && b != B_LOCAL) ? 1e-4 : 1e-5;
         printf("# golden %s %s: max |host - reference| = %.3g (cell %zu, tolerance %g)\n", dir,
                k_names[b], diff, where / (size_t)L.S, tol);
         if (!(diff <= tol))

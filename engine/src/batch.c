@@ -200,7 +200,7 @@ static void prepare_expert(moelat_lattice *lat, ml_batch *b, int k) {
         pos += snprintf(opts + pos, (size_t)(4096 - pos), " -D MOELAT_H_%s=%d", d->hidden_names[h],
                         e->dims.hidden[h]);
     char name[128], err[8192];
-    snprintf(name, sizeof name, "expert '%s'", d->name);
+    snprintf(name, sizeof name, "expert_%s", d->name);
     int rc = mlcl_build_program(&b->ctx, name, src, opts, &b->expert_program[k], err, sizeof err);
     free(src);
     free(opts);

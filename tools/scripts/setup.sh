@@ -6,7 +6,8 @@ set -eu
 cd "$(dirname "$0")/../.."
 
 PACKAGES="build-essential cmake ninja-build pkg-config ocl-icd-opencl-dev opencl-headers \
-pocl-opencl-icd libclblast-dev libcmocka-dev libjansson-dev libxxhash-dev oclgrind clinfo"
+pocl-opencl-icd libclblast-dev libcmocka-dev libjansson-dev libxxhash-dev oclgrind clinfo \
+python3 python3-numpy"
 
 missing=""
 for p in $PACKAGES; do
