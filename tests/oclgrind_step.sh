@@ -1,7 +1,8 @@
 #!/bin/sh
 # One small batched step of every kernel (engine and built-in experts) under
-# oclgrind, which checks API use, out-of-bounds accesses, data races and
-# uninitialised reads. Fails when oclgrind reports anything.
+# oclgrind, which checks API use, out-of-bounds accesses and data races.
+# Fails when oclgrind reports anything. (--uninitialized is left out:
+# Debian's oclgrind 21.10 crashes with it on the first kernel launch.)
 # usage: oclgrind_step.sh <moelat-engine>
 set -u
 engine=$1
@@ -9,7 +10,7 @@ log=$(mktemp /tmp/moelat-oclgrind-XXXXXX.log)
 trap 'rm -f "$log"' EXIT
 # Every band populated: 5x4x3 with r = 4.5. No cache: kernels must be built
 # (and so checked) by oclgrind itself.
-MOELAT_NO_KERNEL_CACHE=1 oclgrind --log "$log" --check-api --data-races --uninitialized \
+MOELAT_NO_KERNEL_CACHE=1 oclgrind --log "$log" --check-api --data-races \
     "$engine" check --dims 5x4x3 --radius-ratio 0.9 --steps 1 --threads 1
 rc=$?
 if [ -s "$log" ]; then
