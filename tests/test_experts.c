@@ -841,10 +841,11 @@ static void check_cl_agreement(int b, int mode) {
     tensor_set t;
     tensors_alloc(plugin(b), &dims, &t);
     tensors_randomize(&t);
-    /* MOELAT_EXPERTS_SMALL=1: a 5x4x4 lattice (corners still have every
-     * band), for running the kernels under oclgrind. */
+    /* MOELAT_EXPERTS_SMALL=1: a 4x4x3 lattice (corners still have every
+     * band) and only the two-chunk run, for running the kernels under
+     * oclgrind. */
     int small = getenv("MOELAT_EXPERTS_SMALL") != NULL;
-    int X = small ? 5 : 9, Y = small ? 4 : 8, Z = small ? 4 : 7;
+    int X = small ? 4 : 9, Y = small ? 4 : 8, Z = small ? 3 : 7;
     lattice L;
     random_lattice(&L, X, Y, Z, dbg->S, 2.7);
     assert_int_equal(L.n_off[B_LOCAL], 6);
@@ -879,9 +880,11 @@ static void check_cl_agreement(int b, int mode) {
         int n;
     } runs[] = {{"one chunk", whole, 1}, {"two chunks (x)", halves_x, 2},
                 {"three chunks (z, y)", split_zy, 3}};
-    int n_runs = small ? 2 : 3;
+    /* The brief allows 1e-3 in lipschitz mode; the difference-carrying
+     * evaluation of cnf.cl and the double host CNF keep it near 1e-6, so a
+     * looser check would hide a regression. */
     double tol = mode == 1 ? 1e-4 : 1e-5;
-    for (int r = 0; r < n_runs; r++) {
+    for (int r = small ? 1 : 0; r < (small ? 2 : 3); r++) {
         for (size_t k = 0; k < n; k++)
             dev[k] = NAN;
         cl_run(&e, b, &dims, &t, &L, runs[r].boxes, runs[r].n, dev);

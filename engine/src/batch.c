@@ -925,3 +925,56 @@ out:
 }
 
 struct mlcl_context *ml_batch_context(moelat_lattice *lat) { return lat->batch ? &lat->batch->ctx : NULL; }
+
+int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOELAT_BANDS]) {
+    /* Aggregation and each expert of one chunk on the device, from the
+     * current states, without the gate: for checking experts one by one. */
+    ml_batch *b = lat->batch;
+    if (!b)
+        return ml_fail(lat, MOELAT_ERR_DEVICE, "batch mode is not enabled"), -1;
+    if (upload_if_stale(lat, b) != 0)
+        return -1;
+    const ml_chunk *c = &lat->chunks[chunk];
+    chunk_set *s = &b->sets[chunk % b->n_sets];
+    cl_command_queue q = b->ctx.queues[0];
+    size_t global = (size_t)c->n_cells;
+    cl_event pre[MOELAT_BANDS] = {NULL, NULL, NULL};
+    for (int k = 0; k < MOELAT_BANDS; k++) {
+        if (!b->expert_on_device[k] || !lat->expert[k].desc->cl_step_begin)
+            continue;
+        moelat_cl_step st = {.struct_size = sizeof st, .queue = q, .states = b->states[b->cur], .done = &pre[k]};
+        if (lat->expert[k].desc->cl_step_begin(b->expert_state[k], &st) != MOELAT_EXPERT_OK)
+            return ml_fail(lat, MOELAT_ERR_DEVICE, "expert '%s' failed its precomputation", lat->expert[k].desc->name), -1;
+        if (pre[k])
+            clReleaseEvent(pre[k]);
+    }
+    cl_int e = set_aggregate_args(b, lat, c, s);
+    if (e == CL_SUCCESS)
+        e = clEnqueueNDRangeKernel(q, b->k_aggregate, 1, NULL, &global, NULL, 0, NULL, NULL);
+    if (cl_check(lat, e, "enqueueing ml_aggregate"))
+        return -1;
+    for (int k = 0; k < MOELAT_BANDS; k++) {
+        if (!b->expert_on_device[k]) {
+            memset(out[k], 0, (size_t)c->n_cells * lat->S * sizeof(float));
+            continue;
+        }
+        cl_event done = NULL;
+        moelat_cl_chunk ch = {
+            .struct_size = sizeof ch, .queue = q, .states = b->states[b->cur], .ext = b->ext,
+            .offsets = b->offsets[k], .n_offsets = lat->stencil.count[k],
+            .origin = {c->origin[0], c->origin[1], c->origin[2]},
+            .extent = {c->extent[0], c->extent[1], c->extent[2]}, .n_cells = c->n_cells,
+            .band_mean = s->mean[k], .band_absmean = s->absmean[k], .band_count = s->count[k],
+            .out = s->out[k], .done = &done,
+        };
+        if (lat->expert[k].desc->cl_enqueue(b->expert_state[k], &ch) != MOELAT_EXPERT_OK)
+            return ml_fail(lat, MOELAT_ERR_DEVICE, "expert '%s' failed to enqueue", lat->expert[k].desc->name), -1;
+        if (done)
+            clReleaseEvent(done);
+        e = clEnqueueReadBuffer(q, s->out[k], CL_TRUE, 0, (size_t)c->n_cells * lat->S * sizeof(float), out[k], 0,
+                                NULL, NULL);
+        if (cl_check(lat, e, "reading expert outputs"))
+            return -1;
+    }
+    return 0;
+}

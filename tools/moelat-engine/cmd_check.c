@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "cli_common.h"
+#include "lattice_internal.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -20,6 +21,7 @@ static void usage(FILE *out) {
             "  --state FILE           load initial states (.npy) into both\n"
             "  --max-tol T            largest allowed max abs difference (default 1e-4; 1e-2 lipschitz)\n"
             "  --mean-tol T           largest allowed mean abs difference (default 1e-5; 1e-3 lipschitz)\n"
+            "  --experts              first compare each expert's output on the first chunk\n"
             "  --json                 print {\"steps\": [...], \"pass\": bool, \"device\": ...}\n"
             "  --help                 this text\n",
             cli_model_help);
@@ -52,13 +54,55 @@ static int load_both(moelat_lattice *a, moelat_lattice *b, const char *weights, 
     return 0;
 }
 
+/* Each expert alone on the first chunk: device output against the host
+ * function, so a disagreement is pinned to one expert. */
+static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol, int *pass, int json) {
+    const ml_chunk *c = &dev->chunks[0];
+    size_t n = (size_t)c->n_cells * dev->S;
+    float *d[MOELAT_BANDS], *h = malloc(n * sizeof(float));
+    int rc = h ? 0 : -1;
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        if (!(d[k] = malloc(n * sizeof(float))))
+            rc = -1;
+    if (rc == 0 && ml_batch_expert_outputs(dev, 0, d) != 0) {
+        fprintf(stderr, "moelat-engine check: %s\n", moelat_last_error(dev));
+        rc = -1;
+    }
+    for (int k = 0; k < MOELAT_BANDS && rc == 0; k++) {
+        if (ml_percell_expert_chunk(host, k, c, host->states, h) != 0) {
+            fprintf(stderr, "moelat-engine check: %s\n", moelat_last_error(host));
+            rc = -1;
+            break;
+        }
+        double max = 0;
+        size_t worst = 0;
+        for (size_t i = 0; i < n; i++) {
+            double e = fabs((double)h[i] - d[k][i]);
+            if (!(e <= max)) {
+                max = e;
+                worst = i;
+            }
+        }
+        int ok = max <= tol;
+        *pass &= ok;
+        if (!json)
+            printf("  expert %-10s (%s) on chunk 0: max abs diff %.3e (cell %zu of the chunk, host %.6g, device %.6g) %s\n",
+                   dev->expert[k].desc->name, moelat_band_name(k), max, worst / (size_t)dev->S, h[worst], d[k][worst],
+                   ok ? "ok" : "OVER TOLERANCE");
+    }
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        free(d[k]);
+    free(h);
+    return rc;
+}
+
 int cmd_check(int argc, char **argv) {
     cli_model_opts mo;
     cli_model_opts_init(&mo);
     long long steps = 5;
     const char *weights = NULL, *state = NULL;
     double max_tol = -1, mean_tol = -1;
-    int json = 0;
+    int json = 0, experts = 0;
     for (int i = 1; i < argc; i++) {
         int r = cli_model_opt(&mo, argc, argv, &i, "check");
         if (r < 0)
@@ -92,6 +136,8 @@ int cmd_check(int argc, char **argv) {
             *(strcmp(a, "--max-tol") == 0 ? &max_tol : &mean_tol) = v;
         } else if (strcmp(a, "--json") == 0) {
             json = 1;
+        } else if (strcmp(a, "--experts") == 0) {
+            experts = 1;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             return 0;
@@ -123,6 +169,8 @@ int cmd_check(int argc, char **argv) {
         printf("check: %s %dx%dx%d, per-cell (host) vs batch (%s), tolerance max %.1e mean %.1e\n", cfg.preset,
                cfg.dims[0], cfg.dims[1], cfg.dims[2], moelat_device_name(dev), max_tol, mean_tol);
     int pass = 1;
+    if (experts && compare_experts(host, dev, max_tol, &pass, json) != 0)
+        goto done;
     for (long long s = 1; s <= steps; s++) {
         moelat_lattice *l[2] = {host, dev};
         for (int i = 0; i < 2; i++)
