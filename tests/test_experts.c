@@ -99,8 +99,11 @@ static const moelat_expert_descriptor *plugin(int band) {
     return d;
 }
 
+static void cl_close(void);
+
 static int teardown_plugins(void **state) {
     (void)state;
+    cl_close();
     for (int b = 0; b < N_BANDS; b++)
         if (g_handles[b]) {
             dlclose(g_handles[b]);
@@ -648,9 +651,23 @@ static int clenv_open(clenv *e) {
     return 0;
 }
 
-static void clenv_close(clenv *e) {
-    clReleaseCommandQueue(e->q);
-    clReleaseContext(e->ctx);
+/* One context for the whole run: oclgrind restarts its --log file with
+ * every new context, which would drop the reports of earlier tests. */
+static clenv g_cl;
+static int g_cl_state; /* 0 not tried, 1 open, -1 no device */
+
+static const clenv *cl_get(void) {
+    if (g_cl_state == 0)
+        g_cl_state = clenv_open(&g_cl) == 0 ? 1 : -1;
+    return g_cl_state == 1 ? &g_cl : NULL;
+}
+
+static void cl_close(void) {
+    if (g_cl_state == 1) {
+        clReleaseCommandQueue(g_cl.q);
+        clReleaseContext(g_cl.ctx);
+    }
+    g_cl_state = 0;
 }
 
 static char *read_text(const char *path) {
@@ -831,8 +848,8 @@ static void cl_run(const clenv *e, int b, const moelat_expert_dims *dims, const 
 
 /* Host vs OpenCL on a random 9x8x7 debug lattice, r = 2.7 (6 / 26 / 48). */
 static void check_cl_agreement(int b, int mode) {
-    clenv e;
-    if (clenv_open(&e) != 0) {
+    const clenv *e = cl_get();
+    if (!e) {
         printf("# no OpenCL device: skipped\n");
         skip();
     }
@@ -887,7 +904,7 @@ static void check_cl_agreement(int b, int mode) {
     for (int r = small ? 1 : 0; r < (small ? 2 : 3); r++) {
         for (size_t k = 0; k < n; k++)
             dev[k] = NAN;
-        cl_run(&e, b, &dims, &t, &L, runs[r].boxes, runs[r].n, dev);
+        cl_run(e, b, &dims, &t, &L, runs[r].boxes, runs[r].n, dev);
         size_t where = 0;
         double diff = max_abs_diff(host, dev, n, &where);
         printf("# %s %s, %s: max |host - cl| = %.3g (cell %zu)\n", k_names[b],
@@ -907,7 +924,6 @@ static void check_cl_agreement(int b, int mode) {
     free(counts);
     lattice_free(&L);
     tensors_free(&t);
-    clenv_close(&e);
 }
 
 static void test_cl_local(void **state) {
@@ -961,8 +977,8 @@ static void test_cnf_modes_differ(void **state) {
  * step: both refused with a message naming the expert. */
 static void test_cl_errors(void **state) {
     (void)state;
-    clenv e;
-    if (clenv_open(&e) != 0)
+    const clenv *e = cl_get();
+    if (!e)
         skip();
     const preset *dbg = find_preset("debug");
     for (int b = 0; b < N_BANDS; b++) {
@@ -970,9 +986,9 @@ static void test_cl_errors(void **state) {
         moelat_expert_dims dims = make_dims(b, dbg, 0);
         tensor_set t;
         tensors_alloc(d, &dims, &t);
-        cl_program prog = build_program(&e, d, &dims);
-        cl_mem params = make_buffer(&e, t.total * sizeof(float), t.data);
-        moelat_cl_setup setup = {.struct_size = sizeof setup, .context = e.ctx, .device = e.dev,
+        cl_program prog = build_program(e, d, &dims);
+        cl_mem params = make_buffer(e, t.total * sizeof(float), t.data);
+        moelat_cl_setup setup = {.struct_size = sizeof setup, .context = e->ctx, .device = e->dev,
                                  .program = prog, .dims = &dims, .params = params,
                                  .tensor_offsets = t.offsets, .n_tensors = t.n - 1,
                                  .lattice = {3, 3, 3}, .max_chunk_cells = 27};
@@ -985,7 +1001,7 @@ static void test_cl_errors(void **state) {
             setup.n_tensors = t.n;
             assert_int_equal(d->cl_prepare(&setup, &st), MOELAT_EXPERT_OK);
             cl_event done = (cl_event)&setup;
-            moelat_cl_chunk ch = {.struct_size = sizeof ch, .queue = e.q, .n_cells = 1,
+            moelat_cl_chunk ch = {.struct_size = sizeof ch, .queue = e->q, .n_cells = 1,
                                   .extent = {1, 1, 1}, .done = &done};
             g_last_log[0] = '\0';
             assert_int_equal(d->cl_enqueue(st, &ch), MOELAT_EXPERT_ERROR);
@@ -997,7 +1013,6 @@ static void test_cl_errors(void **state) {
         clReleaseProgram(prog);
         tensors_free(&t);
     }
-    clenv_close(&e);
 }
 
 /* ---- golden files of the numpy reference (tests/golden/<case>/) ---- */
@@ -1141,9 +1156,13 @@ int main(void) {
         cmocka_unit_test(test_cl_distant_euler),
         cmocka_unit_test(test_cl_distant_lipschitz),
     };
-    /* MOELAT_EXPERTS_FILTER: a cmocka test-name pattern, e.g. "test_cl_*". */
+    /* MOELAT_EXPERTS_FILTER / MOELAT_EXPERTS_SKIP: cmocka test-name patterns
+     * of the tests to run / to leave out, e.g. "test_cl_*". */
     const char *filter = getenv("MOELAT_EXPERTS_FILTER");
     if (filter)
         cmocka_set_test_filter(filter);
+    const char *skip_filter = getenv("MOELAT_EXPERTS_SKIP");
+    if (skip_filter)
+        cmocka_set_skip_filter(skip_filter);
     return cmocka_run_group_tests(tests, setup_seed, teardown_plugins);
 }

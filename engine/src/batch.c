@@ -199,6 +199,10 @@ static void prepare_expert(moelat_lattice *lat, ml_batch *b, int k) {
     for (int h = 0; h < MOELAT_MAX_HIDDEN && d->hidden_names[h] && pos < 4000; h++)
         pos += snprintf(opts + pos, (size_t)(4096 - pos), " -D MOELAT_H_%s=%d", d->hidden_names[h],
                         e->dims.hidden[h]);
+    /* MOELAT_CL_OPTIONS: extra compiler options for every program. */
+    const char *extra = getenv("MOELAT_CL_OPTIONS");
+    if (extra && pos < 4000)
+        snprintf(opts + pos, (size_t)(4096 - pos), " %s", extra);
     char name[128], err[8192];
     snprintf(name, sizeof name, "expert_%s", d->name);
     int rc = mlcl_build_program(&b->ctx, name, src, opts, &b->expert_program[k], err, sizeof err);
@@ -287,8 +291,10 @@ static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
     if (!src)
         return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory"), -1;
     snprintf(src, len, "%s\n%s", helpers, step);
-    char opts[256];
-    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_GH=%d", lat->S, lat->gate_hidden);
+    char opts[1024];
+    const char *extra = getenv("MOELAT_CL_OPTIONS");
+    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_GH=%d %s", lat->S, lat->gate_hidden,
+             extra ? extra : "");
     int rc = mlcl_build_program(&b->ctx, "moelat_step.cl", src, opts, &b->program, lat->err, sizeof lat->err);
     free(src);
     if (rc != 0)
