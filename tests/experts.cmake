@@ -10,15 +10,28 @@ target_compile_definitions(test_experts PRIVATE
 add_dependencies(test_experts moelat_expert_local moelat_expert_functional moelat_expert_distant)
 
 # The expert kernels under oclgrind (API use, out-of-bounds, data races,
-# uninitialised reads) on a 4x4x3 lattice in two chunks. -O0: oclgrind
-# 21.10's --uninitialized plugin segfaults on some optimised kernels (a
-# private array filled from a global address computed with a product of
-# two runtime ints), a crash of the tool, not a report.
+# uninitialised reads) on a 4x4x3 lattice in two chunks, one process per
+# test. Two workarounds for oclgrind 21.10's --uninitialized plugin:
+#  - -O0: on some optimised kernels (a private array filled from a global
+#    address computed with a product of two runtime ints) the plugin itself
+#    segfaults;
+#  - one process per test: once a buffer written by one kernel is released
+#    and a new one takes its place in the same context, the plugin reports
+#    the new buffer's (written, correct) contents as uninitialised.
 find_program(OCLGRIND_EXE oclgrind)
 if(OCLGRIND_EXE)
+  set(_og_script [=[
+rc=0
+for t in test_cl_errors test_cl_local test_cl_functional_euler test_cl_functional_lipschitz test_cl_distant_euler test_cl_distant_lipschitz; do
+  log=$(mktemp)
+  MOELAT_EXPERTS_FILTER=$t "$0" --log "$log" --build-options -O0 --check-api --data-races --uninitialized "$1" || rc=1
+  if [ -s "$log" ]; then echo "oclgrind reported ($t):"; head -60 "$log"; rc=1; fi
+  rm -f "$log"
+done
+exit $rc
+]=])
   add_test(NAME test_experts_oclgrind
-           COMMAND sh -c "log=$(mktemp); \"$0\" --log \"$log\" --build-options -O0 --check-api --data-races --uninitialized \"$1\"; rc=$?; if [ -s \"$log\" ]; then echo 'oclgrind reported:'; head -60 \"$log\"; rc=1; fi; rm -f \"$log\"; exit $rc"
-                   ${OCLGRIND_EXE} $<TARGET_FILE:test_experts>)
+           COMMAND sh -c "${_og_script}" ${OCLGRIND_EXE} $<TARGET_FILE:test_experts>)
   set_tests_properties(test_experts_oclgrind PROPERTIES LABELS "experts;oclgrind" TIMEOUT 300
-    ENVIRONMENT "MOELAT_EXPERTS_SMALL=1;MOELAT_EXPERTS_FILTER=test_cl_*;POCL_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/pocl-cache")
+    ENVIRONMENT "MOELAT_EXPERTS_SMALL=1;POCL_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/pocl-cache")
 endif()

@@ -932,7 +932,8 @@ out:
 
 struct mlcl_context *ml_batch_context(moelat_lattice *lat) { return lat->batch ? &lat->batch->ctx : NULL; }
 
-int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOELAT_BANDS]) {
+int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOELAT_BANDS],
+                            float *const mean[MOELAT_BANDS], float *const absmean[MOELAT_BANDS]) {
     /* Aggregation and each expert of one chunk on the device, from the
      * current states, without the gate: for checking experts one by one. */
     ml_batch *b = lat->batch;
@@ -959,6 +960,14 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
         e = clEnqueueNDRangeKernel(q, b->k_aggregate, 1, NULL, &global, NULL, 0, NULL, NULL);
     if (cl_check(lat, e, "enqueueing ml_aggregate"))
         return -1;
+    size_t bytes = (size_t)c->n_cells * lat->S * sizeof(float);
+    for (int k = 0; k < MOELAT_BANDS; k++) {
+        e = clEnqueueReadBuffer(q, s->mean[k], CL_TRUE, 0, bytes, mean[k], 0, NULL, NULL);
+        if (e == CL_SUCCESS)
+            e = clEnqueueReadBuffer(q, s->absmean[k], CL_TRUE, 0, bytes, absmean[k], 0, NULL, NULL);
+        if (cl_check(lat, e, "reading band aggregates"))
+            return -1;
+    }
     for (int k = 0; k < MOELAT_BANDS; k++) {
         if (!b->expert_on_device[k]) {
             memset(out[k], 0, (size_t)c->n_cells * lat->S * sizeof(float));

@@ -135,7 +135,8 @@ int ml_batch_sync_to_host(moelat_lattice *lat);
 int ml_batch_upload_weights(moelat_lattice *lat);
 /* Each expert's device output for one chunk (n_cells x S per band, chunk
  * order) from the current states, without the gate. */
-int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOELAT_BANDS]);
+int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOELAT_BANDS],
+                            float *const mean[MOELAT_BANDS], float *const absmean[MOELAT_BANDS]);
 /* Runs a sample of cells on both paths; MOELAT_ERR_MISMATCH if they disagree. */
 moelat_status ml_batch_verify_sample(moelat_lattice *lat);
 

@@ -219,18 +219,21 @@ int cmd_bench(int argc, char **argv) {
         }
     }
     bench_row rows[8];
+    int failed = 0;
     for (int i = 0; i < n; i++) {
         if (!json && !csv) {
             fprintf(stderr, "bench: %s %dx%dx%d ...\n", cases[i].preset, cases[i].dims[0], cases[i].dims[1],
                     cases[i].dims[2]);
         }
         if (run_case(&cases[i], &mo, steps, (size_t)sample, peak, &rows[i]) != 0)
-            return 1;
+            failed++; /* reported; the other cases still run */
     }
     if (json) {
         json_t *arr = json_array();
         for (int i = 0; i < n; i++) {
             bench_row *r = &rows[i];
+            if (!r->ok)
+                continue;
             char d[64];
             snprintf(d, sizeof d, "%dx%dx%d", r->c.dims[0], r->c.dims[1], r->c.dims[2]);
             json_array_append_new(
@@ -253,6 +256,8 @@ int cmd_bench(int argc, char **argv) {
                "aggregate_ms,precompute_ms,local_ms,functional_ms,distant_ms,gate_ms\n");
         for (int i = 0; i < n; i++) {
             bench_row *r = &rows[i];
+            if (!r->ok)
+                continue;
             printf("\"%s\",%s,%dx%dx%d,%lld,%.4f,%d,%.4f,%.2f,%.3f,%.2f,%.5f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f\n", dev.name,
                    r->c.preset, r->c.dims[0], r->c.dims[1], r->c.dims[2],
                    (long long)r->c.dims[0] * r->c.dims[1] * r->c.dims[2], r->percell_ms, r->percell_estimated,
@@ -265,6 +270,8 @@ int cmd_bench(int argc, char **argv) {
                "batch ms", "speedup", "MCUPS", "GFLOP/s", "peak", "aggr  pre  local  func  dist  gate");
         for (int i = 0; i < n; i++) {
             bench_row *r = &rows[i];
+            if (!r->ok)
+                continue;
             char d[32];
             snprintf(d, sizeof d, "%dx%dx%d", r->c.dims[0], r->c.dims[1], r->c.dims[2]);
             printf("%-10s %-11s %c%11.3f %10.3f %8.1fx %9.2f %9.1f %6.2f%% | %.3f %.3f %.3f %.3f %.3f %.3f\n",
@@ -274,5 +281,5 @@ int cmd_bench(int argc, char **argv) {
         }
         printf("(~ per-cell time extrapolated from a sample of rows)\n");
     }
-    return 0;
+    return failed ? 1 : 0;
 }
