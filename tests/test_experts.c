@@ -262,7 +262,8 @@ static void test_descriptors(void **state) {
         assert_true(b == B_FUNCTIONAL ? d->cl_step_begin != NULL : d->cl_step_begin == NULL);
         /* Kernels carry the expert's name; the joined source has every part. */
         char kname[64];
-        snprintf(kname, sizeof kname, "__kernel void %s_expert(", k_names[b]);
+        snprintf(kname, sizeof kname, b == B_FUNCTIONAL ? "__kernel void %s_update(" : "__kernel void %s_expert(",
+                 k_names[b]);
         assert_non_null(strstr(d->cl_source, kname));
         if (b != B_LOCAL)
             assert_non_null(strstr(d->cl_source, "cnf_integrate"));
@@ -791,6 +792,8 @@ static void cl_run(const clenv *e, int b, const moelat_expert_dims *dims, const 
         cl_mem babs = make_buffer(e, (size_t)nc * S * sizeof(float), absmean);
         cl_mem bcount = make_buffer(e, (size_t)nc * sizeof(cl_int), count);
         cl_mem bout = make_buffer(e, (size_t)nc * S * sizeof(float), NULL);
+        size_t scratch_per_cell = d->cl_scratch_floats ? d->cl_scratch_floats(dims) : 0;
+        cl_mem bscratch = scratch_per_cell ? make_buffer(e, (size_t)nc * scratch_per_cell * sizeof(float), NULL) : NULL;
         /* NaN everywhere first: a cell the kernel skips shows up. The fill's
          * event is the chunk's wait list. */
         for (size_t q = 0; q < (size_t)nc * S; q++)
@@ -812,6 +815,7 @@ static void cl_run(const clenv *e, int b, const moelat_expert_dims *dims, const 
                               .band_absmean = babs,
                               .band_count = bcount,
                               .out = bout,
+                              .scratch = bscratch,
                               .num_wait = 1,
                               .wait = (const struct _cl_event *const *)waits,
                               .done = &done};
@@ -832,6 +836,8 @@ static void cl_run(const clenv *e, int b, const moelat_expert_dims *dims, const 
         clReleaseMemObject(babs);
         clReleaseMemObject(bcount);
         clReleaseMemObject(bout);
+        if (bscratch)
+            clReleaseMemObject(bscratch);
         free(mean);
         free(absmean);
         free(res);

@@ -28,6 +28,7 @@
 typedef struct chunk_set {
     cl_mem mean[MOELAT_BANDS], absmean[MOELAT_BANDS], count[MOELAT_BANDS];
     cl_mem out[MOELAT_BANDS];
+    cl_mem scratch[MOELAT_BANDS]; /* experts' own per-chunk scratch, or NULL */
     cl_mem nu;
     cl_event last; /* gate event of the chunk that used the set last */
 } chunk_set;
@@ -72,6 +73,7 @@ static void release_sets(ml_batch *b) {
             mlcl_release_buffer(s->absmean[k]);
             mlcl_release_buffer(s->count[k]);
             mlcl_release_buffer(s->out[k]);
+            mlcl_release_buffer(s->scratch[k]);
         }
         mlcl_release_buffer(s->nu);
         if (s->last)
@@ -135,6 +137,11 @@ static int alloc_sets(moelat_lattice *lat, ml_batch *b, int max_cells) {
                 s->count[k] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, in, NULL, &rc);
             if (rc == CL_SUCCESS)
                 s->out[k] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, fl, NULL, &rc);
+            const moelat_expert_descriptor *d = lat->expert[k].desc;
+            size_t per_cell = d->cl_scratch_floats ? d->cl_scratch_floats(&lat->expert[k].dims) : 0;
+            if (rc == CL_SUCCESS && per_cell > 0)
+                s->scratch[k] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE,
+                                                   (size_t)max_cells * per_cell * sizeof(float), NULL, &rc);
         }
         if (rc == CL_SUCCESS)
             s->nu = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, fl, NULL, &rc);
@@ -151,6 +158,7 @@ static int alloc_sets(moelat_lattice *lat, ml_batch *b, int max_cells) {
                 mlcl_release_buffer(s->absmean[k]);
                 mlcl_release_buffer(s->count[k]);
                 mlcl_release_buffer(s->out[k]);
+                mlcl_release_buffer(s->scratch[k]);
             }
             mlcl_release_buffer(s->nu);
             memset(s, 0, sizeof *s);
@@ -623,6 +631,7 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
             .band_absmean = s->absmean[k],
             .band_count = s->count[k],
             .out = s->out[k],
+            .scratch = s->scratch[k],
             .num_wait = (uint32_t)nw,
             .wait = (const struct _cl_event *const *)waits,
             .done = &ex[k],
@@ -980,7 +989,7 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
             .origin = {c->origin[0], c->origin[1], c->origin[2]},
             .extent = {c->extent[0], c->extent[1], c->extent[2]}, .n_cells = c->n_cells,
             .band_mean = s->mean[k], .band_absmean = s->absmean[k], .band_count = s->count[k],
-            .out = s->out[k], .done = &done,
+            .out = s->out[k], .scratch = s->scratch[k], .done = &done,
         };
         if (lat->expert[k].desc->cl_enqueue(b->expert_state[k], &ch) != MOELAT_EXPERT_OK)
             return ml_fail(lat, MOELAT_ERR_DEVICE, "expert '%s' failed to enqueue", lat->expert[k].desc->name), -1;

@@ -1,8 +1,8 @@
 /* Functional expert, batched. functional_project runs once per step over
  * the whole lattice: P_i = W_n n_i + b, with W_n the n_j columns of
- * message_creator.0. functional_expert then runs one work-item per chunk
- * cell, one pass over its band with an online softmax of the attention
- * logits. Tensor indices match functional_expert.c's enum. */
+ * message_creator.0. Per chunk, functional_messages computes each cell's
+ * attention message M into the chunk's scratch, then functional_update
+ * the rest of the expert. Tensor indices match functional_expert.c's enum. */
 
 #define FN_S MOELAT_S
 #define FN_E MOELAT_E
@@ -53,11 +53,85 @@ __kernel void functional_project(__global const float *states, int n_total,
     }
 }
 
-__kernel void functional_expert(__global const float *states, __global const float *ext,
-                                int has_ext, __global const int4 *offsets, int n_offsets,
-                                int4 dims, int4 origin, int4 extent, int n_cells,
+/* Pass 1: the attention-weighted message M of every chunk cell (md floats
+ * into the chunk's scratch), one pass over its band with an online softmax
+ * of the attention logits. Split from pass 2 so that each kernel keeps a
+ * small private footprint. */
+__kernel void functional_messages(__global const float *states, __global const int4 *offsets,
+                                  int n_offsets, int4 dims, int4 origin, int4 extent, int n_cells,
+                                  __global const int *band_count, __global const float *proj,
+                                  __global const float *P, __global const int *toff,
+                                  __global float *msg) {
+    int c = (int)get_global_id(0);
+    if (c >= n_cells || band_count[c] <= 0)
+        return;
+    int4 cell = ml_chunk_cell(c, origin, extent);
+    __global const float *x = states + (size_t)ml_cell_index(dims, cell) * FN_S;
+    float qx[FN_HD]; /* x columns of message_creator.0 (its bias is in proj) */
+    float qa[FN_MD]; /* x columns of attention_network.0, plus its bias */
+    float M[FN_MD];
+    __global const float *W = FN_P(FN_MC0_W);
+    for (int i = 0; i < FN_HD; i++) {
+        __global const float *row = W + (size_t)i * (2 * FN_S) + FN_S;
+        float acc = 0.0f;
+        for (int s = 0; s < FN_S; s++)
+            acc = fma(row[s], x[s], acc);
+        qx[i] = acc;
+    }
+    __global const float *A = FN_P(FN_AT0_W);
+    __global const float *ab = FN_P(FN_AT0_B);
+    for (int i = 0; i < FN_MD; i++) {
+        __global const float *row = A + (size_t)i * (FN_MD + FN_S) + FN_MD;
+        float acc = ab[i];
+        for (int s = 0; s < FN_S; s++)
+            acc = fma(row[s], x[s], acc);
+        qa[i] = acc;
+        M[i] = 0.0f;
+    }
+    float run_max = -INFINITY, run_sum = 0.0f;
+    for (int k = 0; k < n_offsets; k++) {
+        int j = ml_neighbour_index(dims, cell, offsets[k]);
+        if (j < 0)
+            continue;
+        __global const float *pj = proj + (size_t)j * FN_HD;
+        float hid[FN_HD];
+        for (int i = 0; i < FN_HD; i++)
+            hid[i] = ml_gelu(pj[i] + qx[i]);
+        float m[FN_MD];
+        ml_dense(FN_P(FN_MC2_W), FN_P(FN_MC2_B), hid, FN_HD, m, FN_MD);
+        float e = FN_P(FN_AT2_B)[0];
+        __global const float *A2 = FN_P(FN_AT2_W);
+        for (int i = 0; i < FN_MD; i++) {
+            __global const float *row = A + (size_t)i * (FN_MD + FN_S);
+            float acc = qa[i];
+            for (int q = 0; q < FN_MD; q++)
+                acc = fma(row[q], m[q], acc);
+            e = fma(A2[i], tanh(acc), e);
+        }
+        if (e > run_max) {
+            float scale = exp(run_max - e); /* 0 on the first neighbour */
+            run_sum *= scale;
+            for (int i = 0; i < FN_MD; i++)
+                M[i] *= scale;
+            run_max = e;
+        }
+        float w = exp(e - run_max);
+        run_sum += w;
+        for (int i = 0; i < FN_MD; i++)
+            M[i] = fma(w, m[i], M[i]);
+    }
+    float inv = 1.0f / run_sum;
+    __global float *out = msg + (size_t)c * FN_MD;
+    for (int i = 0; i < FN_MD; i++)
+        out[i] = M[i] * inv;
+}
+
+/* Pass 2: the gate g, the GRU-like update from u = [M, ext], the CNF and the
+ * result layer, one work-item per chunk cell. */
+__kernel void functional_update(__global const float *states, __global const float *ext,
+                                int has_ext, int4 dims, int4 origin, int4 extent, int n_cells,
                                 __global const int *band_count, __global const float *band_mean,
-                                __global const float *band_absmean, __global const float *proj,
+                                __global const float *band_absmean, __global const float *msg,
                                 __global const float *P, __global const int *toff,
                                 __global float *out) {
     int c = (int)get_global_id(0);
@@ -75,113 +149,57 @@ __kernel void functional_expert(__global const float *states, __global const flo
     for (int s = 0; s < FN_S; s++)
         x[s] = xg[s];
 
-    /* Gate g from [x, act]. */
+    /* Gate g from [x, act], act = mean |n_j|. */
     float g;
     {
-        float act[FN_S];
-        for (int s = 0; s < FN_S; s++)
-            act[s] = band_absmean[(size_t)c * FN_S + s];
-        float hg[FN_S / 2];
-        __global const float *b0 = FN_P(FN_G0_B);
-        for (int i = 0; i < FN_S / 2; i++)
-            hg[i] = b0[i];
-        ml_dense_slice_acc(FN_P(FN_G0_W), 2 * FN_S, 0, x, FN_S, hg, FN_S / 2);
-        ml_dense_slice_acc(FN_P(FN_G0_W), 2 * FN_S, FN_S, act, FN_S, hg, FN_S / 2);
-        for (int i = 0; i < FN_S / 2; i++)
-            hg[i] = ml_gelu(hg[i]);
-        float logit;
-        ml_dense(FN_P(FN_G2_W), FN_P(FN_G2_B), hg, FN_S / 2, &logit, 1);
+        __global const float *act = band_absmean + (size_t)c * FN_S;
+        __global const float *G = FN_P(FN_G0_W);
+        __global const float *gb = FN_P(FN_G0_B);
+        __global const float *G2 = FN_P(FN_G2_W);
+        float logit = FN_P(FN_G2_B)[0];
+        for (int i = 0; i < FN_S / 2; i++) {
+            __global const float *row = G + (size_t)i * (2 * FN_S);
+            float acc = gb[i];
+            for (int s = 0; s < FN_S; s++)
+                acc = fma(row[s], x[s], acc);
+            for (int s = 0; s < FN_S; s++)
+                acc = fma(row[FN_S + s], act[s], acc);
+            logit = fma(G2[i], ml_gelu(acc), logit);
+        }
         g = ml_sigmoid(logit);
     }
 
-    /* Attention-weighted messages M, one pass over the band. */
-    float M[FN_MD];
-    {
-        float qx[FN_HD];  /* x columns of message_creator.0 (bias is in proj) */
-        float qa[FN_MD];  /* x columns of attention_network.0, plus its bias */
-        for (int i = 0; i < FN_HD; i++)
-            qx[i] = 0.0f;
-        ml_dense_slice_acc(FN_P(FN_MC0_W), 2 * FN_S, FN_S, x, FN_S, qx, FN_HD);
-        __global const float *ab = FN_P(FN_AT0_B);
-        for (int i = 0; i < FN_MD; i++) {
-            qa[i] = ab[i];
-            M[i] = 0.0f;
-        }
-        ml_dense_slice_acc(FN_P(FN_AT0_W), FN_MD + FN_S, FN_MD, x, FN_S, qa, FN_MD);
-
-        float run_max = -INFINITY, run_sum = 0.0f;
-        for (int k = 0; k < n_offsets; k++) {
-            int j = ml_neighbour_index(dims, cell, offsets[k]);
-            if (j < 0)
-                continue;
-            __global const float *pj = proj + (size_t)j * FN_HD;
-            float hid[FN_HD];
-            for (int i = 0; i < FN_HD; i++)
-                hid[i] = ml_gelu(pj[i] + qx[i]);
-            float m[FN_MD];
-            ml_dense(FN_P(FN_MC2_W), FN_P(FN_MC2_B), hid, FN_HD, m, FN_MD);
-            float ta[FN_MD];
-            for (int i = 0; i < FN_MD; i++)
-                ta[i] = qa[i];
-            ml_dense_slice_acc(FN_P(FN_AT0_W), FN_MD + FN_S, 0, m, FN_MD, ta, FN_MD);
-            for (int i = 0; i < FN_MD; i++)
-                ta[i] = tanh(ta[i]);
-            float e;
-            ml_dense(FN_P(FN_AT2_W), FN_P(FN_AT2_B), ta, FN_MD, &e, 1);
-            if (e > run_max) {
-                float scale = exp(run_max - e);
-                run_sum *= scale;
-                for (int i = 0; i < FN_MD; i++)
-                    M[i] *= scale;
-                run_max = e;
-            }
-            float w = exp(e - run_max);
-            run_sum += w;
-            for (int i = 0; i < FN_MD; i++)
-                M[i] = fma(w, m[i], M[i]);
-        }
-        float inv = 1.0f / run_sum;
-        for (int i = 0; i < FN_MD; i++)
-            M[i] *= inv;
-    }
-
-    /* GRU-like update from u = [M, ext]. */
-    float gnn[FN_S];
+    /* GRU-like update from u = [M, ext]; mix = [(1 - g) gnn, g cnf]. */
+    float mix[2 * FN_S];
     {
         float xu[FN_U];
         for (int s = 0; s < FN_S; s++)
             xu[s] = x[s];
+        __global const float *M = msg + (size_t)c * FN_MD;
         for (int i = 0; i < FN_MD; i++)
             xu[FN_S + i] = M[i];
         bool on_face = has_ext && cell.z == 0;
         for (int i = 0; i < FN_E; i++)
             xu[FN_S + FN_MD + i] =
                 on_face ? ext[(size_t)(cell.x + dims.x * cell.y) * FN_E + i] : 0.0f;
-        float z[FN_S], rr[FN_S];
+        float z[FN_S];
         ml_dense(FN_P(FN_UG_W), FN_P(FN_UG_B), xu, FN_U, z, FN_S);
-        ml_dense(FN_P(FN_RG_W), FN_P(FN_RG_B), xu, FN_U, rr, FN_S);
-        for (int s = 0; s < FN_S; s++) {
-            z[s] = ml_sigmoid(z[s]);
-            xu[s] = ml_sigmoid(rr[s]) * x[s];
-        }
-        float cand[FN_S];
-        ml_dense(FN_P(FN_CN_W), FN_P(FN_CN_B), xu, FN_U, cand, FN_S);
+        ml_dense(FN_P(FN_RG_W), FN_P(FN_RG_B), xu, FN_U, mix, FN_S); /* rr, before the sigmoid */
         for (int s = 0; s < FN_S; s++)
-            gnn[s] = (1.0f - z[s]) * x[s] + z[s] * tanh(cand[s]);
+            xu[s] = ml_sigmoid(mix[s]) * x[s];
+        ml_dense(FN_P(FN_CN_W), FN_P(FN_CN_B), xu, FN_U, mix, FN_S); /* cand, before tanh */
+        for (int s = 0; s < FN_S; s++) {
+            float zs = ml_sigmoid(z[s]);
+            mix[s] = (1.0f - g) * ((1.0f - zs) * x[s] + zs * tanh(mix[s]));
+        }
     }
-
-    float cnf[FN_S];
     {
         float mean[FN_S];
         for (int s = 0; s < FN_S; s++)
             mean[s] = band_mean[(size_t)c * FN_S + s];
-        cnf_integrate(P, toff, FN_CNF, x, mean, cnf);
-    }
-
-    float mix[2 * FN_S];
-    for (int s = 0; s < FN_S; s++) {
-        mix[s] = (1.0f - g) * gnn[s];
-        mix[FN_S + s] = g * cnf[s];
+        cnf_integrate(P, toff, FN_CNF, x, mean, mix + FN_S);
+        for (int s = 0; s < FN_S; s++)
+            mix[FN_S + s] *= g;
     }
     float r[FN_S];
     ml_dense(FN_P(FN_RP0_W), FN_P(FN_RP0_B), mix, 2 * FN_S, r, FN_S);

@@ -195,7 +195,8 @@ static int functional_host_cell(const moelat_host_cell *c) {
 
 typedef struct functional_cl_state {
     cl_kernel project;
-    cl_kernel expert;
+    cl_kernel messages; /* pass 1: M of each chunk cell into the scratch */
+    cl_kernel update;   /* pass 2: the rest of the expert */
     cl_mem params;
     cl_mem toff;
     cl_mem proj;        /* N x hd */
@@ -212,8 +213,10 @@ static void functional_cl_release(void *p) {
         clReleaseEvent(st->proj_done);
     if (st->project)
         clReleaseKernel(st->project);
-    if (st->expert)
-        clReleaseKernel(st->expert);
+    if (st->messages)
+        clReleaseKernel(st->messages);
+    if (st->update)
+        clReleaseKernel(st->update);
     if (st->proj)
         clReleaseMemObject(st->proj);
     if (st->toff)
@@ -243,8 +246,9 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
     st->n_total = (cl_int)n;
     st->project = ec_cl_kernel(setup->program, "functional_project");
-    st->expert = st->project ? ec_cl_kernel(setup->program, "functional_expert") : NULL;
-    st->toff = st->expert ? ec_cl_offsets_buffer(setup->context, setup->tensor_offsets,
+    st->messages = st->project ? ec_cl_kernel(setup->program, "functional_messages") : NULL;
+    st->update = st->messages ? ec_cl_kernel(setup->program, "functional_update") : NULL;
+    st->toff = st->update ? ec_cl_offsets_buffer(setup->context, setup->tensor_offsets,
                                                  setup->n_tensors)
                           : NULL;
     if (!st->toff) {
@@ -301,19 +305,26 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
                                  "(the per-cell projections are not computed)");
         return MOELAT_EXPERT_ERROR;
     }
+    if (!ch->scratch) {
+        ec_log(MOELAT_LOG_ERROR, "kernel functional_messages: the chunk has no scratch buffer");
+        return MOELAT_EXPERT_ERROR;
+    }
     cl_int4 origin = {{ch->origin[0], ch->origin[1], ch->origin[2], 0}};
     cl_int4 extent = {{ch->extent[0], ch->extent[1], ch->extent[2], 0}};
     cl_int n_offsets = ch->n_offsets, n_cells = ch->n_cells, has_ext = ch->ext != NULL;
     cl_mem states = ch->states, ext = ch->ext, offsets = ch->offsets, count = ch->band_count;
-    cl_mem mean = ch->band_mean, absmean = ch->band_absmean, out = ch->out;
-    ec_arg args[] = {EC_ARG_MEM(states),    EC_ARG_MEM(ext),        EC_ARG(has_ext),
-                     EC_ARG_MEM(offsets),   EC_ARG(n_offsets),      EC_ARG(st->lattice),
-                     EC_ARG(origin),        EC_ARG(extent),         EC_ARG(n_cells),
-                     EC_ARG_MEM(count),     EC_ARG_MEM(mean),       EC_ARG_MEM(absmean),
-                     EC_ARG_MEM(st->proj),  EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff),
-                     EC_ARG_MEM(out)};
-    if (ec_cl_set_args(st->expert, "functional_expert", args,
-                       (int)(sizeof args / sizeof args[0])))
+    cl_mem mean = ch->band_mean, absmean = ch->band_absmean, out = ch->out, msg = ch->scratch;
+    ec_arg margs[] = {EC_ARG_MEM(states),   EC_ARG_MEM(offsets),    EC_ARG(n_offsets),
+                      EC_ARG(st->lattice),  EC_ARG(origin),         EC_ARG(extent),
+                      EC_ARG(n_cells),      EC_ARG_MEM(count),      EC_ARG_MEM(st->proj),
+                      EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff), EC_ARG_MEM(msg)};
+    ec_arg uargs[] = {EC_ARG_MEM(states),   EC_ARG_MEM(ext),        EC_ARG(has_ext),
+                      EC_ARG(st->lattice),  EC_ARG(origin),         EC_ARG(extent),
+                      EC_ARG(n_cells),      EC_ARG_MEM(count),      EC_ARG_MEM(mean),
+                      EC_ARG_MEM(absmean),  EC_ARG_MEM(msg),        EC_ARG_MEM(st->params),
+                      EC_ARG_MEM(st->toff), EC_ARG_MEM(out)};
+    if (ec_cl_set_args(st->messages, "functional_messages", margs, (int)(sizeof margs / sizeof margs[0])) ||
+        ec_cl_set_args(st->update, "functional_update", uargs, (int)(sizeof uargs / sizeof uargs[0])))
         return MOELAT_EXPERT_ERROR;
 
     /* The chunk waits on its own list and on this step's projections. */
@@ -321,7 +332,7 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
     cl_event *wait = small;
     cl_uint n_wait = ch->num_wait + 1;
     if (n_wait > 16 && !(wait = malloc(n_wait * sizeof *wait))) {
-        ec_log(MOELAT_LOG_ERROR, "kernel functional_expert: out of memory for %u wait events",
+        ec_log(MOELAT_LOG_ERROR, "kernel functional_messages: out of memory for %u wait events",
                n_wait);
         return MOELAT_EXPERT_ERROR;
     }
@@ -329,15 +340,21 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
         wait[i] = (cl_event)ch->wait[i];
     wait[ch->num_wait] = st->proj_done;
 
-    cl_event ev = NULL;
-    int rc = ec_cl_enqueue_items(ch->queue, st->expert, "functional_expert", (size_t)ch->n_cells,
-                                 n_wait, wait, ch->done ? &ev : NULL);
+    /* In-order queue: the update follows the messages. */
+    int rc = ec_cl_enqueue_items(ch->queue, st->messages, "functional_messages", (size_t)ch->n_cells,
+                                 n_wait, wait, NULL);
     if (wait != small)
         free(wait);
+    cl_event ev = NULL;
+    if (rc == MOELAT_EXPERT_OK)
+        rc = ec_cl_enqueue_items(ch->queue, st->update, "functional_update", (size_t)ch->n_cells, 0, NULL,
+                                 ch->done ? &ev : NULL);
     if (ch->done)
         *ch->done = ev;
     return rc;
 }
+
+static size_t functional_cl_scratch(const moelat_expert_dims *d) { return (size_t)MD(d); }
 
 static moelat_expert_descriptor g_desc = {
     .abi_major = MOELAT_EXPERT_ABI_MAJOR,
@@ -358,6 +375,7 @@ static moelat_expert_descriptor g_desc = {
     .cl_step_begin = functional_cl_step_begin,
     .cl_enqueue = functional_cl_enqueue,
     .cl_release = functional_cl_release,
+    .cl_scratch_floats = functional_cl_scratch,
 };
 
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {

@@ -159,6 +159,10 @@ typedef struct moelat_cl_chunk {
     uint32_t num_wait;
     const struct _cl_event *const *wait;
     struct _cl_event **done;      /* set to the last event enqueued */
+    /* n_cells x cl_scratch_floats() floats that belong to this chunk until
+     * its done event (chunks in flight never share one); NULL when the
+     * expert asks for none. */
+    struct _cl_mem *scratch;
 } moelat_cl_chunk;
 
 typedef struct moelat_expert_descriptor {
@@ -206,8 +210,11 @@ typedef struct moelat_expert_descriptor {
     int (*cl_step_begin)(void *state, const moelat_cl_step *step);
     int (*cl_enqueue)(void *state, const moelat_cl_chunk *chunk);
     void (*cl_release)(void *state);
+    /* Optional: device scratch floats per chunk cell (moelat_cl_chunk's
+     * scratch), for experts that split their work into several kernels. */
+    size_t (*cl_scratch_floats)(const moelat_expert_dims *dims);
 
-    void *reserved[16];
+    void *reserved[15];
 } moelat_expert_descriptor;
 
 typedef const moelat_expert_descriptor *(*moelat_expert_entry_fn)(
