@@ -35,6 +35,12 @@
 #define FN_RP1_B 35
 #define FN_P(i) (P + toff[i])
 
+/* Per-cell projections of every state n_i (once per step, whole lattice),
+ * FN_PW floats per cell: [W_n n_i + b | W_x n_i | A_x n_i + a_b], with W_n
+ * and W_x the neighbour and self columns of message_creator.0 and A_x the
+ * self columns of attention_network.0. An edge then only adds and maps. */
+#define FN_PW (2 * FN_HD + FN_MD)
+
 __kernel void functional_project(__global const float *states, int n_total,
                                  __global const float *P, __global const int *toff,
                                  __global float *proj) {
@@ -42,14 +48,27 @@ __kernel void functional_project(__global const float *states, int n_total,
     if (i >= n_total)
         return;
     __global const float *n = states + (size_t)i * FN_S;
+    __global float *pr = proj + (size_t)i * FN_PW;
     __global const float *W = FN_P(FN_MC0_W);
     __global const float *b = FN_P(FN_MC0_B);
     for (int o = 0; o < FN_HD; o++) {
         __global const float *row = W + (size_t)o * (2 * FN_S);
-        float acc = b[o];
+        float pn = b[o], px = 0.0f;
+        for (int s = 0; s < FN_S; s++) {
+            pn = fma(row[s], n[s], pn);
+            px = fma(row[FN_S + s], n[s], px);
+        }
+        pr[o] = pn;
+        pr[FN_HD + o] = px;
+    }
+    __global const float *A = FN_P(FN_AT0_W);
+    __global const float *ab = FN_P(FN_AT0_B);
+    for (int o = 0; o < FN_MD; o++) {
+        __global const float *row = A + (size_t)o * (FN_MD + FN_S) + FN_MD;
+        float acc = ab[o];
         for (int s = 0; s < FN_S; s++)
             acc = fma(row[s], n[s], acc);
-        proj[(size_t)i * FN_HD + o] = acc;
+        pr[2 * FN_HD + o] = acc;
     }
 }
 
@@ -66,34 +85,23 @@ __kernel void functional_messages(__global const float *states, __global const i
     if (c >= n_cells || band_count[c] <= 0)
         return;
     int4 cell = ml_chunk_cell(c, origin, extent);
-    __global const float *x = states + (size_t)ml_cell_index(dims, cell) * FN_S;
-    float qx[FN_HD]; /* x columns of message_creator.0 (its bias is in proj) */
-    float qa[FN_MD]; /* x columns of attention_network.0, plus its bias */
+    __global const float *self = proj + (size_t)ml_cell_index(dims, cell) * FN_PW;
+    float qx[FN_HD]; /* W_x x */
+    float qa[FN_MD]; /* A_x x + a_b */
     float M[FN_MD];
-    __global const float *W = FN_P(FN_MC0_W);
-    for (int i = 0; i < FN_HD; i++) {
-        __global const float *row = W + (size_t)i * (2 * FN_S) + FN_S;
-        float acc = 0.0f;
-        for (int s = 0; s < FN_S; s++)
-            acc = fma(row[s], x[s], acc);
-        qx[i] = acc;
-    }
-    __global const float *A = FN_P(FN_AT0_W);
-    __global const float *ab = FN_P(FN_AT0_B);
+    for (int i = 0; i < FN_HD; i++)
+        qx[i] = self[FN_HD + i];
     for (int i = 0; i < FN_MD; i++) {
-        __global const float *row = A + (size_t)i * (FN_MD + FN_S) + FN_MD;
-        float acc = ab[i];
-        for (int s = 0; s < FN_S; s++)
-            acc = fma(row[s], x[s], acc);
-        qa[i] = acc;
+        qa[i] = self[2 * FN_HD + i];
         M[i] = 0.0f;
     }
+    __global const float *A = FN_P(FN_AT0_W);
     float run_max = -INFINITY, run_sum = 0.0f;
     for (int k = 0; k < n_offsets; k++) {
         int j = ml_neighbour_index(dims, cell, offsets[k]);
         if (j < 0)
             continue;
-        __global const float *pj = proj + (size_t)j * FN_HD;
+        __global const float *pj = proj + (size_t)j * FN_PW;
         float hid[FN_HD];
         for (int i = 0; i < FN_HD; i++)
             hid[i] = ml_gelu(pj[i] + qx[i]);

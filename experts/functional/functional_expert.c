@@ -199,7 +199,7 @@ typedef struct functional_cl_state {
     cl_kernel update;   /* pass 2: the rest of the expert */
     cl_mem params;
     cl_mem toff;
-    cl_mem proj;        /* N x hd */
+    cl_mem proj;        /* N x (2 hd + md), see functional.cl */
     cl_event proj_done; /* the last projection, retained; NULL before any step */
     cl_int4 lattice;
     cl_int n_total;
@@ -256,7 +256,8 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
         return MOELAT_EXPERT_ERROR;
     }
     cl_int err = CL_SUCCESS;
-    size_t bytes = (size_t)n * (size_t)HD(setup->dims) * sizeof(float);
+    /* functional.cl's FN_PW floats per cell: two hd projections and one md. */
+    size_t bytes = (size_t)n * (size_t)(2 * HD(setup->dims) + MD(setup->dims)) * sizeof(float);
     st->proj = clCreateBuffer(setup->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
     if (err != CL_SUCCESS || !st->proj) {
         char what[128];
