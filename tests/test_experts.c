@@ -262,7 +262,7 @@ static void test_descriptors(void **state) {
         assert_true(b == B_FUNCTIONAL ? d->cl_step_begin != NULL : d->cl_step_begin == NULL);
         /* Kernels carry the expert's name; the joined source has every part. */
         char kname[64];
-        snprintf(kname, sizeof kname, b == B_FUNCTIONAL ? "__kernel void %s_update(" : "__kernel void %s_expert(",
+        snprintf(kname, sizeof kname, b == B_FUNCTIONAL ? "__kernel void %s_output(" : "__kernel void %s_expert(",
                  k_names[b]);
         assert_non_null(strstr(d->cl_source, kname));
         if (b != B_LOCAL)

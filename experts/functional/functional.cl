@@ -1,8 +1,9 @@
 /* Functional expert, batched. functional_project runs once per step over
  * the whole lattice: P_i = W_n n_i + b, with W_n the n_j columns of
- * message_creator.0. Per chunk, functional_messages computes each cell's
- * attention message M into the chunk's scratch, then functional_update
- * the rest of the expert. Tensor indices match functional_expert.c's enum. */
+ * message_creator.0. Per chunk, three passes with small private footprints
+ * (large per-work-item arrays miscompute on NVIDIA's OpenCL at S = 64):
+ * functional_messages (attention message M), functional_gru (gate and GRU)
+ * and functional_output (CNF and result layer), through the chunk scratch. Tensor indices match functional_expert.c's enum. */
 
 #define FN_S MOELAT_S
 #define FN_E MOELAT_E
@@ -40,6 +41,8 @@
  * and W_x the neighbour and self columns of message_creator.0 and A_x the
  * self columns of attention_network.0. An edge then only adds and maps. */
 #define FN_PW (2 * FN_HD + FN_MD)
+/* Chunk scratch of one cell: [M (md) | (1 - g) gnn (S) | g]. */
+#define FN_SCR (FN_MD + FN_S + 1)
 
 __kernel void functional_project(__global const float *states, int n_total,
                                  __global const float *P, __global const int *toff,
@@ -129,17 +132,68 @@ __kernel void functional_messages(__global const float *states, __global const i
             M[i] = fma(w, m[i], M[i]);
     }
     float inv = 1.0f / run_sum;
-    __global float *out = msg + (size_t)c * FN_MD;
+    __global float *out = msg + (size_t)c * FN_SCR;
     for (int i = 0; i < FN_MD; i++)
         out[i] = M[i] * inv;
 }
 
-/* Pass 2: the gate g, the GRU-like update from u = [M, ext], the CNF and the
- * result layer, one work-item per chunk cell. */
-__kernel void functional_update(__global const float *states, __global const float *ext,
-                                int has_ext, int4 dims, int4 origin, int4 extent, int n_cells,
-                                __global const int *band_count, __global const float *band_mean,
-                                __global const float *band_absmean, __global const float *msg,
+/* Pass 2: the gate g and the GRU-like update from u = [M, ext]; writes
+ * (1 - g) gnn and g into the cell's scratch. */
+__kernel void functional_gru(__global const float *states, __global const float *ext, int has_ext,
+                             int4 dims, int4 origin, int4 extent, int n_cells,
+                             __global const int *band_count, __global const float *band_absmean,
+                             __global const float *P, __global const int *toff,
+                             __global float *scratch) {
+    int c = (int)get_global_id(0);
+    if (c >= n_cells || band_count[c] <= 0)
+        return;
+    int4 cell = ml_chunk_cell(c, origin, extent);
+    __global const float *xg = states + (size_t)ml_cell_index(dims, cell) * FN_S;
+    __global float *scr = scratch + (size_t)c * FN_SCR;
+
+    /* Gate g from [x, act], act = mean |n_j|. */
+    __global const float *act = band_absmean + (size_t)c * FN_S;
+    __global const float *G = FN_P(FN_G0_W);
+    __global const float *gb = FN_P(FN_G0_B);
+    __global const float *G2 = FN_P(FN_G2_W);
+    float logit = FN_P(FN_G2_B)[0];
+    for (int i = 0; i < FN_S / 2; i++) {
+        __global const float *row = G + (size_t)i * (2 * FN_S);
+        float acc = gb[i];
+        for (int s = 0; s < FN_S; s++)
+            acc = fma(row[s], xg[s], acc);
+        for (int s = 0; s < FN_S; s++)
+            acc = fma(row[FN_S + s], act[s], acc);
+        logit = fma(G2[i], ml_gelu(acc), logit);
+    }
+    float g = ml_sigmoid(logit);
+
+    float xu[FN_U];
+    for (int s = 0; s < FN_S; s++)
+        xu[s] = xg[s];
+    for (int i = 0; i < FN_MD; i++)
+        xu[FN_S + i] = scr[i];
+    bool on_face = has_ext && cell.z == 0;
+    for (int i = 0; i < FN_E; i++)
+        xu[FN_S + FN_MD + i] = on_face ? ext[(size_t)(cell.x + dims.x * cell.y) * FN_E + i] : 0.0f;
+    float z[FN_S], t[FN_S];
+    ml_dense(FN_P(FN_UG_W), FN_P(FN_UG_B), xu, FN_U, z, FN_S);
+    ml_dense(FN_P(FN_RG_W), FN_P(FN_RG_B), xu, FN_U, t, FN_S); /* rr before the sigmoid */
+    for (int s = 0; s < FN_S; s++)
+        xu[s] = ml_sigmoid(t[s]) * xg[s];
+    ml_dense(FN_P(FN_CN_W), FN_P(FN_CN_B), xu, FN_U, t, FN_S); /* cand before tanh */
+    for (int s = 0; s < FN_S; s++) {
+        float zs = ml_sigmoid(z[s]);
+        scr[FN_MD + s] = (1.0f - g) * ((1.0f - zs) * xg[s] + zs * tanh(t[s]));
+    }
+    scr[FN_MD + FN_S] = g;
+}
+
+/* Pass 3: the CNF and the result layer
+ *   E_F = GELU(LN(L(2S->S)([(1 - g) gnn, g cnf]))). */
+__kernel void functional_output(__global const float *states, int4 dims, int4 origin, int4 extent,
+                                int n_cells, __global const int *band_count,
+                                __global const float *band_mean, __global const float *scratch,
                                 __global const float *P, __global const int *toff,
                                 __global float *out) {
     int c = (int)get_global_id(0);
@@ -153,65 +207,27 @@ __kernel void functional_update(__global const float *states, __global const flo
     }
     int4 cell = ml_chunk_cell(c, origin, extent);
     __global const float *xg = states + (size_t)ml_cell_index(dims, cell) * FN_S;
-    float x[FN_S];
-    for (int s = 0; s < FN_S; s++)
+    __global const float *scr = scratch + (size_t)c * FN_SCR;
+    float x[FN_S], mean[FN_S], cnf[FN_S];
+    for (int s = 0; s < FN_S; s++) {
         x[s] = xg[s];
-
-    /* Gate g from [x, act], act = mean |n_j|. */
-    float g;
-    {
-        __global const float *act = band_absmean + (size_t)c * FN_S;
-        __global const float *G = FN_P(FN_G0_W);
-        __global const float *gb = FN_P(FN_G0_B);
-        __global const float *G2 = FN_P(FN_G2_W);
-        float logit = FN_P(FN_G2_B)[0];
-        for (int i = 0; i < FN_S / 2; i++) {
-            __global const float *row = G + (size_t)i * (2 * FN_S);
-            float acc = gb[i];
-            for (int s = 0; s < FN_S; s++)
-                acc = fma(row[s], x[s], acc);
-            for (int s = 0; s < FN_S; s++)
-                acc = fma(row[FN_S + s], act[s], acc);
-            logit = fma(G2[i], ml_gelu(acc), logit);
-        }
-        g = ml_sigmoid(logit);
+        mean[s] = band_mean[(size_t)c * FN_S + s];
     }
-
-    /* GRU-like update from u = [M, ext]; mix = [(1 - g) gnn, g cnf]. */
-    float mix[2 * FN_S];
-    {
-        float xu[FN_U];
+    cnf_integrate(P, toff, FN_CNF, x, mean, cnf);
+    float g = scr[FN_MD + FN_S];
+    /* x is free now: the result layer's output goes there. */
+    __global const float *W = FN_P(FN_RP0_W);
+    __global const float *b = FN_P(FN_RP0_B);
+    for (int i = 0; i < FN_S; i++) {
+        __global const float *row = W + (size_t)i * (2 * FN_S);
+        float acc = b[i];
         for (int s = 0; s < FN_S; s++)
-            xu[s] = x[s];
-        __global const float *M = msg + (size_t)c * FN_MD;
-        for (int i = 0; i < FN_MD; i++)
-            xu[FN_S + i] = M[i];
-        bool on_face = has_ext && cell.z == 0;
-        for (int i = 0; i < FN_E; i++)
-            xu[FN_S + FN_MD + i] =
-                on_face ? ext[(size_t)(cell.x + dims.x * cell.y) * FN_E + i] : 0.0f;
-        float z[FN_S];
-        ml_dense(FN_P(FN_UG_W), FN_P(FN_UG_B), xu, FN_U, z, FN_S);
-        ml_dense(FN_P(FN_RG_W), FN_P(FN_RG_B), xu, FN_U, mix, FN_S); /* rr, before the sigmoid */
+            acc = fma(row[s], scr[FN_MD + s], acc);
         for (int s = 0; s < FN_S; s++)
-            xu[s] = ml_sigmoid(mix[s]) * x[s];
-        ml_dense(FN_P(FN_CN_W), FN_P(FN_CN_B), xu, FN_U, mix, FN_S); /* cand, before tanh */
-        for (int s = 0; s < FN_S; s++) {
-            float zs = ml_sigmoid(z[s]);
-            mix[s] = (1.0f - g) * ((1.0f - zs) * x[s] + zs * tanh(mix[s]));
-        }
+            acc = fma(row[FN_S + s], g * cnf[s], acc);
+        x[i] = acc;
     }
-    {
-        float mean[FN_S];
-        for (int s = 0; s < FN_S; s++)
-            mean[s] = band_mean[(size_t)c * FN_S + s];
-        cnf_integrate(P, toff, FN_CNF, x, mean, mix + FN_S);
-        for (int s = 0; s < FN_S; s++)
-            mix[FN_S + s] *= g;
-    }
-    float r[FN_S];
-    ml_dense(FN_P(FN_RP0_W), FN_P(FN_RP0_B), mix, 2 * FN_S, r, FN_S);
-    ml_layernorm(r, FN_S, FN_P(FN_RP1_G), FN_P(FN_RP1_B));
+    ml_layernorm(x, FN_S, FN_P(FN_RP1_G), FN_P(FN_RP1_B));
     for (int s = 0; s < FN_S; s++)
-        o[s] = ml_gelu(r[s]);
+        o[s] = ml_gelu(x[s]);
 }

@@ -196,7 +196,8 @@ static int functional_host_cell(const moelat_host_cell *c) {
 typedef struct functional_cl_state {
     cl_kernel project;
     cl_kernel messages; /* pass 1: M of each chunk cell into the scratch */
-    cl_kernel update;   /* pass 2: the rest of the expert */
+    cl_kernel gru;      /* pass 2: gate and GRU into the scratch */
+    cl_kernel output;   /* pass 3: CNF and result layer */
     cl_mem params;
     cl_mem toff;
     cl_mem proj;        /* N x (2 hd + md), see functional.cl */
@@ -215,8 +216,10 @@ static void functional_cl_release(void *p) {
         clReleaseKernel(st->project);
     if (st->messages)
         clReleaseKernel(st->messages);
-    if (st->update)
-        clReleaseKernel(st->update);
+    if (st->gru)
+        clReleaseKernel(st->gru);
+    if (st->output)
+        clReleaseKernel(st->output);
     if (st->proj)
         clReleaseMemObject(st->proj);
     if (st->toff)
@@ -247,8 +250,9 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     st->n_total = (cl_int)n;
     st->project = ec_cl_kernel(setup->program, "functional_project");
     st->messages = st->project ? ec_cl_kernel(setup->program, "functional_messages") : NULL;
-    st->update = st->messages ? ec_cl_kernel(setup->program, "functional_update") : NULL;
-    st->toff = st->update ? ec_cl_offsets_buffer(setup->context, setup->tensor_offsets,
+    st->gru = st->messages ? ec_cl_kernel(setup->program, "functional_gru") : NULL;
+    st->output = st->gru ? ec_cl_kernel(setup->program, "functional_output") : NULL;
+    st->toff = st->output ? ec_cl_offsets_buffer(setup->context, setup->tensor_offsets,
                                                  setup->n_tensors)
                           : NULL;
     if (!st->toff) {
@@ -319,13 +323,17 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
                       EC_ARG(st->lattice),  EC_ARG(origin),         EC_ARG(extent),
                       EC_ARG(n_cells),      EC_ARG_MEM(count),      EC_ARG_MEM(st->proj),
                       EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff), EC_ARG_MEM(msg)};
-    ec_arg uargs[] = {EC_ARG_MEM(states),   EC_ARG_MEM(ext),        EC_ARG(has_ext),
+    ec_arg gargs[] = {EC_ARG_MEM(states),   EC_ARG_MEM(ext),        EC_ARG(has_ext),
                       EC_ARG(st->lattice),  EC_ARG(origin),         EC_ARG(extent),
-                      EC_ARG(n_cells),      EC_ARG_MEM(count),      EC_ARG_MEM(mean),
-                      EC_ARG_MEM(absmean),  EC_ARG_MEM(msg),        EC_ARG_MEM(st->params),
+                      EC_ARG(n_cells),      EC_ARG_MEM(count),      EC_ARG_MEM(absmean),
+                      EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff), EC_ARG_MEM(msg)};
+    ec_arg oargs[] = {EC_ARG_MEM(states),   EC_ARG(st->lattice),    EC_ARG(origin),
+                      EC_ARG(extent),       EC_ARG(n_cells),        EC_ARG_MEM(count),
+                      EC_ARG_MEM(mean),     EC_ARG_MEM(msg),        EC_ARG_MEM(st->params),
                       EC_ARG_MEM(st->toff), EC_ARG_MEM(out)};
     if (ec_cl_set_args(st->messages, "functional_messages", margs, (int)(sizeof margs / sizeof margs[0])) ||
-        ec_cl_set_args(st->update, "functional_update", uargs, (int)(sizeof uargs / sizeof uargs[0])))
+        ec_cl_set_args(st->gru, "functional_gru", gargs, (int)(sizeof gargs / sizeof gargs[0])) ||
+        ec_cl_set_args(st->output, "functional_output", oargs, (int)(sizeof oargs / sizeof oargs[0])))
         return MOELAT_EXPERT_ERROR;
 
     /* The chunk waits on its own list and on this step's projections. */
@@ -341,21 +349,24 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
         wait[i] = (cl_event)ch->wait[i];
     wait[ch->num_wait] = st->proj_done;
 
-    /* In-order queue: the update follows the messages. */
+    /* In-order queue: the three passes follow each other. */
     int rc = ec_cl_enqueue_items(ch->queue, st->messages, "functional_messages", (size_t)ch->n_cells,
                                  n_wait, wait, NULL);
     if (wait != small)
         free(wait);
     cl_event ev = NULL;
     if (rc == MOELAT_EXPERT_OK)
-        rc = ec_cl_enqueue_items(ch->queue, st->update, "functional_update", (size_t)ch->n_cells, 0, NULL,
+        rc = ec_cl_enqueue_items(ch->queue, st->gru, "functional_gru", (size_t)ch->n_cells, 0, NULL, NULL);
+    if (rc == MOELAT_EXPERT_OK)
+        rc = ec_cl_enqueue_items(ch->queue, st->output, "functional_output", (size_t)ch->n_cells, 0, NULL,
                                  ch->done ? &ev : NULL);
     if (ch->done)
         *ch->done = ev;
     return rc;
 }
 
-static size_t functional_cl_scratch(const moelat_expert_dims *d) { return (size_t)MD(d); }
+/* functional.cl's FN_SCR: [M (md) | (1 - g) gnn (S) | g] per chunk cell. */
+static size_t functional_cl_scratch(const moelat_expert_dims *d) { return (size_t)MD(d) + (size_t)d->state_size + 1; }
 
 static moelat_expert_descriptor g_desc = {
     .abi_major = MOELAT_EXPERT_ABI_MAJOR,
