@@ -37,6 +37,7 @@ static void usage(FILE *out) {
             "the fraction of the device's measured FP32 peak.\n"
             "Default cases: debug 8^3, 15^3, 30^3, experiment 40^3, and on a GPU optimized 100^3.\n\n"
             "options:\n"
+            "  --cases LIST           cases as PRESET:XxYxZ,... (e.g. debug:15x15x15,experiment:40x40x40)\n"
             "  --preset NAME          one case of this preset (its own dims unless --dims)\n"
             "  --dims XxYxZ           dims of that case\n"
             "  --steps N              timed batch steps per case (default 10)\n"
@@ -80,6 +81,10 @@ static int run_case(const bench_case *c, const cli_model_opts *mo, int steps, si
     if (!host)
         return -1;
     row->flops_per_cell = ml_flops_per_cell(host, NULL);
+    /* Keep the host sample to about ten seconds at ~20 GFLOP/s. */
+    double affordable = 2e11 / (row->flops_per_cell > 1 ? row->flops_per_cell : 1);
+    if ((double)sample_cells > affordable)
+        sample_cells = affordable < 64 ? 64 : (size_t)affordable;
     ml_percell_time_sample(host, sample_cells, &row->percell_estimated); /* warm-up */
     double t[3];
     for (int i = 0; i < 3; i++)
@@ -132,7 +137,7 @@ static int run_case(const bench_case *c, const cli_model_opts *mo, int steps, si
 int cmd_bench(int argc, char **argv) {
     cli_model_opts mo;
     cli_model_opts_init(&mo);
-    const char *preset = NULL, *dims = NULL;
+    const char *preset = NULL, *dims = NULL, *case_list = NULL;
     int steps = 10, json = 0, csv = 0;
     long long sample = 20000;
     for (int i = 1; i < argc; i++) {
@@ -140,6 +145,8 @@ int cmd_bench(int argc, char **argv) {
         int has = i + 1 < argc;
         if (strcmp(a, "--preset") == 0 && has) {
             preset = argv[++i];
+        } else if (strcmp(a, "--cases") == 0 && has) {
+            case_list = argv[++i];
         } else if (strcmp(a, "--dims") == 0 && has) {
             dims = argv[++i];
         } else if (strcmp(a, "--steps") == 0 && has) {
@@ -194,7 +201,24 @@ int cmd_bench(int argc, char **argv) {
 
     bench_case cases[8];
     int n = 0;
-    if (preset || dims) {
+    if (case_list) {
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%s", case_list);
+        for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok && n < 8; tok = strtok_r(NULL, ",", &save)) {
+            char *colon = strchr(tok, ':');
+            moelat_config cfg;
+            if (colon)
+                *colon = '\0';
+            if (moelat_config_preset(tok, &cfg, err, sizeof err) != MOELAT_OK ||
+                (colon && ml_parse_dims(colon + 1, cfg.dims, err, sizeof err) != 0)) {
+                fprintf(stderr, "moelat-engine bench: --cases: %s\n", err);
+                return 2;
+            }
+            snprintf(cases[n].preset, sizeof cases[n].preset, "%s", tok);
+            memcpy(cases[n].dims, cfg.dims, sizeof cfg.dims);
+            n++;
+        }
+    } else if (preset || dims) {
         snprintf(cases[0].preset, sizeof cases[0].preset, "%s", preset ? preset : "debug");
         moelat_config cfg;
         if (moelat_config_preset(cases[0].preset, &cfg, err, sizeof err) != MOELAT_OK) {
