@@ -20,9 +20,8 @@ devices) "$E" devices "$@" 2>&1 | out devices ;;
 check)
     {
         "$E" check --preset debug --dims 15x15x15 --steps 5 "$@"
-        "$E" check --preset debug --dims 9x8x7 --steps 5 "$@"
-        "$E" check --preset experiment --dims 40x40x40 --steps 2 "$@"
-        "$E" check --preset optimized --dims 12x12x12 --steps 1 --experts "$@"
+        "$E" check --preset experiment --dims 24x24x24 --steps 2 "$@"
+        "$E" check --preset optimized --dims 16x16x16 --steps 1 --experts "$@"
     } 2>&1 | out check ;;
 bench) "$E" bench "$@" 2>&1 | out bench ;;
 *) echo "usage: gpu_run.sh devices|check|bench [args]" >&2; exit 2 ;;
