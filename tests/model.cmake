@@ -22,3 +22,10 @@ if(OCLGRIND_EXE)
 else()
   message(WARNING "oclgrind not found: the kernel checking test is not registered")
 endif()
+
+# bench at a tiny size: a smoke test of the command and its JSON, untimed.
+add_test(NAME bench_smoke
+         COMMAND moelat-engine bench --preset debug --dims 6x5x4 --steps 1 --threads 2 --json)
+set_tests_properties(bench_smoke PROPERTIES LABELS cli TIMEOUT 300
+  PASS_REGULAR_EXPRESSION "\"peak_gflops\".*\"rows\".*\"speedup\""
+  ENVIRONMENT "XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")

@@ -317,14 +317,23 @@ static void seen_free(seen_list *seen) {
     free(seen->paths);
 }
 
+/* Bounded copy; long paths and reasons are cut, not overflowed. */
+static void copy_cut(char *dst, size_t cap, const char *src) {
+    size_t n = strlen(src);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 static void add_error(ml_plugin_set *set, const char *path, const char *reason) {
     ml_plugin_error *e = realloc(set->errors, (size_t)(set->n_errors + 1) * sizeof *e);
     if (!e)
         return;
     set->errors = e;
     ml_plugin_error *last = &e[set->n_errors++];
-    snprintf(last->path, sizeof last->path, "%s", path);
-    snprintf(last->reason, sizeof last->reason, "%s", reason);
+    copy_cut(last->path, sizeof last->path, path);
+    copy_cut(last->reason, sizeof last->reason, reason);
 }
 
 static void add_file(ml_plugin_set *set, seen_list *seen, const char *path) {
