@@ -2,6 +2,7 @@
  * config_parse.h). A JSON file is merged into a copy of the config, which is
  * validated as a whole before it replaces the caller's: a failed load never
  * leaves a half-applied config behind. */
+#include "file_util.h"
 #include "config_parse.h"
 
 #include <errno.h>
@@ -18,17 +19,6 @@
 #define ML_MAX_SIZE 65536
 #define ML_MAX_DIM (1 << 20)
 #define ML_MAX_QUEUES 16
-
-static void fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static const char *const band_names[MOELAT_BANDS] = {"local", "functional", "distant"};
 
@@ -59,12 +49,12 @@ moelat_status moelat_config_preset(const char *name, moelat_config *cfg, char *e
         if (strcmp(name, presets[i].name) == 0)
             p = &presets[i];
     if (!p) {
-        fail(err, errlen, "unknown preset '%s' (expected debug, experiment or optimized)",
+        ml_errf(err, errlen, "unknown preset '%s' (expected debug, experiment or optimized)",
              name ? name : "(null)");
         return MOELAT_ERR_INVALID;
     }
     if (!cfg) {
-        fail(err, errlen, "preset '%s': no config to fill", name);
+        ml_errf(err, errlen, "preset '%s': no config to fill", name);
         return MOELAT_ERR_INVALID;
     }
     memset(cfg, 0, sizeof *cfg);
@@ -159,7 +149,7 @@ int ml_parse_dims(const char *s, int32_t out[3], char *err, size_t errlen) {
     int32_t v[3];
     const char *p = s;
     if (!s) {
-        fail(err, errlen, "expected XxYxZ, got nothing");
+        ml_errf(err, errlen, "expected XxYxZ, got nothing");
         return -1;
     }
     for (int i = 0; i < 3; i++) {
@@ -174,7 +164,7 @@ int ml_parse_dims(const char *s, int32_t out[3], char *err, size_t errlen) {
         while (*p >= '0' && *p <= '9') {
             x = x * 10 + (*p++ - '0');
             if (x > ML_MAX_DIM) {
-                fail(err, errlen, "'%.64s': dimension larger than %d", s, ML_MAX_DIM);
+                ml_errf(err, errlen, "'%.64s': dimension larger than %d", s, ML_MAX_DIM);
                 return -1;
             }
         }
@@ -187,7 +177,7 @@ int ml_parse_dims(const char *s, int32_t out[3], char *err, size_t errlen) {
     memcpy(out, v, sizeof v);
     return 0;
 bad:
-    fail(err, errlen, "expected XxYxZ with three positive integers (e.g. 15x15x15), got '%.64s'",
+    ml_errf(err, errlen, "expected XxYxZ with three positive integers (e.g. 15x15x15), got '%.64s'",
          s);
     return -1;
 }
@@ -196,18 +186,18 @@ static int terminated(const char *s, size_t cap) { return strnlen(s, cap) < cap;
 
 int ml_config_validate(const moelat_config *cfg, char *err, size_t errlen) {
     if (!cfg) {
-        fail(err, errlen, "no config");
+        ml_errf(err, errlen, "no config");
         return -1;
     }
     if (!terminated(cfg->preset, sizeof cfg->preset) ||
         !terminated(cfg->device, sizeof cfg->device)) {
-        fail(err, errlen, "config: preset or device name is not terminated");
+        ml_errf(err, errlen, "config: preset or device name is not terminated");
         return -1;
     }
     static const char axis[3] = {'X', 'Y', 'Z'};
     for (int i = 0; i < 3; i++) {
         if (cfg->dims[i] < 1 || cfg->dims[i] > ML_MAX_DIM) {
-            fail(err, errlen, "config: dims %c = %d out of range (1 to %d)", axis[i],
+            ml_errf(err, errlen, "config: dims %c = %d out of range (1 to %d)", axis[i],
                  (int)cfg->dims[i], ML_MAX_DIM);
             return -1;
         }
@@ -215,59 +205,59 @@ int ml_config_validate(const moelat_config *cfg, char *err, size_t errlen) {
     const uint64_t n_cells = (uint64_t)cfg->dims[0] * (uint64_t)cfg->dims[1] *
                              (uint64_t)cfg->dims[2];
     if (n_cells > INT32_MAX) {
-        fail(err, errlen, "config: %dx%dx%d lattice has more than %d cells", (int)cfg->dims[0],
+        ml_errf(err, errlen, "config: %dx%dx%d lattice has more than %d cells", (int)cfg->dims[0],
              (int)cfg->dims[1], (int)cfg->dims[2], INT32_MAX);
         return -1;
     }
     const int32_t S = cfg->state_size;
     if (S < 1 || S > ML_MAX_SIZE) {
-        fail(err, errlen, "config: state_size %d out of range (1 to %d)", (int)S, ML_MAX_SIZE);
+        ml_errf(err, errlen, "config: state_size %d out of range (1 to %d)", (int)S, ML_MAX_SIZE);
         return -1;
     }
     if (S % 2 != 0) {
-        fail(err, errlen, "config: state_size %d must be even (the functional gate uses S/2)",
+        ml_errf(err, errlen, "config: state_size %d must be even (the functional gate uses S/2)",
              (int)S);
         return -1;
     }
     if (n_cells * (uint64_t)S > SIZE_MAX / sizeof(float) / 4) {
-        fail(err, errlen, "config: %llu cells x state_size %d does not fit in memory",
+        ml_errf(err, errlen, "config: %llu cells x state_size %d does not fit in memory",
              (unsigned long long)n_cells, (int)S);
         return -1;
     }
     if (!(cfg->radius_ratio > 0) || !isfinite(cfg->radius_ratio)) {
-        fail(err, errlen, "config: radius_ratio %g must be a finite number > 0",
+        ml_errf(err, errlen, "config: radius_ratio %g must be a finite number > 0",
              cfg->radius_ratio);
         return -1;
     }
     for (int i = 0; i < 3; i++) {
         double b = cfg->band_ratio[i];
         if (!(b > 0) || !isfinite(b) || (i > 0 && !(b > cfg->band_ratio[i - 1]))) {
-            fail(err, errlen,
+            ml_errf(err, errlen,
                  "config: band_ratios %g, %g, %g must be finite, > 0 and strictly increasing",
                  cfg->band_ratio[0], cfg->band_ratio[1], cfg->band_ratio[2]);
             return -1;
         }
     }
     if (cfg->n_hidden < 0 || cfg->n_hidden > (int)(sizeof cfg->hidden / sizeof cfg->hidden[0])) {
-        fail(err, errlen, "config: n_hidden %d out of range (0 to %zu)", (int)cfg->n_hidden,
+        ml_errf(err, errlen, "config: n_hidden %d out of range (0 to %zu)", (int)cfg->n_hidden,
              sizeof cfg->hidden / sizeof cfg->hidden[0]);
         return -1;
     }
     for (int i = 0; i < cfg->n_hidden; i++) {
         const moelat_hidden_size *h = &cfg->hidden[i];
         if (!valid_hidden_name(h->name)) {
-            fail(err, errlen, "config: hidden size %d has an invalid name (want [a-z0-9_]+, < 32)",
+            ml_errf(err, errlen, "config: hidden size %d has an invalid name (want [a-z0-9_]+, < 32)",
                  i);
             return -1;
         }
         if (h->value < 1 || h->value > ML_MAX_SIZE) {
-            fail(err, errlen, "config: hidden size %s = %d out of range (1 to %d)", h->name,
+            ml_errf(err, errlen, "config: hidden size %s = %d out of range (1 to %d)", h->name,
                  (int)h->value, ML_MAX_SIZE);
             return -1;
         }
         for (int j = 0; j < i; j++) {
             if (strcmp(cfg->hidden[j].name, h->name) == 0) {
-                fail(err, errlen, "config: hidden size %s is listed twice", h->name);
+                ml_errf(err, errlen, "config: hidden size %s is listed twice", h->name);
                 return -1;
             }
         }
@@ -275,12 +265,12 @@ int ml_config_validate(const moelat_config *cfg, char *err, size_t errlen) {
     const int32_t H = moelat_config_hidden(cfg, "ode_hidden", 0);
     if (H != 0) {
         if (H % 2 != 0) {
-            fail(err, errlen, "config: ode_hidden %d must be even (the ODE network uses H/2)",
+            ml_errf(err, errlen, "config: ode_hidden %d must be even (the ODE network uses H/2)",
                  (int)H);
             return -1;
         }
         if (H / 4 > S) {
-            fail(err, errlen,
+            ml_errf(err, errlen,
                  "config: floor(ode_hidden/4) = %d exceeds state_size %d (the time embedding "
                  "fills the first floor(H/4) state entries)",
                  (int)(H / 4), (int)S);
@@ -289,54 +279,54 @@ int ml_config_validate(const moelat_config *cfg, char *err, size_t errlen) {
     }
     for (int b = 0; b < MOELAT_BANDS; b++) {
         if (!terminated(cfg->expert[b], sizeof cfg->expert[b]) || !cfg->expert[b][0]) {
-            fail(err, errlen, "config: expert for band %s is empty or not terminated",
+            ml_errf(err, errlen, "config: expert for band %s is empty or not terminated",
                  band_names[b]);
             return -1;
         }
     }
     if (cfg->cnf_mode != MOELAT_CNF_EULER && cfg->cnf_mode != MOELAT_CNF_LIPSCHITZ) {
-        fail(err, errlen, "config: cnf_mode %d is neither euler (0) nor lipschitz (1)",
+        ml_errf(err, errlen, "config: cnf_mode %d is neither euler (0) nor lipschitz (1)",
              (int)cfg->cnf_mode);
         return -1;
     }
     if (cfg->cnf_steps < 1) {
-        fail(err, errlen, "config: cnf_steps %d must be >= 1", (int)cfg->cnf_steps);
+        ml_errf(err, errlen, "config: cnf_steps %d must be >= 1", (int)cfg->cnf_steps);
         return -1;
     }
     if (cfg->threads < 0) {
-        fail(err, errlen, "config: threads %d must be >= 0 (0 = all cores)", (int)cfg->threads);
+        ml_errf(err, errlen, "config: threads %d must be >= 0 (0 = all cores)", (int)cfg->threads);
         return -1;
     }
     if (cfg->mode < MOELAT_MODE_PERCELL || cfg->mode > MOELAT_MODE_AUTO) {
-        fail(err, errlen, "config: mode %d is not percell (0), batch (1) or auto (2)",
+        ml_errf(err, errlen, "config: mode %d is not percell (0), batch (1) or auto (2)",
              (int)cfg->mode);
         return -1;
     }
     if (cfg->batch_threshold < 0) {
-        fail(err, errlen, "config: batch_threshold %d must be >= 0", (int)cfg->batch_threshold);
+        ml_errf(err, errlen, "config: batch_threshold %d must be >= 0", (int)cfg->batch_threshold);
         return -1;
     }
     for (int i = 0; i < 3; i++) {
         if (cfg->chunk[i] < 0 || cfg->chunk[i] > ML_MAX_DIM) {
-            fail(err, errlen, "config: chunk %c = %d out of range (0 = default, up to %d)",
+            ml_errf(err, errlen, "config: chunk %c = %d out of range (0 = default, up to %d)",
                  axis[i], (int)cfg->chunk[i], ML_MAX_DIM);
             return -1;
         }
     }
     if (cfg->queues < 0 || cfg->queues > ML_MAX_QUEUES) {
-        fail(err, errlen, "config: queues %d out of range (0 = default, 1 to %d)",
+        ml_errf(err, errlen, "config: queues %d out of range (0 = default, 1 to %d)",
              (int)cfg->queues, ML_MAX_QUEUES);
         return -1;
     }
     if (cfg->n_plugin_paths < 0 || cfg->n_plugin_paths > MOELAT_MAX_PLUGIN_PATHS) {
-        fail(err, errlen, "config: n_plugin_paths %d out of range (0 to %d)",
+        ml_errf(err, errlen, "config: n_plugin_paths %d out of range (0 to %d)",
              (int)cfg->n_plugin_paths, MOELAT_MAX_PLUGIN_PATHS);
         return -1;
     }
     for (int i = 0; i < cfg->n_plugin_paths; i++) {
         if (!terminated(cfg->plugin_paths[i], sizeof cfg->plugin_paths[i]) ||
             !cfg->plugin_paths[i][0]) {
-            fail(err, errlen, "config: plugin path %d is empty or not terminated", i);
+            ml_errf(err, errlen, "config: plugin path %d is empty or not terminated", i);
             return -1;
         }
     }
@@ -365,12 +355,12 @@ typedef int (*key_fn)(json_t *v, moelat_config *c, char *msg, size_t len);
 static int get_int(json_t *v, long long lo, long long hi, int32_t *out, char *msg, size_t len,
                    const char *what) {
     if (!json_is_integer(v)) {
-        fail(msg, len, "expected %s, found %s", what, json_type_name(v));
+        ml_errf(msg, len, "expected %s, found %s", what, json_type_name(v));
         return -1;
     }
     long long x = json_integer_value(v);
     if (x < lo || x > hi) {
-        fail(msg, len, "expected %s, found %lld", what, x);
+        ml_errf(msg, len, "expected %s, found %lld", what, x);
         return -1;
     }
     *out = (int32_t)x;
@@ -383,10 +373,10 @@ static int get_triple(json_t *v, int32_t out[3], char *msg, size_t len) {
     int32_t t[3];
     if (!json_is_array(v) || json_array_size(v) != 3) {
         if (json_is_array(v))
-            fail(msg, len, "expected [X, Y, Z] or \"XxYxZ\", found an array of %zu",
+            ml_errf(msg, len, "expected [X, Y, Z] or \"XxYxZ\", found an array of %zu",
                  json_array_size(v));
         else
-            fail(msg, len, "expected [X, Y, Z] or \"XxYxZ\", found %s", json_type_name(v));
+            ml_errf(msg, len, "expected [X, Y, Z] or \"XxYxZ\", found %s", json_type_name(v));
         return -1;
     }
     for (int i = 0; i < 3; i++)
@@ -411,12 +401,12 @@ static int k_state_size(json_t *v, moelat_config *c, char *msg, size_t len) {
 
 static int k_radius_ratio(json_t *v, moelat_config *c, char *msg, size_t len) {
     if (!json_is_number(v)) {
-        fail(msg, len, "expected a number > 0, found %s", json_type_name(v));
+        ml_errf(msg, len, "expected a number > 0, found %s", json_type_name(v));
         return -1;
     }
     double x = json_number_value(v);
     if (!(x > 0) || !isfinite(x)) {
-        fail(msg, len, "expected a number > 0, found %g", x);
+        ml_errf(msg, len, "expected a number > 0, found %g", x);
         return -1;
     }
     c->radius_ratio = x;
@@ -427,22 +417,22 @@ static int k_band_ratios(json_t *v, moelat_config *c, char *msg, size_t len) {
     double b[3];
     if (!json_is_array(v) || json_array_size(v) != 3) {
         if (json_is_array(v))
-            fail(msg, len, "expected an array of 3 numbers, found an array of %zu",
+            ml_errf(msg, len, "expected an array of 3 numbers, found an array of %zu",
                  json_array_size(v));
         else
-            fail(msg, len, "expected an array of 3 numbers, found %s", json_type_name(v));
+            ml_errf(msg, len, "expected an array of 3 numbers, found %s", json_type_name(v));
         return -1;
     }
     for (int i = 0; i < 3; i++) {
         json_t *e = json_array_get(v, (size_t)i);
         if (!json_is_number(e)) {
-            fail(msg, len, "expected an array of 3 numbers, found %s at index %d",
+            ml_errf(msg, len, "expected an array of 3 numbers, found %s at index %d",
                  json_type_name(e), i);
             return -1;
         }
         b[i] = json_number_value(e);
         if (!(b[i] > 0) || !isfinite(b[i]) || (i > 0 && !(b[i] > b[i - 1]))) {
-            fail(msg, len, "ratios must be > 0 and strictly increasing (local < functional < "
+            ml_errf(msg, len, "ratios must be > 0 and strictly increasing (local < functional < "
                            "distant)");
             return -1;
         }
@@ -453,25 +443,25 @@ static int k_band_ratios(json_t *v, moelat_config *c, char *msg, size_t len) {
 
 static int k_hidden(json_t *v, moelat_config *c, char *msg, size_t len) {
     if (!json_is_object(v)) {
-        fail(msg, len, "expected an object of name: size, found %s", json_type_name(v));
+        ml_errf(msg, len, "expected an object of name: size, found %s", json_type_name(v));
         return -1;
     }
     const char *name;
     json_t *val;
     json_object_foreach(v, name, val) {
         if (!valid_hidden_name(name)) {
-            fail(msg, len, "hidden size name '%.40s' must match [a-z0-9_]+ and be < 32 chars",
+            ml_errf(msg, len, "hidden size name '%.40s' must match [a-z0-9_]+ and be < 32 chars",
                  name);
             return -1;
         }
         int32_t x;
         char m[160];
         if (get_int(val, 1, ML_MAX_SIZE, &x, m, sizeof m, "a positive integer") != 0) {
-            fail(msg, len, "'%s': %s", name, m);
+            ml_errf(msg, len, "'%s': %s", name, m);
             return -1;
         }
         if (moelat_config_set_hidden(c, name, x) != MOELAT_OK) {
-            fail(msg, len, "too many hidden sizes (at most %zu)",
+            ml_errf(msg, len, "too many hidden sizes (at most %zu)",
                  sizeof c->hidden / sizeof c->hidden[0]);
             return -1;
         }
@@ -481,13 +471,13 @@ static int k_hidden(json_t *v, moelat_config *c, char *msg, size_t len) {
 
 static int copy_string(json_t *v, char *dst, size_t cap, char *msg, size_t len, const char *what) {
     if (!json_is_string(v)) {
-        fail(msg, len, "expected %s, found %s", what, json_type_name(v));
+        ml_errf(msg, len, "expected %s, found %s", what, json_type_name(v));
         return -1;
     }
     const char *s = json_string_value(v);
     size_t n = json_string_length(v);
     if (n >= cap || strlen(s) != n) {
-        fail(msg, len, "%s must be shorter than %zu bytes, without NUL", what, cap);
+        ml_errf(msg, len, "%s must be shorter than %zu bytes, without NUL", what, cap);
         return -1;
     }
     memcpy(dst, s, n + 1);
@@ -496,7 +486,7 @@ static int copy_string(json_t *v, char *dst, size_t cap, char *msg, size_t len, 
 
 static int k_experts(json_t *v, moelat_config *c, char *msg, size_t len) {
     if (!json_is_object(v)) {
-        fail(msg, len, "expected an object of band: plugin name, found %s", json_type_name(v));
+        ml_errf(msg, len, "expected an object of band: plugin name, found %s", json_type_name(v));
         return -1;
     }
     const char *band;
@@ -507,17 +497,17 @@ static int k_experts(json_t *v, moelat_config *c, char *msg, size_t len) {
             if (strcmp(band, band_names[i]) == 0)
                 b = i;
         if (b < 0) {
-            fail(msg, len, "unknown band '%.40s' (expected local, functional or distant)", band);
+            ml_errf(msg, len, "unknown band '%.40s' (expected local, functional or distant)", band);
             return -1;
         }
         char m[160];
         if (copy_string(val, c->expert[b], sizeof c->expert[b], m, sizeof m,
                         "a plugin name string") != 0) {
-            fail(msg, len, "'%s': %s", band, m);
+            ml_errf(msg, len, "'%s': %s", band, m);
             return -1;
         }
         if (!c->expert[b][0]) {
-            fail(msg, len, "'%s': empty plugin name", band);
+            ml_errf(msg, len, "'%s': empty plugin name", band);
             return -1;
         }
     }
@@ -533,10 +523,10 @@ static int pick(json_t *v, const char *const *names, int n, int32_t *out, char *
                 return 0;
             }
         }
-        fail(msg, len, "expected %s, found \"%.40s\"", what, json_string_value(v));
+        ml_errf(msg, len, "expected %s, found \"%.40s\"", what, json_string_value(v));
         return -1;
     }
-    fail(msg, len, "expected %s, found %s", what, json_type_name(v));
+    ml_errf(msg, len, "expected %s, found %s", what, json_type_name(v));
     return -1;
 }
 
@@ -556,11 +546,11 @@ static int k_cnf_steps(json_t *v, moelat_config *c, char *msg, size_t len) {
 
 static int k_seed(json_t *v, moelat_config *c, char *msg, size_t len) {
     if (!json_is_integer(v)) {
-        fail(msg, len, "expected a non-negative integer, found %s", json_type_name(v));
+        ml_errf(msg, len, "expected a non-negative integer, found %s", json_type_name(v));
         return -1;
     }
     if (json_integer_value(v) < 0) {
-        fail(msg, len, "expected a non-negative integer, found %lld",
+        ml_errf(msg, len, "expected a non-negative integer, found %lld",
              (long long)json_integer_value(v));
         return -1;
     }
@@ -583,7 +573,7 @@ static int k_queues(json_t *v, moelat_config *c, char *msg, size_t len) {
 static int k_device(json_t *v, moelat_config *c, char *msg, size_t len) {
     if (json_is_integer(v)) {
         if (json_integer_value(v) < 0) {
-            fail(msg, len, "a device index must be >= 0, found %lld",
+            ml_errf(msg, len, "a device index must be >= 0, found %lld",
                  (long long)json_integer_value(v));
             return -1;
         }
@@ -596,23 +586,23 @@ static int k_device(json_t *v, moelat_config *c, char *msg, size_t len) {
 
 static int k_plugin_paths(json_t *v, moelat_config *c, char *msg, size_t len) {
     if (!json_is_array(v)) {
-        fail(msg, len, "expected an array of strings, found %s", json_type_name(v));
+        ml_errf(msg, len, "expected an array of strings, found %s", json_type_name(v));
         return -1;
     }
     size_t n = json_array_size(v);
     if (n > MOELAT_MAX_PLUGIN_PATHS) {
-        fail(msg, len, "%zu paths given, at most %d allowed", n, MOELAT_MAX_PLUGIN_PATHS);
+        ml_errf(msg, len, "%zu paths given, at most %d allowed", n, MOELAT_MAX_PLUGIN_PATHS);
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
         char m[160];
         if (copy_string(json_array_get(v, i), c->plugin_paths[i], sizeof c->plugin_paths[i], m,
                         sizeof m, "a path string") != 0) {
-            fail(msg, len, "entry %zu: %s", i, m);
+            ml_errf(msg, len, "entry %zu: %s", i, m);
             return -1;
         }
         if (!c->plugin_paths[i][0]) {
-            fail(msg, len, "entry %zu: empty path", i);
+            ml_errf(msg, len, "entry %zu: empty path", i);
             return -1;
         }
     }
@@ -649,12 +639,12 @@ static moelat_status merge_object(json_t *root, const char *name, moelat_config 
     json_t *preset = json_object_get(root, "preset");
     if (preset) {
         if (!json_is_string(preset)) {
-            fail(err, errlen, "%s: key 'preset': expected a string, found %s", name,
+            ml_errf(err, errlen, "%s: key 'preset': expected a string, found %s", name,
                  json_type_name(preset));
             return MOELAT_ERR_INVALID;
         }
         if (moelat_config_preset(json_string_value(preset), &work, msg, sizeof msg) != MOELAT_OK) {
-            fail(err, errlen, "%s: key 'preset': %s", name, msg);
+            ml_errf(err, errlen, "%s: key 'preset': %s", name, msg);
             return MOELAT_ERR_INVALID;
         }
     }
@@ -668,7 +658,7 @@ static moelat_status merge_object(json_t *root, const char *name, moelat_config 
             if (strcmp(key, keys[i].key) == 0)
                 fn = keys[i].fn;
         if (!fn) {
-            fail(err, errlen,
+            ml_errf(err, errlen,
                  "%s: unknown key '%.64s' (known: preset, dims, state_size, radius_ratio, "
                  "band_ratios, hidden, experts, cnf_mode, cnf_steps, seed, threads, mode, "
                  "batch_threshold, chunk, queues, device, plugin_paths)",
@@ -676,12 +666,12 @@ static moelat_status merge_object(json_t *root, const char *name, moelat_config 
             return MOELAT_ERR_INVALID;
         }
         if (fn(val, &work, msg, sizeof msg) != 0) {
-            fail(err, errlen, "%s: key '%s': %s", name, key, msg);
+            ml_errf(err, errlen, "%s: key '%s': %s", name, key, msg);
             return MOELAT_ERR_INVALID;
         }
     }
     if (ml_config_validate(&work, msg, sizeof msg) != 0) {
-        fail(err, errlen, "%s: %s", name, msg);
+        ml_errf(err, errlen, "%s: %s", name, msg);
         return MOELAT_ERR_INVALID;
     }
     *cfg = work;
@@ -693,19 +683,19 @@ moelat_status ml_config_load_string(const char *text, size_t len, const char *na
     if (!name)
         name = "<config>";
     if (!cfg || (!text && len)) {
-        fail(err, errlen, "%s: no config or no text", name);
+        ml_errf(err, errlen, "%s: no config or no text", name);
         return MOELAT_ERR_INVALID;
     }
     json_error_t jerr;
     json_t *root = json_loadb(text ? text : "", len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        fail(err, errlen, "%s:%d:%d: JSON syntax error: %s", name, jerr.line, jerr.column,
+        ml_errf(err, errlen, "%s:%d:%d: JSON syntax error: %s", name, jerr.line, jerr.column,
              jerr.text);
         return MOELAT_ERR_FORMAT;
     }
     moelat_status st;
     if (!json_is_object(root)) {
-        fail(err, errlen, "%s: a config must be a JSON object, found %s", name,
+        ml_errf(err, errlen, "%s: a config must be a JSON object, found %s", name,
              json_type_name(root));
         st = MOELAT_ERR_FORMAT;
     } else {
@@ -718,24 +708,16 @@ moelat_status ml_config_load_string(const char *text, size_t len, const char *na
 moelat_status moelat_config_load_json(const char *path, moelat_config *cfg, char *err,
                                       size_t errlen) {
     if (!path) {
-        fail(err, errlen, "config: no file name");
+        ml_errf(err, errlen, "config: no file name");
         return MOELAT_ERR_INVALID;
     }
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    size_t size;
+    FILE *fp = ml_open_regular(path, &size, err, errlen);
+    if (!fp)
         return MOELAT_ERR_IO;
-    }
-    struct stat st;
-    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fail(err, errlen, "%s: not a regular file", path);
-        fclose(fp);
-        return MOELAT_ERR_IO;
-    }
-    size_t size = (size_t)st.st_size;
     char *buf = malloc(size ? size : 1);
     if (!buf) {
-        fail(err, errlen, "%s: out of memory reading %zu bytes", path, size);
+        ml_errf(err, errlen, "%s: out of memory reading %zu bytes", path, size);
         fclose(fp);
         return MOELAT_ERR_NOMEM;
     }
@@ -743,7 +725,7 @@ moelat_status moelat_config_load_json(const char *path, moelat_config *cfg, char
     int bad = ferror(fp) || got != size;
     fclose(fp);
     if (bad) {
-        fail(err, errlen, "%s: read error", path);
+        ml_errf(err, errlen, "%s: read error", path);
         free(buf);
         return MOELAT_ERR_IO;
     }

@@ -4,6 +4,7 @@
  * and Python 2 "3L" integers are read, and anything else is reported. The
  * file reader streams the data straight into its destination (state files
  * can be hundreds of MB); the header logic is shared with npy_read_mem. */
+#include "file_util.h"
 #include "npy.h"
 
 #include "atomic_file.h"
@@ -30,35 +31,6 @@ typedef struct npy_info {
     uint64_t nbytes;    /* numel * 4, saturated at UINT64_MAX */
 } npy_info;
 
-static void fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static int host_is_big_endian(void) {
-    const uint16_t one = 1;
-    unsigned char b;
-    memcpy(&b, &one, 1);
-    return b == 0;
-}
-
-static void swap32_inplace(void *p, size_t count) {
-    unsigned char *b = p;
-    for (size_t i = 0; i < count; i++, b += 4) {
-        unsigned char t0 = b[0], t1 = b[1];
-        b[0] = b[3];
-        b[1] = b[2];
-        b[2] = t1;
-        b[3] = t0;
-    }
-}
-
 static void format_shape(char *buf, size_t len, const int64_t *shape, int ndim) {
     size_t used = (size_t)snprintf(buf, len, "(");
     for (int i = 0; i < ndim && used < len; i++)
@@ -74,12 +46,12 @@ static void format_shape(char *buf, size_t len, const int64_t *shape, int ndim) 
 static int parse_prefix(const unsigned char *p, size_t avail, const char *name, size_t *hlen,
                         char *err, size_t errlen) {
     if (avail < 10 || memcmp(p, npy_magic, 6) != 0) {
-        fail(err, errlen, "%s: not a .npy file (bad magic, expected \\x93NUMPY)", name);
+        ml_errf(err, errlen, "%s: not a .npy file (bad magic, expected \\x93NUMPY)", name);
         return -1;
     }
     int major = p[6], minor = p[7];
     if (major < 1 || major > 3 || minor != 0) {
-        fail(err, errlen, "%s: unsupported .npy format version %d.%d (expected 1.0, 2.0 or 3.0)",
+        ml_errf(err, errlen, "%s: unsupported .npy format version %d.%d (expected 1.0, 2.0 or 3.0)",
              name, major, minor);
         return -1;
     }
@@ -88,7 +60,7 @@ static int parse_prefix(const unsigned char *p, size_t avail, const char *name, 
         return 10;
     }
     if (avail < 12) {
-        fail(err, errlen, "%s: truncated .npy header", name);
+        ml_errf(err, errlen, "%s: truncated .npy header", name);
         return -1;
     }
     *hlen = (size_t)p[8] | ((size_t)p[9] << 8) | ((size_t)p[10] << 16) | ((size_t)p[11] << 24);
@@ -150,7 +122,7 @@ static int parse_word(cur *c, const char *w) {
 
 static int parse_shape(cur *c, npy_info *info, const char *name, char *err, size_t errlen) {
     if (!eat(c, '(')) {
-        fail(err, errlen, "%s: header 'shape' is not a tuple", name);
+        ml_errf(err, errlen, "%s: header 'shape' is not a tuple", name);
         return -1;
     }
     info->ndim = 0;
@@ -159,17 +131,17 @@ static int parse_shape(cur *c, npy_info *info, const char *name, char *err, size
             return 0;
         skip_ws(c);
         if (c->s < c->end && *c->s == '-') {
-            fail(err, errlen, "%s: header 'shape' has a negative dimension", name);
+            ml_errf(err, errlen, "%s: header 'shape' has a negative dimension", name);
             return -1;
         }
         if (c->s >= c->end || *c->s < '0' || *c->s > '9') {
-            fail(err, errlen, "%s: header 'shape' holds something other than integers", name);
+            ml_errf(err, errlen, "%s: header 'shape' holds something other than integers", name);
             return -1;
         }
         int64_t v = 0;
         while (c->s < c->end && *c->s >= '0' && *c->s <= '9') {
             if (v > (INT64_MAX - 9) / 10) {
-                fail(err, errlen, "%s: header 'shape' has a dimension too large", name);
+                ml_errf(err, errlen, "%s: header 'shape' has a dimension too large", name);
                 return -1;
             }
             v = v * 10 + (*c->s++ - '0');
@@ -177,7 +149,7 @@ static int parse_shape(cur *c, npy_info *info, const char *name, char *err, size
         if (c->s < c->end && *c->s == 'L')
             c->s++;
         if (info->ndim == NPY_MAX_DIMS) {
-            fail(err, errlen, "%s: array has more than %d dimensions", name, NPY_MAX_DIMS);
+            ml_errf(err, errlen, "%s: array has more than %d dimensions", name, NPY_MAX_DIMS);
             return -1;
         }
         info->shape[info->ndim++] = v;
@@ -186,7 +158,7 @@ static int parse_shape(cur *c, npy_info *info, const char *name, char *err, size
         /* "(3)" is the integer 3 in Python, not a 1-tuple. */
         if (info->ndim > 1 && eat(c, ')'))
             return 0;
-        fail(err, errlen, "%s: header 'shape' is not a valid tuple", name);
+        ml_errf(err, errlen, "%s: header 'shape' is not a valid tuple", name);
         return -1;
     }
 }
@@ -196,7 +168,7 @@ static int parse_dict(const char *text, size_t len, const char *name, npy_info *
     cur c = {text, text + len};
     int seen_descr = 0, seen_fortran = 0, seen_shape = 0;
     if (!eat(&c, '{')) {
-        fail(err, errlen, "%s: .npy header is not a dict literal", name);
+        ml_errf(err, errlen, "%s: .npy header is not a dict literal", name);
         return -1;
     }
     for (;;) {
@@ -204,7 +176,7 @@ static int parse_dict(const char *text, size_t len, const char *name, npy_info *
             break;
         char key[32];
         if (parse_str(&c, key, sizeof key) != 0 || !eat(&c, ':')) {
-            fail(err, errlen, "%s: malformed .npy header dict", name);
+            ml_errf(err, errlen, "%s: malformed .npy header dict", name);
             return -1;
         }
         int *seen;
@@ -212,11 +184,11 @@ static int parse_dict(const char *text, size_t len, const char *name, npy_info *
             seen = &seen_descr;
             int r = parse_str(&c, info->descr, sizeof info->descr);
             if (r == -2) {
-                fail(err, errlen, "%s: dtype descr is too long to be float32", name);
+                ml_errf(err, errlen, "%s: dtype descr is too long to be float32", name);
                 return -1;
             }
             if (r != 0) {
-                fail(err, errlen,
+                ml_errf(err, errlen,
                      "%s: header 'descr' is not a plain dtype string (structured dtypes are "
                      "not supported; expected '<f4')",
                      name);
@@ -229,7 +201,7 @@ static int parse_dict(const char *text, size_t len, const char *name, npy_info *
             } else if (parse_word(&c, "False")) {
                 info->fortran = 0;
             } else {
-                fail(err, errlen, "%s: header 'fortran_order' is neither True nor False", name);
+                ml_errf(err, errlen, "%s: header 'fortran_order' is neither True nor False", name);
                 return -1;
             }
         } else if (strcmp(key, "shape") == 0) {
@@ -237,11 +209,11 @@ static int parse_dict(const char *text, size_t len, const char *name, npy_info *
             if (parse_shape(&c, info, name, err, errlen) != 0)
                 return -1;
         } else {
-            fail(err, errlen, "%s: unexpected key '%s' in .npy header", name, key);
+            ml_errf(err, errlen, "%s: unexpected key '%s' in .npy header", name, key);
             return -1;
         }
         if (*seen) {
-            fail(err, errlen, "%s: key '%s' appears twice in .npy header", name, key);
+            ml_errf(err, errlen, "%s: key '%s' appears twice in .npy header", name, key);
             return -1;
         }
         *seen = 1;
@@ -249,16 +221,16 @@ static int parse_dict(const char *text, size_t len, const char *name, npy_info *
             continue;
         if (eat(&c, '}'))
             break;
-        fail(err, errlen, "%s: malformed .npy header dict", name);
+        ml_errf(err, errlen, "%s: malformed .npy header dict", name);
         return -1;
     }
     skip_ws(&c);
     if (c.s != c.end) {
-        fail(err, errlen, "%s: unexpected text after the .npy header dict", name);
+        ml_errf(err, errlen, "%s: unexpected text after the .npy header dict", name);
         return -1;
     }
     if (!seen_descr || !seen_fortran || !seen_shape) {
-        fail(err, errlen, "%s: .npy header has no '%s'", name,
+        ml_errf(err, errlen, "%s: .npy header has no '%s'", name,
              !seen_descr ? "descr" : !seen_fortran ? "fortran_order" : "shape");
         return -1;
     }
@@ -284,7 +256,7 @@ static int parse_header(const unsigned char *p, size_t avail, const char *name, 
     if (pre < 0)
         return -1;
     if (hlen > avail - (size_t)pre) {
-        fail(err, errlen, "%s: truncated .npy header (%zu bytes announced, %zu present)", name,
+        ml_errf(err, errlen, "%s: truncated .npy header (%zu bytes announced, %zu present)", name,
              hlen, avail - (size_t)pre);
         return -1;
     }
@@ -295,22 +267,22 @@ static int parse_header(const unsigned char *p, size_t avail, const char *name, 
 static int dtype_ok(const npy_info *info) {
     if (strcmp(info->descr, "<f4") == 0)
         return 1;
-    return strcmp(info->descr, "=f4") == 0 && !host_is_big_endian();
+    return strcmp(info->descr, "=f4") == 0 && !ml_host_is_big_endian();
 }
 
 static int check_dtype(const npy_info *info, const char *name, char *err, size_t errlen) {
     if (info->descr[0] == '>' && strcmp(info->descr + 1, "f4") == 0) {
-        fail(err, errlen,
+        ml_errf(err, errlen,
              "%s: dtype '%s' is big-endian float32; only little-endian '<f4' is supported",
              name, info->descr);
         return -1;
     }
     if (!dtype_ok(info)) {
-        fail(err, errlen, "%s: dtype '%s' found, expected float32 '<f4'", name, info->descr);
+        ml_errf(err, errlen, "%s: dtype '%s' found, expected float32 '<f4'", name, info->descr);
         return -1;
     }
     if (info->fortran) {
-        fail(err, errlen, "%s: fortran_order is True; only C-order arrays are supported", name);
+        ml_errf(err, errlen, "%s: fortran_order is True; only C-order arrays are supported", name);
         return -1;
     }
     return 0;
@@ -323,25 +295,25 @@ static int check_size(const npy_info *info, uint64_t data_bytes, const char *nam
     char sh[200];
     format_shape(sh, sizeof sh, info->shape, info->ndim);
     if (info->nbytes == UINT64_MAX)
-        fail(err, errlen, "%s: truncated data: shape %s is larger than any file (file has %" PRIu64
+        ml_errf(err, errlen, "%s: truncated data: shape %s is larger than any file (file has %" PRIu64
              " data bytes)", name, sh, data_bytes);
     else if (data_bytes < info->nbytes)
-        fail(err, errlen, "%s: truncated data: shape %s needs %" PRIu64 " bytes, file has %" PRIu64,
+        ml_errf(err, errlen, "%s: truncated data: shape %s needs %" PRIu64 " bytes, file has %" PRIu64,
              name, sh, info->nbytes, data_bytes);
     else
-        fail(err, errlen, "%s: %" PRIu64 " unexpected bytes after the data of shape %s", name,
+        ml_errf(err, errlen, "%s: %" PRIu64 " unexpected bytes after the data of shape %s", name,
              data_bytes - info->nbytes, sh);
     return -1;
 }
 
 static float *alloc_data(const npy_info *info, const char *name, char *err, size_t errlen) {
     if (info->nbytes > SIZE_MAX) {
-        fail(err, errlen, "%s: array too large", name);
+        ml_errf(err, errlen, "%s: array too large", name);
         return NULL;
     }
     float *d = malloc(info->nbytes ? (size_t)info->nbytes : sizeof(float));
     if (!d)
-        fail(err, errlen, "%s: out of memory for %" PRIu64 " bytes", name, info->nbytes);
+        ml_errf(err, errlen, "%s: out of memory for %" PRIu64 " bytes", name, info->nbytes);
     return d;
 }
 
@@ -360,8 +332,8 @@ int npy_read_mem(const void *buf, size_t len, const char *name, float **data, in
         return -1;
     if (info.nbytes) {
         memcpy(d, (const unsigned char *)buf + info.data_offset, (size_t)info.nbytes);
-        if (host_is_big_endian())
-            swap32_inplace(d, (size_t)info.nbytes / 4);
+        if (ml_host_is_big_endian())
+            ml_swap32(d, (size_t)info.nbytes / 4);
     }
     *data = d;
     *ndim = info.ndim;
@@ -371,18 +343,11 @@ int npy_read_mem(const void *buf, size_t len, const char *name, float **data, in
 
 /* Opens a file and parses its header; *size gets the file size. */
 static FILE *open_npy(const char *path, npy_info *info, uint64_t *size, char *err, size_t errlen) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    size_t file_size;
+    FILE *fp = ml_open_regular(path, &file_size, err, errlen);
+    if (!fp)
         return NULL;
-    }
-    struct stat st;
-    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fail(err, errlen, "%s: not a regular file", path);
-        fclose(fp);
-        return NULL;
-    }
-    *size = (uint64_t)st.st_size;
+    *size = (uint64_t)file_size;
     unsigned char pre[12];
     size_t got = fread(pre, 1, sizeof pre, fp);
     size_t hlen;
@@ -393,19 +358,19 @@ static FILE *open_npy(const char *path, npy_info *info, uint64_t *size, char *er
     }
     size_t total = (size_t)plen + hlen;
     if (total > *size) {
-        fail(err, errlen, "%s: truncated .npy header (%zu bytes announced, file has %" PRIu64 ")",
+        ml_errf(err, errlen, "%s: truncated .npy header (%zu bytes announced, file has %" PRIu64 ")",
              path, hlen, *size);
         fclose(fp);
         return NULL;
     }
     unsigned char *h = malloc(total);
     if (!h) {
-        fail(err, errlen, "%s: out of memory for the header", path);
+        ml_errf(err, errlen, "%s: out of memory for the header", path);
         fclose(fp);
         return NULL;
     }
     if (fseek(fp, 0, SEEK_SET) != 0 || fread(h, 1, total, fp) != total) {
-        fail(err, errlen, "%s: read error in the header", path);
+        ml_errf(err, errlen, "%s: read error in the header", path);
         free(h);
         fclose(fp);
         return NULL;
@@ -423,11 +388,11 @@ static int read_payload(FILE *fp, const npy_info *info, float *dst, const char *
                         size_t errlen) {
     size_t nb = (size_t)info->nbytes;
     if (nb && fread(dst, 1, nb, fp) != nb) {
-        fail(err, errlen, "%s: read error in the data", path);
+        ml_errf(err, errlen, "%s: read error in the data", path);
         return -1;
     }
-    if (host_is_big_endian())
-        swap32_inplace(dst, nb / 4);
+    if (ml_host_is_big_endian())
+        ml_swap32(dst, nb / 4);
     return 0;
 }
 
@@ -461,7 +426,7 @@ int npy_read(const char *path, float **data, int *ndim, int64_t shape[8], char *
 int npy_read_expect(const char *path, float *dst, int ndim, const int64_t *expect, char *err,
                     size_t errlen) {
     if (ndim < 0 || ndim > NPY_MAX_DIMS || (ndim > 0 && !expect)) {
-        fail(err, errlen, "%s: invalid expected shape (%d dimensions)", path, ndim);
+        ml_errf(err, errlen, "%s: invalid expected shape (%d dimensions)", path, ndim);
         return -1;
     }
     npy_info info;
@@ -476,7 +441,7 @@ int npy_read_expect(const char *path, float *dst, int ndim, const int64_t *expec
         char want[200], got[200];
         format_shape(want, sizeof want, expect, ndim);
         format_shape(got, sizeof got, info.shape, info.ndim);
-        fail(err, errlen,
+        ml_errf(err, errlen,
              "%s: expected float32 '<f4' C-order array of shape %s, found dtype '%s'%s shape %s",
              path, want, info.descr, info.fortran ? " (Fortran order)" : "", got);
         fclose(fp);
@@ -492,24 +457,24 @@ int npy_read_expect(const char *path, float *dst, int ndim, const int64_t *expec
 int npy_write(const char *path, const float *data, int ndim, const int64_t *shape, char *err,
               size_t errlen) {
     if (ndim < 0 || ndim > NPY_MAX_DIMS || (ndim > 0 && !shape)) {
-        fail(err, errlen, "%s: cannot write an array of %d dimensions (0 to %d)", path, ndim,
+        ml_errf(err, errlen, "%s: cannot write an array of %d dimensions (0 to %d)", path, ndim,
              NPY_MAX_DIMS);
         return -1;
     }
     size_t numel = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0) {
-            fail(err, errlen, "%s: negative dimension %" PRId64 " at index %d", path, shape[i], i);
+            ml_errf(err, errlen, "%s: negative dimension %" PRId64 " at index %d", path, shape[i], i);
             return -1;
         }
         if (shape[i] && numel > SIZE_MAX / 4 / (uint64_t)shape[i]) {
-            fail(err, errlen, "%s: array too large", path);
+            ml_errf(err, errlen, "%s: array too large", path);
             return -1;
         }
         numel *= (size_t)shape[i];
     }
     if (numel && !data) {
-        fail(err, errlen, "%s: no data to write", path);
+        ml_errf(err, errlen, "%s: no data to write", path);
         return -1;
     }
     char sh[200];
@@ -537,20 +502,20 @@ int npy_write(const char *path, const float *data, int ndim, const int64_t *shap
         return -1;
     int bad = fwrite(pre, 1, 10, af.fp) != 10 || fwrite(hdr, 1, hlen, af.fp) != hlen;
     if (!bad && numel) {
-        if (!host_is_big_endian()) {
+        if (!ml_host_is_big_endian()) {
             bad = fwrite(data, sizeof(float), numel, af.fp) != numel;
         } else {
             float tmp[1024];
             for (size_t i = 0; !bad && i < numel; i += 1024) {
                 size_t k = numel - i < 1024 ? numel - i : 1024;
                 memcpy(tmp, data + i, k * sizeof(float));
-                swap32_inplace(tmp, k);
+                ml_swap32(tmp, k);
                 bad = fwrite(tmp, sizeof(float), k, af.fp) != k;
             }
         }
     }
     if (bad) {
-        fail(err, errlen, "%s: cannot write temporary file %s: %s", path, af.tmp_path,
+        ml_errf(err, errlen, "%s: cannot write temporary file %s: %s", path, af.tmp_path,
              strerror(errno));
         atomic_abort(&af);
         return -1;

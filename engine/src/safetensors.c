@@ -2,6 +2,7 @@
  * file: every offset and size is checked against the bytes actually present
  * before any copy, following the rules of the reference (Python/Rust)
  * implementation: tensors must tile the data section exactly, in any order. */
+#include "file_util.h"
 #include "safetensors.h"
 
 #include "atomic_file.h"
@@ -17,35 +18,6 @@
 
 #define ST_MAX_DIMS 8
 #define ST_NAME_MAX ((int)sizeof(((st_tensor *)0)->name))
-
-static void fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static int host_is_big_endian(void) {
-    const uint16_t one = 1;
-    unsigned char b;
-    memcpy(&b, &one, 1);
-    return b == 0;
-}
-
-static void swap32_inplace(void *p, size_t count) {
-    unsigned char *b = p;
-    for (size_t i = 0; i < count; i++, b += 4) {
-        unsigned char t0 = b[0], t1 = b[1];
-        b[0] = b[3];
-        b[1] = b[2];
-        b[2] = t1;
-        b[3] = t0;
-    }
-}
 
 static uint64_t load_le64(const unsigned char *b) {
     uint64_t v = 0;
@@ -85,38 +57,38 @@ static int parse_entry(const char *path, const char *key, json_t *val, uint64_t 
     memset(e, 0, sizeof *e);
     e->name = key;
     if ((int)strlen(key) >= ST_NAME_MAX) {
-        fail(err, errlen, "%s: tensor '%.60s...': name longer than %d bytes", path, key,
+        ml_errf(err, errlen, "%s: tensor '%.60s...': name longer than %d bytes", path, key,
              ST_NAME_MAX - 1);
         return -1;
     }
     if (!json_is_object(val)) {
-        fail(err, errlen, "%s: tensor '%s': header entry is not a JSON object", path, key);
+        ml_errf(err, errlen, "%s: tensor '%s': header entry is not a JSON object", path, key);
         return -1;
     }
     json_t *dtype = json_object_get(val, "dtype");
     json_t *shape = json_object_get(val, "shape");
     json_t *offs = json_object_get(val, "data_offsets");
     if (!dtype || !shape || !offs) {
-        fail(err, errlen, "%s: tensor '%s': entry has no \"%s\"", path, key,
+        ml_errf(err, errlen, "%s: tensor '%s': entry has no \"%s\"", path, key,
              !dtype ? "dtype" : !shape ? "shape" : "data_offsets");
         return -1;
     }
     if (!json_is_string(dtype)) {
-        fail(err, errlen, "%s: tensor '%s': \"dtype\" is not a string", path, key);
+        ml_errf(err, errlen, "%s: tensor '%s': \"dtype\" is not a string", path, key);
         return -1;
     }
     if (strcmp(json_string_value(dtype), "F32") != 0) {
-        fail(err, errlen, "%s: tensor '%s' has dtype %.32s, only F32 is supported", path, key,
+        ml_errf(err, errlen, "%s: tensor '%s' has dtype %.32s, only F32 is supported", path, key,
              json_string_value(dtype));
         return -1;
     }
     if (!json_is_array(shape)) {
-        fail(err, errlen, "%s: tensor '%s': \"shape\" is not an array", path, key);
+        ml_errf(err, errlen, "%s: tensor '%s': \"shape\" is not an array", path, key);
         return -1;
     }
     size_t nd = json_array_size(shape);
     if (nd > ST_MAX_DIMS) {
-        fail(err, errlen, "%s: tensor '%s' has %zu dimensions, at most %d are supported", path,
+        ml_errf(err, errlen, "%s: tensor '%s' has %zu dimensions, at most %d are supported", path,
              key, nd, ST_MAX_DIMS);
         return -1;
     }
@@ -128,12 +100,12 @@ static int parse_entry(const char *path, const char *key, json_t *val, uint64_t 
     for (size_t i = 0; i < nd; i++) {
         json_t *d = json_array_get(shape, i);
         if (!json_is_integer(d)) {
-            fail(err, errlen, "%s: tensor '%s': shape entry %zu is not an integer", path, key, i);
+            ml_errf(err, errlen, "%s: tensor '%s': shape entry %zu is not an integer", path, key, i);
             return -1;
         }
         json_int_t v = json_integer_value(d);
         if (v < 0) {
-            fail(err, errlen, "%s: tensor '%s': negative dimension %lld at shape index %zu", path,
+            ml_errf(err, errlen, "%s: tensor '%s': negative dimension %lld at shape index %zu", path,
                  key, (long long)v, i);
             return -1;
         }
@@ -145,19 +117,19 @@ static int parse_entry(const char *path, const char *key, json_t *val, uint64_t 
     }
     if (!json_is_array(offs) || json_array_size(offs) != 2 ||
         !json_is_integer(json_array_get(offs, 0)) || !json_is_integer(json_array_get(offs, 1))) {
-        fail(err, errlen, "%s: tensor '%s': \"data_offsets\" is not an array of 2 integers", path,
+        ml_errf(err, errlen, "%s: tensor '%s': \"data_offsets\" is not an array of 2 integers", path,
              key);
         return -1;
     }
     json_int_t b = json_integer_value(json_array_get(offs, 0));
     json_int_t en = json_integer_value(json_array_get(offs, 1));
     if (b < 0 || en < 0 || b > en) {
-        fail(err, errlen, "%s: tensor '%s': invalid data_offsets [%lld, %lld]", path, key,
+        ml_errf(err, errlen, "%s: tensor '%s': invalid data_offsets [%lld, %lld]", path, key,
              (long long)b, (long long)en);
         return -1;
     }
     if ((uint64_t)en > data_len) {
-        fail(err, errlen,
+        ml_errf(err, errlen,
              "%s: tensor '%s': data_offsets [%lld, %lld] out of range (data section has %" PRIu64
              " bytes)",
              path, key, (long long)b, (long long)en, data_len);
@@ -168,7 +140,7 @@ static int parse_entry(const char *path, const char *key, json_t *val, uint64_t 
     if (numel >= cap || numel * 4 != e->end - e->begin) {
         char sh[200];
         format_shape(sh, sizeof sh, e->shape, e->ndim);
-        fail(err, errlen,
+        ml_errf(err, errlen,
              "%s: tensor '%s': shape %s does not match data_offsets [%lld, %lld] (%" PRIu64
              " bytes, 4 per F32 value)",
              path, key, sh, (long long)b, (long long)en, e->end - e->begin);
@@ -186,7 +158,7 @@ static int check_tiling(const char *path, st_entry *ents, int n, uint64_t data_l
     uint64_t pos = 0;
     for (int i = 0; i < n; i++) {
         if (ents[i].begin < pos) {
-            fail(err, errlen,
+            ml_errf(err, errlen,
                  "%s: tensor '%s' (data_offsets [%" PRIu64 ", %" PRIu64
                  "]) overlaps tensor '%s' (data_offsets [%" PRIu64 ", %" PRIu64 "])",
                  path, ents[i].name, ents[i].begin, ents[i].end, ents[i - 1].name,
@@ -194,7 +166,7 @@ static int check_tiling(const char *path, st_entry *ents, int n, uint64_t data_l
             return -1;
         }
         if (ents[i].begin > pos) {
-            fail(err, errlen,
+            ml_errf(err, errlen,
                  "%s: data bytes [%" PRIu64 ", %" PRIu64 ") belong to no tensor (before tensor '%s')",
                  path, pos, ents[i].begin, ents[i].name);
             return -1;
@@ -202,7 +174,7 @@ static int check_tiling(const char *path, st_entry *ents, int n, uint64_t data_l
         pos = ents[i].end;
     }
     if (pos != data_len) {
-        fail(err, errlen,
+        ml_errf(err, errlen,
              "%s: tensor data covers %" PRIu64 " bytes but the data section has %" PRIu64 " bytes",
              path, pos, data_len);
         return -1;
@@ -214,12 +186,12 @@ static int check_metadata(const char *path, json_t *val, char *err, size_t errle
     const char *k;
     json_t *v;
     if (!json_is_object(val)) {
-        fail(err, errlen, "%s: \"__metadata__\" is not a JSON object", path);
+        ml_errf(err, errlen, "%s: \"__metadata__\" is not a JSON object", path);
         return -1;
     }
     json_object_foreach(val, k, v) {
         if (!json_is_string(v)) {
-            fail(err, errlen, "%s: \"__metadata__\" key '%s' is not a string", path, k);
+            ml_errf(err, errlen, "%s: \"__metadata__\" key '%s' is not a string", path, k);
             return -1;
         }
     }
@@ -233,13 +205,13 @@ int st_read_mem(const void *buf, size_t len, const char *name, st_file *out, cha
     if (!name)
         name = "<memory>";
     if (len < 8) {
-        fail(err, errlen, "%s: file too short for a safetensors header (%zu bytes, need 8)", name,
+        ml_errf(err, errlen, "%s: file too short for a safetensors header (%zu bytes, need 8)", name,
              len);
         return -1;
     }
     uint64_t hlen = load_le64(p);
     if (hlen > (uint64_t)(len - 8)) {
-        fail(err, errlen,
+        ml_errf(err, errlen,
              "%s: header length %" PRIu64 " exceeds the file (%zu bytes after the length field)",
              name, hlen, len - 8);
         return -1;
@@ -248,14 +220,14 @@ int st_read_mem(const void *buf, size_t len, const char *name, st_file *out, cha
     json_t *root = json_loadb((const char *)p + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
         if (json_error_code(&jerr) == json_error_duplicate_key)
-            fail(err, errlen, "%s: duplicate tensor name in header (%s)", name, jerr.text);
+            ml_errf(err, errlen, "%s: duplicate tensor name in header (%s)", name, jerr.text);
         else
-            fail(err, errlen, "%s: header is not valid JSON: %s (at header byte %d)", name,
+            ml_errf(err, errlen, "%s: header is not valid JSON: %s (at header byte %d)", name,
                  jerr.text, jerr.position);
         return -1;
     }
     if (!json_is_object(root)) {
-        fail(err, errlen, "%s: header is not a JSON object", name);
+        ml_errf(err, errlen, "%s: header is not a JSON object", name);
         json_decref(root);
         return -1;
     }
@@ -265,7 +237,7 @@ int st_read_mem(const void *buf, size_t len, const char *name, st_file *out, cha
     size_t n_keys = json_object_size(root);
     st_entry *ents = calloc(n_keys ? n_keys : 1, sizeof *ents);
     if (!ents) {
-        fail(err, errlen, "%s: out of memory for %zu header entries", name, n_keys);
+        ml_errf(err, errlen, "%s: out of memory for %zu header entries", name, n_keys);
         json_decref(root);
         return -1;
     }
@@ -290,7 +262,7 @@ int st_read_mem(const void *buf, size_t len, const char *name, st_file *out, cha
     if (rc == 0) {
         ts = calloc(n ? (size_t)n : 1, sizeof *ts);
         if (!ts) {
-            fail(err, errlen, "%s: out of memory for %d tensors", name, n);
+            ml_errf(err, errlen, "%s: out of memory for %d tensors", name, n);
             rc = -1;
         }
     }
@@ -303,15 +275,15 @@ int st_read_mem(const void *buf, size_t len, const char *name, st_file *out, cha
         /* Never a NULL data pointer, so callers can copy 0 values safely. */
         t->data = malloc(t->numel ? t->numel * sizeof(float) : sizeof(float));
         if (!t->data) {
-            fail(err, errlen, "%s: tensor '%s': out of memory for %zu values", name, t->name,
+            ml_errf(err, errlen, "%s: tensor '%s': out of memory for %zu values", name, t->name,
                  t->numel);
             rc = -1;
             break;
         }
         if (t->numel) {
             memcpy(t->data, data + ents[i].begin, t->numel * sizeof(float));
-            if (host_is_big_endian())
-                swap32_inplace(t->data, t->numel);
+            if (ml_host_is_big_endian())
+                ml_swap32(t->data, t->numel);
         }
     }
     free(ents);
@@ -328,21 +300,13 @@ int st_read_mem(const void *buf, size_t len, const char *name, st_file *out, cha
 /* Reads a whole regular file into memory. */
 static int read_whole_file(const char *path, unsigned char **buf, size_t *len, char *err,
                            size_t errlen) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    size_t size;
+    FILE *fp = ml_open_regular(path, &size, err, errlen);
+    if (!fp)
         return -1;
-    }
-    struct stat st;
-    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fail(err, errlen, "%s: not a regular file", path);
-        fclose(fp);
-        return -1;
-    }
-    size_t size = (size_t)st.st_size;
     unsigned char *b = malloc(size ? size : 1);
     if (!b) {
-        fail(err, errlen, "%s: out of memory reading %zu bytes", path, size);
+        ml_errf(err, errlen, "%s: out of memory reading %zu bytes", path, size);
         fclose(fp);
         return -1;
     }
@@ -350,7 +314,7 @@ static int read_whole_file(const char *path, unsigned char **buf, size_t *len, c
     int bad = ferror(fp);
     fclose(fp);
     if (bad || got != size) {
-        fail(err, errlen, "%s: read error (%zu of %zu bytes)", path, got, size);
+        ml_errf(err, errlen, "%s: read error (%zu of %zu bytes)", path, got, size);
         free(b);
         return -1;
     }
@@ -431,39 +395,39 @@ static int check_tensor_for_write(const char *path, const st_tensor *ts, int n, 
     const st_tensor *t = &ts[i];
     size_t nl = strnlen(t->name, sizeof t->name);
     if (nl == 0 || nl == sizeof t->name) {
-        fail(err, errlen, "%s: tensor %d: name is empty or not terminated", path, i);
+        ml_errf(err, errlen, "%s: tensor %d: name is empty or not terminated", path, i);
         return -1;
     }
     if (strcmp(t->name, "__metadata__") == 0) {
-        fail(err, errlen, "%s: tensor %d: \"__metadata__\" is reserved", path, i);
+        ml_errf(err, errlen, "%s: tensor %d: \"__metadata__\" is reserved", path, i);
         return -1;
     }
     for (size_t k = 0; k < nl; k++) {
         if ((unsigned char)t->name[k] < 0x20 || (unsigned char)t->name[k] >= 0x7f) {
-            fail(err, errlen, "%s: tensor '%s': name must be printable ASCII", path, t->name);
+            ml_errf(err, errlen, "%s: tensor '%s': name must be printable ASCII", path, t->name);
             return -1;
         }
     }
     for (int j = 0; j < i; j++) {
         if (strcmp(ts[j].name, t->name) == 0) {
-            fail(err, errlen, "%s: duplicate tensor name '%s'", path, t->name);
+            ml_errf(err, errlen, "%s: duplicate tensor name '%s'", path, t->name);
             return -1;
         }
     }
     if (t->ndim < 0 || t->ndim > ST_MAX_DIMS) {
-        fail(err, errlen, "%s: tensor '%s': %d dimensions (0 to %d allowed)", path, t->name,
+        ml_errf(err, errlen, "%s: tensor '%s': %d dimensions (0 to %d allowed)", path, t->name,
              t->ndim, ST_MAX_DIMS);
         return -1;
     }
     size_t numel = 1;
     for (int d = 0; d < t->ndim; d++) {
         if (t->shape[d] < 0) {
-            fail(err, errlen, "%s: tensor '%s': negative dimension %" PRId64, path, t->name,
+            ml_errf(err, errlen, "%s: tensor '%s': negative dimension %" PRId64, path, t->name,
                  t->shape[d]);
             return -1;
         }
         if (t->shape[d] != 0 && numel > SIZE_MAX / 4 / (uint64_t)t->shape[d]) {
-            fail(err, errlen, "%s: tensor '%s': shape too large", path, t->name);
+            ml_errf(err, errlen, "%s: tensor '%s': shape too large", path, t->name);
             return -1;
         }
         numel *= (size_t)t->shape[d];
@@ -471,12 +435,12 @@ static int check_tensor_for_write(const char *path, const st_tensor *ts, int n, 
     if (numel != t->numel) {
         char sh[200];
         format_shape(sh, sizeof sh, t->shape, t->ndim);
-        fail(err, errlen, "%s: tensor '%s': shape %s holds %zu values but numel is %zu", path,
+        ml_errf(err, errlen, "%s: tensor '%s': shape %s holds %zu values but numel is %zu", path,
              t->name, sh, numel, t->numel);
         return -1;
     }
     if (numel && !t->data) {
-        fail(err, errlen, "%s: tensor '%s': no data", path, t->name);
+        ml_errf(err, errlen, "%s: tensor '%s': no data", path, t->name);
         return -1;
     }
     (void)n;
@@ -486,13 +450,13 @@ static int check_tensor_for_write(const char *path, const st_tensor *ts, int n, 
 static int write_le_floats(FILE *fp, const float *v, size_t count) {
     if (count == 0)
         return 0;
-    if (!host_is_big_endian())
+    if (!ml_host_is_big_endian())
         return fwrite(v, sizeof(float), count, fp) == count ? 0 : -1;
     float tmp[1024];
     while (count) {
         size_t k = count < 1024 ? count : 1024;
         memcpy(tmp, v, k * sizeof(float));
-        swap32_inplace(tmp, k);
+        ml_swap32(tmp, k);
         if (fwrite(tmp, sizeof(float), k, fp) != k)
             return -1;
         v += k;
@@ -503,7 +467,7 @@ static int write_le_floats(FILE *fp, const float *v, size_t count) {
 
 int st_write(const char *path, const st_tensor *tensors, int n, char *err, size_t errlen) {
     if (n < 0 || (n > 0 && !tensors)) {
-        fail(err, errlen, "%s: invalid tensor list (%d tensors)", path ? path : "(null)", n);
+        ml_errf(err, errlen, "%s: invalid tensor list (%d tensors)", path ? path : "(null)", n);
         return -1;
     }
     for (int i = 0; i < n; i++)
@@ -531,7 +495,7 @@ int st_write(const char *path, const st_tensor *tensors, int n, char *err, size_
         sb_add(&h, " ");
     if (h.oom) {
         free(h.s);
-        fail(err, errlen, "%s: out of memory building the header", path);
+        ml_errf(err, errlen, "%s: out of memory building the header", path);
         return -1;
     }
 
@@ -548,7 +512,7 @@ int st_write(const char *path, const st_tensor *tensors, int n, char *err, size_
     for (int i = 0; !bad && i < n; i++)
         bad = write_le_floats(af.fp, tensors[i].data, tensors[i].numel) != 0;
     if (bad) {
-        fail(err, errlen, "%s: cannot write temporary file %s: %s", path, af.tmp_path,
+        ml_errf(err, errlen, "%s: cannot write temporary file %s: %s", path, af.tmp_path,
              strerror(errno));
         atomic_abort(&af);
         return -1;
