@@ -262,8 +262,25 @@ static moelat_status step_percell(moelat_lattice *lat) {
     int rc = ml_percell_run(lat, ids, lat->n_chunks, lat->states, lat->next);
     double dt = ml_now_ms() - t0;
     free(ids);
+    if (rc != 0 && strstr(lat->err, "non-finite")) {
+        /* The host path stops each row at its first bad cell, so the count
+         * is a lower bound. */
+        size_t bad = 0;
+        for (size_t i = 0; i < lat->N; i++) {
+            const float *v = lat->next + i * (size_t)lat->S;
+            for (int s = 0; s < lat->S; s++)
+                if (!isfinite(v[s])) {
+                    bad++;
+                    break;
+                }
+        }
+        char why[sizeof lat->err];
+        snprintf(why, sizeof why, "%s", lat->err);
+        ml_fail(lat, MOELAT_ERR_NONFINITE, "%s (at least %zu cells non-finite)", why, bad > 0 ? bad : 1);
+        return MOELAT_ERR_NONFINITE;
+    }
     if (rc != 0)
-        return lat->err[0] && strstr(lat->err, "non-finite") ? MOELAT_ERR_NONFINITE : MOELAT_ERR_PLUGIN;
+        return MOELAT_ERR_PLUGIN;
     lat->stats.percell_chunks += (uint64_t)lat->n_chunks;
     lat->stats.percell_cells += lat->N;
     lat->stats.percell_ms += dt;
