@@ -599,11 +599,6 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
         goto out;
     keep_event(se, agg, 3);
 
-    int need_host_states = 0;
-    for (int k = 0; k < MOELAT_BANDS; k++)
-        need_host_states |= !b->expert_on_device[k];
-    (void)need_host_states;
-
     for (int k = 0; k < MOELAT_BANDS; k++) {
         cl_command_queue qk = b->ctx.queues[(qi + 1 + k) % nq];
         if (!b->expert_on_device[k]) {
@@ -807,9 +802,10 @@ int ml_batch_step(moelat_lattice *lat) {
                 clFinish(b->ctx.queues[q]);
             if (ml_batch_sync_to_host(lat) != 0)
                 goto fail;
+            /* Move it to the host list; the last device chunk takes its
+             * slot and is enqueued next. */
             host_ids[n_host++] = dev_ids[i];
             dev_ids[i--] = dev_ids[--n_dev];
-            /* dev_ids order changed; the queue choice (i) stays balanced */
         }
     }
     for (int k = 0; k < MOELAT_BANDS; k++)
