@@ -12,6 +12,9 @@
 
 #include <cmocka.h>
 
+#include <math.h>
+
+#include "npy.h"
 #include "test_support.h"
 
 /* Runs the engine with args; returns the exit code, stdout in *out. */
@@ -124,6 +127,32 @@ static void test_save_and_reload(void **state) {
     free(dir);
 }
 
+static void test_nonfinite_run(void **state) {
+    (void)state;
+    /* A NaN in the initial states: the run stops at step 1 with a non-zero
+     * exit, names the step and the cell, and still saves the states. */
+    char *dir = ts_tmpdir();
+    char in[1024], out[1024], args[4096], err[512];
+    snprintf(in, sizeof in, "%s/bad.npy", dir);
+    snprintf(out, sizeof out, "%s/after.npy", dir);
+    size_t n = 6 * 5 * 4 * 24;
+    float *v = malloc(n * sizeof(float));
+    ts_random(v, n, 0.1, ts_seed());
+    v[(2 + 6 * (1 + 5 * 3)) * 24 + 7] = NAN;
+    int64_t shape[4] = {4, 5, 6, 24};
+    assert_int_equal(npy_write(in, v, 4, shape, err, sizeof err), 0);
+    snprintf(args, sizeof args, "run --dims 6x5x4 --steps 3 --state %s --save-state %s", in, out);
+    assert_int_equal(engine(args, NULL), 1);
+    char *e = last_stderr();
+    assert_non_null(strstr(e, "non-finite"));
+    assert_non_null(strstr(e, "step 1"));
+    free(e);
+    float *saved = ts_read_npy(out, n);
+    free(saved);
+    free(v);
+    free(dir);
+}
+
 static void test_check_command(void **state) {
     (void)state;
     char *out;
@@ -144,6 +173,7 @@ int main(void) {
         cmocka_unit_test(test_usage_errors),     cmocka_unit_test(test_run_json),
         cmocka_unit_test(test_run_experiment_percell), cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_save_and_reload),  cmocka_unit_test(test_check_command),
+        cmocka_unit_test(test_nonfinite_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
