@@ -357,6 +357,15 @@ int ml_batch_create(moelat_lattice *lat, ml_batch **out) {
     }
     cl_int rc;
     size_t bytes = lat->N * (size_t)lat->S * sizeof(float);
+    /* States stay whole on the device (two buffers); say so plainly when
+     * they cannot, rather than with the driver's error code. */
+    if ((cl_ulong)bytes > dev.max_alloc_bytes || 2 * (cl_ulong)bytes > dev.global_mem_bytes) {
+        ml_fail(lat, MOELAT_ERR_DEVICE,
+                "states of %zu bytes exceed what %s holds (largest buffer %llu bytes, memory %llu bytes, two state "
+                "buffers needed); use --mode percell or a smaller lattice",
+                bytes, dev.name, (unsigned long long)dev.max_alloc_bytes, (unsigned long long)dev.global_mem_bytes);
+        goto fail;
+    }
     for (int i = 0; i < 2; i++) {
         b->states[i] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, bytes, NULL, &rc);
         if (rc != CL_SUCCESS) {

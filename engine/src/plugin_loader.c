@@ -1,6 +1,9 @@
 /* Expert plugin loader (see plugin_loader.h). A plugin is untrusted input:
  * every failure becomes a message naming the file and the reason, the
  * handle is closed, and the remaining files still load. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* dladdr */
+#endif
 #include "plugin_loader.h"
 
 #include <dirent.h>
@@ -8,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,12 +39,40 @@ static const char *g_install_dir = MOELAT_PLUGIN_INSTALL_DIR;
 static const char *g_install_dir = NULL;
 #endif
 
+/* The installed experts are the ones beside the libmoelat that is running,
+ * <its directory>/moelat/experts, found at run time so that a prefix can be
+ * installed or moved elsewhere than configured. A library with no such
+ * directory beside it is the build tree's and uses the compiled-in paths;
+ * an installed one never looks into the build tree, which may be stale. */
+static char g_lib_experts[PATH_MAX];
+static int g_lib_installed;
+static pthread_once_t g_lib_once = PTHREAD_ONCE_INIT;
+
+static void locate_library(void) {
+    Dl_info info;
+    /* Any address inside libmoelat names the file it was loaded from. */
+    if (dladdr(g_lib_experts, &info) == 0 || !info.dli_fname)
+        return;
+    char *real = realpath(info.dli_fname, NULL);
+    char *slash = real ? strrchr(real, '/') : NULL;
+    if (slash) {
+        *slash = '\0';
+        int n = snprintf(g_lib_experts, sizeof g_lib_experts, "%s/moelat/experts", real);
+        struct stat st;
+        g_lib_installed = n > 0 && (size_t)n < sizeof g_lib_experts &&
+                          stat(g_lib_experts, &st) == 0 && S_ISDIR(st.st_mode);
+    }
+    free(real);
+}
+
 const char *ml_plugin_build_dir(void) {
-    return g_build_dir;
+    pthread_once(&g_lib_once, locate_library);
+    return g_lib_installed ? NULL : g_build_dir;
 }
 
 const char *ml_plugin_install_dir(void) {
-    return g_install_dir;
+    pthread_once(&g_lib_once, locate_library);
+    return g_lib_installed ? g_lib_experts : g_install_dir;
 }
 
 static void fmt_err(char *err, size_t errlen, const char *fmt, ...)

@@ -1,11 +1,12 @@
 /* moelat-engine run: step a lattice and report timings. */
-#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "cli.h"
 #include "cli_common.h"
@@ -24,6 +25,12 @@ static void usage(FILE *out) {
             "  --save-state FILE      save the final states (.npy); also written when a step fails\n"
             "  --input FILE           external input of the z=0 face (.npy, float32, (Y, X, 16))\n"
             "  --save-outputs FILE    save the output face z=Z-1 (.npy, (Y, X, S))\n"
+            "  --checkpoint-dir DIR   save a checkpoint there at the end of the run\n"
+            "  --checkpoint-every N   also every N steps (step counter multiple of N)\n"
+            "  --resume DIR           continue from the checkpoint in DIR, bit-exactly; --steps\n"
+            "                         counts the additional steps. The model comes from the\n"
+            "                         checkpoint; model options given must agree with it, and\n"
+            "                         --weights must be the checkpoint's weights\n"
             "  --json                 print one JSON object instead of text\n"
             "  --quiet                no progress bar\n"
             "  --help                 this text\n",
@@ -88,6 +95,107 @@ static int save_output_face(moelat_lattice *lat, const char *path) {
     return rc;
 }
 
+/* Model fields set explicitly (options or --config keys): with --resume,
+ * the others come from the checkpoint, and these must agree with it. */
+typedef struct explicit_fields {
+    int preset, dims, state_size, radius_ratio, band_ratios, cnf_mode, cnf_steps, seed;
+    int expert[MOELAT_BANDS];
+    json_t *hidden; /* the config file's "hidden" object, or NULL */
+    json_t *root;
+} explicit_fields;
+
+static int config_file_keys(const char *path, explicit_fields *x) {
+    json_error_t je;
+    x->root = json_load_file(path, 0, &je);
+    if (!x->root || !json_is_object(x->root)) {
+        /* cli_build_config reports the file's problem. */
+        return 0;
+    }
+    x->preset |= json_object_get(x->root, "preset") != NULL;
+    x->dims |= json_object_get(x->root, "dims") != NULL;
+    x->state_size |= json_object_get(x->root, "state_size") != NULL;
+    x->radius_ratio |= json_object_get(x->root, "radius_ratio") != NULL;
+    x->band_ratios |= json_object_get(x->root, "band_ratios") != NULL;
+    x->cnf_mode |= json_object_get(x->root, "cnf_mode") != NULL;
+    x->cnf_steps |= json_object_get(x->root, "cnf_steps") != NULL;
+    x->seed |= json_object_get(x->root, "seed") != NULL;
+    json_t *e = json_object_get(x->root, "experts");
+    for (int k = 0; k < MOELAT_BANDS && json_is_object(e); k++)
+        x->expert[k] |= json_object_get(e, moelat_band_name(k)) != NULL;
+    x->hidden = json_object_get(x->root, "hidden");
+    return 0;
+}
+
+/* --resume: the config is the checkpoint's model with the explicit fields
+ * from the command line and --config on top; execution fields as usual. */
+static int resume_config(cli_model_opts *mo, const char *dir, moelat_config *cfg) {
+    char err[2048];
+    moelat_config ck;
+    if (moelat_config_preset("debug", &ck, err, sizeof err) != MOELAT_OK ||
+        moelat_checkpoint_config(dir, &ck, NULL, err, sizeof err) != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine run: --resume: %s\n", err);
+        return -1;
+    }
+    explicit_fields x;
+    memset(&x, 0, sizeof x);
+    if (mo->config_path)
+        config_file_keys(mo->config_path, &x);
+    x.preset |= mo->preset != NULL;
+    x.dims |= mo->dims != NULL;
+    x.radius_ratio |= mo->radius_ratio > 0;
+    x.cnf_mode |= mo->cnf_mode != NULL;
+    x.seed |= mo->seed >= 0;
+    for (int j = 0; j < mo->n_experts; j++)
+        for (int k = 0; k < MOELAT_BANDS; k++) {
+            size_t n = strlen(moelat_band_name(k));
+            if (strncmp(mo->experts[j], moelat_band_name(k), n) == 0 && mo->experts[j][n] == '=')
+                x.expert[k] = 1;
+        }
+    /* The checkpoint's preset is the base unless one is named. */
+    if (!x.preset)
+        mo->preset = ck.preset;
+    int rc = cli_build_config(mo, cfg, "run");
+    if (!x.preset)
+        mo->preset = NULL; /* pointed into ck */
+    if (rc == 0) {
+        if (!x.preset)
+            memcpy(cfg->preset, ck.preset, sizeof cfg->preset);
+        if (!x.dims)
+            memcpy(cfg->dims, ck.dims, sizeof cfg->dims);
+        if (!x.state_size)
+            cfg->state_size = ck.state_size;
+        if (!x.radius_ratio)
+            cfg->radius_ratio = ck.radius_ratio;
+        if (!x.band_ratios)
+            memcpy(cfg->band_ratio, ck.band_ratio, sizeof cfg->band_ratio);
+        if (!x.cnf_mode)
+            cfg->cnf_mode = ck.cnf_mode;
+        if (!x.cnf_steps)
+            cfg->cnf_steps = ck.cnf_steps;
+        if (!x.seed)
+            cfg->seed = ck.seed;
+        for (int k = 0; k < MOELAT_BANDS; k++)
+            if (!x.expert[k])
+                memcpy(cfg->expert[k], ck.expert[k], sizeof cfg->expert[k]);
+        for (int i = 0; i < ck.n_hidden; i++)
+            if (!x.hidden || !json_object_get(x.hidden, ck.hidden[i].name))
+                moelat_config_set_hidden(cfg, ck.hidden[i].name, ck.hidden[i].value);
+    }
+    json_decref(x.root);
+    return rc;
+}
+
+static int save_checkpoint(moelat_lattice *lat, const char *dir, int verbose) {
+    if (moelat_save_checkpoint(lat, dir) != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
+        return -1;
+    }
+    if (verbose)
+        fprintf(stderr, "moelat-engine run: checkpoint at step %llu saved to %s\n",
+                (unsigned long long)moelat_step_count(lat), dir);
+    return 0;
+}
+
 static int compare_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -99,6 +207,8 @@ int cmd_run(int argc, char **argv) {
     long long steps = 10;
     const char *weights = NULL, *save_weights = NULL, *state = NULL, *save_state = NULL;
     const char *input = NULL, *save_outputs = NULL;
+    const char *ckpt_dir = NULL, *resume = NULL;
+    long long ckpt_every = 0;
     int json = 0, quiet = 0;
     for (int i = 1; i < argc; i++) {
         int r = cli_model_opt(&mo, argc, argv, &i, "run");
@@ -113,6 +223,8 @@ int cmd_run(int argc, char **argv) {
                                 : strcmp(a, "--save-state") == 0   ? &save_state
                                 : strcmp(a, "--input") == 0        ? &input
                                 : strcmp(a, "--save-outputs") == 0 ? &save_outputs
+                                : strcmp(a, "--checkpoint-dir") == 0 ? &ckpt_dir
+                                : strcmp(a, "--resume") == 0       ? &resume
                                                                    : NULL;
         if (file_opt) {
             if (i + 1 >= argc) {
@@ -124,6 +236,13 @@ int cmd_run(int argc, char **argv) {
             steps = cli_parse_int(argv[++i]);
             if (steps < 0 || steps > 100000000) {
                 fprintf(stderr, "moelat-engine run: --steps wants a non-negative integer, got '%s'\n", argv[i]);
+                return 2;
+            }
+        } else if (strcmp(a, "--checkpoint-every") == 0 && i + 1 < argc) {
+            ckpt_every = cli_parse_int(argv[++i]);
+            if (ckpt_every < 1) {
+                fprintf(stderr, "moelat-engine run: --checkpoint-every wants a positive integer, got '%s'\n",
+                        argv[i]);
                 return 2;
             }
         } else if (strcmp(a, "--json") == 0) {
@@ -139,8 +258,18 @@ int cmd_run(int argc, char **argv) {
             return 2;
         }
     }
+    if (resume && state) {
+        fprintf(stderr, "moelat-engine run: --state and --resume both set the states; give one\n");
+        return 2;
+    }
+    if (ckpt_every && !ckpt_dir)
+        ckpt_dir = resume;
+    if (ckpt_every && !ckpt_dir) {
+        fprintf(stderr, "moelat-engine run: --checkpoint-every needs --checkpoint-dir (or --resume)\n");
+        return 2;
+    }
     moelat_config cfg;
-    if (cli_build_config(&mo, &cfg, "run") != 0)
+    if (resume ? resume_config(&mo, resume, &cfg) != 0 : cli_build_config(&mo, &cfg, "run") != 0)
         return 2;
 
     char err[2048];
@@ -159,6 +288,12 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
         goto done;
     }
+    if (resume &&
+        moelat_resume_checkpoint_ex(lat, resume, weights ? MOELAT_RESUME_KEEP_WEIGHTS : 0) != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine run: %s%s%s\n", moelat_last_error(lat), weights ? "; --weights " : "",
+                weights && strstr(moelat_last_error(lat), "weights digest") ? weights : "");
+        goto done;
+    }
     if (state && moelat_load_states(lat, state) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
         goto done;
@@ -171,6 +306,11 @@ int cmd_run(int argc, char **argv) {
     }
 
     int show_progress = !json && !quiet && isatty(STDERR_FILENO);
+    /* A resume into its own directory need not save the step it read. */
+    uint64_t last_ckpt = resume && ckpt_dir && strcmp(resume, ckpt_dir) == 0 ? moelat_step_count(lat)
+                                                                             : UINT64_MAX;
+    uint64_t first_step = moelat_step_count(lat);
+    int n_ckpt = 0;
     double t_start = now_s();
     long long done_steps = 0;
     moelat_status st = MOELAT_OK;
@@ -180,6 +320,12 @@ int cmd_run(int argc, char **argv) {
         step_ms[done_steps] = (now_s() - t0) * 1e3;
         if (st != MOELAT_OK)
             break;
+        if (ckpt_every && moelat_step_count(lat) % (uint64_t)ckpt_every == 0) {
+            if (save_checkpoint(lat, ckpt_dir, !json && !quiet) != 0)
+                goto done;
+            last_ckpt = moelat_step_count(lat);
+            n_ckpt++;
+        }
         double elapsed = now_s() - t_start;
         if (show_progress && (elapsed > 1.0 || done_steps + 1 == steps) && elapsed > 1.0)
             progress((int)done_steps + 1, (int)steps, elapsed);
@@ -198,6 +344,12 @@ int cmd_run(int argc, char **argv) {
     if (save_state && moelat_save_states(lat, save_state) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
         goto done;
+    }
+    if (ckpt_dir && last_ckpt != moelat_step_count(lat)) {
+        if (save_checkpoint(lat, ckpt_dir, !json && !quiet) != 0)
+            goto done;
+        last_ckpt = moelat_step_count(lat);
+        n_ckpt++;
     }
     if (save_outputs && save_output_face(lat, save_outputs) != 0)
         goto done;
@@ -220,6 +372,14 @@ int cmd_run(int argc, char **argv) {
                               "mean_ms_per_step", mean, "cells_per_second", cps, "mode",
                               cli_mode_name(moelat_get_mode(lat)), "device", moelat_device_name(lat),
                               "report", report_to_json(&rep));
+        json_object_set_new(o, "first_step", json_integer((json_int_t)first_step));
+        json_object_set_new(o, "step_count", json_integer((json_int_t)moelat_step_count(lat)));
+        if (ckpt_dir) {
+            json_object_set_new(o, "checkpoints", json_integer(n_ckpt));
+            json_object_set_new(o, "checkpoint_dir", json_string(ckpt_dir));
+        }
+        if (resume)
+            json_object_set_new(o, "resumed_from", json_string(resume));
         char *s = json_dumps(o, JSON_INDENT(2));
         puts(s);
         free(s);

@@ -164,6 +164,45 @@ typedef struct moelat_report {
 moelat_status moelat_get_report(const moelat_lattice *lat, moelat_report *report);
 void moelat_reset_report(moelat_lattice *lat);
 
+/* ---- Checkpoints ----------------------------------------------------
+ * A checkpoint directory holds everything a run needs to continue
+ * bit-exactly: the states (.npy), the external input when one is set
+ * (.npy), the weights (safetensors), the model config (JSON in the format of
+ * moelat_config_load_json, model keys only) and manifest.json, which names
+ * those files with the step counter, the weights digest and checksums.
+ * Every file is written atomically and the data files carry a generation
+ * number in their names, so an interrupted save leaves the previous
+ * checkpoint intact: the manifest is written last, and files it no longer
+ * names are removed only after it is in place. One writer per directory. */
+
+/* Saves the lattice at its current step into dir (created if missing). */
+moelat_status moelat_save_checkpoint(moelat_lattice *lat, const char *dir);
+
+/* Loads a checkpoint into a lattice created with the same model config:
+ * states, external input, step counter and the checkpoint's weights. Every
+ * model field (preset, dims, state size, radius ratio, band ratios, hidden
+ * sizes, experts, cnf mode and steps, seed) must match; otherwise
+ * MOELAT_ERR_INVALID names each difference ("checkpoint dims 9x8x7, this
+ * run 10x8x7"). Files that fail their checksum are MOELAT_ERR_FORMAT. On
+ * any error the lattice is unchanged. */
+moelat_status moelat_resume_checkpoint(moelat_lattice *lat, const char *dir);
+
+/* Flags of moelat_resume_checkpoint_ex. */
+#define MOELAT_RESUME_KEEP_WEIGHTS 1u /* keep the lattice's weights; refuse
+                                         unless their digest is the checkpoint's */
+
+moelat_status moelat_resume_checkpoint_ex(moelat_lattice *lat, const char *dir, unsigned flags);
+
+/* Reads a checkpoint's model config into cfg (model fields replaced,
+ * execution fields kept) and its step into *step (may be NULL), so that a
+ * caller can create the matching lattice before resuming. */
+moelat_status moelat_checkpoint_config(const char *dir, moelat_config *cfg, uint64_t *step,
+                                       char *err, size_t errlen);
+
+/* Digest of the lattice's weights (FNV-1a over every value), as stored in
+ * a checkpoint's manifest. */
+uint64_t moelat_weights_digest(moelat_lattice *lat);
+
 #ifdef __cplusplus
 }
 #endif
