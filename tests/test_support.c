@@ -91,6 +91,10 @@ char *ts_tmpdir(void) {
 }
 
 void ts_perturb_weights(moelat_lattice *lat, uint64_t seed, const char *tmpdir) {
+    ts_perturb_weights_by(lat, seed, tmpdir, 1.0);
+}
+
+void ts_perturb_weights_by(moelat_lattice *lat, uint64_t seed, const char *tmpdir, double a) {
     char path[1024], err[1024];
     snprintf(path, sizeof path, "%s/perturb.safetensors", tmpdir);
     if (moelat_save_weights(lat, path) != MOELAT_OK)
@@ -103,7 +107,7 @@ void ts_perturb_weights(moelat_lattice *lat, uint64_t seed, const char *tmpdir) 
     for (int t = 0; t < f.n_tensors; t++)
         for (size_t i = 0; i < f.tensors[t].numel; i++) {
             double u = ml_rng_uniform(&r), g = ml_rng_uniform(&r) - 0.5;
-            f.tensors[t].data[i] = (float)(f.tensors[t].data[i] * (0.5 + u) + 0.1 * g);
+            f.tensors[t].data[i] = (float)(f.tensors[t].data[i] * (1.0 + a * (u - 0.5)) + 0.1 * a * g);
         }
     if (st_write(path, f.tensors, f.n_tensors, err, sizeof err) != 0)
         fail_msg("%s", err);

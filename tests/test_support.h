@@ -22,8 +22,11 @@ void ts_diff(const float *a, const float *b, size_t n, double *max, double *mean
 /* Reads a float32 .npy file of known element count into a new buffer. */
 float *ts_read_npy(const char *path, size_t expect_count);
 /* Randomises every weight: each tensor element times U(0.5, 1.5) plus
- * N(0, 0.05^2), so tests never run on the init constants. */
+ * U(-0.05, 0.05), so tests never run on the init constants. */
 void ts_perturb_weights(moelat_lattice *lat, uint64_t seed, const char *tmpdir);
+/* The same with a chosen strength: times U(1 - a/2, 1 + a/2) plus
+ * U(-a/20, a/20); a = 1 is ts_perturb_weights. */
+void ts_perturb_weights_by(moelat_lattice *lat, uint64_t seed, const char *tmpdir, double a);
 /* A new temporary directory (mkdtemp). */
 char *ts_tmpdir(void);
 

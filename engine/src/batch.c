@@ -1007,3 +1007,7 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
     }
     return 0;
 }
+
+int ml_batch_expert_on_device(const moelat_lattice *lat, int band) {
+    return lat->batch && lat->batch->expert_on_device[band];
+}

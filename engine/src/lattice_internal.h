@@ -137,6 +137,9 @@ int ml_batch_upload_weights(moelat_lattice *lat);
  * order) from the current states, without the gate. */
 int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOELAT_BANDS],
                             float *const mean[MOELAT_BANDS], float *const absmean[MOELAT_BANDS]);
+/* 1 when band k's expert runs on the device (it has an OpenCL path that
+ * built and prepared), 0 when the host evaluates it. */
+int ml_batch_expert_on_device(const moelat_lattice *lat, int band);
 /* Runs a sample of cells on both paths; MOELAT_ERR_MISMATCH if they disagree. */
 moelat_status ml_batch_verify_sample(moelat_lattice *lat);
 

@@ -46,7 +46,9 @@ void ml_plugin_discover(const char *const *extra_paths, int n_extra, ml_plugin_s
 const ml_plugin *ml_plugin_find(const ml_plugin_set *set, const char *name);
 void ml_plugin_set_free(ml_plugin_set *set);
 
-/* Directories compiled in: the build tree's experts and the installed one. */
+/* Directories searched after the caller's and MOELAT_PLUGIN_PATH: the build
+ * tree's experts (only for the build tree's libmoelat) and the experts
+ * directory beside the running libmoelat (else the configured one). */
 const char *ml_plugin_build_dir(void);
 const char *ml_plugin_install_dir(void);
 

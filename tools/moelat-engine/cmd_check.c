@@ -111,6 +111,12 @@ static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol
                    moelat_band_name(k), max_m, max_a, ok ? "ok" : "OVER TOLERANCE");
     }
     for (int k = 0; k < MOELAT_BANDS && rc == 0; k++) {
+        if (!ml_batch_expert_on_device(dev, k)) {
+            if (!json)
+                printf("  expert %-10s (%s): evaluated on the host in batch mode (no device path), not compared\n",
+                       dev->expert[k].desc->name, moelat_band_name(k));
+            continue;
+        }
         if (ml_percell_expert_chunk(host, k, c, host->states, h) != 0) {
             fprintf(stderr, "moelat-engine check: %s\n", moelat_last_error(host));
             rc = -1;
