@@ -576,7 +576,7 @@ static void account_events(moelat_lattice *lat, step_events *se) {
 static int host_expert_chunk(moelat_lattice *lat, ml_batch *b, int k, const ml_chunk *c, chunk_set *s,
                              cl_command_queue q, cl_event wait, cl_event *done) {
     if (ml_percell_expert_chunk(lat, k, c, lat->states, b->host_expert_out) != 0)
-        return -1;
+        return -2; /* the expert itself failed: no device fallback helps */
     cl_int rc = clEnqueueWriteBuffer(q, s->out[k], CL_FALSE, 0, (size_t)c->n_cells * lat->S * sizeof(float),
                                      b->host_expert_out, wait ? 1 : 0, wait ? &wait : NULL, done);
     if (rc == CL_SUCCESS)
@@ -584,8 +584,9 @@ static int host_expert_chunk(moelat_lattice *lat, ml_batch *b, int k, const ml_c
     return cl_check(lat, rc, "uploading host expert outputs");
 }
 
-/* Enqueues chunk c. Returns 0, or -1 when its device work could not be
- * enqueued (lat->err says why; nothing of it writes the next buffer). */
+/* Enqueues chunk c. Returns 0; -1 when its device work could not be
+ * enqueued (lat->err says why; nothing of it writes the next buffer); -2
+ * when an expert evaluated on the host failed (the step cannot go on). */
 static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_event *pre, int n_pre,
                          step_events *se) {
     const ml_chunk *c = &lat->chunks[ci];
@@ -611,8 +612,11 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
     for (int k = 0; k < MOELAT_BANDS; k++) {
         cl_command_queue qk = b->ctx.queues[(qi + 1 + k) % nq];
         if (!b->expert_on_device[k]) {
-            if (host_expert_chunk(lat, b, k, c, s, qk, agg, &ex[k]) != 0)
+            int hr = host_expert_chunk(lat, b, k, c, s, qk, agg, &ex[k]);
+            if (hr != 0) {
+                rc = hr;
                 goto out;
+            }
             continue;
         }
         cl_event waits[1 + MOELAT_BANDS];
@@ -802,7 +806,18 @@ int ml_batch_step(moelat_lattice *lat) {
         }
     }
     for (int i = 0; i < n_dev; i++) {
-        if (enqueue_chunk(lat, b, dev_ids[i], i, pre, MOELAT_BANDS, &se) != 0) {
+        int er = enqueue_chunk(lat, b, dev_ids[i], i, pre, MOELAT_BANDS, &se);
+        if (er == -2) {
+            for (int q = 0; q < b->ctx.n_queues; q++)
+                clFinish(b->ctx.queues[q]);
+            for (int k = 0; k < MOELAT_BANDS; k++)
+                if (pre[k])
+                    clReleaseEvent(pre[k]);
+            account_events(lat, &se);
+            b->last_status = strstr(lat->err, "non-finite") ? MOELAT_ERR_NONFINITE : MOELAT_ERR_PLUGIN;
+            goto fail;
+        }
+        if (er != 0) {
             /* Its device work failed: this chunk runs on the host. Work of
              * it already enqueued may still use the chunk's scratch set:
              * drain the queues before another chunk reuses it. */
@@ -844,7 +859,10 @@ int ml_batch_step(moelat_lattice *lat) {
     double total = ml_now_ms() - t0;
     account_events(lat, &se);
     if (rc != 0) {
-        b->last_status = strstr(lat->err, "non-finite") ? MOELAT_ERR_NONFINITE : MOELAT_ERR_DEVICE;
+        /* The host part failed (an expert's error or NaN), or a device call. */
+        b->last_status = strstr(lat->err, "non-finite") ? MOELAT_ERR_NONFINITE
+                         : strstr(lat->err, "expert '")  ? MOELAT_ERR_PLUGIN
+                                                         : MOELAT_ERR_DEVICE;
         goto fail;
     }
     if (n_dev > 0) {
