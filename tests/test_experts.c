@@ -348,7 +348,7 @@ static void assert_shape(const tensor_set *t, const char *name, int d0, int d1) 
                  s->shape[0], s->shape[1], nd, d0, d1);
 }
 
-/* Init rules of the brief: Linear U(fan_in = in), LayerNorm 1/0, scalars. */
+/* Init rules of MODEL.md: Linear U(fan_in = in), LayerNorm 1/0, scalars. */
 static void check_inits(const tensor_set *t) {
     for (int i = 0; i < t->n; i++) {
         const moelat_tensor_spec *s = &t->specs[i];
@@ -903,7 +903,7 @@ static void check_cl_agreement(int b, int mode) {
         int n;
     } runs[] = {{"one chunk", whole, 1}, {"two chunks (x)", halves_x, 2},
                 {"three chunks (z, y)", split_zy, 3}};
-    /* The brief allows 1e-3 in lipschitz mode; the difference-carrying
+    /* MODEL.md suggests 1e-3 in lipschitz mode; the difference-carrying
      * evaluation of cnf.cl and the double host CNF keep it near 1e-6, so a
      * looser check would hide a regression. */
     double tol = mode == 1 ? 1e-4 : 1e-5;
