@@ -584,6 +584,32 @@ static int host_expert_chunk(moelat_lattice *lat, ml_batch *b, int k, const ml_c
     return cl_check(lat, rc, "uploading host expert outputs");
 }
 
+/* The call that hands chunk c, with its scratch set s, to band k's expert. */
+static moelat_cl_chunk chunk_call(const moelat_lattice *lat, const ml_batch *b, int k, const ml_chunk *c,
+                                  const chunk_set *s, cl_command_queue q, const cl_event *wait, int n_wait,
+                                  cl_event *done) {
+    moelat_cl_chunk ch = {
+        .struct_size = sizeof ch,
+        .queue = q,
+        .states = b->states[b->cur],
+        .ext = b->ext,
+        .offsets = b->offsets[k],
+        .n_offsets = lat->stencil.count[k],
+        .origin = {c->origin[0], c->origin[1], c->origin[2]},
+        .extent = {c->extent[0], c->extent[1], c->extent[2]},
+        .n_cells = c->n_cells,
+        .band_mean = s->mean[k],
+        .band_absmean = s->absmean[k],
+        .band_count = s->count[k],
+        .out = s->out[k],
+        .scratch = s->scratch[k],
+        .num_wait = (uint32_t)n_wait,
+        .wait = (const struct _cl_event *const *)wait,
+        .done = done,
+    };
+    return ch;
+}
+
 /* Enqueues chunk c. Returns 0; -1 when its device work could not be
  * enqueued (lat->err says why; nothing of it writes the next buffer); -2
  * when an expert evaluated on the host failed (the step cannot go on). */
@@ -625,25 +651,7 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
         for (int p = 0; p < n_pre; p++)
             if (pre[p])
                 waits[nw++] = pre[p];
-        moelat_cl_chunk ch = {
-            .struct_size = sizeof ch,
-            .queue = qk,
-            .states = b->states[b->cur],
-            .ext = b->ext,
-            .offsets = b->offsets[k],
-            .n_offsets = lat->stencil.count[k],
-            .origin = {c->origin[0], c->origin[1], c->origin[2]},
-            .extent = {c->extent[0], c->extent[1], c->extent[2]},
-            .n_cells = c->n_cells,
-            .band_mean = s->mean[k],
-            .band_absmean = s->absmean[k],
-            .band_count = s->count[k],
-            .out = s->out[k],
-            .scratch = s->scratch[k],
-            .num_wait = (uint32_t)nw,
-            .wait = (const struct _cl_event *const *)waits,
-            .done = &ex[k],
-        };
+        moelat_cl_chunk ch = chunk_call(lat, b, k, c, s, qk, waits, nw, &ex[k]);
         if (mlcl_fault_hit(MLCL_FAULT_ENQUEUE)) {
             ml_fail(lat, MOELAT_ERR_DEVICE, "expert '%s' enqueue failed: CL_OUT_OF_RESOURCES (injected)",
                     lat->expert[k].desc->name);
@@ -1006,14 +1014,7 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
             continue;
         }
         cl_event done = NULL;
-        moelat_cl_chunk ch = {
-            .struct_size = sizeof ch, .queue = q, .states = b->states[b->cur], .ext = b->ext,
-            .offsets = b->offsets[k], .n_offsets = lat->stencil.count[k],
-            .origin = {c->origin[0], c->origin[1], c->origin[2]},
-            .extent = {c->extent[0], c->extent[1], c->extent[2]}, .n_cells = c->n_cells,
-            .band_mean = s->mean[k], .band_absmean = s->absmean[k], .band_count = s->count[k],
-            .out = s->out[k], .scratch = s->scratch[k], .done = &done,
-        };
+        moelat_cl_chunk ch = chunk_call(lat, b, k, c, s, q, NULL, 0, &done);
         if (lat->expert[k].desc->cl_enqueue(b->expert_state[k], &ch) != MOELAT_EXPERT_OK)
             return ml_fail(lat, MOELAT_ERR_DEVICE, "expert '%s' failed to enqueue", lat->expert[k].desc->name), -1;
         if (done)

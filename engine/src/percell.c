@@ -87,6 +87,57 @@ typedef struct cell_failure {
     int status;     /* expert status, or 0 */
 } cell_failure;
 
+/* Copies the in-lattice neighbours of cell (x, y, z) in band k into
+ * w->nbr[k], contiguously; returns how many there are. */
+static int gather_band(const moelat_lattice *lat, ml_percell_ws *w, int k, int x, int y, int z,
+                       const float *states) {
+    const int S = lat->S;
+    const ml_offset *off = lat->stencil.band[k];
+    int c = 0;
+    for (int j = 0; j < lat->stencil.count[k]; j++) {
+        int nx = x + off[j].dx, ny = y + off[j].dy, nz = z + off[j].dz;
+        if (nx < 0 || ny < 0 || nz < 0 || nx >= lat->X || ny >= lat->Y || nz >= lat->Z)
+            continue;
+        const float *n = states + ((size_t)nx + (size_t)lat->X * ((size_t)ny + (size_t)lat->Y * nz)) * S;
+        memcpy(w->nbr[k] + (size_t)c * S, n, (size_t)S * sizeof(float));
+        c++;
+    }
+    return c;
+}
+
+/* Runs band k's host function on the gathered neighbours (count >= 1) of
+ * cell i = (x, y, z) into out. Returns 0, or 1 with *fail filled when the
+ * expert fails or writes a non-finite value. */
+static int run_expert(const moelat_lattice *lat, ml_percell_ws *w, int k, int x, int y, int z,
+                      const float *states, int count, float *out, cell_failure *fail) {
+    static const float zero_ext[MOELAT_EXT_SIZE];
+    const int S = lat->S;
+    const size_t i = (size_t)x + (size_t)lat->X * ((size_t)y + (size_t)lat->Y * z);
+    const ml_expert_slot *e = &lat->expert[k];
+    const float *ext = ml_cell_ext(lat, x, y, z);
+    moelat_host_cell hc = {
+        .struct_size = sizeof hc,
+        .dims = &e->dims,
+        .tensors = (const float *const *)e->params.tensors,
+        .x = states + i * S,
+        .neighbours = w->nbr[k],
+        .count = count,
+        .ext = ext ? ext : zero_ext,
+        .cell = {x, y, z},
+        .out = out,
+        .scratch = w->expert_scratch[k],
+    };
+    int st = e->desc->host_cell(&hc);
+    int finite = 1;
+    for (int s = 0; s < S && finite; s++)
+        finite = isfinite(out[s]);
+    if (st != MOELAT_EXPERT_OK || !finite) {
+        *fail = (cell_failure){i, k, st};
+        return 1;
+    }
+    return 0;
+}
+
 /* Computes the new state of cell (x, y, z) into out. Returns 0, or 1 with
  * *fail filled when an expert fails or a value is not finite. */
 static int update_cell(moelat_lattice *lat, ml_percell_ws *w, int x, int y, int z,
@@ -100,18 +151,10 @@ static int update_cell(moelat_lattice *lat, ml_percell_ws *w, int x, int y, int 
     for (int s = 0; s < S; s++)
         w->nu[s] = 0.0f;
     for (int k = 0; k < MOELAT_BANDS; k++) {
-        int c = 0;
-        const ml_offset *off = lat->stencil.band[k];
-        for (int j = 0; j < lat->stencil.count[k]; j++) {
-            int nx = x + off[j].dx, ny = y + off[j].dy, nz = z + off[j].dz;
-            if (nx < 0 || ny < 0 || nz < 0 || nx >= lat->X || ny >= lat->Y || nz >= lat->Z)
-                continue;
-            const float *n = states + ((size_t)nx + (size_t)lat->X * ((size_t)ny + (size_t)lat->Y * nz)) * S;
-            memcpy(w->nbr[k] + (size_t)c * S, n, (size_t)S * sizeof(float));
+        int c = gather_band(lat, w, k, x, y, z, states);
+        for (int j = 0; j < c; j++)
             for (int s = 0; s < S; s++)
-                w->nu[s] += n[s];
-            c++;
-        }
+                w->nu[s] += w->nbr[k][(size_t)j * S + s];
         count[k] = c;
         total += c;
     }
@@ -124,32 +167,11 @@ static int update_cell(moelat_lattice *lat, ml_percell_ws *w, int x, int y, int 
 
     for (int s = 0; s < S; s++)
         out[s] = xs[s];
-    static const float zero_ext[MOELAT_EXT_SIZE];
-    const float *ext = ml_cell_ext(lat, x, y, z);
     for (int k = 0; k < MOELAT_BANDS; k++) {
         if (count[k] == 0)
             continue; /* E_k = 0: the expert is not run */
-        const ml_expert_slot *e = &lat->expert[k];
-        moelat_host_cell hc = {
-            .struct_size = sizeof hc,
-            .dims = &e->dims,
-            .tensors = (const float *const *)e->params.tensors,
-            .x = xs,
-            .neighbours = w->nbr[k],
-            .count = count[k],
-            .ext = ext ? ext : zero_ext,
-            .cell = {x, y, z},
-            .out = w->expert_out,
-            .scratch = w->expert_scratch[k],
-        };
-        int st = e->desc->host_cell(&hc);
-        int finite = 1;
-        for (int s = 0; s < S && finite; s++)
-            finite = isfinite(w->expert_out[s]);
-        if (st != MOELAT_EXPERT_OK || !finite) {
-            *fail = (cell_failure){i, k, st};
+        if (run_expert(lat, w, k, x, y, z, states, count[k], w->expert_out, fail))
             return 1;
-        }
         for (int s = 0; s < S; s++)
             out[s] += gw[k] * w->expert_out[s];
     }
@@ -287,46 +309,17 @@ static void expert_row(void *vctx, int r, int worker) {
     int ly = r % c->extent[1], lz = r / c->extent[1];
     int y = c->origin[1] + ly, z = c->origin[2] + lz;
     ml_percell_ws *w = &lat->ws[worker];
-    const ml_expert_slot *e = &lat->expert[k];
-    static const float zero_ext[MOELAT_EXT_SIZE];
     for (int lx = 0; lx < c->extent[0]; lx++) {
         int x = c->origin[0] + lx;
         size_t ci = (size_t)lx + (size_t)c->extent[0] * ((size_t)ly + (size_t)c->extent[1] * lz);
         float *out = ctx->out + ci * S;
-        int cnt = 0;
-        const ml_offset *off = lat->stencil.band[k];
-        for (int j = 0; j < lat->stencil.count[k]; j++) {
-            int nx = x + off[j].dx, ny = y + off[j].dy, nz = z + off[j].dz;
-            if (nx < 0 || ny < 0 || nz < 0 || nx >= lat->X || ny >= lat->Y || nz >= lat->Z)
-                continue;
-            const float *n = ctx->states + ((size_t)nx + (size_t)lat->X * ((size_t)ny + (size_t)lat->Y * nz)) * S;
-            memcpy(w->nbr[k] + (size_t)cnt * S, n, (size_t)S * sizeof(float));
-            cnt++;
-        }
+        int cnt = gather_band(lat, w, k, x, y, z, ctx->states);
         if (cnt == 0) {
             memset(out, 0, (size_t)S * sizeof(float));
             continue;
         }
-        size_t i = (size_t)x + (size_t)lat->X * ((size_t)y + (size_t)lat->Y * z);
-        const float *ext = ml_cell_ext(lat, x, y, z);
-        moelat_host_cell hc = {
-            .struct_size = sizeof hc,
-            .dims = &e->dims,
-            .tensors = (const float *const *)e->params.tensors,
-            .x = ctx->states + i * S,
-            .neighbours = w->nbr[k],
-            .count = cnt,
-            .ext = ext ? ext : zero_ext,
-            .cell = {x, y, z},
-            .out = out,
-            .scratch = w->expert_scratch[k],
-        };
-        int st = e->desc->host_cell(&hc);
-        int finite = 1;
-        for (int s = 0; s < S && finite; s++)
-            finite = isfinite(out[s]);
-        if (st != MOELAT_EXPERT_OK || !finite) {
-            cell_failure f = {i, k, st};
+        cell_failure f;
+        if (run_expert(lat, w, k, x, y, z, ctx->states, cnt, out, &f)) {
             if (!ctx->failed[worker] || f.cell < ctx->fail[worker].cell)
                 ctx->fail[worker] = f;
             ctx->failed[worker] = 1;
