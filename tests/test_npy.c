@@ -13,33 +13,18 @@
 
 #include <cmocka.h>
 
+#include "io_fixture.h"
+
 #include "npy.h"
-
-static char g_dir[256];
-static uint64_t g_rng;
-
-static uint64_t rnd(void) {
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static int setup(void **state) {
     (void)state;
-    const char *env = getenv("MOELAT_TEST_SEED");
-    g_rng = env ? strtoull(env, NULL, 0) : ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid();
-    fprintf(stderr, "test_npy: MOELAT_TEST_SEED=%llu\n", (unsigned long long)g_rng);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/moelat_npy_XXXXXX", tmp ? tmp : "/tmp");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return io_fixture_setup("test_npy", "npy");
 }
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return io_fixture_teardown();
 }
 
 static void random_floats(float *v, size_t n) {

@@ -14,33 +14,18 @@
 
 #include <cmocka.h>
 
+#include "io_fixture.h"
+
 #include "safetensors.h"
-
-static char g_dir[256];
-static uint64_t g_rng;
-
-static uint64_t rnd(void) {
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static int setup(void **state) {
     (void)state;
-    const char *env = getenv("MOELAT_TEST_SEED");
-    g_rng = env ? strtoull(env, NULL, 0) : ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid();
-    fprintf(stderr, "test_safetensors: MOELAT_TEST_SEED=%llu\n", (unsigned long long)g_rng);
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/moelat_st_XXXXXX", tmp ? tmp : "/tmp");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return io_fixture_setup("test_safetensors", "st");
 }
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return io_fixture_teardown();
 }
 
 static void path_of(char *buf, size_t len, const char *name) {
