@@ -72,4 +72,106 @@ inline int4 ml_chunk_cell(int c, int4 origin, int4 extent) {
 
 inline int ml_cell_index(int4 dims, int4 cell) { return cell.x + dims.x * (cell.y + dims.y * cell.z); }
 
+/* ---- Work-group helpers ----------------------------------------------
+ * Batched kernels run one work-group of MOELAT_WG work-items ("lanes") per
+ * cell: every lane of a small lattice has work, and vectors of a cell live
+ * in __local memory instead of large private arrays. MOELAT_WG is a power of
+ * two set by the engine's build options (moelat_cl_setup.work_group). Every
+ * lane must call these helpers: they hold barriers. */
+#ifndef MOELAT_WG
+#define MOELAT_WG 64
+#endif
+
+#define ML_ACT_NONE 0
+#define ML_ACT_GELU 1
+#define ML_ACT_TANH 2
+#define ML_ACT_SIGMOID 3
+
+inline int ml_lane(void) { return (int)get_local_id(0); }
+
+inline float ml_activate(float v, int act) {
+    return act == ML_ACT_GELU ? ml_gelu(v) : act == ML_ACT_TANH ? tanh(v) : act == ML_ACT_SIGMOID ? ml_sigmoid(v) : v;
+}
+
+/* Sum of every lane's v, returned to every lane. red: MOELAT_WG floats of
+ * scratch. The tree has a fixed shape, so the result is reproducible. */
+inline float ml_wg_sum(float v, __local float *red) {
+    int l = ml_lane();
+    barrier(CLK_LOCAL_MEM_FENCE); /* a previous call may still read red[0] */
+    red[l] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int w = MOELAT_WG / 2; w > 0; w >>= 1) {
+        if (l < w)
+            red[l] += red[l + w];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    return red[0];
+}
+
+/* Largest of every lane's v, returned to every lane. */
+inline float ml_wg_max(float v, __local float *red) {
+    int l = ml_lane();
+    barrier(CLK_LOCAL_MEM_FENCE);
+    red[l] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int w = MOELAT_WG / 2; w > 0; w >>= 1) {
+        if (l < w)
+            red[l] = fmax(red[l], red[l + w]);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    return red[0];
+}
+
+/* Copies n floats from global to local memory; visible to all lanes after. */
+inline void ml_wg_load(__local float *dst, __global const float *src, int n) {
+    for (int i = ml_lane(); i < n; i += MOELAT_WG)
+        dst[i] = src[i];
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+/* out = act(W [in0, in1, in2] + b), lanes over outputs: the dense layer of
+ * a concatenated input (n1 or n2 may be 0). W is [nout][n0 + n1 + n2]
+ * row-major; b may be 0. The inputs must be complete (barrier) before the
+ * call; out is complete for all lanes after it. */
+inline void ml_wg_dense_cat(__global const float *W, __global const float *b, __local const float *in0, int n0,
+                            __local const float *in1, int n1, __local const float *in2, int n2,
+                            __local float *out, int nout, int act) {
+    int ld = n0 + n1 + n2;
+    for (int o = ml_lane(); o < nout; o += MOELAT_WG) {
+        __global const float *row = W + (size_t)o * ld;
+        float acc = b ? b[o] : 0.0f;
+        for (int i = 0; i < n0; i++)
+            acc = fma(row[i], in0[i], acc);
+        for (int i = 0; i < n1; i++)
+            acc = fma(row[n0 + i], in1[i], acc);
+        for (int i = 0; i < n2; i++)
+            acc = fma(row[n0 + n1 + i], in2[i], acc);
+        out[o] = ml_activate(acc, act);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+inline void ml_wg_dense(__global const float *W, __global const float *b, __local const float *in, int nin,
+                        __local float *out, int nout, int act) {
+    ml_wg_dense_cat(W, b, in, nin, in, 0, in, 0, out, nout, act);
+}
+
+/* In-place LayerNorm of n local values, eps 1e-5, weight g, bias b. */
+inline void ml_wg_layernorm(__local float *v, int n, __global const float *g, __global const float *b,
+                            __local float *red) {
+    float part = 0.0f;
+    for (int i = ml_lane(); i < n; i += MOELAT_WG)
+        part += v[i];
+    float mean = ml_wg_sum(part, red) / (float)n;
+    part = 0.0f;
+    for (int i = ml_lane(); i < n; i += MOELAT_WG) {
+        float d = v[i] - mean;
+        part += d * d;
+    }
+    float inv = 1.0f / sqrt(ml_wg_sum(part, red) / (float)n + 1e-5f);
+    for (int i = ml_lane(); i < n; i += MOELAT_WG)
+        v[i] = (v[i] - mean) * inv * g[i] + b[i];
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
 #endif

@@ -50,6 +50,7 @@ struct ml_batch {
     chunk_set sets[MAX_SETS];
     int n_sets;
     int max_chunk_cells;
+    int work_group; /* lanes per cell of the work-group kernels (MOELAT_WG) */
     moelat_status last_status;
     float *host_expert_out; /* max_chunk_cells x S, for host-evaluated experts */
     const moelat_expert_descriptor *desc[MOELAT_BANDS]; /* to release expert_state */
@@ -169,6 +170,17 @@ static int alloc_sets(moelat_lattice *lat, ml_batch *b, int max_cells) {
     return 0;
 }
 
+/* Lanes per cell: enough for the state's S values in one pass, at least a
+ * warp/wavefront-sized 32, at most 128 and what the device allows. */
+static int work_group_size(int S, size_t device_max) {
+    int wg = 32;
+    while (wg < S && wg < 128)
+        wg *= 2;
+    while (device_max > 0 && (size_t)wg > device_max && wg > 1)
+        wg /= 2;
+    return wg;
+}
+
 static int max_chunk_cells(const moelat_lattice *lat) {
     int m = 1;
     for (int c = 0; c < lat->n_chunks; c++)
@@ -202,8 +214,10 @@ static void prepare_expert(moelat_lattice *lat, ml_batch *b, int k) {
         return;
     }
     snprintf(src, len, "%s\n%s", helpers, d->cl_source);
-    int pos = snprintf(opts, 4096, "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_E=%d -D MOELAT_CNF_STEPS=%d -D MOELAT_CNF_MODE=%d",
-                       lat->S, lat->E, e->dims.cnf_steps, e->dims.cnf_mode);
+    int pos = snprintf(opts, 4096,
+                       "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_E=%d -D MOELAT_CNF_STEPS=%d -D MOELAT_CNF_MODE=%d "
+                       "-D MOELAT_WG=%d",
+                       lat->S, lat->E, e->dims.cnf_steps, e->dims.cnf_mode, b->work_group);
     for (int h = 0; h < MOELAT_MAX_HIDDEN && d->hidden_names[h] && pos < 4000; h++)
         pos += snprintf(opts + pos, (size_t)(4096 - pos), " -D MOELAT_H_%s=%d", d->hidden_names[h],
                         e->dims.hidden[h]);
@@ -234,6 +248,7 @@ static void prepare_expert(moelat_lattice *lat, ml_batch *b, int k) {
         .n_tensors = e->params.n_tensors,
         .lattice = {lat->X, lat->Y, lat->Z},
         .max_chunk_cells = b->max_chunk_cells,
+        .work_group = b->work_group,
     };
     if (d->cl_prepare(&setup, &b->expert_state[k]) != MOELAT_EXPERT_OK) {
         b->expert_state[k] = NULL;
@@ -301,8 +316,8 @@ static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
     snprintf(src, len, "%s\n%s", helpers, step);
     char opts[1024];
     const char *extra = getenv("MOELAT_CL_OPTIONS");
-    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_GH=%d %s", lat->S, lat->gate_hidden,
-             extra ? extra : "");
+    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_GH=%d -D MOELAT_WG=%d %s", lat->S,
+             lat->gate_hidden, b->work_group, extra ? extra : "");
     int rc = mlcl_build_program(&b->ctx, "moelat_step.cl", src, opts, &b->program, lat->err, sizeof lat->err);
     free(src);
     if (rc != 0)
@@ -339,6 +354,7 @@ int ml_batch_create(moelat_lattice *lat, ml_batch **out) {
     }
     snprintf(lat->device_name, sizeof lat->device_name, "%s", dev.name);
     b->last_status = MOELAT_ERR_DEVICE;
+    b->work_group = work_group_size(lat->S, dev.max_work_group_size);
 
     /* Default chunks from the device's memory unless the user chose them. */
     if (!(lat->cfg.chunk[0] > 0 && lat->cfg.chunk[1] > 0 && lat->cfg.chunk[2] > 0)) {

@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 #define MOELAT_EXPERT_ABI_MAJOR 1
-#define MOELAT_EXPERT_ABI_MINOR 0
+#define MOELAT_EXPERT_ABI_MINOR 1
 
 /* Name of the exported entry function (see moelat_expert_entry_fn). */
 #define MOELAT_EXPERT_ENTRY moelat_expert_entry
@@ -127,6 +127,10 @@ typedef struct moelat_cl_setup {
     int32_t n_tensors;
     int32_t lattice[3];            /* X, Y, Z */
     int32_t max_chunk_cells;       /* the largest chunk it will be handed */
+    /* Since 1.1: lanes per cell, a power of two. The program was built with
+     * -D MOELAT_WG=<work_group>, which the helpers' ml_wg_* functions use:
+     * kernels calling them must be enqueued with this local size. */
+    int32_t work_group;
 } moelat_cl_setup;
 
 /* Once per step, before any chunk: for per-cell precomputation over the
