@@ -1,16 +1,88 @@
 /* The engine's own kernels of one batched step (after moelat_helpers.cl):
+ *   ml_row_prefix    inclusive prefix sums along x of n and |n|, per row
  *   ml_aggregate     per-band mean of n_j and of |n_j|, counts, and nu
- *   ml_gate_combine  the gate and x' = x + sum_k w_k E_k
- *   ml_check_finite  counts non-finite cells of a state buffer
- * Compile-time: MOELAT_S (state size), MOELAT_GH (gate hidden size).
- * One work-item per chunk cell; chunk cell c is ml_chunk_cell(c, ...). */
+ *   ml_gate_combine  the gate, x' = x + sum_k w_k E_k, and the finite check
+ * Compile-time: MOELAT_S (state size), MOELAT_GH (gate hidden size),
+ * MOELAT_WG (lanes per work-group). Chunk cell c is ml_chunk_cell(c, ...).
+ *
+ * Aggregation by row prefix sums. For one row offset (dy, dz) the stencil's
+ * dx values of a band form contiguous runs (the band is a shell of
+ * Euclidean length, and d grows with |dx|), so a band's sum over one row is
+ * a difference of two prefix sums instead of a read per neighbour. The host
+ * builds the run table from the stencil itself (one classification, the
+ * reference's): rows[r] = (dy, dz, first, end) indexes segs[first..end);
+ * segs[first] = (dx0 - 1, -1) is the row's starting endpoint, and every
+ * later entry (dx, band) closes a run ending at dx that belongs to band
+ * (-1: a gap, e.g. the cell itself). Runs of neighbouring bands share their
+ * endpoints, so a row costs one prefix read per endpoint. Clipping at the
+ * lattice edge is a clamp of each endpoint x + dx to [-1, X-1] (P[-1] = 0):
+ * the clipped run's sum and count fall out of the same difference. */
 
-/* Values of S handled at once by ml_aggregate: its private sums stay small
- * whatever S is. */
-#define ML_AGG_BLOCK 32
+/* Prefix sums along x of one row and one s per work-item, s fastest, so a
+ * warp's loads and stores are consecutive floats. Each row's prefix covers
+ * the whole row, whatever chunks the step has. No barriers: the tail of
+ * the last work-group returns early. */
+__kernel void ml_row_prefix(__global const float *states, int4 dims, __global float *pre_n,
+                            __global float *pre_a) {
+    size_t g = get_global_id(0);
+    if (g >= (size_t)dims.y * dims.z * MOELAT_S)
+        return;
+    int s = (int)(g % MOELAT_S);
+    size_t row = g / MOELAT_S;
+    size_t at = row * dims.x * MOELAT_S + s;
+    float p = 0.0f, a = 0.0f;
+    for (int x = 0; x < dims.x; x++, at += MOELAT_S) {
+        float v = states[at];
+        p += v;
+        a += fabs(v);
+        pre_n[at] = p;
+        pre_a[at] = a;
+    }
+}
 
-__kernel void ml_aggregate(__global const float *states, int4 dims, int4 origin, int4 extent,
-                           int n_cells,
+/* Adds n and |n| over x in (e0, e1] of the row starting at cell `first`,
+ * read directly from the states: used where a prefix difference is not
+ * finite (a NaN or Inf earlier in the row poisons every later prefix; the
+ * reference sees it only in the runs that hold it). */
+inline void ml_row_direct(__global const float *states, size_t first, int e0, int e1, int s, float *sum,
+                          float *abs_sum) {
+    float t = 0.0f, ta = 0.0f;
+    for (int x = e0 + 1; x <= e1; x++) {
+        float v = states[(first + x) * MOELAT_S + s];
+        t += v;
+        ta += fabs(v);
+    }
+    *sum = t;
+    *abs_sum = ta;
+}
+
+/* Band sums read neighbour by neighbour (lanes over s): for bands the run
+ * table cannot express, or every band when the prefix buffers are absent. */
+inline void ml_band_direct(__global const float *states, int4 dims, int4 cell, __global const int4 *off, int n_off,
+                           int s, float *sum, float *abs_sum, int *count) {
+    float t = 0.0f, ta = 0.0f;
+    int c = 0;
+    for (int j = 0; j < n_off; j++) {
+        int n = ml_neighbour_index(dims, cell, off[j]);
+        if (n < 0)
+            continue;
+        float v = states[(size_t)n * MOELAT_S + s];
+        t += v;
+        ta += fabs(v);
+        c++;
+    }
+    *sum = t;
+    *abs_sum = ta;
+    *count = c;
+}
+
+/* One work-item per (chunk cell, s), s fastest: the lanes of a warp read
+ * consecutive floats of the prefix rows. direct: bit k set when band k is
+ * summed neighbour by neighbour from off_k instead of the run table. No
+ * barriers: work-items past n_cells * S return early. */
+__kernel void ml_aggregate(__global const float *states, __global const float *pre_n, __global const float *pre_a,
+                           __global const int4 *rows, int n_rows, __global const int2 *segs, int4 dims,
+                           int4 origin, int4 extent, int n_cells, int direct,
                            __global const int4 *off0, int n0,
                            __global const int4 *off1, int n1,
                            __global const int4 *off2, int n2,
@@ -18,137 +90,165 @@ __kernel void ml_aggregate(__global const float *states, int4 dims, int4 origin,
                            __global float *abs0, __global float *abs1, __global float *abs2,
                            __global int *cnt0, __global int *cnt1, __global int *cnt2,
                            __global float *nu) {
-    int c = get_global_id(0);
-    if (c >= n_cells)
+    size_t g = get_global_id(0);
+    if (g >= (size_t)n_cells * MOELAT_S)
         return;
+    int c = (int)(g / MOELAT_S), s = (int)(g % MOELAT_S);
     int4 cell = ml_chunk_cell(c, origin, extent);
-    int counts[3] = {0, 0, 0};
-    for (int s0 = 0; s0 < MOELAT_S; s0 += ML_AGG_BLOCK) {
-        int len = min(ML_AGG_BLOCK, MOELAT_S - s0);
-        float total[ML_AGG_BLOCK];
-        for (int s = 0; s < ML_AGG_BLOCK; s++)
-            total[s] = 0.0f;
-        for (int k = 0; k < 3; k++) {
-            __global const int4 *offsets = k == 0 ? off0 : k == 1 ? off1 : off2;
-            int n_offsets = k == 0 ? n0 : k == 1 ? n1 : n2;
-            __global float *means = k == 0 ? mean0 : k == 1 ? mean1 : mean2;
-            __global float *abss = k == 0 ? abs0 : k == 1 ? abs1 : abs2;
-            float sum[ML_AGG_BLOCK], abs_sum[ML_AGG_BLOCK];
-            for (int s = 0; s < ML_AGG_BLOCK; s++) {
-                sum[s] = 0.0f;
-                abs_sum[s] = 0.0f;
-            }
-            int count = 0;
-            for (int j = 0; j < n_offsets; j++) {
-                int n = ml_neighbour_index(dims, cell, offsets[j]);
-                if (n < 0)
-                    continue;
-                __global const float *v = states + (size_t)n * MOELAT_S + s0;
-                for (int s = 0; s < len; s++) {
-                    float a = v[s];
-                    sum[s] += a;
-                    abs_sum[s] += fabs(a);
+    int last = dims.x - 1;
+    /* Three scalars per band, not arrays: a band index from the table
+     * would make a private array dynamically indexed (spilled). */
+    float sum0 = 0.0f, sum1 = 0.0f, sum2 = 0.0f, as0 = 0.0f, as1 = 0.0f, as2 = 0.0f;
+    int c0 = 0, c1 = 0, c2 = 0;
+    for (int r = 0; r < n_rows; r++) {
+        int4 row = rows[r];
+        int y = cell.y + row.x, z = cell.z + row.y;
+        if (y < 0 || y >= dims.y || z < 0 || z >= dims.z)
+            continue;
+        size_t first = ((size_t)z * dims.y + y) * dims.x;
+        __global const float *pn = pre_n + first * MOELAT_S + s;
+        __global const float *pa = pre_a + first * MOELAT_S + s;
+        int e = clamp(cell.x + segs[row.z].x, -1, last);
+        float q = e >= 0 ? pn[(size_t)e * MOELAT_S] : 0.0f;
+        float qa = e >= 0 ? pa[(size_t)e * MOELAT_S] : 0.0f;
+        for (int j = row.z + 1; j < row.w; j++) {
+            int2 sg = segs[j];
+            int e2 = clamp(cell.x + sg.x, -1, last);
+            if (e2 == e)
+                continue; /* clipped away: empty run, the endpoint stays */
+            float q2 = pn[(size_t)e2 * MOELAT_S], qa2 = pa[(size_t)e2 * MOELAT_S];
+            if (sg.y >= 0) {
+                float d = q2 - q, da = qa2 - qa;
+                if (!isfinite(d) || !isfinite(da))
+                    ml_row_direct(states, first, e, e2, s, &d, &da);
+                int n = e2 - e;
+                if (sg.y == 0) {
+                    sum0 += d;
+                    as0 += da;
+                    c0 += n;
+                } else if (sg.y == 1) {
+                    sum1 += d;
+                    as1 += da;
+                    c1 += n;
+                } else {
+                    sum2 += d;
+                    as2 += da;
+                    c2 += n;
                 }
-                count++;
             }
-            float inv = count > 0 ? 1.0f / (float)count : 0.0f;
-            for (int s = 0; s < len; s++) {
-                means[(size_t)c * MOELAT_S + s0 + s] = sum[s] * inv;
-                abss[(size_t)c * MOELAT_S + s0 + s] = abs_sum[s] * inv;
-                total[s] += sum[s];
-            }
-            counts[k] = count;
+            e = e2;
+            q = q2;
+            qa = qa2;
         }
-        int all = counts[0] + counts[1] + counts[2];
-        float inv_all = all > 0 ? 1.0f / (float)all : 0.0f;
-        for (int s = 0; s < len; s++)
-            nu[(size_t)c * MOELAT_S + s0 + s] = total[s] * inv_all;
     }
-    cnt0[c] = counts[0];
-    cnt1[c] = counts[1];
-    cnt2[c] = counts[2];
+    if (direct & 1)
+        ml_band_direct(states, dims, cell, off0, n0, s, &sum0, &as0, &c0);
+    if (direct & 2)
+        ml_band_direct(states, dims, cell, off1, n1, s, &sum1, &as1, &c1);
+    if (direct & 4)
+        ml_band_direct(states, dims, cell, off2, n2, s, &sum2, &as2, &c2);
+    size_t at = (size_t)c * MOELAT_S + s;
+    float inv0 = c0 > 0 ? 1.0f / (float)c0 : 0.0f;
+    float inv1 = c1 > 0 ? 1.0f / (float)c1 : 0.0f;
+    float inv2 = c2 > 0 ? 1.0f / (float)c2 : 0.0f;
+    mean0[at] = sum0 * inv0;
+    mean1[at] = sum1 * inv1;
+    mean2[at] = sum2 * inv2;
+    abs0[at] = as0 * inv0;
+    abs1[at] = as1 * inv1;
+    abs2[at] = as2 * inv2;
+    int all = c0 + c1 + c2;
+    nu[at] = all > 0 ? (sum0 + sum1 + sum2) / (float)all : 0.0f;
+    if (s == 0) {
+        cnt0[c] = c0;
+        cnt1[c] = c1;
+        cnt2[c] = c2;
+    }
 }
 
-/* Gate tensors live in one buffer; g_* are their offsets in floats.
- * The gate is streamed: LayerNorm statistics first, then each hidden unit
- * is formed, passed through GELU and folded into the K logits at once, so
- * no per-work-item array of S or gh values is needed (NVIDIA's OpenCL
- * compiler miscomputes some kernels with large private arrays). */
-__kernel void ml_gate_combine(__global const float *states, __global float *next, int4 dims,
-                              int4 origin, int4 extent, int n_cells, __global const float *nu,
-                              __global const float *out0, __global const float *out1,
-                              __global const float *out2, __global const int *cnt0,
-                              __global const int *cnt1, __global const int *cnt2,
-                              __global const float *gate, int g_w0, int g_b0, int g_w2, int g_b2,
-                              int g_ln_w, int g_ln_b) {
-    int c = get_global_id(0);
-    if (c >= n_cells)
-        return;
-    int4 cell = ml_chunk_cell(c, origin, extent);
+/* One work-group of MOELAT_WG lanes per chunk cell (global = n_cells * WG).
+ * Gate tensors live in one buffer; g_* are their offsets in floats. The
+ * cell's vectors live in __local memory: lanes share the LayerNorm
+ * statistics (tree sums), the hidden units (lanes over outputs) and the
+ * three logits (tree sums), then write x' with lanes over s. check[0]
+ * counts cells whose x' holds a non-finite value and check[1] keeps the
+ * lowest such lattice index (the host initialises it to INT_MAX): the
+ * step's finite check without another pass over the states. */
+__kernel __attribute__((reqd_work_group_size(MOELAT_WG, 1, 1))) void
+ml_gate_combine(__global const float *states, __global float *next, int4 dims, int4 origin, int4 extent,
+                int n_cells, __global const float *nu, __global const float *out0, __global const float *out1,
+                __global const float *out2, __global const int *cnt0, __global const int *cnt1,
+                __global const int *cnt2, __global const float *gate, int g_w0, int g_b0, int g_w2, int g_b2,
+                int g_ln_w, int g_ln_b, __global int *check) {
+    __local float lx[MOELAT_S];
+    __local float lin[2 * MOELAT_S]; /* [LN_g(x), nu] */
+    __local float lh[MOELAT_GH];
+    __local float red[MOELAT_WG];
+    int c = get_group_id(0);
+    int l = ml_lane();
+    /* global is exactly n_cells work-groups: every lane reaches every
+     * barrier; the guard only protects against a wrong launch. */
+    int live = c < n_cells;
+    int cc = live ? c : 0;
+    int4 cell = ml_chunk_cell(cc, origin, extent);
     size_t i = (size_t)ml_cell_index(dims, cell);
-    __global const float *x = states + i * MOELAT_S;
-    __global const float *v = nu + (size_t)c * MOELAT_S;
-    float mean = 0.0f;
-    for (int s = 0; s < MOELAT_S; s++)
-        mean += x[s];
-    mean /= (float)MOELAT_S;
-    float var = 0.0f;
-    for (int s = 0; s < MOELAT_S; s++) {
-        float d = x[s] - mean;
-        var += d * d;
+    size_t base = (size_t)cc * MOELAT_S;
+    ml_wg_load(lx, states + i * MOELAT_S, MOELAT_S);
+
+    float part = 0.0f;
+    for (int s = l; s < MOELAT_S; s += MOELAT_WG)
+        part += lx[s];
+    float mean = ml_wg_sum(part, red) / (float)MOELAT_S;
+    part = 0.0f;
+    for (int s = l; s < MOELAT_S; s += MOELAT_WG) {
+        float d = lx[s] - mean;
+        part += d * d;
     }
-    var /= (float)MOELAT_S;
-    float inv = 1.0f / sqrt(var + 1e-5f);
+    float inv = 1.0f / sqrt(ml_wg_sum(part, red) / (float)MOELAT_S + 1e-5f);
     __global const float *lw = gate + g_ln_w, *lb = gate + g_ln_b;
-    __global const float *W0 = gate + g_w0, *b0 = gate + g_b0;
+    for (int s = l; s < MOELAT_S; s += MOELAT_WG) {
+        lin[s] = (lx[s] - mean) * inv * lw[s] + lb[s];
+        lin[MOELAT_S + s] = nu[base + s];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    ml_wg_dense(gate + g_w0, gate + g_b0, lin, 2 * MOELAT_S, lh, MOELAT_GH, ML_ACT_GELU);
+
     __global const float *W2 = gate + g_w2, *b2 = gate + g_b2;
-    float w[3] = {b2[0], b2[1], b2[2]};
-    for (int h = 0; h < MOELAT_GH; h++) {
-        __global const float *row = W0 + (size_t)h * (2 * MOELAT_S);
-        float acc = b0[h];
-        for (int s = 0; s < MOELAT_S; s++)
-            acc = fma(row[s], (x[s] - mean) * inv * lw[s] + lb[s], acc);
-        for (int s = 0; s < MOELAT_S; s++)
-            acc = fma(row[MOELAT_S + s], v[s], acc);
-        float a = ml_gelu(acc);
-        for (int k = 0; k < 3; k++)
-            w[k] = fma(W2[k * MOELAT_GH + h], a, w[k]);
+    float p0 = 0.0f, p1 = 0.0f, p2 = 0.0f;
+    for (int h = l; h < MOELAT_GH; h += MOELAT_WG) {
+        float a = lh[h];
+        p0 = fma(W2[h], a, p0);
+        p1 = fma(W2[MOELAT_GH + h], a, p1);
+        p2 = fma(W2[2 * MOELAT_GH + h], a, p2);
     }
-    float m = fmax(w[0], fmax(w[1], w[2]));
-    float sum = 0.0f;
-    for (int k = 0; k < 3; k++) {
-        w[k] = exp(w[k] - m);
-        sum += w[k];
-    }
-    /* An empty band's expert did not run: its E_k is zero. */
-    float w0 = cnt0[c] > 0 ? w[0] / sum : 0.0f;
-    float w1 = cnt1[c] > 0 ? w[1] / sum : 0.0f;
-    float w2 = cnt2[c] > 0 ? w[2] / sum : 0.0f;
-    __global float *o = next + i * MOELAT_S;
-    size_t base = (size_t)c * MOELAT_S;
-    for (int s = 0; s < MOELAT_S; s++) {
-        float r = x[s];
+    float z0 = ml_wg_sum(p0, red) + b2[0];
+    float z1 = ml_wg_sum(p1, red) + b2[1];
+    float z2 = ml_wg_sum(p2, red) + b2[2];
+    float m = fmax(z0, fmax(z1, z2));
+    z0 = exp(z0 - m);
+    z1 = exp(z1 - m);
+    z2 = exp(z2 - m);
+    float total = z0 + z1 + z2;
+    /* An empty band's expert did not run: its E_k is zero, and its output
+     * buffer (stale or NaN) is never read. */
+    float w0 = cnt0[cc] > 0 ? z0 / total : 0.0f;
+    float w1 = cnt1[cc] > 0 ? z1 / total : 0.0f;
+    float w2 = cnt2[cc] > 0 ? z2 / total : 0.0f;
+    float bad = 0.0f;
+    for (int s = l; s < MOELAT_S && live; s += MOELAT_WG) {
+        float r = lx[s];
         if (w0 != 0.0f)
             r += w0 * out0[base + s];
         if (w1 != 0.0f)
             r += w1 * out1[base + s];
         if (w2 != 0.0f)
             r += w2 * out2[base + s];
-        o[s] = r;
+        next[i * MOELAT_S + s] = r;
+        if (!isfinite(r))
+            bad = 1.0f;
     }
-}
-
-/* result[0]: number of cells with a non-finite value; result[1]: the lowest
- * such cell index (initialise to INT_MAX). */
-__kernel void ml_check_finite(__global const float *states, int n_cells, __global int *result) {
-    int c = get_global_id(0);
-    if (c >= n_cells)
-        return;
-    __global const float *v = states + (size_t)c * MOELAT_S;
-    for (int s = 0; s < MOELAT_S; s++)
-        if (!isfinite(v[s])) {
-            atomic_inc(&result[0]);
-            atomic_min(&result[1], c);
-            return;
-        }
+    if (ml_wg_max(bad, red) > 0.0f && l == 0) {
+        atomic_inc(&check[0]);
+        atomic_min(&check[1], (int)i);
+    }
 }

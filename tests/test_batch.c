@@ -170,13 +170,44 @@ static void test_enqueue_fault(void **state) {
     moelat_report rep;
     long live = mlcl_live_buffers();
     run_case(&cfg, MOELAT_MODE_PERCELL, seed, 2, h, NULL);
-    /* Enqueues before the faulty one: the upgrade check's step. */
-    mlcl_fault_inject(MLCL_FAULT_ENQUEUE, 12);
+    /* Enqueues before the faulty one: the upgrade check's step (11: the
+     * row prefix sums, then aggregate, 3 experts and gate per chunk), then
+     * step 1's prefix sums and chunk 0's aggregate. */
+    mlcl_fault_inject(MLCL_FAULT_ENQUEUE, 14);
     run_case(&cfg, MOELAT_MODE_BATCH, seed, 2, d, &rep);
     mlcl_fault_inject(MLCL_FAULT_NONE, 0);
     assert_int_equal(rep.fallbacks, 1);
     assert_int_equal(rep.percell_chunks, 1);
     assert_non_null(strstr(rep.fallback_reason[0], "CL_OUT_OF_RESOURCES"));
+    double max, mean;
+    ts_diff(h[1], d[1], (size_t)9 * 8 * 7 * 24, &max, &mean);
+    assert_true(max < 1e-5);
+    assert_int_equal(mlcl_live_buffers(), live);
+    free_run(h, 2);
+    free_run(d, 2);
+}
+
+/* A row prefix enqueue that fails sends the step's device chunks to the
+ * host: exact result, one fallback with its reason. */
+static void test_prefix_fault(void **state) {
+    (void)state;
+    uint64_t seed = ts_seed();
+    moelat_config cfg;
+    ts_config(&cfg, "debug", 9, 8, 7);
+    cfg.chunk[0] = 9;
+    cfg.chunk[1] = 8;
+    cfg.chunk[2] = 4;
+    float *h[2], *d[2];
+    moelat_report rep;
+    long live = mlcl_live_buffers();
+    run_case(&cfg, MOELAT_MODE_PERCELL, seed, 2, h, NULL);
+    mlcl_fault_inject(MLCL_FAULT_ENQUEUE, 12); /* step 1's prefix sums */
+    run_case(&cfg, MOELAT_MODE_BATCH, seed, 2, d, &rep);
+    mlcl_fault_inject(MLCL_FAULT_NONE, 0);
+    assert_int_equal(rep.fallbacks, 1);
+    assert_int_equal(rep.percell_chunks, 2);
+    assert_int_equal(rep.batch_chunks, 2);
+    assert_non_null(strstr(rep.fallback_reason[0], "ml_row_prefix"));
     double max, mean;
     ts_diff(h[1], d[1], (size_t)9 * 8 * 7 * 24, &max, &mean);
     assert_true(max < 1e-5);
@@ -264,7 +295,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_debug_8x8x8),   cmocka_unit_test(test_debug_9x8x7),
         cmocka_unit_test(test_experiment_12), cmocka_unit_test(test_mixed_step),
-        cmocka_unit_test(test_enqueue_fault), cmocka_unit_test(test_alloc_fault),
+        cmocka_unit_test(test_enqueue_fault), cmocka_unit_test(test_prefix_fault), cmocka_unit_test(test_alloc_fault),
         cmocka_unit_test(test_build_fault),   cmocka_unit_test(test_mode_switch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

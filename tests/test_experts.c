@@ -266,7 +266,7 @@ static void test_descriptors(void **state) {
                  k_names[b]);
         assert_non_null(strstr(d->cl_source, kname));
         if (b != B_LOCAL)
-            assert_non_null(strstr(d->cl_source, "cnf_integrate"));
+            assert_non_null(strstr(d->cl_source, "cnf_wg_integrate"));
         /* The entry is idempotent. */
         assert_ptr_equal(plugin(b), d);
     }

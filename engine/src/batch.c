@@ -1,9 +1,11 @@
 /* The batched device path and the per-chunk batch adapter.
  *
  * States stay on the device in two buffers (Jacobi double buffering). A
- * step enqueues, for every device chunk:
+ * step first resets the finite check and computes the row prefix sums of
+ * the whole lattice (queue 0), then enqueues, for every device chunk:
  *   aggregate (queue q) -> each expert (queues q+1.., concurrently) -> gate
- *   and combine into the other buffer (queue q, waiting on the experts)
+ *   and combine into the other buffer (queue q, waiting on the experts; it
+ *   also counts non-finite cells, read back once at the end of the step)
  * with events for the dependencies, after each expert's once-per-step
  * precomputation. Chunks below the batch threshold, and chunks whose device
  * work fails, run per cell on the host in the same step; their results are
@@ -36,7 +38,7 @@ typedef struct chunk_set {
 struct ml_batch {
     mlcl_context ctx;
     cl_program program;
-    cl_kernel k_aggregate, k_gate, k_check;
+    cl_kernel k_prefix, k_aggregate, k_gate;
     cl_program expert_program[MOELAT_BANDS];
     void *expert_state[MOELAT_BANDS];
     int expert_on_device[MOELAT_BANDS];
@@ -46,7 +48,14 @@ struct ml_batch {
     cl_mem offsets[MOELAT_BANDS];
     cl_mem params[MOELAT_BANDS];
     cl_mem gate;
-    cl_mem check;
+    cl_mem check; /* the gate's finite check: {cells, lowest cell} */
+    /* Aggregation by row prefix sums (see moelat_step.cl): the run table
+     * built from the stencil, and the prefix sums of n and |n|, N*S floats
+     * each. direct: bit k when band k is summed neighbour by neighbour (all
+     * bands when the prefix buffers could not be had). */
+    cl_mem rows, segs, prefix[2];
+    int n_rows, direct;
+    cl_event step_start; /* this step's check reset and prefix, NULL outside a step */
     chunk_set sets[MAX_SETS];
     int n_sets;
     int max_chunk_cells;
@@ -103,12 +112,18 @@ void ml_batch_destroy(ml_batch *b) {
     mlcl_release_buffer(b->ext);
     mlcl_release_buffer(b->gate);
     mlcl_release_buffer(b->check);
+    mlcl_release_buffer(b->rows);
+    mlcl_release_buffer(b->segs);
+    for (int i = 0; i < 2; i++)
+        mlcl_release_buffer(b->prefix[i]);
+    if (b->step_start)
+        clReleaseEvent(b->step_start);
+    if (b->k_prefix)
+        clReleaseKernel(b->k_prefix);
     if (b->k_aggregate)
         clReleaseKernel(b->k_aggregate);
     if (b->k_gate)
         clReleaseKernel(b->k_gate);
-    if (b->k_check)
-        clReleaseKernel(b->k_check);
     if (b->program)
         clReleaseProgram(b->program);
     for (int k = 0; k < MOELAT_BANDS; k++)
@@ -275,6 +290,170 @@ static int upload_stencil(moelat_lattice *lat, ml_batch *b) {
     return 0;
 }
 
+/* Appends one int2 (endpoint dx, band) to the growing segment list. */
+static int push_seg(cl_int **segs, int *n, int *cap, int dx, int band) {
+    if (*n == *cap) {
+        int c = *cap ? *cap * 2 : 256;
+        cl_int *p = realloc(*segs, (size_t)c * 2 * sizeof *p);
+        if (!p)
+            return -1;
+        *segs = p;
+        *cap = c;
+    }
+    (*segs)[2 * *n] = dx;
+    (*segs)[2 * *n + 1] = band;
+    (*n)++;
+    return 0;
+}
+
+/* The run table of aggregation by row prefix sums (moelat_step.cl), built
+ * from the stencil itself so that every offset keeps the band the
+ * reference gave it. Offsets are placed in a cube by band; each (dy, dz)
+ * line holding any becomes a row (dy, dz, first, end) whose segs are its
+ * starting endpoint and then one endpoint per run of equal band (gaps -1).
+ * A run may be any contiguous dx range: for this stencil they are the
+ * symmetric ones ([-hi, hi], or [-hi, -lo] and [lo, hi]), but nothing
+ * depends on it. A band the table cannot express exactly (an offset listed
+ * twice, in one band or in two) is summed neighbour by neighbour: its bit
+ * in *direct. Each band's run lengths are checked against its count.
+ * Returns 0, or -1 when out of memory (*rows and *segs are then NULL). */
+static int build_run_table(const ml_stencil *st, cl_int **rows, int *n_rows, cl_int **segs, int *n_segs,
+                           int *direct) {
+    *rows = *segs = NULL;
+    *n_rows = *n_segs = 0;
+    *direct = 0;
+    int h = 0;
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        for (int j = 0; j < st->count[k]; j++) {
+            const ml_offset *o = &st->band[k][j];
+            int m = abs(o->dx) > abs(o->dy) ? abs(o->dx) : abs(o->dy);
+            if (abs(o->dz) > m)
+                m = abs(o->dz);
+            if (m > h)
+                h = m;
+        }
+    size_t side = (size_t)(2 * h + 1);
+    signed char *grid = malloc(side * side * side);
+    if (!grid)
+        return -1;
+    for (int pass = 0; pass < 2; pass++) {
+        memset(grid, -1, side * side * side);
+        for (int k = 0; k < MOELAT_BANDS; k++) {
+            if (*direct & (1 << k))
+                continue;
+            for (int j = 0; j < st->count[k]; j++) {
+                const ml_offset *o = &st->band[k][j];
+                size_t at = ((size_t)(o->dz + h) * side + (size_t)(o->dy + h)) * side + (size_t)(o->dx + h);
+                if (grid[at] >= 0)
+                    *direct |= (1 << k) | (1 << grid[at]);
+                grid[at] = (signed char)k;
+            }
+        }
+        if (*direct == 0)
+            break; /* else fill again without the bands now summed directly */
+    }
+    int cap_rows = 0, cap_segs = 0;
+    long covered[MOELAT_BANDS] = {0, 0, 0};
+    int rc = 0;
+    for (int dz = -h; dz <= h && rc == 0; dz++)
+        for (int dy = -h; dy <= h && rc == 0; dy++) {
+            const signed char *line = grid + ((size_t)(dz + h) * side + (size_t)(dy + h)) * side;
+            int lo = 0, hi = (int)side - 1;
+            while (lo <= hi && line[lo] < 0)
+                lo++;
+            while (hi >= lo && line[hi] < 0)
+                hi--;
+            if (lo > hi)
+                continue;
+            if (*n_rows == cap_rows) {
+                int c = cap_rows ? cap_rows * 2 : 64;
+                cl_int *p = realloc(*rows, (size_t)c * 4 * sizeof *p);
+                if (!p) {
+                    rc = -1;
+                    break;
+                }
+                *rows = p;
+                cap_rows = c;
+            }
+            cl_int *r = *rows + 4 * *n_rows;
+            r[0] = dy;
+            r[1] = dz;
+            r[2] = *n_segs;
+            rc = push_seg(segs, n_segs, &cap_segs, lo - 1 - h, -1);
+            for (int x = lo; x <= hi && rc == 0; x++) {
+                if (line[x] >= 0)
+                    covered[line[x]]++;
+                if (x == hi || line[x + 1] != line[x])
+                    rc = push_seg(segs, n_segs, &cap_segs, x - h, line[x]);
+            }
+            r[3] = *n_segs;
+            (*n_rows)++;
+        }
+    free(grid);
+    if (rc != 0) {
+        free(*rows);
+        free(*segs);
+        *rows = *segs = NULL;
+        return -1;
+    }
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        if (!(*direct & (1 << k)) && covered[k] != st->count[k])
+            *direct |= 1 << k; /* cannot happen; never trust it silently */
+    return 0;
+}
+
+/* Everything aggregation by prefix sums needs, after the chunk buffers so
+ * that those get the memory first. Any failure leaves every band summed
+ * neighbour by neighbour, which is slower but the same function. */
+static void setup_prefix(moelat_lattice *lat, ml_batch *b) {
+    size_t bytes = lat->N * (size_t)lat->S * sizeof(float);
+    cl_int *rows = NULL, *segs = NULL;
+    int n_rows = 0, n_segs = 0, direct = 0;
+    cl_int rc = CL_SUCCESS;
+    const char *why = NULL;
+    b->direct = (1 << MOELAT_BANDS) - 1;
+    b->n_rows = 0;
+    /* Two state buffers and two prefix buffers must fit. */
+    if (4 * (cl_ulong)bytes > b->ctx.info.global_mem_bytes || (cl_ulong)bytes > b->ctx.info.max_alloc_bytes) {
+        why = "the prefix buffers do not fit in device memory";
+        goto out;
+    }
+    if (build_run_table(&lat->stencil, &rows, &n_rows, &segs, &n_segs, &direct) != 0) {
+        why = "out of host memory building the run table";
+        goto out;
+    }
+    b->rows = mlcl_create_buffer(&b->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                 (size_t)(n_rows > 0 ? n_rows : 1) * 4 * sizeof(cl_int),
+                                 n_rows > 0 ? (void *)rows : (void *)(cl_int[4]){0, 0, 0, 0}, &rc);
+    if (rc == CL_SUCCESS)
+        b->segs = mlcl_create_buffer(&b->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                     (size_t)(n_segs > 0 ? n_segs : 1) * 2 * sizeof(cl_int),
+                                     n_segs > 0 ? (void *)segs : (void *)(cl_int[2]){0, -1}, &rc);
+    for (int i = 0; i < 2 && rc == CL_SUCCESS; i++)
+        b->prefix[i] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, bytes, NULL, &rc);
+    if (rc != CL_SUCCESS) {
+        why = mlcl_error_name(rc);
+        goto out;
+    }
+    b->direct = direct;
+    b->n_rows = n_rows;
+    if (direct)
+        ML_WARN("batch", "bands with mask %d are summed neighbour by neighbour: the run table cannot express them",
+                direct);
+    ML_DEBUG("batch", "aggregation by row prefix sums: %d rows, %d endpoints", n_rows, n_segs);
+out:
+    free(rows);
+    free(segs);
+    if (why) {
+        mlcl_release_buffer(b->rows);
+        mlcl_release_buffer(b->segs);
+        for (int i = 0; i < 2; i++)
+            mlcl_release_buffer(b->prefix[i]);
+        b->rows = b->segs = b->prefix[0] = b->prefix[1] = NULL;
+        ML_WARN("batch", "aggregation sums every neighbour (%s)", why);
+    }
+}
+
 static int create_params(moelat_lattice *lat, ml_batch *b) {
     cl_int rc;
     for (int k = 0; k < MOELAT_BANDS; k++) {
@@ -323,11 +502,11 @@ static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
     if (rc != 0)
         return -1;
     cl_int e1, e2, e3;
-    b->k_aggregate = clCreateKernel(b->program, "ml_aggregate", &e1);
-    b->k_gate = clCreateKernel(b->program, "ml_gate_combine", &e2);
-    b->k_check = clCreateKernel(b->program, "ml_check_finite", &e3);
-    if (cl_check(lat, e1, "creating kernel ml_aggregate") || cl_check(lat, e2, "creating kernel ml_gate_combine") ||
-        cl_check(lat, e3, "creating kernel ml_check_finite"))
+    b->k_prefix = clCreateKernel(b->program, "ml_row_prefix", &e1);
+    b->k_aggregate = clCreateKernel(b->program, "ml_aggregate", &e2);
+    b->k_gate = clCreateKernel(b->program, "ml_gate_combine", &e3);
+    if (cl_check(lat, e1, "creating kernel ml_row_prefix") || cl_check(lat, e2, "creating kernel ml_aggregate") ||
+        cl_check(lat, e3, "creating kernel ml_gate_combine"))
         return -1;
     return 0;
 }
@@ -425,6 +604,7 @@ int ml_batch_create(moelat_lattice *lat, ml_batch **out) {
         ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    setup_prefix(lat, b);
     lat->batch = b; /* prepare_expert uploads nothing, but logs through lat */
     for (int k = 0; k < MOELAT_BANDS; k++)
         prepare_expert(lat, b, k);
@@ -486,12 +666,25 @@ static cl_int set_aggregate_args(ml_batch *b, const moelat_lattice *lat, const m
     cl_int4 origin = {{c->origin[0], c->origin[1], c->origin[2], 0}};
     cl_int4 extent = {{c->extent[0], c->extent[1], c->extent[2], 0}};
     cl_int n = c->n_cells;
+    cl_int n_rows = b->n_rows, direct = b->direct;
+    /* Without the prefix buffers every band is direct and the table args
+     * are never read; any buffer does for them. */
+    cl_mem pre_n = b->prefix[0] ? b->prefix[0] : b->states[b->cur];
+    cl_mem pre_a = b->prefix[1] ? b->prefix[1] : b->states[b->cur];
+    cl_mem rows = b->rows ? b->rows : b->offsets[0];
+    cl_mem segs = b->segs ? b->segs : b->offsets[0];
     int a = 0;
     SET_ARG(k, a++, b->states[b->cur]);
+    SET_ARG(k, a++, pre_n);
+    SET_ARG(k, a++, pre_a);
+    SET_ARG(k, a++, rows);
+    SET_ARG(k, a++, n_rows);
+    SET_ARG(k, a++, segs);
     SET_ARG(k, a++, dims);
     SET_ARG(k, a++, origin);
     SET_ARG(k, a++, extent);
     SET_ARG(k, a++, n);
+    SET_ARG(k, a++, direct);
     for (int band = 0; band < MOELAT_BANDS; band++) {
         cl_int cnt = lat->stencil.count[band];
         SET_ARG(k, a++, b->offsets[band]);
@@ -531,7 +724,35 @@ static cl_int set_gate_args(ml_batch *b, const moelat_lattice *lat, const ml_chu
         cl_int off = (cl_int)lat->gate.offsets[t];
         SET_ARG(k, a++, off);
     }
+    SET_ARG(k, a++, b->check);
     return CL_SUCCESS;
+}
+
+/* Global size of the one-work-item-per-(cell, s) kernels: items rounded up
+ * to whole work-groups of MOELAT_WG (the kernels return past the end). */
+static size_t round_to_wg(const ml_batch *b, size_t items) {
+    size_t wg = (size_t)b->work_group;
+    return (items + wg - 1) / wg * wg;
+}
+
+/* Enqueues the row prefix sums of the current states on q (nothing when
+ * every band is summed directly). */
+static cl_int enqueue_prefix(ml_batch *b, const moelat_lattice *lat, cl_command_queue q, cl_uint n_wait,
+                             const cl_event *wait, cl_event *done) {
+    if (!b->prefix[0]) {
+        *done = NULL;
+        return CL_SUCCESS;
+    }
+    cl_kernel k = b->k_prefix;
+    cl_int4 dims = {{lat->X, lat->Y, lat->Z, 0}};
+    size_t local = (size_t)b->work_group;
+    size_t global = round_to_wg(b, (size_t)lat->Y * lat->Z * lat->S);
+    int a = 0;
+    SET_ARG(k, a++, b->states[b->cur]);
+    SET_ARG(k, a++, dims);
+    SET_ARG(k, a++, b->prefix[0]);
+    SET_ARG(k, a++, b->prefix[1]);
+    return mlcl_enqueue_kernel(q, k, 1, &global, &local, n_wait, wait, done);
 }
 
 /* Events of one step, released at its end. */
@@ -635,18 +856,25 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
     chunk_set *s = &b->sets[ci % b->n_sets];
     int nq = b->ctx.n_queues;
     cl_command_queue q = b->ctx.queues[qi % nq];
-    size_t global = (size_t)c->n_cells;
+    size_t local = (size_t)b->work_group;
+    size_t global = round_to_wg(b, (size_t)c->n_cells * lat->S);
     cl_event agg = NULL, gate = NULL, ex[MOELAT_BANDS] = {NULL, NULL, NULL};
     int rc = -1;
     cl_int e;
 
-    /* The set's previous chunk must be done with it. */
-    cl_event wait_set = s->last;
+    /* The set's previous chunk must be done with it, and the step's check
+     * reset and prefix sums must be done (they are on queue 0). */
+    cl_event wait_agg[2];
+    cl_uint n_wait_agg = 0;
+    if (s->last)
+        wait_agg[n_wait_agg++] = s->last;
+    if (b->step_start)
+        wait_agg[n_wait_agg++] = b->step_start;
     if ((e = set_aggregate_args(b, lat, c, s)) != CL_SUCCESS) {
         cl_check(lat, e, "setting ml_aggregate arguments");
         goto out;
     }
-    e = mlcl_enqueue_kernel(q, b->k_aggregate, 1, &global, NULL, wait_set ? 1 : 0, wait_set ? &wait_set : NULL, &agg);
+    e = mlcl_enqueue_kernel(q, b->k_aggregate, 1, &global, &local, n_wait_agg, n_wait_agg ? wait_agg : NULL, &agg);
     if (cl_check(lat, e, "enqueueing ml_aggregate"))
         goto out;
     keep_event(se, agg, 3);
@@ -688,7 +916,9 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
     for (int k = 0; k < MOELAT_BANDS; k++)
         if (ex[k])
             waits[nw++] = ex[k];
-    e = mlcl_enqueue_kernel(q, b->k_gate, 1, &global, NULL, (cl_uint)nw, nw ? waits : NULL, &gate);
+    /* One work-group per cell. */
+    global = (size_t)c->n_cells * local;
+    e = mlcl_enqueue_kernel(q, b->k_gate, 1, &global, &local, (cl_uint)nw, nw ? waits : NULL, &gate);
     if (cl_check(lat, e, "enqueueing ml_gate_combine"))
         goto out;
     keep_event(se, gate, 4);
@@ -725,23 +955,40 @@ static int upload_host_chunks(moelat_lattice *lat, ml_batch *b, const int *ids, 
     return cl_check(lat, clFinish(q), "uploading host chunks");
 }
 
+/* The values the finite check starts a step from: no cell, lowest INT_MAX.
+ * Static: the write that uses them is non-blocking. */
+static const cl_int check_init[2] = {0, INT_MAX};
+
+/* Starts a step's device work on queue 0: resets the gate's finite check,
+ * then the row prefix sums of the current states. b->step_start is the
+ * event every chunk's aggregation waits for. */
+static int begin_device_step(moelat_lattice *lat, ml_batch *b, step_events *se) {
+    cl_command_queue q = b->ctx.queues[0];
+    cl_event reset = NULL, prefix = NULL;
+    cl_int e = clEnqueueWriteBuffer(q, b->check, CL_FALSE, 0, sizeof check_init, check_init, 0, NULL, &reset);
+    if (cl_check(lat, e, "resetting the finite check"))
+        return -1;
+    e = enqueue_prefix(b, lat, q, 1, &reset, &prefix);
+    if (cl_check(lat, e, "enqueueing ml_row_prefix")) {
+        clReleaseEvent(reset);
+        return -1;
+    }
+    if (prefix) {
+        clReleaseEvent(reset);
+        keep_event(se, prefix, 3); /* counted as aggregation */
+        b->step_start = prefix;
+    } else {
+        b->step_start = reset;
+    }
+    return 0;
+}
+
+/* Reads the finite check the device chunks' gates filled (host chunks
+ * stop on a non-finite value themselves). */
 static int check_finite(moelat_lattice *lat, ml_batch *b) {
     cl_command_queue q = b->ctx.queues[0];
-    cl_int init[2] = {0, INT_MAX}, res[2];
-    cl_int n = (cl_int)lat->N;
-    size_t global = lat->N;
-    cl_mem buf = b->states[1 - b->cur];
-    cl_int e = clEnqueueWriteBuffer(q, b->check, CL_FALSE, 0, sizeof init, init, 0, NULL, NULL);
-    if (e == CL_SUCCESS)
-        e = clSetKernelArg(b->k_check, 0, sizeof buf, &buf);
-    if (e == CL_SUCCESS)
-        e = clSetKernelArg(b->k_check, 1, sizeof n, &n);
-    if (e == CL_SUCCESS)
-        e = clSetKernelArg(b->k_check, 2, sizeof b->check, &b->check);
-    if (e == CL_SUCCESS)
-        e = clEnqueueNDRangeKernel(q, b->k_check, 1, NULL, &global, NULL, 0, NULL, NULL);
-    if (e == CL_SUCCESS)
-        e = clEnqueueReadBuffer(q, b->check, CL_TRUE, 0, sizeof res, res, 0, NULL, NULL);
+    cl_int res[2];
+    cl_int e = clEnqueueReadBuffer(q, b->check, CL_TRUE, 0, sizeof res, res, 0, NULL, NULL);
     if (cl_check(lat, e, "checking states for NaN and Inf"))
         return -1;
     if (res[0] > 0) {
@@ -803,6 +1050,21 @@ int ml_batch_step(moelat_lattice *lat) {
     step_events se = {0};
     cl_event pre[MOELAT_BANDS] = {NULL, NULL, NULL};
     int rc = 0;
+    int started = 0; /* the gates' finite check was reset this step */
+    if (n_dev > 0) {
+        if (begin_device_step(lat, b, &se) == 0) {
+            started = 1;
+        } else {
+            /* No device chunk can aggregate without it: this step they
+             * all run on the host. */
+            ml_stats_fallback(lat, lat->err);
+            for (int i = 0; i < n_dev; i++)
+                host_ids[n_host++] = dev_ids[i];
+            n_dev = 0;
+            if (ml_batch_sync_to_host(lat) != 0)
+                goto fail;
+        }
+    }
     if (n_dev > 0) {
         for (int k = 0; k < MOELAT_BANDS; k++) {
             if (!b->expert_on_device[k] || !lat->expert[k].desc->cl_step_begin)
@@ -895,7 +1157,11 @@ int ml_batch_step(moelat_lattice *lat) {
             lat->stats.batch_cells += (uint64_t)lat->chunks[dev_ids[i]].n_cells;
         lat->stats.batch_ms += n_host > 0 ? (total > host_ms ? total - host_ms : total) : total;
     }
-    if (check_finite(lat, b) != 0) {
+    if (b->step_start) {
+        clReleaseEvent(b->step_start);
+        b->step_start = NULL;
+    }
+    if (started && check_finite(lat, b) != 0) {
         /* Keep the failing step's states visible to the caller. */
         b->cur = 1 - b->cur;
         lat->device_owns_states = 1;
@@ -907,6 +1173,11 @@ int ml_batch_step(moelat_lattice *lat) {
     free(dev_ids);
     return 0;
 fail:
+    if (b->step_start) {
+        /* Its work may still run; the event only loses our reference. */
+        clReleaseEvent(b->step_start);
+        b->step_start = NULL;
+    }
     free(host_ids);
     free(dev_ids);
     return -1;
@@ -1011,9 +1282,17 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
         if (pre[k])
             clReleaseEvent(pre[k]);
     }
-    cl_int e = set_aggregate_args(b, lat, c, s);
+    cl_event prefix = NULL;
+    cl_int e = enqueue_prefix(b, lat, q, 0, NULL, &prefix);
+    if (prefix)
+        clReleaseEvent(prefix); /* q is in order: the aggregation follows it */
+    if (cl_check(lat, e, "enqueueing ml_row_prefix"))
+        return -1;
+    size_t local = (size_t)b->work_group;
+    global = round_to_wg(b, (size_t)c->n_cells * lat->S);
+    e = set_aggregate_args(b, lat, c, s);
     if (e == CL_SUCCESS)
-        e = clEnqueueNDRangeKernel(q, b->k_aggregate, 1, NULL, &global, NULL, 0, NULL, NULL);
+        e = clEnqueueNDRangeKernel(q, b->k_aggregate, 1, NULL, &global, &local, 0, NULL, NULL);
     if (cl_check(lat, e, "enqueueing ml_aggregate"))
         return -1;
     size_t bytes = (size_t)c->n_cells * lat->S * sizeof(float);

@@ -1,5 +1,6 @@
 /* The distant expert (MODEL.md "Distant expert"): a CNF block integrated
  * from the cell's state with the distant band's neighbour mean fixed. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 extern const char *const distant_cl_parts[];
 
 #define ODE_H(d) ((d)->hidden[0])
+#define DISTANT_DEFAULT_WG 64 /* MOELAT_WG when the build options set none */
 
 static int distant_validate(const moelat_expert_dims *d, char *err, size_t errlen) {
     if (!d || d->state_size < 1) {
@@ -52,13 +54,15 @@ static int distant_host_cell(const moelat_host_cell *c) {
     return MOELAT_EXPERT_OK;
 }
 
-/* ---- OpenCL path: the engine hands the band mean, so no neighbour is read ---- */
+/* ---- OpenCL path: the engine hands the band mean, so no neighbour is read ----
+ * One work-group of work_group lanes per chunk cell (distant.cl). */
 
 typedef struct distant_cl_state {
     cl_kernel kernel;
     cl_mem params;
     cl_mem toff;
     cl_int4 lattice;
+    size_t work_group; /* lanes per cell: the program's MOELAT_WG */
 } distant_cl_state;
 
 static void distant_cl_release(void *p) {
@@ -79,6 +83,17 @@ static int distant_cl_prepare(const moelat_cl_setup *setup, void **state) {
                CNF_N_TENSORS);
         return MOELAT_EXPERT_ERROR;
     }
+    /* Lanes per cell arrived with ABI 1.1. A setup without them (an older
+     * engine, or 0) built the program without -D MOELAT_WG, so the kernel
+     * runs with the helpers' default of 64. */
+    int wg = DISTANT_DEFAULT_WG;
+    if (setup->struct_size >= offsetof(moelat_cl_setup, work_group) + sizeof setup->work_group &&
+        setup->work_group != 0)
+        wg = setup->work_group;
+    if (wg < 1 || (wg & (wg - 1)) != 0) {
+        ec_log(MOELAT_LOG_ERROR, "cl_prepare: work-group size %d is not a power of two", wg);
+        return MOELAT_EXPERT_ERROR;
+    }
     distant_cl_state *st = calloc(1, sizeof *st);
     if (!st) {
         ec_log(MOELAT_LOG_ERROR, "cl_prepare: out of memory");
@@ -91,6 +106,26 @@ static int distant_cl_prepare(const moelat_cl_setup *setup, void **state) {
                                                  setup->n_tensors)
                           : NULL;
     if (!st->toff) {
+        distant_cl_release(st);
+        return MOELAT_EXPERT_ERROR;
+    }
+    st->work_group = (size_t)wg;
+    /* The kernel needs exactly this many lanes per group (its barriers and
+     * reductions assume MOELAT_WG), so a device that cannot run that many
+     * of it (registers, local memory) must be caught here, where the engine
+     * can still fall back to the host, rather than at every enqueue. */
+    size_t kmax = 0;
+    cl_int err = clGetKernelWorkGroupInfo(st->kernel, setup->device, CL_KERNEL_WORK_GROUP_SIZE,
+                                          sizeof kmax, &kmax, NULL);
+    if (err != CL_SUCCESS) {
+        ec_cl_fail(err, "cl_prepare: CL_KERNEL_WORK_GROUP_SIZE of distant_expert");
+        distant_cl_release(st);
+        return MOELAT_EXPERT_ERROR;
+    }
+    if (kmax < st->work_group) {
+        ec_log(MOELAT_LOG_ERROR,
+               "cl_prepare: distant_expert runs at most %zu work-items per group here, needs %zu",
+               kmax, st->work_group);
         distant_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
@@ -111,8 +146,26 @@ static int distant_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
     if (ec_cl_set_args(st->kernel, "distant_expert", args, (int)(sizeof args / sizeof args[0])))
         return MOELAT_EXPERT_ERROR;
     cl_event ev = NULL;
-    int rc = ec_cl_enqueue_items(ch->queue, st->kernel, "distant_expert", (size_t)ch->n_cells,
-                                 ch->num_wait, (const cl_event *)ch->wait, ch->done ? &ev : NULL);
+    int rc = MOELAT_EXPERT_OK;
+    if (ch->n_cells <= 0) {
+        /* Nothing to compute (an empty NDRange is an error), but the engine
+         * still orders later work after this call's wait list. */
+        rc = ec_cl_enqueue_items(ch->queue, st->kernel, "distant_expert", 0, ch->num_wait,
+                                 (const cl_event *)ch->wait, ch->done ? &ev : NULL);
+    } else {
+        size_t local = st->work_group;
+        size_t global = (size_t)ch->n_cells * local; /* work-group c = chunk cell c */
+        cl_int err = clEnqueueNDRangeKernel(ch->queue, st->kernel, 1, NULL, &global, &local,
+                                            ch->num_wait,
+                                            ch->num_wait ? (const cl_event *)ch->wait : NULL,
+                                            ch->done ? &ev : NULL);
+        if (err != CL_SUCCESS) {
+            char what[160];
+            snprintf(what, sizeof what, "kernel distant_expert: enqueueing %d cells x %zu lanes",
+                     ch->n_cells, local);
+            rc = ec_cl_fail(err, what);
+        }
+    }
     if (ch->done)
         *ch->done = ev;
     return rc;

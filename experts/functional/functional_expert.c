@@ -2,6 +2,7 @@
  * between a message-passing GRU-like update (with the cell's external
  * inputs) and a CNF block, mixed by a linear, LayerNorm and GELU. */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,22 +189,24 @@ static int functional_host_cell(const moelat_host_cell *c) {
 }
 
 /* ---- OpenCL path ----
- * cl_step_begin computes P_i = W_n n_i + b (W_n: the n_j columns of
- * message_creator.0) once per cell of the lattice; the expert kernel then
- * needs W_x x once per cell and P_j per edge (the same function, about
- * 2S*hd fewer multiply-adds per edge). */
+ * cl_step_begin computes the per-cell projections of functional.cl
+ * (Pn = W_n n_i + b, Px = W_x n_i, Pa = A_x n_i + a_b) once per cell of
+ * the lattice; an edge then needs only Pn_j (the same function, about
+ * 2S*hd fewer multiply-adds per edge). cl_enqueue runs functional_output:
+ * one work-group of work_group lanes per chunk cell, everything of the
+ * cell in one kernel (no chunk scratch). */
 
 typedef struct functional_cl_state {
     cl_kernel project;
-    cl_kernel messages; /* pass 1: M of each chunk cell into the scratch */
-    cl_kernel gru;      /* pass 2: gate and GRU into the scratch */
-    cl_kernel output;   /* pass 3: CNF and result layer */
+    cl_kernel cell;     /* functional_output: the whole expert, a work-group per cell */
     cl_mem params;
     cl_mem toff;
-    cl_mem proj;        /* N x (2 hd + md), see functional.cl */
+    cl_mem proj;        /* N x (2 hd + md) in three planes, see functional.cl */
     cl_event proj_done; /* the last projection, retained; NULL before any step */
     cl_int4 lattice;
     cl_int n_total;
+    size_t work_group;  /* lanes per cell: the program's MOELAT_WG */
+    size_t proj_per_cell; /* functional.cl's FN_PW = 2 hd + md */
 } functional_cl_state;
 
 static void functional_cl_release(void *p) {
@@ -214,17 +217,45 @@ static void functional_cl_release(void *p) {
         clReleaseEvent(st->proj_done);
     if (st->project)
         clReleaseKernel(st->project);
-    if (st->messages)
-        clReleaseKernel(st->messages);
-    if (st->gru)
-        clReleaseKernel(st->gru);
-    if (st->output)
-        clReleaseKernel(st->output);
+    if (st->cell)
+        clReleaseKernel(st->cell);
     if (st->proj)
         clReleaseMemObject(st->proj);
     if (st->toff)
         clReleaseMemObject(st->toff);
     free(st);
+}
+
+/* functional_output needs exactly work_group lanes per group and its local
+ * memory: a device that cannot launch it is found here, at prepare time,
+ * so that the expert falls back to the host instead of failing each step. */
+static int functional_cl_check_fit(cl_kernel k, cl_device_id dev, size_t wg) {
+    size_t kmax = 0;
+    cl_ulong kmem = 0, dmem = 0;
+    cl_int err = clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_WORK_GROUP_SIZE, sizeof kmax, &kmax, NULL);
+    if (err != CL_SUCCESS)
+        return ec_cl_fail(err, "cl_prepare: kernel functional_output: CL_KERNEL_WORK_GROUP_SIZE");
+    if (kmax < wg) {
+        ec_log(MOELAT_LOG_ERROR,
+               "cl_prepare: kernel functional_output allows %zu work-items per group on this "
+               "device, it needs %zu",
+               kmax, wg);
+        return MOELAT_EXPERT_ERROR;
+    }
+    err = clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_LOCAL_MEM_SIZE, sizeof kmem, &kmem, NULL);
+    if (err != CL_SUCCESS)
+        return ec_cl_fail(err, "cl_prepare: kernel functional_output: CL_KERNEL_LOCAL_MEM_SIZE");
+    err = clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof dmem, &dmem, NULL);
+    if (err != CL_SUCCESS)
+        return ec_cl_fail(err, "cl_prepare: CL_DEVICE_LOCAL_MEM_SIZE");
+    if (dmem > 0 && kmem > dmem) {
+        ec_log(MOELAT_LOG_ERROR,
+               "cl_prepare: kernel functional_output needs %llu bytes of local memory, the device "
+               "has %llu",
+               (unsigned long long)kmem, (unsigned long long)dmem);
+        return MOELAT_EXPERT_ERROR;
+    }
+    return MOELAT_EXPERT_OK;
 }
 
 static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
@@ -240,6 +271,17 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
                setup->lattice[0], setup->lattice[1], setup->lattice[2]);
         return MOELAT_EXPERT_ERROR;
     }
+    /* The program's MOELAT_WG: work_group since ABI 1.1; an engine that
+     * does not send it built the program without -D MOELAT_WG, which is
+     * the helpers' default of 64. */
+    int wg = 64;
+    if (setup->struct_size >= offsetof(moelat_cl_setup, work_group) + sizeof setup->work_group &&
+        setup->work_group != 0)
+        wg = setup->work_group;
+    if (wg < 1 || (wg & (wg - 1)) != 0) {
+        ec_log(MOELAT_LOG_ERROR, "cl_prepare: work-group size %d is not a power of two", wg);
+        return MOELAT_EXPERT_ERROR;
+    }
     functional_cl_state *st = calloc(1, sizeof *st);
     if (!st) {
         ec_log(MOELAT_LOG_ERROR, "cl_prepare: out of memory");
@@ -248,20 +290,22 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     st->params = setup->params;
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
     st->n_total = (cl_int)n;
+    st->work_group = (size_t)wg;
     st->project = ec_cl_kernel(setup->program, "functional_project");
-    st->messages = st->project ? ec_cl_kernel(setup->program, "functional_messages") : NULL;
-    st->gru = st->messages ? ec_cl_kernel(setup->program, "functional_gru") : NULL;
-    st->output = st->gru ? ec_cl_kernel(setup->program, "functional_output") : NULL;
-    st->toff = st->output ? ec_cl_offsets_buffer(setup->context, setup->tensor_offsets,
-                                                 setup->n_tensors)
-                          : NULL;
+    st->cell = st->project ? ec_cl_kernel(setup->program, "functional_output") : NULL;
+    if (!st->cell || functional_cl_check_fit(st->cell, setup->device, st->work_group) != MOELAT_EXPERT_OK) {
+        functional_cl_release(st);
+        return MOELAT_EXPERT_ERROR;
+    }
+    st->toff = ec_cl_offsets_buffer(setup->context, setup->tensor_offsets, setup->n_tensors);
     if (!st->toff) {
         functional_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
     cl_int err = CL_SUCCESS;
     /* functional.cl's FN_PW floats per cell: two hd projections and one md. */
-    size_t bytes = (size_t)n * (size_t)(2 * HD(setup->dims) + MD(setup->dims)) * sizeof(float);
+    st->proj_per_cell = (size_t)(2 * HD(setup->dims) + MD(setup->dims));
+    size_t bytes = (size_t)n * st->proj_per_cell * sizeof(float);
     st->proj = clCreateBuffer(setup->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
     if (err != CL_SUCCESS || !st->proj) {
         char what[128];
@@ -274,6 +318,8 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     return MOELAT_EXPERT_OK;
 }
 
+/* Once per step: the projections of every cell, one work-item per (cell,
+ * output), N x (2 hd + md) items (plenty even for small lattices). */
 static int functional_cl_step_begin(void *p, const moelat_cl_step *step) {
     functional_cl_state *st = p;
     if (step->done)
@@ -285,8 +331,9 @@ static int functional_cl_step_begin(void *p, const moelat_cl_step *step) {
                        (int)(sizeof args / sizeof args[0])))
         return MOELAT_EXPERT_ERROR;
     cl_event ev = NULL;
-    if (ec_cl_enqueue_items(step->queue, st->project, "functional_project", (size_t)st->n_total,
-                            step->num_wait, (const cl_event *)step->wait, &ev))
+    if (ec_cl_enqueue_items(step->queue, st->project, "functional_project",
+                            (size_t)st->n_total * st->proj_per_cell, step->num_wait,
+                            (const cl_event *)step->wait, &ev))
         return MOELAT_EXPERT_ERROR;
     if (st->proj_done)
         clReleaseEvent(st->proj_done);
@@ -310,30 +357,19 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
                                  "(the per-cell projections are not computed)");
         return MOELAT_EXPERT_ERROR;
     }
-    if (!ch->scratch) {
-        ec_log(MOELAT_LOG_ERROR, "kernel functional_messages: the chunk has no scratch buffer");
-        return MOELAT_EXPERT_ERROR;
-    }
     cl_int4 origin = {{ch->origin[0], ch->origin[1], ch->origin[2], 0}};
     cl_int4 extent = {{ch->extent[0], ch->extent[1], ch->extent[2], 0}};
     cl_int n_offsets = ch->n_offsets, n_cells = ch->n_cells, has_ext = ch->ext != NULL;
     cl_mem states = ch->states, ext = ch->ext, offsets = ch->offsets, count = ch->band_count;
-    cl_mem mean = ch->band_mean, absmean = ch->band_absmean, out = ch->out, msg = ch->scratch;
-    ec_arg margs[] = {EC_ARG_MEM(states),   EC_ARG_MEM(offsets),    EC_ARG(n_offsets),
-                      EC_ARG(st->lattice),  EC_ARG(origin),         EC_ARG(extent),
-                      EC_ARG(n_cells),      EC_ARG_MEM(count),      EC_ARG_MEM(st->proj),
-                      EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff), EC_ARG_MEM(msg)};
-    ec_arg gargs[] = {EC_ARG_MEM(states),   EC_ARG_MEM(ext),        EC_ARG(has_ext),
-                      EC_ARG(st->lattice),  EC_ARG(origin),         EC_ARG(extent),
-                      EC_ARG(n_cells),      EC_ARG_MEM(count),      EC_ARG_MEM(absmean),
-                      EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff), EC_ARG_MEM(msg)};
-    ec_arg oargs[] = {EC_ARG_MEM(states),   EC_ARG(st->lattice),    EC_ARG(origin),
-                      EC_ARG(extent),       EC_ARG(n_cells),        EC_ARG_MEM(count),
-                      EC_ARG_MEM(mean),     EC_ARG_MEM(msg),        EC_ARG_MEM(st->params),
-                      EC_ARG_MEM(st->toff), EC_ARG_MEM(out)};
-    if (ec_cl_set_args(st->messages, "functional_messages", margs, (int)(sizeof margs / sizeof margs[0])) ||
-        ec_cl_set_args(st->gru, "functional_gru", gargs, (int)(sizeof gargs / sizeof gargs[0])) ||
-        ec_cl_set_args(st->output, "functional_output", oargs, (int)(sizeof oargs / sizeof oargs[0])))
+    cl_mem mean = ch->band_mean, absmean = ch->band_absmean, out = ch->out;
+    ec_arg args[] = {EC_ARG_MEM(states),     EC_ARG_MEM(offsets),  EC_ARG(n_offsets),
+                     EC_ARG(st->lattice),    EC_ARG(origin),       EC_ARG(extent),
+                     EC_ARG(n_cells),        EC_ARG_MEM(count),    EC_ARG_MEM(mean),
+                     EC_ARG_MEM(absmean),    EC_ARG_MEM(ext),      EC_ARG(has_ext),
+                     EC_ARG_MEM(st->proj),   EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff),
+                     EC_ARG_MEM(out)};
+    if (n_cells > 0 &&
+        ec_cl_set_args(st->cell, "functional_output", args, (int)(sizeof args / sizeof args[0])))
         return MOELAT_EXPERT_ERROR;
 
     /* The chunk waits on its own list and on this step's projections. */
@@ -341,32 +377,39 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
     cl_event *wait = small;
     cl_uint n_wait = ch->num_wait + 1;
     if (n_wait > 16 && !(wait = malloc(n_wait * sizeof *wait))) {
-        ec_log(MOELAT_LOG_ERROR, "kernel functional_messages: out of memory for %u wait events",
-               n_wait);
+        ec_log(MOELAT_LOG_ERROR, "kernel functional_output: out of memory for %u wait events", n_wait);
         return MOELAT_EXPERT_ERROR;
     }
     for (cl_uint i = 0; i < ch->num_wait; i++)
         wait[i] = (cl_event)ch->wait[i];
     wait[ch->num_wait] = st->proj_done;
 
-    /* In-order queue: the three passes follow each other. */
-    int rc = ec_cl_enqueue_items(ch->queue, st->messages, "functional_messages", (size_t)ch->n_cells,
-                                 n_wait, wait, NULL);
+    cl_event ev = NULL;
+    int rc = MOELAT_EXPERT_OK;
+    if (n_cells <= 0) {
+        /* Nothing to compute; a marker keeps the ordering after the wait list. */
+        rc = ec_cl_enqueue_items(ch->queue, st->cell, "functional_output", 0, n_wait, wait,
+                                 ch->done ? &ev : NULL);
+    } else {
+        /* One work-group of work_group lanes per chunk cell: the kernel
+         * takes its cell from the group id and is compiled for this size. */
+        size_t local = st->work_group;
+        size_t global = (size_t)n_cells * local;
+        cl_int err = clEnqueueNDRangeKernel(ch->queue, st->cell, 1, NULL, &global, &local, n_wait,
+                                            wait, ch->done ? &ev : NULL);
+        if (err != CL_SUCCESS) {
+            char what[160];
+            snprintf(what, sizeof what, "kernel functional_output: enqueueing %d cells x %zu lanes",
+                     (int)n_cells, local);
+            rc = ec_cl_fail(err, what);
+        }
+    }
     if (wait != small)
         free(wait);
-    cl_event ev = NULL;
-    if (rc == MOELAT_EXPERT_OK)
-        rc = ec_cl_enqueue_items(ch->queue, st->gru, "functional_gru", (size_t)ch->n_cells, 0, NULL, NULL);
-    if (rc == MOELAT_EXPERT_OK)
-        rc = ec_cl_enqueue_items(ch->queue, st->output, "functional_output", (size_t)ch->n_cells, 0, NULL,
-                                 ch->done ? &ev : NULL);
     if (ch->done)
         *ch->done = ev;
     return rc;
 }
-
-/* functional.cl's FN_SCR: [M (md) | (1 - g) gnn (S) | g] per chunk cell. */
-static size_t functional_cl_scratch(const moelat_expert_dims *d) { return (size_t)MD(d) + (size_t)d->state_size + 1; }
 
 static moelat_expert_descriptor g_desc = {
     .abi_major = MOELAT_EXPERT_ABI_MAJOR,
@@ -387,7 +430,7 @@ static moelat_expert_descriptor g_desc = {
     .cl_step_begin = functional_cl_step_begin,
     .cl_enqueue = functional_cl_enqueue,
     .cl_release = functional_cl_release,
-    .cl_scratch_floats = functional_cl_scratch,
+    .cl_scratch_floats = NULL, /* functional_output keeps everything in local memory */
 };
 
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {

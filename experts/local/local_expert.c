@@ -1,6 +1,7 @@
 /* The local expert (MODEL.md "Local expert"): attention over the local band
  * by unscaled dot products with the cell's state, two small MLPs and a
  * residual mix alpha x + beta LN(p). */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,7 @@ typedef struct local_cl_state {
     cl_mem params;
     cl_mem toff;
     cl_int4 lattice;
+    size_t work_group; /* lanes per cell: the program's MOELAT_WG */
 } local_cl_state;
 
 static void local_cl_release(void *p) {
@@ -122,6 +124,67 @@ static void local_cl_release(void *p) {
     if (st->toff)
         clReleaseMemObject(st->toff);
     free(st);
+}
+
+/* The kernel runs one work-group of exactly work_group lanes per cell: make
+ * sure this device can launch it (registers and local memory of the built
+ * kernel), so that a misfit falls back to the host at prepare time instead
+ * of failing every step. */
+static int local_cl_check_fit(cl_kernel k, cl_device_id dev, size_t wg) {
+    size_t kmax = 0;
+    cl_ulong kmem = 0, dmem = 0;
+    cl_int err = clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_WORK_GROUP_SIZE, sizeof kmax, &kmax, NULL);
+    if (err != CL_SUCCESS)
+        return ec_cl_fail(err, "cl_prepare: kernel local_expert: CL_KERNEL_WORK_GROUP_SIZE");
+    if (kmax < wg) {
+        ec_log(MOELAT_LOG_ERROR,
+               "cl_prepare: kernel local_expert allows %zu work-items per group on this device, "
+               "it needs %zu",
+               kmax, wg);
+        return MOELAT_EXPERT_ERROR;
+    }
+    err = clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_LOCAL_MEM_SIZE, sizeof kmem, &kmem, NULL);
+    if (err != CL_SUCCESS)
+        return ec_cl_fail(err, "cl_prepare: kernel local_expert: CL_KERNEL_LOCAL_MEM_SIZE");
+    err = clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof dmem, &dmem, NULL);
+    if (err != CL_SUCCESS)
+        return ec_cl_fail(err, "cl_prepare: CL_DEVICE_LOCAL_MEM_SIZE");
+    if (dmem > 0 && kmem > dmem) {
+        ec_log(MOELAT_LOG_ERROR,
+               "cl_prepare: kernel local_expert needs %llu bytes of local memory, the device has %llu",
+               (unsigned long long)kmem, (unsigned long long)dmem);
+        return MOELAT_EXPERT_ERROR;
+    }
+    return MOELAT_EXPERT_OK;
+}
+
+/* Lanes per cell. The kernel declares reqd_work_group_size(MOELAT_WG), so
+ * the built program itself says which MOELAT_WG it was compiled with: that
+ * is the size every launch must use. setup->work_group (ABI 1.1) must agree
+ * when given; a caller without it (ABI 1.0, or a test building the program
+ * without -D MOELAT_WG, when the helpers' default applies) still gets the
+ * right size. */
+static int local_cl_lanes(cl_kernel k, const moelat_cl_setup *setup, size_t *lanes) {
+    size_t reqd[3] = {0, 0, 0};
+    cl_int err = clGetKernelWorkGroupInfo(k, setup->device, CL_KERNEL_COMPILE_WORK_GROUP_SIZE,
+                                          sizeof reqd, reqd, NULL);
+    if (err != CL_SUCCESS)
+        return ec_cl_fail(err, "cl_prepare: kernel local_expert: CL_KERNEL_COMPILE_WORK_GROUP_SIZE");
+    if (reqd[0] < 1 || (reqd[0] & (reqd[0] - 1)) != 0) {
+        ec_log(MOELAT_LOG_ERROR,
+               "cl_prepare: kernel local_expert was compiled for %zu lanes, not a power of two",
+               reqd[0]);
+        return MOELAT_EXPERT_ERROR;
+    }
+    int has_wg = setup->struct_size >= offsetof(moelat_cl_setup, work_group) + sizeof setup->work_group;
+    if (has_wg && setup->work_group != 0 && (size_t)setup->work_group != reqd[0]) {
+        ec_log(MOELAT_LOG_ERROR,
+               "cl_prepare: work_group %d differs from the program's MOELAT_WG %zu",
+               (int)setup->work_group, reqd[0]);
+        return MOELAT_EXPERT_ERROR;
+    }
+    *lanes = reqd[0];
+    return MOELAT_EXPERT_OK;
 }
 
 static int local_cl_prepare(const moelat_cl_setup *setup, void **state) {
@@ -139,9 +202,12 @@ static int local_cl_prepare(const moelat_cl_setup *setup, void **state) {
     st->params = setup->params;
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
     st->kernel = ec_cl_kernel(setup->program, "local_expert");
-    st->toff = st->kernel ? ec_cl_offsets_buffer(setup->context, setup->tensor_offsets,
-                                                 setup->n_tensors)
-                          : NULL;
+    if (!st->kernel || local_cl_lanes(st->kernel, setup, &st->work_group) != MOELAT_EXPERT_OK ||
+        local_cl_check_fit(st->kernel, setup->device, st->work_group) != MOELAT_EXPERT_OK) {
+        local_cl_release(st);
+        return MOELAT_EXPERT_ERROR;
+    }
+    st->toff = ec_cl_offsets_buffer(setup->context, setup->tensor_offsets, setup->n_tensors);
     if (!st->toff) {
         local_cl_release(st);
         return MOELAT_EXPERT_ERROR;
@@ -156,18 +222,40 @@ static int local_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
     cl_int4 extent = {{ch->extent[0], ch->extent[1], ch->extent[2], 0}};
     cl_int n_offsets = ch->n_offsets, n_cells = ch->n_cells;
     cl_mem states = ch->states, offsets = ch->offsets, count = ch->band_count, out = ch->out;
+    cl_event ev = NULL;
+    if (ch->done)
+        *ch->done = NULL;
+    if (n_cells <= 0) {
+        /* ec_cl_enqueue_items orders an empty chunk after its wait list
+         * with a marker. */
+        int rc = ec_cl_enqueue_items(ch->queue, st->kernel, "local_expert", 0, ch->num_wait,
+                                     (const cl_event *)ch->wait, ch->done ? &ev : NULL);
+        if (ch->done)
+            *ch->done = ev;
+        return rc;
+    }
     ec_arg args[] = {EC_ARG_MEM(states), EC_ARG_MEM(offsets), EC_ARG(n_offsets),
                      EC_ARG(st->lattice), EC_ARG(origin),     EC_ARG(extent),
                      EC_ARG(n_cells),     EC_ARG_MEM(count),  EC_ARG_MEM(st->params),
                      EC_ARG_MEM(st->toff), EC_ARG_MEM(out)};
     if (ec_cl_set_args(st->kernel, "local_expert", args, (int)(sizeof args / sizeof args[0])))
         return MOELAT_EXPERT_ERROR;
-    cl_event ev = NULL;
-    int rc = ec_cl_enqueue_items(ch->queue, st->kernel, "local_expert", (size_t)ch->n_cells,
-                                 ch->num_wait, (const cl_event *)ch->wait, ch->done ? &ev : NULL);
+    /* One work-group of work_group lanes per chunk cell: the kernel takes
+     * its cell from the group id and is compiled for exactly this size. */
+    size_t local = st->work_group;
+    size_t global = (size_t)n_cells * local;
+    cl_int err = clEnqueueNDRangeKernel(ch->queue, st->kernel, 1, NULL, &global, &local,
+                                        ch->num_wait, ch->num_wait ? (const cl_event *)ch->wait : NULL,
+                                        ch->done ? &ev : NULL);
+    if (err != CL_SUCCESS) {
+        char what[160];
+        snprintf(what, sizeof what, "kernel local_expert: enqueueing %d cells x %zu lanes",
+                 (int)n_cells, local);
+        return ec_cl_fail(err, what);
+    }
     if (ch->done)
         *ch->done = ev;
-    return rc;
+    return MOELAT_EXPERT_OK;
 }
 
 static moelat_expert_descriptor g_desc = {
