@@ -542,7 +542,7 @@ int ml_batch_create(moelat_lattice *lat, ml_batch **out) {
         if (memcmp(size, lat->chunk_size, sizeof size) != 0) {
             ml_chunk *c;
             int n;
-            if (ml_chunks_make(lat->cfg.dims, size, &c, &n) == 0) {
+            if (ml_chunks_make_range(lat->cfg.dims, size, lat->active_z0, lat->active_z1, &c, &n) == 0) {
                 free(lat->chunks);
                 lat->chunks = c;
                 lat->n_chunks = n;
@@ -592,7 +592,7 @@ int ml_batch_create(moelat_lattice *lat, ml_batch **out) {
         ML_WARN("batch", "%s; retrying with chunks of %dx%dx%d", lat->err, size[0], size[1], size[2]);
         ml_chunk *c;
         int n;
-        if (ml_chunks_make(lat->cfg.dims, size, &c, &n) != 0)
+        if (ml_chunks_make_range(lat->cfg.dims, size, lat->active_z0, lat->active_z1, &c, &n) != 0)
             goto fail;
         free(lat->chunks);
         lat->chunks = c;
@@ -632,6 +632,17 @@ int ml_batch_sync_to_host(moelat_lattice *lat) {
         return -1;
     lat->device_owns_states = 0;
     return 0;
+}
+
+int ml_batch_planes_io(moelat_lattice *lat, size_t offset, size_t count, float *dst, const float *src) {
+    ml_batch *b = lat->batch;
+    if (!b)
+        return ml_fail(lat, MOELAT_ERR_DEVICE, "batch mode is not enabled"), -1;
+    cl_command_queue q = b->ctx.queues[0];
+    size_t off = offset * sizeof(float), bytes = count * sizeof(float);
+    cl_int e = dst ? clEnqueueReadBuffer(q, b->states[b->cur], CL_TRUE, off, bytes, dst, 0, NULL, NULL)
+                   : clEnqueueWriteBuffer(q, b->states[b->cur], CL_TRUE, off, bytes, src, 0, NULL, NULL);
+    return cl_check(lat, e, dst ? "reading state planes" : "writing state planes");
 }
 
 static int upload_if_stale(moelat_lattice *lat, ml_batch *b) {
@@ -1192,10 +1203,13 @@ moelat_status ml_batch_verify_sample(moelat_lattice *lat) {
     enum { SAMPLE = 64 };
     size_t cells[SAMPLE];
     int n = 0;
-    size_t step = N / (SAMPLE - 2) + 1;
-    cells[n++] = 0;
-    cells[n++] = N - 1;
-    for (size_t i = step / 2; i < N && n < SAMPLE; i += step)
+    /* Sample the active planes only: a slab owner's step writes no others. */
+    size_t plane = (size_t)lat->X * lat->Y;
+    size_t lo = plane * (size_t)lat->active_z0, hi = plane * (size_t)lat->active_z1;
+    size_t step = (hi - lo) / (SAMPLE - 2) + 1;
+    cells[n++] = lo;
+    cells[n++] = hi - 1;
+    for (size_t i = lo + step / 2; i < hi && n < SAMPLE; i += step)
         cells[n++] = i;
     float *host = malloc((size_t)n * S * sizeof(float));
     float *dev = malloc(N * (size_t)S * sizeof(float));

@@ -6,10 +6,18 @@
 static int32_t div_up(int32_t a, int32_t b) { return (a + b - 1) / b; }
 
 int ml_chunks_make(const int32_t dims[3], const int32_t size[3], ml_chunk **out, int *n) {
+    return ml_chunks_make_range(dims, size, 0, dims[2], out, n);
+}
+
+int ml_chunks_make_range(const int32_t dims[3], const int32_t size[3], int32_t z0, int32_t z1, ml_chunk **out,
+                         int *n) {
+    /* Only planes [z0, z1) get chunks: a slab owner steps its own planes
+     * and leaves the others to their owners. */
+    int32_t span[3] = {dims[0], dims[1], z1 - z0};
     int32_t cs[3], nc[3];
     for (int a = 0; a < 3; a++) {
-        cs[a] = size[a] < 1 ? 1 : (size[a] > dims[a] ? dims[a] : size[a]);
-        nc[a] = div_up(dims[a], cs[a]);
+        cs[a] = size[a] < 1 ? 1 : (size[a] > span[a] ? span[a] : size[a]);
+        nc[a] = div_up(span[a], cs[a]);
     }
     long total = (long)nc[0] * nc[1] * nc[2];
     ml_chunk *c = malloc((size_t)total * sizeof *c);
@@ -21,8 +29,8 @@ int ml_chunks_make(const int32_t dims[3], const int32_t size[3], ml_chunk **out,
             for (int x = 0; x < nc[0]; x++, k++) {
                 int32_t o[3] = {x * cs[0], y * cs[1], z * cs[2]};
                 for (int a = 0; a < 3; a++) {
-                    c[k].origin[a] = o[a];
-                    c[k].extent[a] = (o[a] + cs[a] > dims[a] ? dims[a] - o[a] : cs[a]);
+                    c[k].origin[a] = o[a] + (a == 2 ? z0 : 0);
+                    c[k].extent[a] = (o[a] + cs[a] > span[a] ? span[a] - o[a] : cs[a]);
                 }
                 c[k].n_cells = c[k].extent[0] * c[k].extent[1] * c[k].extent[2];
             }

@@ -164,7 +164,8 @@ moelat_status moelat_lattice_create(const moelat_config *cfg, moelat_lattice **o
 
     size_t nf = lat->N * (size_t)lat->S;
     lat->states = malloc(nf * sizeof(float));
-    lat->next = malloc(nf * sizeof(float));
+    /* Zeroed: a slab owner's planes outside its slab are never written. */
+    lat->next = calloc(nf, sizeof(float));
     lat->ext = calloc((size_t)lat->X * lat->Y * lat->E, sizeof(float));
     if (!lat->states || !lat->next || !lat->ext) {
         snprintf(err, errlen, "out of memory for %zu cells of %d values", lat->N, lat->S);
@@ -184,6 +185,8 @@ moelat_status moelat_lattice_create(const moelat_config *cfg, moelat_lattice **o
         memcpy(lat->chunk_size, cfg->chunk, sizeof lat->chunk_size);
     else
         ml_chunks_default_size(cfg->dims, lat->S, 0, lat->chunk_size);
+    lat->active_z0 = 0;
+    lat->active_z1 = lat->Z;
     if (ml_chunks_make(cfg->dims, lat->chunk_size, &lat->chunks, &lat->n_chunks) != 0) {
         snprintf(err, errlen, "out of memory for chunks");
         st = MOELAT_ERR_NOMEM;
@@ -265,8 +268,8 @@ static moelat_status step_percell(moelat_lattice *lat) {
     if (rc != 0 && strstr(lat->err, "non-finite")) {
         /* The host path stops each row at its first bad cell, so the count
          * is a lower bound. */
-        size_t bad = 0;
-        for (size_t i = 0; i < lat->N; i++) {
+        size_t bad = 0, plane = (size_t)lat->X * lat->Y;
+        for (size_t i = plane * (size_t)lat->active_z0; i < plane * (size_t)lat->active_z1; i++) {
             const float *v = lat->next + i * (size_t)lat->S;
             for (int s = 0; s < lat->S; s++)
                 if (!isfinite(v[s])) {
@@ -282,7 +285,7 @@ static moelat_status step_percell(moelat_lattice *lat) {
     if (rc != 0)
         return MOELAT_ERR_PLUGIN;
     lat->stats.percell_chunks += (uint64_t)lat->n_chunks;
-    lat->stats.percell_cells += lat->N;
+    lat->stats.percell_cells += (size_t)lat->X * lat->Y * (size_t)(lat->active_z1 - lat->active_z0);
     lat->stats.percell_ms += dt;
     float *t = lat->states;
     lat->states = lat->next;

@@ -69,8 +69,9 @@ struct moelat_lattice {
     int n_threads;
     ml_thread_pool *pool;
 
-    ml_chunk *chunks;
+    ml_chunk *chunks;   /* cover the active planes only */
     int n_chunks;
+    int32_t active_z0, active_z1; /* planes a step updates (planes.c) */
     int32_t chunk_size[3];
 
     moelat_mode mode;
@@ -99,6 +100,9 @@ int ml_param_blocks(moelat_lattice *lat, ml_param_block **blocks);
 
 /* Chunks (chunks.c): cuts the lattice into boxes of at most size[]. */
 int ml_chunks_make(const int32_t dims[3], const int32_t size[3], ml_chunk **out, int *n);
+/* Chunks of the planes [z0, z1) only (the active planes of a slab). */
+int ml_chunks_make_range(const int32_t dims[3], const int32_t size[3], int32_t z0, int32_t z1, ml_chunk **out,
+                         int *n);
 /* The default chunk box for a lattice (device memory in bytes, 0 = host). */
 void ml_chunks_default_size(const int32_t dims[3], int S, uint64_t device_mem, int32_t size[3]);
 
@@ -142,6 +146,11 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
 int ml_batch_expert_on_device(const moelat_lattice *lat, int band);
 /* Runs a sample of cells on both paths; MOELAT_ERR_MISMATCH if they disagree. */
 moelat_status ml_batch_verify_sample(moelat_lattice *lat);
+
+/* Copies count floats at offset (in floats) of the device's current state
+ * buffer to dst (src NULL) or from src (dst NULL): plane reads and writes
+ * of a slab owner while the device owns the states. */
+int ml_batch_planes_io(moelat_lattice *lat, size_t offset, size_t count, float *dst, const float *src);
 
 /* Monotonic clock in milliseconds. */
 double ml_now_ms(void);

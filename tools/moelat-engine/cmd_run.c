@@ -12,6 +12,7 @@
 #include "cli_common.h"
 #include "npy.h"
 #include "report_print.h"
+#include "run_slabs.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -31,7 +32,17 @@ static void usage(FILE *out) {
             "                         counts the additional steps. The model comes from the\n"
             "                         checkpoint; model options given must agree with it, and\n"
             "                         --weights must be the checkpoint's weights\n"
-            "  --json                 print one JSON object instead of text\n"
+            "  --devices LIST|all     split the lattice into slabs of z planes, one per OpenCL device\n"
+            "                         (indices or name substrings, e.g. 0,1; 'all'), stepped in\n"
+            "                         parallel with halo planes exchanged every step; same result\n"
+            "                         as one device. Slabs are re-sized by measured throughput\n"
+            "                         after the first step unless --slab-weights is given\n"
+            "  --slab-weights W,...   relative slab sizes, one per device or MPI rank\n"
+            "  (under mpirun)         each rank steps one slab on device local-rank mod devices\n"
+            "                         (or --device); rank 0 reads and writes every file.\n"
+            "                         --devices, checkpoints and --resume are not available there\n"
+            "  --json                 print one JSON object instead of text (with --devices or\n"
+            "                         mpirun: each slab's planes, ms/step and halo ms/step)\n"
             "  --quiet                no progress bar\n"
             "  --help                 this text\n",
             cli_model_help);
@@ -210,6 +221,7 @@ int cmd_run(int argc, char **argv) {
     const char *ckpt_dir = NULL, *resume = NULL;
     long long ckpt_every = 0;
     int json = 0, quiet = 0;
+    const char *devices = NULL, *slab_weights = NULL;
     for (int i = 1; i < argc; i++) {
         int r = cli_model_opt(&mo, argc, argv, &i, "run");
         if (r < 0)
@@ -225,6 +237,8 @@ int cmd_run(int argc, char **argv) {
                                 : strcmp(a, "--save-outputs") == 0 ? &save_outputs
                                 : strcmp(a, "--checkpoint-dir") == 0 ? &ckpt_dir
                                 : strcmp(a, "--resume") == 0       ? &resume
+                                : strcmp(a, "--devices") == 0      ? &devices
+                                : strcmp(a, "--slab-weights") == 0 ? &slab_weights
                                                                    : NULL;
         if (file_opt) {
             if (i + 1 >= argc) {
@@ -271,6 +285,23 @@ int cmd_run(int argc, char **argv) {
     moelat_config cfg;
     if (resume ? resume_config(&mo, resume, &cfg) != 0 : cli_build_config(&mo, &cfg, "run") != 0)
         return 2;
+    int mpi = run_mpi_launched();
+    if (devices || slab_weights || mpi) {
+        if (ckpt_dir || resume) {
+            fprintf(stderr, "moelat-engine run: checkpoints and --resume work on one device only, not with %s\n",
+                    mpi ? "mpirun" : "--devices");
+            return 2;
+        }
+        if (mpi && devices) {
+            fprintf(stderr, "moelat-engine run: under mpirun each rank takes one device; use --device, not --devices\n");
+            return 2;
+        }
+        run_opts ro = {steps, weights, save_weights, state, save_state, input, save_outputs,
+                       devices ? devices : "0", slab_weights, json, quiet};
+        if (!devices && !mpi && cfg.device[0])
+            ro.devices = cfg.device;
+        return mpi ? run_mpi(&cfg, &ro) : run_group(&cfg, &ro);
+    }
 
     char err[2048];
     moelat_lattice *lat = NULL;

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Installs what moelat needs on Debian 12 (when missing) and builds it into
+# Installs what moelat needs on Debian 12 (when missing; Open MPI too, so the
+# build has the MPI runner and CI runs its tests) and builds it into
 # build/. Safe to re-run: apt-get is skipped when every package is present,
 # and the build is incremental.
 set -eu
@@ -7,7 +8,7 @@ cd "$(dirname "$0")/../.."
 
 PACKAGES="build-essential cmake ninja-build pkg-config ocl-icd-opencl-dev opencl-headers \
 pocl-opencl-icd libclblast-dev libcmocka-dev libjansson-dev libxxhash-dev oclgrind clinfo \
-python3 python3-numpy"
+python3 python3-numpy openmpi-bin libopenmpi-dev"
 
 missing=""
 for p in $PACKAGES; do

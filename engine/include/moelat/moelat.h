@@ -203,6 +203,36 @@ moelat_status moelat_checkpoint_config(const char *dir, moelat_config *cfg, uint
  * a checkpoint's manifest. */
 uint64_t moelat_weights_digest(moelat_lattice *lat);
 
+/* ---- Slabs: several devices, MPI ranks ----------------------------
+ * A slab owner holds a whole lattice (same config and weights, so the
+ * boundaries and the z = 0 input face stay global) but steps only its own
+ * planes. Halo planes, those within moelat_lattice_halo_depth() of the
+ * slab, must be copied in from their owners before every step; planes
+ * farther away are never read. moelat_group (group.h) does all of this. */
+
+/* Steps update only the cells with z0 <= z < z1 (0 <= z0 < z1 <= Z; the
+ * default is every plane). The other planes are not updated: after a step
+ * they hold stale or zero values, and moelat_get_states(),
+ * moelat_get_outputs() and moelat_save_states() return them as they are. */
+moelat_status moelat_lattice_set_active_planes(moelat_lattice *lat, int32_t z0, int32_t z1);
+void moelat_lattice_active_planes(const moelat_lattice *lat, int32_t *z0, int32_t *z1);
+/* The states of planes [z0, z1): count = (z1 - z0) * X * Y * S floats,
+ * cell-major as moelat_get_states (planes are contiguous), read from or
+ * written to wherever the newest states live (host or device). */
+moelat_status moelat_lattice_get_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count);
+moelat_status moelat_lattice_set_planes(moelat_lattice *lat, int32_t z0, int32_t z1, const float *src,
+                                        size_t count);
+/* Halo depth: the largest |dz| of any stencil offset (at most
+ * ceil(0.99 r)). A cell's update reads planes z - h .. z + h only. */
+int32_t moelat_lattice_halo_depth(const moelat_lattice *lat);
+
+/* All weights as one flat float array, in the order of the weights file's
+ * blocks (local, functional, distant, gate), each in tensor order: for
+ * sending weights between processes without a file. */
+size_t moelat_weights_count(moelat_lattice *lat);
+moelat_status moelat_get_weights(moelat_lattice *lat, float *dst, size_t count);
+moelat_status moelat_set_weights(moelat_lattice *lat, const float *src, size_t count);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,120 @@
+/* Slabs of z planes: the calls a slab owner (one device of a group, one
+ * MPI rank) needs to step only its own planes and to exchange halo planes
+ * with its neighbours, and the flat weights a rank broadcasts. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lattice_internal.h"
+
+moelat_status moelat_lattice_set_active_planes(moelat_lattice *lat, int32_t z0, int32_t z1) {
+    if (z0 < 0 || z1 > lat->Z || z0 >= z1)
+        return ml_fail(lat, MOELAT_ERR_INVALID, "active planes [%d, %d) are not a non-empty range of [0, %d)", z0,
+                       z1, lat->Z);
+    ml_chunk *c;
+    int n;
+    /* The chunk box stays the one chosen for the device, so the batch
+     * path's scratch sets (sized for its largest chunk) still fit. */
+    if (ml_chunks_make_range(lat->cfg.dims, lat->chunk_size, z0, z1, &c, &n) != 0)
+        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for the chunks of planes [%d, %d)", z0, z1);
+    free(lat->chunks);
+    lat->chunks = c;
+    lat->n_chunks = n;
+    lat->active_z0 = z0;
+    lat->active_z1 = z1;
+    return MOELAT_OK;
+}
+
+void moelat_lattice_active_planes(const moelat_lattice *lat, int32_t *z0, int32_t *z1) {
+    *z0 = lat->active_z0;
+    *z1 = lat->active_z1;
+}
+
+int32_t moelat_lattice_halo_depth(const moelat_lattice *lat) {
+    /* The stencil's own largest |dz|: exact, and never more than
+     * ceil(0.99 r). */
+    int32_t h = 0;
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        for (int32_t i = 0; i < lat->stencil.count[k]; i++) {
+            int32_t dz = lat->stencil.band[k][i].dz;
+            dz = dz < 0 ? -dz : dz;
+            h = dz > h ? dz : h;
+        }
+    return h;
+}
+
+/* Checks a plane range and its buffer size; sets *offset in floats. */
+static moelat_status plane_range(moelat_lattice *lat, int32_t z0, int32_t z1, size_t count, size_t *offset,
+                                 const char *what) {
+    size_t plane = (size_t)lat->X * lat->Y * (size_t)lat->S;
+    if (z0 < 0 || z1 > lat->Z || z0 > z1)
+        return ml_fail(lat, MOELAT_ERR_INVALID, "%s: planes [%d, %d) are not a range of [0, %d)", what, z0, z1,
+                       lat->Z);
+    if (count != plane * (size_t)(z1 - z0))
+        return ml_fail(lat, MOELAT_ERR_INVALID, "%s: buffer holds %zu floats, planes [%d, %d) are %zu", what, count,
+                       z0, z1, plane * (size_t)(z1 - z0));
+    *offset = plane * (size_t)z0;
+    return MOELAT_OK;
+}
+
+moelat_status moelat_lattice_get_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count) {
+    size_t off = 0;
+    moelat_status st = plane_range(lat, z0, z1, count, &off, "get planes");
+    if (st != MOELAT_OK || count == 0)
+        return st;
+    /* Planes are contiguous cell-major: one read from wherever the newest
+     * states live. */
+    if (lat->device_owns_states)
+        return ml_batch_planes_io(lat, off, count, dst, NULL) == 0 ? MOELAT_OK : MOELAT_ERR_DEVICE;
+    memcpy(dst, lat->states + off, count * sizeof(float));
+    return MOELAT_OK;
+}
+
+moelat_status moelat_lattice_set_planes(moelat_lattice *lat, int32_t z0, int32_t z1, const float *src,
+                                        size_t count) {
+    size_t off = 0;
+    moelat_status st = plane_range(lat, z0, z1, count, &off, "set planes");
+    if (st != MOELAT_OK || count == 0)
+        return st;
+    if (lat->device_owns_states)
+        return ml_batch_planes_io(lat, off, count, NULL, src) == 0 ? MOELAT_OK : MOELAT_ERR_DEVICE;
+    memcpy(lat->states + off, src, count * sizeof(float));
+    lat->device_stale = 1; /* the next device step uploads the host copy */
+    return MOELAT_OK;
+}
+
+size_t moelat_weights_count(moelat_lattice *lat) {
+    ml_param_block *blocks[MOELAT_BANDS + 1];
+    int n = ml_param_blocks(lat, blocks);
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += blocks[i]->n_floats;
+    return total;
+}
+
+moelat_status moelat_get_weights(moelat_lattice *lat, float *dst, size_t count) {
+    ml_param_block *blocks[MOELAT_BANDS + 1];
+    int n = ml_param_blocks(lat, blocks);
+    if (count != moelat_weights_count(lat))
+        return ml_fail(lat, MOELAT_ERR_INVALID, "weights buffer holds %zu floats, the lattice has %zu", count,
+                       moelat_weights_count(lat));
+    for (int i = 0; i < n; i++) {
+        memcpy(dst, blocks[i]->data, blocks[i]->n_floats * sizeof(float));
+        dst += blocks[i]->n_floats;
+    }
+    return MOELAT_OK;
+}
+
+moelat_status moelat_set_weights(moelat_lattice *lat, const float *src, size_t count) {
+    ml_param_block *blocks[MOELAT_BANDS + 1];
+    int n = ml_param_blocks(lat, blocks);
+    if (count != moelat_weights_count(lat))
+        return ml_fail(lat, MOELAT_ERR_INVALID, "weights buffer holds %zu floats, the lattice has %zu", count,
+                       moelat_weights_count(lat));
+    for (int i = 0; i < n; i++) {
+        memcpy(blocks[i]->data, src, blocks[i]->n_floats * sizeof(float));
+        src += blocks[i]->n_floats;
+    }
+    if (lat->batch && ml_batch_upload_weights(lat) != 0)
+        return MOELAT_ERR_DEVICE;
+    return MOELAT_OK;
+}

@@ -1,0 +1,242 @@
+/* Slabs: the planner, the active-plane API and moelat_group on the host
+ * path (devices are exercised by scale_cli.sh). A slab owner must compute
+ * exactly the full lattice's values on its planes, and nothing else. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "moelat/group.h"
+#include "test_support.h"
+
+static uint64_t rnd(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void test_split_and_halo(void **state) {
+    (void)state;
+    uint64_t s = ts_seed() | 1;
+    for (int t = 0; t < 2000; t++) {
+        int32_t Z = 1 + (int32_t)(rnd(&s) % 40);
+        int n = 1 + (int)(rnd(&s) % 12);
+        double w[12];
+        for (int i = 0; i < n; i++)
+            w[i] = 0.05 + (double)(rnd(&s) % 1000) / 100.0;
+        int32_t z0[12], z1[12];
+        char err[256];
+        moelat_status st = moelat_slab_split(Z, n, w, z0, z1, err, sizeof err);
+        if (Z < n) {
+            assert_int_equal(st, MOELAT_ERR_INVALID);
+            continue;
+        }
+        assert_int_equal(st, MOELAT_OK);
+        for (int i = 0; i < n; i++) {
+            assert_int_equal(z0[i], i ? z1[i - 1] : 0);
+            assert_true(z1[i] > z0[i]);
+        }
+        assert_int_equal(z1[n - 1], Z);
+        /* Each consumer's halo planes come from exactly one owner, and
+         * together they are its whole clipped halo. */
+        int32_t h = (int32_t)(rnd(&s) % 6);
+        for (int j = 0; j < n; j++) {
+            int got[40] = {0};
+            for (int i = 0; i < n; i++) {
+                int32_t lo, hi;
+                if (!moelat_slab_halo(z0, z1, i, j, h, &lo, &hi))
+                    continue;
+                assert_true(lo >= z0[i] && hi <= z1[i] && lo < hi);
+                for (int32_t z = lo; z < hi; z++)
+                    got[z]++;
+            }
+            for (int32_t z = 0; z < Z; z++) {
+                int want = (z >= z0[j] - h && z < z0[j]) || (z >= z1[j] && z < z1[j] + h);
+                assert_int_equal(got[z], want);
+            }
+        }
+    }
+    double bad[2] = {1, 0};
+    int32_t z0[2], z1[2];
+    char err[256];
+    assert_int_equal(moelat_slab_split(5, 2, bad, z0, z1, err, sizeof err), MOELAT_ERR_INVALID);
+    assert_non_null(strstr(err, "slab 1"));
+}
+
+static moelat_lattice *make(uint64_t seed) {
+    moelat_config cfg;
+    ts_config(&cfg, "debug", 9, 8, 7); /* r = 2.7: every band populated */
+    cfg.seed = seed;
+    cfg.threads = 2;
+    return ts_lattice(&cfg);
+}
+
+static void test_active_planes(void **state) {
+    (void)state;
+    uint64_t seed = ts_seed();
+    moelat_lattice *ref = make(seed), *part = make(seed);
+    size_t plane = 9 * 8 * (size_t)moelat_state_size(ref), n = plane * 7;
+    float *init = malloc(n * sizeof *init), *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+    assert_non_null(init);
+    assert_non_null(a);
+    assert_non_null(b);
+    ts_random(init, n, 0.3, seed + 1);
+    assert_int_equal(moelat_set_states(ref, init, n), MOELAT_OK);
+    assert_int_equal(moelat_set_states(part, init, n), MOELAT_OK);
+    /* The halo depth is the stencil's largest |dz|: 2 at r = 2.7. */
+    assert_int_equal(moelat_lattice_halo_depth(ref), 2);
+
+    int32_t z0 = 2 + (int32_t)(seed % 2), z1 = z0 + 2 + (int32_t)(seed % 3);
+    assert_int_equal(moelat_lattice_set_active_planes(part, z0, z1), MOELAT_OK);
+    assert_int_equal(moelat_step(ref, 1), MOELAT_OK);
+    assert_int_equal(moelat_step(part, 1), MOELAT_OK);
+    assert_int_equal(moelat_get_states(ref, a, n), MOELAT_OK);
+    size_t cnt = plane * (size_t)(z1 - z0);
+    assert_int_equal(moelat_lattice_get_planes(part, z0, z1, b, cnt), MOELAT_OK);
+    assert_memory_equal(a + plane * (size_t)z0, b, cnt * sizeof(float));
+    /* Planes outside the slab were not computed. */
+    assert_int_equal(moelat_lattice_get_planes(part, 0, 1, b, plane), MOELAT_OK);
+    assert_true(memcmp(a, b, plane * sizeof(float)) != 0);
+
+    /* set_planes then get_planes round-trips. */
+    assert_int_equal(moelat_lattice_set_planes(part, 0, 2, init, 2 * plane), MOELAT_OK);
+    assert_int_equal(moelat_lattice_get_planes(part, 0, 2, b, 2 * plane), MOELAT_OK);
+    assert_memory_equal(init, b, 2 * plane * sizeof(float));
+
+    /* Bad ranges and sizes are errors that name the range. */
+    assert_int_equal(moelat_lattice_set_active_planes(part, 3, 3), MOELAT_ERR_INVALID);
+    assert_int_equal(moelat_lattice_set_active_planes(part, -1, 2), MOELAT_ERR_INVALID);
+    assert_int_equal(moelat_lattice_set_active_planes(part, 0, 8), MOELAT_ERR_INVALID);
+    assert_non_null(strstr(moelat_last_error(part), "[0, 8)"));
+    assert_int_equal(moelat_lattice_get_planes(part, 0, 2, b, plane), MOELAT_ERR_INVALID);
+    assert_int_equal(moelat_lattice_set_planes(part, 5, 9, b, 4 * plane), MOELAT_ERR_INVALID);
+
+    /* Flat weights carry a lattice's weights to another. */
+    moelat_lattice *other = make(seed + 99);
+    char *dir = ts_tmpdir();
+    ts_perturb_weights(ref, seed + 2, dir);
+    free(dir);
+    size_t nw = moelat_weights_count(ref);
+    float *w = malloc(nw * sizeof *w);
+    assert_non_null(w);
+    assert_int_equal(moelat_get_weights(ref, w, nw), MOELAT_OK);
+    assert_true(moelat_weights_digest(other) != moelat_weights_digest(ref));
+    assert_int_equal(moelat_set_weights(other, w, nw), MOELAT_OK);
+    assert_true(moelat_weights_digest(other) == moelat_weights_digest(ref));
+    assert_int_equal(moelat_set_weights(other, w, nw - 1), MOELAT_ERR_INVALID);
+    free(w);
+    moelat_lattice_destroy(other);
+    free(init);
+    free(a);
+    free(b);
+    moelat_lattice_destroy(ref);
+    moelat_lattice_destroy(part);
+}
+
+/* A group of n host slabs (thin ones included) against one lattice. */
+static void group_vs_single(int n, int uneven) {
+    uint64_t seed = ts_seed();
+    moelat_config cfg;
+    ts_config(&cfg, "debug", 9, 8, 7);
+    cfg.seed = seed;
+    cfg.threads = 1;
+    cfg.mode = MOELAT_MODE_PERCELL;
+    moelat_lattice *ref = ts_lattice(&cfg);
+    char *dir = ts_tmpdir();
+    ts_perturb_weights(ref, seed + 3, dir);
+    char wpath[1024];
+    snprintf(wpath, sizeof wpath, "%s/w.safetensors", dir);
+    assert_int_equal(moelat_save_weights(ref, wpath), MOELAT_OK);
+    size_t N = moelat_cell_count(ref), S = (size_t)moelat_state_size(ref), cnt = N * S;
+    float *init = malloc(cnt * sizeof *init), *a = malloc(cnt * sizeof *a), *b = malloc(cnt * sizeof *b);
+    float *ext = malloc(9 * 8 * MOELAT_EXT_SIZE * sizeof *ext);
+    assert_non_null(init);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(ext);
+    ts_random(init, cnt, 0.3, seed + 4);
+    ts_random(ext, 9 * 8 * MOELAT_EXT_SIZE, 1.0, seed + 5);
+    assert_int_equal(moelat_set_states(ref, init, cnt), MOELAT_OK);
+    assert_int_equal(moelat_set_external_input(ref, ext, 9 * 8 * MOELAT_EXT_SIZE), MOELAT_OK);
+
+    const char *devs[4] = {"0", "0", "0", "0"};
+    moelat_group *g = NULL;
+    char err[2048];
+    assert_int_equal(moelat_group_create(&cfg, devs, n, &g, err, sizeof err), MOELAT_OK);
+    assert_int_equal(moelat_group_load_weights(g, wpath), MOELAT_OK);
+    assert_int_equal(moelat_group_set_states(g, init, cnt), MOELAT_OK);
+    assert_int_equal(moelat_group_set_external_input(g, ext, 9 * 8 * MOELAT_EXT_SIZE), MOELAT_OK);
+    if (uneven) {
+        double w[4] = {1 + (double)(seed % 5), 1, 3, 0.5};
+        assert_int_equal(moelat_group_set_split(g, w), MOELAT_OK);
+    }
+    assert_int_equal(moelat_step(ref, 3), MOELAT_OK);
+    assert_int_equal(moelat_group_step(g, 3), MOELAT_OK);
+    assert_int_equal(moelat_group_step_count(g), 3);
+    assert_int_equal(moelat_get_states(ref, a, cnt), MOELAT_OK);
+    assert_int_equal(moelat_group_get_states(g, b, cnt), MOELAT_OK);
+    assert_memory_equal(a, b, cnt * sizeof(float));
+    /* Every slab stepped only its planes: together, each cell once a step. */
+    uint64_t cells = 0;
+    for (int i = 0; i < n; i++) {
+        moelat_slab_info info;
+        assert_int_equal(moelat_group_slab_info(g, i, &info), MOELAT_OK);
+        moelat_report rep;
+        moelat_get_report(moelat_group_lattice(g, i), &rep);
+        /* With automatic balancing the split may change after step 1. */
+        if (uneven)
+            assert_int_equal(rep.percell_stats.total_cells, 3 * 9 * 8 * (uint64_t)(info.z1 - info.z0));
+        cells += rep.percell_stats.total_cells;
+    }
+    assert_int_equal(cells, 3 * N);
+    assert_int_equal(moelat_group_get_states(g, b, cnt - 1), MOELAT_ERR_INVALID);
+    moelat_group_destroy(g);
+    moelat_lattice_destroy(ref);
+    free(init);
+    free(a);
+    free(b);
+    free(ext);
+    free(dir);
+}
+
+static void test_group_two(void **state) {
+    (void)state;
+    group_vs_single(2, 0);
+}
+
+static void test_group_thin_slabs(void **state) {
+    (void)state;
+    /* 4 slabs of 7 planes with a halo of 2: some slabs are thinner than
+     * the halo, so a consumer reads planes of two owners on one side. */
+    group_vs_single(4, 1);
+}
+
+static void test_group_errors(void **state) {
+    (void)state;
+    moelat_config cfg;
+    ts_config(&cfg, "debug", 9, 8, 3);
+    cfg.mode = MOELAT_MODE_PERCELL;
+    const char *devs[4] = {"0", "0", "0", "0"};
+    moelat_group *g = NULL;
+    char err[2048];
+    assert_int_equal(moelat_group_create(&cfg, devs, 4, &g, err, sizeof err), MOELAT_ERR_INVALID);
+    assert_null(g);
+    assert_non_null(strstr(err, "3 planes into 4 slabs"));
+    assert_int_equal(moelat_group_create(&cfg, devs, 0, &g, err, sizeof err), MOELAT_ERR_INVALID);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_split_and_halo), cmocka_unit_test(test_active_planes),
+        cmocka_unit_test(test_group_two),      cmocka_unit_test(test_group_thin_slabs),
+        cmocka_unit_test(test_group_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
