@@ -276,7 +276,8 @@ int cmd_bench(int argc, char **argv) {
                                "preset", r->c.preset, "dims", d, "percell_ms", r->percell_ms, "percell_estimated",
                                r->percell_estimated, "batch_ms", r->batch_ms, "speedup", r->speedup, "mcups",
                                r->mcups, "gflops", r->gflops, "peak_fraction", r->peak_fraction, "flops_per_cell",
-                               r->flops_per_cell, "functional_peak_fraction", r->functional_peak_fraction, "kernel_ms", "aggregate", r->agg_ms, "precompute", r->pre_ms,
+                               r->flops_per_cell, "functional_peak_fraction", r->functional_peak_fraction,
+                               "kernel_ms", "aggregate", r->agg_ms, "precompute", r->pre_ms,
                                "local", r->expert_ms[0], "functional", r->expert_ms[1], "distant", r->expert_ms[2],
                                "gate", r->gate_ms));
         }
