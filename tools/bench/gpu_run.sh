@@ -2,8 +2,12 @@
 # Builds moelat on a machine with an NVIDIA GPU and its OpenCL driver (the
 # lent GPU machine: OpenCL loader, headers and CLBlast unpacked by
 # .device/opencl-env.sh), then runs what is asked:
-#   tools/bench/gpu_run.sh devices | check | bench [extra bench args]
+#   tools/bench/gpu_run.sh devices | check | bench [extra bench args] | results
 # Output goes to stdout and, when $OUT is set, to $OUT/<what>.txt.
+# `results` makes everything tools/bench/RESULTS.md holds, in order of
+# cost: the checks, the default bench cases (table and CSV), experiment
+# 40^3 on one queue (kernel times without overlap), optimized 100^3, and
+# with two or more GPUs the scaling table (tools/bench/scaling.sh).
 set -eu
 cd "$(dirname "$0")/../.."
 B=${MOELAT_GPU_BUILD:-/tmp/moelat-build}
@@ -24,5 +28,23 @@ check)
         "$E" check --preset optimized --dims 16x16x16 --steps 1 --experts "$@"
     } 2>&1 | out check ;;
 bench) "$E" bench "$@" 2>&1 | out bench ;;
-*) echo "usage: gpu_run.sh devices|check|bench [args]" >&2; exit 2 ;;
+results)
+    T=${OUT:-.}
+    nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$T/gpu.txt" 2>&1 || true
+    git rev-parse --short HEAD >"$T/commit.txt" 2>/dev/null || true
+    "$0" check >"$T/check.txt" 2>&1 || { echo "gpu_run: check failed, no figures" >&2; exit 1; }
+    base="--steps 10 --threads $(nproc) --percell-cells 4000"
+    # shellcheck disable=SC2086
+    "$E" bench --cases debug:8x8x8,debug:15x15x15,debug:30x30x30,experiment:40x40x40 $base >"$T/bench.txt" 2>&1
+    # shellcheck disable=SC2086
+    "$E" bench --cases debug:8x8x8,debug:15x15x15,debug:30x30x30,experiment:40x40x40 $base --csv >"$T/bench.csv"
+    # shellcheck disable=SC2086
+    "$E" bench --cases experiment:40x40x40 $base --queues 1 >"$T/bench_q1.txt" 2>&1
+    "$E" bench --cases optimized:100x100x100 --steps 3 --threads "$(nproc)" --percell-cells 1 >"$T/bench100.txt" 2>&1
+    ngpu=$("$E" devices --json | grep -c '"name"' || true)
+    if [ "$ngpu" -ge 2 ]; then
+        sh tools/bench/scaling.sh "$E" "$ngpu" optimized 100x100x100 4 >"$T/scaling.txt" 2>&1
+    fi
+    cat "$T"/*.txt ;;
+*) echo "usage: gpu_run.sh devices|check|bench [args]|results" >&2; exit 2 ;;
 esac

@@ -59,6 +59,12 @@ wbase=""
 n=1
 while [ "$n" -le "$ndev" ]; do
     d="${x}x${y}x$((z * n))"
+    if [ "$n" -eq 1 ]; then # the same run as strong scaling's first row
+        wbase=$base
+        echo "| weak | 1 | $d | $base | 100% | 0.00 |"
+        n=2
+        continue
+    fi
     f=$(run "$n" "$d" --radius-ratio "$(awk -v r="$ratio" -v x="$x" -v y="$y" -v z="$z" -v n="$n" \
         'function mx(a, b) { return a > b ? a : b } BEGIN { printf "%.9g", r * mx(mx(x, y), z) / mx(mx(x, y), z * n) }')")
     ms=$(field "$f")
