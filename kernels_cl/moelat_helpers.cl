@@ -151,6 +151,53 @@ inline void ml_wg_dense_cat(__global const float *W, __global const float *b, __
     barrier(CLK_LOCAL_MEM_FENCE);
 }
 
+/* Lanes per output row in the split dense layers below. */
+#if MOELAT_WG >= 8
+#define ML_DG 8
+#else
+#define ML_DG MOELAT_WG
+#endif
+/* Floats of __local scratch ml_wg_dense_cat_split needs for nout outputs. */
+#define ML_DENSE_PART(nout) ((nout) * (ML_DG + 1))
+
+/* ml_wg_dense_cat with ML_DG lanes per output row, each reading every
+ * ML_DG-th weight: a group of lanes reads a contiguous run of the row, so
+ * a wavefront's load touches a few cache lines instead of one per lane (a
+ * lane per output reads rows ld floats apart). The partial sums meet in
+ * part (ML_DENSE_PART(nout) floats; the pad keeps the group writes and the
+ * per-output reads free of bank conflicts) and are added in a fixed order,
+ * so the result is reproducible. Same contract as ml_wg_dense_cat. */
+inline void ml_wg_dense_cat_split(__global const float *W, __global const float *b, __local const float *in0,
+                                  int n0, __local const float *in1, int n1, __local const float *in2, int n2,
+                                  __local float *out, int nout, int act, __local float *part) {
+    const int ld = n0 + n1 + n2;
+    const int l = ml_lane(), g = l % ML_DG;
+    for (int o = l / ML_DG; o < nout; o += MOELAT_WG / ML_DG) {
+        __global const float *row = W + (size_t)o * ld;
+        float acc = 0.0f;
+        for (int i = g; i < n0; i += ML_DG)
+            acc = fma(row[i], in0[i], acc);
+        for (int i = g; i < n1; i += ML_DG)
+            acc = fma(row[n0 + i], in1[i], acc);
+        for (int i = g; i < n2; i += ML_DG)
+            acc = fma(row[n0 + n1 + i], in2[i], acc);
+        part[o * (ML_DG + 1) + g] = acc;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int o = l; o < nout; o += MOELAT_WG) {
+        float acc = b ? b[o] : 0.0f;
+        for (int j = 0; j < ML_DG; j++)
+            acc += part[o * (ML_DG + 1) + j];
+        out[o] = ml_activate(acc, act);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+inline void ml_wg_dense_split(__global const float *W, __global const float *b, __local const float *in, int nin,
+                              __local float *out, int nout, int act, __local float *part) {
+    ml_wg_dense_cat_split(W, b, in, nin, in, 0, in, 0, out, nout, act, part);
+}
+
 inline void ml_wg_dense(__global const float *W, __global const float *b, __local const float *in, int nin,
                         __local float *out, int nout, int act) {
     ml_wg_dense_cat(W, b, in, nin, in, 0, in, 0, out, nout, act);

@@ -184,6 +184,7 @@ ml_gate_combine(__global const float *states, __global float *next, int4 dims, i
     __local float lin[2 * MOELAT_S]; /* [LN_g(x), nu] */
     __local float lh[MOELAT_GH];
     __local float red[MOELAT_WG];
+    __local float dpart[ML_DENSE_PART(MOELAT_GH)];
     int c = get_group_id(0);
     int l = ml_lane();
     /* global is exactly n_cells work-groups: every lane reaches every
@@ -211,7 +212,7 @@ ml_gate_combine(__global const float *states, __global float *next, int4 dims, i
         lin[MOELAT_S + s] = nu[base + s];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    ml_wg_dense(gate + g_w0, gate + g_b0, lin, 2 * MOELAT_S, lh, MOELAT_GH, ML_ACT_GELU);
+    ml_wg_dense_split(gate + g_w0, gate + g_b0, lin, 2 * MOELAT_S, lh, MOELAT_GH, ML_ACT_GELU, dpart);
 
     __global const float *W2 = gate + g_w2, *b2 = gate + g_b2;
     float p0 = 0.0f, p1 = 0.0f, p2 = 0.0f;
