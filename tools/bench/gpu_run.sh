@@ -5,9 +5,10 @@
 #   tools/bench/gpu_run.sh devices | check | bench [extra bench args] | results
 # Output goes to stdout and, when $OUT is set, to $OUT/<what>.txt.
 # `results` makes everything tools/bench/RESULTS.md holds, in order of
-# cost: the checks, the default bench cases (table and CSV), experiment
-# 40^3 on one queue (kernel times without overlap), optimized 100^3, and
-# with two or more GPUs the scaling table (tools/bench/scaling.sh).
+# cost: the checks, the default bench cases, experiment 40^3 on one queue
+# (kernel times without overlap), optimized 100^3 (CSV files;
+# tools/bench/table.py turns them into RESULTS.md's tables), and with two
+# or more GPUs the scaling table (tools/bench/scaling.sh).
 set -eu
 cd "$(dirname "$0")/../.."
 B=${MOELAT_GPU_BUILD:-/tmp/moelat-build}
@@ -35,16 +36,15 @@ results)
     "$0" check >"$T/check.txt" 2>&1 || { echo "gpu_run: check failed, no figures" >&2; exit 1; }
     base="--steps 10 --threads $(nproc) --percell-cells 4000"
     # shellcheck disable=SC2086
-    "$E" bench --cases debug:8x8x8,debug:15x15x15,debug:30x30x30,experiment:40x40x40 $base >"$T/bench.txt" 2>&1
-    # shellcheck disable=SC2086
     "$E" bench --cases debug:8x8x8,debug:15x15x15,debug:30x30x30,experiment:40x40x40 $base --csv >"$T/bench.csv"
     # shellcheck disable=SC2086
-    "$E" bench --cases experiment:40x40x40 $base --queues 1 >"$T/bench_q1.txt" 2>&1
-    "$E" bench --cases optimized:100x100x100 --steps 3 --threads "$(nproc)" --percell-cells 1 >"$T/bench100.txt" 2>&1
+    "$E" bench --cases experiment:40x40x40 $base --queues 1 --csv >"$T/bench_q1.csv"
+    "$E" bench --cases optimized:100x100x100 --steps 3 --threads "$(nproc)" --percell-cells 1 --csv \
+        >"$T/bench100.csv"
     ngpu=$("$E" devices --json | grep -c '"name"' || true)
     if [ "$ngpu" -ge 2 ]; then
         sh tools/bench/scaling.sh "$E" "$ngpu" optimized 100x100x100 4 >"$T/scaling.txt" 2>&1
     fi
-    cat "$T"/*.txt ;;
+    cat "$T"/*.txt "$T"/*.csv ;;
 *) echo "usage: gpu_run.sh devices|check|bench [args]|results" >&2; exit 2 ;;
 esac
