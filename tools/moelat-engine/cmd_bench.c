@@ -43,7 +43,8 @@ static void usage(FILE *out) {
             "  --preset NAME          one case of this preset (its own dims unless --dims)\n"
             "  --dims XxYxZ           dims of that case\n"
             "  --steps N              timed batch steps per case (default 10)\n"
-            "  --percell-cells N      largest per-cell sample in cells (default 20000)\n"
+            "  --percell-cells N      largest per-cell sample in cells (default 20000; 0: no\n"
+            "                         per-cell timing, speedup left 0)\n"
             "  --device SPEC          OpenCL device\n"
             "  --threads N            host threads\n"
             "  --queues Q             OpenCL queues\n"
@@ -87,14 +88,16 @@ static int run_case(const bench_case *c, const cli_model_opts *mo, int steps, si
     row->functional_flops_per_cell = part[2];
     /* Keep the host sample to about ten seconds at ~20 GFLOP/s. */
     double affordable = 2e11 / (row->flops_per_cell > 1 ? row->flops_per_cell : 1);
-    if ((double)sample_cells > affordable)
+    if (sample_cells > 0 && (double)sample_cells > affordable)
         sample_cells = affordable < 64 ? 64 : (size_t)affordable;
-    ml_percell_time_sample(host, sample_cells, &row->percell_estimated); /* warm-up */
-    double t[3];
-    for (int i = 0; i < 3; i++)
-        t[i] = ml_percell_time_sample(host, sample_cells, &row->percell_estimated);
-    qsort(t, 3, sizeof t[0], cmp);
-    row->percell_ms = t[1];
+    if (sample_cells > 0) {
+        ml_percell_time_sample(host, sample_cells, &row->percell_estimated); /* warm-up */
+        double t[3];
+        for (int i = 0; i < 3; i++)
+            t[i] = ml_percell_time_sample(host, sample_cells, &row->percell_estimated);
+        qsort(t, 3, sizeof t[0], cmp);
+        row->percell_ms = t[1];
+    }
     moelat_lattice_destroy(host);
 
     moelat_lattice *dev = make(c, mo, MOELAT_MODE_BATCH);
@@ -168,8 +171,8 @@ int cmd_bench(int argc, char **argv) {
             }
         } else if (strcmp(a, "--percell-cells") == 0 && has) {
             sample = cli_parse_int(argv[++i]);
-            if (sample < 1) {
-                fprintf(stderr, "moelat-engine bench: --percell-cells wants a positive integer\n");
+            if (sample < 0) {
+                fprintf(stderr, "moelat-engine bench: --percell-cells wants a non-negative integer\n");
                 return 2;
             }
         } else if (strcmp(a, "--json") == 0) {
