@@ -1,17 +1,23 @@
 /* Local expert, batched: one work-group of MOELAT_WG lanes per chunk cell
  * (work-group id = chunk cell). Tensor order is local_expert.c's enum.
  *
- * Attention: the band's stencil offsets are walked in tiles of MOELAT_WG
- * neighbours. In a tile, groups of LOC_G lanes share one neighbour's dot
- * product n_j . x, each lane reading a strided share of the row, so that a
- * group reads a contiguous run of the row (coalesced; one lane per
- * neighbour would touch a different cache line per lane). The tile's max
- * and an online softmax rescale (running max, per-lane partial sums with
- * the common max) carry across tiles, so the neighbour count (0 .. tens of
- * thousands) never sizes a buffer. agg[s] += w_j n_j[s] then runs with
- * lanes over s: consecutive lanes read consecutive floats of a neighbour.
- * The MLP tail runs with lanes over outputs (ml_wg_dense_cat); every vector
- * of the cell lives in __local memory, private arrays stay scalar. */
+ * Attention: the band's stencil offsets are walked in tiles of LOC_TILE
+ * neighbours (MOELAT_WG, or fewer when S is large: the tile's rows share
+ * 32 KB of __local memory with the cell's vectors, below). In a tile,
+ * groups of LOC_G lanes share one neighbour's dot product n_j . x, each
+ * lane reading a strided share of the row, so that a group reads a
+ * contiguous run of the row (coalesced; one lane per neighbour would touch
+ * a different cache line per lane). The group also stores the row it read
+ * into the tile in __local memory (zeros for a missing neighbour), so each
+ * neighbour row is read from global memory once. The tile's max and an
+ * online softmax rescale (running max, per-lane partial sums with the
+ * common max) carry across tiles, so the neighbour count (0 .. tens of
+ * thousands) never sizes a buffer. agg[s] += w_j n_j[s] then runs from the
+ * tile with lanes over s: consecutive lanes read consecutive floats of a
+ * row (no bank conflicts; the group stores are 128 contiguous bytes per
+ * quarter warp). The MLP tail runs with lanes over outputs
+ * (ml_wg_dense_cat); every vector of the cell lives in __local memory,
+ * private arrays stay scalar. */
 
 #define LOC_S MOELAT_S
 #define LOC_H1 MOELAT_H_h1
@@ -29,9 +35,37 @@
 #define LOC_G MOELAT_WG
 #endif
 #define LOC_NPP (LOC_WG / LOC_G) /* neighbours per pass */
+
 /* Partial dots of a tile, [neighbour][LOC_G + 1]: the pad keeps the group
  * writes and the per-neighbour reads free of bank conflicts. */
 #define LOC_PSTRIDE (LOC_G + 1)
+
+/* Neighbour rows staged per tile. The kernel's whole __local footprint
+ * stays within LOC_LOCAL_FLOATS (32 KB: OpenCL's least
+ * CL_DEVICE_LOCAL_MEM_SIZE, and oclgrind's), so the kernel fits every
+ * device up to S of about 1900: the vectors of the cell (LOC_FIXED, with a
+ * margin for alignment) come first, then as many rows of S floats (with
+ * their weight, index and partial dots) as fit, at most MOELAT_WG (one
+ * score per lane), rounded down to whole dot passes, at least 1.
+ * Presets at MOELAT_WG 128: optimized (S = 128) 48 rows, 24 KB of tile;
+ * experiment (S = 64) 96 rows; debug (S = 24) 128. */
+#ifndef LOC_LOCAL_FLOATS
+#define LOC_LOCAL_FLOATS 8192
+#endif
+#define LOC_FIXED (3 * LOC_S + LOC_H1 + LOC_H2 + LOC_PH + LOC_WG + 64)
+#define LOC_PER_ROW (LOC_S + 2 + LOC_PSTRIDE)
+#if LOC_FIXED + LOC_PER_ROW >= LOC_LOCAL_FLOATS
+#define LOC_TILE 1
+#elif (LOC_LOCAL_FLOATS - LOC_FIXED) / LOC_PER_ROW >= LOC_WG
+#define LOC_TILE LOC_WG
+#elif (LOC_LOCAL_FLOATS - LOC_FIXED) / LOC_PER_ROW >= LOC_NPP
+#define LOC_TILE ((LOC_LOCAL_FLOATS - LOC_FIXED) / LOC_PER_ROW / LOC_NPP * LOC_NPP)
+#else
+#define LOC_TILE ((LOC_LOCAL_FLOATS - LOC_FIXED) / LOC_PER_ROW)
+#endif
+/* Passes over a tile in the dot products; fixed trip counts let the
+ * compiler unroll them and keep a lane's row loads in flight together. */
+#define LOC_PASSES ((LOC_TILE + LOC_NPP - 1) / LOC_NPP)
 
 /* Rows are read as float4 when S allows it (16-byte aligned rows: the
  * buffer is aligned and every row starts at a multiple of 16 bytes). */
@@ -44,6 +78,7 @@
 #define LOC_R LOC_S
 #define LOC_HSUM(v) (v)
 #endif
+#define LOC_QN ((LOC_R + LOC_G - 1) / LOC_G) /* row loads per lane and neighbour */
 
 /* The fixed lane count lets the compiler size registers for it. */
 __attribute__((reqd_work_group_size(MOELAT_WG, 1, 1)))
@@ -58,9 +93,11 @@ __kernel void local_expert(__global const float *states, __global const int4 *of
     __local float hid2[LOC_PH];
     __local float pvec[LOC_S];
     __local float red[LOC_WG];        /* reduction scratch of ml_wg_* */
-    __local float wts[LOC_WG];        /* softmax numerators of the tile */
-    __local int nidx[LOC_WG];         /* the tile's neighbour indices, -1: none */
-    __local float part[LOC_WG * LOC_PSTRIDE];
+    __local float wts[LOC_TILE];      /* softmax numerators of the tile */
+    __local int nidx[LOC_TILE];       /* the tile's neighbour indices, -1: none */
+    __local float part[LOC_TILE * LOC_PSTRIDE];
+    __local LOC_VEC tile[LOC_TILE * LOC_R]; /* the tile's rows, [u][s] */
+    __local float *tl = (__local float *)tile;
     __local float *xl = (__local float *)xv;
 
     const int lane = ml_lane();
@@ -83,29 +120,40 @@ __kernel void local_expert(__global const float *states, __global const int4 *of
     const int sub = lane / LOC_G; /* neighbour of the pass */
     float run_max = -INFINITY;    /* uniform: every lane computes it alike */
     float lane_sum = 0.0f;        /* this lane's numerators, scaled to run_max */
-    for (int base = 0; base < n_walk; base += LOC_WG) {
-        const int tile_n = min(LOC_WG, n_walk - base);
-        /* The previous tile's axpy may still read nidx and wts. */
+    for (int base = 0; base < n_walk; base += LOC_TILE) {
+        const int tile_n = min(LOC_TILE, n_walk - base);
+        /* The previous tile's axpy may still read nidx, wts and tile. */
         barrier(CLK_LOCAL_MEM_FENCE);
-        nidx[lane] = lane < tile_n ? ml_neighbour_index(dims, cell, offsets[base + lane]) : -1;
+        if (lane < LOC_TILE)
+            nidx[lane] = lane < tile_n ? ml_neighbour_index(dims, cell, offsets[base + lane]) : -1;
         barrier(CLK_LOCAL_MEM_FENCE);
 
         /* Dots: pass p gives neighbour p * LOC_NPP + sub to this lane's
-         * group; its lanes read row elements g, g + LOC_G, ... */
-        for (int u = sub; u < tile_n; u += LOC_NPP) {
-            const int j = nidx[u];
-            float d = 0.0f;
-            if (j >= 0) {
-                __global const LOC_VEC *row = (__global const LOC_VEC *)(states + (size_t)j * LOC_S);
+         * group; its lanes read row elements g, g + LOC_G, ... and store
+         * them to the tile. A missing neighbour's row is stored as zeros,
+         * so the axpy needs no test (its weight is 0 as well). */
+#pragma unroll
+        for (int p = 0; p < LOC_PASSES; p++) {
+            const int u = p * LOC_NPP + sub;
+            if (u < tile_n) {
+                const int j = nidx[u];
+                __global const LOC_VEC *row = (__global const LOC_VEC *)(states + (size_t)max(j, 0) * LOC_S);
+                __local LOC_VEC *trow = tile + u * LOC_R;
                 LOC_VEC acc = (LOC_VEC)(0.0f);
-                for (int q = g; q < LOC_R; q += LOC_G)
-                    acc = fma(row[q], xv[q], acc);
-                d = LOC_HSUM(acc);
+#pragma unroll
+                for (int k = 0; k < LOC_QN; k++) {
+                    const int q = g + k * LOC_G;
+                    if (q < LOC_R) {
+                        const LOC_VEC v = j >= 0 ? row[q] : (LOC_VEC)(0.0f);
+                        trow[q] = v;
+                        acc = fma(v, xv[q], acc);
+                    }
+                }
+                part[u * LOC_PSTRIDE + g] = j >= 0 ? LOC_HSUM(acc) : 0.0f;
             }
-            part[u * LOC_PSTRIDE + g] = d;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        const int valid = nidx[lane] >= 0;
+        const int valid = lane < LOC_TILE && nidx[lane] >= 0;
         float score = -INFINITY;
         if (valid) {
             score = 0.0f;
@@ -121,18 +169,25 @@ __kernel void local_expert(__global const float *states, __global const int4 *of
         run_max = new_max;
         const float w = valid ? exp(score - new_max) : 0.0f;
         lane_sum = fma(lane_sum, scale, w);
-        wts[lane] = w; /* ml_wg_max's barriers: the last tile's reads are done */
+        if (lane < LOC_TILE)
+            wts[lane] = w; /* ml_wg_max's barriers: the last tile's reads are done */
         barrier(CLK_LOCAL_MEM_FENCE);
 
-        /* agg = scale * agg + sum_u w_u n_u: lanes over s, coalesced.
-         * Each lane owns its agg entries, so no barrier guards them. */
+        /* agg = scale * agg + sum_u w_u n_u from the tile: lanes over s,
+         * the weights read four at a time. Each lane owns its agg entries,
+         * so no barrier guards them. */
         for (int s = lane; s < LOC_S; s += LOC_WG) {
             float acc = agg[s] * scale;
-            for (int u = 0; u < tile_n; u++) {
-                const int j = nidx[u];
-                if (j >= 0)
-                    acc = fma(wts[u], states[(size_t)j * LOC_S + s], acc);
+            int u = 0;
+            for (; u + 4 <= tile_n; u += 4) {
+                const float4 w4 = vload4(0, wts + u);
+                acc = fma(w4.x, tl[u * LOC_S + s], acc);
+                acc = fma(w4.y, tl[(u + 1) * LOC_S + s], acc);
+                acc = fma(w4.z, tl[(u + 2) * LOC_S + s], acc);
+                acc = fma(w4.w, tl[(u + 3) * LOC_S + s], acc);
             }
+            for (; u < tile_n; u++)
+                acc = fma(wts[u], tl[u * LOC_S + s], acc);
             agg[s] = acc;
         }
     }
