@@ -25,6 +25,9 @@
 #define LOC_PH MOELAT_H_ph
 #define LOC_WG MOELAT_WG
 #define LOC_P(i) (P + toff[i])
+#define LOC_MAX2(a, b) ((a) > (b) ? (a) : (b))
+/* The widest layer of the MLP tail. */
+#define LOC_MAXOUT LOC_MAX2(LOC_MAX2(LOC_H1, LOC_H2), LOC_MAX2(LOC_PH, LOC_S))
 
 /* Lanes per neighbour in the dot products: 8 lanes x float4 = 128 bytes,
  * one cache line per group and load. MOELAT_WG is a power of two (32..128
@@ -199,11 +202,21 @@ __kernel void local_expert(__global const float *states, __global const int4 *of
         agg[s] *= inv;
     barrier(CLK_LOCAL_MEM_FENCE); /* the dense layers read all of agg */
 
+    /* The MLP tail: split-row dense layers (coalesced weight reads) with
+     * the free row tile as their scratch when it is large enough. */
+#if LOC_TILE * LOC_S >= ML_DENSE_PART(LOC_MAXOUT)
+    ml_wg_dense_split(LOC_P(0), LOC_P(1), agg, LOC_S, hid1, LOC_H1, ML_ACT_GELU, tl);
+    ml_wg_dense_split(LOC_P(2), LOC_P(3), hid1, LOC_H1, fvec, LOC_H2, ML_ACT_NONE, tl);
+    ml_wg_dense_cat_split(LOC_P(4), LOC_P(5), xl, LOC_S, fvec, LOC_H2, xl, 0, hid2, LOC_PH,
+                          ML_ACT_GELU, tl);
+    ml_wg_dense_split(LOC_P(6), LOC_P(7), hid2, LOC_PH, pvec, LOC_S, ML_ACT_NONE, tl);
+#else
     ml_wg_dense(LOC_P(0), LOC_P(1), agg, LOC_S, hid1, LOC_H1, ML_ACT_GELU);
     ml_wg_dense(LOC_P(2), LOC_P(3), hid1, LOC_H1, fvec, LOC_H2, ML_ACT_NONE);
     ml_wg_dense_cat(LOC_P(4), LOC_P(5), xl, LOC_S, fvec, LOC_H2, xl, 0, hid2, LOC_PH,
                     ML_ACT_GELU);
     ml_wg_dense(LOC_P(6), LOC_P(7), hid2, LOC_PH, pvec, LOC_S, ML_ACT_NONE);
+#endif
     ml_wg_layernorm(pvec, LOC_S, LOC_P(10), LOC_P(11), red);
     const float alpha = LOC_P(8)[0], beta = LOC_P(9)[0];
     if (in_chunk) {
