@@ -769,45 +769,38 @@ static cl_int enqueue_prefix(ml_batch *b, const moelat_lattice *lat, cl_command_
 /* Events of one step, released at its end. */
 typedef struct step_events {
     cl_event *ev;
-    cl_event *from; /* a marker ending where ev's commands begin, or NULL */
-    int *kind;      /* 0..2 expert band, 3 aggregate, 4 gate, 5 precompute */
+    int *kind; /* 0..2 expert band, 3 aggregate, 4 gate, 5 precompute */
     int n, cap;
 } step_events;
 
-/* Keeps ev (retained) for the step's profile; its time runs from the end
- * of `from` when given (an expert may enqueue several commands and hands
- * back only the last one's event), else ev's own start. */
-static void keep_span(step_events *se, cl_event from, cl_event ev, int kind) {
+static void keep_event(step_events *se, cl_event ev, int kind) {
     if (!ev)
         return;
     if (se->n == se->cap) {
         int cap = se->cap ? se->cap * 2 : 64;
         cl_event *e = realloc(se->ev, (size_t)cap * sizeof *e);
-        if (e)
-            se->ev = e;
-        cl_event *f = realloc(se->from, (size_t)cap * sizeof *f);
-        if (f)
-            se->from = f;
         int *k = realloc(se->kind, (size_t)cap * sizeof *k);
-        if (k)
-            se->kind = k;
-        if (!e || !f || !k)
-            return; /* losing a profiling record is harmless */
+        if (!e || !k) {
+            /* Losing a profiling record is harmless; leaking the event is not. */
+            if (e)
+                se->ev = e;
+            if (k)
+                se->kind = k;
+            clReleaseEvent(ev);
+            return;
+        }
+        se->ev = e;
+        se->kind = k;
         se->cap = cap;
     }
     clRetainEvent(ev);
-    if (from)
-        clRetainEvent(from);
     se->ev[se->n] = ev;
-    se->from[se->n] = from;
     se->kind[se->n++] = kind;
 }
 
-static void keep_event(step_events *se, cl_event ev, int kind) { keep_span(se, NULL, ev, kind); }
-
 static void account_events(moelat_lattice *lat, step_events *se) {
     for (int i = 0; i < se->n; i++) {
-        double ms = mlcl_span_ms(se->from[i], se->ev[i]);
+        double ms = mlcl_event_ms(se->ev[i]);
         int k = se->kind[i];
         if (k < MOELAT_BANDS) {
             lat->stats.expert_device_ms[k] += ms;
@@ -820,11 +813,8 @@ static void account_events(moelat_lattice *lat, step_events *se) {
             lat->stats.precompute_device_ms += ms;
         }
         clReleaseEvent(se->ev[i]);
-        if (se->from[i])
-            clReleaseEvent(se->from[i]);
     }
     free(se->ev);
-    free(se->from);
     free(se->kind);
     memset(se, 0, sizeof *se);
 }
@@ -916,29 +906,17 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
         for (int p = 0; p < n_pre; p++)
             if (pre[p])
                 waits[nw++] = pre[p];
-        /* The marker ends when the expert's first command may start (an
-         * in-order queue), so the profile spans all of its commands. A
-         * marker that cannot be enqueued only costs that record. */
-        cl_event start = NULL;
-        if (clEnqueueMarkerWithWaitList(qk, (cl_uint)nw, waits, &start) != CL_SUCCESS)
-            start = NULL;
         moelat_cl_chunk ch = chunk_call(lat, b, k, c, s, qk, waits, nw, &ex[k]);
         if (mlcl_fault_hit(MLCL_FAULT_ENQUEUE)) {
             ml_fail(lat, MOELAT_ERR_DEVICE, "expert '%s' enqueue failed: CL_OUT_OF_RESOURCES (injected)",
                     lat->expert[k].desc->name);
-            if (start)
-                clReleaseEvent(start);
             goto out;
         }
         if (lat->expert[k].desc->cl_enqueue(b->expert_state[k], &ch) != MOELAT_EXPERT_OK) {
             ml_fail(lat, MOELAT_ERR_DEVICE, "expert '%s' failed to enqueue chunk %d", lat->expert[k].desc->name, ci);
-            if (start)
-                clReleaseEvent(start);
             goto out;
         }
-        keep_span(se, start, ex[k], k);
-        if (start)
-            clReleaseEvent(start);
+        keep_event(se, ex[k], k);
     }
     if ((e = set_gate_args(b, lat, c, s, b->states[1 - b->cur])) != CL_SUCCESS) {
         cl_check(lat, e, "setting ml_gate_combine arguments");

@@ -368,11 +368,3 @@ double mlcl_event_ms(cl_event ev) {
         return 0.0;
     return (double)(end - start) * 1e-6;
 }
-
-double mlcl_span_ms(cl_event from, cl_event to) {
-    cl_ulong t0 = 0, t1 = 0;
-    if (!from || !to || clGetEventProfilingInfo(from, CL_PROFILING_COMMAND_END, sizeof t0, &t0, NULL) != CL_SUCCESS ||
-        clGetEventProfilingInfo(to, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL) != CL_SUCCESS || t1 < t0)
-        return mlcl_event_ms(to);
-    return (double)(t1 - t0) * 1e-6;
-}

@@ -86,10 +86,6 @@ double mlcl_peak_gflops(mlcl_context *ctx, char *err, size_t errlen);
 
 /* Duration of a completed profiled event, in milliseconds (0 on error). */
 double mlcl_event_ms(cl_event ev);
-/* Milliseconds from the end of `from` to the end of `to`: the span of the
- * commands enqueued after `from` on an in-order queue up to `to`. Without
- * `from` (or its profiling data), `to`'s own duration. */
-double mlcl_span_ms(cl_event from, cl_event to);
 
 /* Formats "<what> failed: <CL name>" into err; returns -1. */
 int mlcl_fail(char *err, size_t errlen, cl_int code, const char *fmt, ...)
