@@ -27,7 +27,7 @@ def main():
             for r in csv.DictReader(f):
                 pc = ("~" if r["percell_estimated"] == "1" else "") + ms(r["percell_ms"])
                 cells = [r["preset"], r["dims"], pc, ms(r["batch_ms"]), f'{float(r["speedup"]):.1f}x',
-                         f'{float(r["mcups"]):.2f}', f'{float(r["gflops"]):.0f}',
+                         f'{float(r["mcups"]):.2f}', ms(r["gflops"]),
                          f'{100 * float(r["peak_fraction"]):.2f}%']
                 cells += [ms(r[k]) for k in KERNELS]
                 cells.append(f'{100 * float(r.get("functional_peak_fraction") or 0):.2f}%')
