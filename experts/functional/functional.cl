@@ -17,7 +17,8 @@
  *      the small weights staged in local memory (every edge reads them);
  *      an online softmax across tiles; M accumulated from a local tile of
  *      w_j m_j by lanes over (output, slice of the tile's edges);
- *   2. gate g and the GRU, lanes over outputs (ml_wg_dense_cat);
+ *   2. gate g and the GRU, split-row dense layers (ml_wg_dense_cat_split:
+ *      8 lanes per weight row, coalesced reads);
  *   3. the CNF (cnf_wg_integrate) and the result layer.
  * The message phase's local arrays and those of phases 2-3 share memory.
  * Tensor indices match functional_expert.c's enum. */
@@ -124,7 +125,9 @@
 #define FN_O_V (FN_O_RIN + FN_A4(2 * FN_S))
 #define FN_O_MEAN (FN_O_V + FN_A4(FN_S))
 #define FN_O_WORK (FN_O_MEAN + FN_A4(FN_S))
-#define FN_END2 (FN_O_WORK + FN_A4(CNF_WG_WORK))
+/* Partial sums of the split-row dense layers (widest: S outputs). */
+#define FN_O_DPART (FN_O_WORK + FN_A4(CNF_WG_WORK))
+#define FN_END2 (FN_O_DPART + FN_A4(ML_DENSE_PART(FN_S)))
 #define FN_LOCAL FN_MAX(FN_END1, FN_END2)
 
 __kernel void functional_project(__global const float *states, int n_total,
@@ -350,6 +353,7 @@ __kernel void functional_output(
     __local float *v = lm + FN_O_V;
     __local float *mean = lm + FN_O_MEAN;
     __local float *work = lm + FN_O_WORK;
+    __local float *dpart = lm + FN_O_DPART;
     for (int s = lane; s < FN_S; s += MOELAT_WG) {
         act[s] = band_absmean[(size_t)c * FN_S + s];
         mean[s] = band_mean[(size_t)c * FN_S + s];
@@ -357,22 +361,22 @@ __kernel void functional_output(
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     /* g = sigma(L(S/2->1)(GELU(L(2S->S/2)([x, act])))) */
-    ml_wg_dense_cat(FN_P(FN_G0_W), FN_P(FN_G0_B), x, FN_S, act, FN_S, act, 0, hg, FN_S / 2,
-                    ML_ACT_GELU);
+    ml_wg_dense_cat_split(FN_P(FN_G0_W), FN_P(FN_G0_B), x, FN_S, act, FN_S, act, 0, hg, FN_S / 2,
+                          ML_ACT_GELU, dpart);
     float gpart = 0.0f;
     for (int i = lane; i < FN_S / 2; i += MOELAT_WG)
         gpart = fma(FN_P(FN_G2_W)[i], hg[i], gpart);
     float g = ml_sigmoid(FN_P(FN_G2_B)[0] + ml_wg_sum(gpart, red));
     /* z, rr from [x, M, ext]; cand from [rr * x, M, ext]. */
-    ml_wg_dense_cat(FN_P(FN_UG_W), FN_P(FN_UG_B), x, FN_S, M, FN_MD, ex, FN_E, z, FN_S,
-                    ML_ACT_SIGMOID);
-    ml_wg_dense_cat(FN_P(FN_RG_W), FN_P(FN_RG_B), x, FN_S, M, FN_MD, ex, FN_E, rr, FN_S,
-                    ML_ACT_SIGMOID);
+    ml_wg_dense_cat_split(FN_P(FN_UG_W), FN_P(FN_UG_B), x, FN_S, M, FN_MD, ex, FN_E, z, FN_S,
+                          ML_ACT_SIGMOID, dpart);
+    ml_wg_dense_cat_split(FN_P(FN_RG_W), FN_P(FN_RG_B), x, FN_S, M, FN_MD, ex, FN_E, rr, FN_S,
+                          ML_ACT_SIGMOID, dpart);
     for (int s = lane; s < FN_S; s += MOELAT_WG)
         rr[s] *= x[s];
     barrier(CLK_LOCAL_MEM_FENCE);
-    ml_wg_dense_cat(FN_P(FN_CN_W), FN_P(FN_CN_B), rr, FN_S, M, FN_MD, ex, FN_E, cand, FN_S,
-                    ML_ACT_TANH);
+    ml_wg_dense_cat_split(FN_P(FN_CN_W), FN_P(FN_CN_B), rr, FN_S, M, FN_MD, ex, FN_E, cand, FN_S,
+                          ML_ACT_TANH, dpart);
     for (int s = lane; s < FN_S; s += MOELAT_WG)
         rin[s] = (1.0f - g) * ((1.0f - z[s]) * x[s] + z[s] * cand[s]);
 
@@ -383,7 +387,7 @@ __kernel void functional_output(
     for (int s = lane; s < FN_S; s += MOELAT_WG)
         rin[FN_S + s] = g * v[s];
     barrier(CLK_LOCAL_MEM_FENCE);
-    ml_wg_dense(FN_P(FN_RP0_W), FN_P(FN_RP0_B), rin, 2 * FN_S, cand, FN_S, ML_ACT_NONE);
+    ml_wg_dense_split(FN_P(FN_RP0_W), FN_P(FN_RP0_B), rin, 2 * FN_S, cand, FN_S, ML_ACT_NONE, dpart);
     ml_wg_layernorm(cand, FN_S, FN_P(FN_RP1_G), FN_P(FN_RP1_B), red);
     for (int s = lane; s < FN_S; s += MOELAT_WG)
         o[s] = empty ? 0.0f : ml_gelu(cand[s]);
