@@ -156,10 +156,10 @@ static void test_mixed_step(void **state) {
     free_run(m, 2);
 }
 
-/* An enqueue that fails sends its chunk to the host: exact result, and
- * the fallback is counted with its reason. */
-static void test_enqueue_fault(void **state) {
-    (void)state;
+/* Runs debug 9x8x7 in two chunks per step, per-cell and then batched with
+ * the n-th kernel enqueue failing; the result must be exact, with one
+ * fallback whose reason holds `reason` and the chunk counts given. */
+static void enqueue_fault_case(int n, const char *reason, int percell_chunks, int batch_chunks) {
     uint64_t seed = ts_seed();
     moelat_config cfg;
     ts_config(&cfg, "debug", 9, 8, 7);
@@ -170,15 +170,14 @@ static void test_enqueue_fault(void **state) {
     moelat_report rep;
     long live = mlcl_live_buffers();
     run_case(&cfg, MOELAT_MODE_PERCELL, seed, 2, h, NULL);
-    /* Enqueues before the faulty one: the upgrade check's step (11: the
-     * row prefix sums, then aggregate, 3 experts and gate per chunk), then
-     * step 1's prefix sums and chunk 0's aggregate. */
-    mlcl_fault_inject(MLCL_FAULT_ENQUEUE, 14);
+    mlcl_fault_inject(MLCL_FAULT_ENQUEUE, n);
     run_case(&cfg, MOELAT_MODE_BATCH, seed, 2, d, &rep);
     mlcl_fault_inject(MLCL_FAULT_NONE, 0);
     assert_int_equal(rep.fallbacks, 1);
-    assert_int_equal(rep.percell_chunks, 1);
-    assert_non_null(strstr(rep.fallback_reason[0], "CL_OUT_OF_RESOURCES"));
+    assert_int_equal(rep.percell_chunks, percell_chunks);
+    if (batch_chunks >= 0)
+        assert_int_equal(rep.batch_chunks, batch_chunks);
+    assert_non_null(strstr(rep.fallback_reason[0], reason));
     double max, mean;
     ts_diff(h[1], d[1], (size_t)9 * 8 * 7 * 24, &max, &mean);
     assert_true(max < 1e-5);
@@ -187,33 +186,21 @@ static void test_enqueue_fault(void **state) {
     free_run(d, 2);
 }
 
-/* A row prefix enqueue that fails sends the step's device chunks to the
- * host: exact result, one fallback with its reason. */
+/* An enqueue that fails sends its chunk to the host: exact result, and
+ * the fallback is counted with its reason. Enqueues before the faulty
+ * one: the upgrade check's step (11: the row prefix sums, then aggregate,
+ * 3 experts and gate per chunk), then step 1's prefix sums and chunk 0's
+ * aggregate. */
+static void test_enqueue_fault(void **state) {
+    (void)state;
+    enqueue_fault_case(14, "CL_OUT_OF_RESOURCES", 1, -1);
+}
+
+/* A row prefix enqueue that fails (step 1's, the 12th) sends the step's
+ * device chunks to the host: exact result, one fallback with its reason. */
 static void test_prefix_fault(void **state) {
     (void)state;
-    uint64_t seed = ts_seed();
-    moelat_config cfg;
-    ts_config(&cfg, "debug", 9, 8, 7);
-    cfg.chunk[0] = 9;
-    cfg.chunk[1] = 8;
-    cfg.chunk[2] = 4;
-    float *h[2], *d[2];
-    moelat_report rep;
-    long live = mlcl_live_buffers();
-    run_case(&cfg, MOELAT_MODE_PERCELL, seed, 2, h, NULL);
-    mlcl_fault_inject(MLCL_FAULT_ENQUEUE, 12); /* step 1's prefix sums */
-    run_case(&cfg, MOELAT_MODE_BATCH, seed, 2, d, &rep);
-    mlcl_fault_inject(MLCL_FAULT_NONE, 0);
-    assert_int_equal(rep.fallbacks, 1);
-    assert_int_equal(rep.percell_chunks, 2);
-    assert_int_equal(rep.batch_chunks, 2);
-    assert_non_null(strstr(rep.fallback_reason[0], "ml_row_prefix"));
-    double max, mean;
-    ts_diff(h[1], d[1], (size_t)9 * 8 * 7 * 24, &max, &mean);
-    assert_true(max < 1e-5);
-    assert_int_equal(mlcl_live_buffers(), live);
-    free_run(h, 2);
-    free_run(d, 2);
+    enqueue_fault_case(12, "ml_row_prefix", 2, 2);
 }
 
 /* An allocation that fails halves the chunks and retries. */

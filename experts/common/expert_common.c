@@ -345,3 +345,45 @@ cl_mem ec_cl_offsets_buffer(cl_context ctx, const uint64_t *offsets, int n) {
     }
     return buf;
 }
+
+int ec_cl_work_group(const moelat_cl_setup *setup) {
+    int wg = 64;
+    if (setup->struct_size >= offsetof(moelat_cl_setup, work_group) + sizeof setup->work_group &&
+        setup->work_group != 0)
+        wg = (int)setup->work_group;
+    if (wg < 1 || (wg & (wg - 1)) != 0) {
+        ec_log(MOELAT_LOG_ERROR, "cl_prepare: work-group size %d is not a power of two", wg);
+        return -1;
+    }
+    return wg;
+}
+
+int ec_cl_check_fit(cl_kernel k, const char *kname, cl_device_id dev, size_t wg) {
+    char what[160];
+    size_t kmax = 0;
+    cl_ulong kmem = 0, dmem = 0;
+    cl_int err = clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_WORK_GROUP_SIZE, sizeof kmax, &kmax, NULL);
+    if (err != CL_SUCCESS) {
+        snprintf(what, sizeof what, "cl_prepare: kernel %s: CL_KERNEL_WORK_GROUP_SIZE", kname);
+        return ec_cl_fail(err, what);
+    }
+    if (kmax < wg) {
+        ec_log(MOELAT_LOG_ERROR, "cl_prepare: kernel %s allows %zu work-items per group on this device, it needs %zu",
+               kname, kmax, wg);
+        return MOELAT_EXPERT_ERROR;
+    }
+    err = clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_LOCAL_MEM_SIZE, sizeof kmem, &kmem, NULL);
+    if (err != CL_SUCCESS) {
+        snprintf(what, sizeof what, "cl_prepare: kernel %s: CL_KERNEL_LOCAL_MEM_SIZE", kname);
+        return ec_cl_fail(err, what);
+    }
+    err = clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof dmem, &dmem, NULL);
+    if (err != CL_SUCCESS)
+        return ec_cl_fail(err, "cl_prepare: CL_DEVICE_LOCAL_MEM_SIZE");
+    if (dmem > 0 && kmem > dmem) {
+        ec_log(MOELAT_LOG_ERROR, "cl_prepare: kernel %s needs %llu bytes of local memory, the device has %llu",
+               kname, (unsigned long long)kmem, (unsigned long long)dmem);
+        return MOELAT_EXPERT_ERROR;
+    }
+    return MOELAT_EXPERT_OK;
+}

@@ -95,4 +95,15 @@ cl_mem ec_cl_offsets_buffer(cl_context ctx, const uint64_t *offsets, int n);
 /* Logs a CL failure of this expert: "<what>: <CL error name>". */
 int ec_cl_fail(cl_int err, const char *what);
 
+/* Lanes per cell the program was built for: setup->work_group (ABI 1.1);
+ * an older engine, or 0, built it without -D MOELAT_WG, which leaves the
+ * helpers' default of 64. Logs and returns -1 unless a power of two. */
+int ec_cl_work_group(const moelat_cl_setup *setup);
+
+/* A kernel that runs exactly wg lanes per group: checks, at prepare time,
+ * that this device can launch it (work-group size and local memory of the
+ * built kernel), so that a misfit falls back to the host instead of
+ * failing at every enqueue. Logs what does not fit. */
+int ec_cl_check_fit(cl_kernel k, const char *kname, cl_device_id dev, size_t wg);
+
 #endif

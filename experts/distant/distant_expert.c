@@ -11,7 +11,6 @@
 extern const char *const distant_cl_parts[];
 
 #define ODE_H(d) ((d)->hidden[0])
-#define DISTANT_DEFAULT_WG 64 /* MOELAT_WG when the build options set none */
 
 static int distant_validate(const moelat_expert_dims *d, char *err, size_t errlen) {
     if (!d || d->state_size < 1) {
@@ -83,17 +82,9 @@ static int distant_cl_prepare(const moelat_cl_setup *setup, void **state) {
                CNF_N_TENSORS);
         return MOELAT_EXPERT_ERROR;
     }
-    /* Lanes per cell arrived with ABI 1.1. A setup without them (an older
-     * engine, or 0) built the program without -D MOELAT_WG, so the kernel
-     * runs with the helpers' default of 64. */
-    int wg = DISTANT_DEFAULT_WG;
-    if (setup->struct_size >= offsetof(moelat_cl_setup, work_group) + sizeof setup->work_group &&
-        setup->work_group != 0)
-        wg = setup->work_group;
-    if (wg < 1 || (wg & (wg - 1)) != 0) {
-        ec_log(MOELAT_LOG_ERROR, "cl_prepare: work-group size %d is not a power of two", wg);
+    int wg = ec_cl_work_group(setup);
+    if (wg < 0)
         return MOELAT_EXPERT_ERROR;
-    }
     distant_cl_state *st = calloc(1, sizeof *st);
     if (!st) {
         ec_log(MOELAT_LOG_ERROR, "cl_prepare: out of memory");
@@ -110,22 +101,7 @@ static int distant_cl_prepare(const moelat_cl_setup *setup, void **state) {
         return MOELAT_EXPERT_ERROR;
     }
     st->work_group = (size_t)wg;
-    /* The kernel needs exactly this many lanes per group (its barriers and
-     * reductions assume MOELAT_WG), so a device that cannot run that many
-     * of it (registers, local memory) must be caught here, where the engine
-     * can still fall back to the host, rather than at every enqueue. */
-    size_t kmax = 0;
-    cl_int err = clGetKernelWorkGroupInfo(st->kernel, setup->device, CL_KERNEL_WORK_GROUP_SIZE,
-                                          sizeof kmax, &kmax, NULL);
-    if (err != CL_SUCCESS) {
-        ec_cl_fail(err, "cl_prepare: CL_KERNEL_WORK_GROUP_SIZE of distant_expert");
-        distant_cl_release(st);
-        return MOELAT_EXPERT_ERROR;
-    }
-    if (kmax < st->work_group) {
-        ec_log(MOELAT_LOG_ERROR,
-               "cl_prepare: distant_expert runs at most %zu work-items per group here, needs %zu",
-               kmax, st->work_group);
+    if (ec_cl_check_fit(st->kernel, "distant_expert", setup->device, st->work_group) != MOELAT_EXPERT_OK) {
         distant_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }

@@ -226,38 +226,6 @@ static void functional_cl_release(void *p) {
     free(st);
 }
 
-/* functional_output needs exactly work_group lanes per group and its local
- * memory: a device that cannot launch it is found here, at prepare time,
- * so that the expert falls back to the host instead of failing each step. */
-static int functional_cl_check_fit(cl_kernel k, cl_device_id dev, size_t wg) {
-    size_t kmax = 0;
-    cl_ulong kmem = 0, dmem = 0;
-    cl_int err = clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_WORK_GROUP_SIZE, sizeof kmax, &kmax, NULL);
-    if (err != CL_SUCCESS)
-        return ec_cl_fail(err, "cl_prepare: kernel functional_output: CL_KERNEL_WORK_GROUP_SIZE");
-    if (kmax < wg) {
-        ec_log(MOELAT_LOG_ERROR,
-               "cl_prepare: kernel functional_output allows %zu work-items per group on this "
-               "device, it needs %zu",
-               kmax, wg);
-        return MOELAT_EXPERT_ERROR;
-    }
-    err = clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_LOCAL_MEM_SIZE, sizeof kmem, &kmem, NULL);
-    if (err != CL_SUCCESS)
-        return ec_cl_fail(err, "cl_prepare: kernel functional_output: CL_KERNEL_LOCAL_MEM_SIZE");
-    err = clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof dmem, &dmem, NULL);
-    if (err != CL_SUCCESS)
-        return ec_cl_fail(err, "cl_prepare: CL_DEVICE_LOCAL_MEM_SIZE");
-    if (dmem > 0 && kmem > dmem) {
-        ec_log(MOELAT_LOG_ERROR,
-               "cl_prepare: kernel functional_output needs %llu bytes of local memory, the device "
-               "has %llu",
-               (unsigned long long)kmem, (unsigned long long)dmem);
-        return MOELAT_EXPERT_ERROR;
-    }
-    return MOELAT_EXPERT_OK;
-}
-
 static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     *state = NULL;
     if (setup->n_tensors != F_N_TENSORS) {
@@ -271,17 +239,9 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
                setup->lattice[0], setup->lattice[1], setup->lattice[2]);
         return MOELAT_EXPERT_ERROR;
     }
-    /* The program's MOELAT_WG: work_group since ABI 1.1; an engine that
-     * does not send it built the program without -D MOELAT_WG, which is
-     * the helpers' default of 64. */
-    int wg = 64;
-    if (setup->struct_size >= offsetof(moelat_cl_setup, work_group) + sizeof setup->work_group &&
-        setup->work_group != 0)
-        wg = setup->work_group;
-    if (wg < 1 || (wg & (wg - 1)) != 0) {
-        ec_log(MOELAT_LOG_ERROR, "cl_prepare: work-group size %d is not a power of two", wg);
+    int wg = ec_cl_work_group(setup);
+    if (wg < 0)
         return MOELAT_EXPERT_ERROR;
-    }
     functional_cl_state *st = calloc(1, sizeof *st);
     if (!st) {
         ec_log(MOELAT_LOG_ERROR, "cl_prepare: out of memory");
@@ -293,7 +253,7 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     st->work_group = (size_t)wg;
     st->project = ec_cl_kernel(setup->program, "functional_project");
     st->cell = st->project ? ec_cl_kernel(setup->program, "functional_output") : NULL;
-    if (!st->cell || functional_cl_check_fit(st->cell, setup->device, st->work_group) != MOELAT_EXPERT_OK) {
+    if (!st->cell || ec_cl_check_fit(st->cell, "functional_output", setup->device, st->work_group) != MOELAT_EXPERT_OK) {
         functional_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }

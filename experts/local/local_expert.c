@@ -126,38 +126,6 @@ static void local_cl_release(void *p) {
     free(st);
 }
 
-/* The kernel runs one work-group of exactly work_group lanes per cell: make
- * sure this device can launch it (registers and local memory of the built
- * kernel), so that a misfit falls back to the host at prepare time instead
- * of failing every step. */
-static int local_cl_check_fit(cl_kernel k, cl_device_id dev, size_t wg) {
-    size_t kmax = 0;
-    cl_ulong kmem = 0, dmem = 0;
-    cl_int err = clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_WORK_GROUP_SIZE, sizeof kmax, &kmax, NULL);
-    if (err != CL_SUCCESS)
-        return ec_cl_fail(err, "cl_prepare: kernel local_expert: CL_KERNEL_WORK_GROUP_SIZE");
-    if (kmax < wg) {
-        ec_log(MOELAT_LOG_ERROR,
-               "cl_prepare: kernel local_expert allows %zu work-items per group on this device, "
-               "it needs %zu",
-               kmax, wg);
-        return MOELAT_EXPERT_ERROR;
-    }
-    err = clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_LOCAL_MEM_SIZE, sizeof kmem, &kmem, NULL);
-    if (err != CL_SUCCESS)
-        return ec_cl_fail(err, "cl_prepare: kernel local_expert: CL_KERNEL_LOCAL_MEM_SIZE");
-    err = clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof dmem, &dmem, NULL);
-    if (err != CL_SUCCESS)
-        return ec_cl_fail(err, "cl_prepare: CL_DEVICE_LOCAL_MEM_SIZE");
-    if (dmem > 0 && kmem > dmem) {
-        ec_log(MOELAT_LOG_ERROR,
-               "cl_prepare: kernel local_expert needs %llu bytes of local memory, the device has %llu",
-               (unsigned long long)kmem, (unsigned long long)dmem);
-        return MOELAT_EXPERT_ERROR;
-    }
-    return MOELAT_EXPERT_OK;
-}
-
 /* Lanes per cell. The kernel declares reqd_work_group_size(MOELAT_WG), so
  * the built program itself says which MOELAT_WG it was compiled with: that
  * is the size every launch must use. setup->work_group (ABI 1.1) must agree
@@ -203,7 +171,7 @@ static int local_cl_prepare(const moelat_cl_setup *setup, void **state) {
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
     st->kernel = ec_cl_kernel(setup->program, "local_expert");
     if (!st->kernel || local_cl_lanes(st->kernel, setup, &st->work_group) != MOELAT_EXPERT_OK ||
-        local_cl_check_fit(st->kernel, setup->device, st->work_group) != MOELAT_EXPERT_OK) {
+        ec_cl_check_fit(st->kernel, "local_expert", setup->device, st->work_group) != MOELAT_EXPERT_OK) {
         local_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
