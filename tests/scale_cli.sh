@@ -65,4 +65,21 @@ assert o["ms_per_step"] > 0 and all("halo_ms_per_step" in s for s in o["slabs"])
 PY
         echo "scale_cli: $what $v, $mode: same states"
     done
+    if [ "$what" = devices ]; then
+        # Checkpoints of a group are single-lattice checkpoints: 2 steps on
+        # two devices, then the third step resumed on two devices and on one.
+        rm -rf "$tmp/ck"
+        # shellcheck disable=SC2086
+        "$engine" run $model --mode "$mode" --steps 2 --devices 0,1 --input "$tmp/in.npy" \
+            --checkpoint-dir "$tmp/ck" >/dev/null || fail "checkpoint on --devices 0,1 ($mode)"
+        resumed="--preset debug --dims 9x8x7 --seed $seed --threads 1 --quiet --steps 1"
+        for on in "--devices 0,1" ""; do
+            rm -f "$tmp/res.npy"
+            # shellcheck disable=SC2086
+            "$engine" run $resumed --mode "$mode" $on --resume "$tmp/ck" --save-state "$tmp/res.npy" \
+                >/dev/null || fail "resume ${on:-on one device} ($mode)"
+            cmp "$tmp/one.npy" "$tmp/res.npy" || fail "resumed states differ: ${on:-one device} ($mode)"
+        done
+        echo "scale_cli: devices checkpoint and resume, $mode: same states"
+    fi
 done

@@ -418,6 +418,34 @@ moelat_status moelat_group_save_states(moelat_group *g, const char *path) {
     return st;
 }
 
+moelat_status moelat_group_save_checkpoint(moelat_group *g, const char *dir) {
+    /* Slab 0's lattice is made whole (every slab's current planes; its
+     * other planes are halos or never read, so this changes no result)
+     * and saved as one lattice. g->buf may hold pending halos: not used. */
+    size_t n = g->plane * (size_t)g->Z;
+    float *all = malloc(n * sizeof *all);
+    if (!all)
+        return gfail(g, MOELAT_ERR_NOMEM, "checkpoint: out of memory");
+    moelat_lattice *l0 = g->slabs[0].lat;
+    moelat_status st = gather(g, all);
+    if (st == MOELAT_OK && (st = moelat_set_states(l0, all, n)) != MOELAT_OK)
+        slab_fail(g, 0, st);
+    free(all);
+    if (st == MOELAT_OK && (st = moelat_save_checkpoint(l0, dir)) != MOELAT_OK)
+        gfail(g, st, "%s", moelat_last_error(l0));
+    return st;
+}
+
+moelat_status moelat_group_resume_checkpoint(moelat_group *g, const char *dir, unsigned flags) {
+    for (int i = 0; i < g->n; i++) {
+        moelat_status st = moelat_resume_checkpoint_ex(g->slabs[i].lat, dir, flags);
+        if (st != MOELAT_OK)
+            return gfail(g, st, "%s", moelat_last_error(g->slabs[i].lat));
+    }
+    g->halos_pending = 0; /* every slab holds every plane of the checkpoint */
+    return MOELAT_OK;
+}
+
 moelat_status moelat_group_get_outputs(moelat_group *g, float *dst, size_t count) {
     /* The output face z = Z-1 belongs to the last slab. */
     moelat_lattice *last = g->slabs[g->n - 1].lat;

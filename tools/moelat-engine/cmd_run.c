@@ -287,9 +287,9 @@ int cmd_run(int argc, char **argv) {
         return 2;
     int mpi = run_mpi_launched();
     if (devices || slab_weights || mpi) {
-        if (ckpt_dir || resume) {
-            fprintf(stderr, "moelat-engine run: checkpoints and --resume work on one device only, not with %s\n",
-                    mpi ? "mpirun" : "--devices");
+        if (mpi && (ckpt_dir || resume)) {
+            fprintf(stderr, "moelat-engine run: checkpoints and --resume do not work under mpirun yet "
+                            "(they do with --devices)\n");
             return 2;
         }
         if (mpi && devices) {
@@ -297,7 +297,7 @@ int cmd_run(int argc, char **argv) {
             return 2;
         }
         run_opts ro = {steps, weights, save_weights, state, save_state, input, save_outputs,
-                       devices ? devices : "0", slab_weights, json, quiet};
+                       devices ? devices : "0", slab_weights, json, quiet, ckpt_dir, resume, ckpt_every};
         if (!devices && !mpi && cfg.device[0])
             ro.devices = cfg.device;
         return mpi ? run_mpi(&cfg, &ro) : run_group(&cfg, &ro);

@@ -1,5 +1,6 @@
 /* moelat-engine run --devices LIST|all: one slab per device in this
  * process (moelat_group). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,17 @@ static int parse_devices(const char *s, char specs[][128], int max) {
     return n > 0 ? n : -1;
 }
 
+static int save_checkpoint(moelat_group *g, const run_opts *o) {
+    if (moelat_group_save_checkpoint(g, o->ckpt_dir) != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine run: %s\n", moelat_group_last_error(g));
+        return -1;
+    }
+    if (!o->json && !o->quiet)
+        fprintf(stderr, "moelat-engine run: checkpoint at step %llu saved to %s\n",
+                (unsigned long long)moelat_group_step_count(g), o->ckpt_dir);
+    return 0;
+}
+
 #define GFAIL(what)                                                                      \
     do {                                                                                 \
         fprintf(stderr, "moelat-engine run: %s%s\n", what, moelat_group_last_error(g)); \
@@ -94,6 +106,9 @@ int run_group(const moelat_config *cfg, const run_opts *o) {
         GFAIL("--slab-weights: ");
     if (o->weights && moelat_group_load_weights(g, o->weights) != MOELAT_OK)
         GFAIL("");
+    if (o->resume &&
+        moelat_group_resume_checkpoint(g, o->resume, o->weights ? MOELAT_RESUME_KEEP_WEIGHTS : 0) != MOELAT_OK)
+        GFAIL("");
     if (o->state && moelat_group_load_states(g, o->state) != MOELAT_OK)
         GFAIL("");
     if (o->input) {
@@ -108,6 +123,10 @@ int run_group(const moelat_config *cfg, const run_opts *o) {
     }
     if (o->save_weights && moelat_group_save_weights(g, o->save_weights) != MOELAT_OK)
         GFAIL("");
+    /* A resume into its own directory need not save the step it read. */
+    uint64_t last_ckpt = o->resume && o->ckpt_dir && strcmp(o->resume, o->ckpt_dir) == 0
+                             ? moelat_group_step_count(g)
+                             : UINT64_MAX;
     double t0 = now_ms();
     for (long long s = 0; s < o->steps; s++) {
         double ts = now_ms();
@@ -119,8 +138,15 @@ int run_group(const moelat_config *cfg, const run_opts *o) {
                 fprintf(stderr, "moelat-engine run: states at the failing step saved to %s\n", o->save_state);
             goto done;
         }
+        if (o->ckpt_every && moelat_group_step_count(g) % (uint64_t)o->ckpt_every == 0) {
+            if (save_checkpoint(g, o) != 0)
+                goto done;
+            last_ckpt = moelat_group_step_count(g);
+        }
     }
     double total_s = (now_ms() - t0) * 1e-3;
+    if (o->ckpt_dir && last_ckpt != moelat_group_step_count(g) && save_checkpoint(g, o) != 0)
+        goto done;
     if (o->save_state && moelat_group_save_states(g, o->save_state) != MOELAT_OK)
         GFAIL("");
     if (o->save_outputs) {

@@ -14,6 +14,10 @@ typedef struct run_opts {
     const char *devices;      /* --devices LIST|all, or NULL */
     const char *slab_weights; /* --slab-weights W0,W1,..., or NULL (balance by throughput) */
     int json, quiet;
+    /* Checkpoints (run_group only): --checkpoint-dir, --resume, and
+     * --checkpoint-every (0: none but the last). */
+    const char *ckpt_dir, *resume;
+    long long ckpt_every;
 } run_opts;
 
 /* Runs on the devices of o->devices in this process. Returns the exit code. */

@@ -70,6 +70,11 @@ moelat_status moelat_group_save_weights(moelat_group *g, const char *path);
 moelat_status moelat_group_load_states(moelat_group *g, const char *path);
 moelat_status moelat_group_save_states(moelat_group *g, const char *path);
 moelat_status moelat_group_get_outputs(moelat_group *g, float *dst, size_t count);
+/* Checkpoints in the single-lattice format (moelat_save_checkpoint), so a
+ * group's checkpoint resumes on one device and the other way round; flags
+ * as moelat_resume_checkpoint_ex. */
+moelat_status moelat_group_save_checkpoint(moelat_group *g, const char *dir);
+moelat_status moelat_group_resume_checkpoint(moelat_group *g, const char *dir, unsigned flags);
 
 typedef struct moelat_slab_info {
     int32_t z0, z1;         /* planes owned */
