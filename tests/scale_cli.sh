@@ -65,21 +65,27 @@ assert o["ms_per_step"] > 0 and all("halo_ms_per_step" in s for s in o["slabs"])
 PY
         echo "scale_cli: $what $v, $mode: same states"
     done
+    # Checkpoints over slabs are single-lattice checkpoints: 2 steps over
+    # slabs with one every step, then the third step resumed over slabs (3
+    # ranks under MPI: another split) and on one device.
     if [ "$what" = devices ]; then
-        # Checkpoints of a group are single-lattice checkpoints: 2 steps on
-        # two devices, then the third step resumed on two devices and on one.
-        rm -rf "$tmp/ck"
-        # shellcheck disable=SC2086
-        "$engine" run $model --mode "$mode" --steps 2 --devices 0,1 --input "$tmp/in.npy" \
-            --checkpoint-dir "$tmp/ck" >/dev/null || fail "checkpoint on --devices 0,1 ($mode)"
-        resumed="--preset debug --dims 9x8x7 --seed $seed --threads 1 --quiet --steps 1"
-        for on in "--devices 0,1" ""; do
-            rm -f "$tmp/res.npy"
-            # shellcheck disable=SC2086
-            "$engine" run $resumed --mode "$mode" $on --resume "$tmp/ck" --save-state "$tmp/res.npy" \
-                >/dev/null || fail "resume ${on:-on one device} ($mode)"
-            cmp "$tmp/one.npy" "$tmp/res.npy" || fail "resumed states differ: ${on:-one device} ($mode)"
-        done
-        echo "scale_cli: devices checkpoint and resume, $mode: same states"
+        save_on="$engine run --devices 0,1"
+        resume_on="$engine run --devices 0,1"
+    else
+        save_on="$mpirun --oversubscribe --allow-run-as-root -n 2 $engine run"
+        resume_on="$mpirun --oversubscribe --allow-run-as-root -n 3 $engine run"
     fi
+    rm -rf "$tmp/ck"
+    # shellcheck disable=SC2086
+    $save_on $model --mode "$mode" --steps 2 --input "$tmp/in.npy" --checkpoint-every 1 \
+        --checkpoint-dir "$tmp/ck" >/dev/null || fail "checkpoint over slabs ($mode)"
+    resumed="--preset debug --dims 9x8x7 --seed $seed --threads 1 --quiet --steps 1"
+    for on in "$resume_on" "$engine run"; do
+        rm -f "$tmp/res.npy"
+        # shellcheck disable=SC2086
+        $on $resumed --mode "$mode" --resume "$tmp/ck" --save-state "$tmp/res.npy" >/dev/null ||
+            fail "resume: $on ($mode)"
+        cmp "$tmp/one.npy" "$tmp/res.npy" || fail "resumed states differ: $on ($mode)"
+    done
+    echo "scale_cli: $what checkpoint and resume, $mode: same states"
 done

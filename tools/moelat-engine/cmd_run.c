@@ -40,7 +40,8 @@ static void usage(FILE *out) {
             "  --slab-weights W,...   relative slab sizes, one per device or MPI rank\n"
             "  (under mpirun)         each rank steps one slab on device local-rank mod devices\n"
             "                         (or --device); rank 0 reads and writes every file.\n"
-            "                         --devices, checkpoints and --resume are not available there\n"
+            "                         --devices is not available there; --resume needs the\n"
+            "                         checkpoint directory visible to every rank\n"
             "  --json                 print one JSON object instead of text (with --devices or\n"
             "                         mpirun: each slab's planes, ms/step and halo ms/step)\n"
             "  --quiet                no progress bar\n"
@@ -287,11 +288,6 @@ int cmd_run(int argc, char **argv) {
         return 2;
     int mpi = run_mpi_launched();
     if (devices || slab_weights || mpi) {
-        if (mpi && (ckpt_dir || resume)) {
-            fprintf(stderr, "moelat-engine run: checkpoints and --resume do not work under mpirun yet "
-                            "(they do with --devices)\n");
-            return 2;
-        }
         if (mpi && devices) {
             fprintf(stderr, "moelat-engine run: under mpirun each rank takes one device; use --device, not --devices\n");
             return 2;

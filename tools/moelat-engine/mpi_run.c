@@ -5,6 +5,7 @@
  * Every rank holds a whole lattice (same config and weights) so that the
  * boundaries and the input face stay global. */
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@ typedef struct rank_ctx {
     size_t plane, total;   /* floats per plane, in the lattice */
     float *buf;            /* total floats: staging for halos, gathers, broadcasts */
     moelat_slab_info info;
+    uint64_t last_ckpt;    /* step of the last checkpoint saved or resumed */
 } rank_ctx;
 
 int run_mpi_launched(void) { return getenv("OMPI_COMM_WORLD_SIZE") != NULL || getenv("PMI_SIZE") != NULL; }
@@ -270,6 +272,25 @@ static int save_states(rank_ctx *r, const moelat_config *cfg, const char *path) 
     return all_ok(r, ok) ? 0 : -1;
 }
 
+/* A checkpoint in the single-lattice format: rank 0 gathers every slab's
+ * planes into its own lattice (its other planes are halos or never read,
+ * so no result changes) and saves it. */
+static int save_checkpoint(rank_ctx *r, const run_opts *o) {
+    if (gather_states(r) != 0)
+        return -1;
+    int ok = 1;
+    if (r->rank == 0) {
+        ok = moelat_set_states(r->lat, r->buf, r->total) == MOELAT_OK &&
+             moelat_save_checkpoint(r->lat, o->ckpt_dir) == MOELAT_OK;
+        if (!ok)
+            lat_error(r, "");
+        else if (!o->json && !o->quiet)
+            fprintf(stderr, "moelat-engine run: checkpoint at step %llu saved to %s\n",
+                    (unsigned long long)moelat_step_count(r->lat), o->ckpt_dir);
+    }
+    return all_ok(r, ok) ? 0 : -1;
+}
+
 /* The step loop; step_ms gets rank 0's wall time per step, exchange
  * included (the ranks keep step with each other through it). */
 static int run_steps(rank_ctx *r, const run_opts *o, const moelat_config *cfg, double *step_ms) {
@@ -296,7 +317,14 @@ static int run_steps(rank_ctx *r, const run_opts *o, const moelat_config *cfg, d
         r->info.cells_per_ms = t1 > t0 ? cells / (t1 - t0) : 0;
         if (s == 0 && !o->slab_weights && r->size > 1 && balance(r) != 0)
             return -1;
+        if (o->ckpt_every && moelat_step_count(r->lat) % (uint64_t)o->ckpt_every == 0) {
+            if (save_checkpoint(r, o) != 0)
+                return -1;
+            r->last_ckpt = moelat_step_count(r->lat);
+        }
     }
+    if (o->ckpt_dir && r->last_ckpt != moelat_step_count(r->lat) && save_checkpoint(r, o) != 0)
+        return -1;
     return 0;
 }
 
@@ -347,6 +375,19 @@ static int run_rank(rank_ctx *r, const moelat_config *cfg_in, const run_opts *o)
         lat_error(r, r->buf ? "" : "out of memory for the staging buffer");
     if (!all_ok(r, ok) || load_inputs(r, &cfg, o) != 0)
         return 1;
+    if (o->resume) {
+        /* Every rank reads the checkpoint (the directory must be visible
+         * to all of them, as on a shared filesystem). */
+        ok = moelat_resume_checkpoint_ex(r->lat, o->resume, o->weights ? MOELAT_RESUME_KEEP_WEIGHTS : 0) ==
+             MOELAT_OK;
+        if (!ok)
+            lat_error(r, "");
+        if (!all_ok(r, ok))
+            return 1;
+    }
+    /* A resume into its own directory need not save the step it read. */
+    r->last_ckpt = o->resume && o->ckpt_dir && strcmp(o->resume, o->ckpt_dir) == 0 ? moelat_step_count(r->lat)
+                                                                                   : UINT64_MAX;
 
     double *step_ms = calloc((size_t)(o->steps > 0 ? o->steps : 1), sizeof *step_ms);
     if (!all_ok(r, step_ms != NULL)) {
