@@ -19,13 +19,14 @@
  * the clipped run's sum and count fall out of the same difference. */
 
 /* Prefix sums along x of one row and one s per work-item, s fastest, so a
- * warp's loads and stores are consecutive floats. Each row's prefix covers
- * the whole row, whatever chunks the step has. No barriers: the tail of
- * the last work-group returns early. */
-__kernel void ml_row_prefix(__global const float *states, int4 dims, __global float *pre_n,
+ * warp's loads and stores are consecutive floats, for rows [rows.x,
+ * rows.y) (row = y + Y z: the rows a step's chunks can read). Each row's
+ * prefix covers the whole row, whatever chunks the step has. No barriers:
+ * the tail of the last work-group returns early. */
+__kernel void ml_row_prefix(__global const float *states, int4 dims, int2 rows, __global float *pre_n,
                             __global float *pre_a) {
-    size_t g = get_global_id(0);
-    if (g >= (size_t)dims.y * dims.z * MOELAT_S)
+    size_t g = get_global_id(0) + (size_t)rows.x * MOELAT_S;
+    if (g >= (size_t)rows.y * MOELAT_S)
         return;
     int s = (int)(g % MOELAT_S);
     size_t row = g / MOELAT_S;

@@ -55,6 +55,7 @@ struct ml_batch {
      * bands when the prefix buffers could not be had). */
     cl_mem rows, segs, prefix[2];
     int n_rows, direct;
+    int32_t prefix_halo; /* planes beyond the active ones the prefix pass covers */
     cl_event step_start; /* this step's check reset and prefix, NULL outside a step */
     chunk_set sets[MAX_SETS];
     int n_sets;
@@ -413,6 +414,7 @@ static void setup_prefix(moelat_lattice *lat, ml_batch *b) {
     const char *why = NULL;
     b->direct = (1 << MOELAT_BANDS) - 1;
     b->n_rows = 0;
+    b->prefix_halo = moelat_lattice_halo_depth(lat);
     /* Two state buffers and two prefix buffers must fit. */
     if (4 * (cl_ulong)bytes > b->ctx.info.global_mem_bytes || (cl_ulong)bytes > b->ctx.info.max_alloc_bytes) {
         why = "the prefix buffers do not fit in device memory";
@@ -756,11 +758,18 @@ static cl_int enqueue_prefix(ml_batch *b, const moelat_lattice *lat, cl_command_
     }
     cl_kernel k = b->k_prefix;
     cl_int4 dims = {{lat->X, lat->Y, lat->Z, 0}};
+    /* Only the planes the active ones read (a slab and its halos): the
+     * other planes of a slab owner's lattice are never aggregated. */
+    int32_t h = b->prefix_halo;
+    int32_t z0 = lat->active_z0 > h ? lat->active_z0 - h : 0;
+    int32_t z1 = lat->active_z1 + h < lat->Z ? lat->active_z1 + h : lat->Z;
+    cl_int2 rows = {{z0 * lat->Y, z1 * lat->Y}};
     size_t local = (size_t)b->work_group;
-    size_t global = round_to_wg(b, (size_t)lat->Y * lat->Z * lat->S);
+    size_t global = round_to_wg(b, (size_t)(rows.s[1] - rows.s[0]) * lat->S);
     int a = 0;
     SET_ARG(k, a++, b->states[b->cur]);
     SET_ARG(k, a++, dims);
+    SET_ARG(k, a++, rows);
     SET_ARG(k, a++, b->prefix[0]);
     SET_ARG(k, a++, b->prefix[1]);
     return mlcl_enqueue_kernel(q, k, 1, &global, &local, n_wait, wait, done);
