@@ -419,18 +419,26 @@ moelat_status moelat_group_save_states(moelat_group *g, const char *path) {
 }
 
 moelat_status moelat_group_save_checkpoint(moelat_group *g, const char *dir) {
-    /* Slab 0's lattice is made whole (every slab's current planes; its
-     * other planes are halos or never read, so this changes no result)
-     * and saved as one lattice. g->buf may hold pending halos: not used. */
-    size_t n = g->plane * (size_t)g->Z;
-    float *all = malloc(n * sizeof *all);
-    if (!all)
+    /* Slab 0's lattice is made whole with the other slabs' planes (its
+     * planes outside its slab are halos or never read, so this changes no
+     * result) and saved as one lattice. g->buf may hold pending halos: not
+     * used. */
+    int32_t most = 1;
+    for (int i = 1; i < g->n; i++)
+        most = g->z1[i] - g->z0[i] > most ? g->z1[i] - g->z0[i] : most;
+    float *planes = malloc((size_t)most * g->plane * sizeof *planes);
+    if (!planes)
         return gfail(g, MOELAT_ERR_NOMEM, "checkpoint: out of memory");
     moelat_lattice *l0 = g->slabs[0].lat;
-    moelat_status st = gather(g, all);
-    if (st == MOELAT_OK && (st = moelat_set_states(l0, all, n)) != MOELAT_OK)
-        slab_fail(g, 0, st);
-    free(all);
+    moelat_status st = MOELAT_OK;
+    for (int i = 1; i < g->n && st == MOELAT_OK; i++) {
+        size_t count = (size_t)(g->z1[i] - g->z0[i]) * g->plane;
+        if ((st = moelat_lattice_get_planes(g->slabs[i].lat, g->z0[i], g->z1[i], planes, count)) != MOELAT_OK)
+            slab_fail(g, i, st);
+        else if ((st = moelat_lattice_set_planes(l0, g->z0[i], g->z1[i], planes, count)) != MOELAT_OK)
+            slab_fail(g, 0, st);
+    }
+    free(planes);
     if (st == MOELAT_OK && (st = moelat_save_checkpoint(l0, dir)) != MOELAT_OK)
         gfail(g, st, "%s", moelat_last_error(l0));
     return st;

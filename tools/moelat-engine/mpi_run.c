@@ -280,8 +280,11 @@ static int save_checkpoint(rank_ctx *r, const run_opts *o) {
         return -1;
     int ok = 1;
     if (r->rank == 0) {
-        ok = moelat_set_states(r->lat, r->buf, r->total) == MOELAT_OK &&
-             moelat_save_checkpoint(r->lat, o->ckpt_dir) == MOELAT_OK;
+        /* Rank 0's own planes are current already: take the others'. */
+        for (int j = 1; j < r->size && ok; j++)
+            ok = moelat_lattice_set_planes(r->lat, r->z0[j], r->z1[j], r->buf + (size_t)r->z0[j] * r->plane,
+                                           (size_t)(r->z1[j] - r->z0[j]) * r->plane) == MOELAT_OK;
+        ok = ok && moelat_save_checkpoint(r->lat, o->ckpt_dir) == MOELAT_OK;
         if (!ok)
             lat_error(r, "");
         else if (!o->json && !o->quiet)
