@@ -5,8 +5,11 @@
  * the boundary), averaged per cell. The count is of the formulation the
  * batched path runs: the functional expert's message layer L(2S->hd) applied
  * to [n_j, x] is split into a per-cell projection of every state (2 S hd
- * per cell, once per step) plus the x half once per cell, so an edge costs
- * only the add, GELU and the later layers. Aggregation runs by row prefix
+ * per cell, once per step) plus the x half once per cell, and its
+ * message layer W_2 (linear) moves out of the sum over edges (M = W_2
+ * sum_j a_j h_j + b_2, attention through C = A_m W_2): an edge costs the
+ * add and GELU of h_j, one md x hd layer, md tanh, the online softmax and
+ * the weighted sum of h_j (functional.cl). Aggregation runs by row prefix
  * sums (moelat_step.cl): 3 S per cell for the prefix sums of n and |n|,
  * then per run of one band in one row a difference and an add for each,
  * 4 S; runs is their mean in-lattice number per cell (526 at r = 8 in the
@@ -20,8 +23,9 @@
  *   aggregation   3 S + 4 S runs + 7 S
  *   local         cL (4S + 1) + dense(S,h1) + dense(h1,h2) + dense(S+h2,ph)
  *                 + dense(ph,S) + h1 + ph + LN(S) + 3S
- *   functional    cF (2hd + 2 hd md + md + 2 md md + md + 2md + 3)
+ *   functional    cF (2hd + 2 hd md + md + 2md + 5 + 2hd)
  *                 + 2 S hd (projection) + dense(S, hd) + dense(S, md)
+ *                 + dense(hd, md)
  *                 + dense(2S, S/2) + dense(S/2, 1) + 3 dense(S+md+E, S)
  *                 + K CNF(S, H) + dense(2S, S) + LN(S) + 8S
  *   distant       K CNF(S, H)
@@ -91,7 +95,7 @@ double ml_flops_per_cell(const moelat_lattice *lat, double part[5]) {
     p[1] = cL > 0 ? cL * (4 * S + 1) + dense(S, h1) + dense(h1, h2) + dense(S + h2, ph) + dense(ph, S) + h1 + ph +
                         ln(S) + 3 * S
                   : 0;
-    p[2] = cF > 0 ? cF * (2 * hd + 2 * hd * md + 2 * md * md + 4 * md + 3) + 2 * S * hd + dense(S, hd) + dense(S, md) +
+    p[2] = cF > 0 ? cF * (4 * hd + 2 * hd * md + 3 * md + 5) + 2 * S * hd + dense(S, hd) + dense(S, md) + dense(hd, md) +
                         dense(2 * S, S / 2) + dense(S / 2, 1) + 3 * dense(S + md + E, S) + evals * cnf(S, H) +
                         dense(2 * S, S) + ln(S) + 8 * S
                   : 0;

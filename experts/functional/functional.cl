@@ -1,27 +1,31 @@
 /* Functional expert, batched: one work-group of MOELAT_WG lanes per cell.
  *
- * functional_project runs once per step over the whole lattice, one
- * work-item per (cell, output): the per-cell projections of every state
- * n_i, in three planes of the proj buffer (so that a neighbour's row is
- * hd contiguous floats):
+ * functional_project runs once per step: one work-item per (cell, output)
+ * for the per-cell projections of every state n_i, in three planes of the
+ * proj buffer (so that a neighbour's row is hd contiguous floats),
  *   Pn [N][hd] = W_n n_i + b     (n_j columns of message_creator.0)
  *   Px [N][hd] = W_x n_i         (its x columns)
  *   Pa [N][md] = A_x n_i + a_b   (x columns of attention_network.0)
- * An edge then costs only the add, GELU and the two small layers.
+ * then the step's constants C = A_m W_2 [md][hd] and c = A_m b_2 [md]
+ * (A_m: the m columns of attention_network.0, W_2 and b_2:
+ * message_creator.2). An edge then costs only the add and GELU of
+ * h_j = GELU(Pn_j + W_x x) and one small layer, because the message layer
+ * W_2 is linear and the softmax weights sum to one:
+ *   e_j = a_2 . tanh(C h_j + c + A_x x + a_b) + a_2b
+ *   M   = sum_j softmax_j(e_j) (W_2 h_j + b_2) = W_2 (sum_j a_j h_j) + b_2
+ * (about a third fewer multiply-adds per edge than forming m_j).
  *
  * functional_output does everything else for one chunk cell in one kernel,
- * its vectors in __local memory (large private arrays miscompute on
- * NVIDIA's OpenCL, see tools/bench/NOTES.md):
- *   1. messages and attention, lanes over edges in tiles of MOELAT_WG: each
- *      lane forms its edge's m_j (md floats, private) and logit e_j with
- *      the small weights staged in local memory (every edge reads them);
- *      an online softmax across tiles; M accumulated from a local tile of
- *      w_j m_j by lanes over (output, slice of the tile's edges);
+ * its vectors in __local memory:
+ *   1. edges: each lane walks the edges lane, lane + WG, ... with no
+ *      barrier: h_j in registers, e_j, and its own online softmax (running
+ *      max, sum and sum of w_j h_j); the lanes' sums then meet once,
+ *      rescaled to the common max, and M = W_2 H + b_2;
  *   2. gate g and the GRU, split-row dense layers (ml_wg_dense_cat_split:
  *      8 lanes per weight row, coalesced reads);
  *   3. the CNF (cnf_wg_integrate) and the result layer.
- * The message phase's local arrays and those of phases 2-3 share memory.
- * Tensor indices match functional_expert.c's enum. */
+ * Phase 1's local arrays and those of phases 2-3 share memory. Tensor
+ * indices match functional_expert.c's enum. */
 
 #define FN_S MOELAT_S
 #define FN_E MOELAT_E
@@ -53,45 +57,28 @@
 #define FN_RP1_B 35
 #define FN_P(i) (P + toff[i])
 
-/* Projection floats per cell (all three planes). */
+/* Projection floats per cell (all three planes); after the N cells' planes
+ * the step's constants: C [md][hd], then c [md]. */
 #define FN_PW (2 * FN_HD + FN_MD)
+#define FN_CONSTS (FN_MD * (FN_HD + 1))
 
 /* Sizes rounded up to 4 floats: every local region starts 16-byte aligned,
  * so that runs of 4 weights can load as one 128-bit access. */
 #define FN_A4(n) (((n) + 3) / 4 * 4)
 #define FN_MAX(a, b) ((a) > (b) ? (a) : (b))
 
-/* m_j of a lane lives in registers when md is small; beyond 32 floats it
- * lives in the lane's row of the local tile instead (private arrays stay
- * small), which needs a row for every lane. */
-#if FN_MD <= 32
-#define FN_M_PRIVATE 1
-#else
-#define FN_M_PRIVATE 0
+/* A lane's sum of w_j h_j lives in registers when hd is small, beyond
+ * FN_HB_PRIVATE_MAX floats in the lane's row of local memory (which the
+ * lanes' sums meet in anyway). */
+#ifndef FN_HB_PRIVATE_MAX
+#define FN_HB_PRIVATE_MAX 32
 #endif
-
-/* The tile of w_j m_j: rows of md + 1 floats (an odd stride when md is a
- * power of two: a lane writing its row and lanes reading one column hit
- * distinct banks). At most FN_TILE_CAP floats, so the optimized preset
- * (WG 128, md 32) stays near 22 KB of local memory in all: the tile then
- * holds half the lanes' edges and is summed in two passes. */
-#define FN_TS (FN_MD + 1)
-#define FN_TILE_CAP 2176
-#if !FN_M_PRIVATE || MOELAT_WG * FN_TS <= FN_TILE_CAP || MOELAT_WG < 2
-#define FN_TROWS MOELAT_WG
-#elif (MOELAT_WG / 2) * FN_TS <= FN_TILE_CAP || MOELAT_WG < 4
-#define FN_TROWS (MOELAT_WG / 2)
-#elif (MOELAT_WG / 4) * FN_TS <= FN_TILE_CAP || MOELAT_WG < 8
-#define FN_TROWS (MOELAT_WG / 4)
-#else
-#define FN_TROWS (MOELAT_WG / 8)
-#endif
-#define FN_NPASS (MOELAT_WG / FN_TROWS)
-/* Accumulating lanes: lane l sums output l % md over the tile rows
- * part, part + NP, ... with part = l / md (NP slices of the edges). When md
- * exceeds the lanes, a lane owns outputs l, l + WG, ... (NACC of them). */
-#define FN_NP (MOELAT_WG >= FN_MD ? MOELAT_WG / FN_MD : 1)
-#define FN_NACC ((FN_MD + MOELAT_WG - 1) / MOELAT_WG)
+#define FN_HB_PRIVATE (FN_HD <= FN_HB_PRIVATE_MAX)
+/* Rows of hd + 1 floats: a lane walking its row and lanes reading one
+ * column hit distinct banks. */
+#define FN_HS (FN_HD + 1)
+/* Column sums of the rows: NPC slices of the lanes per column. */
+#define FN_NPC (MOELAT_WG >= FN_HD ? MOELAT_WG / FN_HD : 1)
 
 /* Local layout in floats. Persistent: red, x, M, ext. */
 #define FN_O_RED 0
@@ -99,20 +86,18 @@
 #define FN_O_M (FN_O_X + FN_A4(FN_S))
 #define FN_O_EXT (FN_O_M + FN_A4(FN_MD))
 #define FN_O_U (FN_O_EXT + FN_A4(FN_E))
-/* Phase 1 (messages), from FN_O_U: W2t = message_creator.2's weight
- * transposed to [hd][md] (a lane's step i reads md consecutive floats),
- * Am = attention_network.0's m columns [md][md], W_x x, A_x x + a_b, the
- * message bias, attention_network.2's weights, the tile. */
-#define FN_O_W2T FN_O_U
-#define FN_O_AM (FN_O_W2T + FN_A4(FN_HD * FN_MD))
-#define FN_O_QX (FN_O_AM + FN_A4(FN_MD * FN_MD))
-#define FN_O_QA (FN_O_QX + FN_A4(FN_HD))
-#define FN_O_MB (FN_O_QA + FN_A4(FN_MD))
-#define FN_O_A2 (FN_O_MB + FN_A4(FN_MD))
-#define FN_O_TILE (FN_O_A2 + FN_A4(FN_MD))
-/* The tile also holds the NP partial sums of M at the end. */
-#define FN_TILE_N FN_MAX(FN_TROWS * FN_TS, FN_NP * FN_MD)
-#define FN_END1 (FN_O_TILE + FN_A4(FN_TILE_N))
+/* Phase 1 (edges), from FN_O_U: C [md][hd] (rows 16-byte aligned when
+ * hd % 4 == 0), W_x x, d = c + A_x x + a_b, attention_network.2's
+ * weights, the lanes' rows [WG][hd + 1], the column partial sums
+ * [NPC][hd], H = sum_j a_j h_j. */
+#define FN_O_C FN_O_U
+#define FN_O_QX (FN_O_C + FN_A4(FN_MD * FN_HD))
+#define FN_O_DQ (FN_O_QX + FN_A4(FN_HD))
+#define FN_O_A2 (FN_O_DQ + FN_A4(FN_MD))
+#define FN_O_ROWS (FN_O_A2 + FN_A4(FN_MD))
+#define FN_O_CPART (FN_O_ROWS + FN_A4(FN_MAX(MOELAT_WG * FN_HS, ML_DENSE_PART(FN_MD))))
+#define FN_O_H (FN_O_CPART + FN_A4(FN_NPC * FN_HD))
+#define FN_END1 (FN_O_H + FN_A4(FN_HD))
 /* Phases 2-3, from FN_O_U: act, gate hidden, z, rr (then rr * x), cand
  * (then the result layer's output), rin = [(1 - g) gnn, g cnf], the CNF's
  * v and neighbour mean, its work. */
@@ -134,10 +119,24 @@ __kernel void functional_project(__global const float *states, int n_total,
                                  __global const float *P, __global const int *toff,
                                  __global float *proj) {
     size_t id = get_global_id(0);
+    size_t planes = (size_t)n_total * FN_PW;
+    if (id >= planes) {
+        /* The constants: item (q, i) of C = A_m W_2, or (q, hd) of A_m b_2. */
+        size_t t = id - planes;
+        if (t >= FN_CONSTS)
+            return;
+        int q = (int)(t / (FN_HD + 1)), i = (int)(t % (FN_HD + 1));
+        __global const float *am = FN_P(FN_AT0_W) + (size_t)q * (FN_MD + FN_S);
+        __global const float *w2 = i < FN_HD ? FN_P(FN_MC2_W) + i : FN_P(FN_MC2_B);
+        int ld = i < FN_HD ? FN_HD : 1;
+        float acc = 0.0f;
+        for (int r = 0; r < FN_MD; r++)
+            acc = fma(am[r], w2[r * ld], acc);
+        proj[planes + (i < FN_HD ? (size_t)q * FN_HD + i : (size_t)FN_MD * FN_HD + q)] = acc;
+        return;
+    }
     size_t i = id / FN_PW;
     int o = (int)(id % FN_PW);
-    if (i >= (size_t)n_total)
-        return;
     __global const float *n = states + i * FN_S;
     __global const float *row;
     __global float *dst;
@@ -162,20 +161,20 @@ __kernel void functional_project(__global const float *states, int n_total,
     *dst = acc;
 }
 
-#if FN_M_PRIVATE
-#define FN_M(o) m[o]
+#if FN_HB_PRIVATE
+#define FN_HB(i) hb[i]
 #else
-#define FN_M(o) tile[lane * FN_TS + (o)]
+#define FN_HB(i) hrow[i]
 #endif
 
-/* One step of an edge's message layer: hidden unit i with pre-activation v
- * feeds all md outputs. */
-#define FN_MSG_STEP(i, v)                                                  \
-    do {                                                                   \
-        float h_ = ml_gelu(v);                                             \
-        __local const float *w_ = W2t + (i) * FN_MD;                       \
-        for (int o_ = 0; o_ < FN_MD; o_++)                                 \
-            FN_M(o_) = fma(w_[o_], h_, FN_M(o_));                          \
+/* t_r = fma(C[q + r][i], h_i, t_r) for the four rows q .. q + 3 at hidden
+ * unit i; c4_r: those rows as float4 (hd % 4 == 0). */
+#define FN_DOT4(i4, comp, k)                                                  \
+    do {                                                                      \
+        t0 = fma(r0.comp, h[4 * (i4) + (k)], t0);                             \
+        t1 = fma(r1.comp, h[4 * (i4) + (k)], t1);                             \
+        t2 = fma(r2.comp, h[4 * (i4) + (k)], t2);                             \
+        t3 = fma(r3.comp, h[4 * (i4) + (k)], t3);                             \
     } while (0)
 
 /* The whole expert, one chunk cell per work-group; writes chunk->out (the
@@ -208,14 +207,14 @@ __kernel void functional_output(
     int ci = ml_cell_index(dims, cell);
     int n_total = dims.x * dims.y * dims.z;
 
-    /* ---- 1. messages and attention ---- */
-    __local float *W2t = lm + FN_O_W2T;
-    __local float *Am = lm + FN_O_AM;
+    /* ---- 1. edges ---- */
+    __local float *C = lm + FN_O_C;
     __local float *qx = lm + FN_O_QX;
-    __local float *qa = lm + FN_O_QA;
-    __local float *mb = lm + FN_O_MB;
+    __local float *dq = lm + FN_O_DQ;
     __local float *a2 = lm + FN_O_A2;
-    __local float *tile = lm + FN_O_TILE;
+    __local float *rows = lm + FN_O_ROWS;
+    __local float *cpart = lm + FN_O_CPART;
+    __local float *H = lm + FN_O_H;
     {
         __global const float *xg = states + (size_t)ci * FN_S;
         for (int s = lane; s < FN_S; s += MOELAT_WG)
@@ -225,122 +224,131 @@ __kernel void functional_output(
             ex[i] = on_face ? ext[(size_t)(cell.x + dims.x * cell.y) * FN_E + i] : 0.0f;
         __global const float *px = proj + (size_t)n_total * FN_HD + (size_t)ci * FN_HD;
         __global const float *pa = proj + (size_t)n_total * (2 * FN_HD) + (size_t)ci * FN_MD;
+        __global const float *consts = proj + (size_t)n_total * FN_PW;
         for (int i = lane; i < FN_HD; i += MOELAT_WG)
             qx[i] = px[i];
-        for (int i = lane; i < FN_MD; i += MOELAT_WG) {
-            qa[i] = pa[i];
-            mb[i] = FN_P(FN_MC2_B)[i];
-            a2[i] = FN_P(FN_AT2_W)[i];
+        for (int q = lane; q < FN_MD; q += MOELAT_WG) {
+            dq[q] = consts[FN_MD * FN_HD + q] + pa[q];
+            a2[q] = FN_P(FN_AT2_W)[q];
         }
-        /* Weights read in their storage order (coalesced), written
-         * transposed; once per cell against hundreds of edges. */
-        __global const float *W2 = FN_P(FN_MC2_W);
-        for (int t = lane; t < FN_HD * FN_MD; t += MOELAT_WG)
-            W2t[(t % FN_HD) * FN_MD + t / FN_HD] = W2[t];
-        __global const float *A = FN_P(FN_AT0_W);
-        for (int t = lane; t < FN_MD * FN_MD; t += MOELAT_WG)
-            Am[t] = A[(size_t)(t / FN_MD) * (FN_MD + FN_S) + t % FN_MD];
+        for (int t = lane; t < FN_MD * FN_HD; t += MOELAT_WG)
+            C[t] = consts[t];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    float e0 = FN_P(FN_AT2_B)[0];
-    __global const float *projn = proj;
-    float run_max = -INFINITY; /* the same in every lane */
-    float psum = 0.0f;         /* this lane's share of the softmax denominator */
-    float acc[FN_NACC];
-    for (int a = 0; a < FN_NACC; a++)
-        acc[a] = 0.0f;
-#if FN_M_PRIVATE
-    float m[FN_MD];
-#endif
-    for (int base = 0; base < n_offsets; base += MOELAT_WG) {
-#if !FN_M_PRIVATE
-        /* m_j is formed in the tile rows: the previous tile's sums must be
-         * read first. */
-        barrier(CLK_LOCAL_MEM_FENCE);
-#endif
-        int k = base + lane;
-        int j = k < n_offsets ? ml_neighbour_index(dims, cell, offsets[k]) : -1;
-        float e = -INFINITY;
-        if (j >= 0) {
-            /* m_j = L(hd->md)(GELU(Pn_j + W_x x)) */
-            for (int q = 0; q < FN_MD; q++)
-                FN_M(q) = mb[q];
-            __global const float *pj = projn + (size_t)j * FN_HD;
-#if FN_HD % 4 == 0
-            /* Rows of hd floats start 16-byte aligned: 128-bit loads. */
-            __global const float4 *pj4 = (__global const float4 *)pj;
-            __local const float4 *qx4 = (__local const float4 *)qx;
-            for (int i4 = 0; i4 < FN_HD / 4; i4++) {
-                float4 v = pj4[i4] + qx4[i4];
-                FN_MSG_STEP(4 * i4 + 0, v.x);
-                FN_MSG_STEP(4 * i4 + 1, v.y);
-                FN_MSG_STEP(4 * i4 + 2, v.z);
-                FN_MSG_STEP(4 * i4 + 3, v.w);
-            }
+    const float e0 = FN_P(FN_AT2_B)[0];
+    float lmax = -INFINITY; /* this lane's running max of e_j */
+    float lsum = 0.0f;      /* its sum of exp(e_j - lmax) */
+#if FN_HB_PRIVATE
+    float hb[FN_HD];        /* its sum of exp(e_j - lmax) h_j */
 #else
-            for (int i = 0; i < FN_HD; i++)
-                FN_MSG_STEP(i, pj[i] + qx[i]);
+    __local float *hrow = rows + lane * FN_HS;
 #endif
-            /* e_j = L(md->1)(tanh(A_m m_j + A_x x + a_b)) */
-            e = e0;
-            for (int q = 0; q < FN_MD; q++) {
-                __local const float *row = Am + q * FN_MD;
-                float t = qa[q];
-                for (int r = 0; r < FN_MD; r++)
-                    t = fma(row[r], FN_M(r), t);
-                e = fma(a2[q], tanh(t), e);
-            }
+#pragma unroll
+    for (int i = 0; i < FN_HD; i++)
+        FN_HB(i) = 0.0f;
+    for (int k = lane; k < n_offsets; k += MOELAT_WG) {
+        int j = ml_neighbour_index(dims, cell, offsets[k]);
+        if (j < 0)
+            continue;
+        /* h_j = GELU(Pn_j + W_x x) */
+        float h[FN_HD];
+        __global const float *pj = proj + (size_t)j * FN_HD;
+#if FN_HD % 4 == 0
+        /* Rows of hd floats start 16-byte aligned: 128-bit loads. */
+        __global const float4 *pj4 = (__global const float4 *)pj;
+        __local const float4 *qx4 = (__local const float4 *)qx;
+#pragma unroll
+        for (int i4 = 0; i4 < FN_HD / 4; i4++) {
+            float4 v = pj4[i4] + qx4[i4];
+            h[4 * i4 + 0] = ml_gelu(v.x);
+            h[4 * i4 + 1] = ml_gelu(v.y);
+            h[4 * i4 + 2] = ml_gelu(v.z);
+            h[4 * i4 + 3] = ml_gelu(v.w);
         }
-        /* Online softmax: the tile's logits join a running maximum common
-         * to all lanes. */
-        float tmax = ml_wg_max(e, red);
-        float nm = fmax(run_max, tmax);
-        /* 0 on the first tile with a neighbour; 1 while none was seen (the
-         * tile then adds zeros). No lane skips the barriers below. */
-        float scale = nm == -INFINITY ? 1.0f : exp(run_max - nm);
-        float w = j >= 0 ? exp(e - nm) : 0.0f;
-        psum = psum * scale + w;
-        run_max = nm;
-        for (int p = 0; p < FN_NPASS; p++) {
-            int row = lane - p * FN_TROWS;
-            if (row >= 0 && row < FN_TROWS) {
-                /* Written as 0 for a lane without an edge: its m is unset. */
-                for (int q = 0; q < FN_MD; q++)
-                    tile[row * FN_TS + q] = j >= 0 ? w * FN_M(q) : 0.0f;
+#else
+#pragma unroll
+        for (int i = 0; i < FN_HD; i++)
+            h[i] = ml_gelu(pj[i] + qx[i]);
+#endif
+        /* e_j = a_2 . tanh(C h_j + d) + a_2b, four rows of C at a time
+         * (four independent sums per lane). */
+        float e = e0;
+        int q = 0;
+#if FN_HD % 4 == 0
+        for (; q + 4 <= FN_MD; q += 4) {
+            __local const float4 *c4 = (__local const float4 *)(C + q * FN_HD);
+            float t0 = dq[q], t1 = dq[q + 1], t2 = dq[q + 2], t3 = dq[q + 3];
+#pragma unroll
+            for (int i4 = 0; i4 < FN_HD / 4; i4++) {
+                float4 r0 = c4[i4], r1 = c4[FN_HD / 4 + i4];
+                float4 r2 = c4[2 * (FN_HD / 4) + i4], r3 = c4[3 * (FN_HD / 4) + i4];
+                FN_DOT4(i4, x, 0);
+                FN_DOT4(i4, y, 1);
+                FN_DOT4(i4, z, 2);
+                FN_DOT4(i4, w, 3);
             }
-            barrier(CLK_LOCAL_MEM_FENCE);
-            for (int a = 0; a < FN_NACC; a++) {
-                int idx = lane + a * MOELAT_WG;
-                int q = idx % FN_MD, part = idx / FN_MD;
-                if (part < FN_NP) {
-                    float s = 0.0f;
-                    for (int r = part; r < FN_TROWS; r += FN_NP)
-                        s += tile[r * FN_TS + q];
-                    acc[a] = (p == 0 ? acc[a] * scale : acc[a]) + s;
-                }
-            }
-            /* The next pass overwrites the tile; the next tile's ml_wg_max
-             * starts with a barrier. */
-            if (p + 1 < FN_NPASS)
-                barrier(CLK_LOCAL_MEM_FENCE);
+            e = fma(a2[q], tanh(t0), e);
+            e = fma(a2[q + 1], tanh(t1), e);
+            e = fma(a2[q + 2], tanh(t2), e);
+            e = fma(a2[q + 3], tanh(t3), e);
         }
+#endif
+        for (; q < FN_MD; q++) {
+            __local const float *cr = C + q * FN_HD;
+            float t = dq[q];
+#pragma unroll
+            for (int i = 0; i < FN_HD; i++)
+                t = fma(cr[i], h[i], t);
+            e = fma(a2[q], tanh(t), e);
+        }
+        /* Online softmax of this lane's edges. */
+        float nm = fmax(lmax, e);
+        float sc = exp(lmax - nm); /* 0 on the lane's first edge, else mostly 1 */
+        float w = exp(e - nm);
+        lmax = nm;
+        lsum = fma(lsum, sc, w);
+        if (sc != 1.0f) {
+#pragma unroll
+            for (int i = 0; i < FN_HD; i++)
+                FN_HB(i) *= sc;
+        }
+#pragma unroll
+        for (int i = 0; i < FN_HD; i++)
+            FN_HB(i) = fma(w, h[i], FN_HB(i));
     }
     {
-        float total = ml_wg_sum(psum, red); /* barriers: the tile is free */
-        for (int a = 0; a < FN_NACC; a++) {
-            int idx = lane + a * MOELAT_WG;
-            if (idx / FN_MD < FN_NP)
-                tile[idx] = acc[a]; /* [part][md] */
+        /* The lanes' sums rescaled to the common max meet in the rows. */
+        float gmax = ml_wg_max(lmax, red);
+        float f = lmax == -INFINITY ? 0.0f : exp(lmax - gmax);
+        float total = ml_wg_sum(lsum * f, red);
+#if FN_HB_PRIVATE
+        for (int i = 0; i < FN_HD; i++)
+            rows[lane * FN_HS + i] = hb[i] * f;
+#else
+        for (int i = 0; i < FN_HD; i++)
+            hrow[i] *= f;
+#endif
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int t = lane; t < FN_NPC * FN_HD; t += MOELAT_WG) {
+            int i = t % FN_HD, part = t / FN_HD;
+            float sum = 0.0f;
+            for (int r = part; r < MOELAT_WG; r += FN_NPC)
+                sum += rows[r * FN_HS + i];
+            cpart[t] = sum;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
+        /* No edge (an empty band): H = 0 and the output is masked. */
         float inv = total > 0.0f ? 1.0f / total : 0.0f;
-        for (int q = lane; q < FN_MD; q += MOELAT_WG) {
-            float s = 0.0f;
-            for (int p = 0; p < FN_NP; p++)
-                s += tile[p * FN_MD + q];
-            M[q] = s * inv;
+        for (int i = lane; i < FN_HD; i += MOELAT_WG) {
+            float sum = 0.0f;
+            for (int p = 0; p < FN_NPC; p++)
+                sum += cpart[p * FN_HD + i];
+            H[i] = sum * inv;
         }
-        barrier(CLK_LOCAL_MEM_FENCE); /* M complete; phase 1's memory is free */
+        barrier(CLK_LOCAL_MEM_FENCE);
+        /* M = W_2 H + b_2; the rows are free for the partial sums. The
+         * call ends with a barrier: phase 1's memory is free after it. */
+        ml_wg_dense_split(FN_P(FN_MC2_W), FN_P(FN_MC2_B), H, FN_HD, M, FN_MD, ML_ACT_NONE, rows);
     }
 
     /* ---- 2. gate and GRU ---- */

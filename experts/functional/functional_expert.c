@@ -191,8 +191,9 @@ static int functional_host_cell(const moelat_host_cell *c) {
 /* ---- OpenCL path ----
  * cl_step_begin computes the per-cell projections of functional.cl
  * (Pn = W_n n_i + b, Px = W_x n_i, Pa = A_x n_i + a_b) once per cell of
- * the lattice; an edge then needs only Pn_j (the same function, about
- * 2S*hd fewer multiply-adds per edge). cl_enqueue runs functional_output:
+ * the lattice, and the step's constants C = A_m W_2 and A_m b_2; an edge
+ * then needs only Pn_j and one md x hd layer (the same function, see
+ * functional.cl). cl_enqueue runs functional_output:
  * one work-group of work_group lanes per chunk cell, everything of the
  * cell in one kernel (no chunk scratch). */
 
@@ -201,12 +202,13 @@ typedef struct functional_cl_state {
     cl_kernel cell;     /* functional_output: the whole expert, a work-group per cell */
     cl_mem params;
     cl_mem toff;
-    cl_mem proj;        /* N x (2 hd + md) in three planes, see functional.cl */
+    cl_mem proj;        /* N x (2 hd + md) in three planes, then md x (hd + 1) */
     cl_event proj_done; /* the last projection, retained; NULL before any step */
     cl_int4 lattice;
     cl_int n_total;
     size_t work_group;  /* lanes per cell: the program's MOELAT_WG */
     size_t proj_per_cell; /* functional.cl's FN_PW = 2 hd + md */
+    size_t proj_consts;   /* functional.cl's FN_CONSTS = md (hd + 1) */
 } functional_cl_state;
 
 static void functional_cl_release(void *p) {
@@ -263,9 +265,11 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
         return MOELAT_EXPERT_ERROR;
     }
     cl_int err = CL_SUCCESS;
-    /* functional.cl's FN_PW floats per cell: two hd projections and one md. */
+    /* functional.cl's FN_PW floats per cell (two hd projections and one md)
+     * and FN_CONSTS for the step. */
     st->proj_per_cell = (size_t)(2 * HD(setup->dims) + MD(setup->dims));
-    size_t bytes = (size_t)n * st->proj_per_cell * sizeof(float);
+    st->proj_consts = (size_t)MD(setup->dims) * (size_t)(HD(setup->dims) + 1);
+    size_t bytes = ((size_t)n * st->proj_per_cell + st->proj_consts) * sizeof(float);
     st->proj = clCreateBuffer(setup->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
     if (err != CL_SUCCESS || !st->proj) {
         char what[128];
@@ -279,7 +283,8 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
 }
 
 /* Once per step: the projections of every cell, one work-item per (cell,
- * output), N x (2 hd + md) items (plenty even for small lattices). */
+ * output), N x (2 hd + md) items (plenty even for small lattices), then
+ * one per constant. */
 static int functional_cl_step_begin(void *p, const moelat_cl_step *step) {
     functional_cl_state *st = p;
     if (step->done)
@@ -292,7 +297,7 @@ static int functional_cl_step_begin(void *p, const moelat_cl_step *step) {
         return MOELAT_EXPERT_ERROR;
     cl_event ev = NULL;
     if (ec_cl_enqueue_items(step->queue, st->project, "functional_project",
-                            (size_t)st->n_total * st->proj_per_cell, step->num_wait,
+                            (size_t)st->n_total * st->proj_per_cell + st->proj_consts, step->num_wait,
                             (const cl_event *)step->wait, &ev))
         return MOELAT_EXPERT_ERROR;
     if (st->proj_done)
