@@ -22,6 +22,11 @@ inline float ml_erf(float x) {
     return x * p / q;
 }
 
+/* tanh from one exp and one division, branch-free (absolute error about
+ * 3e-7; exp overflows to inf for large x, giving 1, and underflows to 0
+ * for very negative x, giving -1). */
+inline float ml_tanh(float x) { return 1.0f - 2.0f / (exp(2.0f * x) + 1.0f); }
+
 inline float ml_gelu(float v) { return 0.5f * v * (1.0f + ml_erf(v * 0.70710678118654752f)); }
 
 inline float ml_sigmoid(float v) { return 1.0f / (1.0f + exp(-v)); }

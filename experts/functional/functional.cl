@@ -287,10 +287,10 @@ __kernel void functional_output(
                 FN_DOT4(i4, z, 2);
                 FN_DOT4(i4, w, 3);
             }
-            e = fma(a2[q], tanh(t0), e);
-            e = fma(a2[q + 1], tanh(t1), e);
-            e = fma(a2[q + 2], tanh(t2), e);
-            e = fma(a2[q + 3], tanh(t3), e);
+            e = fma(a2[q], ml_tanh(t0), e);
+            e = fma(a2[q + 1], ml_tanh(t1), e);
+            e = fma(a2[q + 2], ml_tanh(t2), e);
+            e = fma(a2[q + 3], ml_tanh(t3), e);
         }
 #endif
         for (; q < FN_MD; q++) {
@@ -299,7 +299,7 @@ __kernel void functional_output(
 #pragma unroll
             for (int i = 0; i < FN_HD; i++)
                 t = fma(cr[i], h[i], t);
-            e = fma(a2[q], tanh(t), e);
+            e = fma(a2[q], ml_tanh(t), e);
         }
         /* Online softmax of this lane's edges. */
         float nm = fmax(lmax, e);
