@@ -35,3 +35,14 @@ exit $rc
   set_tests_properties(test_experts_oclgrind PROPERTIES LABELS "experts;oclgrind" TIMEOUT 300
     ENVIRONMENT "MOELAT_EXPERTS_SMALL=1;POCL_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/pocl-cache")
 endif()
+
+# The functional expert with several chunk cells per work-group (its tuning
+# knob MOELAT_FUNCTIONAL_CELLS; one by default) against the host, on shapes
+# whose chunks are not multiples of 3 cells.
+add_test(NAME functional_cells
+         COMMAND sh -c "$0 check --preset debug --dims 9x8x7 --steps 2 --experts && $0 check --preset experiment --dims 11x10x9 --steps 1 --experts"
+                 $<TARGET_FILE:moelat-engine>)
+# The log line shows the knob took effect; both checks must pass.
+set_tests_properties(functional_cells PROPERTIES LABELS experts TIMEOUT 600
+  PASS_REGULAR_EXPRESSION "3 chunk cells per work-group.*check passed.*check passed"
+  ENVIRONMENT "MOELAT_FUNCTIONAL_CELLS=3;MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")

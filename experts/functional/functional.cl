@@ -80,12 +80,26 @@
 /* Column sums of the rows: NPC slices of the lanes per column. */
 #define FN_NPC (MOELAT_WG >= FN_HD ? MOELAT_WG / FN_HD : 1)
 
-/* Local layout in floats. Persistent: red, x, M, ext. */
+/* Cells per work-group. With FN_T > 1 the dense layers of phases 2-3 read
+ * each weight once for FN_T cells (one work-group per cell reads them once
+ * per cell: bound by L2 traffic at 40^3, see tools/bench/NOTES.md), and
+ * the edge phases of the T cells run one after the other. FN_CELLS comes
+ * from the plugin (its tuning knob MOELAT_FUNCTIONAL_CELLS, 0 when unset:
+ * one cell, the layout timed in tools/bench/RESULTS.md). */
+#if defined(FN_CELLS) && FN_CELLS > 0
+#define FN_T FN_CELLS
+#else
+#define FN_T 1
+#endif
+
+/* Local layout in floats. Persistent: red, then per cell x [T][S],
+ * M [T][md], ext [T][E] and the gate g [T]. */
 #define FN_O_RED 0
 #define FN_O_X (FN_O_RED + FN_A4(MOELAT_WG))
-#define FN_O_M (FN_O_X + FN_A4(FN_S))
-#define FN_O_EXT (FN_O_M + FN_A4(FN_MD))
-#define FN_O_U (FN_O_EXT + FN_A4(FN_E))
+#define FN_O_M (FN_O_X + FN_A4(FN_T * FN_S))
+#define FN_O_EXT (FN_O_M + FN_A4(FN_T * FN_MD))
+#define FN_O_G (FN_O_EXT + FN_A4(FN_T * FN_E))
+#define FN_O_U (FN_O_G + FN_A4(FN_T))
 /* Phase 1 (edges), from FN_O_U: C [md][hd] (rows 16-byte aligned when
  * hd % 4 == 0), W_x x, d = c + A_x x + a_b, attention_network.2's
  * weights, the lanes' rows [WG][hd + 1], the column partial sums
@@ -98,21 +112,21 @@
 #define FN_O_CPART (FN_O_ROWS + FN_A4(FN_MAX(MOELAT_WG * FN_HS, ML_DENSE_PART(FN_MD))))
 #define FN_O_H (FN_O_CPART + FN_A4(FN_NPC * FN_HD))
 #define FN_END1 (FN_O_H + FN_A4(FN_HD))
-/* Phases 2-3, from FN_O_U: act, gate hidden, z, rr (then rr * x), cand
- * (then the result layer's output), rin = [(1 - g) gnn, g cnf], the CNF's
- * v and neighbour mean, its work. */
+/* Phases 2-3, from FN_O_U, per cell [T][n]: act, gate hidden, z, rr (then
+ * rr * x), cand (then the result layer's output), rin = [(1 - g) gnn,
+ * g cnf]; then one cell's CNF v, neighbour mean and work at a time. */
 #define FN_O_ACT FN_O_U
-#define FN_O_HG (FN_O_ACT + FN_A4(FN_S))
-#define FN_O_Z (FN_O_HG + FN_A4(FN_S / 2))
-#define FN_O_RR (FN_O_Z + FN_A4(FN_S))
-#define FN_O_CAND (FN_O_RR + FN_A4(FN_S))
-#define FN_O_RIN (FN_O_CAND + FN_A4(FN_S))
-#define FN_O_V (FN_O_RIN + FN_A4(2 * FN_S))
+#define FN_O_HG (FN_O_ACT + FN_A4(FN_T * FN_S))
+#define FN_O_Z (FN_O_HG + FN_A4(FN_T * (FN_S / 2)))
+#define FN_O_RR (FN_O_Z + FN_A4(FN_T * FN_S))
+#define FN_O_CAND (FN_O_RR + FN_A4(FN_T * FN_S))
+#define FN_O_RIN (FN_O_CAND + FN_A4(FN_T * FN_S))
+#define FN_O_V (FN_O_RIN + FN_A4(FN_T * 2 * FN_S))
 #define FN_O_MEAN (FN_O_V + FN_A4(FN_S))
 #define FN_O_WORK (FN_O_MEAN + FN_A4(FN_S))
-/* Partial sums of the split-row dense layers (widest: S outputs). */
+/* Partial sums of the cells' dense layers (widest: S outputs). */
 #define FN_O_DPART (FN_O_WORK + FN_A4(CNF_WG_WORK))
-#define FN_END2 (FN_O_DPART + FN_A4(ML_DENSE_PART(FN_S)))
+#define FN_END2 (FN_O_DPART + FN_A4(FN_T * ML_DENSE_PART(FN_S)))
 #define FN_LOCAL FN_MAX(FN_END1, FN_END2)
 
 __kernel void functional_project(__global const float *states, int n_total,
@@ -177,9 +191,55 @@ __kernel void functional_project(__global const float *states, int n_total,
         t3 = fma(r3.comp, h[4 * (i4) + (k)], t3);                             \
     } while (0)
 
-/* The whole expert, one chunk cell per work-group; writes chunk->out (the
- * name says so; the tests look it up). The required size lets the compiler
- * budget registers for exactly MOELAT_WG lanes. */
+/* out[t][o] = act(b[o] + W [in0[t], in1[t], in2[t]]) for the FN_T cells t
+ * (inK[t] = inK + t * sK), 8 lanes per weight row as in
+ * ml_wg_dense_cat_split: each weight is read once for all cells. part:
+ * FN_T * ML_DENSE_PART(nout) floats. Inputs complete before the call;
+ * out complete for every lane after it. */
+inline void fn_dense_cells(__global const float *W, __global const float *b, __local const float *in0, int n0,
+                           int s0, __local const float *in1, int n1, int s1, __local const float *in2, int n2,
+                           int s2, __local float *out, int nout, int so, int act, __local float *part) {
+    const int ld = n0 + n1 + n2;
+    const int l = ml_lane(), g = l % ML_DG;
+    for (int o = l / ML_DG; o < nout; o += MOELAT_WG / ML_DG) {
+        __global const float *row = W + (size_t)o * ld;
+        float acc[FN_T];
+        for (int t = 0; t < FN_T; t++)
+            acc[t] = 0.0f;
+        for (int i = g; i < n0; i += ML_DG) {
+            float w = row[i];
+            for (int t = 0; t < FN_T; t++)
+                acc[t] = fma(w, in0[t * s0 + i], acc[t]);
+        }
+        for (int i = g; i < n1; i += ML_DG) {
+            float w = row[n0 + i];
+            for (int t = 0; t < FN_T; t++)
+                acc[t] = fma(w, in1[t * s1 + i], acc[t]);
+        }
+        for (int i = g; i < n2; i += ML_DG) {
+            float w = row[n0 + n1 + i];
+            for (int t = 0; t < FN_T; t++)
+                acc[t] = fma(w, in2[t * s2 + i], acc[t]);
+        }
+        for (int t = 0; t < FN_T; t++)
+            part[(t * nout + o) * (ML_DG + 1) + g] = acc[t];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int k = l; k < FN_T * nout; k += MOELAT_WG) {
+        int t = k / nout, o = k % nout;
+        float acc = b ? b[o] : 0.0f;
+        for (int j = 0; j < ML_DG; j++)
+            acc += part[k * (ML_DG + 1) + j];
+        out[t * so + o] = ml_activate(acc, act);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+/* The whole expert for FN_T chunk cells per work-group (cells g T ..
+ * g T + T - 1 of group g); writes chunk->out (the name says so; the tests
+ * look it up). Phase 1 runs cell by cell with all lanes; phases 2-3 run
+ * on the T cells at once, except the CNF (cell by cell). The required size
+ * lets the compiler budget registers for exactly MOELAT_WG lanes. */
 __attribute__((reqd_work_group_size(MOELAT_WG, 1, 1)))
 __kernel void functional_output(
     __global const float *states, __global const int4 *offsets, int n_offsets, int4 dims,
@@ -189,25 +249,19 @@ __kernel void functional_output(
     __global const int *toff, __global float *out) {
     __local float lm[FN_LOCAL] __attribute__((aligned(16)));
     __local float *red = lm + FN_O_RED;
-    __local float *x = lm + FN_O_X;
-    __local float *M = lm + FN_O_M;
-    __local float *ex = lm + FN_O_EXT;
-    int lane = ml_lane();
-    int c = (int)get_group_id(0);
-    /* An empty band (the expert is not run) writes zeros. The cell still
-     * goes through every barrier with no edges (no lane returns early: a
-     * return before barriers is fragile in work-group compilers such as
-     * PoCL's, even when the whole group takes it); global = n_cells x WG,
-     * so c < n_cells. */
-    __global float *o = out + (size_t)c * FN_S;
-    bool empty = band_count[c] <= 0;
-    if (empty)
-        n_offsets = 0;
-    int4 cell = ml_chunk_cell(c, origin, extent);
-    int ci = ml_cell_index(dims, cell);
-    int n_total = dims.x * dims.y * dims.z;
+    __local float *xs = lm + FN_O_X;
+    __local float *Ms = lm + FN_O_M;
+    __local float *exs = lm + FN_O_EXT;
+    __local float *gs = lm + FN_O_G;
+    const int lane = ml_lane();
+    const int c0 = (int)get_group_id(0) * FN_T;
+    const int n_total = dims.x * dims.y * dims.z;
+    /* A cell past the chunk (the last group's tail) or with an empty band
+     * writes nothing or zeros, but goes through every barrier with no
+     * edges (no lane returns early: a return before barriers is fragile in
+     * work-group compilers such as PoCL's). */
 
-    /* ---- 1. edges ---- */
+    /* ---- 1. edges, cell by cell ---- */
     __local float *C = lm + FN_O_C;
     __local float *qx = lm + FN_O_QX;
     __local float *dq = lm + FN_O_DQ;
@@ -215,108 +269,115 @@ __kernel void functional_output(
     __local float *rows = lm + FN_O_ROWS;
     __local float *cpart = lm + FN_O_CPART;
     __local float *H = lm + FN_O_H;
-    {
-        __global const float *xg = states + (size_t)ci * FN_S;
-        for (int s = lane; s < FN_S; s += MOELAT_WG)
-            x[s] = xg[s];
-        bool on_face = has_ext && cell.z == 0;
-        for (int i = lane; i < FN_E; i += MOELAT_WG)
-            ex[i] = on_face ? ext[(size_t)(cell.x + dims.x * cell.y) * FN_E + i] : 0.0f;
-        __global const float *px = proj + (size_t)n_total * FN_HD + (size_t)ci * FN_HD;
-        __global const float *pa = proj + (size_t)n_total * (2 * FN_HD) + (size_t)ci * FN_MD;
-        __global const float *consts = proj + (size_t)n_total * FN_PW;
-        for (int i = lane; i < FN_HD; i += MOELAT_WG)
-            qx[i] = px[i];
-        for (int q = lane; q < FN_MD; q += MOELAT_WG) {
-            dq[q] = consts[FN_MD * FN_HD + q] + pa[q];
-            a2[q] = FN_P(FN_AT2_W)[q];
-        }
-        for (int t = lane; t < FN_MD * FN_HD; t += MOELAT_WG)
-            C[t] = consts[t];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
+    __global const float *consts = proj + (size_t)n_total * FN_PW;
+    for (int t = lane; t < FN_MD * FN_HD; t += MOELAT_WG)
+        C[t] = consts[t];
+    for (int q = lane; q < FN_MD; q += MOELAT_WG)
+        a2[q] = FN_P(FN_AT2_W)[q];
     const float e0 = FN_P(FN_AT2_B)[0];
-    float lmax = -INFINITY; /* this lane's running max of e_j */
-    float lsum = 0.0f;      /* its sum of exp(e_j - lmax) */
-#if FN_HB_PRIVATE
-    float hb[FN_HD];        /* its sum of exp(e_j - lmax) h_j */
-#else
-    __local float *hrow = rows + lane * FN_HS;
-#endif
-#pragma unroll
-    for (int i = 0; i < FN_HD; i++)
-        FN_HB(i) = 0.0f;
-    for (int k = lane; k < n_offsets; k += MOELAT_WG) {
-        int j = ml_neighbour_index(dims, cell, offsets[k]);
-        if (j < 0)
-            continue;
-        /* h_j = GELU(Pn_j + W_x x) */
-        float h[FN_HD];
-        __global const float *pj = proj + (size_t)j * FN_HD;
-#if FN_HD % 4 == 0
-        /* Rows of hd floats start 16-byte aligned: 128-bit loads. */
-        __global const float4 *pj4 = (__global const float4 *)pj;
-        __local const float4 *qx4 = (__local const float4 *)qx;
-#pragma unroll
-        for (int i4 = 0; i4 < FN_HD / 4; i4++) {
-            float4 v = pj4[i4] + qx4[i4];
-            h[4 * i4 + 0] = ml_gelu(v.x);
-            h[4 * i4 + 1] = ml_gelu(v.y);
-            h[4 * i4 + 2] = ml_gelu(v.z);
-            h[4 * i4 + 3] = ml_gelu(v.w);
+    for (int ct = 0; ct < FN_T; ct++) {
+        const int c = min(c0 + ct, n_cells - 1);
+        const int n_walk = c0 + ct < n_cells && band_count[c] > 0 ? n_offsets : 0;
+        const int4 cell = ml_chunk_cell(c, origin, extent);
+        const int ci = ml_cell_index(dims, cell);
+        __local float *x = xs + ct * FN_S;
+        {
+            __global const float *xg = states + (size_t)ci * FN_S;
+            for (int s = lane; s < FN_S; s += MOELAT_WG)
+                x[s] = xg[s];
+            bool on_face = has_ext && cell.z == 0;
+            for (int i = lane; i < FN_E; i += MOELAT_WG)
+                exs[ct * FN_E + i] = on_face ? ext[(size_t)(cell.x + dims.x * cell.y) * FN_E + i] : 0.0f;
+            __global const float *px = proj + (size_t)n_total * FN_HD + (size_t)ci * FN_HD;
+            __global const float *pa = proj + (size_t)n_total * (2 * FN_HD) + (size_t)ci * FN_MD;
+            for (int i = lane; i < FN_HD; i += MOELAT_WG)
+                qx[i] = px[i];
+            for (int q = lane; q < FN_MD; q += MOELAT_WG)
+                dq[q] = consts[FN_MD * FN_HD + q] + pa[q];
+            /* Also orders the previous cell's last reads of qx and dq
+             * before these writes' readers. */
+            barrier(CLK_LOCAL_MEM_FENCE);
         }
+        float lmax = -INFINITY; /* this lane's running max of e_j */
+        float lsum = 0.0f;      /* its sum of exp(e_j - lmax) */
+#if FN_HB_PRIVATE
+        float hb[FN_HD];        /* its sum of exp(e_j - lmax) h_j */
 #else
+        __local float *hrow = rows + lane * FN_HS;
+#endif
 #pragma unroll
         for (int i = 0; i < FN_HD; i++)
-            h[i] = ml_gelu(pj[i] + qx[i]);
-#endif
-        /* e_j = a_2 . tanh(C h_j + d) + a_2b, four rows of C at a time
-         * (four independent sums per lane). */
-        float e = e0;
-        int q = 0;
+            FN_HB(i) = 0.0f;
+        for (int k = lane; k < n_walk; k += MOELAT_WG) {
+            int j = ml_neighbour_index(dims, cell, offsets[k]);
+            if (j < 0)
+                continue;
+            /* h_j = GELU(Pn_j + W_x x) */
+            float h[FN_HD];
+            __global const float *pj = proj + (size_t)j * FN_HD;
 #if FN_HD % 4 == 0
-        for (; q + 4 <= FN_MD; q += 4) {
-            __local const float4 *c4 = (__local const float4 *)(C + q * FN_HD);
-            float t0 = dq[q], t1 = dq[q + 1], t2 = dq[q + 2], t3 = dq[q + 3];
+            /* Rows of hd floats start 16-byte aligned: 128-bit loads. */
+            __global const float4 *pj4 = (__global const float4 *)pj;
+            __local const float4 *qx4 = (__local const float4 *)qx;
 #pragma unroll
             for (int i4 = 0; i4 < FN_HD / 4; i4++) {
-                float4 r0 = c4[i4], r1 = c4[FN_HD / 4 + i4];
-                float4 r2 = c4[2 * (FN_HD / 4) + i4], r3 = c4[3 * (FN_HD / 4) + i4];
-                FN_DOT4(i4, x, 0);
-                FN_DOT4(i4, y, 1);
-                FN_DOT4(i4, z, 2);
-                FN_DOT4(i4, w, 3);
+                float4 v = pj4[i4] + qx4[i4];
+                h[4 * i4 + 0] = ml_gelu(v.x);
+                h[4 * i4 + 1] = ml_gelu(v.y);
+                h[4 * i4 + 2] = ml_gelu(v.z);
+                h[4 * i4 + 3] = ml_gelu(v.w);
             }
-            e = fma(a2[q], ml_tanh(t0), e);
-            e = fma(a2[q + 1], ml_tanh(t1), e);
-            e = fma(a2[q + 2], ml_tanh(t2), e);
-            e = fma(a2[q + 3], ml_tanh(t3), e);
-        }
+#else
+#pragma unroll
+            for (int i = 0; i < FN_HD; i++)
+                h[i] = ml_gelu(pj[i] + qx[i]);
 #endif
-        for (; q < FN_MD; q++) {
-            __local const float *cr = C + q * FN_HD;
-            float t = dq[q];
+            /* e_j = a_2 . tanh(C h_j + d) + a_2b, four rows of C at a time
+             * (four independent sums per lane). */
+            float e = e0;
+            int q = 0;
+#if FN_HD % 4 == 0
+            for (; q + 4 <= FN_MD; q += 4) {
+                __local const float4 *c4 = (__local const float4 *)(C + q * FN_HD);
+                float t0 = dq[q], t1 = dq[q + 1], t2 = dq[q + 2], t3 = dq[q + 3];
+#pragma unroll
+                for (int i4 = 0; i4 < FN_HD / 4; i4++) {
+                    float4 r0 = c4[i4], r1 = c4[FN_HD / 4 + i4];
+                    float4 r2 = c4[2 * (FN_HD / 4) + i4], r3 = c4[3 * (FN_HD / 4) + i4];
+                    FN_DOT4(i4, x, 0);
+                    FN_DOT4(i4, y, 1);
+                    FN_DOT4(i4, z, 2);
+                    FN_DOT4(i4, w, 3);
+                }
+                e = fma(a2[q], ml_tanh(t0), e);
+                e = fma(a2[q + 1], ml_tanh(t1), e);
+                e = fma(a2[q + 2], ml_tanh(t2), e);
+                e = fma(a2[q + 3], ml_tanh(t3), e);
+            }
+#endif
+            for (; q < FN_MD; q++) {
+                __local const float *cr = C + q * FN_HD;
+                float t = dq[q];
+#pragma unroll
+                for (int i = 0; i < FN_HD; i++)
+                    t = fma(cr[i], h[i], t);
+                e = fma(a2[q], ml_tanh(t), e);
+            }
+            /* Online softmax of this lane's edges. */
+            float nm = fmax(lmax, e);
+            float sc = exp(lmax - nm); /* 0 on the lane's first edge, else mostly 1 */
+            float w = exp(e - nm);
+            lmax = nm;
+            lsum = fma(lsum, sc, w);
+            if (sc != 1.0f) {
+#pragma unroll
+                for (int i = 0; i < FN_HD; i++)
+                    FN_HB(i) *= sc;
+            }
 #pragma unroll
             for (int i = 0; i < FN_HD; i++)
-                t = fma(cr[i], h[i], t);
-            e = fma(a2[q], ml_tanh(t), e);
+                FN_HB(i) = fma(w, h[i], FN_HB(i));
         }
-        /* Online softmax of this lane's edges. */
-        float nm = fmax(lmax, e);
-        float sc = exp(lmax - nm); /* 0 on the lane's first edge, else mostly 1 */
-        float w = exp(e - nm);
-        lmax = nm;
-        lsum = fma(lsum, sc, w);
-        if (sc != 1.0f) {
-#pragma unroll
-            for (int i = 0; i < FN_HD; i++)
-                FN_HB(i) *= sc;
-        }
-#pragma unroll
-        for (int i = 0; i < FN_HD; i++)
-            FN_HB(i) = fma(w, h[i], FN_HB(i));
-    }
-    {
         /* The lanes' sums rescaled to the common max meet in the rows. */
         float gmax = ml_wg_max(lmax, red);
         float f = lmax == -INFINITY ? 0.0f : exp(lmax - gmax);
@@ -347,11 +408,12 @@ __kernel void functional_output(
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         /* M = W_2 H + b_2; the rows are free for the partial sums. The
-         * call ends with a barrier: phase 1's memory is free after it. */
-        ml_wg_dense_split(FN_P(FN_MC2_W), FN_P(FN_MC2_B), H, FN_HD, M, FN_MD, ML_ACT_NONE, rows);
+         * call ends with a barrier. */
+        ml_wg_dense_split(FN_P(FN_MC2_W), FN_P(FN_MC2_B), H, FN_HD, Ms + ct * FN_MD, FN_MD, ML_ACT_NONE, rows);
     }
+    /* Phase 1's memory is free from here. */
 
-    /* ---- 2. gate and GRU ---- */
+    /* ---- 2. gate and GRU, the T cells at once ---- */
     __local float *act = lm + FN_O_ACT;
     __local float *hg = lm + FN_O_HG;
     __local float *z = lm + FN_O_Z;
@@ -362,41 +424,53 @@ __kernel void functional_output(
     __local float *mean = lm + FN_O_MEAN;
     __local float *work = lm + FN_O_WORK;
     __local float *dpart = lm + FN_O_DPART;
-    for (int s = lane; s < FN_S; s += MOELAT_WG) {
-        act[s] = band_absmean[(size_t)c * FN_S + s];
-        mean[s] = band_mean[(size_t)c * FN_S + s];
-        v[s] = x[s];
+    for (int k = lane; k < FN_T * FN_S; k += MOELAT_WG) {
+        int c = min(c0 + k / FN_S, n_cells - 1);
+        act[k] = band_absmean[(size_t)c * FN_S + k % FN_S];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     /* g = sigma(L(S/2->1)(GELU(L(2S->S/2)([x, act])))) */
-    ml_wg_dense_cat_split(FN_P(FN_G0_W), FN_P(FN_G0_B), x, FN_S, act, FN_S, act, 0, hg, FN_S / 2,
-                          ML_ACT_GELU, dpart);
-    float gpart = 0.0f;
-    for (int i = lane; i < FN_S / 2; i += MOELAT_WG)
-        gpart = fma(FN_P(FN_G2_W)[i], hg[i], gpart);
-    float g = ml_sigmoid(FN_P(FN_G2_B)[0] + ml_wg_sum(gpart, red));
+    fn_dense_cells(FN_P(FN_G0_W), FN_P(FN_G0_B), xs, FN_S, FN_S, act, FN_S, FN_S, act, 0, 0, hg, FN_S / 2, FN_S / 2,
+                   ML_ACT_GELU, dpart);
+    fn_dense_cells(FN_P(FN_G2_W), FN_P(FN_G2_B), hg, FN_S / 2, FN_S / 2, hg, 0, 0, hg, 0, 0, gs, 1, 1,
+                   ML_ACT_SIGMOID, dpart);
     /* z, rr from [x, M, ext]; cand from [rr * x, M, ext]. */
-    ml_wg_dense_cat_split(FN_P(FN_UG_W), FN_P(FN_UG_B), x, FN_S, M, FN_MD, ex, FN_E, z, FN_S,
-                          ML_ACT_SIGMOID, dpart);
-    ml_wg_dense_cat_split(FN_P(FN_RG_W), FN_P(FN_RG_B), x, FN_S, M, FN_MD, ex, FN_E, rr, FN_S,
-                          ML_ACT_SIGMOID, dpart);
-    for (int s = lane; s < FN_S; s += MOELAT_WG)
-        rr[s] *= x[s];
+    fn_dense_cells(FN_P(FN_UG_W), FN_P(FN_UG_B), xs, FN_S, FN_S, Ms, FN_MD, FN_MD, exs, FN_E, FN_E, z, FN_S, FN_S,
+                   ML_ACT_SIGMOID, dpart);
+    fn_dense_cells(FN_P(FN_RG_W), FN_P(FN_RG_B), xs, FN_S, FN_S, Ms, FN_MD, FN_MD, exs, FN_E, FN_E, rr, FN_S, FN_S,
+                   ML_ACT_SIGMOID, dpart);
+    for (int k = lane; k < FN_T * FN_S; k += MOELAT_WG)
+        rr[k] *= xs[k];
     barrier(CLK_LOCAL_MEM_FENCE);
-    ml_wg_dense_cat_split(FN_P(FN_CN_W), FN_P(FN_CN_B), rr, FN_S, M, FN_MD, ex, FN_E, cand, FN_S,
-                          ML_ACT_TANH, dpart);
-    for (int s = lane; s < FN_S; s += MOELAT_WG)
-        rin[s] = (1.0f - g) * ((1.0f - z[s]) * x[s] + z[s] * cand[s]);
+    fn_dense_cells(FN_P(FN_CN_W), FN_P(FN_CN_B), rr, FN_S, FN_S, Ms, FN_MD, FN_MD, exs, FN_E, FN_E, cand, FN_S,
+                   FN_S, ML_ACT_TANH, dpart);
+    for (int k = lane; k < FN_T * FN_S; k += MOELAT_WG) {
+        float g = gs[k / FN_S];
+        rin[(k / FN_S) * 2 * FN_S + k % FN_S] = (1.0f - g) * ((1.0f - z[k]) * xs[k] + z[k] * cand[k]);
+    }
 
-    /* ---- 3. CNF and E_F = GELU(LN(L(2S->S)([(1 - g) gnn, g cnf]))) ---- */
-    barrier(CLK_LOCAL_MEM_FENCE);
-    cnf_wg_integrate(P, toff, FN_CNF, v, mean, work, red);
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int s = lane; s < FN_S; s += MOELAT_WG)
-        rin[FN_S + s] = g * v[s];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    ml_wg_dense_split(FN_P(FN_RP0_W), FN_P(FN_RP0_B), rin, 2 * FN_S, cand, FN_S, ML_ACT_NONE, dpart);
-    ml_wg_layernorm(cand, FN_S, FN_P(FN_RP1_G), FN_P(FN_RP1_B), red);
-    for (int s = lane; s < FN_S; s += MOELAT_WG)
-        o[s] = empty ? 0.0f : ml_gelu(cand[s]);
+    /* ---- 3. CNF (cell by cell) and E_F = GELU(LN(L(2S->S)([(1 - g) gnn, g cnf]))) ---- */
+    for (int ct = 0; ct < FN_T; ct++) {
+        const int c = min(c0 + ct, n_cells - 1);
+        for (int s = lane; s < FN_S; s += MOELAT_WG) {
+            mean[s] = band_mean[(size_t)c * FN_S + s];
+            v[s] = xs[ct * FN_S + s];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        cnf_wg_integrate(P, toff, FN_CNF, v, mean, work, red);
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int s = lane; s < FN_S; s += MOELAT_WG)
+            rin[ct * 2 * FN_S + FN_S + s] = gs[ct] * v[s];
+        /* The next cell's v and mean are written after this barrier. */
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    fn_dense_cells(FN_P(FN_RP0_W), FN_P(FN_RP0_B), rin, 2 * FN_S, 2 * FN_S, rin, 0, 0, rin, 0, 0, cand, FN_S,
+                   FN_S, ML_ACT_NONE, dpart);
+    for (int ct = 0; ct < FN_T; ct++)
+        ml_wg_layernorm(cand + ct * FN_S, FN_S, FN_P(FN_RP1_G), FN_P(FN_RP1_B), red);
+    for (int k = lane; k < FN_T * FN_S; k += MOELAT_WG) {
+        int c = c0 + k / FN_S;
+        if (c < n_cells)
+            out[(size_t)c * FN_S + k % FN_S] = band_count[c] > 0 ? ml_gelu(cand[k]) : 0.0f;
+    }
 }

@@ -209,7 +209,15 @@ typedef struct functional_cl_state {
     size_t work_group;  /* lanes per cell: the program's MOELAT_WG */
     size_t proj_per_cell; /* functional.cl's FN_PW = 2 hd + md */
     size_t proj_consts;   /* functional.cl's FN_CONSTS = md (hd + 1) */
+    size_t cells_per_group; /* functional.cl's FN_T */
 } functional_cl_state;
+
+/* Chunk cells per work-group of functional_output (functional.cl's FN_T):
+ * MOELAT_FUNCTIONAL_CELLS (1..16, a tuning knob, read once when the plugin
+ * loads and compiled into the kernel as FN_CELLS), else 1. */
+static int g_cells; /* 0: unset */
+
+static size_t cells_per_group(void) { return g_cells > 0 ? (size_t)g_cells : 1; }
 
 static void functional_cl_release(void *p) {
     functional_cl_state *st = p;
@@ -253,6 +261,10 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
     st->n_total = (cl_int)n;
     st->work_group = (size_t)wg;
+    st->cells_per_group = cells_per_group();
+    if (st->cells_per_group > 1)
+        ec_log(MOELAT_LOG_INFO, "functional_output: %zu chunk cells per work-group (MOELAT_FUNCTIONAL_CELLS)",
+               st->cells_per_group);
     st->project = ec_cl_kernel(setup->program, "functional_project");
     st->cell = st->project ? ec_cl_kernel(setup->program, "functional_output") : NULL;
     if (!st->cell || ec_cl_check_fit(st->cell, "functional_output", setup->device, st->work_group) != MOELAT_EXPERT_OK) {
@@ -356,10 +368,12 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
         rc = ec_cl_enqueue_items(ch->queue, st->cell, "functional_output", 0, n_wait, wait,
                                  ch->done ? &ev : NULL);
     } else {
-        /* One work-group of work_group lanes per chunk cell: the kernel
-         * takes its cell from the group id and is compiled for this size. */
+        /* One work-group of work_group lanes per cells_per_group chunk
+         * cells: the kernel takes its cells from the group id and is
+         * compiled for this size. */
         size_t local = st->work_group;
-        size_t global = (size_t)n_cells * local;
+        size_t groups = ((size_t)n_cells + st->cells_per_group - 1) / st->cells_per_group;
+        size_t global = groups * local;
         cl_int err = clEnqueueNDRangeKernel(ch->queue, st->cell, 1, NULL, &global, &local, n_wait,
                                             wait, ch->done ? &ev : NULL);
         if (err != CL_SUCCESS) {
@@ -400,7 +414,25 @@ static moelat_expert_descriptor g_desc = {
 
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {
     ec_init(host, g_desc.name);
-    if (!g_desc.cl_source)
-        g_desc.cl_source = ec_join_cl_parts(functional_cl_parts);
+    if (!g_desc.cl_source) {
+        const char *env = getenv("MOELAT_FUNCTIONAL_CELLS");
+        if (env && !*env)
+            env = NULL;
+        int cells = env ? atoi(env) : 0;
+        if (env && (cells < 1 || cells > 16)) {
+            ec_log(MOELAT_LOG_WARN, "MOELAT_FUNCTIONAL_CELLS=%s is not 1..16: one cell per work-group", env);
+            cells = 0;
+        }
+        g_cells = cells;
+        static char cells_define[48];
+        static const char *parts[16];
+        snprintf(cells_define, sizeof cells_define, "#define FN_CELLS %d", cells);
+        int n = 0;
+        parts[n++] = cells_define;
+        for (int i = 0; functional_cl_parts[i] && n < 15; i++)
+            parts[n++] = functional_cl_parts[i];
+        parts[n] = NULL;
+        g_desc.cl_source = ec_join_cl_parts(parts);
+    }
     return &g_desc;
 }
