@@ -1,4 +1,5 @@
-/* Functional expert, batched: one work-group of MOELAT_WG lanes per cell.
+/* Functional expert, batched: one work-group of MOELAT_WG lanes per FN_T
+ * chunk cells (one unless tuned, see FN_T below).
  *
  * functional_project runs once per step: one work-item per (cell, output)
  * for the per-cell projections of every state n_i, in three planes of the
@@ -15,15 +16,16 @@
  *   M   = sum_j softmax_j(e_j) (W_2 h_j + b_2) = W_2 (sum_j a_j h_j) + b_2
  * (about a third fewer multiply-adds per edge than forming m_j).
  *
- * functional_output does everything else for one chunk cell in one kernel,
- * its vectors in __local memory:
- *   1. edges: each lane walks the edges lane, lane + WG, ... with no
- *      barrier: h_j in registers, e_j, and its own online softmax (running
- *      max, sum and sum of w_j h_j); the lanes' sums then meet once,
- *      rescaled to the common max, and M = W_2 H + b_2;
- *   2. gate g and the GRU, split-row dense layers (ml_wg_dense_cat_split:
- *      8 lanes per weight row, coalesced reads);
- *   3. the CNF (cnf_wg_integrate) and the result layer.
+ * functional_output does everything else for its chunk cells in one
+ * kernel, their vectors in __local memory:
+ *   1. edges, cell by cell: each lane walks the edges lane, lane + WG, ...
+ *      with no barrier: h_j in registers, e_j, and its own online softmax
+ *      (running max, sum and sum of w_j h_j); the lanes' sums then meet
+ *      once, rescaled to the common max, and M = W_2 H + b_2;
+ *   2. gate g and the GRU for all the cells, split-row dense layers
+ *      (fn_dense_cells: 8 lanes per weight row, coalesced reads, each
+ *      weight read once for the cells);
+ *   3. the CNF (cnf_wg_integrate) cell by cell, the result layer.
  * Phase 1's local arrays and those of phases 2-3 share memory. Tensor
  * indices match functional_expert.c's enum. */
 
