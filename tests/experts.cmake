@@ -46,3 +46,12 @@ add_test(NAME functional_cells
 set_tests_properties(functional_cells PROPERTIES LABELS experts TIMEOUT 600
   PASS_REGULAR_EXPRESSION "3 chunk cells per work-group.*check passed.*check passed"
   ENVIRONMENT "MOELAT_FUNCTIONAL_CELLS=3;MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+
+# The functional expert's projections through CLBlast's SGEMM (its default
+# on GPUs) against the host, on PoCL.
+add_test(NAME functional_clblast
+         COMMAND sh -c "$0 check --preset debug --dims 9x8x7 --steps 2 --experts && $0 check --preset experiment --dims 11x10x9 --steps 1 --experts"
+                 $<TARGET_FILE:moelat-engine>)
+set_tests_properties(functional_clblast PROPERTIES LABELS experts TIMEOUT 600
+  PASS_REGULAR_EXPRESSION "projections: CLBlast SGEMM.*check passed.*check passed"
+  ENVIRONMENT "MOELAT_FUNCTIONAL_GEMM=clblast;MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")

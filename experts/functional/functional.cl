@@ -1,15 +1,17 @@
 /* Functional expert, batched: one work-group of MOELAT_WG lanes per FN_T
  * chunk cells (one unless tuned, see FN_T below).
  *
- * functional_project runs once per step: one work-item per (cell, output)
- * for the per-cell projections of every state n_i, in three planes of the
- * proj buffer (so that a neighbour's row is hd contiguous floats),
- *   Pn [N][hd] = W_n n_i + b     (n_j columns of message_creator.0)
- *   Px [N][hd] = W_x n_i         (its x columns)
- *   Pa [N][md] = A_x n_i + a_b   (x columns of attention_network.0)
- * then the step's constants C = A_m W_2 [md][hd] and c = A_m b_2 [md]
- * (A_m: the m columns of attention_network.0, W_2 and b_2:
- * message_creator.2). An edge then costs only the add and GELU of
+ Once per step, the per-cell projections of every state n_i: a row of
+ * FN_PW = 2 hd + md floats per cell in the proj buffer,
+ *   [ W_n n_i (hd) | W_x n_i (hd) | A_x n_i (md) ]
+ * (W_n, W_x: the n_j and x columns of message_creator.0; A_x: the x
+ * columns of attention_network.0; their biases are added by the reader),
+ * that is proj [N][PW] = states [N][S] x Wp^T with Wp [PW][S] the three
+ * blocks packed by functional_prepare: one SGEMM (CLBlast on GPUs, see
+ * functional_expert.c) or functional_project. functional_prepare also
+ * writes the step's constants after the N rows: C = A_m W_2 [md][hd] and
+ * c = A_m b_2 [md] (A_m: the m columns of attention_network.0, W_2 and
+ * b_2: message_creator.2). An edge then costs only the add and GELU of
  * h_j = GELU(Pn_j + W_x x) and one small layer, because the message layer
  * W_2 is linear and the softmax weights sum to one:
  *   e_j = a_2 . tanh(C h_j + c + A_x x + a_b) + a_2b
@@ -59,8 +61,8 @@
 #define FN_RP1_B 35
 #define FN_P(i) (P + toff[i])
 
-/* Projection floats per cell (all three planes); after the N cells' planes
- * the step's constants: C [md][hd], then c [md]. */
+/* Projection floats per cell; after the N cells' rows the step's
+ * constants: C [md][hd], then c [md]. */
 #define FN_PW (2 * FN_HD + FN_MD)
 #define FN_CONSTS (FN_MD * (FN_HD + 1))
 
@@ -131,16 +133,22 @@
 #define FN_END2 (FN_O_DPART + FN_A4(FN_T * ML_DENSE_PART(FN_S)))
 #define FN_LOCAL FN_MAX(FN_END1, FN_END2)
 
-__kernel void functional_project(__global const float *states, int n_total,
-                                 __global const float *P, __global const int *toff,
-                                 __global float *proj) {
-    size_t id = get_global_id(0);
-    size_t planes = (size_t)n_total * FN_PW;
-    if (id >= planes) {
-        /* The constants: item (q, i) of C = A_m W_2, or (q, hd) of A_m b_2. */
-        size_t t = id - planes;
-        if (t >= FN_CONSTS)
-            return;
+/* Row o of the packed projection weights Wp [PW][S] (see the header). */
+inline __global const float *fn_proj_row(__global const float *P, __global const int *toff, int o) {
+    if (o < FN_HD)
+        return FN_P(FN_MC0_W) + (size_t)o * (2 * FN_S);
+    if (o < 2 * FN_HD)
+        return FN_P(FN_MC0_W) + (size_t)(o - FN_HD) * (2 * FN_S) + FN_S;
+    return FN_P(FN_AT0_W) + (size_t)(o - 2 * FN_HD) * (FN_MD + FN_S) + FN_MD;
+}
+
+/* Per step, one work-item per value: the constants C = A_m W_2 and
+ * c = A_m b_2 into proj after the N rows, then Wp [PW][S] into wp. */
+__kernel void functional_prepare(__global const float *P, __global const int *toff, int n_total,
+                                 __global float *proj, __global float *wp) {
+    size_t t = get_global_id(0);
+    if (t < FN_CONSTS) {
+        /* item (q, i) of C, or (q, hd) of c */
         int q = (int)(t / (FN_HD + 1)), i = (int)(t % (FN_HD + 1));
         __global const float *am = FN_P(FN_AT0_W) + (size_t)q * (FN_MD + FN_S);
         __global const float *w2 = i < FN_HD ? FN_P(FN_MC2_W) + i : FN_P(FN_MC2_B);
@@ -148,33 +156,29 @@ __kernel void functional_project(__global const float *states, int n_total,
         float acc = 0.0f;
         for (int r = 0; r < FN_MD; r++)
             acc = fma(am[r], w2[r * ld], acc);
-        proj[planes + (i < FN_HD ? (size_t)q * FN_HD + i : (size_t)FN_MD * FN_HD + q)] = acc;
+        size_t consts = (size_t)n_total * FN_PW;
+        proj[consts + (i < FN_HD ? (size_t)q * FN_HD + i : (size_t)FN_MD * FN_HD + q)] = acc;
+    } else if (t < FN_CONSTS + (size_t)FN_PW * FN_S) {
+        t -= FN_CONSTS;
+        wp[t] = fn_proj_row(P, toff, (int)(t / FN_S))[t % FN_S];
+    }
+}
+
+/* proj [N][PW] = states x Wp^T without CLBlast: one work-item per (cell,
+ * output), reading the weights in place. */
+__kernel void functional_project(__global const float *states, int n_total,
+                                 __global const float *P, __global const int *toff,
+                                 __global float *proj) {
+    size_t id = get_global_id(0);
+    if (id >= (size_t)n_total * FN_PW)
         return;
-    }
     size_t i = id / FN_PW;
-    int o = (int)(id % FN_PW);
     __global const float *n = states + i * FN_S;
-    __global const float *row;
-    __global float *dst;
-    float acc;
-    if (o < FN_HD) { /* Pn */
-        row = FN_P(FN_MC0_W) + (size_t)o * (2 * FN_S);
-        acc = FN_P(FN_MC0_B)[o];
-        dst = proj + i * FN_HD + o;
-    } else if (o < 2 * FN_HD) { /* Px */
-        o -= FN_HD;
-        row = FN_P(FN_MC0_W) + (size_t)o * (2 * FN_S) + FN_S;
-        acc = 0.0f;
-        dst = proj + (size_t)n_total * FN_HD + i * FN_HD + o;
-    } else { /* Pa */
-        o -= 2 * FN_HD;
-        row = FN_P(FN_AT0_W) + (size_t)o * (FN_MD + FN_S) + FN_MD;
-        acc = FN_P(FN_AT0_B)[o];
-        dst = proj + (size_t)n_total * (2 * FN_HD) + i * FN_MD + o;
-    }
+    __global const float *row = fn_proj_row(P, toff, (int)(id % FN_PW));
+    float acc = 0.0f;
     for (int s = 0; s < FN_S; s++)
         acc = fma(row[s], n[s], acc);
-    *dst = acc;
+    proj[id] = acc;
 }
 
 #if FN_HB_PRIVATE
@@ -290,12 +294,14 @@ __kernel void functional_output(
             bool on_face = has_ext && cell.z == 0;
             for (int i = lane; i < FN_E; i += MOELAT_WG)
                 exs[ct * FN_E + i] = on_face ? ext[(size_t)(cell.x + dims.x * cell.y) * FN_E + i] : 0.0f;
-            __global const float *px = proj + (size_t)n_total * FN_HD + (size_t)ci * FN_HD;
-            __global const float *pa = proj + (size_t)n_total * (2 * FN_HD) + (size_t)ci * FN_MD;
+            /* The biases of message_creator.0 and attention_network.0 join
+             * here: Pn_j + qx = W_n n_j + W_x x + b. */
+            __global const float *px = proj + (size_t)ci * FN_PW + FN_HD;
+            __global const float *pa = px + FN_HD;
             for (int i = lane; i < FN_HD; i += MOELAT_WG)
-                qx[i] = px[i];
+                qx[i] = px[i] + FN_P(FN_MC0_B)[i];
             for (int q = lane; q < FN_MD; q += MOELAT_WG)
-                dq[q] = consts[FN_MD * FN_HD + q] + pa[q];
+                dq[q] = consts[FN_MD * FN_HD + q] + pa[q] + FN_P(FN_AT0_B)[q];
             /* Also orders the previous cell's last reads of qx and dq
              * before these writes' readers. */
             barrier(CLK_LOCAL_MEM_FENCE);
@@ -316,9 +322,9 @@ __kernel void functional_output(
                 continue;
             /* h_j = GELU(Pn_j + W_x x) */
             float h[FN_HD];
-            __global const float *pj = proj + (size_t)j * FN_HD;
-#if FN_HD % 4 == 0
-            /* Rows of hd floats start 16-byte aligned: 128-bit loads. */
+            __global const float *pj = proj + (size_t)j * FN_PW;
+#if FN_HD % 4 == 0 && FN_PW % 4 == 0
+            /* Rows start 16-byte aligned: 128-bit loads. */
             __global const float4 *pj4 = (__global const float4 *)pj;
             __local const float4 *qx4 = (__local const float4 *)qx;
 #pragma unroll

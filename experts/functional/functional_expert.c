@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <clblast_c.h>
+
 #include "cnf_host.h"
 #include "expert_common.h"
 
@@ -190,19 +192,27 @@ static int functional_host_cell(const moelat_host_cell *c) {
 
 /* ---- OpenCL path ----
  * cl_step_begin computes the per-cell projections of functional.cl
- * (Pn = W_n n_i + b, Px = W_x n_i, Pa = A_x n_i + a_b) once per cell of
- * the lattice, and the step's constants C = A_m W_2 and A_m b_2; an edge
- * then needs only Pn_j and one md x hd layer (the same function, see
- * functional.cl). cl_enqueue runs functional_output:
+ * (W_n n_i, W_x n_i, A_x n_i) once per cell of the lattice, as one SGEMM
+ * states x Wp^T, and the step's constants C = A_m W_2 and A_m b_2; an edge
+ * then needs only its W_n n_j row and one md x hd layer (the same
+ * function, see functional.cl). The SGEMM is CLBlast's on GPUs (about 14x
+ * functional_project's speed on the H200 at 40^3, tools/bench/NOTES.md)
+ * and functional_project on other devices, where CLBlast's kernels cost
+ * more to build than they save; MOELAT_FUNCTIONAL_GEMM=clblast|kernel
+ * chooses. cl_enqueue runs functional_output:
  * one work-group of work_group lanes per chunk cell, everything of the
  * cell in one kernel (no chunk scratch). */
 
 typedef struct functional_cl_state {
-    cl_kernel project;
+    cl_kernel prepare;  /* functional_prepare: constants and packed weights */
+    cl_kernel project;  /* functional_project: the SGEMM without CLBlast */
     cl_kernel cell;     /* functional_output: the whole expert, a work-group per cell */
     cl_mem params;
     cl_mem toff;
-    cl_mem proj;        /* N x (2 hd + md) in three planes, then md x (hd + 1) */
+    cl_mem proj;        /* N x (2 hd + md), then md x (hd + 1) */
+    cl_mem wp;          /* (2 hd + md) x S: the packed projection weights */
+    size_t wp_cols;     /* S */
+    int clblast;        /* the SGEMM runs on CLBlast */
     cl_event proj_done; /* the last projection, retained; NULL before any step */
     cl_int4 lattice;
     cl_int n_total;
@@ -219,14 +229,34 @@ static int g_cells; /* 0: unset */
 
 static size_t cells_per_group(void) { return g_cells > 0 ? (size_t)g_cells : 1; }
 
+/* CLBlast for the projections' SGEMM: MOELAT_FUNCTIONAL_GEMM=clblast or
+ * kernel, else on GPUs only. */
+static int use_clblast(cl_device_id dev) {
+    const char *env = getenv("MOELAT_FUNCTIONAL_GEMM");
+    if (env && strcmp(env, "clblast") == 0)
+        return 1;
+    if (env && strcmp(env, "kernel") == 0)
+        return 0;
+    if (env && *env)
+        ec_log(MOELAT_LOG_WARN, "MOELAT_FUNCTIONAL_GEMM=%s is neither clblast nor kernel: ignored", env);
+    cl_device_type type = 0;
+    if (clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof type, &type, NULL) != CL_SUCCESS)
+        return 0;
+    return (type & CL_DEVICE_TYPE_GPU) != 0;
+}
+
 static void functional_cl_release(void *p) {
     functional_cl_state *st = p;
     if (!st)
         return;
     if (st->proj_done)
         clReleaseEvent(st->proj_done);
+    if (st->prepare)
+        clReleaseKernel(st->prepare);
     if (st->project)
         clReleaseKernel(st->project);
+    if (st->wp)
+        clReleaseMemObject(st->wp);
     if (st->cell)
         clReleaseKernel(st->cell);
     if (st->proj)
@@ -265,7 +295,8 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     if (st->cells_per_group > 1)
         ec_log(MOELAT_LOG_INFO, "functional_output: %zu chunk cells per work-group (MOELAT_FUNCTIONAL_CELLS)",
                st->cells_per_group);
-    st->project = ec_cl_kernel(setup->program, "functional_project");
+    st->prepare = ec_cl_kernel(setup->program, "functional_prepare");
+    st->project = st->prepare ? ec_cl_kernel(setup->program, "functional_project") : NULL;
     st->cell = st->project ? ec_cl_kernel(setup->program, "functional_output") : NULL;
     if (!st->cell || ec_cl_check_fit(st->cell, "functional_output", setup->device, st->work_group) != MOELAT_EXPERT_OK) {
         functional_cl_release(st);
@@ -283,35 +314,63 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     st->proj_consts = (size_t)MD(setup->dims) * (size_t)(HD(setup->dims) + 1);
     size_t bytes = ((size_t)n * st->proj_per_cell + st->proj_consts) * sizeof(float);
     st->proj = clCreateBuffer(setup->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
-    if (err != CL_SUCCESS || !st->proj) {
-        char what[128];
-        snprintf(what, sizeof what, "creating the %zu-byte projection buffer", bytes);
+    size_t wbytes = st->proj_per_cell * (size_t)setup->dims->state_size * sizeof(float);
+    if (err == CL_SUCCESS)
+        st->wp = clCreateBuffer(setup->context, CL_MEM_READ_WRITE, wbytes, NULL, &err);
+    if (err != CL_SUCCESS || !st->proj || !st->wp) {
+        char what[160];
+        snprintf(what, sizeof what, "creating the %zu-byte projection buffers", bytes + wbytes);
         ec_cl_fail(err, what);
         functional_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
+    st->wp_cols = (size_t)setup->dims->state_size;
+    st->clblast = use_clblast(setup->device);
+    ec_log(MOELAT_LOG_INFO, "per-step projections: %s", st->clblast ? "CLBlast SGEMM" : "functional_project");
     *state = st;
     return MOELAT_EXPERT_OK;
 }
 
-/* Once per step: the projections of every cell, one work-item per (cell,
- * output), N x (2 hd + md) items (plenty even for small lattices), then
- * one per constant. */
+/* Once per step: functional_prepare (the constants and Wp), then the
+ * projections of every cell, proj = states x Wp^T: CLBlast's SGEMM, or
+ * functional_project (one work-item per value). The queue is in order. */
 static int functional_cl_step_begin(void *p, const moelat_cl_step *step) {
     functional_cl_state *st = p;
     if (step->done)
         *step->done = NULL;
     cl_mem states = step->states;
-    ec_arg args[] = {EC_ARG_MEM(states), EC_ARG(st->n_total), EC_ARG_MEM(st->params),
-                     EC_ARG_MEM(st->toff), EC_ARG_MEM(st->proj)};
-    if (ec_cl_set_args(st->project, "functional_project", args,
-                       (int)(sizeof args / sizeof args[0])))
+    ec_arg pargs[] = {EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff), EC_ARG(st->n_total), EC_ARG_MEM(st->proj),
+                      EC_ARG_MEM(st->wp)};
+    if (ec_cl_set_args(st->prepare, "functional_prepare", pargs, (int)(sizeof pargs / sizeof pargs[0])))
         return MOELAT_EXPERT_ERROR;
+    size_t S = st->wp_cols;
     cl_event ev = NULL;
-    if (ec_cl_enqueue_items(step->queue, st->project, "functional_project",
-                            (size_t)st->n_total * st->proj_per_cell + st->proj_consts, step->num_wait,
-                            (const cl_event *)step->wait, &ev))
+    if (ec_cl_enqueue_items(step->queue, st->prepare, "functional_prepare",
+                            st->proj_consts + st->proj_per_cell * S, step->num_wait, (const cl_event *)step->wait,
+                            NULL))
         return MOELAT_EXPERT_ERROR;
+    if (st->clblast) {
+        cl_command_queue q = step->queue;
+        CLBlastStatusCode cs = CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes,
+                                            (size_t)st->n_total, st->proj_per_cell, S, 1.0f, states, 0, S, st->wp, 0,
+                                            S, 0.0f, st->proj, 0, st->proj_per_cell, &q, &ev);
+        if (cs != CLBlastSuccess) {
+            ec_log(MOELAT_LOG_WARN,
+                   "CLBlast SGEMM of the projections failed (status %d): functional_project computes them "
+                   "from now on",
+                   (int)cs);
+            st->clblast = 0;
+            ev = NULL;
+        }
+    }
+    if (!st->clblast) {
+        ec_arg args[] = {EC_ARG_MEM(states), EC_ARG(st->n_total), EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff),
+                         EC_ARG_MEM(st->proj)};
+        if (ec_cl_set_args(st->project, "functional_project", args, (int)(sizeof args / sizeof args[0])) ||
+            ec_cl_enqueue_items(step->queue, st->project, "functional_project",
+                                (size_t)st->n_total * st->proj_per_cell, 0, NULL, &ev))
+            return MOELAT_EXPERT_ERROR;
+    }
     if (st->proj_done)
         clReleaseEvent(st->proj_done);
     st->proj_done = ev;
