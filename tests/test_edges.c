@@ -158,12 +158,15 @@ static void odd_state(int S, int steps, double atol) {
 }
 
 /* At S = 2 a LayerNorm maps its two values to about +-1 unless they are
- * within ~sqrt(eps) of each other, where it amplifies float32 rounding
- * (check --experts shows the distant expert's CNF at 4e-5 on single
- * cells, the same on both paths otherwise): one step, atol 1e-4. */
+ * within ~sqrt(eps) of each other, where it amplifies float32 rounding:
+ * its output moves by up to 1 / (2 sqrt(eps)) ~ 158 times the difference
+ * of its inputs, so the paths' ~1e-6 differences in a layer's inputs (sums
+ * in another order) can reach 1.6e-4 on single cells (check --experts
+ * shows the CNFs at 4e-5; over 16 seeds the step's largest was 6.7e-5, one
+ * seed gave 1.2e-4). One step, atol 2e-4; the mean bound (1e-6) holds. */
 static void test_state_size_2(void **state) {
     (void)state;
-    odd_state(2, 1, 1e-4);
+    odd_state(2, 1, 2e-4);
 }
 
 static void test_state_size_6(void **state) {

@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <clblast_c.h>
-
 #include "cnf_host.h"
-#include "expert_common.h"
+#include "expert_common.h" /* before CLBlast's header: sets the OpenCL version */
+
+#include <clblast_c.h>
 
 extern const char *const functional_cl_parts[];
 
