@@ -200,13 +200,13 @@ static int functional_host_cell(const moelat_host_cell *c) {
  * and functional_project on other devices, where CLBlast's kernels cost
  * more to build than they save; MOELAT_FUNCTIONAL_GEMM=clblast|kernel
  * chooses. cl_enqueue runs functional_output:
- * one work-group of work_group lanes per chunk cell, everything of the
- * cell in one kernel (no chunk scratch). */
+ * one work-group of work_group lanes per cells_per_group() chunk cells,
+ * everything of those cells in one kernel (no chunk scratch). */
 
 typedef struct functional_cl_state {
     cl_kernel prepare;  /* functional_prepare: constants and packed weights */
     cl_kernel project;  /* functional_project: the SGEMM without CLBlast */
-    cl_kernel cell;     /* functional_output: the whole expert, a work-group per cell */
+    cl_kernel cell;     /* functional_output: the whole expert */
     cl_mem params;
     cl_mem toff;
     cl_mem proj;        /* N x (2 hd + md), then md x (hd + 1) */
