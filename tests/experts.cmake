@@ -36,22 +36,20 @@ exit $rc
     ENVIRONMENT "MOELAT_EXPERTS_SMALL=1;POCL_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/pocl-cache")
 endif()
 
-# The functional expert with several chunk cells per work-group (its tuning
-# knob MOELAT_FUNCTIONAL_CELLS; one by default) against the host, on shapes
-# whose chunks are not multiples of 3 cells.
-add_test(NAME functional_cells
-         COMMAND sh -c "$0 check --preset debug --dims 9x8x7 --steps 2 --experts && $0 check --preset experiment --dims 11x10x9 --steps 1 --experts"
-                 $<TARGET_FILE:moelat-engine>)
-# The log line shows the knob took effect; both checks must pass.
-set_tests_properties(functional_cells PROPERTIES LABELS experts TIMEOUT 600
-  PASS_REGULAR_EXPRESSION "3 chunk cells per work-group.*check passed.*check passed"
-  ENVIRONMENT "MOELAT_FUNCTIONAL_CELLS=3;MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+# Every expert against the host (debug 9x8x7, then experiment 11x10x9,
+# whose chunks are not multiples of 3 cells) with the functional expert
+# set by `env`; `expect` must appear in the log before both checks pass,
+# showing the setting took effect.
+function(moelat_functional_variant_test name env expect)
+  add_test(NAME ${name}
+           COMMAND sh -c "$0 check --preset debug --dims 9x8x7 --steps 2 --experts && $0 check --preset experiment --dims 11x10x9 --steps 1 --experts"
+                   $<TARGET_FILE:moelat-engine>)
+  set_tests_properties(${name} PROPERTIES LABELS experts TIMEOUT 600
+    PASS_REGULAR_EXPRESSION "${expect}.*check passed.*check passed"
+    ENVIRONMENT "${env};MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+endfunction()
 
-# The functional expert's projections through CLBlast's SGEMM (its default
-# on GPUs) against the host, on PoCL.
-add_test(NAME functional_clblast
-         COMMAND sh -c "$0 check --preset debug --dims 9x8x7 --steps 2 --experts && $0 check --preset experiment --dims 11x10x9 --steps 1 --experts"
-                 $<TARGET_FILE:moelat-engine>)
-set_tests_properties(functional_clblast PROPERTIES LABELS experts TIMEOUT 600
-  PASS_REGULAR_EXPRESSION "projections: CLBlast SGEMM.*check passed.*check passed"
-  ENVIRONMENT "MOELAT_FUNCTIONAL_GEMM=clblast;MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+# Several chunk cells per work-group (the tuning knob; one by default).
+moelat_functional_variant_test(functional_cells MOELAT_FUNCTIONAL_CELLS=3 "3 chunk cells per work-group")
+# The projections through CLBlast's SGEMM (the default on GPUs only).
+moelat_functional_variant_test(functional_clblast MOELAT_FUNCTIONAL_GEMM=clblast "projections: CLBlast SGEMM")

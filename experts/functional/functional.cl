@@ -143,7 +143,9 @@ inline __global const float *fn_proj_row(__global const float *P, __global const
 }
 
 /* Per step, one work-item per value: the constants C = A_m W_2 and
- * c = A_m b_2 into proj after the N rows, then Wp [PW][S] into wp. */
+ * c = A_m b_2 into proj after the N rows, then Wp [PW][S] into wp. Per
+ * step, not once, because the engine may rewrite the weights between
+ * steps (set_weights, resume) without preparing the expert again. */
 __kernel void functional_prepare(__global const float *P, __global const int *toff, int n_total,
                                  __global float *proj, __global float *wp) {
     size_t t = get_global_id(0);
@@ -165,16 +167,15 @@ __kernel void functional_prepare(__global const float *P, __global const int *to
 }
 
 /* proj [N][PW] = states x Wp^T without CLBlast: one work-item per (cell,
- * output), reading the weights in place. */
-__kernel void functional_project(__global const float *states, int n_total,
-                                 __global const float *P, __global const int *toff,
+ * output). */
+__kernel void functional_project(__global const float *states, int n_total, __global const float *wp,
                                  __global float *proj) {
     size_t id = get_global_id(0);
     if (id >= (size_t)n_total * FN_PW)
         return;
     size_t i = id / FN_PW;
     __global const float *n = states + i * FN_S;
-    __global const float *row = fn_proj_row(P, toff, (int)(id % FN_PW));
+    __global const float *row = wp + (id % FN_PW) * FN_S;
     float acc = 0.0f;
     for (int s = 0; s < FN_S; s++)
         acc = fma(row[s], n[s], acc);

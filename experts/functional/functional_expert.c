@@ -325,6 +325,13 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
         return MOELAT_EXPERT_ERROR;
     }
     st->wp_cols = (size_t)setup->dims->state_size;
+    /* functional_prepare's arguments never change: set once. */
+    ec_arg pargs[] = {EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff), EC_ARG(st->n_total), EC_ARG_MEM(st->proj),
+                      EC_ARG_MEM(st->wp)};
+    if (ec_cl_set_args(st->prepare, "functional_prepare", pargs, (int)(sizeof pargs / sizeof pargs[0]))) {
+        functional_cl_release(st);
+        return MOELAT_EXPERT_ERROR;
+    }
     st->clblast = use_clblast(setup->device);
     ec_log(MOELAT_LOG_INFO, "per-step projections: %s", st->clblast ? "CLBlast SGEMM" : "functional_project");
     *state = st;
@@ -339,10 +346,6 @@ static int functional_cl_step_begin(void *p, const moelat_cl_step *step) {
     if (step->done)
         *step->done = NULL;
     cl_mem states = step->states;
-    ec_arg pargs[] = {EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff), EC_ARG(st->n_total), EC_ARG_MEM(st->proj),
-                      EC_ARG_MEM(st->wp)};
-    if (ec_cl_set_args(st->prepare, "functional_prepare", pargs, (int)(sizeof pargs / sizeof pargs[0])))
-        return MOELAT_EXPERT_ERROR;
     size_t S = st->wp_cols;
     cl_event ev = NULL;
     if (ec_cl_enqueue_items(step->queue, st->prepare, "functional_prepare",
@@ -364,8 +367,7 @@ static int functional_cl_step_begin(void *p, const moelat_cl_step *step) {
         }
     }
     if (!st->clblast) {
-        ec_arg args[] = {EC_ARG_MEM(states), EC_ARG(st->n_total), EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff),
-                         EC_ARG_MEM(st->proj)};
+        ec_arg args[] = {EC_ARG_MEM(states), EC_ARG(st->n_total), EC_ARG_MEM(st->wp), EC_ARG_MEM(st->proj)};
         if (ec_cl_set_args(st->project, "functional_project", args, (int)(sizeof args / sizeof args[0])) ||
             ec_cl_enqueue_items(step->queue, st->project, "functional_project",
                                 (size_t)st->n_total * st->proj_per_cell, 0, NULL, &ev))
