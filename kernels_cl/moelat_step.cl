@@ -254,3 +254,203 @@ ml_gate_combine(__global const float *states, __global float *next, int4 dims, i
         atomic_min(&check[1], (int)i);
     }
 }
+
+/* ---- Aggregation through local memory (ml_aggregate_tiles) ------------
+ * The same sums as ml_aggregate, for devices where the prefix reads are
+ * the cost: a work-group takes a tile of ML_AG_TX x ML_AG_TY cells of one
+ * z plane and 8 consecutive values s0 .. s0 + 7 (one float8 per cell), and
+ * walks the prefix rows its cells read, ML_AG_RB rows at a time: the
+ * lanes copy the rows' windows (the x range the tile's endpoints can
+ * reach) into local memory once, then every cell reads its endpoints from
+ * there. A prefix row serves up to ML_AG_TY cell rows of the tile (each
+ * through its own stencil row) and up to ML_AG_TX cells along x, so global
+ * reads drop by about an order of magnitude at radius 20 (see
+ * tools/bench/NOTES.md). A warp is one cell row of the tile (ML_AG_TX =
+ * 32): its lanes share the stencil row, so the endpoint loop does not
+ * diverge. Needs S % 8 == 0 and ML_AG_TX * ML_AG_TY lanes per group.
+ *
+ * h is the stencil's half extent (largest |d| along an axis); rowmap
+ * [(dz + h)(2h + 1) + dy + h] is the run table's row of (dy, dz) or -1;
+ * win: ML_AG_RB * 2 * (ML_AG_TX + 2h + 1) float8 of local memory (the n
+ * and |n| windows of the rows). The window of a row starts at
+ * x0 - 1 - h: an endpoint x + dx, clamped to [-1, X - 1], always lies in
+ * it (dx >= -1 - h, and the clamp only moves it inward). */
+#ifndef ML_AG_TX
+#define ML_AG_TX 32
+#endif
+#ifndef ML_AG_TY
+#define ML_AG_TY 8
+#endif
+#ifndef ML_AG_RB
+#define ML_AG_RB 4
+#endif
+#define ML_AG_LANES (ML_AG_TX * ML_AG_TY)
+
+/* ml_row_direct for 8 values: n and |n| over x in (e0, e1]. */
+inline void ml_row_direct8(__global const float *states, size_t first, int e0, int e1, int s0, float8 *sum,
+                           float8 *abs_sum) {
+    float8 t = 0.0f, ta = 0.0f;
+    for (int x = e0 + 1; x <= e1; x++) {
+        float8 v = vload8(0, states + (first + x) * MOELAT_S + s0);
+        t += v;
+        ta += fabs(v);
+    }
+    *sum = t;
+    *abs_sum = ta;
+}
+
+/* ml_band_direct for 8 values. */
+inline void ml_band_direct8(__global const float *states, int4 dims, int4 cell, __global const int4 *off, int n_off,
+                            int s0, float8 *sum, float8 *abs_sum, int *count) {
+    float8 t = 0.0f, ta = 0.0f;
+    int c = 0;
+    for (int j = 0; j < n_off; j++) {
+        int n = ml_neighbour_index(dims, cell, off[j]);
+        if (n < 0)
+            continue;
+        float8 v = vload8(0, states + (size_t)n * MOELAT_S + s0);
+        t += v;
+        ta += fabs(v);
+        c++;
+    }
+    *sum = t;
+    *abs_sum = ta;
+    *count = c;
+}
+
+/* One work-group per (tile, 8-value slice): group g is slice g % (S / 8)
+ * of tile g / (S / 8); tiles run x, then y, then z over the chunk. Every
+ * lane reaches every barrier (lanes past the chunk compute nothing). */
+__kernel __attribute__((reqd_work_group_size(ML_AG_LANES, 1, 1))) void
+ml_aggregate_tiles(__global const float *states, __global const float *pre_n, __global const float *pre_a,
+                   __global const int *rowmap, int h, __global const int4 *rows, __global const int2 *segs,
+                   int4 dims, int4 origin, int4 extent, int n_cells, int direct,
+                   __global const int4 *off0, int n0,
+                   __global const int4 *off1, int n1,
+                   __global const int4 *off2, int n2,
+                   __global float *mean0, __global float *mean1, __global float *mean2,
+                   __global float *abs0, __global float *abs1, __global float *abs2,
+                   __global int *cnt0, __global int *cnt1, __global int *cnt2,
+                   __global float *nu, __local float8 *win) {
+    const int slices = MOELAT_S / 8;
+    const int tiles_x = (extent.x + ML_AG_TX - 1) / ML_AG_TX;
+    const int tiles_y = (extent.y + ML_AG_TY - 1) / ML_AG_TY;
+    int g = (int)get_group_id(0);
+    const int s0 = (g % slices) * 8;
+    g /= slices;
+    const int tx0 = (g % tiles_x) * ML_AG_TX;
+    const int ty0 = ((g / tiles_x) % tiles_y) * ML_AG_TY;
+    const int tz = g / (tiles_x * tiles_y);
+    const int l = (int)get_local_id(0);
+    const int lx = l % ML_AG_TX, ly = l / ML_AG_TX;
+    const bool live = tx0 + lx < extent.x && ty0 + ly < extent.y && tz < extent.z;
+    /* Lattice coordinates of the tile's corner and of this lane's cell. */
+    const int x0 = origin.x + tx0, y0 = origin.y + ty0, z = origin.z + tz;
+    const int4 cell = (int4)(x0 + lx, y0 + ly, z, 0);
+    const int last = dims.x - 1;
+    const int side = 2 * h + 1;
+    const int width = ML_AG_TX + side; /* window positions x0 - 1 - h .. x0 + TX - 1 + h */
+    const int wbase = x0 - 1 - h;
+
+    float8 sum0 = 0.0f, sum1 = 0.0f, sum2 = 0.0f, as0 = 0.0f, as1 = 0.0f, as2 = 0.0f;
+    int c0 = 0, c1 = 0, c2 = 0;
+    /* Only planes inside the lattice: bounds the same for every lane (no
+     * branch around the barriers). */
+    const int dz_lo = max(-h, -z), dz_hi = min(h, dims.z - 1 - z);
+    for (int dz = dz_lo; dz <= dz_hi; dz++) {
+        const int pz = z + dz;
+        for (int py0 = y0 - h; py0 < y0 + ML_AG_TY + h; py0 += ML_AG_RB) {
+            /* Copy the windows of prefix rows py0 .. py0 + RB - 1. */
+            for (int k = l; k < ML_AG_RB * width; k += ML_AG_LANES) {
+                int rb = k / width, p = wbase + k % width, py = py0 + rb;
+                if (py < 0 || py >= dims.y || p < -1 || p > last)
+                    continue;
+                float8 vn = 0.0f, va = 0.0f;
+                if (p >= 0) {
+                    size_t at = (((size_t)pz * dims.y + py) * dims.x + p) * MOELAT_S + s0;
+                    vn = vload8(0, pre_n + at);
+                    va = vload8(0, pre_a + at);
+                }
+                win[(2 * rb) * width + k % width] = vn;
+                win[(2 * rb + 1) * width + k % width] = va;
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+            for (int rb = 0; rb < ML_AG_RB && live; rb++) {
+                const int py = py0 + rb, dy = py - cell.y;
+                if (py < 0 || py >= dims.y || dy < -h || dy > h)
+                    continue;
+                const int r = rowmap[(dz + h) * side + dy + h];
+                if (r < 0)
+                    continue;
+                const int4 row = rows[r];
+                __local const float8 *wn = win + (2 * rb) * width;
+                __local const float8 *wa = wn + width;
+                const size_t first = ((size_t)pz * dims.y + py) * dims.x;
+                int e = clamp(cell.x + segs[row.z].x, -1, last);
+                float8 q = wn[e - wbase], qa = wa[e - wbase];
+                for (int j = row.z + 1; j < row.w; j++) {
+                    int2 sg = segs[j];
+                    int e2 = clamp(cell.x + sg.x, -1, last);
+                    if (e2 == e)
+                        continue; /* clipped away: empty run */
+                    float8 q2 = wn[e2 - wbase], qa2 = wa[e2 - wbase];
+                    if (sg.y >= 0) {
+                        float8 d = q2 - q, da = qa2 - qa;
+                        int8 ok = isfinite(d) & isfinite(da);
+                        if (!all(ok)) { /* direct sums for the values that need them, as ml_aggregate */
+                            float8 dd, dda;
+                            ml_row_direct8(states, first, e, e2, s0, &dd, &dda);
+                            d = select(dd, d, ok);
+                            da = select(dda, da, ok);
+                        }
+                        int n = e2 - e;
+                        if (sg.y == 0) {
+                            sum0 += d;
+                            as0 += da;
+                            c0 += n;
+                        } else if (sg.y == 1) {
+                            sum1 += d;
+                            as1 += da;
+                            c1 += n;
+                        } else {
+                            sum2 += d;
+                            as2 += da;
+                            c2 += n;
+                        }
+                    }
+                    e = e2;
+                    q = q2;
+                    qa = qa2;
+                }
+            }
+            /* The windows are rewritten next. */
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+    }
+    if (!live)
+        return; /* no barrier follows */
+    if (direct & 1)
+        ml_band_direct8(states, dims, cell, off0, n0, s0, &sum0, &as0, &c0);
+    if (direct & 2)
+        ml_band_direct8(states, dims, cell, off1, n1, s0, &sum1, &as1, &c1);
+    if (direct & 4)
+        ml_band_direct8(states, dims, cell, off2, n2, s0, &sum2, &as2, &c2);
+    const int c = (tx0 + lx) + extent.x * ((ty0 + ly) + extent.y * tz);
+    const size_t at = (size_t)c * MOELAT_S + s0;
+    float inv0 = c0 > 0 ? 1.0f / (float)c0 : 0.0f;
+    float inv1 = c1 > 0 ? 1.0f / (float)c1 : 0.0f;
+    float inv2 = c2 > 0 ? 1.0f / (float)c2 : 0.0f;
+    vstore8(sum0 * inv0, 0, mean0 + at);
+    vstore8(sum1 * inv1, 0, mean1 + at);
+    vstore8(sum2 * inv2, 0, mean2 + at);
+    vstore8(as0 * inv0, 0, abs0 + at);
+    vstore8(as1 * inv1, 0, abs1 + at);
+    vstore8(as2 * inv2, 0, abs2 + at);
+    int all = c0 + c1 + c2;
+    vstore8(all > 0 ? (sum0 + sum1 + sum2) / (float)all : (float8)0.0f, 0, nu + at);
+    if (s0 == 0) {
+        cnt0[c] = c0;
+        cnt1[c] = c1;
+        cnt2[c] = c2;
+    }
+}
