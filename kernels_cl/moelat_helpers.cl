@@ -8,11 +8,13 @@
 
 /* Exact (erf) GELU, as MODEL.md specifies. */
 /* erf as x P(x^2) / Q(x^2) on [-3.925, 3.925], a rational fit of this
- * project (absolute error below 4e-7 in float32), exactly +-1 beyond,
- * where erf rounds to +-1 in float (so that GELU's tail v (1 + erf) / 2
- * is 0, not v times the fit's error); no branch. The OpenCL built-in on
- * NVIDIA branches per value (a divergent exp2 path for |x| >= 1), and GELU
- * runs for every hidden unit of every edge of the functional expert. */
+ * project (absolute error below 3.5e-7 in float32). The fit is 1 + 1 ulp at
+ * 3.925, where erf rounds to 1 in float, so clamping its result to [-1, 1]
+ * makes erf exactly +-1 beyond (GELU's tail v (1 + erf) / 2 is 0, not v
+ * times the fit's error). Branch-free on purpose: GELU runs for every
+ * hidden unit of every edge of the functional expert; the OpenCL built-in
+ * branches per value on NVIDIA, and a select around the division made that
+ * expert 18% slower there (tools/bench/NOTES.md). */
 inline float ml_erf(float x) {
     float c = clamp(x, -3.925f, 3.925f);
     float u = c * c;
@@ -20,7 +22,7 @@ inline float ml_erf(float x) {
                           5.308306217e-02f), u, 1.929656863e-01f), u, 1.128378987f);
     float q = fma(fma(fma(fma(fma(3.802788706e-05f, u, 1.189613133e-03f), u, 1.518756710e-02f), u,
                           1.151642650e-01f), u, 5.043430328e-01f), u, 1.0f);
-    return fabs(x) < 3.925f ? c * p / q : copysign(1.0f, x);
+    return clamp(c * p / q, -1.0f, 1.0f);
 }
 
 /* tanh from one exp and one division, branch-free (absolute error about

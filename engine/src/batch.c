@@ -38,7 +38,7 @@ typedef struct chunk_set {
 struct ml_batch {
     mlcl_context ctx;
     cl_program program;
-    cl_kernel k_prefix, k_aggregate, k_aggregate_tiles, k_gate;
+    cl_kernel k_prefix, k_aggregate, k_gate;
     cl_program expert_program[MOELAT_BANDS];
     void *expert_state[MOELAT_BANDS];
     int expert_on_device[MOELAT_BANDS];
@@ -55,11 +55,6 @@ struct ml_batch {
      * bands when the prefix buffers could not be had). */
     cl_mem rows, segs, prefix[2];
     int n_rows, direct;
-    /* ml_aggregate_tiles (when tiles != 0): the run table's row of each
-     * (dy, dz) line, (2 half + 1)^2 entries, and the local memory it needs. */
-    cl_mem rowmap;
-    int half, tiles;
-    size_t tiles_local_bytes;
     int32_t prefix_halo; /* planes beyond the active ones the prefix pass covers */
     cl_event step_start; /* this step's check reset and prefix, NULL outside a step */
     chunk_set sets[MAX_SETS];
@@ -120,7 +115,6 @@ void ml_batch_destroy(ml_batch *b) {
     mlcl_release_buffer(b->check);
     mlcl_release_buffer(b->rows);
     mlcl_release_buffer(b->segs);
-    mlcl_release_buffer(b->rowmap);
     for (int i = 0; i < 2; i++)
         mlcl_release_buffer(b->prefix[i]);
     if (b->step_start)
@@ -129,8 +123,6 @@ void ml_batch_destroy(ml_batch *b) {
         clReleaseKernel(b->k_prefix);
     if (b->k_aggregate)
         clReleaseKernel(b->k_aggregate);
-    if (b->k_aggregate_tiles)
-        clReleaseKernel(b->k_aggregate_tiles);
     if (b->k_gate)
         clReleaseKernel(b->k_gate);
     if (b->program)
@@ -327,8 +319,8 @@ static int push_seg(cl_int **segs, int *n, int *cap, int dx, int band) {
  * in *direct. Each band's run lengths are checked against its count.
  * Returns 0, or -1 when out of memory (*rows and *segs are then NULL). */
 static int build_run_table(const ml_stencil *st, cl_int **rows, int *n_rows, cl_int **segs, int *n_segs,
-                           int *direct, cl_int **rowmap, int *half) {
-    *rows = *segs = *rowmap = NULL;
+                           int *direct) {
+    *rows = *segs = NULL;
     *n_rows = *n_segs = 0;
     *direct = 0;
     int h = 0;
@@ -342,17 +334,9 @@ static int build_run_table(const ml_stencil *st, cl_int **rows, int *n_rows, cl_
                 h = m;
         }
     size_t side = (size_t)(2 * h + 1);
-    *half = h;
     signed char *grid = malloc(side * side * side);
-    *rowmap = malloc(side * side * sizeof **rowmap);
-    if (!grid || !*rowmap) {
-        free(grid);
-        free(*rowmap);
-        *rowmap = NULL;
+    if (!grid)
         return -1;
-    }
-    for (size_t i = 0; i < side * side; i++)
-        (*rowmap)[i] = -1;
     for (int pass = 0; pass < 2; pass++) {
         memset(grid, -1, side * side * side);
         for (int k = 0; k < MOELAT_BANDS; k++) {
@@ -393,7 +377,6 @@ static int build_run_table(const ml_stencil *st, cl_int **rows, int *n_rows, cl_
                 cap_rows = c;
             }
             cl_int *r = *rows + 4 * *n_rows;
-            (*rowmap)[(size_t)(dz + h) * side + (size_t)(dy + h)] = *n_rows;
             r[0] = dy;
             r[1] = dz;
             r[2] = *n_segs;
@@ -411,8 +394,7 @@ static int build_run_table(const ml_stencil *st, cl_int **rows, int *n_rows, cl_
     if (rc != 0) {
         free(*rows);
         free(*segs);
-        free(*rowmap);
-        *rows = *segs = *rowmap = NULL;
+        *rows = *segs = NULL;
         return -1;
     }
     for (int k = 0; k < MOELAT_BANDS; k++)
@@ -421,48 +403,13 @@ static int build_run_table(const ml_stencil *st, cl_int **rows, int *n_rows, cl_
     return 0;
 }
 
-/* ml_aggregate_tiles' shape (moelat_step.cl's ML_AG_*, passed to it as
- * build options): tiles of AG_TX x AG_TY cells, AG_RB prefix rows per
- * copy into local memory, 8 values per lane. */
-#define AG_TX 32
-#define AG_TY 8
-#define AG_RB 4
-#define AG_LANES (AG_TX * AG_TY)
-
-/* Aggregation through local memory (ml_aggregate_tiles) where it applies:
- * S a multiple of 8, AG_LANES lanes and the windows' local memory on the
- * device. MOELAT_AGGREGATE=rows or tiles chooses (tiles only where it
- * applies). Both kernels compute the same sums in the same order. */
-static void choose_aggregation(moelat_lattice *lat, ml_batch *b) {
-    b->tiles_local_bytes = (size_t)AG_RB * 2 * (size_t)(AG_TX + 2 * b->half + 1) * 8 * sizeof(float);
-    const char *why = NULL;
-    if (lat->S % 8 != 0)
-        why = "the state size is not a multiple of 8";
-    else if (b->ctx.info.max_work_group_size < AG_LANES)
-        why = "the device takes fewer lanes per work-group";
-    else if (b->tiles_local_bytes > b->ctx.info.local_mem_bytes)
-        why = "its windows exceed the device's local memory";
-    else if (!b->k_aggregate_tiles)
-        why = "its kernel is missing";
-    const char *env = getenv("MOELAT_AGGREGATE");
-    int want = !(env && strcmp(env, "rows") == 0);
-    if (env && *env && strcmp(env, "rows") != 0 && strcmp(env, "tiles") != 0)
-        ML_WARN("batch", "MOELAT_AGGREGATE=%s is neither rows nor tiles: ignored", env);
-    b->tiles = want && !why;
-    if (want && why)
-        ML_DEBUG("batch", "aggregation one cell per work-item (ml_aggregate): %s", why);
-    else
-        ML_DEBUG("batch", "aggregation by %s", b->tiles ? "tiles through local memory (ml_aggregate_tiles)"
-                                                          : "one cell per work-item (MOELAT_AGGREGATE=rows)");
-}
-
 /* Everything aggregation by prefix sums needs, after the chunk buffers so
  * that those get the memory first. Any failure leaves every band summed
  * neighbour by neighbour, which is slower but the same function. */
 static void setup_prefix(moelat_lattice *lat, ml_batch *b) {
     size_t bytes = lat->N * (size_t)lat->S * sizeof(float);
-    cl_int *rows = NULL, *segs = NULL, *rowmap = NULL;
-    int n_rows = 0, n_segs = 0, direct = 0, half = 0;
+    cl_int *rows = NULL, *segs = NULL;
+    int n_rows = 0, n_segs = 0, direct = 0;
     cl_int rc = CL_SUCCESS;
     const char *why = NULL;
     b->direct = (1 << MOELAT_BANDS) - 1;
@@ -473,7 +420,7 @@ static void setup_prefix(moelat_lattice *lat, ml_batch *b) {
         why = "the prefix buffers do not fit in device memory";
         goto out;
     }
-    if (build_run_table(&lat->stencil, &rows, &n_rows, &segs, &n_segs, &direct, &rowmap, &half) != 0) {
+    if (build_run_table(&lat->stencil, &rows, &n_rows, &segs, &n_segs, &direct) != 0) {
         why = "out of host memory building the run table";
         goto out;
     }
@@ -484,9 +431,6 @@ static void setup_prefix(moelat_lattice *lat, ml_batch *b) {
         b->segs = mlcl_create_buffer(&b->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
                                      (size_t)(n_segs > 0 ? n_segs : 1) * 2 * sizeof(cl_int),
                                      n_segs > 0 ? (void *)segs : (void *)(cl_int[2]){0, -1}, &rc);
-    if (rc == CL_SUCCESS)
-        b->rowmap = mlcl_create_buffer(&b->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
-                                       (size_t)(2 * half + 1) * (2 * half + 1) * sizeof(cl_int), rowmap, &rc);
     for (int i = 0; i < 2 && rc == CL_SUCCESS; i++)
         b->prefix[i] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, bytes, NULL, &rc);
     if (rc != CL_SUCCESS) {
@@ -495,8 +439,6 @@ static void setup_prefix(moelat_lattice *lat, ml_batch *b) {
     }
     b->direct = direct;
     b->n_rows = n_rows;
-    b->half = half;
-    choose_aggregation(lat, b);
     if (direct)
         ML_WARN("batch", "bands with mask %d are summed neighbour by neighbour: the run table cannot express them",
                 direct);
@@ -504,12 +446,9 @@ static void setup_prefix(moelat_lattice *lat, ml_batch *b) {
 out:
     free(rows);
     free(segs);
-    free(rowmap);
     if (why) {
         mlcl_release_buffer(b->rows);
         mlcl_release_buffer(b->segs);
-        mlcl_release_buffer(b->rowmap);
-        b->rowmap = NULL;
         for (int i = 0; i < 2; i++)
             mlcl_release_buffer(b->prefix[i]);
         b->rows = b->segs = b->prefix[0] = b->prefix[1] = NULL;
@@ -558,21 +497,18 @@ static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
     snprintf(src, len, "%s\n%s", helpers, step);
     char opts[1024];
     const char *extra = getenv("MOELAT_CL_OPTIONS");
-    snprintf(opts, sizeof opts,
-             "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_GH=%d -D MOELAT_WG=%d -D ML_AG_TX=%d -D ML_AG_TY=%d "
-             "-D ML_AG_RB=%d %s",
-             lat->S, lat->gate_hidden, b->work_group, AG_TX, AG_TY, AG_RB, extra ? extra : "");
+    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_GH=%d -D MOELAT_WG=%d %s", lat->S,
+             lat->gate_hidden, b->work_group, extra ? extra : "");
     int rc = mlcl_build_program(&b->ctx, "moelat_step.cl", src, opts, &b->program, lat->err, sizeof lat->err);
     free(src);
     if (rc != 0)
         return -1;
-    cl_int e1, e2, e3, e4;
+    cl_int e1, e2, e3;
     b->k_prefix = clCreateKernel(b->program, "ml_row_prefix", &e1);
     b->k_aggregate = clCreateKernel(b->program, "ml_aggregate", &e2);
-    b->k_aggregate_tiles = clCreateKernel(b->program, "ml_aggregate_tiles", &e4);
     b->k_gate = clCreateKernel(b->program, "ml_gate_combine", &e3);
     if (cl_check(lat, e1, "creating kernel ml_row_prefix") || cl_check(lat, e2, "creating kernel ml_aggregate") ||
-        cl_check(lat, e4, "creating kernel ml_aggregate_tiles") || cl_check(lat, e3, "creating kernel ml_gate_combine"))
+        cl_check(lat, e3, "creating kernel ml_gate_combine"))
         return -1;
     return 0;
 }
@@ -737,17 +673,8 @@ static int upload_if_stale(moelat_lattice *lat, ml_batch *b) {
             return _e;                                                          \
     } while (0)
 
-/* Global size of the one-work-item-per-(cell, s) kernels: items rounded up
- * to whole work-groups of MOELAT_WG (the kernels return past the end). */
-static size_t round_to_wg(const ml_batch *b, size_t items) {
-    size_t wg = (size_t)b->work_group;
-    return (items + wg - 1) / wg * wg;
-}
-
-/* Arguments of ml_aggregate, or of ml_aggregate_tiles when b->tiles (the
- * same but for the row map, its half extent and the local windows). */
 static cl_int set_aggregate_args(ml_batch *b, const moelat_lattice *lat, const ml_chunk *c, chunk_set *s) {
-    cl_kernel k = b->tiles ? b->k_aggregate_tiles : b->k_aggregate;
+    cl_kernel k = b->k_aggregate;
     cl_int4 dims = {{lat->X, lat->Y, lat->Z, 0}};
     cl_int4 origin = {{c->origin[0], c->origin[1], c->origin[2], 0}};
     cl_int4 extent = {{c->extent[0], c->extent[1], c->extent[2], 0}};
@@ -763,15 +690,8 @@ static cl_int set_aggregate_args(ml_batch *b, const moelat_lattice *lat, const m
     SET_ARG(k, a++, b->states[b->cur]);
     SET_ARG(k, a++, pre_n);
     SET_ARG(k, a++, pre_a);
-    if (b->tiles) {
-        cl_int half = b->half;
-        SET_ARG(k, a++, b->rowmap);
-        SET_ARG(k, a++, half);
-        SET_ARG(k, a++, rows);
-    } else {
-        SET_ARG(k, a++, rows);
-        SET_ARG(k, a++, n_rows);
-    }
+    SET_ARG(k, a++, rows);
+    SET_ARG(k, a++, n_rows);
     SET_ARG(k, a++, segs);
     SET_ARG(k, a++, dims);
     SET_ARG(k, a++, origin);
@@ -790,32 +710,7 @@ static cl_int set_aggregate_args(ml_batch *b, const moelat_lattice *lat, const m
     for (int band = 0; band < MOELAT_BANDS; band++)
         SET_ARG(k, a++, s->count[band]);
     SET_ARG(k, a++, s->nu);
-    if (b->tiles) {
-        cl_int e = clSetKernelArg(k, a++, b->tiles_local_bytes, NULL);
-        if (e != CL_SUCCESS)
-            return e;
-    }
     return CL_SUCCESS;
-}
-
-/* Sets the arguments of chunk c's aggregation and enqueues it on q. */
-static cl_int enqueue_aggregate(ml_batch *b, const moelat_lattice *lat, const ml_chunk *c, chunk_set *s,
-                                cl_command_queue q, cl_uint n_wait, const cl_event *wait, cl_event *done) {
-    cl_int e = set_aggregate_args(b, lat, c, s);
-    if (e != CL_SUCCESS)
-        return e;
-    size_t local, global;
-    if (b->tiles) {
-        size_t tiles = (size_t)((c->extent[0] + AG_TX - 1) / AG_TX) * (size_t)((c->extent[1] + AG_TY - 1) / AG_TY) *
-                       (size_t)c->extent[2];
-        local = AG_LANES;
-        global = tiles * (size_t)(lat->S / 8) * AG_LANES;
-    } else {
-        local = (size_t)b->work_group;
-        global = round_to_wg(b, (size_t)c->n_cells * lat->S);
-    }
-    cl_kernel k = b->tiles ? b->k_aggregate_tiles : b->k_aggregate;
-    return mlcl_enqueue_kernel(q, k, 1, &global, &local, n_wait, wait, done);
 }
 
 static cl_int set_gate_args(ml_batch *b, const moelat_lattice *lat, const ml_chunk *c, chunk_set *s,
@@ -844,6 +739,13 @@ static cl_int set_gate_args(ml_batch *b, const moelat_lattice *lat, const ml_chu
     }
     SET_ARG(k, a++, b->check);
     return CL_SUCCESS;
+}
+
+/* Global size of the one-work-item-per-(cell, s) kernels: items rounded up
+ * to whole work-groups of MOELAT_WG (the kernels return past the end). */
+static size_t round_to_wg(const ml_batch *b, size_t items) {
+    size_t wg = (size_t)b->work_group;
+    return (items + wg - 1) / wg * wg;
 }
 
 /* Enqueues the row prefix sums of the current states on q (nothing when
@@ -975,6 +877,7 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
     int nq = b->ctx.n_queues;
     cl_command_queue q = b->ctx.queues[qi % nq];
     size_t local = (size_t)b->work_group;
+    size_t global = round_to_wg(b, (size_t)c->n_cells * lat->S);
     cl_event agg = NULL, gate = NULL, ex[MOELAT_BANDS] = {NULL, NULL, NULL};
     int rc = -1;
     cl_int e;
@@ -987,8 +890,12 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
         wait_agg[n_wait_agg++] = s->last;
     if (b->step_start)
         wait_agg[n_wait_agg++] = b->step_start;
-    e = enqueue_aggregate(b, lat, c, s, q, n_wait_agg, n_wait_agg ? wait_agg : NULL, &agg);
-    if (cl_check(lat, e, b->tiles ? "enqueueing ml_aggregate_tiles" : "enqueueing ml_aggregate"))
+    if ((e = set_aggregate_args(b, lat, c, s)) != CL_SUCCESS) {
+        cl_check(lat, e, "setting ml_aggregate arguments");
+        goto out;
+    }
+    e = mlcl_enqueue_kernel(q, b->k_aggregate, 1, &global, &local, n_wait_agg, n_wait_agg ? wait_agg : NULL, &agg);
+    if (cl_check(lat, e, "enqueueing ml_aggregate"))
         goto out;
     keep_event(se, agg, 3);
 
@@ -1030,7 +937,7 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
         if (ex[k])
             waits[nw++] = ex[k];
     /* One work-group per cell. */
-    size_t global = (size_t)c->n_cells * local;
+    global = (size_t)c->n_cells * local;
     e = mlcl_enqueue_kernel(q, b->k_gate, 1, &global, &local, (cl_uint)nw, nw ? waits : NULL, &gate);
     if (cl_check(lat, e, "enqueueing ml_gate_combine"))
         goto out;
@@ -1375,8 +1282,6 @@ out:
 
 struct mlcl_context *ml_batch_context(moelat_lattice *lat) { return lat->batch ? &lat->batch->ctx : NULL; }
 
-int ml_batch_aggregates_by_tiles(const moelat_lattice *lat) { return lat->batch ? lat->batch->tiles : 0; }
-
 int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOELAT_BANDS],
                             float *const mean[MOELAT_BANDS], float *const absmean[MOELAT_BANDS]) {
     /* Aggregation and each expert of one chunk on the device, from the
@@ -1389,6 +1294,7 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
     const ml_chunk *c = &lat->chunks[chunk];
     chunk_set *s = &b->sets[chunk % b->n_sets];
     cl_command_queue q = b->ctx.queues[0];
+    size_t global = (size_t)c->n_cells;
     cl_event pre[MOELAT_BANDS] = {NULL, NULL, NULL};
     for (int k = 0; k < MOELAT_BANDS; k++) {
         if (!b->expert_on_device[k] || !lat->expert[k].desc->cl_step_begin)
@@ -1405,8 +1311,12 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
         clReleaseEvent(prefix); /* q is in order: the aggregation follows it */
     if (cl_check(lat, e, "enqueueing ml_row_prefix"))
         return -1;
-    e = enqueue_aggregate(b, lat, c, s, q, 0, NULL, NULL);
-    if (cl_check(lat, e, b->tiles ? "enqueueing ml_aggregate_tiles" : "enqueueing ml_aggregate"))
+    size_t local = (size_t)b->work_group;
+    global = round_to_wg(b, (size_t)c->n_cells * lat->S);
+    e = set_aggregate_args(b, lat, c, s);
+    if (e == CL_SUCCESS)
+        e = clEnqueueNDRangeKernel(q, b->k_aggregate, 1, NULL, &global, &local, 0, NULL, NULL);
+    if (cl_check(lat, e, "enqueueing ml_aggregate"))
         return -1;
     size_t bytes = (size_t)c->n_cells * lat->S * sizeof(float);
     for (int k = 0; k < MOELAT_BANDS; k++) {

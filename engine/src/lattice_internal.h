@@ -161,9 +161,6 @@ double ml_flops_per_cell(const moelat_lattice *lat, double part[5]);
 
 /* The device context of the batched path, or NULL. */
 struct mlcl_context *ml_batch_context(moelat_lattice *lat);
-/* 1 when the batch path aggregates through local memory (ml_aggregate_tiles),
- * 0 when one cell per work-item (ml_aggregate) or not in batch mode. */
-int ml_batch_aggregates_by_tiles(const moelat_lattice *lat);
 
 /* Times the host path on rows of cells spread over the lattice (at most
  * max_cells cells) and returns the extrapolated ms per step; *sampled is
