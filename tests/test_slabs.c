@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "lattice_internal.h"
 #include "moelat/group.h"
 #include "test_support.h"
 
@@ -206,6 +207,75 @@ static void group_vs_single(int n, int uneven) {
     free(dir);
 }
 
+/* Planes a step delivers (moelat_lattice_deliver_planes) equal the new
+ * states read after it, on the host and on the device; on the device the
+ * planes of a slab's own halo chunks arrive during the step. */
+static void deliver_case(moelat_mode mode) {
+    uint64_t seed = ts_seed();
+    moelat_config cfg;
+    ts_config(&cfg, "debug", 9, 8, 7); /* r = 2.7, halo 2 */
+    cfg.seed = seed;
+    cfg.threads = 2;
+    cfg.mode = mode;
+    moelat_lattice *lat = ts_lattice(&cfg);
+    size_t plane = 9 * 8 * (size_t)moelat_state_size(lat), n = plane * 7;
+    float *init = malloc(n * sizeof *init), *got = malloc(n * sizeof *got), *want = malloc(n * sizeof *want);
+    assert_non_null(init);
+    assert_non_null(got);
+    assert_non_null(want);
+    ts_random(init, n, 0.3, seed + 1);
+    assert_int_equal(moelat_set_states(lat, init, n), MOELAT_OK);
+    /* Slab [2, 6) of 7: it sends [2, 4) down and [4, 6) up, each its own
+     * chunk; [0, 1) is not its own (stale planes, delivered after). */
+    assert_int_equal(moelat_lattice_set_active_planes(lat, 2, 6), MOELAT_OK);
+    int32_t z0[3] = {0, 2, 6}, z1[3] = {2, 6, 7}, lo[2], hi[2];
+    assert_int_equal(moelat_slab_sends(z0, z1, 3, 1, 2, lo, hi), 1); /* [2, 4) and [4, 6) meet */
+    assert_true(lo[0] == 2 && hi[0] == 6);
+    int32_t w0[3] = {0, 1, 6}, w1[3] = {1, 6, 7};
+    assert_int_equal(moelat_slab_sends(w0, w1, 3, 1, 2, lo, hi), 2);
+    assert_true(lo[0] == 1 && hi[0] == 3 && lo[1] == 4 && hi[1] == 6);
+    assert_int_equal(moelat_slab_sends(w0, w1, 3, 0, 2, lo, hi), 1); /* to slab 1 only */
+    assert_true(lo[0] == 0 && hi[0] == 1);
+    for (int step = 0; step < 2; step++) {
+        memset(got, 0xff, n * sizeof *got);
+        assert_int_equal(moelat_lattice_deliver_planes(lat, 2, 4, got + 2 * plane, 2 * plane), MOELAT_OK);
+        assert_int_equal(moelat_lattice_deliver_planes(lat, 4, 6, got + 4 * plane, 2 * plane), MOELAT_OK);
+        assert_int_equal(moelat_lattice_deliver_planes(lat, 0, 1, got, plane), MOELAT_OK);
+        assert_int_equal(moelat_step(lat, 1), MOELAT_OK);
+        assert_int_equal(moelat_lattice_get_planes(lat, 0, 7, want, n), MOELAT_OK);
+        assert_memory_equal(got + 2 * plane, want + 2 * plane, 4 * plane * sizeof(float));
+        assert_memory_equal(got, want, plane * sizeof(float));
+    }
+    if (mode == MOELAT_MODE_BATCH) {
+        printf("# %llu planes delivered during their steps\n", (unsigned long long)lat->stats.planes_early);
+        assert_int_equal(lat->stats.planes_early, 2 * 4);
+    } else {
+        assert_int_equal(lat->stats.planes_early, 0);
+    }
+    /* A request holds for one step only; bad requests name the problem. */
+    assert_int_equal(moelat_lattice_deliver_planes(lat, 0, 1, NULL, plane), MOELAT_ERR_INVALID);
+    assert_non_null(strstr(moelat_last_error(lat), "no buffer"));
+    assert_int_equal(moelat_lattice_deliver_planes(lat, 0, 2, got, plane), MOELAT_ERR_INVALID);
+    for (int i = 0; i < ML_MAX_DELIVER; i++)
+        assert_int_equal(moelat_lattice_deliver_planes(lat, 0, 1, got, plane), MOELAT_OK);
+    assert_int_equal(moelat_lattice_deliver_planes(lat, 0, 1, got, plane), MOELAT_ERR_INVALID);
+    assert_non_null(strstr(moelat_last_error(lat), "at most"));
+    moelat_lattice_destroy(lat);
+    free(init);
+    free(got);
+    free(want);
+}
+
+static void test_deliver_host(void **state) {
+    (void)state;
+    deliver_case(MOELAT_MODE_PERCELL);
+}
+
+static void test_deliver_device(void **state) {
+    (void)state;
+    deliver_case(MOELAT_MODE_BATCH);
+}
+
 static void test_group_two(void **state) {
     (void)state;
     group_vs_single(2, 0);
@@ -236,7 +306,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_split_and_halo), cmocka_unit_test(test_active_planes),
         cmocka_unit_test(test_group_two),      cmocka_unit_test(test_group_thin_slabs),
-        cmocka_unit_test(test_group_errors),
+        cmocka_unit_test(test_group_errors),   cmocka_unit_test(test_deliver_host),
+        cmocka_unit_test(test_deliver_device),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

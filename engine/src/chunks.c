@@ -1,18 +1,14 @@
 /* Box chunks: the unit of scheduling for both paths. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "lattice_internal.h"
 
 static int32_t div_up(int32_t a, int32_t b) { return (a + b - 1) / b; }
 
-int ml_chunks_make(const int32_t dims[3], const int32_t size[3], ml_chunk **out, int *n) {
-    return ml_chunks_make_range(dims, size, 0, dims[2], out, n);
-}
-
-int ml_chunks_make_range(const int32_t dims[3], const int32_t size[3], int32_t z0, int32_t z1, ml_chunk **out,
-                         int *n) {
-    /* Only planes [z0, z1) get chunks: a slab owner steps its own planes
-     * and leaves the others to their owners. */
+/* Boxes of at most size[] over planes [z0, z1). */
+static int make_boxes(const int32_t dims[3], const int32_t size[3], int32_t z0, int32_t z1, ml_chunk **out,
+                      int *n) {
     int32_t span[3] = {dims[0], dims[1], z1 - z0};
     int32_t cs[3], nc[3];
     for (int a = 0; a < 3; a++) {
@@ -36,6 +32,50 @@ int ml_chunks_make_range(const int32_t dims[3], const int32_t size[3], int32_t z
             }
     *out = c;
     *n = (int)total;
+    return 0;
+}
+
+int ml_chunks_make(const int32_t dims[3], const int32_t size[3], ml_chunk **out, int *n) {
+    return make_boxes(dims, size, 0, dims[2], out, n);
+}
+
+int ml_chunks_make_range(const int32_t dims[3], const int32_t size[3], int32_t z0, int32_t z1, int32_t halo,
+                         ml_chunk **out, int *n) {
+    /* Only planes [z0, z1) get chunks: a slab owner steps its own planes
+     * and leaves the others to their owners. The planes a neighbouring
+     * slab reads ([z0, z0 + halo) when there is a slab below, [z1 - halo,
+     * z1) when there is one above) get chunks of their own, so that a step
+     * can finish them first and send them while the interior runs. */
+    int32_t cut[4];
+    int n_cut = 0;
+    cut[n_cut++] = z0;
+    if (halo > 0 && z0 > 0 && z0 + halo < z1)
+        cut[n_cut++] = z0 + halo;
+    if (halo > 0 && z1 < dims[2] && z1 - halo > cut[n_cut - 1])
+        cut[n_cut++] = z1 - halo;
+    cut[n_cut++] = z1;
+    ml_chunk *all = NULL;
+    int total = 0;
+    for (int i = 0; i + 1 < n_cut; i++) {
+        ml_chunk *c;
+        int k;
+        if (make_boxes(dims, size, cut[i], cut[i + 1], &c, &k) != 0) {
+            free(all);
+            return -1;
+        }
+        ml_chunk *grown = realloc(all, (size_t)(total + k) * sizeof *grown);
+        if (!grown) {
+            free(c);
+            free(all);
+            return -1;
+        }
+        all = grown;
+        memcpy(all + total, c, (size_t)k * sizeof *c);
+        total += k;
+        free(c);
+    }
+    *out = all;
+    *n = total;
     return 0;
 }
 

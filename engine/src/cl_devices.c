@@ -336,6 +336,12 @@ int mlcl_context_create(const mlcl_device_info *dev, int n_queues, mlcl_context 
         }
         ctx->n_queues = i + 1;
     }
+    ctx->transfer = create_profiling_queue(ctx->context, dev->device, &rc);
+    if (!ctx->transfer || rc != CL_SUCCESS) {
+        ctx->transfer = NULL;
+        mlcl_context_release(ctx);
+        return mlcl_fail(err, errlen, rc, "clCreateCommandQueue (transfers) on '%s'", dev->name);
+    }
     return 0;
 }
 
@@ -350,6 +356,11 @@ void mlcl_context_release(mlcl_context *ctx) {
         }
     }
     ctx->n_queues = 0;
+    if (ctx->transfer) {
+        clFinish(ctx->transfer);
+        clReleaseCommandQueue(ctx->transfer);
+        ctx->transfer = NULL;
+    }
     if (ctx->context) {
         clReleaseContext(ctx->context);
         ctx->context = NULL;

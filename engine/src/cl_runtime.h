@@ -53,6 +53,9 @@ typedef struct mlcl_context {
     cl_context context;
     cl_command_queue queues[MLCL_MAX_QUEUES];
     int n_queues;
+    /* Reads that overlap the queues' kernels (planes a step delivers early:
+     * moelat_lattice_deliver_planes). */
+    cl_command_queue transfer;
 } mlcl_context;
 
 int mlcl_context_create(const mlcl_device_info *dev, int n_queues, mlcl_context *ctx,

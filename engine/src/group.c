@@ -3,10 +3,11 @@
  *
  * A step is two parallel passes (a thread per slab, joined after each):
  * every slab writes the halo planes it was sent last step (from the shared
- * buffer) into its lattice; then every slab steps and reads the planes
- * other slabs need into the buffer. Owners write disjoint plane ranges,
- * and nobody reads the buffer during the pass that writes it, so it needs
- * no lock. */
+ * buffer) into its lattice; then every slab steps, and the step delivers
+ * the planes other slabs need into the buffer (moelat_lattice_deliver_planes:
+ * on a device they are read while the slab's interior chunks still run).
+ * Owners write disjoint plane ranges, and nobody reads the buffer during
+ * the pass that writes it, so it needs no lock. */
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -186,31 +187,27 @@ static void *slab_take_halos(void *arg) {
     return NULL;
 }
 
-/* Pass 2: step, then read the planes other slabs need into the buffer.
+/* Pass 2: step, delivering the planes other slabs need into the buffer.
  * A separate pass, because a slab that finishes early would otherwise
- * overwrite planes another slab is still taking as last step's halo. */
+ * overwrite planes another slab is still taking as last step's halo. The
+ * delivery is part of the step's time (on a device it overlaps the
+ * interior chunks); halo_ms counts pass 1's writes. */
 static void *slab_step(void *arg) {
     slab *s = arg;
     moelat_group *g = s->g;
     int i = s->index;
-    double t0 = ml_now_ms(), halo = 0;
-    s->st = moelat_step(s->lat, 1);
+    double t0 = ml_now_ms();
+    s->st = MOELAT_OK;
+    int32_t lo[2], hi[2];
+    int n_sends = moelat_slab_sends(g->z0, g->z1, g->n, i, g->halo, lo, hi);
+    for (int k = 0; k < n_sends && s->st == MOELAT_OK; k++)
+        s->st = moelat_lattice_deliver_planes(s->lat, lo[k], hi[k], g->buf + (size_t)lo[k] * g->plane,
+                                              (size_t)(hi[k] - lo[k]) * g->plane);
+    s->st = s->st == MOELAT_OK ? moelat_step(s->lat, 1) : ml_finish_deliveries(s->lat, s->st);
     s->last_ms = ml_now_ms() - t0;
     if (s->st != MOELAT_OK)
         return NULL;
-    for (int j = 0; j < g->n; j++) {
-        int32_t lo, hi;
-        if (!moelat_slab_halo(g->z0, g->z1, i, j, g->halo, &lo, &hi))
-            continue;
-        double th = ml_now_ms();
-        s->st = moelat_lattice_get_planes(s->lat, lo, hi, g->buf + (size_t)lo * g->plane,
-                                          (size_t)(hi - lo) * g->plane);
-        halo += ml_now_ms() - th;
-        if (s->st != MOELAT_OK)
-            return NULL;
-    }
     s->info.steps++;
-    s->info.halo_ms += halo;
     s->info.step_ms += ml_now_ms() - t0;
     double cells = (double)g->X * g->Y * (double)(g->z1[i] - g->z0[i]);
     s->info.cells_per_ms = s->last_ms > 0 ? cells / s->last_ms : 0;

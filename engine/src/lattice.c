@@ -302,11 +302,12 @@ moelat_status moelat_step(moelat_lattice *lat, int n) {
             st = ml_batch_step(lat) == 0 ? MOELAT_OK : ml_batch_last_status(lat);
         } else {
             if ((st = sync_host(lat)) != MOELAT_OK)
-                return st;
+                return ml_finish_deliveries(lat, st);
             st = step_percell(lat);
             if (st == MOELAT_OK)
                 st = host_changed(lat);
         }
+        st = ml_finish_deliveries(lat, st);
         if (st != MOELAT_OK) {
             char why[sizeof lat->err];
             snprintf(why, sizeof why, "%s", lat->err);

@@ -13,6 +13,9 @@
 #include "plugin_loader.h"
 #include "stencil.h"
 
+/* Most plane ranges one step delivers (moelat_lattice_deliver_planes). */
+#define ML_MAX_DELIVER 4
+
 /* One expert serving one band. */
 typedef struct ml_expert_slot {
     const moelat_expert_descriptor *desc;
@@ -42,6 +45,7 @@ typedef struct ml_stats {
     double expert_device_ms[MOELAT_BANDS];
     double aggregate_device_ms, gate_device_ms, precompute_device_ms;
     uint64_t fallbacks;
+    uint64_t planes_early; /* planes delivered while their step still ran */
     int n_reasons;
     char reason[MOELAT_MAX_FALLBACK_REASONS][256];
     uint64_t reason_count[MOELAT_MAX_FALLBACK_REASONS];
@@ -72,6 +76,14 @@ struct moelat_lattice {
     ml_chunk *chunks;   /* cover the active planes only */
     int n_chunks;
     int32_t active_z0, active_z1; /* planes a step updates (planes.c) */
+    /* Planes the next step delivers to the caller (planes.c); done: the
+     * batch path read them during the step. */
+    struct {
+        int32_t z0, z1;
+        float *dst;
+        int done;
+    } deliver[ML_MAX_DELIVER];
+    int n_deliver;
     int32_t chunk_size[3];
 
     moelat_mode mode;
@@ -98,11 +110,17 @@ const float *ml_cell_ext(const moelat_lattice *lat, int x, int y, int z);
 /* Blocks of the weights file in order: local, functional, distant, gate. */
 int ml_param_blocks(moelat_lattice *lat, ml_param_block **blocks);
 
+/* Ends a step's plane deliveries (planes.c): copies those the step did
+ * not read early; returns step, or the copy's error. */
+moelat_status ml_finish_deliveries(moelat_lattice *lat, moelat_status step);
+
 /* Chunks (chunks.c): cuts the lattice into boxes of at most size[]. */
 int ml_chunks_make(const int32_t dims[3], const int32_t size[3], ml_chunk **out, int *n);
-/* Chunks of the planes [z0, z1) only (the active planes of a slab). */
-int ml_chunks_make_range(const int32_t dims[3], const int32_t size[3], int32_t z0, int32_t z1, ml_chunk **out,
-                         int *n);
+/* Chunks of the planes [z0, z1) only (the active planes of a slab), the
+ * halo planes its neighbours read in chunks of their own (chunks.c). */
+int ml_chunks_make_range(const int32_t dims[3], const int32_t size[3], int32_t z0, int32_t z1, int32_t halo,
+                         ml_chunk **out, int *n);
+
 /* The default chunk box for a lattice (device memory in bytes, 0 = host). */
 void ml_chunks_default_size(const int32_t dims[3], int S, uint64_t device_mem, int32_t size[3]);
 

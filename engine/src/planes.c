@@ -14,7 +14,7 @@ moelat_status moelat_lattice_set_active_planes(moelat_lattice *lat, int32_t z0, 
     int n;
     /* The chunk box stays the one chosen for the device, so the batch
      * path's scratch sets (sized for its largest chunk) still fit. */
-    if (ml_chunks_make_range(lat->cfg.dims, lat->chunk_size, z0, z1, &c, &n) != 0)
+    if (ml_chunks_make_range(lat->cfg.dims, lat->chunk_size, z0, z1, moelat_lattice_halo_depth(lat), &c, &n) != 0)
         return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for the chunks of planes [%d, %d)", z0, z1);
     free(lat->chunks);
     lat->chunks = c;
@@ -67,6 +67,36 @@ moelat_status moelat_lattice_get_planes(moelat_lattice *lat, int32_t z0, int32_t
         return ml_batch_planes_io(lat, off, count, dst, NULL) == 0 ? MOELAT_OK : MOELAT_ERR_DEVICE;
     memcpy(dst, lat->states + off, count * sizeof(float));
     return MOELAT_OK;
+}
+
+moelat_status moelat_lattice_deliver_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count) {
+    size_t off = 0;
+    moelat_status st = plane_range(lat, z0, z1, count, &off, "deliver planes");
+    if (st != MOELAT_OK || count == 0)
+        return st;
+    if (!dst)
+        return ml_fail(lat, MOELAT_ERR_INVALID, "deliver planes: no buffer for planes [%d, %d)", z0, z1);
+    if (lat->n_deliver == ML_MAX_DELIVER)
+        return ml_fail(lat, MOELAT_ERR_INVALID, "deliver planes: at most %d ranges per step", ML_MAX_DELIVER);
+    lat->deliver[lat->n_deliver].z0 = z0;
+    lat->deliver[lat->n_deliver].z1 = z1;
+    lat->deliver[lat->n_deliver].dst = dst;
+    lat->deliver[lat->n_deliver].done = 0;
+    lat->n_deliver++;
+    return MOELAT_OK;
+}
+
+/* After a step: the requested planes the device did not read during it,
+ * from wherever the new states live; the requests end with the step. */
+moelat_status ml_finish_deliveries(moelat_lattice *lat, moelat_status step) {
+    moelat_status st = step;
+    size_t plane = (size_t)lat->X * lat->Y * (size_t)lat->S;
+    for (int i = 0; i < lat->n_deliver && st == MOELAT_OK; i++)
+        if (!lat->deliver[i].done)
+            st = moelat_lattice_get_planes(lat, lat->deliver[i].z0, lat->deliver[i].z1, lat->deliver[i].dst,
+                                           plane * (size_t)(lat->deliver[i].z1 - lat->deliver[i].z0));
+    lat->n_deliver = 0;
+    return st;
 }
 
 moelat_status moelat_lattice_set_planes(moelat_lattice *lat, int32_t z0, int32_t z1, const float *src,

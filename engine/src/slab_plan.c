@@ -61,3 +61,34 @@ int moelat_slab_halo(const int32_t *z0, const int32_t *z1, int owner, int consum
     *hi = b;
     return 1;
 }
+
+int moelat_slab_sends(const int32_t *z0, const int32_t *z1, int n, int owner, int32_t h, int32_t lo[2],
+                      int32_t hi[2]) {
+    /* Ranges sent down all start at z0[owner] and those sent up all end at
+     * z1[owner], so each side's union is one range. */
+    int32_t down = z0[owner], up = z1[owner];
+    for (int j = 0; j < n; j++) {
+        int32_t a, b;
+        if (!moelat_slab_halo(z0, z1, owner, j, h, &a, &b))
+            continue;
+        if (j < owner && b > down)
+            down = b;
+        if (j > owner && a < up)
+            up = a;
+    }
+    int k = 0;
+    if (down > z0[owner] && up < z1[owner] && down >= up) {
+        lo[k] = z0[owner];
+        hi[k++] = z1[owner];
+        return k;
+    }
+    if (down > z0[owner]) {
+        lo[k] = z0[owner];
+        hi[k++] = down;
+    }
+    if (up < z1[owner]) {
+        lo[k] = up;
+        hi[k++] = z1[owner];
+    }
+    return k;
+}

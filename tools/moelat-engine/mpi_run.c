@@ -107,9 +107,22 @@ static int gather_states(rank_ctx *r) {
     return all_ok(r, ok) ? 0 : -1;
 }
 
-/* The halo exchange after a step: planes this rank owns go to each rank
- * whose halo holds them; planes it reads come from their owners. Send and
- * receive ranges of different peers never overlap, so r->buf stages both. */
+/* Before a step: the planes this rank sends are delivered by the step into
+ * r->buf (on a device, read while its interior chunks still run). */
+static int request_sends(rank_ctx *r) {
+    int32_t lo[2], hi[2];
+    int n = moelat_slab_sends(r->z0, r->z1, r->size, r->rank, r->halo, lo, hi);
+    for (int k = 0; k < n; k++)
+        if (moelat_lattice_deliver_planes(r->lat, lo[k], hi[k], r->buf + (size_t)lo[k] * r->plane,
+                                          (size_t)(hi[k] - lo[k]) * r->plane) != MOELAT_OK)
+            return -1;
+    return 0;
+}
+
+/* The halo exchange after a step: planes this rank owns (which the step
+ * delivered into r->buf) go to each rank whose halo holds them; planes it
+ * reads come from their owners. Send and receive ranges of different peers
+ * never overlap, so r->buf stages both. */
 static int exchange_halos(rank_ctx *r) {
     int me = r->rank, n = 0, ok = 1;
     MPI_Request *req = malloc((size_t)2 * r->size * sizeof *req);
@@ -138,8 +151,8 @@ static int exchange_halos(rank_ctx *r) {
             continue;
         size_t cnt = (size_t)(hi - lo) * r->plane;
         float *p = r->buf + (size_t)lo * r->plane;
-        if (cnt > INT_MAX || moelat_lattice_get_planes(r->lat, lo, hi, p, cnt) != MOELAT_OK) {
-            lat_error(r, cnt > INT_MAX ? "halo exceeds one MPI message" : "");
+        if (cnt > INT_MAX) {
+            lat_error(r, "halo exceeds one MPI message");
             ok = 0;
             break;
         }
@@ -299,7 +312,7 @@ static int save_checkpoint(rank_ctx *r, const run_opts *o) {
 static int run_steps(rank_ctx *r, const run_opts *o, const moelat_config *cfg, double *step_ms) {
     for (long long s = 0; s < o->steps; s++) {
         double t0 = now_ms();
-        int ok = moelat_step(r->lat, 1) == MOELAT_OK;
+        int ok = request_sends(r) == 0 && moelat_step(r->lat, 1) == MOELAT_OK;
         double t1 = now_ms();
         if (!ok)
             lat_error(r, "");

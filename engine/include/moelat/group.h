@@ -31,6 +31,13 @@ moelat_status moelat_slab_split(int32_t Z, int n, const double *weight, int32_t 
 int moelat_slab_halo(const int32_t *z0, const int32_t *z1, int owner, int consumer, int32_t h, int32_t *lo,
                      int32_t *hi);
 
+/* Every plane slab `owner` (of n) sends to any other slab: the union of
+ * its moelat_slab_halo ranges, at most two ([z0, a) for the slabs below,
+ * [b, z1) for those above), one when they meet. Returns how many; lo[],
+ * hi[] hold them. */
+int moelat_slab_sends(const int32_t *z0, const int32_t *z1, int n, int owner, int32_t h, int32_t lo[2],
+                      int32_t hi[2]);
+
 /* ---- Group ----------------------------------------------------------- */
 
 typedef struct moelat_group moelat_group;

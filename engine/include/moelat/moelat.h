@@ -222,6 +222,15 @@ void moelat_lattice_active_planes(const moelat_lattice *lat, int32_t *z0, int32_
 moelat_status moelat_lattice_get_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count);
 moelat_status moelat_lattice_set_planes(moelat_lattice *lat, int32_t z0, int32_t z1, const float *src,
                                         size_t count);
+/* Asks the next step (the first of the next moelat_step call) to copy
+ * planes [z0, z1) of the states it computes into dst (count as for
+ * moelat_lattice_get_planes) before it returns: the planes a slab owner
+ * sends its neighbours. On a device the copy runs as soon as the chunks
+ * that write those planes are done, while the rest of the step runs (a
+ * slab's halo planes have chunks of their own, enqueued first); otherwise
+ * at the step's end. Up to 4 requests per step; a failed step drops them
+ * and leaves dst unspecified. */
+moelat_status moelat_lattice_deliver_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count);
 /* Halo depth: the largest |dz| of any stencil offset (at most
  * ceil(0.99 r)). A cell's update reads planes z - h .. z + h only. */
 int32_t moelat_lattice_halo_depth(const moelat_lattice *lat);
