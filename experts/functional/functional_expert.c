@@ -200,7 +200,7 @@ static int functional_host_cell(const moelat_host_cell *c) {
  * and functional_project on other devices, where CLBlast's kernels cost
  * more to build than they save; MOELAT_FUNCTIONAL_GEMM=clblast|kernel
  * chooses. cl_enqueue runs functional_output:
- * one work-group of work_group lanes per cells_per_group() chunk cells,
+ * one work-group of work_group lanes per cells_per_group(S) chunk cells,
  * everything of those cells in one kernel (no chunk scratch). */
 
 typedef struct functional_cl_state {
@@ -224,10 +224,13 @@ typedef struct functional_cl_state {
 
 /* Chunk cells per work-group of functional_output (functional.cl's FN_T):
  * MOELAT_FUNCTIONAL_CELLS (1..16, a tuning knob, read once when the plugin
- * loads and compiled into the kernel as FN_CELLS), else 1. */
+ * loads and compiled into the kernel as FN_CELLS), else by state size S,
+ * the rule functional.cl applies when FN_CELLS is 0. */
 static int g_cells; /* 0: unset */
 
-static size_t cells_per_group(void) { return g_cells > 0 ? (size_t)g_cells : 1; }
+static size_t auto_cells(int S) { return S >= 48 && S <= 96 ? 4 : 1; }
+
+static size_t cells_per_group(int S) { return g_cells > 0 ? (size_t)g_cells : auto_cells(S); }
 
 /* CLBlast for the projections' SGEMM: MOELAT_FUNCTIONAL_GEMM=clblast or
  * kernel, else on GPUs only. */
@@ -291,8 +294,8 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
     st->n_total = (cl_int)n;
     st->work_group = (size_t)wg;
-    st->cells_per_group = cells_per_group();
-    if (st->cells_per_group > 1)
+    st->cells_per_group = cells_per_group(setup->dims->state_size);
+    if (g_cells > 0)
         ec_log(MOELAT_LOG_INFO, "functional_output: %zu chunk cells per work-group (MOELAT_FUNCTIONAL_CELLS)",
                st->cells_per_group);
     st->prepare = ec_cl_kernel(setup->program, "functional_prepare");
