@@ -82,8 +82,12 @@ int ml_chunks_make_range(const int32_t dims[3], const int32_t size[3], int32_t z
 void ml_chunks_default_size(const int32_t dims[3], int S, uint64_t device_mem, int32_t size[3]) {
     /* Whole xy planes, as many z layers as keep a chunk's scratch (about
      * 12 floats of S per cell for aggregates and expert outputs) within an
-     * eighth of device memory, and at least 2 chunks along z when the
-     * lattice has the depth, so queues have work to overlap. */
+     * eighth of device memory. On a device, one chunk when it fits: two
+     * chunks for the queues to overlap measured slower on the H200 (debug
+     * 15^3 0.45 -> 0.33 ms, experiment 40^3 15.62 -> 15.38 ms;
+     * tools/bench/NOTES.md item 16). The host path keeps at least 2 along
+     * z when the lattice has the depth, so that a mixed step (auto mode)
+     * can split them. */
     size[0] = dims[0];
     size[1] = dims[1];
     uint64_t plane = (uint64_t)dims[0] * dims[1];
@@ -93,7 +97,9 @@ void ml_chunks_default_size(const int32_t dims[3], int S, uint64_t device_mem, i
     if (layers < 1)
         layers = 1;
     int32_t half = (dims[2] + 1) / 2;
-    if (layers > half)
+    if (!device_mem && layers > half)
         layers = half;
+    if (layers > dims[2])
+        layers = dims[2];
     size[2] = layers;
 }
