@@ -71,13 +71,18 @@ static void test_split_and_halo(void **state) {
     assert_non_null(strstr(err, "slab 1"));
 }
 
-static moelat_lattice *make(uint64_t seed) {
+/* mode < 0: the config's default. */
+static moelat_lattice *make_mode(uint64_t seed, int mode) {
     moelat_config cfg;
-    ts_config(&cfg, "debug", 9, 8, 7); /* r = 2.7: every band populated */
+    ts_config(&cfg, "debug", 9, 8, 7); /* r = 2.7: every band populated, halo 2 */
     cfg.seed = seed;
     cfg.threads = 2;
+    if (mode >= 0)
+        cfg.mode = (moelat_mode)mode;
     return ts_lattice(&cfg);
 }
+
+static moelat_lattice *make(uint64_t seed) { return make_mode(seed, -1); }
 
 static void test_active_planes(void **state) {
     (void)state;
@@ -212,12 +217,7 @@ static void group_vs_single(int n, int uneven) {
  * planes of a slab's own halo chunks arrive during the step. */
 static void deliver_case(moelat_mode mode) {
     uint64_t seed = ts_seed();
-    moelat_config cfg;
-    ts_config(&cfg, "debug", 9, 8, 7); /* r = 2.7, halo 2 */
-    cfg.seed = seed;
-    cfg.threads = 2;
-    cfg.mode = mode;
-    moelat_lattice *lat = ts_lattice(&cfg);
+    moelat_lattice *lat = make_mode(seed, mode);
     size_t plane = 9 * 8 * (size_t)moelat_state_size(lat), n = plane * 7;
     float *init = malloc(n * sizeof *init), *got = malloc(n * sizeof *got), *want = malloc(n * sizeof *want);
     assert_non_null(init);
