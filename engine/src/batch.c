@@ -546,8 +546,8 @@ int ml_batch_create(moelat_lattice *lat, ml_batch **out) {
         if (memcmp(size, lat->chunk_size, sizeof size) != 0) {
             ml_chunk *c;
             int n;
-            if (ml_chunks_make_range(lat->cfg.dims, size, lat->active_z0, lat->active_z1, moelat_lattice_halo_depth(lat), &c,
-                                     &n) == 0) {
+            int32_t halo = moelat_lattice_halo_depth(lat);
+            if (ml_chunks_make_range(lat->cfg.dims, size, lat->active_z0, lat->active_z1, halo, &c, &n) == 0) {
                 free(lat->chunks);
                 lat->chunks = c;
                 lat->n_chunks = n;
@@ -597,8 +597,8 @@ int ml_batch_create(moelat_lattice *lat, ml_batch **out) {
         ML_WARN("batch", "%s; retrying with chunks of %dx%dx%d", lat->err, size[0], size[1], size[2]);
         ml_chunk *c;
         int n;
-        if (ml_chunks_make_range(lat->cfg.dims, size, lat->active_z0, lat->active_z1, moelat_lattice_halo_depth(lat), &c,
-                                     &n) != 0)
+        int32_t halo = moelat_lattice_halo_depth(lat);
+        if (ml_chunks_make_range(lat->cfg.dims, size, lat->active_z0, lat->active_z1, halo, &c, &n) != 0)
             goto fail;
         free(lat->chunks);
         lat->chunks = c;
