@@ -212,9 +212,24 @@ static void group_vs_single(int n, int uneven) {
     free(dir);
 }
 
+/* A delivery's ready callback: what dst held when it was called. */
+typedef struct delivery {
+    const float *dst;
+    float *seen;
+    size_t n;
+    int calls;
+} delivery;
+
+static void delivered(void *arg) {
+    delivery *d = arg;
+    memcpy(d->seen, d->dst, d->n * sizeof(float));
+    d->calls++;
+}
+
 /* Planes a step delivers (moelat_lattice_deliver_planes) equal the new
- * states read after it, on the host and on the device; on the device the
- * planes of a slab's own halo chunks arrive during the step. */
+ * states read after it, on the host and on the device, and were in dst
+ * when ready was called (once per request); on the device the planes of a
+ * slab's own halo chunks arrive during the step. */
 static void deliver_case(moelat_mode mode) {
     uint64_t seed = ts_seed();
     moelat_lattice *lat = make_mode(seed, mode);
@@ -236,16 +251,28 @@ static void deliver_case(moelat_mode mode) {
     assert_true(lo[0] == 1 && hi[0] == 3 && lo[1] == 4 && hi[1] == 6);
     assert_int_equal(moelat_slab_sends(w0, w1, 3, 0, 2, lo, hi), 1); /* to slab 1 only */
     assert_true(lo[0] == 0 && hi[0] == 1);
+    float *seen = malloc(n * sizeof *seen);
+    assert_non_null(seen);
     for (int step = 0; step < 2; step++) {
         memset(got, 0xff, n * sizeof *got);
-        assert_int_equal(moelat_lattice_deliver_planes(lat, 2, 4, got + 2 * plane, 2 * plane), MOELAT_OK);
-        assert_int_equal(moelat_lattice_deliver_planes(lat, 4, 6, got + 4 * plane, 2 * plane), MOELAT_OK);
-        assert_int_equal(moelat_lattice_deliver_planes(lat, 0, 1, got, plane), MOELAT_OK);
+        delivery d[3] = {{got + 2 * plane, seen + 2 * plane, 2 * plane, 0},
+                         {got + 4 * plane, seen + 4 * plane, 2 * plane, 0},
+                         {got, seen, plane, 0}};
+        assert_int_equal(moelat_lattice_deliver_planes(lat, 2, 4, got + 2 * plane, 2 * plane, delivered, &d[0]),
+                         MOELAT_OK);
+        assert_int_equal(moelat_lattice_deliver_planes(lat, 4, 6, got + 4 * plane, 2 * plane, delivered, &d[1]),
+                         MOELAT_OK);
+        assert_int_equal(moelat_lattice_deliver_planes(lat, 0, 1, got, plane, delivered, &d[2]), MOELAT_OK);
         assert_int_equal(moelat_step(lat, 1), MOELAT_OK);
         assert_int_equal(moelat_lattice_get_planes(lat, 0, 7, want, n), MOELAT_OK);
         assert_memory_equal(got + 2 * plane, want + 2 * plane, 4 * plane * sizeof(float));
         assert_memory_equal(got, want, plane * sizeof(float));
+        for (int k = 0; k < 3; k++)
+            assert_int_equal(d[k].calls, 1);
+        assert_memory_equal(seen + 2 * plane, want + 2 * plane, 4 * plane * sizeof(float));
+        assert_memory_equal(seen, want, plane * sizeof(float));
     }
+    free(seen);
     if (mode == MOELAT_MODE_BATCH) {
         printf("# %llu planes delivered during their steps\n", (unsigned long long)lat->stats.planes_early);
         assert_int_equal(lat->stats.planes_early, 2 * 4);
@@ -253,12 +280,12 @@ static void deliver_case(moelat_mode mode) {
         assert_int_equal(lat->stats.planes_early, 0);
     }
     /* A request holds for one step only; bad requests name the problem. */
-    assert_int_equal(moelat_lattice_deliver_planes(lat, 0, 1, NULL, plane), MOELAT_ERR_INVALID);
+    assert_int_equal(moelat_lattice_deliver_planes(lat, 0, 1, NULL, plane, NULL, NULL), MOELAT_ERR_INVALID);
     assert_non_null(strstr(moelat_last_error(lat), "no buffer"));
-    assert_int_equal(moelat_lattice_deliver_planes(lat, 0, 2, got, plane), MOELAT_ERR_INVALID);
+    assert_int_equal(moelat_lattice_deliver_planes(lat, 0, 2, got, plane, NULL, NULL), MOELAT_ERR_INVALID);
     for (int i = 0; i < ML_MAX_DELIVER; i++)
-        assert_int_equal(moelat_lattice_deliver_planes(lat, 0, 1, got, plane), MOELAT_OK);
-    assert_int_equal(moelat_lattice_deliver_planes(lat, 0, 1, got, plane), MOELAT_ERR_INVALID);
+        assert_int_equal(moelat_lattice_deliver_planes(lat, 0, 1, got, plane, NULL, NULL), MOELAT_OK);
+    assert_int_equal(moelat_lattice_deliver_planes(lat, 0, 1, got, plane, NULL, NULL), MOELAT_ERR_INVALID);
     assert_non_null(strstr(moelat_last_error(lat), "at most"));
     moelat_lattice_destroy(lat);
     free(init);

@@ -1065,13 +1065,15 @@ static int chunk_wants_device(const moelat_lattice *lat, const ml_chunk *c) {
 /* The plane ranges a step reads back early (moelat_lattice_deliver_planes):
  * for each, the gate events of the device chunks that write its planes;
  * once the last of them is enqueued, a read on the transfer queue waits
- * for them while the rest of the step runs. */
+ * for them while the rest of the step runs, and the step's thread waits
+ * for the read (and calls the range's ready) before it waits for the rest. */
 typedef struct early_reads {
     int need[ML_MAX_DELIVER];     /* device chunks writing range r */
     int blocked[ML_MAX_DELIVER];  /* a host chunk writes some of it */
     int got[ML_MAX_DELIVER];
     int enqueued[ML_MAX_DELIVER];
     cl_event *wait[ML_MAX_DELIVER];
+    cl_event read[ML_MAX_DELIVER];
 } early_reads;
 
 static int chunk_meets(const ml_chunk *c, int32_t z0, int32_t z1) {
@@ -1139,7 +1141,7 @@ static void early_reads_chunk_done(moelat_lattice *lat, ml_batch *b, early_reads
         size_t off = plane * (size_t)lat->deliver[r].z0 * sizeof(float);
         size_t bytes = plane * (size_t)(lat->deliver[r].z1 - lat->deliver[r].z0) * sizeof(float);
         cl_int e = clEnqueueReadBuffer(b->ctx.transfer, b->states[1 - b->cur], CL_FALSE, off, bytes,
-                                       lat->deliver[r].dst, (cl_uint)er->got[r], er->wait[r], NULL);
+                                       lat->deliver[r].dst, (cl_uint)er->got[r], er->wait[r], &er->read[r]);
         if (e == CL_SUCCESS) {
             er->enqueued[r] = 1;
             clFlush(b->ctx.transfer);
@@ -1157,25 +1159,42 @@ static void early_reads_chunk_on_host(const moelat_lattice *lat, early_reads *er
             er->blocked[r] = 1;
 }
 
-/* Waits for the early reads; marks them delivered when the step (ok)
- * succeeded. Releases everything. */
-static void early_reads_end(moelat_lattice *lat, ml_batch *b, early_reads *er, int ok) {
-    int any = 0;
-    for (int r = 0; r < lat->n_deliver; r++)
-        any |= er->enqueued[r];
-    if (any && clFinish(b->ctx.transfer) != CL_SUCCESS) {
-        ML_WARN("batch", "finishing the early plane reads on %s failed: read after the step", lat->device_name);
-        ok = 0;
-    }
-    for (int r = 0; r < ML_MAX_DELIVER; r++) {
-        if (r < lat->n_deliver && er->enqueued[r] && ok) {
-            lat->deliver[r].done = 1;
-            lat->stats.planes_early += (uint64_t)(lat->deliver[r].z1 - lat->deliver[r].z0);
+/* Mid-step, on the step's thread: waits for each early read and hands its
+ * planes over (done, and the range's ready called) while the device still
+ * runs the other chunks. A read that failed is left to the step's end. */
+static void early_reads_wait(moelat_lattice *lat, early_reads *er) {
+    for (int r = 0; r < lat->n_deliver; r++) {
+        if (!er->enqueued[r] || lat->deliver[r].done)
+            continue;
+        if (clWaitForEvents(1, &er->read[r]) != CL_SUCCESS) {
+            ML_WARN("batch", "reading planes [%d, %d) early on %s failed: read after the step", lat->deliver[r].z0,
+                    lat->deliver[r].z1, lat->device_name);
+            continue;
         }
+        lat->deliver[r].done = 1;
+        lat->stats.planes_early += (uint64_t)(lat->deliver[r].z1 - lat->deliver[r].z0);
+        if (lat->deliver[r].ready)
+            lat->deliver[r].ready(lat->deliver[r].arg);
+    }
+}
+
+/* Ends the early reads: none may still write its buffer after the step
+ * returns (a failed step may not have waited for them). Releases
+ * everything. */
+static void early_reads_end(moelat_lattice *lat, ml_batch *b, early_reads *er) {
+    int any = 0;
+    for (int r = 0; r < ML_MAX_DELIVER; r++)
+        any |= er->enqueued[r];
+    if (any && clFinish(b->ctx.transfer) != CL_SUCCESS)
+        ML_WARN("batch", "finishing the early plane reads on %s failed", lat->device_name);
+    for (int r = 0; r < ML_MAX_DELIVER; r++) {
         for (int i = 0; i < er->got[r]; i++)
             clReleaseEvent(er->wait[r][i]);
         free(er->wait[r]);
+        if (er->read[r])
+            clReleaseEvent(er->read[r]);
         er->wait[r] = NULL;
+        er->read[r] = NULL;
         er->got[r] = 0;
         er->enqueued[r] = 0;
     }
@@ -1307,6 +1326,7 @@ int ml_batch_step(moelat_lattice *lat) {
         }
     }
     double host_ms = ml_now_ms() - th;
+    early_reads_wait(lat, &early);
     for (int q = 0; q < b->ctx.n_queues; q++)
         if (cl_check(lat, clFinish(b->ctx.queues[q]), "finishing the step"))
             rc = -1;
@@ -1337,7 +1357,7 @@ int ml_batch_step(moelat_lattice *lat) {
         lat->device_owns_states = 1;
         goto fail;
     }
-    early_reads_end(lat, b, &early, 1);
+    early_reads_end(lat, b, &early);
     b->cur = 1 - b->cur;
     lat->device_owns_states = 1;
     free(host_ids);
@@ -1345,7 +1365,7 @@ int ml_batch_step(moelat_lattice *lat) {
     return 0;
 fail:
     b->check_pending = 0;
-    early_reads_end(lat, b, &early, 0); /* the reads may still write their buffers: wait */
+    early_reads_end(lat, b, &early);
     if (b->step_start) {
         /* Its work may still run; the event only loses our reference. */
         clReleaseEvent(b->step_start);
@@ -1391,7 +1411,10 @@ moelat_status ml_batch_verify_sample(moelat_lattice *lat) {
     int thr = lat->batch_threshold;
     lat->batch_threshold = 0;
     lat->batch = b;
+    int n_deliver = lat->n_deliver; /* the caller's next step delivers, not this one */
+    lat->n_deliver = 0;
     int rc = ml_batch_step(lat);
+    lat->n_deliver = n_deliver;
     lat->batch_threshold = thr;
     lat->mode = saved_mode;
     lat->stats = saved_stats;

@@ -202,7 +202,7 @@ static void *slab_step(void *arg) {
     int n_sends = moelat_slab_sends(g->z0, g->z1, g->n, i, g->halo, lo, hi);
     for (int k = 0; k < n_sends && s->st == MOELAT_OK; k++)
         s->st = moelat_lattice_deliver_planes(s->lat, lo[k], hi[k], g->buf + (size_t)lo[k] * g->plane,
-                                              (size_t)(hi[k] - lo[k]) * g->plane);
+                                              (size_t)(hi[k] - lo[k]) * g->plane, NULL, NULL);
     s->st = s->st == MOELAT_OK ? moelat_step(s->lat, 1) : ml_finish_deliveries(s->lat, s->st);
     s->last_ms = ml_now_ms() - t0;
     if (s->st != MOELAT_OK)

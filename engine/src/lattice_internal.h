@@ -81,7 +81,9 @@ struct moelat_lattice {
     struct {
         int32_t z0, z1;
         float *dst;
-        int done;
+        moelat_planes_ready ready;
+        void *arg;
+        int done; /* dst holds the planes and ready was called */
     } deliver[ML_MAX_DELIVER];
     int n_deliver;
     int32_t chunk_size[3];

@@ -69,7 +69,8 @@ moelat_status moelat_lattice_get_planes(moelat_lattice *lat, int32_t z0, int32_t
     return MOELAT_OK;
 }
 
-moelat_status moelat_lattice_deliver_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count) {
+moelat_status moelat_lattice_deliver_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count,
+                                            moelat_planes_ready ready, void *arg) {
     size_t off = 0;
     moelat_status st = plane_range(lat, z0, z1, count, &off, "deliver planes");
     if (st != MOELAT_OK || count == 0)
@@ -81,20 +82,28 @@ moelat_status moelat_lattice_deliver_planes(moelat_lattice *lat, int32_t z0, int
     lat->deliver[lat->n_deliver].z0 = z0;
     lat->deliver[lat->n_deliver].z1 = z1;
     lat->deliver[lat->n_deliver].dst = dst;
+    lat->deliver[lat->n_deliver].ready = ready;
+    lat->deliver[lat->n_deliver].arg = arg;
     lat->deliver[lat->n_deliver].done = 0;
     lat->n_deliver++;
     return MOELAT_OK;
 }
 
 /* After a step: the requested planes the device did not read during it,
- * from wherever the new states live; the requests end with the step. */
+ * from wherever the new states live, and every ready not yet called
+ * (also after a failed step); the requests end with the step. */
 moelat_status ml_finish_deliveries(moelat_lattice *lat, moelat_status step) {
     moelat_status st = step;
     size_t plane = (size_t)lat->X * lat->Y * (size_t)lat->S;
-    for (int i = 0; i < lat->n_deliver && st == MOELAT_OK; i++)
-        if (!lat->deliver[i].done)
+    for (int i = 0; i < lat->n_deliver; i++) {
+        if (lat->deliver[i].done)
+            continue;
+        if (st == MOELAT_OK)
             st = moelat_lattice_get_planes(lat, lat->deliver[i].z0, lat->deliver[i].z1, lat->deliver[i].dst,
                                            plane * (size_t)(lat->deliver[i].z1 - lat->deliver[i].z0));
+        if (lat->deliver[i].ready)
+            lat->deliver[i].ready(lat->deliver[i].arg);
+    }
     lat->n_deliver = 0;
     return st;
 }

@@ -5,6 +5,7 @@
  * Every rank holds a whole lattice (same config and weights) so that the
  * boundaries and the input face stay global. */
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@ typedef struct rank_ctx {
     float *buf;            /* total floats: staging for halos, gathers, broadcasts */
     moelat_slab_info info;
     uint64_t last_ckpt;    /* step of the last checkpoint saved or resumed */
+    int threads;           /* MPI allows a stepping thread beside the main one */
 } rank_ctx;
 
 int run_mpi_launched(void) { return getenv("OMPI_COMM_WORLD_SIZE") != NULL || getenv("PMI_SIZE") != NULL; }
@@ -107,28 +109,85 @@ static int gather_states(rank_ctx *r) {
     return all_ok(r, ok) ? 0 : -1;
 }
 
-/* Before a step: the planes this rank sends are delivered by the step into
- * r->buf (on a device, read while its interior chunks still run). */
-static int request_sends(rank_ctx *r) {
-    int32_t lo[2], hi[2];
-    int n = moelat_slab_sends(r->z0, r->z1, r->size, r->rank, r->halo, lo, hi);
-    for (int k = 0; k < n; k++)
-        if (moelat_lattice_deliver_planes(r->lat, lo[k], hi[k], r->buf + (size_t)lo[k] * r->plane,
-                                          (size_t)(hi[k] - lo[k]) * r->plane) != MOELAT_OK)
-            return -1;
-    return 0;
+/* One step and its halo exchange, overlapped: this rank's receives are
+ * posted first, the step runs on a thread of its own (when MPI allows
+ * threads, r->threads), and each send goes out as soon as the step has
+ * delivered its planes into r->buf (moelat_lattice_deliver_planes' ready
+ * callback: on a device while the interior chunks still run). Every send
+ * is posted even when the step fails (its buffer is then stale), so that
+ * no peer waits for a message that never comes; the ranks agree on the
+ * step's status afterwards. Send and receive ranges of different peers
+ * never overlap, so r->buf stages both. */
+typedef struct step_run {
+    moelat_lattice *lat;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int ready[2];   /* send range k is in r->buf (or the step failed) */
+    int done, ok;   /* the step returned, and how */
+    double step_ms; /* its own time, for the throughput */
+    double done_at;
+} step_run;
+
+typedef struct ready_arg {
+    step_run *run;
+    int k;
+} ready_arg;
+
+static void send_range_ready(void *arg) {
+    ready_arg *a = arg;
+    pthread_mutex_lock(&a->run->mu);
+    a->run->ready[a->k] = 1;
+    pthread_cond_broadcast(&a->run->cv);
+    pthread_mutex_unlock(&a->run->mu);
 }
 
-/* The halo exchange after a step: planes this rank owns (which the step
- * delivered into r->buf) go to each rank whose halo holds them; planes it
- * reads come from their owners. Send and receive ranges of different peers
- * never overlap, so r->buf stages both. */
-static int exchange_halos(rank_ctx *r) {
+static void *step_thread(void *arg) {
+    step_run *sr = arg;
+    double t0 = now_ms();
+    int ok = moelat_step(sr->lat, 1) == MOELAT_OK;
+    pthread_mutex_lock(&sr->mu);
+    sr->ok = ok;
+    sr->done = 1;
+    sr->done_at = now_ms();
+    sr->step_ms = sr->done_at - t0;
+    pthread_cond_broadcast(&sr->cv);
+    pthread_mutex_unlock(&sr->mu);
+    return NULL;
+}
+
+/* Waits until send range k is ready (k < 0: until the step is done),
+ * driving MPI's progress on the n posted requests meanwhile. */
+static void wait_step(step_run *sr, int k, MPI_Request *req, int n) {
+    pthread_mutex_lock(&sr->mu);
+    while (!sr->done && (k < 0 || !sr->ready[k])) {
+        pthread_mutex_unlock(&sr->mu);
+        int flag = 0;
+        if (n > 0)
+            MPI_Testall(n, req, &flag, MPI_STATUSES_IGNORE); /* progress only: Waitall reports errors */
+        pthread_mutex_lock(&sr->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200000; /* 0.2 ms */
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        if (!sr->done && (k < 0 || !sr->ready[k]))
+            pthread_cond_timedwait(&sr->cv, &sr->mu, &ts);
+    }
+    pthread_mutex_unlock(&sr->mu);
+}
+
+/* Returns 0, or -1 when an MPI call failed (named on stderr); *step_ok
+ * says whether this rank's step succeeded, *step_ms how long it took,
+ * *done_at when it returned. */
+static int step_exchange(rank_ctx *r, int *step_ok, double *step_ms, double *done_at) {
     int me = r->rank, n = 0, ok = 1;
     MPI_Request *req = malloc((size_t)2 * r->size * sizeof *req);
     if (!req) {
         fprintf(stderr, "moelat-engine run: rank %d: out of memory\n", me);
-        return all_ok(r, 0) ? 0 : -1;
+        *step_ok = 0;
+        return -1;
     }
     for (int j = 0; j < r->size && ok; j++) {
         int32_t lo, hi;
@@ -145,28 +204,67 @@ static int exchange_halos(rank_ctx *r) {
                         "MPI_Irecv", me);
         n += ok;
     }
+    step_run sr;
+    memset(&sr, 0, sizeof sr);
+    sr.lat = r->lat;
+    pthread_mutex_init(&sr.mu, NULL);
+    pthread_cond_init(&sr.cv, NULL);
+    int32_t lo[2], hi[2];
+    ready_arg args[2];
+    int n_sends = moelat_slab_sends(r->z0, r->z1, r->size, me, r->halo, lo, hi), asked = 1;
+    for (int k = 0; k < n_sends && asked; k++) {
+        args[k] = (ready_arg){&sr, k};
+        asked = moelat_lattice_deliver_planes(r->lat, lo[k], hi[k], r->buf + (size_t)lo[k] * r->plane,
+                                              (size_t)(hi[k] - lo[k]) * r->plane, send_range_ready,
+                                              &args[k]) == MOELAT_OK;
+    }
+    pthread_t th;
+    int threaded = 0;
+    if (!asked) {
+        sr.done = 1; /* no step: the sends go out stale, the ranks stop together */
+    } else {
+        threaded = r->threads && pthread_create(&th, NULL, step_thread, &sr) == 0;
+        if (!threaded)
+            step_thread(&sr);
+    }
     for (int j = 0; j < r->size && ok; j++) {
-        int32_t lo, hi;
-        if (!moelat_slab_halo(r->z0, r->z1, me, j, r->halo, &lo, &hi))
+        int32_t a, b;
+        if (!moelat_slab_halo(r->z0, r->z1, me, j, r->halo, &a, &b))
             continue;
-        size_t cnt = (size_t)(hi - lo) * r->plane;
-        float *p = r->buf + (size_t)lo * r->plane;
+        size_t cnt = (size_t)(b - a) * r->plane;
         if (cnt > INT_MAX) {
             lat_error(r, "halo exceeds one MPI message");
             ok = 0;
             break;
         }
-        ok = !mpi_check(MPI_Isend(p, (int)cnt, MPI_FLOAT, j, 2, MPI_COMM_WORLD, &req[n]), "MPI_Isend", me);
+        int k = n_sends > 1 && a >= lo[1] ? 1 : 0; /* the delivered range holding [a, b) */
+        wait_step(&sr, k, req, n);
+        ok = !mpi_check(MPI_Isend(r->buf + (size_t)a * r->plane, (int)cnt, MPI_FLOAT, j, 2, MPI_COMM_WORLD, &req[n]),
+                        "MPI_Isend", me);
         n += ok;
     }
+    wait_step(&sr, -1, req, n);
+    if (threaded)
+        pthread_join(th, NULL);
     /* Complete what was posted even after a failure, so no buffer is
      * left in flight. */
     if (n > 0 && mpi_check(MPI_Waitall(n, req, MPI_STATUSES_IGNORE), "MPI_Waitall", me))
         ok = 0;
     free(req);
+    pthread_cond_destroy(&sr.cv);
+    pthread_mutex_destroy(&sr.mu);
+    *step_ok = sr.ok;
+    *step_ms = sr.step_ms;
+    *done_at = sr.done_at ? sr.done_at : now_ms();
+    return ok ? 0 : -1;
+}
+
+/* After an agreed step: the received halo planes into the lattice. */
+static int take_halos(rank_ctx *r) {
+    int ok = 1;
     for (int j = 0; j < r->size && ok; j++) {
         int32_t lo, hi;
-        if (!moelat_slab_halo(r->z0, r->z1, j, me, r->halo, &lo, &hi))
+        if (!moelat_slab_halo(r->z0, r->z1, j, r->rank, r->halo, &lo, &hi))
             continue;
         if (moelat_lattice_set_planes(r->lat, lo, hi, r->buf + (size_t)lo * r->plane,
                                       (size_t)(hi - lo) * r->plane) != MOELAT_OK) {
@@ -311,26 +409,27 @@ static int save_checkpoint(rank_ctx *r, const run_opts *o) {
  * included (the ranks keep step with each other through it). */
 static int run_steps(rank_ctx *r, const run_opts *o, const moelat_config *cfg, double *step_ms) {
     for (long long s = 0; s < o->steps; s++) {
-        double t0 = now_ms();
-        int ok = request_sends(r) == 0 && moelat_step(r->lat, 1) == MOELAT_OK;
-        double t1 = now_ms();
+        double t0 = now_ms(), own_ms = 0, done_at = 0;
+        int ok = 0;
+        int mpi_ok = step_exchange(r, &ok, &own_ms, &done_at) == 0;
         if (!ok)
             lat_error(r, "");
-        if (!all_ok(r, ok)) {
+        if (!all_ok(r, ok && mpi_ok)) {
+            if (ok && !mpi_ok)
+                return -1; /* the step was fine: its states are not the failing ones */
             if (o->save_state && save_states(r, cfg, o->save_state) == 0 && r->rank == 0)
                 fprintf(stderr, "moelat-engine run: states at the failing step saved to %s\n", o->save_state);
             return -1;
         }
-        double th = now_ms();
-        if (exchange_halos(r) != 0)
+        if (take_halos(r) != 0)
             return -1;
         double t2 = now_ms();
         step_ms[s] = t2 - t0;
         r->info.steps++;
         r->info.step_ms += t2 - t0;
-        r->info.halo_ms += t2 - th;
+        r->info.halo_ms += t2 - done_at; /* the exchange left after the step */
         double cells = (double)r->plane / cfg->state_size * (r->z1[r->rank] - r->z0[r->rank]);
-        r->info.cells_per_ms = t1 > t0 ? cells / (t1 - t0) : 0;
+        r->info.cells_per_ms = own_ms > 0 ? cells / own_ms : 0;
         if (s == 0 && !o->slab_weights && r->size > 1 && balance(r) != 0)
             return -1;
         if (o->ckpt_every && moelat_step_count(r->lat) % (uint64_t)o->ckpt_every == 0) {
@@ -465,12 +564,16 @@ static int run_rank(rank_ctx *r, const moelat_config *cfg_in, const run_opts *o)
 }
 
 int run_mpi(const moelat_config *cfg, const run_opts *o) {
-    if (mpi_check(MPI_Init(NULL, NULL), "MPI_Init", -1))
+    /* Only the main thread calls MPI; a step runs on a thread of its own
+     * (step_exchange) when the library allows that. */
+    int provided = MPI_THREAD_SINGLE;
+    if (mpi_check(MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread", -1))
         return 1;
     /* Errors come back as codes, so every call can be checked and named. */
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     rank_ctx r;
     memset(&r, 0, sizeof r);
+    r.threads = provided >= MPI_THREAD_FUNNELED;
     int rc = 1;
     if (mpi_check(MPI_Comm_rank(MPI_COMM_WORLD, &r.rank), "MPI_Comm_rank", -1) == 0 &&
         mpi_check(MPI_Comm_size(MPI_COMM_WORLD, &r.size), "MPI_Comm_size", r.rank) == 0) {

@@ -228,9 +228,15 @@ moelat_status moelat_lattice_set_planes(moelat_lattice *lat, int32_t z0, int32_t
  * sends its neighbours. On a device the copy runs as soon as the chunks
  * that write those planes are done, while the rest of the step runs (a
  * slab's halo planes have chunks of their own, enqueued first); otherwise
- * at the step's end. Up to 4 requests per step; a failed step drops them
- * and leaves dst unspecified. */
-moelat_status moelat_lattice_deliver_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count);
+ * at the step's end. ready (may be NULL) is then called with arg, once,
+ * on the thread running moelat_step and before it returns: as soon as dst
+ * holds the planes, so that a caller stepping on another thread can send
+ * them on while the step goes on (the MPI runner does). A failed step
+ * still calls it, with dst unspecified: moelat_step's status says which.
+ * Up to 4 requests per step. */
+typedef void (*moelat_planes_ready)(void *arg);
+moelat_status moelat_lattice_deliver_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count,
+                                            moelat_planes_ready ready, void *arg);
 /* Halo depth: the largest |dz| of any stencil offset (at most
  * ceil(0.99 r)). A cell's update reads planes z - h .. z + h only. */
 int32_t moelat_lattice_halo_depth(const moelat_lattice *lat);
