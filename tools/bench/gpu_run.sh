@@ -11,6 +11,14 @@
 # or more GPUs the scaling table (tools/bench/scaling.sh).
 set -eu
 cd "$(dirname "$0")/../.."
+# Packages beyond OpenCL and CLBlast that the machine lacks (jansson,
+# xxhash: tools/bench/gpu_debs.sh puts them in .device/extra), unpacked
+# beside opencl-env.sh's, with their pkg-config files pointed there.
+if ls .device/extra/*.deb >/dev/null 2>&1; then
+    for f in .device/extra/*.deb; do dpkg -x "$f" /tmp/ocl; done
+    sed -i 's|^prefix=/usr$|prefix=/tmp/ocl/usr|' /tmp/ocl/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc
+    export PKG_CONFIG_PATH=/tmp/ocl/usr/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+fi
 B=${MOELAT_GPU_BUILD:-/tmp/moelat-build}
 if [ ! -f "$B/build.ninja" ]; then
     cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOELAT_BUILD_TESTS=OFF >/dev/null
