@@ -41,15 +41,37 @@ __kernel void ml_row_prefix(__global const float *states, int4 dims, int2 rows, 
     }
 }
 
+/* Aggregation works on ML_AGG_V consecutive state values per work-item
+ * (the host passes 4 when S is a multiple of 4, else 1): the kernel's time
+ * follows its instructions per endpoint (the table read, the clamp, the
+ * address, the branches; tools/bench/NOTES.md items 20-21), which a
+ * vector of values shares. */
+#ifndef ML_AGG_V
+#define ML_AGG_V 1
+#endif
+#if ML_AGG_V == 4
+typedef float4 ml_aggf;
+#define ML_AGG_LOAD(p) vload4(0, (p))
+#define ML_AGG_STORE(v, p) vstore4((v), 0, (p))
+#define ML_AGG_FINITE(v) all(isfinite(v))
+#elif ML_AGG_V == 1
+typedef float ml_aggf;
+#define ML_AGG_LOAD(p) (*(p))
+#define ML_AGG_STORE(v, p) (*(p) = (v))
+#define ML_AGG_FINITE(v) isfinite(v)
+#else
+#error "ML_AGG_V must be 1 or 4"
+#endif
+
 /* Adds n and |n| over x in (e0, e1] of the row starting at cell `first`,
  * read directly from the states: used where a prefix difference is not
  * finite (a NaN or Inf earlier in the row poisons every later prefix; the
  * reference sees it only in the runs that hold it). */
-inline void ml_row_direct(__global const float *states, size_t first, int e0, int e1, int s, float *sum,
-                          float *abs_sum) {
-    float t = 0.0f, ta = 0.0f;
+inline void ml_row_direct(__global const float *states, size_t first, int e0, int e1, int s, ml_aggf *sum,
+                          ml_aggf *abs_sum) {
+    ml_aggf t = 0.0f, ta = 0.0f;
     for (int x = e0 + 1; x <= e1; x++) {
-        float v = states[(first + x) * MOELAT_S + s];
+        ml_aggf v = ML_AGG_LOAD(states + (first + x) * MOELAT_S + s);
         t += v;
         ta += fabs(v);
     }
@@ -60,14 +82,14 @@ inline void ml_row_direct(__global const float *states, size_t first, int e0, in
 /* Band sums read neighbour by neighbour (lanes over s): for bands the run
  * table cannot express, or every band when the prefix buffers are absent. */
 inline void ml_band_direct(__global const float *states, int4 dims, int4 cell, __global const int4 *off, int n_off,
-                           int s, float *sum, float *abs_sum, int *count) {
-    float t = 0.0f, ta = 0.0f;
+                           int s, ml_aggf *sum, ml_aggf *abs_sum, int *count) {
+    ml_aggf t = 0.0f, ta = 0.0f;
     int c = 0;
     for (int j = 0; j < n_off; j++) {
         int n = ml_neighbour_index(dims, cell, off[j]);
         if (n < 0)
             continue;
-        float v = states[(size_t)n * MOELAT_S + s];
+        ml_aggf v = ML_AGG_LOAD(states + (size_t)n * MOELAT_S + s);
         t += v;
         ta += fabs(v);
         c++;
@@ -77,8 +99,8 @@ inline void ml_band_direct(__global const float *states, int4 dims, int4 cell, _
     *count = c;
 }
 
-/* One work-item per (chunk cell, s), s fastest: the lanes of a warp read
- * consecutive floats of the prefix rows. direct: bit k set when band k is
+/* One work-item per (chunk cell, ML_AGG_V values s .. s + V - 1), s
+ * fastest: the lanes of a warp read consecutive floats of the prefix rows. direct: bit k set when band k is
  * summed neighbour by neighbour from off_k instead of the run table. No
  * barriers: work-items past n_cells * S return early. */
 __kernel void ml_aggregate(__global const float *states, __global const float *pre_n, __global const float *pre_a,
@@ -92,14 +114,14 @@ __kernel void ml_aggregate(__global const float *states, __global const float *p
                            __global int *cnt0, __global int *cnt1, __global int *cnt2,
                            __global float *nu) {
     size_t g = get_global_id(0);
-    if (g >= (size_t)n_cells * MOELAT_S)
+    if (g >= (size_t)n_cells * (MOELAT_S / ML_AGG_V))
         return;
-    int c = (int)(g / MOELAT_S), s = (int)(g % MOELAT_S);
+    int c = (int)(g / (MOELAT_S / ML_AGG_V)), s = (int)(g % (MOELAT_S / ML_AGG_V)) * ML_AGG_V;
     int4 cell = ml_chunk_cell(c, origin, extent);
     int last = dims.x - 1;
     /* Three scalars per band, not arrays: a band index from the table
      * would make a private array dynamically indexed (spilled). */
-    float sum0 = 0.0f, sum1 = 0.0f, sum2 = 0.0f, as0 = 0.0f, as1 = 0.0f, as2 = 0.0f;
+    ml_aggf sum0 = 0.0f, sum1 = 0.0f, sum2 = 0.0f, as0 = 0.0f, as1 = 0.0f, as2 = 0.0f;
     int c0 = 0, c1 = 0, c2 = 0;
     for (int r = 0; r < n_rows; r++) {
         int4 row = rows[r];
@@ -110,17 +132,17 @@ __kernel void ml_aggregate(__global const float *states, __global const float *p
         __global const float *pn = pre_n + first * MOELAT_S + s;
         __global const float *pa = pre_a + first * MOELAT_S + s;
         int e = clamp(cell.x + segs[row.z].x, -1, last);
-        float q = e >= 0 ? pn[(size_t)e * MOELAT_S] : 0.0f;
-        float qa = e >= 0 ? pa[(size_t)e * MOELAT_S] : 0.0f;
+        ml_aggf q = e >= 0 ? ML_AGG_LOAD(pn + (size_t)e * MOELAT_S) : 0.0f;
+        ml_aggf qa = e >= 0 ? ML_AGG_LOAD(pa + (size_t)e * MOELAT_S) : 0.0f;
         for (int j = row.z + 1; j < row.w; j++) {
             int2 sg = segs[j];
             int e2 = clamp(cell.x + sg.x, -1, last);
             if (e2 == e)
                 continue; /* clipped away: empty run, the endpoint stays */
-            float q2 = pn[(size_t)e2 * MOELAT_S], qa2 = pa[(size_t)e2 * MOELAT_S];
+            ml_aggf q2 = ML_AGG_LOAD(pn + (size_t)e2 * MOELAT_S), qa2 = ML_AGG_LOAD(pa + (size_t)e2 * MOELAT_S);
             if (sg.y >= 0) {
-                float d = q2 - q, da = qa2 - qa;
-                if (!isfinite(d) || !isfinite(da))
+                ml_aggf d = q2 - q, da = qa2 - qa;
+                if (!ML_AGG_FINITE(d) || !ML_AGG_FINITE(da))
                     ml_row_direct(states, first, e, e2, s, &d, &da);
                 int n = e2 - e;
                 if (sg.y == 0) {
@@ -152,14 +174,14 @@ __kernel void ml_aggregate(__global const float *states, __global const float *p
     float inv0 = c0 > 0 ? 1.0f / (float)c0 : 0.0f;
     float inv1 = c1 > 0 ? 1.0f / (float)c1 : 0.0f;
     float inv2 = c2 > 0 ? 1.0f / (float)c2 : 0.0f;
-    mean0[at] = sum0 * inv0;
-    mean1[at] = sum1 * inv1;
-    mean2[at] = sum2 * inv2;
-    abs0[at] = as0 * inv0;
-    abs1[at] = as1 * inv1;
-    abs2[at] = as2 * inv2;
+    ML_AGG_STORE(sum0 * inv0, mean0 + at);
+    ML_AGG_STORE(sum1 * inv1, mean1 + at);
+    ML_AGG_STORE(sum2 * inv2, mean2 + at);
+    ML_AGG_STORE(as0 * inv0, abs0 + at);
+    ML_AGG_STORE(as1 * inv1, abs1 + at);
+    ML_AGG_STORE(as2 * inv2, abs2 + at);
     int all = c0 + c1 + c2;
-    nu[at] = all > 0 ? (sum0 + sum1 + sum2) / (float)all : 0.0f;
+    ML_AGG_STORE(all > 0 ? (sum0 + sum1 + sum2) / (float)all : (ml_aggf)0.0f, nu + at);
     if (s == 0) {
         cnt0[c] = c0;
         cnt1[c] = c1;

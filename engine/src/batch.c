@@ -68,6 +68,15 @@ struct ml_batch {
     const moelat_expert_descriptor *desc[MOELAT_BANDS]; /* to release expert_state */
 };
 
+/* State values per work-item of ml_aggregate (moelat_step.cl's ML_AGG_V):
+ * a float4 when S allows. */
+static int aggregate_vector(const moelat_lattice *lat) { return lat->S % 4 == 0 ? 4 : 1; }
+
+/* Work-items of ml_aggregate for chunk c. */
+static size_t aggregate_items(const moelat_lattice *lat, const ml_chunk *c) {
+    return (size_t)c->n_cells * (size_t)(lat->S / aggregate_vector(lat));
+}
+
 static int cl_check(moelat_lattice *lat, cl_int rc, const char *what) {
     if (rc == CL_SUCCESS)
         return 0;
@@ -499,8 +508,8 @@ static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
     snprintf(src, len, "%s\n%s", helpers, step);
     char opts[1024];
     const char *extra = getenv("MOELAT_CL_OPTIONS");
-    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_GH=%d -D MOELAT_WG=%d %s", lat->S,
-             lat->gate_hidden, b->work_group, extra ? extra : "");
+    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_GH=%d -D MOELAT_WG=%d -D ML_AGG_V=%d %s",
+             lat->S, lat->gate_hidden, b->work_group, aggregate_vector(lat), extra ? extra : "");
     int rc = mlcl_build_program(&b->ctx, "moelat_step.cl", src, opts, &b->program, lat->err, sizeof lat->err);
     free(src);
     if (rc != 0)
@@ -881,7 +890,7 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
     int nq = b->ctx.n_queues;
     cl_command_queue q = b->ctx.queues[qi % nq];
     size_t local = (size_t)b->work_group;
-    size_t global = round_to_wg(b, (size_t)c->n_cells * lat->S);
+    size_t global = round_to_wg(b, aggregate_items(lat, c));
     cl_event agg = NULL, gate = NULL, ex[MOELAT_BANDS] = {NULL, NULL, NULL};
     int rc = -1;
     cl_int e;
@@ -1488,7 +1497,7 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
     if (cl_check(lat, e, "enqueueing ml_row_prefix"))
         return -1;
     size_t local = (size_t)b->work_group;
-    global = round_to_wg(b, (size_t)c->n_cells * lat->S);
+    global = round_to_wg(b, aggregate_items(lat, c));
     e = set_aggregate_args(b, lat, c, s);
     if (e == CL_SUCCESS)
         e = clEnqueueNDRangeKernel(q, b->k_aggregate, 1, NULL, &global, &local, 0, NULL, NULL);
