@@ -42,7 +42,8 @@ __kernel void ml_row_prefix(__global const float *states, int4 dims, int2 rows, 
 }
 
 /* Aggregation works on ML_AGG_V consecutive state values per work-item
- * (the host passes 4 when S is a multiple of 4, else 1): the kernel's time
+ * (the host passes 4 when S is a multiple of 4, else 1; MOELAT_AGG_VECTOR
+ * tunes it): the kernel's time
  * follows its instructions per endpoint (the table read, the clamp, the
  * address, the branches; tools/bench/NOTES.md items 20-21), which a
  * vector of values shares. */
@@ -54,13 +55,23 @@ typedef float4 ml_aggf;
 #define ML_AGG_LOAD(p) vload4(0, (p))
 #define ML_AGG_STORE(v, p) vstore4((v), 0, (p))
 #define ML_AGG_FINITE(v) all(isfinite(v))
+#elif ML_AGG_V == 8
+typedef float8 ml_aggf;
+#define ML_AGG_LOAD(p) vload8(0, (p))
+#define ML_AGG_STORE(v, p) vstore8((v), 0, (p))
+#define ML_AGG_FINITE(v) all(isfinite(v))
+#elif ML_AGG_V == 16
+typedef float16 ml_aggf;
+#define ML_AGG_LOAD(p) vload16(0, (p))
+#define ML_AGG_STORE(v, p) vstore16((v), 0, (p))
+#define ML_AGG_FINITE(v) all(isfinite(v))
 #elif ML_AGG_V == 1
 typedef float ml_aggf;
 #define ML_AGG_LOAD(p) (*(p))
 #define ML_AGG_STORE(v, p) (*(p) = (v))
 #define ML_AGG_FINITE(v) isfinite(v)
 #else
-#error "ML_AGG_V must be 1 or 4"
+#error "ML_AGG_V must be 1, 4, 8 or 16"
 #endif
 
 /* Adds n and |n| over x in (e0, e1] of the row starting at cell `first`,

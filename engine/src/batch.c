@@ -69,8 +69,19 @@ struct ml_batch {
 };
 
 /* State values per work-item of ml_aggregate (moelat_step.cl's ML_AGG_V):
- * a float4 when S allows. */
-static int aggregate_vector(const moelat_lattice *lat) { return lat->S % 4 == 0 ? 4 : 1; }
+ * a float4 when S allows, or MOELAT_AGG_VECTOR (a tuning knob: 1, 4, 8 or
+ * 16 dividing S; tools/bench/NOTES.md items 21-22). */
+static int aggregate_vector(const moelat_lattice *lat) {
+    const char *env = getenv("MOELAT_AGG_VECTOR");
+    if (env && *env) {
+        int v = atoi(env);
+        if ((v == 1 || v == 4 || v == 8 || v == 16) && lat->S % v == 0)
+            return v;
+        ML_WARN("batch", "MOELAT_AGG_VECTOR=%s is not 1, 4, 8 or 16 dividing the state size %d: ignored", env,
+                lat->S);
+    }
+    return lat->S % 4 == 0 ? 4 : 1;
+}
 
 /* Work-items of ml_aggregate for chunk c. */
 static size_t aggregate_items(const moelat_lattice *lat, const ml_chunk *c) {
