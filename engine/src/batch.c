@@ -49,8 +49,6 @@ struct ml_batch {
     cl_mem params[MOELAT_BANDS];
     cl_mem gate;
     cl_mem check; /* the gate's finite check: {cells, lowest cell} */
-    cl_int check_result[2]; /* its copy, read at the end of the step's queue 0 */
-    int check_pending;      /* check_result is being read this step */
     /* Aggregation by row prefix sums (see moelat_step.cl): the run table
      * built from the stencil, and the prefix sums of n and |n|, N*S floats
      * each. direct: bit k when band k is summed neighbour by neighbour (all
@@ -1027,33 +1025,18 @@ static int begin_device_step(moelat_lattice *lat, ml_batch *b, step_events *se) 
     return 0;
 }
 
-/* Enqueues the finite check's read after every gate of the step (each
- * chunk set's last gate follows the earlier ones of its set), so that the
- * step's final clFinish covers it: no second round trip to the device,
- * about 30 us of a 0.4 ms debug step. Returns 1 when enqueued. */
-static int enqueue_check_read(ml_batch *b) {
-    cl_event wait[MAX_SETS];
-    cl_uint n = 0;
-    for (int k = 0; k < b->n_sets; k++)
-        if (b->sets[k].last)
-            wait[n++] = b->sets[k].last;
-    return clEnqueueReadBuffer(b->ctx.queues[0], b->check, CL_FALSE, 0, sizeof b->check_result, b->check_result, n,
-                               n ? wait : NULL, NULL) == CL_SUCCESS;
-}
-
 /* Reads the finite check the device chunks' gates filled (host chunks
- * stop on a non-finite value themselves): the copy enqueued with the step
- * when there is one (the queues are finished), else now. */
+ * stop on a non-finite value themselves). A blocking read after the
+ * step's clFinish: a non-blocking read enqueued with the step into
+ * ordinary memory cost ~70 us more per step on NVIDIA (the driver stages
+ * it), and into pinned memory it gained nothing (tools/bench/NOTES.md
+ * item 23). */
 static int check_finite(moelat_lattice *lat, ml_batch *b) {
+    cl_command_queue q = b->ctx.queues[0];
     cl_int res[2];
-    if (b->check_pending) {
-        b->check_pending = 0;
-        memcpy(res, b->check_result, sizeof res);
-    } else {
-        cl_int e = clEnqueueReadBuffer(b->ctx.queues[0], b->check, CL_TRUE, 0, sizeof res, res, 0, NULL, NULL);
-        if (cl_check(lat, e, "checking states for NaN and Inf"))
-            return -1;
-    }
+    cl_int e = clEnqueueReadBuffer(q, b->check, CL_TRUE, 0, sizeof res, res, 0, NULL, NULL);
+    if (cl_check(lat, e, "checking states for NaN and Inf"))
+        return -1;
     if (res[0] > 0) {
         size_t i = (size_t)res[1];
         ml_fail(lat, MOELAT_ERR_NONFINITE, "%d cells hold non-finite states, the first at cell (%d, %d, %d)", res[0],
@@ -1329,7 +1312,6 @@ int ml_batch_step(moelat_lattice *lat) {
     for (int k = 0; k < MOELAT_BANDS; k++)
         if (pre[k])
             clReleaseEvent(pre[k]);
-    b->check_pending = started && n_dev > 0 && enqueue_check_read(b);
     for (int q = 0; q < b->ctx.n_queues; q++)
         clFlush(b->ctx.queues[q]);
 
@@ -1384,7 +1366,6 @@ int ml_batch_step(moelat_lattice *lat) {
     free(dev_ids);
     return 0;
 fail:
-    b->check_pending = 0;
     early_reads_end(lat, b, &early);
     if (b->step_start) {
         /* Its work may still run; the event only loses our reference. */
