@@ -228,6 +228,77 @@ static void test_alloc_fault(void **state) {
     free_run(d, 1);
 }
 
+/* One state +Inf: the device's band aggregates are non-finite exactly
+ * where a host sum over the neighbours is (the cells whose band holds it)
+ * and agree elsewhere. Along the Inf's row every later prefix sum is Inf,
+ * so an aggregation that trusted prefix differences there would turn
+ * cells beyond its reach into NaN. */
+static void test_inf_reach(void **state) {
+    (void)state;
+    moelat_config cfg;
+    ts_config(&cfg, "debug", 9, 8, 7); /* r = 2.7: every band populated */
+    cfg.mode = MOELAT_MODE_BATCH;
+    moelat_lattice *lat = ts_lattice(&cfg);
+    const int S = 24;
+    size_t n = moelat_cell_count(lat) * (size_t)S;
+    float *x = malloc(n * sizeof(float));
+    ts_random(x, n, 0.1, ts_seed());
+    x[(size_t)(1 + 9 * (3 + 8 * 3)) * S + 5] = INFINITY; /* cell (1, 3, 3) */
+    assert_int_equal(moelat_set_states(lat, x, n), MOELAT_OK);
+    assert_int_equal(lat->n_chunks, 1);
+    float *out[MOELAT_BANDS], *mean[MOELAT_BANDS], *absmean[MOELAT_BANDS];
+    for (int k = 0; k < MOELAT_BANDS; k++) {
+        out[k] = malloc(n * sizeof(float));
+        mean[k] = malloc(n * sizeof(float));
+        absmean[k] = malloc(n * sizeof(float));
+    }
+    assert_int_equal(ml_batch_expert_outputs(lat, 0, out, mean, absmean), 0);
+    size_t bad = 0, far = 0;
+    double max = 0;
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        for (size_t c = 0; c < n / S; c++) {
+            int cx = (int)(c % 9), cy = (int)(c / 9 % 8), cz = (int)(c / 72);
+            double sum[24] = {0}, asum[24] = {0};
+            int cnt = 0;
+            for (int j = 0; j < lat->stencil.count[k]; j++) {
+                const ml_offset *o = &lat->stencil.band[k][j];
+                int nx = cx + o->dx, ny = cy + o->dy, nz = cz + o->dz;
+                if (nx < 0 || ny < 0 || nz < 0 || nx >= 9 || ny >= 8 || nz >= 7)
+                    continue;
+                for (int q = 0; q < S; q++) {
+                    float v = x[((size_t)nx + 9 * ((size_t)ny + 8 * (size_t)nz)) * S + q];
+                    sum[q] += v;
+                    asum[q] += fabsf(v);
+                }
+                cnt++;
+            }
+            for (int q = 0; q < S && cnt > 0; q++) {
+                double hm = sum[q] / cnt, ha = asum[q] / cnt;
+                float dm = mean[k][c * S + q], da = absmean[k][c * S + q];
+                if (!isfinite(hm) != !isfinite(dm) || !isfinite(ha) != !isfinite(da))
+                    fail_msg("band %d, value %d of cell (%d, %d, %d): host %g %g, device %g %g", k, q, cx, cy, cz,
+                             hm, ha, dm, da);
+                if (!isfinite(hm)) {
+                    bad++;
+                    continue;
+                }
+                max = fmax(max, fmax(fabs(hm - dm), fabs(ha - da)));
+                far += cx >= 5 && cy == 3 && cz == 3; /* the Inf's row, beyond its reach */
+            }
+        }
+    printf("# %zu band means non-finite on both sides, the finite ones within %.3g (%zu beyond the Inf on its row)\n",
+           bad, max, far);
+    assert_true(bad > 0 && far > 0);
+    assert_true(max < 1e-6);
+    for (int k = 0; k < MOELAT_BANDS; k++) {
+        free(out[k]);
+        free(mean[k]);
+        free(absmean[k]);
+    }
+    free(x);
+    moelat_lattice_destroy(lat);
+}
+
 /* A program that fails to build: every band runs on the host, exactly. */
 static void test_build_fault(void **state) {
     (void)state;
@@ -284,6 +355,7 @@ int main(void) {
         cmocka_unit_test(test_experiment_12), cmocka_unit_test(test_mixed_step),
         cmocka_unit_test(test_enqueue_fault), cmocka_unit_test(test_prefix_fault), cmocka_unit_test(test_alloc_fault),
         cmocka_unit_test(test_build_fault),   cmocka_unit_test(test_mode_switch),
+        cmocka_unit_test(test_inf_reach),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
