@@ -74,24 +74,11 @@ typedef float ml_aggf;
 #error "ML_AGG_V must be 1, 4, 8 or 16"
 #endif
 
-/* Adds n and |n| over x in (e0, e1] of the row starting at cell `first`,
- * read directly from the states: used where a prefix difference is not
- * finite (a NaN or Inf earlier in the row poisons every later prefix; the
- * reference sees it only in the runs that hold it). */
-inline void ml_row_direct(__global const float *states, size_t first, int e0, int e1, int s, ml_aggf *sum,
-                          ml_aggf *abs_sum) {
-    ml_aggf t = 0.0f, ta = 0.0f;
-    for (int x = e0 + 1; x <= e1; x++) {
-        ml_aggf v = ML_AGG_LOAD(states + (first + x) * MOELAT_S + s);
-        t += v;
-        ta += fabs(v);
-    }
-    *sum = t;
-    *abs_sum = ta;
-}
-
 /* Band sums read neighbour by neighbour (lanes over s): for bands the run
- * table cannot express, or every band when the prefix buffers are absent. */
+ * table cannot express, every band when the prefix buffers are absent, and
+ * a band whose prefix sums came out non-finite (a NaN or Inf earlier in a
+ * row poisons every later prefix of it, while the reference sees it only
+ * in the runs that hold it). */
 inline void ml_band_direct(__global const float *states, int4 dims, int4 cell, __global const int4 *off, int n_off,
                            int s, ml_aggf *sum, ml_aggf *abs_sum, int *count) {
     ml_aggf t = 0.0f, ta = 0.0f;
@@ -152,9 +139,11 @@ __kernel void ml_aggregate(__global const float *states, __global const float *p
                 continue; /* clipped away: empty run, the endpoint stays */
             ml_aggf q2 = ML_AGG_LOAD(pn + (size_t)e2 * MOELAT_S), qa2 = ML_AGG_LOAD(pa + (size_t)e2 * MOELAT_S);
             if (sg.y >= 0) {
+                /* Not checked for NaN or Inf here: a sum is finite only
+                 * if each of its differences is, so the band is checked
+                 * once, at the end (per endpoint the checks cost more
+                 * than the reads). */
                 ml_aggf d = q2 - q, da = qa2 - qa;
-                if (!ML_AGG_FINITE(d) || !ML_AGG_FINITE(da))
-                    ml_row_direct(states, first, e, e2, s, &d, &da);
                 int n = e2 - e;
                 if (sg.y == 0) {
                     sum0 += d;
@@ -175,11 +164,11 @@ __kernel void ml_aggregate(__global const float *states, __global const float *p
             qa = qa2;
         }
     }
-    if (direct & 1)
+    if ((direct & 1) || !ML_AGG_FINITE(sum0) || !ML_AGG_FINITE(as0))
         ml_band_direct(states, dims, cell, off0, n0, s, &sum0, &as0, &c0);
-    if (direct & 2)
+    if ((direct & 2) || !ML_AGG_FINITE(sum1) || !ML_AGG_FINITE(as1))
         ml_band_direct(states, dims, cell, off1, n1, s, &sum1, &as1, &c1);
-    if (direct & 4)
+    if ((direct & 4) || !ML_AGG_FINITE(sum2) || !ML_AGG_FINITE(as2))
         ml_band_direct(states, dims, cell, off2, n2, s, &sum2, &as2, &c2);
     size_t at = (size_t)c * MOELAT_S + s;
     float inv0 = c0 > 0 ? 1.0f / (float)c0 : 0.0f;
