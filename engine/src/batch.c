@@ -561,17 +561,8 @@ int ml_batch_create(moelat_lattice *lat, ml_batch **out) {
     if (!(lat->cfg.chunk[0] > 0 && lat->cfg.chunk[1] > 0 && lat->cfg.chunk[2] > 0)) {
         int32_t size[3];
         ml_chunks_default_size(lat->cfg.dims, lat->S, dev.global_mem_bytes, size);
-        if (memcmp(size, lat->chunk_size, sizeof size) != 0) {
-            ml_chunk *c;
-            int n;
-            int32_t halo = moelat_lattice_halo_depth(lat);
-            if (ml_chunks_make_range(lat->cfg.dims, size, lat->active_z0, lat->active_z1, halo, &c, &n) == 0) {
-                free(lat->chunks);
-                lat->chunks = c;
-                lat->n_chunks = n;
-                memcpy(lat->chunk_size, size, sizeof size);
-            }
-        }
+        if (memcmp(size, lat->chunk_size, sizeof size) != 0)
+            ml_lattice_rechunk(lat, size, lat->active_z0, lat->active_z1); /* on failure the old chunks stay */
     }
     cl_int rc;
     size_t bytes = lat->N * (size_t)lat->S * sizeof(float);
@@ -613,15 +604,8 @@ int ml_batch_create(moelat_lattice *lat, ml_batch **out) {
             goto fail;
         size[axis] = (size[axis] + 1) / 2;
         ML_WARN("batch", "%s; retrying with chunks of %dx%dx%d", lat->err, size[0], size[1], size[2]);
-        ml_chunk *c;
-        int n;
-        int32_t halo = moelat_lattice_halo_depth(lat);
-        if (ml_chunks_make_range(lat->cfg.dims, size, lat->active_z0, lat->active_z1, halo, &c, &n) != 0)
+        if (ml_lattice_rechunk(lat, size, lat->active_z0, lat->active_z1) != 0)
             goto fail;
-        free(lat->chunks);
-        lat->chunks = c;
-        lat->n_chunks = n;
-        memcpy(lat->chunk_size, size, sizeof size);
     }
     b->host_expert_out = malloc((size_t)b->max_chunk_cells * lat->S * sizeof(float));
     if (!b->host_expert_out) {
@@ -1185,9 +1169,9 @@ static void early_reads_wait(moelat_lattice *lat, early_reads *er) {
  * returns (a failed step may not have waited for them). Releases
  * everything. */
 static void early_reads_end(moelat_lattice *lat, ml_batch *b, early_reads *er) {
-    int any = 0;
+    int any = 0; /* a read the step's thread did not wait for */
     for (int r = 0; r < ML_MAX_DELIVER; r++)
-        any |= er->enqueued[r];
+        any |= er->enqueued[r] && !(r < lat->n_deliver && lat->deliver[r].done);
     if (any && clFinish(b->ctx.transfer) != CL_SUCCESS)
         ML_WARN("batch", "finishing the early plane reads on %s failed", lat->device_name);
     for (int r = 0; r < ML_MAX_DELIVER; r++) {

@@ -1,42 +1,37 @@
 /* Box chunks: the unit of scheduling for both paths. */
 #include <stdlib.h>
-#include <string.h>
 
 #include "lattice_internal.h"
 
 static int32_t div_up(int32_t a, int32_t b) { return (a + b - 1) / b; }
 
-/* Boxes of at most size[] over planes [z0, z1). */
-static int make_boxes(const int32_t dims[3], const int32_t size[3], int32_t z0, int32_t z1, ml_chunk **out,
-                      int *n) {
+/* Boxes of at most size[] over planes [z0, z1), written to out when it
+ * is not NULL; returns how many. */
+static long boxes(const int32_t dims[3], const int32_t size[3], int32_t z0, int32_t z1, ml_chunk *out) {
     int32_t span[3] = {dims[0], dims[1], z1 - z0};
     int32_t cs[3], nc[3];
     for (int a = 0; a < 3; a++) {
         cs[a] = size[a] < 1 ? 1 : (size[a] > span[a] ? span[a] : size[a]);
         nc[a] = div_up(span[a], cs[a]);
     }
-    long total = (long)nc[0] * nc[1] * nc[2];
-    ml_chunk *c = malloc((size_t)total * sizeof *c);
-    if (!c)
-        return -1;
-    int k = 0;
+    long k = 0;
     for (int z = 0; z < nc[2]; z++)
         for (int y = 0; y < nc[1]; y++)
             for (int x = 0; x < nc[0]; x++, k++) {
+                if (!out)
+                    continue;
                 int32_t o[3] = {x * cs[0], y * cs[1], z * cs[2]};
                 for (int a = 0; a < 3; a++) {
-                    c[k].origin[a] = o[a] + (a == 2 ? z0 : 0);
-                    c[k].extent[a] = (o[a] + cs[a] > span[a] ? span[a] - o[a] : cs[a]);
+                    out[k].origin[a] = o[a] + (a == 2 ? z0 : 0);
+                    out[k].extent[a] = (o[a] + cs[a] > span[a] ? span[a] - o[a] : cs[a]);
                 }
-                c[k].n_cells = c[k].extent[0] * c[k].extent[1] * c[k].extent[2];
+                out[k].n_cells = out[k].extent[0] * out[k].extent[1] * out[k].extent[2];
             }
-    *out = c;
-    *n = (int)total;
-    return 0;
+    return k;
 }
 
 int ml_chunks_make(const int32_t dims[3], const int32_t size[3], ml_chunk **out, int *n) {
-    return make_boxes(dims, size, 0, dims[2], out, n);
+    return ml_chunks_make_range(dims, size, 0, dims[2], 0, out, n);
 }
 
 int ml_chunks_make_range(const int32_t dims[3], const int32_t size[3], int32_t z0, int32_t z1, int32_t halo,
@@ -54,28 +49,17 @@ int ml_chunks_make_range(const int32_t dims[3], const int32_t size[3], int32_t z
     if (halo > 0 && z1 < dims[2] && z1 - halo > cut[n_cut - 1])
         cut[n_cut++] = z1 - halo;
     cut[n_cut++] = z1;
-    ml_chunk *all = NULL;
-    int total = 0;
-    for (int i = 0; i + 1 < n_cut; i++) {
-        ml_chunk *c;
-        int k;
-        if (make_boxes(dims, size, cut[i], cut[i + 1], &c, &k) != 0) {
-            free(all);
-            return -1;
-        }
-        ml_chunk *grown = realloc(all, (size_t)(total + k) * sizeof *grown);
-        if (!grown) {
-            free(c);
-            free(all);
-            return -1;
-        }
-        all = grown;
-        memcpy(all + total, c, (size_t)k * sizeof *c);
-        total += k;
-        free(c);
-    }
-    *out = all;
-    *n = total;
+    long total = 0;
+    for (int i = 0; i + 1 < n_cut; i++)
+        total += boxes(dims, size, cut[i], cut[i + 1], NULL);
+    ml_chunk *c = malloc((size_t)total * sizeof *c);
+    if (!c)
+        return -1;
+    long k = 0;
+    for (int i = 0; i + 1 < n_cut; i++)
+        k += boxes(dims, size, cut[i], cut[i + 1], c + k);
+    *out = c;
+    *n = (int)total;
     return 0;
 }
 

@@ -123,6 +123,10 @@ int ml_chunks_make(const int32_t dims[3], const int32_t size[3], ml_chunk **out,
 int ml_chunks_make_range(const int32_t dims[3], const int32_t size[3], int32_t z0, int32_t z1, int32_t halo,
                          ml_chunk **out, int *n);
 
+/* Replaces the lattice's chunks by boxes of size[] over planes [z0, z1)
+ * (ml_chunks_make_range with its halo depth) and keeps size as its chunk
+ * box (planes.c). 0, or -1 when out of memory (nothing changed). */
+int ml_lattice_rechunk(moelat_lattice *lat, const int32_t size[3], int32_t z0, int32_t z1);
 /* The default chunk box for a lattice (device memory in bytes, 0 = host). */
 void ml_chunks_default_size(const int32_t dims[3], int S, uint64_t device_mem, int32_t size[3]);
 
