@@ -45,7 +45,7 @@ __kernel void ml_row_prefix(__global const float *states, int4 dims, int2 rows, 
  * (the host passes 4 when S is a multiple of 4, else 1; MOELAT_AGG_VECTOR
  * tunes it): the kernel's time
  * follows its instructions per endpoint (the table read, the clamp, the
- * address, the branches; tools/bench/NOTES.md items 20-21), which a
+ * address, the branches; tools/bench/NOTES.md items 20-24), which a
  * vector of values shares. */
 #ifndef ML_AGG_V
 #define ML_AGG_V 1

@@ -40,7 +40,9 @@ bench) "$E" bench "$@" 2>&1 | out bench ;;
 results)
     T=${OUT:-.}
     nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$T/gpu.txt" 2>&1 || true
-    git rev-parse --short HEAD >"$T/commit.txt" 2>/dev/null || true
+    # The lent machine's copy of the tree can carry a stale .git: the
+    # caller names the commit it sent (MOELAT_COMMIT) when it can.
+    echo "${MOELAT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}" >"$T/commit.txt"
     "$0" check >"$T/check.txt" 2>&1 || { echo "gpu_run: check failed, no figures" >&2; exit 1; }
     base="--steps 10 --threads $(nproc) --percell-cells 4000"
     # shellcheck disable=SC2086
