@@ -1,5 +1,6 @@
-/* Stencil: interior counts per band equal MODEL.md's, and cells at the
- * boundary see fewer neighbours. */
+/* Stencil: interior counts per band equal MODEL.md's, cells at the
+ * boundary see fewer neighbours, and the aggregation's run table lists
+ * exactly the stencil's offsets, each in its band. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,6 +8,9 @@
 
 #include <cmocka.h>
 
+#include <stdlib.h>
+
+#include "run_table.h"
 #include "stencil.h"
 
 static const double ratios[3] = {0.4, 0.8, 0.99};
@@ -64,11 +68,70 @@ static void test_band_edges(void **state) {
     assert_int_equal(ml_offset_band(0, 0, 0, 5.0, ratios), -1);
 }
 
+/* Expands the run table back into offsets (a cube of bands, -1 none) and
+ * compares with the stencil: every offset once, in its band, nothing else. */
+static void expect_table_is_stencil(double r, const double ratio[3]) {
+    ml_stencil st;
+    assert_int_equal(ml_stencil_build(r, ratio, &st), 0);
+    int32_t *rows, *segs;
+    int n_rows, n_segs, direct;
+    assert_int_equal(ml_run_table_build(&st, &rows, &n_rows, &segs, &n_segs, &direct), 0);
+    assert_int_equal(direct, 0);
+    int h = (int)r + 1, side = 2 * h + 1;
+    signed char *cube = malloc((size_t)side * side * side);
+    assert_non_null(cube);
+    for (int i = 0; i < side * side * side; i++)
+        cube[i] = -1;
+#define AT(dx, dy, dz) (((size_t)((dz) + h) * side + (size_t)((dy) + h)) * side + (size_t)((dx) + h))
+    long listed = 0;
+    for (int i = 0; i < n_rows; i++) {
+        int dy = rows[4 * i], dz = rows[4 * i + 1], first = rows[4 * i + 2], end = rows[4 * i + 3];
+        assert_true(first < end && end <= n_segs);
+        int prev = segs[2 * first];
+        assert_int_equal(segs[2 * first + 1], -1); /* a row starts with its starting endpoint */
+        for (int j = first + 1; j < end; j++) {
+            int dx = segs[2 * j], band = segs[2 * j + 1];
+            assert_true(dx > prev);
+            for (int x = prev + 1; x <= dx && band >= 0; x++) {
+                assert_int_equal(cube[AT(x, dy, dz)], -1); /* listed once */
+                cube[AT(x, dy, dz)] = (signed char)band;
+                listed++;
+            }
+            prev = dx;
+        }
+    }
+    long total = 0;
+    for (int k = 0; k < 3; k++) {
+        total += st.count[k];
+        for (int j = 0; j < st.count[k]; j++) {
+            const ml_offset *o = &st.band[k][j];
+            assert_int_equal(cube[AT(o->dx, o->dy, o->dz)], k);
+        }
+    }
+#undef AT
+    assert_int_equal(listed, total);
+    free(cube);
+    free(rows);
+    free(segs);
+    ml_stencil_free(&st);
+}
+
+static void test_run_table(void **state) {
+    (void)state;
+    const double odd[3] = {0.3, 0.55, 0.9};
+    const double radii[] = {1.0, 2.7, 4.5, 8.0, 20.0};
+    for (size_t i = 0; i < sizeof radii / sizeof radii[0]; i++) {
+        expect_table_is_stencil(radii[i], ratios);
+        expect_table_is_stencil(radii[i], odd);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_interior_counts),
         cmocka_unit_test(test_boundary_has_fewer),
         cmocka_unit_test(test_band_edges),
+        cmocka_unit_test(test_run_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
