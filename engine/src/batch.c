@@ -23,6 +23,7 @@
 #include "gate.h"
 #include "lattice_internal.h"
 #include "log.h"
+#include "early_reads.h"
 #include "run_table.h"
 
 #define MAX_SETS 8 /* chunk scratch sets in flight */
@@ -938,144 +939,6 @@ static int chunk_wants_device(const moelat_lattice *lat, const ml_chunk *c) {
     return 1;
 }
 
-/* The plane ranges a step reads back early (moelat_lattice_deliver_planes):
- * for each, the gate events of the device chunks that write its planes;
- * once the last of them is enqueued, a read on the transfer queue waits
- * for them while the rest of the step runs, and the step's thread waits
- * for the read (and calls the range's ready) before it waits for the rest. */
-typedef struct early_reads {
-    int need[ML_MAX_DELIVER];     /* device chunks writing range r */
-    int blocked[ML_MAX_DELIVER];  /* a host chunk writes some of it */
-    int got[ML_MAX_DELIVER];
-    int enqueued[ML_MAX_DELIVER];
-    cl_event *wait[ML_MAX_DELIVER];
-    cl_event read[ML_MAX_DELIVER];
-} early_reads;
-
-static int chunk_meets(const ml_chunk *c, int32_t z0, int32_t z1) {
-    return c->origin[2] < z1 && c->origin[2] + c->extent[2] > z0;
-}
-
-static int chunk_meets_any(const moelat_lattice *lat, const ml_chunk *c) {
-    for (int r = 0; r < lat->n_deliver; r++)
-        if (chunk_meets(c, lat->deliver[r].z0, lat->deliver[r].z1))
-            return 1;
-    return 0;
-}
-
-/* Orders the device chunks that write delivered planes first (stably) and
- * counts what each range waits for. 0, or -1 when out of memory (then no
- * range is read early). */
-static int early_reads_plan(moelat_lattice *lat, int *dev_ids, int n_dev, const int *host_ids, int n_host,
-                            early_reads *er) {
-    memset(er, 0, sizeof *er);
-    for (int r = 0; r < lat->n_deliver; r++)
-        lat->deliver[r].done = 0;
-    if (lat->n_deliver == 0 || n_dev == 0)
-        return 0;
-    int *order = malloc((size_t)n_dev * sizeof *order);
-    if (!order)
-        return -1;
-    int k = 0;
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < n_dev; i++)
-            if (chunk_meets_any(lat, &lat->chunks[dev_ids[i]]) == (pass == 0))
-                order[k++] = dev_ids[i];
-    memcpy(dev_ids, order, (size_t)n_dev * sizeof *order);
-    free(order);
-    for (int r = 0; r < lat->n_deliver; r++) {
-        int32_t z0 = lat->deliver[r].z0, z1 = lat->deliver[r].z1;
-        er->blocked[r] = z0 < lat->active_z0 || z1 > lat->active_z1;
-        for (int i = 0; i < n_host; i++)
-            er->blocked[r] |= chunk_meets(&lat->chunks[host_ids[i]], z0, z1);
-        for (int i = 0; i < n_dev; i++)
-            er->need[r] += chunk_meets(&lat->chunks[dev_ids[i]], z0, z1);
-        if (er->blocked[r] || er->need[r] == 0)
-            continue;
-        er->wait[r] = calloc((size_t)er->need[r], sizeof(cl_event));
-        if (!er->wait[r])
-            return -1;
-    }
-    return 0;
-}
-
-/* Chunk ci's gate (done: its event) was enqueued: the ranges it completes
- * are read on the transfer queue from the buffer the step writes. */
-static void early_reads_chunk_done(moelat_lattice *lat, ml_batch *b, early_reads *er, int ci, cl_event done) {
-    const ml_chunk *c = &lat->chunks[ci];
-    size_t plane = (size_t)lat->X * lat->Y * (size_t)lat->S;
-    for (int r = 0; r < lat->n_deliver; r++) {
-        if (!er->wait[r] || er->blocked[r] || !chunk_meets(c, lat->deliver[r].z0, lat->deliver[r].z1))
-            continue;
-        if (clRetainEvent(done) != CL_SUCCESS) {
-            er->blocked[r] = 1; /* read at the step's end instead */
-            continue;
-        }
-        er->wait[r][er->got[r]++] = done;
-        if (er->got[r] < er->need[r])
-            continue;
-        size_t off = plane * (size_t)lat->deliver[r].z0 * sizeof(float);
-        size_t bytes = plane * (size_t)(lat->deliver[r].z1 - lat->deliver[r].z0) * sizeof(float);
-        cl_int e = clEnqueueReadBuffer(b->ctx.transfer, b->states[1 - b->cur], CL_FALSE, off, bytes,
-                                       lat->deliver[r].dst, (cl_uint)er->got[r], er->wait[r], &er->read[r]);
-        if (e == CL_SUCCESS) {
-            er->enqueued[r] = 1;
-            clFlush(b->ctx.transfer);
-        } else {
-            ML_WARN("batch", "reading planes [%d, %d) early on %s failed (%s): read after the step",
-                    lat->deliver[r].z0, lat->deliver[r].z1, lat->device_name, mlcl_error_name(e));
-        }
-    }
-}
-
-/* A chunk that moved to the host blocks the ranges it writes. */
-static void early_reads_chunk_on_host(const moelat_lattice *lat, early_reads *er, int ci) {
-    for (int r = 0; r < lat->n_deliver; r++)
-        if (chunk_meets(&lat->chunks[ci], lat->deliver[r].z0, lat->deliver[r].z1))
-            er->blocked[r] = 1;
-}
-
-/* Mid-step, on the step's thread: waits for each early read and hands its
- * planes over (done, and the range's ready called) while the device still
- * runs the other chunks. A read that failed is left to the step's end. */
-static void early_reads_wait(moelat_lattice *lat, early_reads *er) {
-    for (int r = 0; r < lat->n_deliver; r++) {
-        if (!er->enqueued[r] || lat->deliver[r].done)
-            continue;
-        if (clWaitForEvents(1, &er->read[r]) != CL_SUCCESS) {
-            ML_WARN("batch", "reading planes [%d, %d) early on %s failed: read after the step", lat->deliver[r].z0,
-                    lat->deliver[r].z1, lat->device_name);
-            continue;
-        }
-        lat->deliver[r].done = 1;
-        lat->stats.planes_early += (uint64_t)(lat->deliver[r].z1 - lat->deliver[r].z0);
-        if (lat->deliver[r].ready)
-            lat->deliver[r].ready(lat->deliver[r].arg);
-    }
-}
-
-/* Ends the early reads: none may still write its buffer after the step
- * returns (a failed step may not have waited for them). Releases
- * everything. */
-static void early_reads_end(moelat_lattice *lat, ml_batch *b, early_reads *er) {
-    int any = 0; /* a read the step's thread did not wait for */
-    for (int r = 0; r < ML_MAX_DELIVER; r++)
-        any |= er->enqueued[r] && !(r < lat->n_deliver && lat->deliver[r].done);
-    if (any && clFinish(b->ctx.transfer) != CL_SUCCESS)
-        ML_WARN("batch", "finishing the early plane reads on %s failed", lat->device_name);
-    for (int r = 0; r < ML_MAX_DELIVER; r++) {
-        for (int i = 0; i < er->got[r]; i++)
-            clReleaseEvent(er->wait[r][i]);
-        free(er->wait[r]);
-        if (er->read[r])
-            clReleaseEvent(er->read[r]);
-        er->wait[r] = NULL;
-        er->read[r] = NULL;
-        er->got[r] = 0;
-        er->enqueued[r] = 0;
-    }
-}
-
 int ml_batch_step(moelat_lattice *lat) {
     ml_batch *b = lat->batch;
     b->last_status = MOELAT_ERR_DEVICE;
@@ -1096,8 +959,8 @@ int ml_batch_step(moelat_lattice *lat) {
         else
             host_ids[n_host++] = c;
     }
-    early_reads early;
-    if (early_reads_plan(lat, dev_ids, n_dev, host_ids, n_host, &early) != 0)
+    ml_early_reads early;
+    if (ml_early_reads_plan(lat, dev_ids, n_dev, host_ids, n_host, &early) != 0)
         for (int r = 0; r < ML_MAX_DELIVER; r++)
             early.blocked[r] = 1; /* out of memory: read after the step */
     int host_expert = 0;
@@ -1175,12 +1038,13 @@ int ml_batch_step(moelat_lattice *lat) {
                 goto fail;
             /* Move it to the host list; the last device chunk takes its
              * slot and is enqueued next. */
-            early_reads_chunk_on_host(lat, &early, dev_ids[i]);
+            ml_early_reads_chunk_on_host(lat, &early, dev_ids[i]);
             host_ids[n_host++] = dev_ids[i];
             dev_ids[i--] = dev_ids[--n_dev];
             continue;
         }
-        early_reads_chunk_done(lat, b, &early, dev_ids[i], b->sets[dev_ids[i] % b->n_sets].last);
+        ml_early_reads_chunk_done(lat, &early, dev_ids[i], b->sets[dev_ids[i] % b->n_sets].last, b->ctx.transfer,
+                                  b->states[1 - b->cur]);
     }
     for (int k = 0; k < MOELAT_BANDS; k++)
         if (pre[k])
@@ -1201,7 +1065,7 @@ int ml_batch_step(moelat_lattice *lat) {
         }
     }
     double host_ms = ml_now_ms() - th;
-    early_reads_wait(lat, &early);
+    ml_early_reads_wait(lat, &early);
     for (int q = 0; q < b->ctx.n_queues; q++)
         if (cl_check(lat, clFinish(b->ctx.queues[q]), "finishing the step"))
             rc = -1;
@@ -1232,14 +1096,14 @@ int ml_batch_step(moelat_lattice *lat) {
         lat->device_owns_states = 1;
         goto fail;
     }
-    early_reads_end(lat, b, &early);
+    ml_early_reads_end(lat, &early, b->ctx.transfer);
     b->cur = 1 - b->cur;
     lat->device_owns_states = 1;
     free(host_ids);
     free(dev_ids);
     return 0;
 fail:
-    early_reads_end(lat, b, &early);
+    ml_early_reads_end(lat, &early, b->ctx.transfer);
     if (b->step_start) {
         /* Its work may still run; the event only loses our reference. */
         clReleaseEvent(b->step_start);
