@@ -63,6 +63,7 @@ struct ml_batch {
     int n_sets;
     int max_chunk_cells;
     int work_group; /* lanes per cell of the work-group kernels (MOELAT_WG) */
+    int agg_vector; /* state values per work-item of ml_aggregate (ML_AGG_V) */
     moelat_status last_status;
     float *host_expert_out; /* max_chunk_cells x S, for host-evaluated experts */
     const moelat_expert_descriptor *desc[MOELAT_BANDS]; /* to release expert_state */
@@ -84,8 +85,8 @@ static int aggregate_vector(const moelat_lattice *lat) {
 }
 
 /* Work-items of ml_aggregate for chunk c. */
-static size_t aggregate_items(const moelat_lattice *lat, const ml_chunk *c) {
-    return (size_t)c->n_cells * (size_t)(lat->S / aggregate_vector(lat));
+static size_t aggregate_items(const moelat_lattice *lat, const ml_batch *b, const ml_chunk *c) {
+    return (size_t)c->n_cells * (size_t)(lat->S / b->agg_vector);
 }
 
 static int cl_check(moelat_lattice *lat, cl_int rc, const char *what) {
@@ -407,8 +408,10 @@ static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
     snprintf(src, len, "%s\n%s", helpers, step);
     char opts[1024];
     const char *extra = getenv("MOELAT_CL_OPTIONS");
+    b->agg_vector = aggregate_vector(lat);
+    ML_INFO("batch", "aggregation: %d state value%s per work-item", b->agg_vector, b->agg_vector > 1 ? "s" : "");
     snprintf(opts, sizeof opts, "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_GH=%d -D MOELAT_WG=%d -D ML_AGG_V=%d %s",
-             lat->S, lat->gate_hidden, b->work_group, aggregate_vector(lat), extra ? extra : "");
+             lat->S, lat->gate_hidden, b->work_group, b->agg_vector, extra ? extra : "");
     int rc = mlcl_build_program(&b->ctx, "moelat_step.cl", src, opts, &b->program, lat->err, sizeof lat->err);
     free(src);
     if (rc != 0)
@@ -773,7 +776,7 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
     int nq = b->ctx.n_queues;
     cl_command_queue q = b->ctx.queues[qi % nq];
     size_t local = (size_t)b->work_group;
-    size_t global = round_to_wg(b, aggregate_items(lat, c));
+    size_t global = round_to_wg(b, aggregate_items(lat, b, c));
     cl_event agg = NULL, gate = NULL, ex[MOELAT_BANDS] = {NULL, NULL, NULL};
     int rc = -1;
     cl_int e;
@@ -1226,7 +1229,7 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
     if (cl_check(lat, e, "enqueueing ml_row_prefix"))
         return -1;
     size_t local = (size_t)b->work_group;
-    global = round_to_wg(b, aggregate_items(lat, c));
+    global = round_to_wg(b, aggregate_items(lat, b, c));
     e = set_aggregate_args(b, lat, c, s);
     if (e == CL_SUCCESS)
         e = clEnqueueNDRangeKernel(q, b->k_aggregate, 1, NULL, &global, &local, 0, NULL, NULL);
