@@ -3,6 +3,7 @@
 # lent GPU machine: OpenCL loader, headers and CLBlast unpacked by
 # .device/opencl-env.sh), then runs what is asked:
 #   tools/bench/gpu_run.sh devices | check | bench [extra bench args] | results
+#   tools/bench/gpu_run.sh variants "<bench args>" VAR=value [VAR=value ...]
 # Output goes to stdout and, when $OUT is set, to $OUT/<what>.txt.
 # `results` makes everything tools/bench/RESULTS.md holds, in order of
 # cost: the checks, the default bench cases, experiment 40^3 on one queue
@@ -57,5 +58,16 @@ results)
         sh tools/bench/scaling.sh "$E" "$ngpu" optimized 100x100x100 4 >"$T/scaling.txt" 2>&1
     fi
     cat "$T"/*.txt "$T"/*.csv ;;
-*) echo "usage: gpu_run.sh devices|check|bench [args]|results" >&2; exit 2 ;;
+variants)
+    # One bench per environment setting, in one run on one card: the way
+    # to time a change against its alternative (build-time switches go
+    # through MOELAT_CL_OPTIONS=-DNAME=VALUE; X=1 for the plain tree).
+    args=$1
+    shift
+    for v in "$@"; do
+        echo "=== $v"
+        # shellcheck disable=SC2086
+        env "$v" "$E" bench $args 2>&1 | grep -v "^moelat warn"
+    done | out variants ;;
+*) echo "usage: gpu_run.sh devices|check|bench [args]|results|variants ARGS VAR=value..." >&2; exit 2 ;;
 esac
