@@ -43,33 +43,25 @@ __kernel void ml_row_prefix(__global const float *states, int4 dims, int2 rows, 
 
 /* Aggregation works on ML_AGG_V consecutive state values per work-item
  * (the host passes 4 when S is a multiple of 4, else 1; MOELAT_AGG_VECTOR
- * tunes it): the kernel's time
- * follows its instructions per endpoint (the table read, the clamp, the
- * address, the branches; tools/bench/NOTES.md items 20-24), which a
- * vector of values shares. */
+ * tunes it): the kernel's time follows its instructions per endpoint (the
+ * table read, the clamp, the address, the branches; tools/bench/NOTES.md
+ * items 20-24), which a vector of values shares. ml_aggf is floatV. */
 #ifndef ML_AGG_V
 #define ML_AGG_V 1
 #endif
-#if ML_AGG_V == 4
-typedef float4 ml_aggf;
-#define ML_AGG_LOAD(p) vload4(0, (p))
-#define ML_AGG_STORE(v, p) vstore4((v), 0, (p))
-#define ML_AGG_FINITE(v) all(isfinite(v))
-#elif ML_AGG_V == 8
-typedef float8 ml_aggf;
-#define ML_AGG_LOAD(p) vload8(0, (p))
-#define ML_AGG_STORE(v, p) vstore8((v), 0, (p))
-#define ML_AGG_FINITE(v) all(isfinite(v))
-#elif ML_AGG_V == 16
-typedef float16 ml_aggf;
-#define ML_AGG_LOAD(p) vload16(0, (p))
-#define ML_AGG_STORE(v, p) vstore16((v), 0, (p))
-#define ML_AGG_FINITE(v) all(isfinite(v))
-#elif ML_AGG_V == 1
+#if ML_AGG_V == 1
 typedef float ml_aggf;
 #define ML_AGG_LOAD(p) (*(p))
 #define ML_AGG_STORE(v, p) (*(p) = (v))
 #define ML_AGG_FINITE(v) isfinite(v)
+#elif ML_AGG_V == 4 || ML_AGG_V == 8 || ML_AGG_V == 16
+#define ML_PASTE(a, b) a##b
+#define ML_PASTE_X(a, b) ML_PASTE(a, b) /* expands b first */
+#define ML_WITH_V(name) ML_PASTE_X(name, ML_AGG_V) /* float4, vload4, ... */
+typedef ML_WITH_V(float) ml_aggf;
+#define ML_AGG_LOAD(p) ML_WITH_V(vload)(0, (p))
+#define ML_AGG_STORE(v, p) ML_WITH_V(vstore)((v), 0, (p))
+#define ML_AGG_FINITE(v) all(isfinite(v))
 #else
 #error "ML_AGG_V must be 1, 4, 8 or 16"
 #endif
@@ -98,9 +90,10 @@ inline void ml_band_direct(__global const float *states, int4 dims, int4 cell, _
 }
 
 /* One work-item per (chunk cell, ML_AGG_V values s .. s + V - 1), s
- * fastest: the lanes of a warp read consecutive floats of the prefix rows. direct: bit k set when band k is
- * summed neighbour by neighbour from off_k instead of the run table. No
- * barriers: work-items past n_cells * S return early. */
+ * fastest: the lanes of a warp read consecutive floats of the prefix rows.
+ * direct: bit k set when band k is summed neighbour by neighbour from off_k
+ * instead of the run table. No barriers: work-items past n_cells * S / V
+ * return early. */
 __kernel void ml_aggregate(__global const float *states, __global const float *pre_n, __global const float *pre_a,
                            __global const int4 *rows, int n_rows, __global const int2 *segs, int4 dims,
                            int4 origin, int4 extent, int n_cells, int direct,

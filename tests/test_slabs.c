@@ -84,17 +84,24 @@ static moelat_lattice *make_mode(uint64_t seed, int mode) {
 
 static moelat_lattice *make(uint64_t seed) { return make_mode(seed, -1); }
 
+/* n random states (sigma 0.3) drawn from seed + 1, set into lat; the
+ * caller frees them. */
+static float *set_random_states(moelat_lattice *lat, uint64_t seed, size_t n) {
+    float *init = malloc(n * sizeof *init);
+    assert_non_null(init);
+    ts_random(init, n, 0.3, seed + 1);
+    assert_int_equal(moelat_set_states(lat, init, n), MOELAT_OK);
+    return init;
+}
+
 static void test_active_planes(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
     moelat_lattice *ref = make(seed), *part = make(seed);
     size_t plane = 9 * 8 * (size_t)moelat_state_size(ref), n = plane * 7;
-    float *init = malloc(n * sizeof *init), *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
-    assert_non_null(init);
+    float *init = set_random_states(ref, seed, n), *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
     assert_non_null(a);
     assert_non_null(b);
-    ts_random(init, n, 0.3, seed + 1);
-    assert_int_equal(moelat_set_states(ref, init, n), MOELAT_OK);
     assert_int_equal(moelat_set_states(part, init, n), MOELAT_OK);
     /* The halo depth is the stencil's largest |dz|: 2 at r = 2.7. */
     assert_int_equal(moelat_lattice_halo_depth(ref), 2);
@@ -234,12 +241,9 @@ static void deliver_case(moelat_mode mode) {
     uint64_t seed = ts_seed();
     moelat_lattice *lat = make_mode(seed, mode);
     size_t plane = 9 * 8 * (size_t)moelat_state_size(lat), n = plane * 7;
-    float *init = malloc(n * sizeof *init), *got = malloc(n * sizeof *got), *want = malloc(n * sizeof *want);
-    assert_non_null(init);
+    float *init = set_random_states(lat, seed, n), *got = malloc(n * sizeof *got), *want = malloc(n * sizeof *want);
     assert_non_null(got);
     assert_non_null(want);
-    ts_random(init, n, 0.3, seed + 1);
-    assert_int_equal(moelat_set_states(lat, init, n), MOELAT_OK);
     /* Slab [2, 6) of 7: it sends [2, 4) down and [4, 6) up, each its own
      * chunk; [0, 1) is not its own (stale planes, delivered after). */
     assert_int_equal(moelat_lattice_set_active_planes(lat, 2, 6), MOELAT_OK);

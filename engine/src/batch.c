@@ -84,11 +84,6 @@ static int aggregate_vector(const moelat_lattice *lat) {
     return lat->S % 4 == 0 ? 4 : 1;
 }
 
-/* Work-items of ml_aggregate for chunk c. */
-static size_t aggregate_items(const moelat_lattice *lat, const ml_batch *b, const ml_chunk *c) {
-    return (size_t)c->n_cells * (size_t)(lat->S / b->agg_vector);
-}
-
 static int cl_check(moelat_lattice *lat, cl_int rc, const char *what) {
     if (rc == CL_SUCCESS)
         return 0;
@@ -647,6 +642,18 @@ static size_t round_to_wg(const ml_batch *b, size_t items) {
     return (items + wg - 1) / wg * wg;
 }
 
+/* Sets the arguments of chunk c's aggregation and enqueues it on q: one
+ * work-item per cell and b->agg_vector state values. */
+static cl_int enqueue_aggregate(ml_batch *b, const moelat_lattice *lat, const ml_chunk *c, chunk_set *s,
+                                cl_command_queue q, cl_uint n_wait, const cl_event *wait, cl_event *done) {
+    cl_int e = set_aggregate_args(b, lat, c, s);
+    if (e != CL_SUCCESS)
+        return e;
+    size_t local = (size_t)b->work_group;
+    size_t global = round_to_wg(b, (size_t)c->n_cells * (size_t)(lat->S / b->agg_vector));
+    return mlcl_enqueue_kernel(q, b->k_aggregate, 1, &global, &local, n_wait, wait, done);
+}
+
 /* Enqueues the row prefix sums of the current states on q (nothing when
  * every band is summed directly). */
 static cl_int enqueue_prefix(ml_batch *b, const moelat_lattice *lat, cl_command_queue q, cl_uint n_wait,
@@ -776,7 +783,6 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
     int nq = b->ctx.n_queues;
     cl_command_queue q = b->ctx.queues[qi % nq];
     size_t local = (size_t)b->work_group;
-    size_t global = round_to_wg(b, aggregate_items(lat, b, c));
     cl_event agg = NULL, gate = NULL, ex[MOELAT_BANDS] = {NULL, NULL, NULL};
     int rc = -1;
     cl_int e;
@@ -789,11 +795,7 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
         wait_agg[n_wait_agg++] = s->last;
     if (b->step_start)
         wait_agg[n_wait_agg++] = b->step_start;
-    if ((e = set_aggregate_args(b, lat, c, s)) != CL_SUCCESS) {
-        cl_check(lat, e, "setting ml_aggregate arguments");
-        goto out;
-    }
-    e = mlcl_enqueue_kernel(q, b->k_aggregate, 1, &global, &local, n_wait_agg, n_wait_agg ? wait_agg : NULL, &agg);
+    e = enqueue_aggregate(b, lat, c, s, q, n_wait_agg, n_wait_agg ? wait_agg : NULL, &agg);
     if (cl_check(lat, e, "enqueueing ml_aggregate"))
         goto out;
     keep_event(se, agg, 3);
@@ -836,7 +838,7 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
         if (ex[k])
             waits[nw++] = ex[k];
     /* One work-group per cell. */
-    global = (size_t)c->n_cells * local;
+    size_t global = (size_t)c->n_cells * local;
     e = mlcl_enqueue_kernel(q, b->k_gate, 1, &global, &local, (cl_uint)nw, nw ? waits : NULL, &gate);
     if (cl_check(lat, e, "enqueueing ml_gate_combine"))
         goto out;
@@ -1211,7 +1213,6 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
     const ml_chunk *c = &lat->chunks[chunk];
     chunk_set *s = &b->sets[chunk % b->n_sets];
     cl_command_queue q = b->ctx.queues[0];
-    size_t global = (size_t)c->n_cells;
     cl_event pre[MOELAT_BANDS] = {NULL, NULL, NULL};
     for (int k = 0; k < MOELAT_BANDS; k++) {
         if (!b->expert_on_device[k] || !lat->expert[k].desc->cl_step_begin)
@@ -1228,11 +1229,7 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
         clReleaseEvent(prefix); /* q is in order: the aggregation follows it */
     if (cl_check(lat, e, "enqueueing ml_row_prefix"))
         return -1;
-    size_t local = (size_t)b->work_group;
-    global = round_to_wg(b, aggregate_items(lat, b, c));
-    e = set_aggregate_args(b, lat, c, s);
-    if (e == CL_SUCCESS)
-        e = clEnqueueNDRangeKernel(q, b->k_aggregate, 1, NULL, &global, &local, 0, NULL, NULL);
+    e = enqueue_aggregate(b, lat, c, s, q, 0, NULL, NULL);
     if (cl_check(lat, e, "enqueueing ml_aggregate"))
         return -1;
     size_t bytes = (size_t)c->n_cells * lat->S * sizeof(float);
