@@ -118,32 +118,37 @@ inline float ml_activate(float v, int act) {
 
 /* Sum of every lane's v, returned to every lane. red: MOELAT_WG floats of
  * scratch. The tree has a fixed shape, so the result is reproducible. */
-inline float ml_wg_sum(float v, __local float *red) {
-    int l = ml_lane();
-    barrier(CLK_LOCAL_MEM_FENCE); /* a previous call may still read red[0] */
-    red[l] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int w = MOELAT_WG / 2; w > 0; w >>= 1) {
-        if (l < w)
-            red[l] += red[l + w];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    return red[0];
-}
+/* Work-group reductions in two rounds instead of a tree: after one
+ * barrier, lanes 0 .. WG/R - 1 each fold a run of R values, and after a
+ * second every lane folds the WG/R run results itself (broadcast reads).
+ * Three barriers per reduction instead of log2(WG) + 2; the order is
+ * fixed, so the result is reproducible. Measured in tools/bench/NOTES.md
+ * (item 25). */
+#define ML_RED_RUN (MOELAT_WG >= 8 ? 8 : MOELAT_WG)
+#define ML_WG_REDUCE(OP)                                                      \
+    int l = ml_lane();                                                        \
+    barrier(CLK_LOCAL_MEM_FENCE); /* a previous call may still read red */   \
+    red[l] = v;                                                               \
+    barrier(CLK_LOCAL_MEM_FENCE);                                             \
+    if (l < MOELAT_WG / ML_RED_RUN) {                                         \
+        float a = red[l * ML_RED_RUN];                                        \
+        for (int j = 1; j < ML_RED_RUN; j++)                                  \
+            a = OP(a, red[l * ML_RED_RUN + j]);                               \
+        red[l * ML_RED_RUN] = a;                                              \
+    }                                                                         \
+    barrier(CLK_LOCAL_MEM_FENCE);                                             \
+    float a = red[0];                                                         \
+    for (int j = 1; j < MOELAT_WG / ML_RED_RUN; j++)                          \
+        a = OP(a, red[j * ML_RED_RUN]);                                       \
+    return a;
+#define ML_ADD(a, b) ((a) + (b))
+
+/* Sum of every lane's v, returned to every lane. red: MOELAT_WG floats of
+ * scratch. The order is fixed, so the result is reproducible. */
+inline float ml_wg_sum(float v, __local float *red) { ML_WG_REDUCE(ML_ADD) }
 
 /* Largest of every lane's v, returned to every lane. */
-inline float ml_wg_max(float v, __local float *red) {
-    int l = ml_lane();
-    barrier(CLK_LOCAL_MEM_FENCE);
-    red[l] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int w = MOELAT_WG / 2; w > 0; w >>= 1) {
-        if (l < w)
-            red[l] = fmax(red[l], red[l + w]);
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    return red[0];
-}
+inline float ml_wg_max(float v, __local float *red) { ML_WG_REDUCE(fmax) }
 
 /* Copies n floats from global to local memory; visible to all lanes after. */
 inline void ml_wg_load(__local float *dst, __global const float *src, int n) {

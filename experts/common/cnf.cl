@@ -140,21 +140,27 @@ inline float2 cnf_gelu_diff(float a, float da) {
     return (float2)(ml_gelu(a), 0.5f * (da * (1.0f + e1) + a * derf));
 }
 
-/* Both sums of a pair in one fixed tree (the shape of ml_wg_sum). */
+/* Both sums of a pair at once, in ml_wg_sum's two rounds and order. */
 inline float2 cnf_wg_sum2(float a, float b, __local float *ra, __local float *rb) {
     int l = ml_lane();
-    barrier(CLK_LOCAL_MEM_FENCE); /* a previous call may still read ra[0], rb[0] */
+    barrier(CLK_LOCAL_MEM_FENCE); /* a previous call may still read ra, rb */
     ra[l] = a;
     rb[l] = b;
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int w = MOELAT_WG / 2; w > 0; w >>= 1) {
-        if (l < w) {
-            ra[l] += ra[l + w];
-            rb[l] += rb[l + w];
+    if (l < MOELAT_WG / ML_RED_RUN) {
+        float sa = ra[l * ML_RED_RUN], sb = rb[l * ML_RED_RUN];
+        for (int j = 1; j < ML_RED_RUN; j++) {
+            sa += ra[l * ML_RED_RUN + j];
+            sb += rb[l * ML_RED_RUN + j];
         }
-        barrier(CLK_LOCAL_MEM_FENCE);
+        ra[l * ML_RED_RUN] = sa;
+        rb[l * ML_RED_RUN] = sb;
     }
-    return (float2)(ra[0], rb[0]);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float2 sum = (float2)(ra[0], rb[0]);
+    for (int j = 1; j < MOELAT_WG / ML_RED_RUN; j++)
+        sum += (float2)(ra[j * ML_RED_RUN], rb[j * ML_RED_RUN]);
+    return sum;
 }
 
 /* The dense layer on the pair (in, din): out = act(W in + b) (+ T time),

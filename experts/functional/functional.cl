@@ -89,14 +89,14 @@
  * per cell: bound by L2 traffic at 40^3, see tools/bench/NOTES.md), and
  * the edge phases of the T cells run one after the other. FN_CELLS comes
  * from the plugin (its tuning knob MOELAT_FUNCTIONAL_CELLS, 0 when unset).
- * Unset: 4 cells for 48 <= S <= 96, else 1 (functional_expert.c's
- * auto_cells, the same rule; measured in tools/bench/NOTES.md item 13: at
- * S = 64 the dense layers' weight reads pay for it, at S = 128 the larger
- * local footprint costs the edge phase more, at S = 24 the cells are too
- * few). */
+ * Unset: 4 cells for S >= 48, else 1 (functional_expert.c's auto_cells,
+ * the same rule; measured in tools/bench/NOTES.md items 13 and 26: the
+ * dense layers' weight reads pay for it at S = 64 and, since the edge loop
+ * no longer tiles through local memory, at S = 128; at S = 24 the cells
+ * are too few). */
 #if defined(FN_CELLS) && FN_CELLS > 0
 #define FN_T FN_CELLS
-#elif FN_S >= 48 && FN_S <= 96
+#elif FN_S >= 48
 #define FN_T 4
 #else
 #define FN_T 1

@@ -228,7 +228,7 @@ typedef struct functional_cl_state {
  * the rule functional.cl applies when FN_CELLS is 0. */
 static int g_cells; /* 0: unset */
 
-static size_t auto_cells(int S) { return S >= 48 && S <= 96 ? 4 : 1; }
+static size_t auto_cells(int S) { return S >= 48 ? 4 : 1; }
 
 static size_t cells_per_group(int S) { return g_cells > 0 ? (size_t)g_cells : auto_cells(S); }
 
