@@ -14,11 +14,7 @@
  * times the fit's error). Branch-free on purpose: GELU runs for every
  * hidden unit of every edge of the functional expert; the OpenCL built-in
  * branches per value on NVIDIA, and a select around the division made that
- * expert 18% slower there (tools/bench/NOTES.md). The division is the
- * native one (q lies in [1, 3.4], far from any range trouble): on NVIDIA
- * it is 2 ulp instead of IEEE's correctly rounded call, at most 2.4e-7
- * more error for a few percent of the functional expert (NOTES item 27);
- * build with -DML_ERF_IEEE_DIV=1 for the IEEE division. */
+ * expert 18% slower there (tools/bench/NOTES.md). */
 inline float ml_erf(float x) {
     float c = clamp(x, -3.925f, 3.925f);
     float u = c * c;
@@ -26,11 +22,7 @@ inline float ml_erf(float x) {
                           5.308306217e-02f), u, 1.929656863e-01f), u, 1.128378987f);
     float q = fma(fma(fma(fma(fma(3.802788706e-05f, u, 1.189613133e-03f), u, 1.518756710e-02f), u,
                           1.151642650e-01f), u, 5.043430328e-01f), u, 1.0f);
-#if ML_ERF_IEEE_DIV
     return clamp(c * p / q, -1.0f, 1.0f);
-#else
-    return clamp(native_divide(c * p, q), -1.0f, 1.0f);
-#endif
 }
 
 /* tanh from one exp and one division, branch-free (absolute error about
