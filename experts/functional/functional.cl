@@ -188,10 +188,6 @@ __kernel void functional_project(__global const float *states, int n_total, __gl
     proj[id] = acc;
 }
 
-#ifndef FN_SKIP_AHEAD
-#define FN_SKIP_AHEAD 1
-#endif
-
 #if FN_HB_PRIVATE
 #define FN_HB(i) hb[i]
 #else
@@ -327,12 +323,11 @@ __kernel void functional_output(
 #pragma unroll
         for (int i = 0; i < FN_HD; i++)
             FN_HB(i) = 0.0f;
-#if FN_SKIP_AHEAD
         /* Each lane walks its offsets k = lane, lane + WG, ... and skips
          * ahead past neighbours outside the lattice before the body, so
          * that a wavefront runs the body with every lane that still has an
          * edge (with a plain `continue` the lanes of a missing neighbour sit
-         * out that pass). Same edges per lane in the same order. */
+         * out that pass; NOTES item 28). Same edges per lane in the same order. */
         for (int k = lane;; k += MOELAT_WG) {
             int j = -1;
             for (; k < n_walk; k += MOELAT_WG)
@@ -340,12 +335,6 @@ __kernel void functional_output(
                     break;
             if (j < 0)
                 break;
-#else
-        for (int k = lane; k < n_walk; k += MOELAT_WG) {
-            int j = ml_neighbour_index(dims, cell, offsets[k]);
-            if (j < 0)
-                continue;
-#endif
             /* h_j = GELU(Pn_j + W_x x) */
             float h[FN_HD];
             __global const float *pj = proj + (size_t)j * FN_PW;

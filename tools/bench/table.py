@@ -25,8 +25,11 @@ def main():
     for path in sys.argv[1:]:
         with open(path, newline="") as f:
             for r in csv.DictReader(f):
-                pc = ("~" if r["percell_estimated"] == "1" else "") + ms(r["percell_ms"])
-                cells = [r["preset"], r["dims"], pc, ms(r["batch_ms"]), f'{float(r["speedup"]):.1f}x',
+                # A per-cell time of 0 means not timed (--percell-cells 0).
+                timed = float(r["percell_ms"]) > 0
+                pc = ("~" if r["percell_estimated"] == "1" else "") + ms(r["percell_ms"]) if timed else ""
+                speedup = f'{float(r["speedup"]):.1f}x' if timed else ""
+                cells = [r["preset"], r["dims"], pc, ms(r["batch_ms"]), speedup,
                          f'{float(r["mcups"]):.2f}', ms(r["gflops"]),
                          f'{100 * float(r["peak_fraction"]):.2f}%']
                 cells += [ms(r[k]) for k in KERNELS]
