@@ -685,9 +685,10 @@ static char *read_text(const char *path) {
     return s;
 }
 
-/* helpers + cl_source, with the options the engine passes. */
-static cl_program build_program(const clenv *e, const moelat_expert_descriptor *d,
-                                const moelat_expert_dims *dims) {
+/* helpers + cl_source, with the options the engine passes (and extra,
+ * appended). */
+static cl_program build_program_with(const clenv *e, const moelat_expert_descriptor *d,
+                                     const moelat_expert_dims *dims, const char *extra) {
     char *helpers = read_text(MOELAT_SOURCE_DIR "/kernels_cl/moelat_helpers.cl");
     size_t len = strlen(helpers) + strlen(d->cl_source) + 2;
     char *src = malloc(len);
@@ -700,6 +701,7 @@ static cl_program build_program(const clenv *e, const moelat_expert_descriptor *
     for (int i = 0; d->hidden_names[i]; i++)
         at += snprintf(opts + at, sizeof opts - (size_t)at, " -D MOELAT_H_%s=%d",
                        d->hidden_names[i], dims->hidden[i]);
+    snprintf(opts + at, sizeof opts - (size_t)at, " %s", extra);
     cl_int err;
     const char *srcs[1] = {src};
     cl_program prog = clCreateProgramWithSource(e->ctx, 1, srcs, NULL, &err);
@@ -713,6 +715,11 @@ static cl_program build_program(const clenv *e, const moelat_expert_descriptor *
     free(helpers);
     free(src);
     return prog;
+}
+
+static cl_program build_program(const clenv *e, const moelat_expert_descriptor *d,
+                                const moelat_expert_dims *dims) {
+    return build_program_with(e, d, dims, "");
 }
 
 static cl_mem make_buffer(const clenv *e, size_t bytes, const void *host) {
@@ -981,6 +988,47 @@ static void test_cnf_modes_differ(void **state) {
 
 /* cl_prepare with a wrong tensor count, and functional's chunk before its
  * step: both refused with a message naming the expert. */
+/* The functional kernel's cells per work-group follow the device's local
+ * memory (MOELAT_LOCAL_MEM): at S = 160 and 128 lanes four cells need
+ * more than 48 KB, so a 48 KB device gets fewer, and the kernel's local
+ * footprint fits; with room to spare it keeps four. */
+static void test_cl_functional_local_fit(void **state) {
+    (void)state;
+    const clenv *e = cl_get();
+    if (!e)
+        skip();
+    const moelat_expert_descriptor *d = plugin(B_FUNCTIONAL);
+    moelat_expert_dims dims = make_dims(B_FUNCTIONAL, find_preset("optimized"), 0);
+    dims.state_size = 160;
+    const struct {
+        const char *opts;
+        size_t max_cells, min_cells;
+        cl_ulong limit;
+    } cases[] = {
+        {"-D MOELAT_WG=128 -D MOELAT_LOCAL_MEM=49152", 2, 1, 49152},
+        {"-D MOELAT_WG=128 -D MOELAT_LOCAL_MEM=1048576", 4, 4, 1048576},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cl_program prog = build_program_with(e, d, &dims, cases[i].opts);
+        cl_int err;
+        cl_kernel cells = clCreateKernel(prog, "functional_cells_per_group", &err);
+        CL_OK(err);
+        size_t wg[3];
+        CL_OK(clGetKernelWorkGroupInfo(cells, e->dev, CL_KERNEL_COMPILE_WORK_GROUP_SIZE, sizeof wg, wg, NULL));
+        cl_kernel out = clCreateKernel(prog, "functional_output", &err);
+        CL_OK(err);
+        cl_ulong mem = 0;
+        CL_OK(clGetKernelWorkGroupInfo(out, e->dev, CL_KERNEL_LOCAL_MEM_SIZE, sizeof mem, &mem, NULL));
+        print_message("# %s: %zu cells per work-group, %llu bytes of local memory\n", cases[i].opts, wg[0],
+                      (unsigned long long)mem);
+        assert_in_range(wg[0], cases[i].min_cells, cases[i].max_cells);
+        assert_true(mem <= cases[i].limit);
+        clReleaseKernel(out);
+        clReleaseKernel(cells);
+        clReleaseProgram(prog);
+    }
+}
+
 static void test_cl_errors(void **state) {
     (void)state;
     const clenv *e = cl_get();
@@ -1159,6 +1207,7 @@ int main(void) {
         cmocka_unit_test(test_cl_local),
         cmocka_unit_test(test_cl_functional_euler),
         cmocka_unit_test(test_cl_functional_lipschitz),
+        cmocka_unit_test(test_cl_functional_local_fit),
         cmocka_unit_test(test_cl_distant_euler),
         cmocka_unit_test(test_cl_distant_lipschitz),
     };

@@ -250,8 +250,9 @@ static void prepare_expert(moelat_lattice *lat, ml_batch *b, int k) {
     snprintf(src, len, "%s\n%s", helpers, d->cl_source);
     int pos = snprintf(opts, 4096,
                        "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_E=%d -D MOELAT_CNF_STEPS=%d -D MOELAT_CNF_MODE=%d "
-                       "-D MOELAT_WG=%d",
-                       lat->S, lat->E, e->dims.cnf_steps, e->dims.cnf_mode, b->work_group);
+                       "-D MOELAT_WG=%d -D MOELAT_LOCAL_MEM=%llu",
+                       lat->S, lat->E, e->dims.cnf_steps, e->dims.cnf_mode, b->work_group,
+                       (unsigned long long)b->ctx.info.local_mem_bytes);
     for (int h = 0; h < MOELAT_MAX_HIDDEN && d->hidden_names[h] && pos < 4000; h++)
         pos += snprintf(opts + pos, (size_t)(4096 - pos), " -D MOELAT_H_%s=%d", d->hidden_names[h],
                         e->dims.hidden[h]);

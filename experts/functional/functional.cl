@@ -89,15 +89,17 @@
  * per cell: bound by L2 traffic at 40^3, see tools/bench/NOTES.md), and
  * the edge phases of the T cells run one after the other. FN_CELLS comes
  * from the plugin (its tuning knob MOELAT_FUNCTIONAL_CELLS, 0 when unset).
- * Unset: 4 cells for S >= 48, else 1 (functional_expert.c's auto_cells,
- * the same rule; measured in tools/bench/NOTES.md items 13 and 26: the
- * dense layers' weight reads pay for it at S = 64 and, since the edge loop
- * no longer tiles through local memory, at S = 128; at S = 24 the cells
- * are too few). */
+ * Unset: 4 cells for S >= 48, else 1, fewer where the device's local
+ * memory is too small (below FN_LOCAL); measured in tools/bench/NOTES.md
+ * items 13 and 26: the dense layers' weight reads pay for it at S = 64
+ * and, since the edge loop no longer tiles through local memory, at
+ * S = 128; at S = 24 the cells are too few. The host reads the choice
+ * from functional_cells_per_group. */
 #if defined(FN_CELLS) && FN_CELLS > 0
 #define FN_T FN_CELLS
 #elif FN_S >= 48
-#define FN_T 4
+#define FN_T 4 /* lowered below to what the device's local memory holds */
+#define FN_T_AUTO 1
 #else
 #define FN_T 1
 #endif
@@ -138,6 +140,23 @@
 #define FN_O_DPART (FN_O_WORK + FN_A4(CNF_WG_WORK))
 #define FN_END2 (FN_O_DPART + FN_A4(FN_T * ML_DENSE_PART(FN_S)))
 #define FN_LOCAL FN_MAX(FN_END1, FN_END2)
+
+/* The layout above follows FN_T (macros expand where they are used), so
+ * an automatic FN_T halves until the layout fits the device's local
+ * memory: at S = 160 four cells need 50 KB, more than NVIDIA's 48. */
+#if defined(FN_T_AUTO) && defined(MOELAT_LOCAL_MEM) && FN_LOCAL * 4 > MOELAT_LOCAL_MEM
+#undef FN_T
+#define FN_T 2
+#if FN_LOCAL * 4 > MOELAT_LOCAL_MEM
+#undef FN_T
+#define FN_T 1
+#endif
+#endif
+
+/* Never run: its required work-group size tells the host FN_T
+ * (CL_KERNEL_COMPILE_WORK_GROUP_SIZE), the one compile-time choice the
+ * host's launch of functional_output depends on. */
+__attribute__((reqd_work_group_size(FN_T, 1, 1))) __kernel void functional_cells_per_group(void) {}
 
 /* Row o of the packed projection weights Wp [PW][S] (see the header). */
 inline __global const float *fn_proj_row(__global const float *P, __global const int *toff, int o) {

@@ -200,7 +200,7 @@ static int functional_host_cell(const moelat_host_cell *c) {
  * and functional_project on other devices, where CLBlast's kernels cost
  * more to build than they save; MOELAT_FUNCTIONAL_GEMM=clblast|kernel
  * chooses. cl_enqueue runs functional_output:
- * one work-group of work_group lanes per cells_per_group(S) chunk cells,
+ * one work-group of work_group lanes per cells_per_group chunk cells,
  * everything of those cells in one kernel (no chunk scratch). */
 
 typedef struct functional_cl_state {
@@ -224,13 +224,29 @@ typedef struct functional_cl_state {
 
 /* Chunk cells per work-group of functional_output (functional.cl's FN_T):
  * MOELAT_FUNCTIONAL_CELLS (1..16, a tuning knob, read once when the plugin
- * loads and compiled into the kernel as FN_CELLS), else by state size S,
- * the rule functional.cl applies when FN_CELLS is 0. */
+ * loads and compiled into the kernel as FN_CELLS), else chosen by the
+ * kernel source from S and the device's local memory. */
 static int g_cells; /* 0: unset */
 
-static size_t auto_cells(int S) { return S >= 48 ? 4 : 1; }
-
-static size_t cells_per_group(int S) { return g_cells > 0 ? (size_t)g_cells : auto_cells(S); }
+/* The program's FN_T, read from functional_cells_per_group's required
+ * work-group size; 0 on failure (logged). */
+static size_t program_cells_per_group(cl_program program, cl_device_id dev) {
+    cl_kernel k = ec_cl_kernel(program, "functional_cells_per_group");
+    if (!k)
+        return 0;
+    size_t size[3] = {0, 0, 0};
+    cl_int err = clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_COMPILE_WORK_GROUP_SIZE, sizeof size, size, NULL);
+    clReleaseKernel(k);
+    if (err != CL_SUCCESS) {
+        ec_cl_fail(err, "cl_prepare: CL_KERNEL_COMPILE_WORK_GROUP_SIZE of functional_cells_per_group");
+        return 0;
+    }
+    if (size[0] < 1 || size[0] > 16) {
+        ec_log(MOELAT_LOG_ERROR, "cl_prepare: functional_cells_per_group reports %zu cells per work-group", size[0]);
+        return 0;
+    }
+    return size[0];
+}
 
 /* CLBlast for the projections' SGEMM: MOELAT_FUNCTIONAL_GEMM=clblast or
  * kernel, else on GPUs only. */
@@ -294,10 +310,13 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
     st->n_total = (cl_int)n;
     st->work_group = (size_t)wg;
-    st->cells_per_group = cells_per_group(setup->dims->state_size);
-    if (g_cells > 0)
-        ec_log(MOELAT_LOG_INFO, "functional_output: %zu chunk cells per work-group (MOELAT_FUNCTIONAL_CELLS)",
-               st->cells_per_group);
+    st->cells_per_group = program_cells_per_group(setup->program, setup->device);
+    if (!st->cells_per_group) {
+        functional_cl_release(st);
+        return MOELAT_EXPERT_ERROR;
+    }
+    ec_log(MOELAT_LOG_INFO, "functional_output: %zu chunk cells per work-group%s", st->cells_per_group,
+           g_cells > 0 ? " (MOELAT_FUNCTIONAL_CELLS)" : "");
     st->prepare = ec_cl_kernel(setup->program, "functional_prepare");
     st->project = st->prepare ? ec_cl_kernel(setup->program, "functional_project") : NULL;
     st->cell = st->project ? ec_cl_kernel(setup->program, "functional_output") : NULL;
@@ -484,7 +503,7 @@ MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_h
             env = NULL;
         int cells = env ? atoi(env) : 0;
         if (env && (cells < 1 || cells > 16)) {
-            ec_log(MOELAT_LOG_WARN, "MOELAT_FUNCTIONAL_CELLS=%s is not 1..16: one cell per work-group", env);
+            ec_log(MOELAT_LOG_WARN, "MOELAT_FUNCTIONAL_CELLS=%s is not 1..16: ignored (the kernel chooses)", env);
             cells = 0;
         }
         g_cells = cells;

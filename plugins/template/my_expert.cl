@@ -4,6 +4,7 @@
  * ml_sigmoid, ml_dense, ml_chunk_cell, ml_cell_index, ...) with
  *   -cl-std=CL1.2 -D MOELAT_S=<S> -D MOELAT_E=<E> -D MOELAT_CNF_STEPS=<K>
  *   -D MOELAT_CNF_MODE=<0|1> -D MOELAT_H_my_hidden=<h>
+ *   -D MOELAT_WG=<lanes per work-group> -D MOELAT_LOCAL_MEM=<bytes>
  * so sizes are compile-time constants. Keep private arrays small (hidden
  * sized, not S sized) and stream S-long vectors through global memory. */
 

@@ -205,8 +205,10 @@ typedef struct moelat_expert_descriptor {
 
     /* Optional OpenCL path. cl_source is OpenCL C 1.2; the engine builds it
      * after its helpers (kernels_cl/moelat_helpers.cl) with -D MOELAT_S,
-     * MOELAT_E, MOELAT_CNF_STEPS, MOELAT_CNF_MODE and MOELAT_H_<name> for each
-     * hidden size. cl_prepare creates kernels and buffers and returns them in
+     * MOELAT_E, MOELAT_CNF_STEPS, MOELAT_CNF_MODE, MOELAT_H_<name> for each
+     * hidden size, MOELAT_WG (moelat_cl_setup.work_group) and
+     * MOELAT_LOCAL_MEM (the device's local memory in bytes; test it with
+     * #ifdef, engines before it did not define it). cl_prepare creates kernels and buffers and returns them in
      * *state; cl_step_begin (optional) runs once per step; cl_enqueue writes
      * chunk->out for every chunk cell whose band count is > 0. */
     const char *cl_source;
