@@ -27,5 +27,5 @@ endif()
 add_test(NAME bench_smoke
          COMMAND moelat-engine bench --preset debug --dims 6x5x4 --steps 1 --threads 2 --json)
 set_tests_properties(bench_smoke PROPERTIES LABELS cli TIMEOUT 300
-  PASS_REGULAR_EXPRESSION "\"peak_gflops\".*\"rows\".*\"speedup\""
+  PASS_REGULAR_EXPRESSION "\"peak_gflops\".*\"rows\".*\"queues\".*\"speedup\""
   ENVIRONMENT "XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")

@@ -1263,3 +1263,5 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
 int ml_batch_expert_on_device(const moelat_lattice *lat, int band) {
     return lat->batch && lat->batch->expert_on_device[band];
 }
+
+int ml_batch_queues(const moelat_lattice *lat) { return lat->batch ? lat->batch->ctx.n_queues : 0; }

@@ -168,6 +168,8 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
 /* 1 when band k's expert runs on the device (it has an OpenCL path that
  * built and prepared), 0 when the host evaluates it. */
 int ml_batch_expert_on_device(const moelat_lattice *lat, int band);
+/* Command queues of the batch path (0 before it is set up). */
+int ml_batch_queues(const moelat_lattice *lat);
 /* Runs a sample of cells on both paths; MOELAT_ERR_MISMATCH if they disagree. */
 moelat_status ml_batch_verify_sample(moelat_lattice *lat);
 

@@ -6,10 +6,10 @@ usage: tools/bench/plot.py BENCH.csv [OUTDIR]
 Writes OUTDIR/speedup.png (batch over per-cell speedup against lattice
 size, for the rows that timed the per-cell path) and OUTDIR/kernels.png
 (each case's device kernel time split by kernel, in percent, with its
-ms per step above the bar: one linear scale for cases 10^4 apart). With
-two queues kernels overlap and a kernel's span includes waiting behind
-the other queue's, so the split of a one-queue run (`bench --queues 1`)
-is the one to read. Needs Debian's python3-matplotlib.
+ms per step above the bar and its queue count under it: one linear
+scale for cases 10^4 apart). With two queues kernels overlap and a
+kernel's span includes waiting behind the other queue's, so the split
+of a one-queue run (`bench --queues 1`) is the one to read. Needs Debian's python3-matplotlib.
 """
 import csv
 import os
@@ -36,7 +36,9 @@ def main():
     labels = []
     for r in rows:
         label = f'{r["preset"]}\n{r["dims"]}'
-        while label in labels:  # the same case again (another queue count)
+        if r.get("queues"):  # CSV files before the column have none
+            label += f'\n{r["queues"]} q'
+        while label in labels:  # the same case again
             label += "'"
         labels.append(label)
 

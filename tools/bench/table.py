@@ -29,7 +29,11 @@ def main():
                 timed = float(r["percell_ms"]) > 0
                 pc = ("~" if r["percell_estimated"] == "1" else "") + ms(r["percell_ms"]) if timed else ""
                 speedup = f'{float(r["speedup"]):.1f}x' if timed else ""
-                cells = [r["preset"], r["dims"], pc, ms(r["batch_ms"]), speedup,
+                # The engine's default is two queues; name any other count
+                # (CSV files before the column have none).
+                q = int(r.get("queues") or 2)
+                preset = r["preset"] + (f", {q} queue{'s' if q > 1 else ''}" if q != 2 else "")
+                cells = [preset, r["dims"], pc, ms(r["batch_ms"]), speedup,
                          f'{float(r["mcups"]):.2f}', ms(r["gflops"]),
                          f'{100 * float(r["peak_fraction"]):.2f}%']
                 cells += [ms(r[k]) for k in KERNELS]

@@ -26,6 +26,7 @@ typedef struct bench_row {
     double functional_flops_per_cell; /* the functional expert's share */
     double functional_peak_fraction;  /* its useful GFLOP/s over its kernels' device time, of peak */
     int percell_estimated;
+    int queues; /* command queues the batch steps ran on */
     double agg_ms, pre_ms, gate_ms, expert_ms[MOELAT_BANDS]; /* device ms per step */
     int ok;
 } bench_row;
@@ -122,6 +123,7 @@ static int run_case(const bench_case *c, const cli_model_opts *mo, int steps, si
     }
     qsort(ms, (size_t)steps, sizeof *ms, cmp);
     row->batch_ms = ms[steps / 2];
+    row->queues = ml_batch_queues(dev);
     free(ms);
     moelat_report r;
     moelat_get_report(dev, &r);
@@ -275,8 +277,8 @@ int cmd_bench(int argc, char **argv) {
             char d[64];
             snprintf(d, sizeof d, "%dx%dx%d", r->c.dims[0], r->c.dims[1], r->c.dims[2]);
             json_array_append_new(
-                arr, json_pack("{s:s, s:s, s:f, s:b, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:{s:f, s:f, s:f, s:f, s:f, s:f}}",
-                               "preset", r->c.preset, "dims", d, "percell_ms", r->percell_ms, "percell_estimated",
+                arr, json_pack("{s:s, s:s, s:i, s:f, s:b, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:{s:f, s:f, s:f, s:f, s:f, s:f}}",
+                               "preset", r->c.preset, "dims", d, "queues", r->queues, "percell_ms", r->percell_ms, "percell_estimated",
                                r->percell_estimated, "batch_ms", r->batch_ms, "speedup", r->speedup, "mcups",
                                r->mcups, "gflops", r->gflops, "peak_fraction", r->peak_fraction, "flops_per_cell",
                                r->flops_per_cell, "functional_peak_fraction", r->functional_peak_fraction,
@@ -292,20 +294,20 @@ int cmd_bench(int argc, char **argv) {
         json_decref(o);
     } else if (csv) {
         printf("device,preset,dims,cells,percell_ms,percell_estimated,batch_ms,speedup,mcups,gflops,peak_fraction,"
-               "aggregate_ms,precompute_ms,local_ms,functional_ms,distant_ms,gate_ms,functional_peak_fraction\n");
+               "aggregate_ms,precompute_ms,local_ms,functional_ms,distant_ms,gate_ms,functional_peak_fraction,queues\n");
         for (int i = 0; i < n; i++) {
             bench_row *r = &rows[i];
             if (!r->ok)
                 continue;
-            printf("\"%s\",%s,%dx%dx%d,%lld,%.4f,%d,%.4f,%.2f,%.3f,%.2f,%.5f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.5f\n", dev.name,
+            printf("\"%s\",%s,%dx%dx%d,%lld,%.4f,%d,%.4f,%.2f,%.3f,%.2f,%.5f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.5f,%d\n", dev.name,
                    r->c.preset, r->c.dims[0], r->c.dims[1], r->c.dims[2],
                    (long long)r->c.dims[0] * r->c.dims[1] * r->c.dims[2], r->percell_ms, r->percell_estimated,
                    r->batch_ms, r->speedup, r->mcups, r->gflops, r->peak_fraction, r->agg_ms, r->pre_ms,
-                   r->expert_ms[0], r->expert_ms[1], r->expert_ms[2], r->gate_ms, r->functional_peak_fraction);
+                   r->expert_ms[0], r->expert_ms[1], r->expert_ms[2], r->gate_ms, r->functional_peak_fraction, r->queues);
         }
     } else {
         printf("device: %s (driver %s), measured FP32 peak %.0f GFLOP/s\n", dev.name, dev.driver_version, peak);
-        printf("%-10s %-11s %12s %10s %9s %9s %9s %7s | device ms/step: %s\n", "preset", "dims", "percell ms",
+        printf("%-10s %-11s %2s %12s %10s %9s %9s %9s %7s | device ms/step: %s\n", "preset", "dims", "q", "percell ms",
                "batch ms", "speedup", "MCUPS", "GFLOP/s", "peak", "aggr  pre  local  func  dist  gate | func peak");
         for (int i = 0; i < n; i++) {
             bench_row *r = &rows[i];
@@ -313,12 +315,13 @@ int cmd_bench(int argc, char **argv) {
                 continue;
             char d[32];
             snprintf(d, sizeof d, "%dx%dx%d", r->c.dims[0], r->c.dims[1], r->c.dims[2]);
-            printf("%-10s %-11s %c%11.3f %10.3f %8.1fx %9.2f %9.1f %6.2f%% | %.3f %.3f %.3f %.3f %.3f %.3f | %.2f%%\n",
-                   r->c.preset, d, r->percell_estimated ? '~' : ' ', r->percell_ms, r->batch_ms, r->speedup, r->mcups,
+            printf("%-10s %-11s %2d %c%11.3f %10.3f %8.1fx %9.2f %9.1f %6.2f%% | %.3f %.3f %.3f %.3f %.3f %.3f | %.2f%%\n",
+                   r->c.preset, d, r->queues, r->percell_estimated ? '~' : ' ', r->percell_ms, r->batch_ms, r->speedup, r->mcups,
                    r->gflops, 100 * r->peak_fraction, r->agg_ms, r->pre_ms, r->expert_ms[0], r->expert_ms[1],
                    r->expert_ms[2], r->gate_ms, 100 * r->functional_peak_fraction);
         }
-        printf("(~ per-cell time extrapolated from a sample of rows)\n");
+        printf("(q: command queues; with more than one, kernels overlap and a kernel's time includes waits)\n"
+               "(~ per-cell time extrapolated from a sample of rows)\n");
     }
     return failed ? 1 : 0;
 }
