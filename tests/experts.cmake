@@ -49,17 +49,18 @@ function(moelat_functional_variant_test name env expect)
     ENVIRONMENT "${env};MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
 endfunction()
 
-# Several chunk cells per work-group (the tuning knob; one by default).
+# Several chunk cells per work-group (the tuning knob; by default the
+# kernel chooses from S and the device's local memory).
 moelat_functional_variant_test(functional_cells MOELAT_FUNCTIONAL_CELLS=3 "3 chunk cells per work-group")
 # The projections through CLBlast's SGEMM (the default on GPUs only).
 moelat_functional_variant_test(functional_clblast MOELAT_FUNCTIONAL_GEMM=clblast "projections: CLBlast SGEMM")
 
 # Aggregation with one and with sixteen state values per work-item
 # (MOELAT_AGG_VECTOR; four by default, which every other test runs):
-# aggregates and experts against the host.
+# aggregates, experts and the gate against the host.
 add_test(NAME aggregate_vectors
          COMMAND sh -c "MOELAT_AGG_VECTOR=1 $0 check --preset debug --dims 9x8x7 --steps 1 --experts && MOELAT_AGG_VECTOR=16 $0 check --preset experiment --dims 11x10x9 --steps 1 --experts"
                  $<TARGET_FILE:moelat-engine>)
 set_tests_properties(aggregate_vectors PROPERTIES LABELS experts TIMEOUT 600
-  PASS_REGULAR_EXPRESSION "1 state value per work-item.*check passed.*16 state values per work-item.*check passed"
+  PASS_REGULAR_EXPRESSION "1 state value per work-item.*gate and update on chunk 0.*check passed.*16 state values per work-item.*gate and update on chunk 0.*check passed"
   ENVIRONMENT "MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")

@@ -252,7 +252,7 @@ static void test_inf_reach(void **state) {
         mean[k] = malloc(n * sizeof(float));
         absmean[k] = malloc(n * sizeof(float));
     }
-    assert_int_equal(ml_batch_expert_outputs(lat, 0, out, mean, absmean), 0);
+    assert_int_equal(ml_batch_expert_outputs(lat, 0, out, mean, absmean, NULL), 0);
     size_t bad = 0, far = 0;
     double max = 0;
     for (int k = 0; k < MOELAT_BANDS; k++)

@@ -1202,8 +1202,42 @@ out:
 
 struct mlcl_context *ml_batch_context(moelat_lattice *lat) { return lat->batch ? &lat->batch->ctx : NULL; }
 
+/* The gate and update of chunk c on q from the outputs and aggregates in
+ * s, into the next-states buffer (which the next step overwrites; the
+ * current states stay current), read back as n_cells x S in chunk order. */
+static int gate_chunk_output(moelat_lattice *lat, ml_batch *b, const ml_chunk *c, chunk_set *s,
+                             cl_command_queue q, float *gated) {
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        if (!b->expert_on_device[k])
+            return ml_fail(lat, MOELAT_ERR_DEVICE, "the gate needs every expert on the device ('%s' is not)",
+                           lat->expert[k].desc->name),
+                   -1;
+    cl_mem next = b->states[1 - b->cur];
+    cl_int e = set_gate_args(b, lat, c, s, next);
+    size_t local = (size_t)b->work_group, global = (size_t)c->n_cells * local; /* one work-group per cell */
+    if (e == CL_SUCCESS)
+        e = mlcl_enqueue_kernel(q, b->k_gate, 1, &global, &local, 0, NULL, NULL);
+    if (cl_check(lat, e, "enqueueing ml_gate_combine"))
+        return -1;
+    const size_t S = (size_t)lat->S;
+    float *all = malloc(lat->N * S * sizeof(float));
+    if (!all)
+        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory reading the gate's states"), -1;
+    e = clEnqueueReadBuffer(q, next, CL_TRUE, 0, lat->N * S * sizeof(float), all, 0, NULL, NULL);
+    if (e == CL_SUCCESS)
+        for (int ci = 0; ci < c->n_cells; ci++) {
+            size_t x = (size_t)(c->origin[0] + ci % c->extent[0]);
+            size_t y = (size_t)(c->origin[1] + (ci / c->extent[0]) % c->extent[1]);
+            size_t z = (size_t)(c->origin[2] + ci / (c->extent[0] * c->extent[1]));
+            memcpy(gated + (size_t)ci * S, all + (x + (size_t)lat->X * (y + (size_t)lat->Y * z)) * S,
+                   S * sizeof(float));
+        }
+    free(all);
+    return cl_check(lat, e, "reading the gate's states") ? -1 : 0;
+}
+
 int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOELAT_BANDS],
-                            float *const mean[MOELAT_BANDS], float *const absmean[MOELAT_BANDS]) {
+                            float *const mean[MOELAT_BANDS], float *const absmean[MOELAT_BANDS], float *gated) {
     /* Aggregation and each expert of one chunk on the device, from the
      * current states, without the gate: for checking experts one by one. */
     ml_batch *b = lat->batch;
@@ -1257,7 +1291,7 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
         if (cl_check(lat, e, "reading expert outputs"))
             return -1;
     }
-    return 0;
+    return gated ? gate_chunk_output(lat, b, c, s, q, gated) : 0;
 }
 
 int ml_batch_expert_on_device(const moelat_lattice *lat, int band) {

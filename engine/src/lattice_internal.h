@@ -162,9 +162,12 @@ int ml_batch_sync_to_host(moelat_lattice *lat);
 /* Uploads every parameter block to the device. */
 int ml_batch_upload_weights(moelat_lattice *lat);
 /* Each expert's device output for one chunk (n_cells x S per band, chunk
- * order) from the current states, without the gate. */
+ * order) from the current states, without the gate; with gated non-NULL
+ * (and every expert on the device) also the gate and update on those
+ * outputs, the chunk's next states (n_cells x S, chunk order). The
+ * current states stay current. */
 int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOELAT_BANDS],
-                            float *const mean[MOELAT_BANDS], float *const absmean[MOELAT_BANDS]);
+                            float *const mean[MOELAT_BANDS], float *const absmean[MOELAT_BANDS], float *gated);
 /* 1 when band k's expert runs on the device (it has an OpenCL path that
  * built and prepared), 0 when the host evaluates it. */
 int ml_batch_expert_on_device(const moelat_lattice *lat, int band);

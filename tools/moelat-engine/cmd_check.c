@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "cli_common.h"
+#include "gate.h"
 #include "lattice_internal.h"
 
 static void usage(FILE *out) {
@@ -21,7 +22,8 @@ static void usage(FILE *out) {
             "  --state FILE           load initial states (.npy) into both\n"
             "  --max-tol T            largest allowed max abs difference (default 1e-4; 1e-2 lipschitz)\n"
             "  --mean-tol T           largest allowed mean abs difference (default 1e-5; 1e-3 lipschitz)\n"
-            "  --experts              first compare each expert's output on the first chunk\n"
+            "  --experts              first compare the band aggregates, each expert's output and the\n"
+            "                         gate on the first chunk\n"
             "  --json                 print {\"steps\": [...], \"pass\": bool, \"device\": ...}\n"
             "  --help                 this text\n",
             cli_model_help);
@@ -54,13 +56,100 @@ static int load_both(moelat_lattice *a, moelat_lattice *b, const char *weights, 
     return 0;
 }
 
+/* Sums of band k's neighbour states of cell (x, y, z) and of their
+ * absolute values, accumulated into sm and sa (S doubles each) straight
+ * from the host states; returns the neighbour count. */
+static int band_sums(const moelat_lattice *lat, int k, int x, int y, int z, double *sm, double *sa) {
+    int cnt = 0;
+    for (int j = 0; j < lat->stencil.count[k]; j++) {
+        const ml_offset *o = &lat->stencil.band[k][j];
+        int nx = x + o->dx, ny = y + o->dy, nz = z + o->dz;
+        if (nx < 0 || ny < 0 || nz < 0 || nx >= lat->X || ny >= lat->Y || nz >= lat->Z)
+            continue;
+        const float *v = lat->states + ((size_t)nx + (size_t)lat->X * ((size_t)ny + (size_t)lat->Y * nz)) * lat->S;
+        for (int q = 0; q < lat->S; q++) {
+            sm[q] += v[q];
+            sa[q] += fabs(v[q]);
+        }
+        cnt++;
+    }
+    return cnt;
+}
+
+/* Chunk cell ci's lattice coordinates. */
+static void chunk_xyz(const ml_chunk *c, int ci, int *x, int *y, int *z) {
+    *x = c->origin[0] + ci % c->extent[0];
+    *y = c->origin[1] + (ci / c->extent[0]) % c->extent[1];
+    *z = c->origin[2] + ci / (c->extent[0] * c->extent[1]);
+}
+
+/* The device's gate and update on its own expert outputs d against the
+ * host gate on the same outputs, with nu and the band counts from the
+ * host states: pins a disagreement the experts do not explain to the
+ * gate. */
+static int compare_gate(moelat_lattice *host, const ml_chunk *c, float *const d[MOELAT_BANDS], const float *gated,
+                        double tol, int *pass, int json) {
+    const int S = host->S;
+    double *sm = calloc((size_t)S, sizeof *sm), *sa = calloc((size_t)S, sizeof *sa);
+    float *nu = malloc((size_t)S * sizeof *nu);
+    float *scratch = malloc((size_t)(3 * S + host->gate_hidden) * sizeof *scratch);
+    if (!sm || !sa || !nu || !scratch) {
+        free(sm);
+        free(sa);
+        free(nu);
+        free(scratch);
+        fprintf(stderr, "moelat-engine check: out of memory\n");
+        return -1;
+    }
+    double max = 0;
+    int worst = 0;
+    for (int ci = 0; ci < c->n_cells; ci++) {
+        int x, y, z, cnt[MOELAT_BANDS], all = 0;
+        chunk_xyz(c, ci, &x, &y, &z);
+        memset(sm, 0, (size_t)S * sizeof *sm);
+        memset(sa, 0, (size_t)S * sizeof *sa);
+        for (int k = 0; k < MOELAT_BANDS; k++)
+            all += cnt[k] = band_sums(host, k, x, y, z, sm, sa);
+        for (int q = 0; q < S; q++)
+            nu[q] = all ? (float)(sm[q] / all) : 0.0f;
+        const float *xs = host->states + ((size_t)x + (size_t)host->X * ((size_t)y + (size_t)host->Y * z)) * S;
+        float w[MOELAT_BANDS];
+        ml_gate_host(&host->gate, S, host->gate_hidden, xs, nu, w, scratch);
+        for (int q = 0; q < S; q++) {
+            double xn = xs[q];
+            for (int k = 0; k < MOELAT_BANDS; k++)
+                if (cnt[k] > 0)
+                    xn += (double)w[k] * d[k][(size_t)ci * S + q];
+            double e = fabs(xn - gated[(size_t)ci * S + q]);
+            if (!(e <= max)) {
+                max = e;
+                worst = ci;
+            }
+        }
+    }
+    free(sm);
+    free(sa);
+    free(nu);
+    free(scratch);
+    int ok = max <= tol;
+    *pass &= ok;
+    if (!json)
+        printf("  gate and update on chunk 0 (the device's expert outputs): max abs diff %.3e (cell %d of the chunk) %s\n",
+               max, worst, ok ? "ok" : "OVER TOLERANCE");
+    return 0;
+}
+
 /* Each expert alone on the first chunk: device output against the host
- * function, so a disagreement is pinned to one expert. */
+ * function, so a disagreement is pinned to one expert; then the gate. */
 static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol, int *pass, int json) {
     const ml_chunk *c = &dev->chunks[0];
     size_t n = (size_t)c->n_cells * dev->S;
     float *d[MOELAT_BANDS], *dm[MOELAT_BANDS], *da[MOELAT_BANDS], *h = malloc(n * sizeof(float));
-    int rc = h ? 0 : -1;
+    int all_on_device = 1;
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        all_on_device &= ml_batch_expert_on_device(dev, k);
+    float *gated = all_on_device ? malloc(n * sizeof(float)) : NULL;
+    int rc = h && (gated || !all_on_device) ? 0 : -1;
     for (int k = 0; k < MOELAT_BANDS; k++) {
         d[k] = malloc(n * sizeof(float));
         dm[k] = malloc(n * sizeof(float));
@@ -68,7 +157,7 @@ static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol
         if (!d[k] || !dm[k] || !da[k])
             rc = -1;
     }
-    if (rc == 0 && ml_batch_expert_outputs(dev, 0, d, dm, da) != 0) {
+    if (rc == 0 && ml_batch_expert_outputs(dev, 0, d, dm, da, gated) != 0) {
         fprintf(stderr, "moelat-engine check: %s\n", moelat_last_error(dev));
         rc = -1;
     }
@@ -78,23 +167,11 @@ static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol
         const int S = host->S;
         double *sm = calloc((size_t)S, sizeof *sm), *sa = calloc((size_t)S, sizeof *sa);
         for (int ci = 0; ci < c->n_cells && sm && sa; ci++) {
-            int x = c->origin[0] + ci % c->extent[0], y = c->origin[1] + (ci / c->extent[0]) % c->extent[1];
-            int z = c->origin[2] + ci / (c->extent[0] * c->extent[1]);
-            int cnt = 0;
+            int x, y, z;
+            chunk_xyz(c, ci, &x, &y, &z);
             memset(sm, 0, (size_t)S * sizeof *sm);
             memset(sa, 0, (size_t)S * sizeof *sa);
-            for (int j = 0; j < host->stencil.count[k]; j++) {
-                const ml_offset *o = &host->stencil.band[k][j];
-                int nx = x + o->dx, ny = y + o->dy, nz = z + o->dz;
-                if (nx < 0 || ny < 0 || nz < 0 || nx >= host->X || ny >= host->Y || nz >= host->Z)
-                    continue;
-                const float *v = host->states + ((size_t)nx + (size_t)host->X * ((size_t)ny + (size_t)host->Y * nz)) * S;
-                for (int q = 0; q < S; q++) {
-                    sm[q] += v[q];
-                    sa[q] += fabs(v[q]);
-                }
-                cnt++;
-            }
+            int cnt = band_sums(host, k, x, y, z, sm, sa);
             for (int q = 0; q < S && cnt; q++) {
                 double em = fabs(sm[q] / cnt - dm[k][(size_t)ci * S + q]);
                 double ea = fabs(sa[q] / cnt - da[k][(size_t)ci * S + q]);
@@ -138,12 +215,17 @@ static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol
                    dev->expert[k].desc->name, moelat_band_name(k), max, worst / (size_t)dev->S, h[worst], d[k][worst],
                    ok ? "ok" : "OVER TOLERANCE");
     }
+    if (rc == 0 && gated)
+        rc = compare_gate(host, c, d, gated, tol, pass, json);
+    else if (rc == 0 && !json)
+        printf("  gate and update: not compared (an expert runs on the host in batch mode)\n");
     for (int k = 0; k < MOELAT_BANDS; k++) {
         free(d[k]);
         free(dm[k]);
         free(da[k]);
     }
     free(h);
+    free(gated);
     return rc;
 }
 
