@@ -116,8 +116,6 @@ inline float ml_activate(float v, int act) {
     return act == ML_ACT_GELU ? ml_gelu(v) : act == ML_ACT_TANH ? tanh(v) : act == ML_ACT_SIGMOID ? ml_sigmoid(v) : v;
 }
 
-/* Sum of every lane's v, returned to every lane. red: MOELAT_WG floats of
- * scratch. The tree has a fixed shape, so the result is reproducible. */
 /* Work-group reductions in two rounds instead of a tree: after one
  * barrier, lanes 0 .. WG/R - 1 each fold a run of R values, and after a
  * second every lane folds the WG/R run results itself (broadcast reads).
