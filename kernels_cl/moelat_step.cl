@@ -185,8 +185,8 @@ __kernel void ml_aggregate(__global const float *states, __global const float *p
 /* One work-group of MOELAT_WG lanes per chunk cell (global = n_cells * WG).
  * Gate tensors live in one buffer; g_* are their offsets in floats. The
  * cell's vectors live in __local memory: lanes share the LayerNorm
- * statistics (tree sums), the hidden units (lanes over outputs) and the
- * three logits (tree sums), then write x' with lanes over s. check[0]
+ * statistics (work-group sums), the hidden units (lanes over outputs) and the
+ * three logits (work-group sums), then write x' with lanes over s. check[0]
  * counts cells whose x' holds a non-finite value and check[1] keeps the
  * lowest such lattice index (the host initialises it to INT_MAX): the
  * step's finite check without another pass over the states. */
