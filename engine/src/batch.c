@@ -655,6 +655,17 @@ static cl_int enqueue_aggregate(ml_batch *b, const moelat_lattice *lat, const ml
     return mlcl_enqueue_kernel(q, b->k_aggregate, 1, &global, &local, n_wait, wait, done);
 }
 
+/* Sets the arguments of chunk c's gate and update (into next) and
+ * enqueues it on q: one work-group per cell. */
+static cl_int enqueue_gate(ml_batch *b, const moelat_lattice *lat, const ml_chunk *c, chunk_set *s, cl_mem next,
+                           cl_command_queue q, cl_uint n_wait, const cl_event *wait, cl_event *done) {
+    cl_int e = set_gate_args(b, lat, c, s, next);
+    if (e != CL_SUCCESS)
+        return e;
+    size_t local = (size_t)b->work_group, global = (size_t)c->n_cells * local;
+    return mlcl_enqueue_kernel(q, b->k_gate, 1, &global, &local, n_wait, wait, done);
+}
+
 /* Enqueues the row prefix sums of the current states on q (nothing when
  * every band is summed directly). */
 static cl_int enqueue_prefix(ml_batch *b, const moelat_lattice *lat, cl_command_queue q, cl_uint n_wait,
@@ -783,7 +794,6 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
     chunk_set *s = &b->sets[ci % b->n_sets];
     int nq = b->ctx.n_queues;
     cl_command_queue q = b->ctx.queues[qi % nq];
-    size_t local = (size_t)b->work_group;
     cl_event agg = NULL, gate = NULL, ex[MOELAT_BANDS] = {NULL, NULL, NULL};
     int rc = -1;
     cl_int e;
@@ -829,18 +839,12 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
         }
         keep_event(se, ex[k], k);
     }
-    if ((e = set_gate_args(b, lat, c, s, b->states[1 - b->cur])) != CL_SUCCESS) {
-        cl_check(lat, e, "setting ml_gate_combine arguments");
-        goto out;
-    }
     cl_event waits[MOELAT_BANDS];
     int nw = 0;
     for (int k = 0; k < MOELAT_BANDS; k++)
         if (ex[k])
             waits[nw++] = ex[k];
-    /* One work-group per cell. */
-    size_t global = (size_t)c->n_cells * local;
-    e = mlcl_enqueue_kernel(q, b->k_gate, 1, &global, &local, (cl_uint)nw, nw ? waits : NULL, &gate);
+    e = enqueue_gate(b, lat, c, s, b->states[1 - b->cur], q, (cl_uint)nw, nw ? waits : NULL, &gate);
     if (cl_check(lat, e, "enqueueing ml_gate_combine"))
         goto out;
     keep_event(se, gate, 4);
@@ -1213,33 +1217,32 @@ static int gate_chunk_output(moelat_lattice *lat, ml_batch *b, const ml_chunk *c
                            lat->expert[k].desc->name),
                    -1;
     cl_mem next = b->states[1 - b->cur];
-    cl_int e = set_gate_args(b, lat, c, s, next);
-    size_t local = (size_t)b->work_group, global = (size_t)c->n_cells * local; /* one work-group per cell */
-    if (e == CL_SUCCESS)
-        e = mlcl_enqueue_kernel(q, b->k_gate, 1, &global, &local, 0, NULL, NULL);
+    cl_int e = enqueue_gate(b, lat, c, s, next, q, 0, NULL, NULL);
     if (cl_check(lat, e, "enqueueing ml_gate_combine"))
         return -1;
-    const size_t S = (size_t)lat->S;
-    float *all = malloc(lat->N * S * sizeof(float));
-    if (!all)
+    /* The chunk's planes, then its box out of them. */
+    const size_t S = (size_t)lat->S, plane = (size_t)lat->X * lat->Y * S;
+    float *planes = malloc(plane * (size_t)c->extent[2] * sizeof(float));
+    if (!planes)
         return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory reading the gate's states"), -1;
-    e = clEnqueueReadBuffer(q, next, CL_TRUE, 0, lat->N * S * sizeof(float), all, 0, NULL, NULL);
+    e = clEnqueueReadBuffer(q, next, CL_TRUE, plane * (size_t)c->origin[2] * sizeof(float),
+                            plane * (size_t)c->extent[2] * sizeof(float), planes, 0, NULL, NULL);
     if (e == CL_SUCCESS)
         for (int ci = 0; ci < c->n_cells; ci++) {
-            size_t x = (size_t)(c->origin[0] + ci % c->extent[0]);
-            size_t y = (size_t)(c->origin[1] + (ci / c->extent[0]) % c->extent[1]);
-            size_t z = (size_t)(c->origin[2] + ci / (c->extent[0] * c->extent[1]));
-            memcpy(gated + (size_t)ci * S, all + (x + (size_t)lat->X * (y + (size_t)lat->Y * z)) * S,
-                   S * sizeof(float));
+            int xyz[3];
+            ml_chunk_cell_xyz(c, ci, xyz);
+            size_t at = (size_t)xyz[0] + (size_t)lat->X * ((size_t)xyz[1] + (size_t)lat->Y * (xyz[2] - c->origin[2]));
+            memcpy(gated + (size_t)ci * S, planes + at * S, S * sizeof(float));
         }
-    free(all);
+    free(planes);
     return cl_check(lat, e, "reading the gate's states") ? -1 : 0;
 }
 
 int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOELAT_BANDS],
                             float *const mean[MOELAT_BANDS], float *const absmean[MOELAT_BANDS], float *gated) {
     /* Aggregation and each expert of one chunk on the device, from the
-     * current states, without the gate: for checking experts one by one. */
+     * current states, and the gate when asked: for checking them one by
+     * one. */
     ml_batch *b = lat->batch;
     if (!b)
         return ml_fail(lat, MOELAT_ERR_DEVICE, "batch mode is not enabled"), -1;

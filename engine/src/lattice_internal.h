@@ -32,6 +32,14 @@ typedef struct ml_chunk {
     int32_t n_cells;
 } ml_chunk;
 
+/* Lattice coordinates of chunk cell ci (x fastest, as the kernels'
+ * ml_chunk_cell). */
+static inline void ml_chunk_cell_xyz(const ml_chunk *c, int ci, int xyz[3]) {
+    xyz[0] = c->origin[0] + ci % c->extent[0];
+    xyz[1] = c->origin[1] + (ci / c->extent[0]) % c->extent[1];
+    xyz[2] = c->origin[2] + ci / (c->extent[0] * c->extent[1]);
+}
+
 typedef struct ml_thread_pool ml_thread_pool;
 typedef struct ml_batch ml_batch;
 

@@ -76,49 +76,31 @@ static int band_sums(const moelat_lattice *lat, int k, int x, int y, int z, doub
     return cnt;
 }
 
-/* Chunk cell ci's lattice coordinates. */
-static void chunk_xyz(const ml_chunk *c, int ci, int *x, int *y, int *z) {
-    *x = c->origin[0] + ci % c->extent[0];
-    *y = c->origin[1] + (ci / c->extent[0]) % c->extent[1];
-    *z = c->origin[2] + ci / (c->extent[0] * c->extent[1]);
-}
-
 /* The device's gate and update on its own expert outputs d against the
- * host gate on the same outputs, with nu and the band counts from the
- * host states: pins a disagreement the experts do not explain to the
- * gate. */
+ * host gate on the same outputs, with the band counts (cnt, BANDS per
+ * cell) and nu (S per cell) from the host states: pins a disagreement the
+ * experts do not explain to the gate. */
 static int compare_gate(moelat_lattice *host, const ml_chunk *c, float *const d[MOELAT_BANDS], const float *gated,
-                        double tol, int *pass, int json) {
+                        const int *cnt, const float *nu, double tol, int *pass, int json) {
     const int S = host->S;
-    double *sm = calloc((size_t)S, sizeof *sm), *sa = calloc((size_t)S, sizeof *sa);
-    float *nu = malloc((size_t)S * sizeof *nu);
     float *scratch = malloc((size_t)(3 * S + host->gate_hidden) * sizeof *scratch);
-    if (!sm || !sa || !nu || !scratch) {
-        free(sm);
-        free(sa);
-        free(nu);
-        free(scratch);
+    if (!scratch) {
         fprintf(stderr, "moelat-engine check: out of memory\n");
         return -1;
     }
     double max = 0;
     int worst = 0;
     for (int ci = 0; ci < c->n_cells; ci++) {
-        int x, y, z, cnt[MOELAT_BANDS], all = 0;
-        chunk_xyz(c, ci, &x, &y, &z);
-        memset(sm, 0, (size_t)S * sizeof *sm);
-        memset(sa, 0, (size_t)S * sizeof *sa);
-        for (int k = 0; k < MOELAT_BANDS; k++)
-            all += cnt[k] = band_sums(host, k, x, y, z, sm, sa);
-        for (int q = 0; q < S; q++)
-            nu[q] = all ? (float)(sm[q] / all) : 0.0f;
-        const float *xs = host->states + ((size_t)x + (size_t)host->X * ((size_t)y + (size_t)host->Y * z)) * S;
+        int xyz[3];
+        ml_chunk_cell_xyz(c, ci, xyz);
+        const float *xs =
+            host->states + ((size_t)xyz[0] + (size_t)host->X * ((size_t)xyz[1] + (size_t)host->Y * xyz[2])) * S;
         float w[MOELAT_BANDS];
-        ml_gate_host(&host->gate, S, host->gate_hidden, xs, nu, w, scratch);
+        ml_gate_host(&host->gate, S, host->gate_hidden, xs, nu + (size_t)ci * S, w, scratch);
         for (int q = 0; q < S; q++) {
             double xn = xs[q];
             for (int k = 0; k < MOELAT_BANDS; k++)
-                if (cnt[k] > 0)
+                if (cnt[ci * MOELAT_BANDS + k] > 0)
                     xn += (double)w[k] * d[k][(size_t)ci * S + q];
             double e = fabs(xn - gated[(size_t)ci * S + q]);
             if (!(e <= max)) {
@@ -127,9 +109,6 @@ static int compare_gate(moelat_lattice *host, const ml_chunk *c, float *const d[
             }
         }
     }
-    free(sm);
-    free(sa);
-    free(nu);
     free(scratch);
     int ok = max <= tol;
     *pass &= ok;
@@ -161,31 +140,47 @@ static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol
         fprintf(stderr, "moelat-engine check: %s\n", moelat_last_error(dev));
         rc = -1;
     }
-    /* The band aggregates the experts are handed, against a host sum. */
-    for (int k = 0; k < MOELAT_BANDS && rc == 0; k++) {
-        double max_m = 0, max_a = 0;
-        const int S = host->S;
-        double *sm = calloc((size_t)S, sizeof *sm), *sa = calloc((size_t)S, sizeof *sa);
-        for (int ci = 0; ci < c->n_cells && sm && sa; ci++) {
-            int x, y, z;
-            chunk_xyz(c, ci, &x, &y, &z);
+    /* The band aggregates the experts are handed, against host sums, which
+     * also give the gate's band counts and nu (the mean over all bands). */
+    const int S = host->S;
+    int *cnt = malloc((size_t)c->n_cells * MOELAT_BANDS * sizeof *cnt);
+    float *nu = malloc(n * sizeof *nu);
+    double *sm = malloc((size_t)S * sizeof *sm), *sa = malloc((size_t)S * sizeof *sa);
+    double *all = malloc((size_t)S * sizeof *all);
+    if (rc == 0 && (!cnt || !nu || !sm || !sa || !all)) {
+        fprintf(stderr, "moelat-engine check: out of memory\n");
+        rc = -1;
+    }
+    double max_m[MOELAT_BANDS] = {0, 0, 0}, max_a[MOELAT_BANDS] = {0, 0, 0};
+    for (int ci = 0; ci < c->n_cells && rc == 0; ci++) {
+        int xyz[3], total = 0;
+        ml_chunk_cell_xyz(c, ci, xyz);
+        memset(all, 0, (size_t)S * sizeof *all);
+        for (int k = 0; k < MOELAT_BANDS; k++) {
             memset(sm, 0, (size_t)S * sizeof *sm);
             memset(sa, 0, (size_t)S * sizeof *sa);
-            int cnt = band_sums(host, k, x, y, z, sm, sa);
-            for (int q = 0; q < S && cnt; q++) {
-                double em = fabs(sm[q] / cnt - dm[k][(size_t)ci * S + q]);
-                double ea = fabs(sa[q] / cnt - da[k][(size_t)ci * S + q]);
-                max_m = em > max_m ? em : max_m;
-                max_a = ea > max_a ? ea : max_a;
+            int m = cnt[ci * MOELAT_BANDS + k] = band_sums(host, k, xyz[0], xyz[1], xyz[2], sm, sa);
+            total += m;
+            for (int q = 0; q < S && m; q++) {
+                all[q] += sm[q];
+                double em = fabs(sm[q] / m - dm[k][(size_t)ci * S + q]);
+                double ea = fabs(sa[q] / m - da[k][(size_t)ci * S + q]);
+                max_m[k] = em > max_m[k] ? em : max_m[k];
+                max_a[k] = ea > max_a[k] ? ea : max_a[k];
             }
         }
-        free(sm);
-        free(sa);
-        int ok = max_m <= tol && max_a <= tol;
+        for (int q = 0; q < S; q++)
+            nu[(size_t)ci * S + q] = total ? (float)(all[q] / total) : 0.0f;
+    }
+    free(sm);
+    free(sa);
+    free(all);
+    for (int k = 0; k < MOELAT_BANDS && rc == 0; k++) {
+        int ok = max_m[k] <= tol && max_a[k] <= tol;
         *pass &= ok;
         if (!json)
             printf("  band %-10s aggregates on chunk 0: mean max abs diff %.3e, mean|n| max abs diff %.3e %s\n",
-                   moelat_band_name(k), max_m, max_a, ok ? "ok" : "OVER TOLERANCE");
+                   moelat_band_name(k), max_m[k], max_a[k], ok ? "ok" : "OVER TOLERANCE");
     }
     for (int k = 0; k < MOELAT_BANDS && rc == 0; k++) {
         if (!ml_batch_expert_on_device(dev, k)) {
@@ -216,7 +211,7 @@ static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol
                    ok ? "ok" : "OVER TOLERANCE");
     }
     if (rc == 0 && gated)
-        rc = compare_gate(host, c, d, gated, tol, pass, json);
+        rc = compare_gate(host, c, d, gated, cnt, nu, tol, pass, json);
     else if (rc == 0 && !json)
         printf("  gate and update: not compared (an expert runs on the host in batch mode)\n");
     for (int k = 0; k < MOELAT_BANDS; k++) {
@@ -226,6 +221,8 @@ static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol
     }
     free(h);
     free(gated);
+    free(cnt);
+    free(nu);
     return rc;
 }
 
