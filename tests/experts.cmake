@@ -37,10 +37,10 @@ exit $rc
 endif()
 
 # Every expert against the host (debug 9x8x7, then experiment 11x10x9,
-# whose chunks are not multiples of 3 cells) with the functional expert
+# whose chunks are not multiples of 3 cells) with an expert
 # set by `env`; `expect` must appear in the log before both checks pass,
 # showing the setting took effect.
-function(moelat_functional_variant_test name env expect)
+function(moelat_expert_variant_test name env expect)
   add_test(NAME ${name}
            COMMAND sh -c "$0 check --preset debug --dims 9x8x7 --steps 2 --experts && $0 check --preset experiment --dims 11x10x9 --steps 1 --experts"
                    $<TARGET_FILE:moelat-engine>)
@@ -51,9 +51,12 @@ endfunction()
 
 # Several chunk cells per work-group (the tuning knob; by default the
 # kernel chooses from S and the device's local memory).
-moelat_functional_variant_test(functional_cells MOELAT_FUNCTIONAL_CELLS=3 "3 chunk cells per work-group")
+moelat_expert_variant_test(functional_cells MOELAT_FUNCTIONAL_CELLS=3 "3 chunk cells per work-group")
 # The projections through CLBlast's SGEMM (the default on GPUs only).
-moelat_functional_variant_test(functional_clblast MOELAT_FUNCTIONAL_GEMM=clblast "projections: CLBlast SGEMM")
+moelat_expert_variant_test(functional_clblast MOELAT_FUNCTIONAL_GEMM=clblast "projections: CLBlast SGEMM")
+# Two cells per distant work-group (its knob; by default 4 at S >= 48,
+# which the experiment preset runs everywhere, and 1 below).
+moelat_expert_variant_test(distant_cells MOELAT_DISTANT_CELLS=2 "2 chunk cells per work-group")
 
 # Aggregation with one and with sixteen state values per work-item
 # (MOELAT_AGG_VECTOR; four by default, which every other test runs):

@@ -322,4 +322,140 @@ inline void cnf_wg_integrate(__global const float *P, __global const int *toff, 
     }
 }
 
+
+/* ---- The block for up to CNF_CELLS_MAX cells per work-group (euler) ----
+ * The same function as cnf_wg_integrate, for T cells at once: each dense
+ * layer reads its weights once for the T cells (T sums per lane), and the
+ * LayerNorm statistics of the T cells meet in one segmented reduction
+ * (WG/T lanes per cell), so a step has the barriers of one cell. */
+#define CNF_CELLS_MAX 4
+/* Work floats for T cells: u [T][2S], h [T][H], h2 [T][H/2], f [T][S],
+ * the layers' partial sums, the T cells' statistics (2T) and sums (T). */
+#if MOELAT_CNF_MODE == 1
+#define CNF_CELLS_WORK(T) CNF_WG_WORK /* cell by cell */
+#else
+#define CNF_CELLS_WORK(T) ((T) * (CNF_WO_PART + CNF_PART) + 3 * (T))
+#endif
+
+/* Sum over each cell's segment of lanes (WG/T lanes, T | WG) of v, into
+ * out[t]; every lane sees all T sums after it. red: MOELAT_WG floats. */
+inline void cnf_wg_seg_sum(float v, int T, __local float *red, __local float *out) {
+    int l = ml_lane(), seg = MOELAT_WG / T;
+    barrier(CLK_LOCAL_MEM_FENCE); /* a previous call may still read red, out */
+    red[l] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (l < T) {
+        float a = red[l * seg];
+        for (int j = 1; j < seg; j++)
+            a += red[l * seg + j];
+        out[l] = a;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+/* Mean and 1/sqrt(var + 1e-5) of each cell's n0 + n1 values [a0_t, a1_t]
+ * (a0_t = a0 + t * s0), two-pass as cnf_wg_ln_stats, into st[2t] and
+ * st[2t + 1]; st[2T .. 3T) holds the segment sums. */
+inline void cnf_wg_ln_stats_cells(__local const float *a0, int n0, int s0, __local const float *a1, int n1, int s1,
+                                  int T, __local float *red, __local float *st) {
+    int l = ml_lane(), seg = MOELAT_WG / T, t = l / seg, n = n0 + n1;
+    __local float *sums = st + 2 * T;
+    float part = 0.0f;
+    for (int i = l % seg; i < n; i += seg)
+        part += i < n0 ? a0[t * s0 + i] : a1[t * s1 + i - n0];
+    cnf_wg_seg_sum(part, T, red, sums);
+    float mean = sums[t] / (float)n;
+    if (l < T)
+        st[2 * l] = sums[l] / (float)n;
+    part = 0.0f;
+    for (int i = l % seg; i < n; i += seg) {
+        float d = (i < n0 ? a0[t * s0 + i] : a1[t * s1 + i - n0]) - mean;
+        part += d * d;
+    }
+    cnf_wg_seg_sum(part, T, red, sums);
+    if (l < T)
+        st[2 * l + 1] = 1.0f / sqrt(sums[l] / (float)n + 1e-5f);
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+/* out_t = act(W in_t + b) (+ T time on the first ntw outputs) for the T
+ * cells (in_t = in + t * nin, out_t = out + t * nout), lanes over
+ * (output, slice of G inputs), each weight read once for the cells. */
+inline void cnf_wg_dense_cells(__global const float *W, __global const float *b, __local const float *in, int nin,
+                               __local float *out, int nout, int gelu, __global const float *tw, int ntw,
+                               float time, int T, __local float *part) {
+    const int G = CNF_SPLIT(nin);
+    int l = ml_lane(), g = l & (G - 1);
+    for (int o = l / G; o < nout; o += MOELAT_WG / G) {
+        __global const float *row = W + (size_t)o * nin;
+        float acc[CNF_CELLS_MAX] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int i = g; i < nin; i += G) {
+            float w = row[i];
+            for (int t = 0; t < T; t++)
+                acc[t] = fma(w, in[t * nin + i], acc[t]);
+        }
+        for (int t = 0; t < T; t++)
+            part[(t * nout + o) * (G + 1) + g] = acc[t];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int k = l; k < T * nout; k += MOELAT_WG) {
+        int o = k % nout;
+        float acc = b[o];
+        for (int j = 0; j < G; j++)
+            acc += part[k * (G + 1) + j];
+        if (o < ntw)
+            acc = fma(tw[o], time, acc);
+        out[k] = gelu ? ml_gelu(acc) : acc;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+/* cnf_wg_integrate for T cells (1 <= T <= CNF_CELLS_MAX, T | MOELAT_WG):
+ * v [T][S] in place, m [T][S]; work: CNF_CELLS_WORK(T) floats. The
+ * lipschitz mode integrates the cells one by one. */
+inline void cnf_wg_integrate_cells(__global const float *P, __global const int *toff, int base, __local float *v,
+                                   __local const float *m, int T, __local float *work, __local float *red) {
+#if MOELAT_CNF_MODE == 1
+    for (int t = 0; t < T; t++) {
+        cnf_wg_integrate(P, toff, base, v + t * CNF_S, m + t * CNF_S, work, red);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+#else
+    __local float *u = work;
+    __local float *h = u + T * 2 * CNF_S;
+    __local float *h2 = h + T * CNF_H;
+    __local float *f = h2 + T * (CNF_H / 2);
+    __local float *part = f + T * CNF_S;
+    __local float *st = part + T * CNF_PART;
+    __global const float *gin = CNF_P(CNF_T_IN_G), *bin = CNF_P(CNF_T_IN_B);
+    __global const float *gout = CNF_P(CNF_T_OUT_G), *bout = CNF_P(CNF_T_OUT_B);
+    __global const float *tw = CNF_P(CNF_T_TIME_W);
+    float damping = fabs(CNF_P(CNF_T_GAMMA)[0]);
+    int l = ml_lane();
+    for (int k = 0; k < MOELAT_CNF_STEPS; k++) {
+        float time = (float)k / (float)MOELAT_CNF_STEPS;
+        cnf_wg_ln_stats_cells(v, CNF_S, CNF_S, m, CNF_S, CNF_S, T, red, st);
+        for (int q = l; q < T * 2 * CNF_S; q += MOELAT_WG) {
+            int t = q / (2 * CNF_S), i = q % (2 * CNF_S);
+            float a = i < CNF_S ? v[t * CNF_S + i] : m[t * CNF_S + i - CNF_S];
+            u[q] = (a - st[2 * t]) * st[2 * t + 1] * gin[i] + bin[i];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        cnf_wg_dense_cells(CNF_P(CNF_T_W0), CNF_P(CNF_T_B0), u, 2 * CNF_S, h, CNF_H, 1, tw, 0, time, T, part);
+        cnf_wg_dense_cells(CNF_P(CNF_T_W3), CNF_P(CNF_T_B3), h, CNF_H, h2, CNF_H / 2, 1, tw, 0, time, T, part);
+        cnf_wg_dense_cells(CNF_P(CNF_T_W5), CNF_P(CNF_T_B5), h2, CNF_H / 2, f, CNF_S, 0, tw, CNF_H / 4, time, T,
+                           part);
+        cnf_wg_ln_stats_cells(f, CNF_S, CNF_S, f, 0, 0, T, red, st);
+        /* LN_out, damping and the Euler step fused: each lane owns its q. */
+        float dt = 1.0f / (float)MOELAT_CNF_STEPS;
+        for (int q = l; q < T * CNF_S; q += MOELAT_WG) {
+            int t = q / CNF_S, s = q % CNF_S;
+            float fs = (f[q] - st[2 * t]) * st[2 * t + 1] * gout[s] + bout[s] - damping * v[q];
+            v[q] = fma(dt, fs, v[q]);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE); /* v complete before the next LN_in reads it */
+    }
+#endif
+}
+
 #endif

@@ -33,10 +33,10 @@ void ec_log(int level, const char *fmt, ...) {
         fprintf(stderr, "[%s] %s\n", g_name, msg);
 }
 
-const char *ec_join_cl_parts(const char *const *parts) {
+const char *ec_join_cl_parts_after(const char *first, const char *const *parts) {
     if (g_cl_source)
         return g_cl_source;
-    size_t len = 0;
+    size_t len = first ? strlen(first) + 1 : 0;
     for (int i = 0; parts[i]; i++)
         len += strlen(parts[i]) + 1;
     char *s = malloc(len + 1);
@@ -45,15 +45,33 @@ const char *ec_join_cl_parts(const char *const *parts) {
         return NULL;
     }
     size_t at = 0;
-    for (int i = 0; parts[i]; i++) {
-        size_t l = strlen(parts[i]);
-        memcpy(s + at, parts[i], l);
+    for (int i = first ? -1 : 0; i < 0 || parts[i]; i++) {
+        const char *part = i < 0 ? first : parts[i];
+        size_t l = strlen(part);
+        memcpy(s + at, part, l);
         at += l;
         s[at++] = '\n'; /* a part without a final newline must not glue to the next */
     }
     s[at] = '\0';
     g_cl_source = s;
     return s;
+}
+
+const char *ec_join_cl_parts(const char *const *parts) { return ec_join_cl_parts_after(NULL, parts); }
+
+int ec_cells_knob(const char *var, int max, int pow2, const char *macro, const char *const *parts,
+                  const char **source) {
+    const char *env = getenv(var);
+    int cells = env && *env ? atoi(env) : 0;
+    if (env && *env && (cells < 1 || cells > max || (pow2 && (cells & (cells - 1)) != 0))) {
+        ec_log(MOELAT_LOG_WARN, "%s=%s is not %s from 1 to %d: ignored (the kernel chooses)", var, env,
+               pow2 ? "a power of two" : "a whole number", max);
+        cells = 0;
+    }
+    char define[96];
+    snprintf(define, sizeof define, "#define %s %d", macro, cells);
+    *source = ec_join_cl_parts_after(define, parts);
+    return cells;
 }
 
 /* Frees the joined source when the plugin is unloaded (dlclose), so leak
@@ -386,4 +404,24 @@ int ec_cl_check_fit(cl_kernel k, const char *kname, cl_device_id dev, size_t wg)
         return MOELAT_EXPERT_ERROR;
     }
     return MOELAT_EXPERT_OK;
+}
+
+size_t ec_cl_compiled_size(cl_program program, cl_device_id dev, const char *kname, size_t max) {
+    cl_kernel k = ec_cl_kernel(program, kname);
+    if (!k)
+        return 0;
+    size_t size[3] = {0, 0, 0};
+    cl_int err = clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_COMPILE_WORK_GROUP_SIZE, sizeof size, size, NULL);
+    clReleaseKernel(k);
+    char what[160];
+    if (err != CL_SUCCESS) {
+        snprintf(what, sizeof what, "cl_prepare: CL_KERNEL_COMPILE_WORK_GROUP_SIZE of %s", kname);
+        ec_cl_fail(err, what);
+        return 0;
+    }
+    if (size[0] < 1 || size[0] > max) {
+        ec_log(MOELAT_LOG_ERROR, "cl_prepare: %s reports %zu, not 1..%zu", kname, size[0], max);
+        return 0;
+    }
+    return size[0];
 }

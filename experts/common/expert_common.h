@@ -25,6 +25,16 @@ void ec_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 /* Joins a NULL-terminated list of source parts into one string, once; the
  * result lives as long as the plugin is loaded. NULL on allocation failure. */
 const char *ec_join_cl_parts(const char *const *parts);
+/* The same with one line (a #define of a tuning knob, say) in front. */
+const char *ec_join_cl_parts_after(const char *first, const char *const *parts);
+
+/* A cells-per-work-group tuning knob from the environment variable var:
+ * its value when it is from 1 to max (and a power of two if pow2), else 0
+ * ("the kernel chooses"; a set but invalid value is logged). Written into
+ * the source as "#define <macro> <value>" in front of parts
+ * (ec_join_cl_parts_after); returns the value. */
+int ec_cells_knob(const char *var, int max, int pow2, const char *macro, const char *const *parts,
+                  const char **source);
 
 /* ---- host math (float32, as the device computes it) ---- */
 
@@ -105,5 +115,10 @@ int ec_cl_work_group(const moelat_cl_setup *setup);
  * built kernel), so that a misfit falls back to the host instead of
  * failing at every enqueue. Logs what does not fit. */
 int ec_cl_check_fit(cl_kernel k, const char *kname, cl_device_id dev, size_t wg);
+
+/* A compile-time choice of the program read back: the first dimension of
+ * kernel kname's reqd_work_group_size (a kernel that never runs declares
+ * it), between 1 and max. 0 on failure (logged). */
+size_t ec_cl_compiled_size(cl_program program, cl_device_id dev, const char *kname, size_t max);
 
 #endif

@@ -54,14 +54,19 @@ static int distant_host_cell(const moelat_host_cell *c) {
 }
 
 /* ---- OpenCL path: the engine hands the band mean, so no neighbour is read ----
- * One work-group of work_group lanes per chunk cell (distant.cl). */
+ * One work-group of work_group lanes per cells_per_group chunk cells
+ * (distant.cl's DS_T: MOELAT_DISTANT_CELLS = 1, 2 or 4, read once when the
+ * plugin loads and compiled in as DS_CELLS, else the kernel's rule). */
+
+static int g_cells; /* 0: unset */
 
 typedef struct distant_cl_state {
     cl_kernel kernel;
     cl_mem params;
     cl_mem toff;
     cl_int4 lattice;
-    size_t work_group; /* lanes per cell: the program's MOELAT_WG */
+    size_t work_group; /* lanes per group: the program's MOELAT_WG */
+    size_t cells_per_group; /* distant.cl's DS_T */
 } distant_cl_state;
 
 static void distant_cl_release(void *p) {
@@ -101,7 +106,12 @@ static int distant_cl_prepare(const moelat_cl_setup *setup, void **state) {
         return MOELAT_EXPERT_ERROR;
     }
     st->work_group = (size_t)wg;
-    if (ec_cl_check_fit(st->kernel, "distant_expert", setup->device, st->work_group) != MOELAT_EXPERT_OK) {
+    st->cells_per_group = ec_cl_compiled_size(setup->program, setup->device, "distant_cells_per_group", 4);
+    if (st->cells_per_group)
+        ec_log(MOELAT_LOG_INFO, "distant_expert: %zu chunk cells per work-group%s", st->cells_per_group,
+               g_cells > 0 ? " (MOELAT_DISTANT_CELLS)" : "");
+    if (!st->cells_per_group ||
+        ec_cl_check_fit(st->kernel, "distant_expert", setup->device, st->work_group) != MOELAT_EXPERT_OK) {
         distant_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
@@ -130,7 +140,8 @@ static int distant_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
                                  (const cl_event *)ch->wait, ch->done ? &ev : NULL);
     } else {
         size_t local = st->work_group;
-        size_t global = (size_t)ch->n_cells * local; /* work-group c = chunk cell c */
+        size_t groups = ((size_t)ch->n_cells + st->cells_per_group - 1) / st->cells_per_group;
+        size_t global = groups * local;
         cl_int err = clEnqueueNDRangeKernel(ch->queue, st->kernel, 1, NULL, &global, &local,
                                             ch->num_wait,
                                             ch->num_wait ? (const cl_event *)ch->wait : NULL,
@@ -170,7 +181,10 @@ static moelat_expert_descriptor g_desc = {
 
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {
     ec_init(host, g_desc.name);
-    if (!g_desc.cl_source)
-        g_desc.cl_source = ec_join_cl_parts(distant_cl_parts);
+    if (!g_desc.cl_source) {
+        /* at most cnf.cl's CNF_CELLS_MAX, a power of two (it divides the
+         * work-group for the cells' segmented sums) */
+        g_cells = ec_cells_knob("MOELAT_DISTANT_CELLS", 4, 1, "DS_CELLS", distant_cl_parts, &g_desc.cl_source);
+    }
     return &g_desc;
 }

@@ -228,26 +228,6 @@ typedef struct functional_cl_state {
  * kernel source from S and the device's local memory. */
 static int g_cells; /* 0: unset */
 
-/* The program's FN_T, read from functional_cells_per_group's required
- * work-group size; 0 on failure (logged). */
-static size_t program_cells_per_group(cl_program program, cl_device_id dev) {
-    cl_kernel k = ec_cl_kernel(program, "functional_cells_per_group");
-    if (!k)
-        return 0;
-    size_t size[3] = {0, 0, 0};
-    cl_int err = clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_COMPILE_WORK_GROUP_SIZE, sizeof size, size, NULL);
-    clReleaseKernel(k);
-    if (err != CL_SUCCESS) {
-        ec_cl_fail(err, "cl_prepare: CL_KERNEL_COMPILE_WORK_GROUP_SIZE of functional_cells_per_group");
-        return 0;
-    }
-    if (size[0] < 1 || size[0] > 16) {
-        ec_log(MOELAT_LOG_ERROR, "cl_prepare: functional_cells_per_group reports %zu cells per work-group", size[0]);
-        return 0;
-    }
-    return size[0];
-}
-
 /* CLBlast for the projections' SGEMM: MOELAT_FUNCTIONAL_GEMM=clblast or
  * kernel, else on GPUs only. */
 static int use_clblast(cl_device_id dev) {
@@ -310,7 +290,7 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
     st->n_total = (cl_int)n;
     st->work_group = (size_t)wg;
-    st->cells_per_group = program_cells_per_group(setup->program, setup->device);
+    st->cells_per_group = ec_cl_compiled_size(setup->program, setup->device, "functional_cells_per_group", 16);
     if (!st->cells_per_group) {
         functional_cl_release(st);
         return MOELAT_EXPERT_ERROR;
@@ -498,24 +478,7 @@ static moelat_expert_descriptor g_desc = {
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {
     ec_init(host, g_desc.name);
     if (!g_desc.cl_source) {
-        const char *env = getenv("MOELAT_FUNCTIONAL_CELLS");
-        if (env && !*env)
-            env = NULL;
-        int cells = env ? atoi(env) : 0;
-        if (env && (cells < 1 || cells > 16)) {
-            ec_log(MOELAT_LOG_WARN, "MOELAT_FUNCTIONAL_CELLS=%s is not 1..16: ignored (the kernel chooses)", env);
-            cells = 0;
-        }
-        g_cells = cells;
-        static char cells_define[48];
-        static const char *parts[16];
-        snprintf(cells_define, sizeof cells_define, "#define FN_CELLS %d", cells);
-        int n = 0;
-        parts[n++] = cells_define;
-        for (int i = 0; functional_cl_parts[i] && n < 15; i++)
-            parts[n++] = functional_cl_parts[i];
-        parts[n] = NULL;
-        g_desc.cl_source = ec_join_cl_parts(parts);
+        g_cells = ec_cells_knob("MOELAT_FUNCTIONAL_CELLS", 16, 0, "FN_CELLS", functional_cl_parts, &g_desc.cl_source);
     }
     return &g_desc;
 }
