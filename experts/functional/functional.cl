@@ -133,17 +133,30 @@
 #define FN_O_RR (FN_O_Z + FN_A4(FN_T * FN_S))
 #define FN_O_CAND (FN_O_RR + FN_A4(FN_T * FN_S))
 #define FN_O_RIN (FN_O_CAND + FN_A4(FN_T * FN_S))
+/* The CNF's cells at once (cnf_wg_integrate_cells: a power of two up to
+ * CNF_CELLS_MAX, euler), else one by one (FN_CNF_T 1). */
+#if MOELAT_CNF_MODE == 0 && (FN_T == 2 || FN_T == 4)
+#define FN_CNF_T FN_T
+#else
+#define FN_CNF_T 1
+#endif
+#define FN_CNF_WORK (FN_CNF_T > 1 ? CNF_CELLS_WORK(FN_CNF_T) : CNF_WG_WORK)
 #define FN_O_V (FN_O_RIN + FN_A4(FN_T * 2 * FN_S))
-#define FN_O_MEAN (FN_O_V + FN_A4(FN_S))
-#define FN_O_WORK (FN_O_MEAN + FN_A4(FN_S))
+#define FN_O_MEAN (FN_O_V + FN_A4(FN_CNF_T * FN_S))
+#define FN_O_WORK (FN_O_MEAN + FN_A4(FN_CNF_T * FN_S))
 /* Partial sums of the cells' dense layers (widest: S outputs). */
-#define FN_O_DPART (FN_O_WORK + FN_A4(CNF_WG_WORK))
+#define FN_O_DPART (FN_O_WORK + FN_A4(FN_CNF_WORK))
 #define FN_END2 (FN_O_DPART + FN_A4(FN_T * ML_DENSE_PART(FN_S)))
 #define FN_LOCAL FN_MAX(FN_END1, FN_END2)
 
-/* The layout above follows FN_T (macros expand where they are used), so
- * an automatic FN_T halves until the layout fits the device's local
- * memory: at S = 160 four cells need 50 KB, more than NVIDIA's 48. */
+/* The layout above follows FN_T and FN_CNF_T (macros expand where they
+ * are used). Where it does not fit the device's local memory the CNF goes
+ * cell by cell first, then an automatic FN_T halves until it fits: at
+ * S = 160 four cells need 50 KB, more than NVIDIA's 48. */
+#if defined(MOELAT_LOCAL_MEM) && FN_LOCAL * 4 > MOELAT_LOCAL_MEM && FN_CNF_T > 1
+#undef FN_CNF_T
+#define FN_CNF_T 1
+#endif
 #if defined(FN_T_AUTO) && defined(MOELAT_LOCAL_MEM) && FN_LOCAL * 4 > MOELAT_LOCAL_MEM
 #undef FN_T
 #define FN_T 2
@@ -491,7 +504,18 @@ __kernel void functional_output(
         rin[(k / FN_S) * 2 * FN_S + k % FN_S] = (1.0f - g) * ((1.0f - z[k]) * xs[k] + z[k] * cand[k]);
     }
 
-    /* ---- 3. CNF (cell by cell) and E_F = GELU(LN(L(2S->S)([(1 - g) gnn, g cnf]))) ---- */
+    /* ---- 3. CNF and E_F = GELU(LN(L(2S->S)([(1 - g) gnn, g cnf]))) ---- */
+#if FN_CNF_T > 1
+    for (int k = lane; k < FN_T * FN_S; k += MOELAT_WG) {
+        mean[k] = band_mean[(size_t)min(c0 + k / FN_S, n_cells - 1) * FN_S + k % FN_S];
+        v[k] = xs[k];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    cnf_wg_integrate_cells(P, toff, FN_CNF, v, mean, FN_T, work, red);
+    for (int k = lane; k < FN_T * FN_S; k += MOELAT_WG)
+        rin[(k / FN_S) * 2 * FN_S + FN_S + k % FN_S] = gs[k / FN_S] * v[k];
+    barrier(CLK_LOCAL_MEM_FENCE);
+#else
     for (int ct = 0; ct < FN_T; ct++) {
         const int c = min(c0 + ct, n_cells - 1);
         for (int s = lane; s < FN_S; s += MOELAT_WG) {
@@ -506,6 +530,7 @@ __kernel void functional_output(
         /* The next cell's v and mean are written after this barrier. */
         barrier(CLK_LOCAL_MEM_FENCE);
     }
+#endif
     fn_dense_cells(FN_P(FN_RP0_W), FN_P(FN_RP0_B), rin, 2 * FN_S, 2 * FN_S, rin, 0, 0, rin, 0, 0, cand, FN_S,
                    FN_S, ML_ACT_NONE, dpart);
     for (int ct = 0; ct < FN_T; ct++)
