@@ -134,8 +134,9 @@
 #define FN_O_CAND (FN_O_RR + FN_A4(FN_T * FN_S))
 #define FN_O_RIN (FN_O_CAND + FN_A4(FN_T * FN_S))
 /* The CNF's cells at once (cnf_wg_integrate_cells: a power of two up to
- * CNF_CELLS_MAX, euler), else one by one (FN_CNF_T 1). */
-#if MOELAT_CNF_MODE == 0 && (FN_T == 2 || FN_T == 4)
+ * CNF_CELLS_MAX, euler), else one by one (FN_CNF_T 1; build option
+ * -DFN_CNF_ONE_BY_ONE=1 asks for that, to time the two). */
+#if MOELAT_CNF_MODE == 0 && (FN_T == 2 || FN_T == 4) && !defined(FN_CNF_ONE_BY_ONE)
 #define FN_CNF_T FN_T
 #else
 #define FN_CNF_T 1
