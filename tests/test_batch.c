@@ -124,6 +124,33 @@ static void test_experiment_12(void **state) {
     free_run(d, 1);
 }
 
+/* Kernel times only when asked for: the default queues record none, and a
+ * profiled lattice times every kernel of the step; both step alike. */
+static void test_profile(void **state) {
+    (void)state;
+    uint64_t seed = ts_seed();
+    moelat_config cfg;
+    ts_config(&cfg, "debug", 7, 6, 5);
+    float *plain[1], *timed[1];
+    moelat_report rep;
+    run_case(&cfg, MOELAT_MODE_BATCH, seed, 1, plain, &rep);
+    assert_true(rep.batch_chunks > 0);
+    assert_int_equal(rep.profiled, 0);
+    assert_true(rep.aggregate_device_ms == 0 && rep.gate_device_ms == 0);
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        assert_true(rep.expert_device_ms[k] == 0);
+    cfg.profile = 1;
+    run_case(&cfg, MOELAT_MODE_BATCH, seed, 1, timed, &rep);
+    assert_int_equal(rep.profiled, 1);
+    assert_true(rep.aggregate_device_ms > 0 && rep.gate_device_ms > 0);
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        assert_true(rep.expert_device_ms[k] > 0);
+    size_t n = (size_t)7 * 6 * 5 * 24;
+    assert_memory_equal(plain[0], timed[0], n * sizeof(float));
+    free_run(plain, 1);
+    free_run(timed, 1);
+}
+
 /* Some chunks on the host, some on the device: same as both pure modes. */
 static void test_mixed_step(void **state) {
     (void)state;
@@ -355,7 +382,7 @@ int main(void) {
         cmocka_unit_test(test_experiment_12), cmocka_unit_test(test_mixed_step),
         cmocka_unit_test(test_enqueue_fault), cmocka_unit_test(test_prefix_fault), cmocka_unit_test(test_alloc_fault),
         cmocka_unit_test(test_build_fault),   cmocka_unit_test(test_mode_switch),
-        cmocka_unit_test(test_inf_reach),
+        cmocka_unit_test(test_inf_reach),     cmocka_unit_test(test_profile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

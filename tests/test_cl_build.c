@@ -28,7 +28,7 @@ static int setup(void **state) {
     mlcl_device_info dev;
     char err[2048];
     if (mlcl_select_device(NULL, &dev, err, sizeof err) ||
-        mlcl_context_create(&dev, 1, &g_ctx, err, sizeof err)) {
+        mlcl_context_create(&dev, 1, 1, &g_ctx, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         return -1;
     }

@@ -207,12 +207,12 @@ static void test_context_queues(void **state) {
     (void)state;
     mlcl_context ctx;
     char err[1024];
-    assert_int_equal(mlcl_context_create(&g_devs[0], 0, &ctx, err, sizeof err), -1);
+    assert_int_equal(mlcl_context_create(&g_devs[0], 0, 1, &ctx, err, sizeof err), -1);
     assert_non_null(strstr(err, g_devs[0].name));
-    assert_int_equal(mlcl_context_create(&g_devs[0], MLCL_MAX_QUEUES + 1, &ctx, err, sizeof err),
+    assert_int_equal(mlcl_context_create(&g_devs[0], MLCL_MAX_QUEUES + 1, 1, &ctx, err, sizeof err),
                      -1);
     int nq = 1 + rand() % 4;
-    assert_int_equal(mlcl_context_create(&g_devs[0], nq, &ctx, err, sizeof err), 0);
+    assert_int_equal(mlcl_context_create(&g_devs[0], nq, 1, &ctx, err, sizeof err), 0);
     assert_int_equal(ctx.n_queues, nq);
     for (int q = 0; q < nq; q++) {
         cl_command_queue_properties props = 0;
@@ -241,7 +241,7 @@ static void test_run_and_time(void **state) {
     setenv("MOELAT_NO_KERNEL_CACHE", "1", 1);
     mlcl_context ctx;
     char err[8192];
-    assert_int_equal(mlcl_context_create(&g_devs[0], 2, &ctx, err, sizeof err), 0);
+    assert_int_equal(mlcl_context_create(&g_devs[0], 2, 1, &ctx, err, sizeof err), 0);
     cl_program prog = NULL;
     int rc = mlcl_build_program(&ctx, "axpy", k_axpy, "-cl-std=CL1.2", &prog, err, sizeof err);
     if (rc)

@@ -27,7 +27,7 @@ static int setup(void **state) {
     char err[8192];
     setenv("MOELAT_NO_KERNEL_CACHE", "1", 1);
     if (mlcl_select_device(NULL, &dev, err, sizeof err) ||
-        mlcl_context_create(&dev, 1, &g_ctx, err, sizeof err) ||
+        mlcl_context_create(&dev, 1, 1, &g_ctx, err, sizeof err) ||
         mlcl_build_program(&g_ctx, "fill", k_fill, "", &g_prog, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         return -1;

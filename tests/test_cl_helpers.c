@@ -43,7 +43,7 @@ static void run_helpers(results *r) {
     mlcl_device_info dev;
     mlcl_context ctx;
     char err[16384];
-    if (mlcl_select_device(NULL, &dev, err, sizeof err) || mlcl_context_create(&dev, 1, &ctx, err, sizeof err))
+    if (mlcl_select_device(NULL, &dev, err, sizeof err) || mlcl_context_create(&dev, 1, 1, &ctx, err, sizeof err))
         fail_msg("%s", err);
     const char *helpers = mlcl_embedded_source("moelat_helpers.cl");
     assert_non_null(helpers);

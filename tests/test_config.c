@@ -82,6 +82,7 @@ static void test_presets(void **state) {
         assert_int_equal(c.batch_threshold, 0);
         assert_int_equal(c.chunk[0] | c.chunk[1] | c.chunk[2], 0);
         assert_int_equal(c.queues, 0);
+        assert_int_equal(c.profile, 0);
         assert_string_equal(c.device, "");
         assert_int_equal(c.n_plugin_paths, 0);
         char err[512];
@@ -183,7 +184,7 @@ static void test_json_overrides(void **state) {
                  "  \"experts\": {\"distant\": \"my_plugin\"},\n"
                  "  \"cnf_mode\": \"lipschitz\", \"cnf_steps\": %d, \"seed\": %llu,\n"
                  "  \"threads\": %d, \"mode\": \"auto\", \"batch_threshold\": %d,\n"
-                 "  \"chunk\": \"%dx4x5\", \"queues\": %d, \"device\": \"pocl\",\n"
+                 "  \"chunk\": \"%dx4x5\", \"queues\": %d, \"device\": \"pocl\", \"profile\": true,\n"
                  "  \"plugin_paths\": [\"/a\", \"/b/c\"]\n}\n",
                  X, Y, Z, S, rr, h1, ode, steps, seed, threads, bt, cx, q);
         const char *path = write_json("over.json", text);
@@ -214,6 +215,7 @@ static void test_json_overrides(void **state) {
         assert_int_equal(c.chunk[1], 4);
         assert_int_equal(c.chunk[2], 5);
         assert_int_equal(c.queues, q);
+        assert_int_equal(c.profile, 1);
         assert_string_equal(c.device, "pocl");
         assert_int_equal(c.n_plugin_paths, 2);
         assert_string_equal(c.plugin_paths[1], "/b/c");
@@ -284,6 +286,7 @@ static const bad_json bad_jsons[] = {
     {"{\"chunk\": [8, 8, 0]}", MOELAT_ERR_INVALID, "key 'chunk'", NULL},
     {"{\"queues\": 17}", MOELAT_ERR_INVALID, "key 'queues'", "1 to 16"},
     {"{\"queues\": 0}", MOELAT_ERR_INVALID, "key 'queues'", NULL},
+    {"{\"profile\": 1}", MOELAT_ERR_INVALID, "key 'profile'", "true or false"},
     {"{\"device\": -1}", MOELAT_ERR_INVALID, "key 'device'", NULL},
     {"{\"device\": [0]}", MOELAT_ERR_INVALID, "key 'device'", "an array"},
     {"{\"plugin_paths\": \"/x\"}", MOELAT_ERR_INVALID, "key 'plugin_paths'", "a string"},
@@ -435,6 +438,7 @@ static void test_validate(void **state) {
     BAD(c.batch_threshold = -1, "batch_threshold");
     BAD(c.chunk[2] = -1, "chunk Z");
     BAD(c.queues = 17, "queues");
+    BAD(c.profile = 2, "profile");
     BAD(c.n_plugin_paths = 9, "n_plugin_paths");
     BAD(c.n_plugin_paths = 1, "plugin path 0");
     BAD(memset(c.device, 'a', sizeof c.device), "device");

@@ -437,7 +437,7 @@ int ml_batch_create(moelat_lattice *lat, ml_batch **out) {
     int nq = lat->cfg.queues > 0 ? lat->cfg.queues : 2;
     if (nq > MLCL_MAX_QUEUES)
         nq = MLCL_MAX_QUEUES;
-    if (mlcl_context_create(&dev, nq, &b->ctx, err, sizeof err) != 0) {
+    if (mlcl_context_create(&dev, nq, lat->cfg.profile, &b->ctx, err, sizeof err) != 0) {
         ml_fail(lat, MOELAT_ERR_DEVICE, "%s", err);
         free(b);
         return -1;

@@ -1,5 +1,5 @@
-/* Device discovery and selection, contexts with profiling queues, and event
- * timing. */
+/* Device discovery and selection, contexts with their command queues
+ * (profiling on request), and event timing. */
 #include "cl_runtime.h"
 
 #include <ctype.h>
@@ -302,14 +302,14 @@ int mlcl_select_device(const char *spec, mlcl_device_info *out, char *err, size_
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 #endif
-static cl_command_queue create_profiling_queue(cl_context c, cl_device_id d, cl_int *rc) {
-    return clCreateCommandQueue(c, d, CL_QUEUE_PROFILING_ENABLE, rc);
+static cl_command_queue create_queue(cl_context c, cl_device_id d, int profile, cl_int *rc) {
+    return clCreateCommandQueue(c, d, profile ? CL_QUEUE_PROFILING_ENABLE : 0, rc);
 }
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif
 
-int mlcl_context_create(const mlcl_device_info *dev, int n_queues, mlcl_context *ctx, char *err,
+int mlcl_context_create(const mlcl_device_info *dev, int n_queues, int profile, mlcl_context *ctx, char *err,
                         size_t errlen) {
     memset(ctx, 0, sizeof *ctx);
     if (n_queues < 1 || n_queues > MLCL_MAX_QUEUES) {
@@ -327,7 +327,7 @@ int mlcl_context_create(const mlcl_device_info *dev, int n_queues, mlcl_context 
         return mlcl_fail(err, errlen, rc, "clCreateContext on '%s'", dev->name);
     }
     for (int i = 0; i < n_queues; i++) {
-        ctx->queues[i] = create_profiling_queue(ctx->context, dev->device, &rc);
+        ctx->queues[i] = create_queue(ctx->context, dev->device, profile, &rc);
         if (!ctx->queues[i] || rc != CL_SUCCESS) {
             ctx->queues[i] = NULL;
             mlcl_context_release(ctx);
@@ -336,7 +336,7 @@ int mlcl_context_create(const mlcl_device_info *dev, int n_queues, mlcl_context 
         }
         ctx->n_queues = i + 1;
     }
-    ctx->transfer = create_profiling_queue(ctx->context, dev->device, &rc);
+    ctx->transfer = create_queue(ctx->context, dev->device, profile, &rc);
     if (!ctx->transfer || rc != CL_SUCCESS) {
         ctx->transfer = NULL;
         mlcl_context_release(ctx);

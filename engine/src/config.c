@@ -318,6 +318,10 @@ int ml_config_validate(const moelat_config *cfg, char *err, size_t errlen) {
              (int)cfg->queues, ML_MAX_QUEUES);
         return -1;
     }
+    if (cfg->profile != 0 && cfg->profile != 1) {
+        ml_errf(err, errlen, "config: profile %d must be 0 or 1", (int)cfg->profile);
+        return -1;
+    }
     if (cfg->n_plugin_paths < 0 || cfg->n_plugin_paths > MOELAT_MAX_PLUGIN_PATHS) {
         ml_errf(err, errlen, "config: n_plugin_paths %d out of range (0 to %d)",
              (int)cfg->n_plugin_paths, MOELAT_MAX_PLUGIN_PATHS);
@@ -570,6 +574,15 @@ static int k_queues(json_t *v, moelat_config *c, char *msg, size_t len) {
     return get_int(v, 1, ML_MAX_QUEUES, &c->queues, msg, len, "an integer from 1 to 16");
 }
 
+static int k_profile(json_t *v, moelat_config *c, char *msg, size_t len) {
+    if (!json_is_boolean(v)) {
+        ml_errf(msg, len, "expected true or false, found %s", json_type_name(v));
+        return -1;
+    }
+    c->profile = json_is_true(v) ? 1 : 0;
+    return 0;
+}
+
 static int k_device(json_t *v, moelat_config *c, char *msg, size_t len) {
     if (json_is_integer(v)) {
         if (json_integer_value(v) < 0) {
@@ -628,6 +641,7 @@ static const struct {
     {"batch_threshold", k_batch_threshold},
     {"chunk", k_chunk},
     {"queues", k_queues},
+    {"profile", k_profile},
     {"device", k_device},
     {"plugin_paths", k_plugin_paths},
 };
@@ -661,7 +675,7 @@ static moelat_status merge_object(json_t *root, const char *name, moelat_config 
             ml_errf(err, errlen,
                  "%s: unknown key '%.64s' (known: preset, dims, state_size, radius_ratio, "
                  "band_ratios, hidden, experts, cnf_mode, cnf_steps, seed, threads, mode, "
-                 "batch_threshold, chunk, queues, device, plugin_paths)",
+                 "batch_threshold, chunk, queues, profile, device, plugin_paths)",
                  name, key);
             return MOELAT_ERR_INVALID;
         }

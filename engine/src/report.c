@@ -56,6 +56,7 @@ moelat_status moelat_get_report(const moelat_lattice *lat, moelat_report *r) {
     r->aggregate_device_ms = s->aggregate_device_ms;
     r->gate_device_ms = s->gate_device_ms;
     r->precompute_device_ms = s->precompute_device_ms;
+    r->profiled = lat->cfg.profile ? 1 : 0;
     r->fallbacks = s->fallbacks;
     r->n_fallback_reasons = s->n_reasons;
     for (int i = 0; i < s->n_reasons; i++) {

@@ -21,7 +21,8 @@ const char *const cli_model_help =
     "  --mode MODE            percell, batch or auto\n"
     "  --batch-threshold N    fewest cells for a chunk to go to the device\n"
     "  --chunk XxYxZ          chunk box size\n"
-    "  --queues Q             OpenCL command queues (default 2)\n";
+    "  --queues Q             OpenCL command queues (default 2)\n"
+    "  --profile              time every device kernel (the report's device times)\n";
 
 void cli_model_opts_init(cli_model_opts *o) {
     memset(o, 0, sizeof *o);
@@ -98,6 +99,10 @@ int cli_model_opt(cli_model_opts *o, int argc, char **argv, int *i, const char *
     INT_OPT("--queues", queues)
 #undef STR_OPT
 #undef INT_OPT
+    if (strcmp(a, "--profile") == 0) {
+        o->profile = 1;
+        return 1;
+    }
     if (strcmp(a, "--seed") == 0) {
         if (!(v = value(argc, argv, i, cmd)))
             return -1;
@@ -214,6 +219,8 @@ int cli_build_config(const cli_model_opts *o, moelat_config *cfg, const char *cm
         cfg->queues = o->queues;
     if (o->radius_ratio > 0)
         cfg->radius_ratio = o->radius_ratio;
+    if (o->profile)
+        cfg->profile = 1;
     if (ml_config_validate(cfg, err, sizeof err) != 0) {
         fprintf(stderr, "moelat-engine %s: %s\n", cmd, err);
         return -1;

@@ -18,6 +18,7 @@ typedef struct cli_model_opts {
     int n_plugin_paths;
     long long seed;           /* -1 = unset */
     int threads, batch_threshold, queues; /* -1 = unset */
+    int profile;              /* --profile: 1, else unset */
     double radius_ratio;      /* <= 0 = unset */
 } cli_model_opts;
 

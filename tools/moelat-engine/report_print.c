@@ -20,12 +20,12 @@ json_t *report_to_json(const moelat_report *r) {
     double experts_ms = 0;
     for (int k = 0; k < MOELAT_BANDS; k++)
         experts_ms += r->expert_device_ms[k];
-    return json_pack("{s:I, s:I, s:I, s:I, s:o, s:o, s:f, s:o, s:{s:f, s:f, s:f, s:f}, s:I, s:o}",
+    return json_pack("{s:I, s:I, s:I, s:I, s:o, s:o, s:f, s:o, s:b, s:{s:f, s:f, s:f, s:f}, s:I, s:o}",
                      "steps", (json_int_t)r->steps, "total_chunks_processed",
                      (json_int_t)r->total_chunks_processed, "batch_chunks", (json_int_t)r->batch_chunks,
                      "percell_chunks", (json_int_t)r->percell_chunks, "batch_stats",
                      path_json(&r->batch_stats), "percell_stats", path_json(&r->percell_stats), "speedup",
-                     r->speedup, "experts", experts, "device_split_ms", "aggregate",
+                     r->speedup, "experts", experts, "profiled", r->profiled, "device_split_ms", "aggregate",
                      r->aggregate_device_ms, "precompute", r->precompute_device_ms, "experts", experts_ms,
                      "gate", r->gate_device_ms, "fallbacks", (json_int_t)r->fallbacks,
                      "fallback_reasons", reasons);
@@ -43,7 +43,9 @@ void report_print_table(FILE *out, const moelat_report *r) {
                 p[i]->avg_time_ms);
     if (r->speedup > 0)
         fprintf(out, "  speedup (batch over per-cell, cells/ms): %.1fx\n", r->speedup);
-    if (r->batch_chunks) {
+    if (r->batch_chunks && !r->profiled) {
+        fprintf(out, "  device time per kernel: not measured (--profile measures it)\n");
+    } else if (r->batch_chunks) {
         fprintf(out, "  device time: aggregation %.3f ms, precompute %.3f ms, gate %.3f ms\n",
                 r->aggregate_device_ms, r->precompute_device_ms, r->gate_device_ms);
         for (int k = 0; k < MOELAT_BANDS; k++)

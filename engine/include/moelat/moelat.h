@@ -65,6 +65,9 @@ typedef struct moelat_config {
     int32_t batch_threshold;      /* fewest cells for a chunk to go to the device; 0 = default */
     int32_t chunk[3];             /* chunk box; 0 = default */
     int32_t queues;               /* OpenCL command queues; 0 = default */
+    int32_t profile;              /* 1: time every device kernel (the report's
+                                     device times); 0 (default): no profiling
+                                     events, faster small steps */
     char device[128];             /* index or name substring; "" = MOELAT_DEVICE or default */
     char plugin_paths[MOELAT_MAX_PLUGIN_PATHS][512]; /* searched before the defaults */
     int32_t n_plugin_paths;
@@ -155,6 +158,8 @@ typedef struct moelat_report {
     double aggregate_device_ms;           /* neighbour aggregation */
     double gate_device_ms;                /* gate and combine */
     double precompute_device_ms;          /* per-step precomputation */
+    int32_t profiled;                     /* 1 when the device times above were
+                                             measured (config profile = 1) */
     uint64_t fallbacks;
     int32_t n_fallback_reasons;
     char fallback_reason[MOELAT_MAX_FALLBACK_REASONS][256];
