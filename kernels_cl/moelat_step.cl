@@ -92,11 +92,13 @@ inline void ml_band_direct(__global const float *states, int4 dims, int4 cell, _
 /* One work-item per (chunk cell, ML_AGG_V values s .. s + V - 1), s
  * fastest: the lanes of a warp read consecutive floats of the prefix rows.
  * direct: bit k set when band k is summed neighbour by neighbour from off_k
- * instead of the run table. No barriers: work-items past n_cells * S / V
- * return early. */
+ * instead of the run table. absmask: bit k set when band k's mean of |n_j|
+ * is wanted (its expert reads it); the other bands' are neither summed nor
+ * written, which saves the |n| prefix reads at their endpoints. No
+ * barriers: work-items past n_cells * S / V return early. */
 __kernel void ml_aggregate(__global const float *states, __global const float *pre_n, __global const float *pre_a,
                            __global const int4 *rows, int n_rows, __global const int2 *segs, int4 dims,
-                           int4 origin, int4 extent, int n_cells, int direct,
+                           int4 origin, int4 extent, int n_cells, int direct, int absmask,
                            __global const int4 *off0, int n0,
                            __global const int4 *off1, int n1,
                            __global const int4 *off2, int n2,
@@ -124,19 +126,31 @@ __kernel void ml_aggregate(__global const float *states, __global const float *p
         __global const float *pa = pre_a + first * MOELAT_S + s;
         int e = clamp(cell.x + segs[row.z].x, -1, last);
         ml_aggf q = e >= 0 ? ML_AGG_LOAD(pn + (size_t)e * MOELAT_S) : 0.0f;
-        ml_aggf qa = e >= 0 ? ML_AGG_LOAD(pa + (size_t)e * MOELAT_S) : 0.0f;
+        /* The |n| prefix at endpoint qa_e (-2: none read yet), read only
+         * for runs of an absmask band: at both ends of such a run, the
+         * start read again unless the previous run ended there too. */
+        ml_aggf qa = 0.0f;
+        int qa_e = -2;
         for (int j = row.z + 1; j < row.w; j++) {
             int2 sg = segs[j];
             int e2 = clamp(cell.x + sg.x, -1, last);
             if (e2 == e)
                 continue; /* clipped away: empty run, the endpoint stays */
-            ml_aggf q2 = ML_AGG_LOAD(pn + (size_t)e2 * MOELAT_S), qa2 = ML_AGG_LOAD(pa + (size_t)e2 * MOELAT_S);
+            ml_aggf q2 = ML_AGG_LOAD(pn + (size_t)e2 * MOELAT_S);
             if (sg.y >= 0) {
                 /* Not checked for NaN or Inf here: a sum is finite only
                  * if each of its differences is, so the band is checked
                  * once, at the end (per endpoint the checks cost more
                  * than the reads). */
-                ml_aggf d = q2 - q, da = qa2 - qa;
+                ml_aggf d = q2 - q, da = 0.0f;
+                if ((absmask >> sg.y) & 1) {
+                    if (qa_e != e)
+                        qa = e >= 0 ? ML_AGG_LOAD(pa + (size_t)e * MOELAT_S) : 0.0f;
+                    ml_aggf qa2 = ML_AGG_LOAD(pa + (size_t)e2 * MOELAT_S);
+                    da = qa2 - qa;
+                    qa = qa2;
+                    qa_e = e2;
+                }
                 int n = e2 - e;
                 if (sg.y == 0) {
                     sum0 += d;
@@ -154,7 +168,6 @@ __kernel void ml_aggregate(__global const float *states, __global const float *p
             }
             e = e2;
             q = q2;
-            qa = qa2;
         }
     }
     if ((direct & 1) || !ML_AGG_FINITE(sum0) || !ML_AGG_FINITE(as0))
@@ -170,9 +183,12 @@ __kernel void ml_aggregate(__global const float *states, __global const float *p
     ML_AGG_STORE(sum0 * inv0, mean0 + at);
     ML_AGG_STORE(sum1 * inv1, mean1 + at);
     ML_AGG_STORE(sum2 * inv2, mean2 + at);
-    ML_AGG_STORE(as0 * inv0, abs0 + at);
-    ML_AGG_STORE(as1 * inv1, abs1 + at);
-    ML_AGG_STORE(as2 * inv2, abs2 + at);
+    if (absmask & 1)
+        ML_AGG_STORE(as0 * inv0, abs0 + at);
+    if (absmask & 2)
+        ML_AGG_STORE(as1 * inv1, abs1 + at);
+    if (absmask & 4)
+        ML_AGG_STORE(as2 * inv2, abs2 + at);
     int all = c0 + c1 + c2;
     ML_AGG_STORE(all > 0 ? (sum0 + sum1 + sum2) / (float)all : (ml_aggf)0.0f, nu + at);
     if (s == 0) {

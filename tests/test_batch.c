@@ -259,9 +259,15 @@ static void test_alloc_fault(void **state) {
  * where a host sum over the neighbours is (the cells whose band holds it)
  * and agree elsewhere. Along the Inf's row every later prefix sum is Inf,
  * so an aggregation that trusted prefix differences there would turn
- * cells beyond its reach into NaN. */
-static void test_inf_reach(void **state) {
-    (void)state;
+ * cells beyond its reach into NaN. With all_abs the mean of |n_j| of every
+ * band is computed (MOELAT_AGG_ABSMEAN=all), else only the functional
+ * band's (local and distant declare MOELAT_CL_NO_ABSMEAN): the |n| prefix
+ * reads then skip the endpoints of other bands' runs. */
+static void inf_reach(int all_abs) {
+    if (all_abs)
+        setenv("MOELAT_AGG_ABSMEAN", "all", 1);
+    else
+        unsetenv("MOELAT_AGG_ABSMEAN");
     moelat_config cfg;
     ts_config(&cfg, "debug", 9, 8, 7); /* r = 2.7: every band populated */
     cfg.mode = MOELAT_MODE_BATCH;
@@ -280,6 +286,8 @@ static void test_inf_reach(void **state) {
         absmean[k] = malloc(n * sizeof(float));
     }
     assert_int_equal(ml_batch_expert_outputs(lat, 0, out, mean, absmean, NULL), 0);
+    const int absmask = ml_batch_absmean_bands(lat);
+    assert_int_equal(absmask, all_abs ? 7 : 2);
     size_t bad = 0, far = 0;
     double max = 0;
     for (int k = 0; k < MOELAT_BANDS; k++)
@@ -302,6 +310,10 @@ static void test_inf_reach(void **state) {
             for (int q = 0; q < S && cnt > 0; q++) {
                 double hm = sum[q] / cnt, ha = asum[q] / cnt;
                 float dm = mean[k][c * S + q], da = absmean[k][c * S + q];
+                if (!(absmask >> k & 1)) {
+                    assert_true(isnan(da)); /* not computed */
+                    da = (float)ha;
+                }
                 if (!isfinite(hm) != !isfinite(dm) || !isfinite(ha) != !isfinite(da))
                     fail_msg("band %d, value %d of cell (%d, %d, %d): host %g %g, device %g %g", k, q, cx, cy, cz,
                              hm, ha, dm, da);
@@ -324,6 +336,13 @@ static void test_inf_reach(void **state) {
     }
     free(x);
     moelat_lattice_destroy(lat);
+    unsetenv("MOELAT_AGG_ABSMEAN");
+}
+
+static void test_inf_reach(void **state) {
+    (void)state;
+    inf_reach(0);
+    inf_reach(1);
 }
 
 /* A program that fails to build: every band runs on the host, exactly. */

@@ -57,6 +57,7 @@ struct ml_batch {
      * bands when the prefix buffers could not be had). */
     cl_mem rows, segs, prefix[2];
     int n_rows, direct;
+    int absmask; /* bit k when band k's mean of |n_j| is computed (its expert reads it) */
     int32_t prefix_halo; /* planes beyond the active ones the prefix pass covers */
     cl_event step_start; /* this step's check reset and prefix, NULL outside a step */
     chunk_set sets[MAX_SETS];
@@ -82,6 +83,22 @@ static int aggregate_vector(const moelat_lattice *lat) {
                 lat->S);
     }
     return lat->S % 4 == 0 ? 4 : 1;
+}
+
+/* Bands whose mean of |n_j| the aggregation computes: those whose expert
+ * does not declare MOELAT_CL_NO_ABSMEAN (MOELAT_AGG_ABSMEAN=all: every
+ * band, as before the flag, for timing and tests). */
+static int absmean_bands(const moelat_lattice *lat) {
+    const char *env = getenv("MOELAT_AGG_ABSMEAN");
+    int mask = 0;
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        if (!(lat->expert[k].desc->cl_flags & MOELAT_CL_NO_ABSMEAN))
+            mask |= 1 << k;
+    if (env && strcmp(env, "all") == 0)
+        return (1 << MOELAT_BANDS) - 1;
+    if (env && *env)
+        ML_WARN("batch", "MOELAT_AGG_ABSMEAN=%s is not 'all': ignored", env);
+    return mask;
 }
 
 static int cl_check(moelat_lattice *lat, cl_int rc, const char *what) {
@@ -405,6 +422,7 @@ static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
     char opts[1024];
     const char *extra = getenv("MOELAT_CL_OPTIONS");
     b->agg_vector = aggregate_vector(lat);
+    b->absmask = absmean_bands(lat);
     ML_INFO("batch", "aggregation: %d state value%s per work-item", b->agg_vector, b->agg_vector > 1 ? "s" : "");
     snprintf(opts, sizeof opts, "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_GH=%d -D MOELAT_WG=%d -D ML_AGG_V=%d %s",
              lat->S, lat->gate_hidden, b->work_group, b->agg_vector, extra ? extra : "");
@@ -574,7 +592,7 @@ static cl_int set_aggregate_args(ml_batch *b, const moelat_lattice *lat, const m
     cl_int4 origin = {{c->origin[0], c->origin[1], c->origin[2], 0}};
     cl_int4 extent = {{c->extent[0], c->extent[1], c->extent[2], 0}};
     cl_int n = c->n_cells;
-    cl_int n_rows = b->n_rows, direct = b->direct;
+    cl_int n_rows = b->n_rows, direct = b->direct, absmask = b->absmask;
     /* Without the prefix buffers every band is direct and the table args
      * are never read; any buffer does for them. */
     cl_mem pre_n = b->prefix[0] ? b->prefix[0] : b->states[b->cur];
@@ -593,6 +611,7 @@ static cl_int set_aggregate_args(ml_batch *b, const moelat_lattice *lat, const m
     SET_ARG(k, a++, extent);
     SET_ARG(k, a++, n);
     SET_ARG(k, a++, direct);
+    SET_ARG(k, a++, absmask);
     for (int band = 0; band < MOELAT_BANDS; band++) {
         cl_int cnt = lat->stencil.count[band];
         SET_ARG(k, a++, b->offsets[band]);
@@ -1273,8 +1292,11 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
     size_t bytes = (size_t)c->n_cells * lat->S * sizeof(float);
     for (int k = 0; k < MOELAT_BANDS; k++) {
         e = clEnqueueReadBuffer(q, s->mean[k], CL_TRUE, 0, bytes, mean[k], 0, NULL, NULL);
-        if (e == CL_SUCCESS)
+        if (e == CL_SUCCESS && (b->absmask >> k & 1))
             e = clEnqueueReadBuffer(q, s->absmean[k], CL_TRUE, 0, bytes, absmean[k], 0, NULL, NULL);
+        else
+            for (size_t i = 0; i < bytes / sizeof(float); i++)
+                absmean[k][i] = NAN; /* not computed: its expert does not read it */
         if (cl_check(lat, e, "reading band aggregates"))
             return -1;
     }
@@ -1302,3 +1324,5 @@ int ml_batch_expert_on_device(const moelat_lattice *lat, int band) {
 }
 
 int ml_batch_queues(const moelat_lattice *lat) { return lat->batch ? lat->batch->ctx.n_queues : 0; }
+
+int ml_batch_absmean_bands(const moelat_lattice *lat) { return lat->batch ? lat->batch->absmask : 0; }

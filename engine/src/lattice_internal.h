@@ -173,7 +173,8 @@ int ml_batch_upload_weights(moelat_lattice *lat);
  * order) from the current states, without the gate; with gated non-NULL
  * (and every expert on the device) also the gate and update on those
  * outputs, the chunk's next states (n_cells x S, chunk order). The
- * current states stay current. */
+ * current states stay current. absmean of a band outside
+ * ml_batch_absmean_bands is NaN (not computed). */
 int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOELAT_BANDS],
                             float *const mean[MOELAT_BANDS], float *const absmean[MOELAT_BANDS], float *gated);
 /* 1 when band k's expert runs on the device (it has an OpenCL path that
@@ -181,6 +182,9 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
 int ml_batch_expert_on_device(const moelat_lattice *lat, int band);
 /* Command queues of the batch path (0 before it is set up). */
 int ml_batch_queues(const moelat_lattice *lat);
+/* Bit k when the aggregation computes band k's mean of |n_j| (its expert
+ * does not declare MOELAT_CL_NO_ABSMEAN). */
+int ml_batch_absmean_bands(const moelat_lattice *lat);
 /* Runs a sample of cells on both paths; MOELAT_ERR_MISMATCH if they disagree. */
 moelat_status ml_batch_verify_sample(moelat_lattice *lat);
 

@@ -177,6 +177,7 @@ static moelat_expert_descriptor g_desc = {
     .cl_step_begin = NULL,
     .cl_enqueue = distant_cl_enqueue,
     .cl_release = distant_cl_release,
+    .cl_flags = MOELAT_CL_NO_ABSMEAN, /* the CNF reads the band mean only */
 };
 
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {

@@ -245,6 +245,7 @@ static moelat_expert_descriptor g_desc = {
     .cl_step_begin = NULL,
     .cl_enqueue = local_cl_enqueue,
     .cl_release = local_cl_release,
+    .cl_flags = MOELAT_CL_NO_ABSMEAN, /* the attention reads the neighbours themselves */
 };
 
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {

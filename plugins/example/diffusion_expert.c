@@ -230,6 +230,7 @@ static const moelat_expert_descriptor g_desc = {
     .cl_enqueue = cl_enqueue,
     .cl_release = cl_release,
     .cl_scratch_floats = NULL,
+    .cl_flags = MOELAT_CL_NO_ABSMEAN, /* the kernel reads the band mean only */
 };
 
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {

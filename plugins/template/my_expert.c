@@ -303,6 +303,8 @@ static const moelat_expert_descriptor g_desc = {
     .cl_enqueue = cl_enqueue,
     .cl_release = cl_release,
     .cl_scratch_floats = NULL, /* optional: device scratch per chunk cell */
+    .cl_flags = 0,             /* MOELAT_CL_NO_ABSMEAN if the kernel never reads
+                                  band_absmean: the engine then skips that sum */
     /* reserved[]: left zero. */
 };
 

@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 #define MOELAT_EXPERT_ABI_MAJOR 1
-#define MOELAT_EXPERT_ABI_MINOR 1
+#define MOELAT_EXPERT_ABI_MINOR 2
 
 /* Name of the exported entry function (see moelat_expert_entry_fn). */
 #define MOELAT_EXPERT_ENTRY moelat_expert_entry
@@ -220,8 +220,17 @@ typedef struct moelat_expert_descriptor {
      * scratch), for experts that split their work into several kernels. */
     size_t (*cl_scratch_floats)(const moelat_expert_dims *dims);
 
-    void *reserved[15];
+    /* Since 1.2 (in a slot that was reserved, so older plugins read 0):
+     * MOELAT_CL_* flags of the OpenCL path. */
+    uintptr_t cl_flags;
+
+    void *reserved[14];
 } moelat_expert_descriptor;
+
+/* cl_flags: the OpenCL path never reads moelat_cl_chunk.band_absmean, so the
+ * engine may leave it unwritten (its aggregation then skips the |n_j| sums
+ * of that band). Without the flag the engine fills it. */
+#define MOELAT_CL_NO_ABSMEAN 1u
 
 typedef const moelat_expert_descriptor *(*moelat_expert_entry_fn)(
     const moelat_host_services *host);
