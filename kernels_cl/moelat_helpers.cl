@@ -229,6 +229,94 @@ inline void ml_wg_dense(__global const float *W, __global const float *b, __loca
     ml_wg_dense_cat(W, b, in, nin, in, 0, in, 0, out, nout, act);
 }
 
+/* ---- Several cells per work-group ----
+ * Kernels that hold T cells in one work-group (T a power of two dividing
+ * MOELAT_WG, at most ML_CELLS_MAX) read each weight once for the T cells
+ * and pay one cell's barriers. */
+#define ML_CELLS_MAX 4
+
+/* Sum over each cell's segment of lanes (WG/T lanes, T | WG) of v, into
+ * out[t]; every lane sees all T sums after it. red: MOELAT_WG floats. */
+inline void ml_wg_seg_sum(float v, int T, __local float *red, __local float *out) {
+    int l = ml_lane(), seg = MOELAT_WG / T;
+    barrier(CLK_LOCAL_MEM_FENCE); /* a previous call may still read red, out */
+    red[l] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (l < T) {
+        float a = red[l * seg];
+        for (int j = 1; j < seg; j++)
+            a += red[l * seg + j];
+        out[l] = a;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+/* ml_wg_dense_cat_split for T cells: cell t's inputs are in0 + t * ld0 (n0
+ * values) and in1 + t * ld1 (n1 values, may be 0), its outputs out + t *
+ * nout. Each lane's slice and the final sum run in the same order as
+ * ml_wg_dense_cat_split's, so a cell's outputs are bitwise the same.
+ * part: T * ML_DENSE_PART(nout) floats. */
+inline void ml_wg_dense_cat_cells(__global const float *W, __global const float *b, __local const float *in0,
+                                  int n0, int ld0, __local const float *in1, int n1, int ld1, __local float *out,
+                                  int nout, int act, int T, __local float *part) {
+    const int ld = n0 + n1;
+    const int l = ml_lane(), g = l % ML_DG;
+    for (int o = l / ML_DG; o < nout; o += MOELAT_WG / ML_DG) {
+        __global const float *row = W + (size_t)o * ld;
+        float acc[ML_CELLS_MAX] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int i = g; i < n0; i += ML_DG) {
+            float w = row[i];
+            for (int t = 0; t < T; t++)
+                acc[t] = fma(w, in0[t * ld0 + i], acc[t]);
+        }
+        for (int i = g; i < n1; i += ML_DG) {
+            float w = row[n0 + i];
+            for (int t = 0; t < T; t++)
+                acc[t] = fma(w, in1[t * ld1 + i], acc[t]);
+        }
+        for (int t = 0; t < T; t++)
+            part[(t * nout + o) * (ML_DG + 1) + g] = acc[t];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int k = l; k < T * nout; k += MOELAT_WG) {
+        float acc = b ? b[k % nout] : 0.0f;
+        for (int j = 0; j < ML_DG; j++)
+            acc += part[k * (ML_DG + 1) + j];
+        out[k] = ml_activate(acc, act);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+/* In-place LayerNorm of T cells' n values each (v [T][n]), eps 1e-5,
+ * weight g, bias b; two-pass statistics over each cell's segment of lanes.
+ * st: 3 T floats of scratch. */
+inline void ml_wg_layernorm_cells(__local float *v, int n, int T, __global const float *g, __global const float *b,
+                                  __local float *red, __local float *st) {
+    int l = ml_lane(), seg = MOELAT_WG / T, t = l / seg;
+    __local float *mean = st, *inv = st + T, *sums = st + 2 * T;
+    float part = 0.0f;
+    for (int i = l % seg; i < n; i += seg)
+        part += v[t * n + i];
+    ml_wg_seg_sum(part, T, red, sums);
+    if (l < T)
+        mean[l] = sums[l] / (float)n;
+    float m = sums[t] / (float)n;
+    part = 0.0f;
+    for (int i = l % seg; i < n; i += seg) {
+        float d = v[t * n + i] - m;
+        part += d * d;
+    }
+    ml_wg_seg_sum(part, T, red, sums);
+    if (l < T)
+        inv[l] = 1.0f / sqrt(sums[l] / (float)n + 1e-5f);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int k = l; k < T * n; k += MOELAT_WG) {
+        int c = k / n, i = k % n;
+        v[k] = (v[k] - mean[c]) * inv[c] * g[i] + b[i];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
 /* In-place LayerNorm of n local values, eps 1e-5, weight g, bias b. */
 inline void ml_wg_layernorm(__local float *v, int n, __global const float *g, __global const float *b,
                             __local float *red) {

@@ -57,6 +57,15 @@ moelat_expert_variant_test(functional_clblast MOELAT_FUNCTIONAL_GEMM=clblast "pr
 # Two cells per distant work-group (its knob; by default 4 at S >= 48,
 # which the experiment preset runs everywhere, and 1 below).
 moelat_expert_variant_test(distant_cells MOELAT_DISTANT_CELLS=2 "2 chunk cells per work-group")
+# Cells per local work-group: two by the knob at debug, then the default 4
+# at experiment with a radius that populates the local band (990 cells:
+# the last group has a tail).
+add_test(NAME local_cells
+         COMMAND sh -c "MOELAT_LOCAL_CELLS=2 $0 check --preset debug --dims 9x8x7 --steps 2 --experts && $0 check --preset experiment --dims 11x10x9 --radius-ratio 0.5 --steps 1 --experts"
+                 $<TARGET_FILE:moelat-engine>)
+set_tests_properties(local_cells PROPERTIES LABELS experts TIMEOUT 600
+  PASS_REGULAR_EXPRESSION "local_expert: 2 chunk cells per work-group.*check passed.*local_expert: 4 chunk cells per work-group.*check passed"
+  ENVIRONMENT "MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
 
 # Aggregation with one and with sixteen state values per work-item
 # (MOELAT_AGG_VECTOR; four by default, which every other test runs):

@@ -222,11 +222,21 @@ static int alloc_sets(moelat_lattice *lat, ml_batch *b, int max_cells) {
 }
 
 /* Lanes per cell: enough for the state's S values in one pass, at least a
- * warp/wavefront-sized 32, at most 128 and what the device allows. */
+ * warp/wavefront-sized 32, at most 128 and what the device allows.
+ * MOELAT_WORK_GROUP (a tuning knob: a power of two from 32 to 256)
+ * replaces the first choice. */
 static int work_group_size(int S, size_t device_max) {
     int wg = 32;
     while (wg < S && wg < 128)
         wg *= 2;
+    const char *env = getenv("MOELAT_WORK_GROUP");
+    if (env && *env) {
+        int v = atoi(env);
+        if (v >= 32 && v <= 256 && (v & (v - 1)) == 0)
+            wg = v;
+        else
+            ML_WARN("batch", "MOELAT_WORK_GROUP=%s is not a power of two from 32 to 256: ignored", env);
+    }
     while (device_max > 0 && (size_t)wg > device_max && wg > 1)
         wg /= 2;
     return wg;

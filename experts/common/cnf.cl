@@ -337,22 +337,6 @@ inline void cnf_wg_integrate(__global const float *P, __global const int *toff, 
 #define CNF_CELLS_WORK(T) ((T) * (CNF_WO_PART + CNF_PART) + 3 * (T))
 #endif
 
-/* Sum over each cell's segment of lanes (WG/T lanes, T | WG) of v, into
- * out[t]; every lane sees all T sums after it. red: MOELAT_WG floats. */
-inline void cnf_wg_seg_sum(float v, int T, __local float *red, __local float *out) {
-    int l = ml_lane(), seg = MOELAT_WG / T;
-    barrier(CLK_LOCAL_MEM_FENCE); /* a previous call may still read red, out */
-    red[l] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    if (l < T) {
-        float a = red[l * seg];
-        for (int j = 1; j < seg; j++)
-            a += red[l * seg + j];
-        out[l] = a;
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-}
-
 /* Mean and 1/sqrt(var + 1e-5) of each cell's n0 + n1 values [a0_t, a1_t]
  * (a0_t = a0 + t * s0), two-pass as cnf_wg_ln_stats, into st[2t] and
  * st[2t + 1]; st[2T .. 3T) holds the segment sums. */
@@ -363,7 +347,7 @@ inline void cnf_wg_ln_stats_cells(__local const float *a0, int n0, int s0, __loc
     float part = 0.0f;
     for (int i = l % seg; i < n; i += seg)
         part += i < n0 ? a0[t * s0 + i] : a1[t * s1 + i - n0];
-    cnf_wg_seg_sum(part, T, red, sums);
+    ml_wg_seg_sum(part, T, red, sums);
     float mean = sums[t] / (float)n;
     if (l < T)
         st[2 * l] = sums[l] / (float)n;
@@ -372,7 +356,7 @@ inline void cnf_wg_ln_stats_cells(__local const float *a0, int n0, int s0, __loc
         float d = (i < n0 ? a0[t * s0 + i] : a1[t * s1 + i - n0]) - mean;
         part += d * d;
     }
-    cnf_wg_seg_sum(part, T, red, sums);
+    ml_wg_seg_sum(part, T, red, sums);
     if (l < T)
         st[2 * l + 1] = 1.0f / sqrt(sums[l] / (float)n + 1e-5f);
     barrier(CLK_LOCAL_MEM_FENCE);

@@ -1,5 +1,8 @@
-/* Local expert, batched: one work-group of MOELAT_WG lanes per chunk cell
- * (work-group id = chunk cell). Tensor order is local_expert.c's enum.
+/* Local expert, batched: one work-group of MOELAT_WG lanes per LOC_T chunk
+ * cells (work-group g holds chunk cells g LOC_T .. g LOC_T + LOC_T - 1).
+ * Tensor order is local_expert.c's enum. The attention runs cell by cell;
+ * the MLP tail runs for the LOC_T cells at once, each weight read once for
+ * them (ml_wg_dense_cat_cells).
  *
  * Attention: the band's stencil offsets are walked in tiles of LOC_TILE
  * neighbours (MOELAT_WG, or fewer when S is large: the tile's rows share
@@ -50,13 +53,39 @@
  * margin for alignment) come first, then as many rows of S floats (with
  * their weight, index and partial dots) as fit, at most MOELAT_WG (one
  * score per lane), rounded down to whole dot passes, at least 1.
- * Presets at MOELAT_WG 128: optimized (S = 128) 48 rows, 24 KB of tile;
- * experiment (S = 64) 96 rows; debug (S = 24) 128. */
+ * Presets at MOELAT_WG 128 and one cell per group: optimized (S = 128) 48
+ * rows, 24 KB of tile; experiment (S = 64) 96 rows; debug (S = 24) 128
+ * (fewer rows with LOC_T cells' vectors, below). */
 #ifndef LOC_LOCAL_FLOATS
 #define LOC_LOCAL_FLOATS 8192
 #endif
-#define LOC_FIXED (3 * LOC_S + LOC_H1 + LOC_H2 + LOC_PH + LOC_WG + 64)
+/* The vectors of T cells (x, agg, p, the hidden layers), the reduction
+ * scratch, the T cells' LayerNorm statistics and a margin. */
+#define LOC_FIXED_T(T) ((T) * (3 * LOC_S + LOC_H1 + LOC_H2 + LOC_PH) + LOC_WG + ((T) > 1 ? 3 * (T) : 0) + 64)
 #define LOC_PER_ROW (LOC_S + 2 + LOC_PSTRIDE)
+#define LOC_ROWS_T(T) ((LOC_LOCAL_FLOATS - LOC_FIXED_T(T)) / LOC_PER_ROW)
+
+/* Cells per work-group: LOC_CELLS from the plugin (MOELAT_LOCAL_CELLS, 0
+ * when unset), else 4 for S >= 48 and 1 below; kept only when a whole
+ * dot pass of rows still fits and the row tile can hold the T cells'
+ * partial sums of the tail's layers (it is their scratch), else 1. */
+#if defined(LOC_CELLS) && LOC_CELLS > 0
+#define LOC_T_WANT LOC_CELLS
+#elif LOC_S >= 48
+#define LOC_T_WANT 4
+#else
+#define LOC_T_WANT 1
+#endif
+#if LOC_T_WANT > 1 && LOC_ROWS_T(LOC_T_WANT) >= LOC_NPP && \
+    LOC_ROWS_T(LOC_T_WANT) / LOC_NPP * LOC_NPP * LOC_S >= LOC_T_WANT * ML_DENSE_PART(LOC_MAXOUT)
+#define LOC_T LOC_T_WANT
+#else
+#define LOC_T 1
+#endif
+#define LOC_FIXED LOC_FIXED_T(LOC_T)
+
+/* Never run: its required work-group size tells the host LOC_T. */
+__attribute__((reqd_work_group_size(LOC_T, 1, 1))) __kernel void local_cells_per_group(void) {}
 #if LOC_FIXED + LOC_PER_ROW >= LOC_LOCAL_FLOATS
 #define LOC_TILE 1
 #elif (LOC_LOCAL_FLOATS - LOC_FIXED) / LOC_PER_ROW >= LOC_WG
@@ -89,139 +118,159 @@ __kernel void local_expert(__global const float *states, __global const int4 *of
                            int n_offsets, int4 dims, int4 origin, int4 extent, int n_cells,
                            __global const int *band_count, __global const float *P,
                            __global const int *toff, __global float *out) {
-    __local LOC_VEC xv[LOC_R];        /* the cell's state x (as float: xl) */
-    __local float agg[LOC_S];         /* attention-weighted sum of the n_j */
-    __local float hid1[LOC_H1];
-    __local float fvec[LOC_H2];
-    __local float hid2[LOC_PH];
-    __local float pvec[LOC_S];
+    __local LOC_VEC xv[LOC_T * LOC_R]; /* the cells' states x (as float: xs) */
+    __local float agg[LOC_T * LOC_S];  /* attention-weighted sums of the n_j */
+    __local float hid1[LOC_T * LOC_H1];
+    __local float fvec[LOC_T * LOC_H2];
+    __local float hid2[LOC_T * LOC_PH];
+    __local float pvec[LOC_T * LOC_S];
     __local float red[LOC_WG];        /* reduction scratch of ml_wg_* */
     __local float wts[LOC_TILE];      /* softmax numerators of the tile */
     __local int nidx[LOC_TILE];       /* the tile's neighbour indices, -1: none */
     __local float part[LOC_TILE * LOC_PSTRIDE];
     __local LOC_VEC tile[LOC_TILE * LOC_R]; /* the tile's rows, [u][s] */
     __local float *tl = (__local float *)tile;
-    __local float *xl = (__local float *)xv;
+    __local float *xs = (__local float *)xv;
+#if LOC_T > 1
+    __local float st[3 * LOC_T];      /* the cells' LayerNorm statistics */
+#endif
 
     const int lane = ml_lane();
-    const int c = (int)get_group_id(0);
-    /* Every lane runs every barrier: an empty band (count 0) or a group past
-     * the chunk (never enqueued; a guard) only shortens the tile loop to
-     * zero trips and masks the final write, so no barrier sits under a
-     * condition (PoCL's pthread device corrupted its heap when the whole
-     * body, barriers included, sat under a work-group-uniform branch). */
-    const int in_chunk = c < n_cells;
-    const int count = in_chunk ? band_count[c] : 0;
-    const int n_walk = count > 0 ? n_offsets : 0;
-    const int4 cell = ml_chunk_cell(in_chunk ? c : 0, origin, extent);
-    __global const float *xg = states + (size_t)ml_cell_index(dims, cell) * LOC_S;
-    for (int s = lane; s < LOC_S; s += LOC_WG)
-        agg[s] = 0.0f;
-    ml_wg_load(xl, xg, LOC_S); /* barrier: x visible to every lane */
-
+    const int c0 = (int)get_group_id(0) * LOC_T;
     const int g = lane % LOC_G;   /* share of the row in the dot passes */
     const int sub = lane / LOC_G; /* neighbour of the pass */
-    float run_max = -INFINITY;    /* uniform: every lane computes it alike */
-    float lane_sum = 0.0f;        /* this lane's numerators, scaled to run_max */
-    for (int base = 0; base < n_walk; base += LOC_TILE) {
-        const int tile_n = min(LOC_TILE, n_walk - base);
-        /* The previous tile's axpy may still read nidx, wts and tile. */
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (lane < LOC_TILE)
-            nidx[lane] = lane < tile_n ? ml_neighbour_index(dims, cell, offsets[base + lane]) : -1;
-        barrier(CLK_LOCAL_MEM_FENCE);
+    /* Every lane runs every barrier: an empty band (count 0) or a cell past
+     * the chunk (the last group's tail) only shortens the tile loop to zero
+     * trips and masks the final write, so no barrier sits under a condition
+     * (PoCL's pthread device corrupted its heap when the whole body,
+     * barriers included, sat under a work-group-uniform branch). */
+    for (int ct = 0; ct < LOC_T; ct++) {
+        const int c = c0 + ct;
+        const int in_chunk = c < n_cells;
+        const int count = in_chunk ? band_count[c] : 0;
+        const int n_walk = count > 0 ? n_offsets : 0;
+        const int4 cell = ml_chunk_cell(in_chunk ? c : 0, origin, extent);
+        __global const float *xg = states + (size_t)ml_cell_index(dims, cell) * LOC_S;
+        __local LOC_VEC *x4 = xv + ct * LOC_R;
+        __local float *xl = xs + ct * LOC_S;
+        __local float *ag = agg + ct * LOC_S;
+        for (int s = lane; s < LOC_S; s += LOC_WG)
+            ag[s] = 0.0f;
+        ml_wg_load(xl, xg, LOC_S); /* barrier: x visible to every lane */
 
-        /* Dots: pass p gives neighbour p * LOC_NPP + sub to this lane's
-         * group; its lanes read row elements g, g + LOC_G, ... and store
-         * them to the tile. A missing neighbour's row is stored as zeros,
-         * so the axpy needs no test (its weight is 0 as well). */
+        float run_max = -INFINITY;    /* uniform: every lane computes it alike */
+        float lane_sum = 0.0f;        /* this lane's numerators, scaled to run_max */
+        for (int base = 0; base < n_walk; base += LOC_TILE) {
+            const int tile_n = min(LOC_TILE, n_walk - base);
+            /* The previous tile's axpy may still read nidx, wts and tile. */
+            barrier(CLK_LOCAL_MEM_FENCE);
+            if (lane < LOC_TILE)
+                nidx[lane] = lane < tile_n ? ml_neighbour_index(dims, cell, offsets[base + lane]) : -1;
+            barrier(CLK_LOCAL_MEM_FENCE);
+
+            /* Dots: pass p gives neighbour p * LOC_NPP + sub to this lane's
+             * group; its lanes read row elements g, g + LOC_G, ... and store
+             * them to the tile. A missing neighbour's row is stored as zeros,
+             * so the axpy needs no test (its weight is 0 as well). */
 #pragma unroll
-        for (int p = 0; p < LOC_PASSES; p++) {
-            const int u = p * LOC_NPP + sub;
-            if (u < tile_n) {
-                const int j = nidx[u];
-                __global const LOC_VEC *row = (__global const LOC_VEC *)(states + (size_t)max(j, 0) * LOC_S);
-                __local LOC_VEC *trow = tile + u * LOC_R;
-                LOC_VEC acc = (LOC_VEC)(0.0f);
+            for (int p = 0; p < LOC_PASSES; p++) {
+                const int u = p * LOC_NPP + sub;
+                if (u < tile_n) {
+                    const int j = nidx[u];
+                    __global const LOC_VEC *row = (__global const LOC_VEC *)(states + (size_t)max(j, 0) * LOC_S);
+                    __local LOC_VEC *trow = tile + u * LOC_R;
+                    LOC_VEC acc = (LOC_VEC)(0.0f);
 #pragma unroll
-                for (int k = 0; k < LOC_QN; k++) {
-                    const int q = g + k * LOC_G;
-                    if (q < LOC_R) {
-                        const LOC_VEC v = j >= 0 ? row[q] : (LOC_VEC)(0.0f);
-                        trow[q] = v;
-                        acc = fma(v, xv[q], acc);
+                    for (int k = 0; k < LOC_QN; k++) {
+                        const int q = g + k * LOC_G;
+                        if (q < LOC_R) {
+                            const LOC_VEC v = j >= 0 ? row[q] : (LOC_VEC)(0.0f);
+                            trow[q] = v;
+                            acc = fma(v, x4[q], acc);
+                        }
                     }
+                    part[u * LOC_PSTRIDE + g] = j >= 0 ? LOC_HSUM(acc) : 0.0f;
                 }
-                part[u * LOC_PSTRIDE + g] = j >= 0 ? LOC_HSUM(acc) : 0.0f;
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+            const int valid = lane < LOC_TILE && nidx[lane] >= 0;
+            float score = -INFINITY;
+            if (valid) {
+                score = 0.0f;
+                for (int k = 0; k < LOC_G; k++)
+                    score += part[lane * LOC_PSTRIDE + k];
+            }
+
+            /* Online softmax: rescale what was summed so far to the new max.
+             * A tile without neighbours leaves the max at -inf; exp is then
+             * never taken of -inf - -inf (NaN). */
+            const float new_max = fmax(run_max, ml_wg_max(score, red));
+            const float scale = run_max == -INFINITY ? 0.0f : exp(run_max - new_max);
+            run_max = new_max;
+            const float w = valid ? exp(score - new_max) : 0.0f;
+            lane_sum = fma(lane_sum, scale, w);
+            if (lane < LOC_TILE)
+                wts[lane] = w; /* ml_wg_max's barriers: the last tile's reads are done */
+            barrier(CLK_LOCAL_MEM_FENCE);
+
+            /* agg = scale * agg + sum_u w_u n_u from the tile: lanes over s,
+             * the weights read four at a time. Each lane owns its agg entries,
+             * so no barrier guards them. */
+            for (int s = lane; s < LOC_S; s += LOC_WG) {
+                float acc = ag[s] * scale;
+                int u = 0;
+                for (; u + 4 <= tile_n; u += 4) {
+                    const float4 w4 = vload4(0, wts + u);
+                    acc = fma(w4.x, tl[u * LOC_S + s], acc);
+                    acc = fma(w4.y, tl[(u + 1) * LOC_S + s], acc);
+                    acc = fma(w4.z, tl[(u + 2) * LOC_S + s], acc);
+                    acc = fma(w4.w, tl[(u + 3) * LOC_S + s], acc);
+                }
+                for (; u < tile_n; u++)
+                    acc = fma(wts[u], tl[u * LOC_S + s], acc);
+                ag[s] = acc;
             }
         }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        const int valid = lane < LOC_TILE && nidx[lane] >= 0;
-        float score = -INFINITY;
-        if (valid) {
-            score = 0.0f;
-            for (int k = 0; k < LOC_G; k++)
-                score += part[lane * LOC_PSTRIDE + k];
-        }
-
-        /* Online softmax: rescale what was summed so far to the new max.
-         * A tile without neighbours leaves the max at -inf; exp is then
-         * never taken of -inf - -inf (NaN). */
-        const float new_max = fmax(run_max, ml_wg_max(score, red));
-        const float scale = run_max == -INFINITY ? 0.0f : exp(run_max - new_max);
-        run_max = new_max;
-        const float w = valid ? exp(score - new_max) : 0.0f;
-        lane_sum = fma(lane_sum, scale, w);
-        if (lane < LOC_TILE)
-            wts[lane] = w; /* ml_wg_max's barriers: the last tile's reads are done */
-        barrier(CLK_LOCAL_MEM_FENCE);
-
-        /* agg = scale * agg + sum_u w_u n_u from the tile: lanes over s,
-         * the weights read four at a time. Each lane owns its agg entries,
-         * so no barrier guards them. */
-        for (int s = lane; s < LOC_S; s += LOC_WG) {
-            float acc = agg[s] * scale;
-            int u = 0;
-            for (; u + 4 <= tile_n; u += 4) {
-                const float4 w4 = vload4(0, wts + u);
-                acc = fma(w4.x, tl[u * LOC_S + s], acc);
-                acc = fma(w4.y, tl[(u + 1) * LOC_S + s], acc);
-                acc = fma(w4.z, tl[(u + 2) * LOC_S + s], acc);
-                acc = fma(w4.w, tl[(u + 3) * LOC_S + s], acc);
-            }
-            for (; u < tile_n; u++)
-                acc = fma(wts[u], tl[u * LOC_S + s], acc);
-            agg[s] = acc;
-        }
+        /* No neighbour: the sum is 0 and agg stays 0; the tail below then
+         * runs on zeros (wasted, but barrier-safe) and the write is masked. */
+        const float total = ml_wg_sum(lane_sum, red);
+        const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+        for (int s = lane; s < LOC_S; s += LOC_WG)
+            ag[s] *= inv;
+        barrier(CLK_LOCAL_MEM_FENCE); /* the dense layers read all of agg */
     }
-    /* No neighbour: the sum is 0 and agg stays 0; the tail below then runs
-     * on zeros (wasted, but barrier-safe) and the write is masked. */
-    const float total = ml_wg_sum(lane_sum, red);
-    const float inv = total > 0.0f ? 1.0f / total : 0.0f;
-    for (int s = lane; s < LOC_S; s += LOC_WG)
-        agg[s] *= inv;
-    barrier(CLK_LOCAL_MEM_FENCE); /* the dense layers read all of agg */
 
     /* The MLP tail: split-row dense layers (coalesced weight reads) with
-     * the free row tile as their scratch when it is large enough. */
-#if LOC_TILE * LOC_S >= ML_DENSE_PART(LOC_MAXOUT)
+     * the free row tile as their scratch when it is large enough (LOC_T > 1
+     * is only chosen when it is). */
+#if LOC_T > 1
+    ml_wg_dense_cat_cells(LOC_P(0), LOC_P(1), agg, LOC_S, LOC_S, agg, 0, 0, hid1, LOC_H1, ML_ACT_GELU, LOC_T, tl);
+    ml_wg_dense_cat_cells(LOC_P(2), LOC_P(3), hid1, LOC_H1, LOC_H1, hid1, 0, 0, fvec, LOC_H2, ML_ACT_NONE, LOC_T,
+                          tl);
+    ml_wg_dense_cat_cells(LOC_P(4), LOC_P(5), xs, LOC_S, LOC_S, fvec, LOC_H2, LOC_H2, hid2, LOC_PH, ML_ACT_GELU,
+                          LOC_T, tl);
+    ml_wg_dense_cat_cells(LOC_P(6), LOC_P(7), hid2, LOC_PH, LOC_PH, hid2, 0, 0, pvec, LOC_S, ML_ACT_NONE, LOC_T,
+                          tl);
+    ml_wg_layernorm_cells(pvec, LOC_S, LOC_T, LOC_P(10), LOC_P(11), red, st);
+#elif LOC_TILE * LOC_S >= ML_DENSE_PART(LOC_MAXOUT)
     ml_wg_dense_split(LOC_P(0), LOC_P(1), agg, LOC_S, hid1, LOC_H1, ML_ACT_GELU, tl);
     ml_wg_dense_split(LOC_P(2), LOC_P(3), hid1, LOC_H1, fvec, LOC_H2, ML_ACT_NONE, tl);
-    ml_wg_dense_cat_split(LOC_P(4), LOC_P(5), xl, LOC_S, fvec, LOC_H2, xl, 0, hid2, LOC_PH,
+    ml_wg_dense_cat_split(LOC_P(4), LOC_P(5), xs, LOC_S, fvec, LOC_H2, xs, 0, hid2, LOC_PH,
                           ML_ACT_GELU, tl);
     ml_wg_dense_split(LOC_P(6), LOC_P(7), hid2, LOC_PH, pvec, LOC_S, ML_ACT_NONE, tl);
+    ml_wg_layernorm(pvec, LOC_S, LOC_P(10), LOC_P(11), red);
 #else
     ml_wg_dense(LOC_P(0), LOC_P(1), agg, LOC_S, hid1, LOC_H1, ML_ACT_GELU);
     ml_wg_dense(LOC_P(2), LOC_P(3), hid1, LOC_H1, fvec, LOC_H2, ML_ACT_NONE);
-    ml_wg_dense_cat(LOC_P(4), LOC_P(5), xl, LOC_S, fvec, LOC_H2, xl, 0, hid2, LOC_PH,
+    ml_wg_dense_cat(LOC_P(4), LOC_P(5), xs, LOC_S, fvec, LOC_H2, xs, 0, hid2, LOC_PH,
                     ML_ACT_GELU);
     ml_wg_dense(LOC_P(6), LOC_P(7), hid2, LOC_PH, pvec, LOC_S, ML_ACT_NONE);
-#endif
     ml_wg_layernorm(pvec, LOC_S, LOC_P(10), LOC_P(11), red);
+#endif
     const float alpha = LOC_P(8)[0], beta = LOC_P(9)[0];
-    if (in_chunk) {
-        __global float *o = out + (size_t)c * LOC_S;
-        for (int s = lane; s < LOC_S; s += LOC_WG)
-            o[s] = count > 0 ? alpha * xl[s] + beta * pvec[s] : 0.0f;
+    for (int q = lane; q < LOC_T * LOC_S; q += LOC_WG) {
+        const int c = c0 + q / LOC_S;
+        if (c < n_cells)
+            out[(size_t)c * LOC_S + q % LOC_S] = band_count[c] > 0 ? alpha * xs[q] + beta * pvec[q] : 0.0f;
     }
 }

@@ -105,14 +105,20 @@ static int local_host_cell(const moelat_host_cell *c) {
     return MOELAT_EXPERT_OK;
 }
 
-/* ---- OpenCL path ---- */
+/* ---- OpenCL path ----
+ * One work-group of work_group lanes per cells_per_group chunk cells
+ * (local.cl's LOC_T: MOELAT_LOCAL_CELLS = 1, 2 or 4, read once when the
+ * plugin loads and compiled in as LOC_CELLS, else the kernel's rule). */
+
+static int g_cells; /* 0: unset */
 
 typedef struct local_cl_state {
     cl_kernel kernel;
     cl_mem params;
     cl_mem toff;
     cl_int4 lattice;
-    size_t work_group; /* lanes per cell: the program's MOELAT_WG */
+    size_t work_group; /* lanes per group: the program's MOELAT_WG */
+    size_t cells_per_group; /* local.cl's LOC_T */
 } local_cl_state;
 
 static void local_cl_release(void *p) {
@@ -176,10 +182,13 @@ static int local_cl_prepare(const moelat_cl_setup *setup, void **state) {
         return MOELAT_EXPERT_ERROR;
     }
     st->toff = ec_cl_offsets_buffer(setup->context, setup->tensor_offsets, setup->n_tensors);
-    if (!st->toff) {
+    st->cells_per_group = ec_cl_compiled_size(setup->program, setup->device, "local_cells_per_group", 4);
+    if (!st->toff || !st->cells_per_group) {
         local_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
+    ec_log(MOELAT_LOG_INFO, "local_expert: %zu chunk cells per work-group%s", st->cells_per_group,
+           g_cells > 0 ? " (MOELAT_LOCAL_CELLS)" : "");
     *state = st;
     return MOELAT_EXPERT_OK;
 }
@@ -208,10 +217,11 @@ static int local_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
                      EC_ARG_MEM(st->toff), EC_ARG_MEM(out)};
     if (ec_cl_set_args(st->kernel, "local_expert", args, (int)(sizeof args / sizeof args[0])))
         return MOELAT_EXPERT_ERROR;
-    /* One work-group of work_group lanes per chunk cell: the kernel takes
-     * its cell from the group id and is compiled for exactly this size. */
+    /* One work-group of work_group lanes per cells_per_group chunk cells:
+     * the kernel takes its cells from the group id and is compiled for
+     * exactly this size. */
     size_t local = st->work_group;
-    size_t global = (size_t)n_cells * local;
+    size_t global = ((size_t)n_cells + st->cells_per_group - 1) / st->cells_per_group * local;
     cl_int err = clEnqueueNDRangeKernel(ch->queue, st->kernel, 1, NULL, &global, &local,
                                         ch->num_wait, ch->num_wait ? (const cl_event *)ch->wait : NULL,
                                         ch->done ? &ev : NULL);
@@ -250,7 +260,7 @@ static moelat_expert_descriptor g_desc = {
 
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {
     ec_init(host, g_desc.name);
-    if (!g_desc.cl_source)
-        g_desc.cl_source = ec_join_cl_parts(local_cl_parts);
+    if (!g_desc.cl_source) /* at most ML_CELLS_MAX, a power of two dividing the work-group */
+        g_cells = ec_cells_knob("MOELAT_LOCAL_CELLS", 4, 1, "LOC_CELLS", local_cl_parts, &g_desc.cl_source);
     return &g_desc;
 }
