@@ -251,38 +251,49 @@ inline void ml_wg_seg_sum(float v, int T, __local float *red, __local float *out
     barrier(CLK_LOCAL_MEM_FENCE);
 }
 
-/* ml_wg_dense_cat_split for T cells: cell t's inputs are in0 + t * ld0 (n0
- * values) and in1 + t * ld1 (n1 values, may be 0), its outputs out + t *
- * nout. Each lane's slice and the final sum run in the same order as
- * ml_wg_dense_cat_split's, so a cell's outputs are bitwise the same.
- * part: T * ML_DENSE_PART(nout) floats. */
-inline void ml_wg_dense_cat_cells(__global const float *W, __global const float *b, __local const float *in0,
-                                  int n0, int ld0, __local const float *in1, int n1, int ld1, __local float *out,
-                                  int nout, int act, int T, __local float *part) {
-    const int ld = n0 + n1;
+/* out[t so + o] = act(b[o] + W [in0_t, in1_t, in2_t]) for T cells t
+ * (in0_t = in0 + t * s0 holds n0 values, likewise in1 and in2; n1 or n2
+ * may be 0), ML_DG lanes per weight row as ml_wg_dense_cat_split, each
+ * weight read once for the T cells. A lane's slice and the final sum run
+ * in ml_wg_dense_cat_split's order, so each cell's outputs are bitwise
+ * its. part: T * ML_DENSE_PART(nout) floats. Inputs complete before the
+ * call; out complete for all lanes after it. */
+#define ML_DENSE_CELLS_MAX 16
+inline void ml_wg_dense_cells(__global const float *W, __global const float *b, __local const float *in0, int n0,
+                              int s0, __local const float *in1, int n1, int s1, __local const float *in2, int n2,
+                              int s2, __local float *out, int nout, int so, int act, int T, __local float *part) {
+    const int ld = n0 + n1 + n2;
     const int l = ml_lane(), g = l % ML_DG;
     for (int o = l / ML_DG; o < nout; o += MOELAT_WG / ML_DG) {
         __global const float *row = W + (size_t)o * ld;
-        float acc[ML_CELLS_MAX] = {0.0f, 0.0f, 0.0f, 0.0f};
+        float acc[ML_DENSE_CELLS_MAX];
+        for (int t = 0; t < T; t++)
+            acc[t] = 0.0f;
         for (int i = g; i < n0; i += ML_DG) {
             float w = row[i];
             for (int t = 0; t < T; t++)
-                acc[t] = fma(w, in0[t * ld0 + i], acc[t]);
+                acc[t] = fma(w, in0[t * s0 + i], acc[t]);
         }
         for (int i = g; i < n1; i += ML_DG) {
             float w = row[n0 + i];
             for (int t = 0; t < T; t++)
-                acc[t] = fma(w, in1[t * ld1 + i], acc[t]);
+                acc[t] = fma(w, in1[t * s1 + i], acc[t]);
+        }
+        for (int i = g; i < n2; i += ML_DG) {
+            float w = row[n0 + n1 + i];
+            for (int t = 0; t < T; t++)
+                acc[t] = fma(w, in2[t * s2 + i], acc[t]);
         }
         for (int t = 0; t < T; t++)
             part[(t * nout + o) * (ML_DG + 1) + g] = acc[t];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     for (int k = l; k < T * nout; k += MOELAT_WG) {
-        float acc = b ? b[k % nout] : 0.0f;
+        int t = k / nout, o = k % nout;
+        float acc = b ? b[o] : 0.0f;
         for (int j = 0; j < ML_DG; j++)
             acc += part[k * (ML_DG + 1) + j];
-        out[k] = ml_activate(acc, act);
+        out[t * so + o] = ml_activate(acc, act);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 }

@@ -25,9 +25,10 @@
  *      (running max, sum and sum of w_j h_j); the lanes' sums then meet
  *      once, rescaled to the common max, and M = W_2 H + b_2;
  *   2. gate g and the GRU for all the cells, split-row dense layers
- *      (fn_dense_cells: 8 lanes per weight row, coalesced reads, each
+ *      (ml_wg_dense_cells: 8 lanes per weight row, coalesced reads, each
  *      weight read once for the cells);
- *   3. the CNF (cnf_wg_integrate) cell by cell, the result layer.
+ *   3. the CNF (cnf_wg_integrate_cells for the cells at once where the
+ *      layout fits, else cnf_wg_integrate cell by cell), the result layer.
  * Phase 1's local arrays and those of phases 2-3 share memory. Tensor
  * indices match functional_expert.c's enum. */
 
@@ -237,50 +238,6 @@ __kernel void functional_project(__global const float *states, int n_total, __gl
         t3 = fma(r3.comp, h[4 * (i4) + (k)], t3);                             \
     } while (0)
 
-/* out[t][o] = act(b[o] + W [in0[t], in1[t], in2[t]]) for the FN_T cells t
- * (inK[t] = inK + t * sK), 8 lanes per weight row as in
- * ml_wg_dense_cat_split: each weight is read once for all cells. part:
- * FN_T * ML_DENSE_PART(nout) floats. Inputs complete before the call;
- * out complete for every lane after it. */
-inline void fn_dense_cells(__global const float *W, __global const float *b, __local const float *in0, int n0,
-                           int s0, __local const float *in1, int n1, int s1, __local const float *in2, int n2,
-                           int s2, __local float *out, int nout, int so, int act, __local float *part) {
-    const int ld = n0 + n1 + n2;
-    const int l = ml_lane(), g = l % ML_DG;
-    for (int o = l / ML_DG; o < nout; o += MOELAT_WG / ML_DG) {
-        __global const float *row = W + (size_t)o * ld;
-        float acc[FN_T];
-        for (int t = 0; t < FN_T; t++)
-            acc[t] = 0.0f;
-        for (int i = g; i < n0; i += ML_DG) {
-            float w = row[i];
-            for (int t = 0; t < FN_T; t++)
-                acc[t] = fma(w, in0[t * s0 + i], acc[t]);
-        }
-        for (int i = g; i < n1; i += ML_DG) {
-            float w = row[n0 + i];
-            for (int t = 0; t < FN_T; t++)
-                acc[t] = fma(w, in1[t * s1 + i], acc[t]);
-        }
-        for (int i = g; i < n2; i += ML_DG) {
-            float w = row[n0 + n1 + i];
-            for (int t = 0; t < FN_T; t++)
-                acc[t] = fma(w, in2[t * s2 + i], acc[t]);
-        }
-        for (int t = 0; t < FN_T; t++)
-            part[(t * nout + o) * (ML_DG + 1) + g] = acc[t];
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int k = l; k < FN_T * nout; k += MOELAT_WG) {
-        int t = k / nout, o = k % nout;
-        float acc = b ? b[o] : 0.0f;
-        for (int j = 0; j < ML_DG; j++)
-            acc += part[k * (ML_DG + 1) + j];
-        out[t * so + o] = ml_activate(acc, act);
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-}
-
 /* The whole expert for FN_T chunk cells per work-group (cells g T ..
  * g T + T - 1 of group g); writes chunk->out (the name says so; the tests
  * look it up). Phase 1 runs cell by cell with all lanes; phases 2-3 run
@@ -486,20 +443,20 @@ __kernel void functional_output(
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     /* g = sigma(L(S/2->1)(GELU(L(2S->S/2)([x, act])))) */
-    fn_dense_cells(FN_P(FN_G0_W), FN_P(FN_G0_B), xs, FN_S, FN_S, act, FN_S, FN_S, act, 0, 0, hg, FN_S / 2, FN_S / 2,
-                   ML_ACT_GELU, dpart);
-    fn_dense_cells(FN_P(FN_G2_W), FN_P(FN_G2_B), hg, FN_S / 2, FN_S / 2, hg, 0, 0, hg, 0, 0, gs, 1, 1,
-                   ML_ACT_SIGMOID, dpart);
+    ml_wg_dense_cells(FN_P(FN_G0_W), FN_P(FN_G0_B), xs, FN_S, FN_S, act, FN_S, FN_S, act, 0, 0, hg, FN_S / 2, FN_S / 2,
+                   ML_ACT_GELU, FN_T, dpart);
+    ml_wg_dense_cells(FN_P(FN_G2_W), FN_P(FN_G2_B), hg, FN_S / 2, FN_S / 2, hg, 0, 0, hg, 0, 0, gs, 1, 1,
+                   ML_ACT_SIGMOID, FN_T, dpart);
     /* z, rr from [x, M, ext]; cand from [rr * x, M, ext]. */
-    fn_dense_cells(FN_P(FN_UG_W), FN_P(FN_UG_B), xs, FN_S, FN_S, Ms, FN_MD, FN_MD, exs, FN_E, FN_E, z, FN_S, FN_S,
-                   ML_ACT_SIGMOID, dpart);
-    fn_dense_cells(FN_P(FN_RG_W), FN_P(FN_RG_B), xs, FN_S, FN_S, Ms, FN_MD, FN_MD, exs, FN_E, FN_E, rr, FN_S, FN_S,
-                   ML_ACT_SIGMOID, dpart);
+    ml_wg_dense_cells(FN_P(FN_UG_W), FN_P(FN_UG_B), xs, FN_S, FN_S, Ms, FN_MD, FN_MD, exs, FN_E, FN_E, z, FN_S, FN_S,
+                   ML_ACT_SIGMOID, FN_T, dpart);
+    ml_wg_dense_cells(FN_P(FN_RG_W), FN_P(FN_RG_B), xs, FN_S, FN_S, Ms, FN_MD, FN_MD, exs, FN_E, FN_E, rr, FN_S, FN_S,
+                   ML_ACT_SIGMOID, FN_T, dpart);
     for (int k = lane; k < FN_T * FN_S; k += MOELAT_WG)
         rr[k] *= xs[k];
     barrier(CLK_LOCAL_MEM_FENCE);
-    fn_dense_cells(FN_P(FN_CN_W), FN_P(FN_CN_B), rr, FN_S, FN_S, Ms, FN_MD, FN_MD, exs, FN_E, FN_E, cand, FN_S,
-                   FN_S, ML_ACT_TANH, dpart);
+    ml_wg_dense_cells(FN_P(FN_CN_W), FN_P(FN_CN_B), rr, FN_S, FN_S, Ms, FN_MD, FN_MD, exs, FN_E, FN_E, cand, FN_S,
+                   FN_S, ML_ACT_TANH, FN_T, dpart);
     for (int k = lane; k < FN_T * FN_S; k += MOELAT_WG) {
         float g = gs[k / FN_S];
         rin[(k / FN_S) * 2 * FN_S + k % FN_S] = (1.0f - g) * ((1.0f - z[k]) * xs[k] + z[k] * cand[k]);
@@ -532,8 +489,8 @@ __kernel void functional_output(
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 #endif
-    fn_dense_cells(FN_P(FN_RP0_W), FN_P(FN_RP0_B), rin, 2 * FN_S, 2 * FN_S, rin, 0, 0, rin, 0, 0, cand, FN_S,
-                   FN_S, ML_ACT_NONE, dpart);
+    ml_wg_dense_cells(FN_P(FN_RP0_W), FN_P(FN_RP0_B), rin, 2 * FN_S, 2 * FN_S, rin, 0, 0, rin, 0, 0, cand, FN_S,
+                   FN_S, ML_ACT_NONE, FN_T, dpart);
     for (int ct = 0; ct < FN_T; ct++)
         ml_wg_layernorm(cand + ct * FN_S, FN_S, FN_P(FN_RP1_G), FN_P(FN_RP1_B), red);
     for (int k = lane; k < FN_T * FN_S; k += MOELAT_WG) {

@@ -2,7 +2,7 @@
  * cells (work-group g holds chunk cells g LOC_T .. g LOC_T + LOC_T - 1).
  * Tensor order is local_expert.c's enum. The attention runs cell by cell;
  * the MLP tail runs for the LOC_T cells at once, each weight read once for
- * them (ml_wg_dense_cat_cells).
+ * them (ml_wg_dense_cells).
  *
  * Attention: the band's stencil offsets are walked in tiles of LOC_TILE
  * neighbours (MOELAT_WG, or fewer when S is large: the tile's rows share
@@ -244,13 +244,14 @@ __kernel void local_expert(__global const float *states, __global const int4 *of
      * the free row tile as their scratch when it is large enough (LOC_T > 1
      * is only chosen when it is). */
 #if LOC_T > 1
-    ml_wg_dense_cat_cells(LOC_P(0), LOC_P(1), agg, LOC_S, LOC_S, agg, 0, 0, hid1, LOC_H1, ML_ACT_GELU, LOC_T, tl);
-    ml_wg_dense_cat_cells(LOC_P(2), LOC_P(3), hid1, LOC_H1, LOC_H1, hid1, 0, 0, fvec, LOC_H2, ML_ACT_NONE, LOC_T,
-                          tl);
-    ml_wg_dense_cat_cells(LOC_P(4), LOC_P(5), xs, LOC_S, LOC_S, fvec, LOC_H2, LOC_H2, hid2, LOC_PH, ML_ACT_GELU,
-                          LOC_T, tl);
-    ml_wg_dense_cat_cells(LOC_P(6), LOC_P(7), hid2, LOC_PH, LOC_PH, hid2, 0, 0, pvec, LOC_S, ML_ACT_NONE, LOC_T,
-                          tl);
+    ml_wg_dense_cells(LOC_P(0), LOC_P(1), agg, LOC_S, LOC_S, agg, 0, 0, agg, 0, 0, hid1, LOC_H1, LOC_H1,
+                      ML_ACT_GELU, LOC_T, tl);
+    ml_wg_dense_cells(LOC_P(2), LOC_P(3), hid1, LOC_H1, LOC_H1, hid1, 0, 0, hid1, 0, 0, fvec, LOC_H2, LOC_H2,
+                      ML_ACT_NONE, LOC_T, tl);
+    ml_wg_dense_cells(LOC_P(4), LOC_P(5), xs, LOC_S, LOC_S, fvec, LOC_H2, LOC_H2, fvec, 0, 0, hid2, LOC_PH, LOC_PH,
+                      ML_ACT_GELU, LOC_T, tl);
+    ml_wg_dense_cells(LOC_P(6), LOC_P(7), hid2, LOC_PH, LOC_PH, hid2, 0, 0, hid2, 0, 0, pvec, LOC_S, LOC_S,
+                      ML_ACT_NONE, LOC_T, tl);
     ml_wg_layernorm_cells(pvec, LOC_S, LOC_T, LOC_P(10), LOC_P(11), red, st);
 #elif LOC_TILE * LOC_S >= ML_DENSE_PART(LOC_MAXOUT)
     ml_wg_dense_split(LOC_P(0), LOC_P(1), agg, LOC_S, hid1, LOC_H1, ML_ACT_GELU, tl);
