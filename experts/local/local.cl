@@ -68,7 +68,9 @@
 /* Cells per work-group: LOC_CELLS from the plugin (MOELAT_LOCAL_CELLS, 0
  * when unset), else 4 for S >= 48 and 1 below; kept only when a whole
  * dot pass of rows still fits and the row tile can hold the T cells'
- * partial sums of the tail's layers (it is their scratch), else 1. */
+ * partial sums of the tail's layers (it is their scratch), else 2 if that
+ * fits (optimized, S = 128), else 1. */
+#define LOC_FITS(T) (LOC_ROWS_T(T) >= LOC_NPP && LOC_ROWS_T(T) / LOC_NPP * LOC_NPP * LOC_S >= (T) * ML_DENSE_PART(LOC_MAXOUT))
 #if defined(LOC_CELLS) && LOC_CELLS > 0
 #define LOC_T_WANT LOC_CELLS
 #elif LOC_S >= 48
@@ -76,9 +78,10 @@
 #else
 #define LOC_T_WANT 1
 #endif
-#if LOC_T_WANT > 1 && LOC_ROWS_T(LOC_T_WANT) >= LOC_NPP && \
-    LOC_ROWS_T(LOC_T_WANT) / LOC_NPP * LOC_NPP * LOC_S >= LOC_T_WANT * ML_DENSE_PART(LOC_MAXOUT)
+#if LOC_T_WANT > 1 && LOC_FITS(LOC_T_WANT)
 #define LOC_T LOC_T_WANT
+#elif LOC_T_WANT > 2 && LOC_FITS(2)
+#define LOC_T 2
 #else
 #define LOC_T 1
 #endif
