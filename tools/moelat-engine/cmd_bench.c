@@ -79,22 +79,27 @@ static moelat_lattice *make(const bench_case *c, const cli_model_opts *mo, int m
     return lat;
 }
 
-/* Two warm-up steps (program builds, first launches), then `steps` timed
- * ones; ms (may be NULL) gets each step's wall time. */
+/* Warm-up: two steps (program builds, first launches), then more for
+ * 300 ms, so that a device that idled (clocks down) is up to speed before
+ * small steps are timed; then `steps` timed steps. ms (may be NULL) gets
+ * each timed step's wall time. */
 static int batch_steps(moelat_lattice *dev, int steps, double *ms) {
-    if (moelat_step(dev, 2) != MOELAT_OK) {
+    int rc = moelat_step(dev, 2);
+    for (double t0 = ml_now_ms(); rc == MOELAT_OK && ml_now_ms() - t0 < 300.0;)
+        rc = moelat_step(dev, 1);
+    if (rc != MOELAT_OK) {
         fprintf(stderr, "moelat-engine bench: %s\n", moelat_last_error(dev));
         return -1;
     }
     moelat_reset_report(dev);
     for (int s = 0; s < steps; s++) {
-        double t0 = ml_now_ms();
+        double start = ml_now_ms();
         if (moelat_step(dev, 1) != MOELAT_OK) {
             fprintf(stderr, "moelat-engine bench: %s\n", moelat_last_error(dev));
             return -1;
         }
         if (ms)
-            ms[s] = ml_now_ms() - t0;
+            ms[s] = ml_now_ms() - start;
     }
     return 0;
 }
