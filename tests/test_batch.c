@@ -151,6 +151,45 @@ static void test_profile(void **state) {
     free_run(timed, 1);
 }
 
+/* A NaN state in batch mode: the gate's finite check stops the step and
+ * names how many cells went non-finite and the first of them: the NaN
+ * cell and every cell that has it as a neighbour in some band (its
+ * aggregates, hence nu and the gate, are NaN), counted from the stencil. */
+static void test_nonfinite_batch(void **state) {
+    (void)state;
+    moelat_config cfg;
+    ts_config(&cfg, "debug", 9, 8, 7);
+    cfg.mode = MOELAT_MODE_BATCH;
+    const int X = 9, Y = 8, Z = 7, bx = 4, by = 3, bz = 2;
+    size_t n = (size_t)X * Y * Z * 24;
+    float *x = malloc(n * sizeof(float));
+    ts_random(x, n, 0.1, ts_seed());
+    x[(size_t)(bx + X * (by + Y * bz)) * 24 + 7] = NAN;
+    moelat_lattice *lat = ts_lattice(&cfg);
+    int count = 0, first = -1;
+    for (int i = 0; i < X * Y * Z; i++) {
+        int cx = i % X, cy = i / X % Y, cz = i / (X * Y), hit = cx == bx && cy == by && cz == bz;
+        for (int k = 0; k < MOELAT_BANDS && !hit; k++)
+            for (int j = 0; j < lat->stencil.count[k] && !hit; j++) {
+                const ml_offset *o = &lat->stencil.band[k][j];
+                hit = cx + o->dx == bx && cy + o->dy == by && cz + o->dz == bz;
+            }
+        count += hit;
+        if (hit && first < 0)
+            first = i;
+    }
+    char want[160];
+    snprintf(want, sizeof want, "%d cells hold non-finite states, the first at cell (%d, %d, %d)", count, first % X,
+             first / X % Y, first / (X * Y));
+    assert_int_equal(moelat_set_states(lat, x, n), MOELAT_OK);
+    assert_int_equal(moelat_step(lat, 1), MOELAT_ERR_NONFINITE);
+    printf("# %s\n", moelat_last_error(lat));
+    assert_non_null(strstr(moelat_last_error(lat), want));
+    assert_int_equal(moelat_step_count(lat), 0);
+    moelat_lattice_destroy(lat);
+    free(x);
+}
+
 /* Some chunks on the host, some on the device: same as both pure modes. */
 static void test_mixed_step(void **state) {
     (void)state;
@@ -402,6 +441,7 @@ int main(void) {
         cmocka_unit_test(test_enqueue_fault), cmocka_unit_test(test_prefix_fault), cmocka_unit_test(test_alloc_fault),
         cmocka_unit_test(test_build_fault),   cmocka_unit_test(test_mode_switch),
         cmocka_unit_test(test_inf_reach),     cmocka_unit_test(test_profile),
+        cmocka_unit_test(test_nonfinite_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
