@@ -280,7 +280,11 @@ __kernel void functional_output(
     const float e0 = FN_P(FN_AT2_B)[0];
     for (int ct = 0; ct < FN_T; ct++) {
         const int c = min(c0 + ct, n_cells - 1);
+#ifdef FN_TIME_NO_EDGES /* a timing switch (NOTES item 36): the tails alone, wrong outputs */
+        const int n_walk = 0;
+#else
         const int n_walk = c0 + ct < n_cells && band_count[c] > 0 ? n_offsets : 0;
+#endif
         const int4 cell = ml_chunk_cell(c, origin, extent);
         const int ci = ml_cell_index(dims, cell);
         __local float *x = xs + ct * FN_S;
@@ -425,6 +429,13 @@ __kernel void functional_output(
         ml_wg_dense_split(FN_P(FN_MC2_W), FN_P(FN_MC2_B), H, FN_HD, Ms + ct * FN_MD, FN_MD, ML_ACT_NONE, rows);
     }
     /* Phase 1's memory is free from here. */
+#ifdef FN_TIME_EDGES_ONLY
+    /* A timing switch (NOTES item 36): phase 1 alone, M as the output. */
+    for (int k = lane; k < FN_T * FN_MD; k += MOELAT_WG)
+        if (c0 + k / FN_MD < n_cells)
+            out[(size_t)(c0 + k / FN_MD) * FN_S + k % FN_MD] = Ms[k];
+    return;
+#endif
 
     /* ---- 2. gate and GRU, the T cells at once ---- */
     __local float *act = lm + FN_O_ACT;

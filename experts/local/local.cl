@@ -151,7 +151,11 @@ __kernel void local_expert(__global const float *states, __global const int4 *of
         const int c = c0 + ct;
         const int in_chunk = c < n_cells;
         const int count = in_chunk ? band_count[c] : 0;
+#ifdef LOC_TIME_NO_ATTENTION /* a timing switch (NOTES item 36): the tail alone */
+        const int n_walk = 0;
+#else
         const int n_walk = count > 0 ? n_offsets : 0;
+#endif
         const int4 cell = ml_chunk_cell(in_chunk ? c : 0, origin, extent);
         __global const float *xg = states + (size_t)ml_cell_index(dims, cell) * LOC_S;
         __local LOC_VEC *x4 = xv + ct * LOC_R;
