@@ -1304,7 +1304,7 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
         e = clEnqueueReadBuffer(q, s->mean[k], CL_TRUE, 0, bytes, mean[k], 0, NULL, NULL);
         if (e == CL_SUCCESS && (b->absmask >> k & 1))
             e = clEnqueueReadBuffer(q, s->absmean[k], CL_TRUE, 0, bytes, absmean[k], 0, NULL, NULL);
-        else
+        else if (e == CL_SUCCESS)
             for (size_t i = 0; i < bytes / sizeof(float); i++)
                 absmean[k][i] = NAN; /* not computed: its expert does not read it */
         if (cl_check(lat, e, "reading band aggregates"))
