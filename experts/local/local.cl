@@ -18,9 +18,9 @@
  * thousands) never sizes a buffer. agg[s] += w_j n_j[s] then runs from the
  * tile with lanes over s: consecutive lanes read consecutive floats of a
  * row (no bank conflicts; the group stores are 128 contiguous bytes per
- * quarter warp). The MLP tail runs with lanes over outputs
- * (ml_wg_dense_cat); every vector of the cell lives in __local memory,
- * private arrays stay scalar. */
+ * quarter warp). The MLP tail runs with 8 lanes per weight row
+ * (ml_wg_dense_split, or ml_wg_dense_cells for LOC_T cells); every vector
+ * of the cells lives in __local memory, private arrays stay small. */
 
 #define LOC_S MOELAT_S
 #define LOC_H1 MOELAT_H_h1
