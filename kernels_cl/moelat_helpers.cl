@@ -230,10 +230,9 @@ inline void ml_wg_dense(__global const float *W, __global const float *b, __loca
 }
 
 /* ---- Several cells per work-group ----
- * Kernels that hold T cells in one work-group (T a power of two dividing
- * MOELAT_WG, at most ML_CELLS_MAX) read each weight once for the T cells
- * and pay one cell's barriers. */
-#define ML_CELLS_MAX 4
+ * Kernels that hold T cells in one work-group (T dividing MOELAT_WG for
+ * the segmented sums, at most ML_DENSE_CELLS_MAX for the dense layers)
+ * read each weight once for the T cells and pay one cell's barriers. */
 
 /* Sum over each cell's segment of lanes (WG/T lanes, T | WG) of v, into
  * out[t]; every lane sees all T sums after it. red: MOELAT_WG floats. */

@@ -71,30 +71,46 @@
 #define CNF_WG_WORK CNF_WG_WORK_EULER
 #endif
 
-/* out = act(W in + b) (+ T time on the first ntw outputs), lanes over
- * (output, slice of G inputs). in complete before; out complete after. */
-inline void cnf_wg_dense(__global const float *W, __global const float *b, __local const float *in,
-                         int nin, __local float *out, int nout, int gelu, __global const float *tw,
-                         int ntw, float time, __local float *part) {
+/* Cells a work-group may hold in the multi-cell block below. */
+#define CNF_CELLS_MAX 4
+
+/* out_t = act(W in_t + b) (+ T time on the first ntw outputs) for the T
+ * cells (in_t = in + t * nin, out_t = out + t * nout), lanes over
+ * (output, slice of G inputs), each weight read once for the cells. */
+inline void cnf_wg_dense_cells(__global const float *W, __global const float *b, __local const float *in, int nin,
+                               __local float *out, int nout, int gelu, __global const float *tw, int ntw,
+                               float time, int T, __local float *part) {
     const int G = CNF_SPLIT(nin);
     int l = ml_lane(), g = l & (G - 1);
     for (int o = l / G; o < nout; o += MOELAT_WG / G) {
         __global const float *row = W + (size_t)o * nin;
-        float acc = 0.0f;
-        for (int i = g; i < nin; i += G)
-            acc = fma(row[i], in[i], acc);
-        part[o * (G + 1) + g] = acc;
+        float acc[CNF_CELLS_MAX] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int i = g; i < nin; i += G) {
+            float w = row[i];
+            for (int t = 0; t < T; t++)
+                acc[t] = fma(w, in[t * nin + i], acc[t]);
+        }
+        for (int t = 0; t < T; t++)
+            part[(t * nout + o) * (G + 1) + g] = acc[t];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int o = l; o < nout; o += MOELAT_WG) {
+    for (int k = l; k < T * nout; k += MOELAT_WG) {
+        int o = k % nout;
         float acc = b[o];
         for (int j = 0; j < G; j++)
-            acc += part[o * (G + 1) + j];
+            acc += part[k * (G + 1) + j];
         if (o < ntw)
             acc = fma(tw[o], time, acc);
-        out[o] = gelu ? ml_gelu(acc) : acc;
+        out[k] = gelu ? ml_gelu(acc) : acc;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+/* out = act(W in + b) (+ T time on the first ntw outputs) for one cell. */
+inline void cnf_wg_dense(__global const float *W, __global const float *b, __local const float *in,
+                         int nin, __local float *out, int nout, int gelu, __global const float *tw,
+                         int ntw, float time, __local float *part) {
+    cnf_wg_dense_cells(W, b, in, nin, out, nout, gelu, tw, ntw, time, 1, part);
 }
 
 /* Mean and 1/sqrt(var + 1e-5) of the n0 + n1 values [a0, a1] (two-pass, as
@@ -328,7 +344,6 @@ inline void cnf_wg_integrate(__global const float *P, __global const int *toff, 
  * layer reads its weights once for the T cells (T sums per lane), and the
  * LayerNorm statistics of the T cells meet in one segmented reduction
  * (WG/T lanes per cell), so a step has the barriers of one cell. */
-#define CNF_CELLS_MAX 4
 /* Work floats for T cells: u [T][2S], h [T][H], h2 [T][H/2], f [T][S],
  * the layers' partial sums, the T cells' statistics (2T) and sums (T). */
 #if MOELAT_CNF_MODE == 1
@@ -362,37 +377,6 @@ inline void cnf_wg_ln_stats_cells(__local const float *a0, int n0, int s0, __loc
     barrier(CLK_LOCAL_MEM_FENCE);
 }
 
-/* out_t = act(W in_t + b) (+ T time on the first ntw outputs) for the T
- * cells (in_t = in + t * nin, out_t = out + t * nout), lanes over
- * (output, slice of G inputs), each weight read once for the cells. */
-inline void cnf_wg_dense_cells(__global const float *W, __global const float *b, __local const float *in, int nin,
-                               __local float *out, int nout, int gelu, __global const float *tw, int ntw,
-                               float time, int T, __local float *part) {
-    const int G = CNF_SPLIT(nin);
-    int l = ml_lane(), g = l & (G - 1);
-    for (int o = l / G; o < nout; o += MOELAT_WG / G) {
-        __global const float *row = W + (size_t)o * nin;
-        float acc[CNF_CELLS_MAX] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int i = g; i < nin; i += G) {
-            float w = row[i];
-            for (int t = 0; t < T; t++)
-                acc[t] = fma(w, in[t * nin + i], acc[t]);
-        }
-        for (int t = 0; t < T; t++)
-            part[(t * nout + o) * (G + 1) + g] = acc[t];
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int k = l; k < T * nout; k += MOELAT_WG) {
-        int o = k % nout;
-        float acc = b[o];
-        for (int j = 0; j < G; j++)
-            acc += part[k * (G + 1) + j];
-        if (o < ntw)
-            acc = fma(tw[o], time, acc);
-        out[k] = gelu ? ml_gelu(acc) : acc;
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-}
 
 /* cnf_wg_integrate for T cells (1 <= T <= CNF_CELLS_MAX, T | MOELAT_WG):
  * v [T][S] in place, m [T][S]; work: CNF_CELLS_WORK(T) floats. The

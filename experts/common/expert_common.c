@@ -406,7 +406,8 @@ int ec_cl_check_fit(cl_kernel k, const char *kname, cl_device_id dev, size_t wg)
     return MOELAT_EXPERT_OK;
 }
 
-size_t ec_cl_compiled_size(cl_program program, cl_device_id dev, const char *kname, size_t max) {
+/* The first dimension of kname's reqd_work_group_size, 1..max; 0 on failure (logged). */
+static size_t ec_cl_compiled_size(cl_program program, cl_device_id dev, const char *kname, size_t max) {
     cl_kernel k = ec_cl_kernel(program, kname);
     if (!k)
         return 0;
@@ -424,4 +425,13 @@ size_t ec_cl_compiled_size(cl_program program, cl_device_id dev, const char *kna
         return 0;
     }
     return size[0];
+}
+
+size_t ec_cl_cells_per_group(const moelat_cl_setup *setup, const char *kname, size_t max, const char *who,
+                             const char *knob, int knob_set) {
+    size_t cells = ec_cl_compiled_size(setup->program, setup->device, kname, max);
+    if (cells)
+        ec_log(MOELAT_LOG_INFO, "%s: %zu chunk cells per work-group%s%s%s", who, cells, knob_set ? " (" : "",
+               knob_set ? knob : "", knob_set ? ")" : "");
+    return cells;
 }

@@ -116,9 +116,11 @@ int ec_cl_work_group(const moelat_cl_setup *setup);
  * failing at every enqueue. Logs what does not fit. */
 int ec_cl_check_fit(cl_kernel k, const char *kname, cl_device_id dev, size_t wg);
 
-/* A compile-time choice of the program read back: the first dimension of
- * kernel kname's reqd_work_group_size (a kernel that never runs declares
- * it), between 1 and max. 0 on failure (logged). */
-size_t ec_cl_compiled_size(cl_program program, cl_device_id dev, const char *kname, size_t max);
+/* Chunk cells per work-group the program chose: the first dimension of
+ * the reqd_work_group_size of kname (a kernel that never runs declares
+ * it), 1..max, logged as "<who>: N chunk cells per work-group", with
+ * " (<knob>)" when the tuning knob set it. 0 on failure (logged). */
+size_t ec_cl_cells_per_group(const moelat_cl_setup *setup, const char *kname, size_t max, const char *who,
+                             const char *knob, int knob_set);
 
 #endif

@@ -106,10 +106,8 @@ static int distant_cl_prepare(const moelat_cl_setup *setup, void **state) {
         return MOELAT_EXPERT_ERROR;
     }
     st->work_group = (size_t)wg;
-    st->cells_per_group = ec_cl_compiled_size(setup->program, setup->device, "distant_cells_per_group", 4);
-    if (st->cells_per_group)
-        ec_log(MOELAT_LOG_INFO, "distant_expert: %zu chunk cells per work-group%s", st->cells_per_group,
-               g_cells > 0 ? " (MOELAT_DISTANT_CELLS)" : "");
+    st->cells_per_group = ec_cl_cells_per_group(setup, "distant_cells_per_group", 4, "distant_expert",
+                                                "MOELAT_DISTANT_CELLS", g_cells > 0);
     if (!st->cells_per_group ||
         ec_cl_check_fit(st->kernel, "distant_expert", setup->device, st->work_group) != MOELAT_EXPERT_OK) {
         distant_cl_release(st);

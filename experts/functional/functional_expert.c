@@ -290,13 +290,12 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
     st->n_total = (cl_int)n;
     st->work_group = (size_t)wg;
-    st->cells_per_group = ec_cl_compiled_size(setup->program, setup->device, "functional_cells_per_group", 16);
+    st->cells_per_group = ec_cl_cells_per_group(setup, "functional_cells_per_group", 16, "functional_output",
+                                                "MOELAT_FUNCTIONAL_CELLS", g_cells > 0);
     if (!st->cells_per_group) {
         functional_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
-    ec_log(MOELAT_LOG_INFO, "functional_output: %zu chunk cells per work-group%s", st->cells_per_group,
-           g_cells > 0 ? " (MOELAT_FUNCTIONAL_CELLS)" : "");
     st->prepare = ec_cl_kernel(setup->program, "functional_prepare");
     st->project = st->prepare ? ec_cl_kernel(setup->program, "functional_project") : NULL;
     st->cell = st->project ? ec_cl_kernel(setup->program, "functional_output") : NULL;

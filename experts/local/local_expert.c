@@ -182,13 +182,12 @@ static int local_cl_prepare(const moelat_cl_setup *setup, void **state) {
         return MOELAT_EXPERT_ERROR;
     }
     st->toff = ec_cl_offsets_buffer(setup->context, setup->tensor_offsets, setup->n_tensors);
-    st->cells_per_group = ec_cl_compiled_size(setup->program, setup->device, "local_cells_per_group", 4);
+    st->cells_per_group = ec_cl_cells_per_group(setup, "local_cells_per_group", 4, "local_expert",
+                                                "MOELAT_LOCAL_CELLS", g_cells > 0);
     if (!st->toff || !st->cells_per_group) {
         local_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
-    ec_log(MOELAT_LOG_INFO, "local_expert: %zu chunk cells per work-group%s", st->cells_per_group,
-           g_cells > 0 ? " (MOELAT_LOCAL_CELLS)" : "");
     *state = st;
     return MOELAT_EXPERT_OK;
 }
@@ -260,7 +259,7 @@ static moelat_expert_descriptor g_desc = {
 
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {
     ec_init(host, g_desc.name);
-    if (!g_desc.cl_source) /* at most ML_CELLS_MAX, a power of two dividing the work-group */
+    if (!g_desc.cl_source) /* 1, 2 or 4: a power of two dividing the work-group (ml_wg_seg_sum) */
         g_cells = ec_cells_knob("MOELAT_LOCAL_CELLS", 4, 1, "LOC_CELLS", local_cl_parts, &g_desc.cl_source);
     return &g_desc;
 }

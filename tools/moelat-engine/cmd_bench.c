@@ -82,31 +82,31 @@ static moelat_lattice *make(const bench_case *c, const cli_model_opts *mo, int m
 /* Warm-up: one step (first launches, library kernels built on first use),
  * then steps until 300 ms have passed since it, so that a device that idled
  * (clocks down) is up to speed before small steps are timed (a large
- * lattice's second step alone takes that long). A hundred steps can carry
- * a small lattice's states to Inf, so after every 20 extra steps the
- * states go back to where they were, and one more untimed step takes
- * their upload. Then `steps` timed steps; ms (may be NULL) gets each
- * one's wall time. Without memory for the copy the warm-up is two steps. */
+ * lattice's second step alone takes that long, and then nothing more
+ * runs). A hundred steps can carry a small lattice's states to Inf, so
+ * after every 20 extra steps the states go back to those after the second
+ * step, and one more untimed step takes their upload. Then `steps` timed
+ * steps; ms (may be NULL) gets each one's wall time. Without memory for
+ * the copy the warm-up is the two steps. */
 static int batch_steps(moelat_lattice *dev, int steps, double *ms) {
-    size_t n = moelat_cell_count(dev) * (size_t)moelat_state_size(dev);
-    float *init = malloc(n * sizeof *init);
-    int rc = init ? moelat_get_states(dev, init, n) : MOELAT_OK;
-    if (rc == MOELAT_OK)
-        rc = moelat_step(dev, 1);
+    int rc = moelat_step(dev, 1);
     double t0 = ml_now_ms();
     if (rc == MOELAT_OK)
         rc = moelat_step(dev, 1);
-    int restored = 0;
-    while (init && rc == MOELAT_OK && ml_now_ms() - t0 < 300.0) {
-        for (int k = 0; k < 20 && rc == MOELAT_OK && ml_now_ms() - t0 < 300.0; k++)
-            rc = moelat_step(dev, 1);
+    size_t n = moelat_cell_count(dev) * (size_t)moelat_state_size(dev);
+    float *init = rc == MOELAT_OK && ml_now_ms() - t0 < 300.0 ? malloc(n * sizeof *init) : NULL;
+    if (init) {
+        rc = moelat_get_states(dev, init, n);
+        while (rc == MOELAT_OK && ml_now_ms() - t0 < 300.0) {
+            for (int k = 0; k < 20 && rc == MOELAT_OK && ml_now_ms() - t0 < 300.0; k++)
+                rc = moelat_step(dev, 1);
+            if (rc == MOELAT_OK)
+                rc = moelat_set_states(dev, init, n);
+        }
         if (rc == MOELAT_OK)
-            rc = moelat_set_states(dev, init, n);
-        restored = 1;
+            rc = moelat_step(dev, 1); /* the upload of the restored states */
+        free(init);
     }
-    if (restored && rc == MOELAT_OK)
-        rc = moelat_step(dev, 1); /* the upload of the restored states */
-    free(init);
     if (rc != MOELAT_OK) {
         fprintf(stderr, "moelat-engine bench: %s\n", moelat_last_error(dev));
         return -1;
