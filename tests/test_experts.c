@@ -989,7 +989,7 @@ static void test_cnf_modes_differ(void **state) {
 /* cl_prepare with a wrong tensor count, and functional's chunk before its
  * step: both refused with a message naming the expert. */
 /* The functional kernel's cells per work-group follow the device's local
- * memory (MOELAT_LOCAL_MEM): at S = 160 and 128 lanes four cells need
+ * memory (MOELAT_LOCAL_MEM): at S = 192 and 128 lanes four cells need
  * more than 48 KB, so a 48 KB device gets fewer, and the kernel's local
  * footprint fits; with room to spare it keeps four. */
 static void test_cl_functional_local_fit(void **state) {
@@ -999,7 +999,7 @@ static void test_cl_functional_local_fit(void **state) {
         skip();
     const moelat_expert_descriptor *d = plugin(B_FUNCTIONAL);
     moelat_expert_dims dims = make_dims(B_FUNCTIONAL, find_preset("optimized"), 0);
-    dims.state_size = 160;
+    dims.state_size = 192;
     const struct {
         const char *opts;
         size_t max_cells, min_cells;

@@ -29,7 +29,8 @@
  *      weight read once for the cells);
  *   3. the CNF (cnf_wg_integrate_cells for the cells at once where the
  *      layout fits, else cnf_wg_integrate cell by cell), the result layer.
- * Phase 1's local arrays and those of phases 2-3 share memory. Tensor
+ * Phase 1's local arrays and those of phases 2-3 share memory, and so do
+ * phase 2's and the CNF's (see the layout below). Tensor
  * indices match functional_expert.c's enum. */
 
 #define FN_S MOELAT_S
@@ -125,15 +126,28 @@
 #define FN_O_CPART (FN_O_ROWS + FN_A4(FN_MAX(MOELAT_WG * FN_HS, ML_DENSE_PART(FN_MD))))
 #define FN_O_H (FN_O_CPART + FN_A4(FN_NPC * FN_HD))
 #define FN_END1 (FN_O_H + FN_A4(FN_HD))
-/* Phases 2-3, from FN_O_U, per cell [T][n]: act, gate hidden, z, rr (then
- * rr * x), cand (then the result layer's output), rin = [(1 - g) gnn,
- * g cnf]; then one cell's CNF v, neighbour mean and work at a time. */
-#define FN_O_ACT FN_O_U
+/* Phases 2-3, from FN_O_U, per cell [T][n]: cand (then the result
+ * layer's output) and rin = [(1 - g) gnn, g cnf], which live through both
+ * phases; then a scratch region that three short-lived sets take in turn:
+ *   phase 2: act, gate hidden, z, rr (then rr * x) and the dense layers'
+ *            partial sums;
+ *   the CNF: its v, neighbour means and work;
+ *   the result layer: its partial sums.
+ * Overlaying them (NOTES item 37) takes experiment's footprint from 28 KB
+ * to 18 KB per group and lets S = 128 run the CNF for its cells at once
+ * within 48 KB. A barrier separates each set's last read from the next
+ * set's first write. Build option -DFN_NO_ALIAS=1 lays them end to end
+ * instead, to time the two. */
+#define FN_O_CAND FN_O_U
+#define FN_O_RIN (FN_O_CAND + FN_A4(FN_T * FN_S))
+#define FN_O_SCRATCH (FN_O_RIN + FN_A4(FN_T * 2 * FN_S))
+#define FN_O_ACT FN_O_SCRATCH
 #define FN_O_HG (FN_O_ACT + FN_A4(FN_T * FN_S))
 #define FN_O_Z (FN_O_HG + FN_A4(FN_T * (FN_S / 2)))
 #define FN_O_RR (FN_O_Z + FN_A4(FN_T * FN_S))
-#define FN_O_CAND (FN_O_RR + FN_A4(FN_T * FN_S))
-#define FN_O_RIN (FN_O_CAND + FN_A4(FN_T * FN_S))
+#define FN_O_DPART (FN_O_RR + FN_A4(FN_T * FN_S))
+#define FN_DPART_SIZE FN_A4(FN_T * ML_DENSE_PART(FN_S)) /* widest layer: S outputs */
+#define FN_END_GRU (FN_O_DPART + FN_DPART_SIZE)
 /* The CNF's cells at once (cnf_wg_integrate_cells: a power of two up to
  * CNF_CELLS_MAX, euler), else one by one (FN_CNF_T 1; build option
  * -DFN_CNF_ONE_BY_ONE=1 asks for that, to time the two). */
@@ -143,12 +157,20 @@
 #define FN_CNF_T 1
 #endif
 #define FN_CNF_WORK (FN_CNF_T > 1 ? CNF_CELLS_WORK(FN_CNF_T) : CNF_WG_WORK)
-#define FN_O_V (FN_O_RIN + FN_A4(FN_T * 2 * FN_S))
+#if defined(FN_NO_ALIAS) && FN_NO_ALIAS
+#define FN_O_V FN_END_GRU
+#else
+#define FN_O_V FN_O_SCRATCH
+#endif
 #define FN_O_MEAN (FN_O_V + FN_A4(FN_CNF_T * FN_S))
 #define FN_O_WORK (FN_O_MEAN + FN_A4(FN_CNF_T * FN_S))
-/* Partial sums of the cells' dense layers (widest: S outputs). */
-#define FN_O_DPART (FN_O_WORK + FN_A4(FN_CNF_WORK))
-#define FN_END2 (FN_O_DPART + FN_A4(FN_T * ML_DENSE_PART(FN_S)))
+#define FN_END_CNF (FN_O_WORK + FN_A4(FN_CNF_WORK))
+#if defined(FN_NO_ALIAS) && FN_NO_ALIAS
+#define FN_O_RPART FN_O_DPART
+#else
+#define FN_O_RPART FN_O_SCRATCH
+#endif
+#define FN_END2 FN_MAX(FN_MAX(FN_END_GRU, FN_END_CNF), FN_O_RPART + FN_DPART_SIZE)
 #define FN_LOCAL FN_MAX(FN_END1, FN_END2)
 
 /* The layout above follows FN_T and FN_CNF_T (macros expand where they
@@ -472,6 +494,8 @@ __kernel void functional_output(
         float g = gs[k / FN_S];
         rin[(k / FN_S) * 2 * FN_S + k % FN_S] = (1.0f - g) * ((1.0f - z[k]) * xs[k] + z[k] * cand[k]);
     }
+    /* The CNF's arrays overlay z (read just above) and phase 2's others. */
+    barrier(CLK_LOCAL_MEM_FENCE);
 
     /* ---- 3. CNF and E_F = GELU(LN(L(2S->S)([(1 - g) gnn, g cnf]))) ---- */
 #if FN_CNF_T > 1
@@ -500,8 +524,10 @@ __kernel void functional_output(
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 #endif
+    /* Its partial sums overlay the CNF's arrays, read before the barrier
+     * that ends the CNF block above. */
     ml_wg_dense_cells(FN_P(FN_RP0_W), FN_P(FN_RP0_B), rin, 2 * FN_S, 2 * FN_S, rin, 0, 0, rin, 0, 0, cand, FN_S,
-                   FN_S, ML_ACT_NONE, FN_T, dpart);
+                   FN_S, ML_ACT_NONE, FN_T, lm + FN_O_RPART);
     for (int ct = 0; ct < FN_T; ct++)
         ml_wg_layernorm(cand + ct * FN_S, FN_S, FN_P(FN_RP1_G), FN_P(FN_RP1_B), red);
     for (int k = lane; k < FN_T * FN_S; k += MOELAT_WG) {
