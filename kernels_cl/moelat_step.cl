@@ -3,7 +3,9 @@
  *   ml_aggregate     per-band mean of n_j and of |n_j|, counts, and nu
  *   ml_gate_combine  the gate, x' = x + sum_k w_k E_k, and the finite check
  * Compile-time: MOELAT_S (state size), MOELAT_GH (gate hidden size),
- * MOELAT_WG (lanes per work-group). Chunk cell c is ml_chunk_cell(c, ...).
+ * MOELAT_WG (lanes per work-group), ML_GATE_CELLS (the gate's cells per
+ * work-group the host asks for), MOELAT_LOCAL_MEM (the device's local
+ * memory in bytes). Chunk cell c is ml_chunk_cell(c, ...).
  *
  * Aggregation by row prefix sums. For one row offset (dy, dz) the stencil's
  * dx values of a band form contiguous runs (the band is a shell of
@@ -198,6 +200,32 @@ __kernel void ml_aggregate(__global const float *states, __global const float *p
     }
 }
 
+/* The gate's cells per work-group, ML_GATE_T: the host's ML_GATE_CELLS (4
+ * from S = 48, else 1; knob MOELAT_GATE_CELLS), halved until the kernel's
+ * local arrays fit the device. With T > 1 the gate's two dense layers read
+ * each weight once for the T cells (one cell per group reads them once per
+ * cell, as the per-cell tails did before NOTES items 29 and 33) and the T
+ * cells share one cell's barriers. The host reads the choice back from
+ * ml_gate_cells_per_group and launches ceil(n_cells / T) groups. */
+#ifndef ML_GATE_CELLS
+#define ML_GATE_CELLS 1
+#endif
+#define ML_GATE_LOCAL(T) \
+    ((T) * (3 * MOELAT_S + MOELAT_GH + 4 + ML_DENSE_PART(MOELAT_GH)) + MOELAT_WG + 3 * (T))
+#define ML_GATE_T ML_GATE_CELLS
+#if defined(MOELAT_LOCAL_MEM) && ML_GATE_T > 2 && ML_GATE_LOCAL(ML_GATE_T) * 4 > MOELAT_LOCAL_MEM
+#undef ML_GATE_T
+#define ML_GATE_T 2
+#endif
+#if defined(MOELAT_LOCAL_MEM) && ML_GATE_T > 1 && ML_GATE_LOCAL(ML_GATE_T) * 4 > MOELAT_LOCAL_MEM
+#undef ML_GATE_T
+#define ML_GATE_T 1
+#endif
+
+/* Never run: its required size tells the host ML_GATE_T. */
+__kernel __attribute__((reqd_work_group_size(ML_GATE_T, 1, 1))) void ml_gate_cells_per_group(void) {}
+
+#if ML_GATE_T == 1
 /* One work-group of MOELAT_WG lanes per chunk cell (global = n_cells * WG).
  * Gate tensors live in one buffer; g_* are their offsets in floats. The
  * cell's vectors live in __local memory: lanes share the LayerNorm
@@ -285,3 +313,73 @@ ml_gate_combine(__global const float *states, __global float *next, int4 dims, i
         atomic_min(&check[1], (int)i);
     }
 }
+
+#else
+/* ML_GATE_T chunk cells per work-group (global = ceil(n_cells / T) * WG),
+ * the same function as above: the LayerNorm's statistics and the finite
+ * check sum over each cell's segment of WG / T lanes, the dense layers
+ * (ml_wg_dense_cells) read each weight once for the T cells, and the
+ * cell's segment writes its x'. A tail group's missing cells repeat the
+ * last cell and write nothing. */
+__kernel __attribute__((reqd_work_group_size(MOELAT_WG, 1, 1))) void
+ml_gate_combine(__global const float *states, __global float *next, int4 dims, int4 origin, int4 extent,
+                int n_cells, __global const float *nu, __global const float *out0, __global const float *out1,
+                __global const float *out2, __global const int *cnt0, __global const int *cnt1,
+                __global const int *cnt2, __global const float *gate, int g_w0, int g_b0, int g_w2, int g_b2,
+                int g_ln_w, int g_ln_b, __global int *check) {
+    __local float lx[ML_GATE_T * MOELAT_S];
+    __local float ln[ML_GATE_T * MOELAT_S]; /* LN_g(x), in place */
+    __local float lnu[ML_GATE_T * MOELAT_S];
+    __local float lh[ML_GATE_T * MOELAT_GH];
+    __local float lz[ML_GATE_T * 4]; /* the three logits of each cell */
+    __local float red[MOELAT_WG];
+    __local float st[3 * ML_GATE_T];
+    __local float dpart[ML_GATE_T * ML_DENSE_PART(MOELAT_GH)];
+    const int l = ml_lane(), seg = MOELAT_WG / ML_GATE_T, t = l / seg;
+    const int c0 = (int)get_group_id(0) * ML_GATE_T;
+    for (int k = l; k < ML_GATE_T * MOELAT_S; k += MOELAT_WG) {
+        int cc = min(c0 + k / MOELAT_S, n_cells - 1), s = k % MOELAT_S;
+        size_t i = (size_t)ml_cell_index(dims, ml_chunk_cell(cc, origin, extent));
+        lx[k] = ln[k] = states[i * MOELAT_S + s];
+        lnu[k] = nu[(size_t)cc * MOELAT_S + s];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    ml_wg_layernorm_cells(ln, MOELAT_S, ML_GATE_T, gate + g_ln_w, gate + g_ln_b, red, st);
+    ml_wg_dense_cells(gate + g_w0, gate + g_b0, ln, MOELAT_S, MOELAT_S, lnu, MOELAT_S, MOELAT_S, lnu, 0, 0, lh,
+                      MOELAT_GH, MOELAT_GH, ML_ACT_GELU, ML_GATE_T, dpart);
+    ml_wg_dense_cells(gate + g_w2, gate + g_b2, lh, MOELAT_GH, MOELAT_GH, lh, 0, 0, lh, 0, 0, lz, 3, 4, ML_ACT_NONE,
+                      ML_GATE_T, dpart);
+
+    const int c = c0 + t, live = c < n_cells, cc = live ? c : n_cells - 1;
+    size_t i = (size_t)ml_cell_index(dims, ml_chunk_cell(cc, origin, extent));
+    size_t base = (size_t)cc * MOELAT_S;
+    float z0 = lz[4 * t], z1 = lz[4 * t + 1], z2 = lz[4 * t + 2];
+    float m = fmax(z0, fmax(z1, z2));
+    z0 = exp(z0 - m);
+    z1 = exp(z1 - m);
+    z2 = exp(z2 - m);
+    float total = z0 + z1 + z2;
+    float w0 = cnt0[cc] > 0 ? z0 / total : 0.0f;
+    float w1 = cnt1[cc] > 0 ? z1 / total : 0.0f;
+    float w2 = cnt2[cc] > 0 ? z2 / total : 0.0f;
+    __local const float *x = lx + t * MOELAT_S;
+    float bad = 0.0f;
+    for (int s = l % seg; s < MOELAT_S && live; s += seg) {
+        float r = x[s];
+        if (w0 != 0.0f)
+            r += w0 * out0[base + s];
+        if (w1 != 0.0f)
+            r += w1 * out1[base + s];
+        if (w2 != 0.0f)
+            r += w2 * out2[base + s];
+        next[i * MOELAT_S + s] = r;
+        if (!isfinite(r))
+            bad = 1.0f;
+    }
+    ml_wg_seg_sum(bad, ML_GATE_T, red, st);
+    if (l < ML_GATE_T && st[l] > 0.0f) {
+        atomic_inc(&check[0]);
+        atomic_min(&check[1], ml_cell_index(dims, ml_chunk_cell(c0 + l, origin, extent)));
+    }
+}
+#endif

@@ -65,6 +65,7 @@ struct ml_batch {
     int max_chunk_cells;
     int work_group; /* lanes per cell of the work-group kernels (MOELAT_WG) */
     int agg_vector; /* state values per work-item of ml_aggregate (ML_AGG_V) */
+    int gate_cells; /* chunk cells per work-group of ml_gate_combine (ML_GATE_T) */
     moelat_status last_status;
     float *host_expert_out; /* max_chunk_cells x S, for host-evaluated experts */
     const moelat_expert_descriptor *desc[MOELAT_BANDS]; /* to release expert_state */
@@ -419,6 +420,22 @@ int ml_batch_upload_weights(moelat_lattice *lat) {
                     "uploading gate parameters");
 }
 
+/* The gate's cells per work-group to ask the kernel for (it halves them
+ * where its local arrays would not fit): 4 from S = 48, where its dense
+ * layers' weight reads dominate (as in the experts' tails), else 1;
+ * MOELAT_GATE_CELLS = 1, 2 or 4 chooses. */
+static int gate_cells_wanted(int S) {
+    int t = S >= 48 ? 4 : 1;
+    const char *env = getenv("MOELAT_GATE_CELLS");
+    if (env && *env) {
+        if (strcmp(env, "1") == 0 || strcmp(env, "2") == 0 || strcmp(env, "4") == 0)
+            t = atoi(env);
+        else
+            ML_WARN("batch", "MOELAT_GATE_CELLS=%s is not 1, 2 or 4: ignored", env);
+    }
+    return t;
+}
+
 static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
     const char *helpers = mlcl_embedded_source("moelat_helpers.cl");
     const char *step = mlcl_embedded_source("moelat_step.cl");
@@ -434,8 +451,11 @@ static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
     b->agg_vector = aggregate_vector(lat);
     b->absmask = absmean_bands(lat);
     ML_INFO("batch", "aggregation: %d state value%s per work-item", b->agg_vector, b->agg_vector > 1 ? "s" : "");
-    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_GH=%d -D MOELAT_WG=%d -D ML_AGG_V=%d %s",
-             lat->S, lat->gate_hidden, b->work_group, b->agg_vector, extra ? extra : "");
+    snprintf(opts, sizeof opts,
+             "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_GH=%d -D MOELAT_WG=%d -D ML_AGG_V=%d -D ML_GATE_CELLS=%d "
+             "-D MOELAT_LOCAL_MEM=%llu %s",
+             lat->S, lat->gate_hidden, b->work_group, b->agg_vector, gate_cells_wanted(lat->S),
+             (unsigned long long)b->ctx.info.local_mem_bytes, extra ? extra : "");
     int rc = mlcl_build_program(&b->ctx, "moelat_step.cl", src, opts, &b->program, lat->err, sizeof lat->err);
     free(src);
     if (rc != 0)
@@ -447,6 +467,17 @@ static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
     if (cl_check(lat, e1, "creating kernel ml_row_prefix") || cl_check(lat, e2, "creating kernel ml_aggregate") ||
         cl_check(lat, e3, "creating kernel ml_gate_combine"))
         return -1;
+    /* The kernel may have lowered the cells per group to fit local memory. */
+    cl_kernel probe = clCreateKernel(b->program, "ml_gate_cells_per_group", &e1);
+    if (cl_check(lat, e1, "creating kernel ml_gate_cells_per_group"))
+        return -1;
+    size_t wg[3] = {0, 0, 0};
+    e1 = clGetKernelWorkGroupInfo(probe, b->ctx.info.device, CL_KERNEL_COMPILE_WORK_GROUP_SIZE, sizeof wg, wg, NULL);
+    clReleaseKernel(probe);
+    if (cl_check(lat, e1, "reading the gate's cells per work-group (ml_gate_cells_per_group)"))
+        return -1;
+    b->gate_cells = wg[0] >= 1 ? (int)wg[0] : 1;
+    ML_INFO("batch", "gate: %d cell%s per work-group", b->gate_cells, b->gate_cells > 1 ? "s" : "");
     return 0;
 }
 
@@ -691,7 +722,8 @@ static cl_int enqueue_gate(ml_batch *b, const moelat_lattice *lat, const ml_chun
     cl_int e = set_gate_args(b, lat, c, s, next);
     if (e != CL_SUCCESS)
         return e;
-    size_t local = (size_t)b->work_group, global = (size_t)c->n_cells * local;
+    size_t local = (size_t)b->work_group;
+    size_t global = (size_t)((c->n_cells + b->gate_cells - 1) / b->gate_cells) * local;
     return mlcl_enqueue_kernel(q, b->k_gate, 1, &global, &local, n_wait, wait, done);
 }
 
