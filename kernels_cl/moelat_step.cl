@@ -201,7 +201,7 @@ __kernel void ml_aggregate(__global const float *states, __global const float *p
 }
 
 /* The gate's cells per work-group, ML_GATE_T: the host's ML_GATE_CELLS (4
- * from S = 48, else 1; knob MOELAT_GATE_CELLS), halved until the kernel's
+ * unless knob MOELAT_GATE_CELLS says otherwise), halved until the kernel's
  * local arrays fit the device. With T > 1 the gate's two dense layers read
  * each weight once for the T cells (one cell per group reads them once per
  * cell, as the per-cell tails did before NOTES items 29 and 33) and the T

@@ -421,11 +421,11 @@ int ml_batch_upload_weights(moelat_lattice *lat) {
 }
 
 /* The gate's cells per work-group to ask the kernel for (it halves them
- * where its local arrays would not fit): 4 from S = 48, where its dense
- * layers' weight reads dominate (as in the experts' tails), else 1;
+ * where its local arrays would not fit): 4, which halved the kernel's time
+ * at S = 24, 64 and 128 on the H200 (tools/bench/NOTES.md item 35);
  * MOELAT_GATE_CELLS = 1, 2 or 4 chooses. */
-static int gate_cells_wanted(int S) {
-    int t = S >= 48 ? 4 : 1;
+static int gate_cells_wanted(void) {
+    int t = 4;
     const char *env = getenv("MOELAT_GATE_CELLS");
     if (env && *env) {
         if (strcmp(env, "1") == 0 || strcmp(env, "2") == 0 || strcmp(env, "4") == 0)
@@ -454,7 +454,7 @@ static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
     snprintf(opts, sizeof opts,
              "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_GH=%d -D MOELAT_WG=%d -D ML_AGG_V=%d -D ML_GATE_CELLS=%d "
              "-D MOELAT_LOCAL_MEM=%llu %s",
-             lat->S, lat->gate_hidden, b->work_group, b->agg_vector, gate_cells_wanted(lat->S),
+             lat->S, lat->gate_hidden, b->work_group, b->agg_vector, gate_cells_wanted(),
              (unsigned long long)b->ctx.info.local_mem_bytes, extra ? extra : "");
     int rc = mlcl_build_program(&b->ctx, "moelat_step.cl", src, opts, &b->program, lat->err, sizeof lat->err);
     free(src);

@@ -110,7 +110,29 @@ inline void cnf_wg_dense_cells(__global const float *W, __global const float *b,
 inline void cnf_wg_dense(__global const float *W, __global const float *b, __local const float *in,
                          int nin, __local float *out, int nout, int gelu, __global const float *tw,
                          int ntw, float time, __local float *part) {
-    cnf_wg_dense_cells(W, b, in, nin, out, nout, gelu, tw, ntw, time, 1, part);
+    /* Not cnf_wg_dense_cells(..., 1, part): on NVIDIA's compiler that call
+     * (its acc[] array and loops over T) made the whole functional kernel
+     * 36% slower at S = 128 and 65% at S = 24 (tools/bench/NOTES.md item
+     * 38), though the sums are the same. */
+    const int G = CNF_SPLIT(nin);
+    int l = ml_lane(), g = l & (G - 1);
+    for (int o = l / G; o < nout; o += MOELAT_WG / G) {
+        __global const float *row = W + (size_t)o * nin;
+        float acc = 0.0f;
+        for (int i = g; i < nin; i += G)
+            acc = fma(row[i], in[i], acc);
+        part[o * (G + 1) + g] = acc;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int o = l; o < nout; o += MOELAT_WG) {
+        float acc = b[o];
+        for (int j = 0; j < G; j++)
+            acc += part[o * (G + 1) + j];
+        if (o < ntw)
+            acc = fma(tw[o], time, acc);
+        out[o] = gelu ? ml_gelu(acc) : acc;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
 }
 
 /* Mean and 1/sqrt(var + 1e-5) of the n0 + n1 values [a0, a1] (two-pass, as

@@ -134,8 +134,7 @@
  *   the CNF: its v, neighbour means and work;
  *   the result layer: its partial sums.
  * Overlaying them (NOTES item 37) takes experiment's footprint from 28 KB
- * to 18 KB per group and lets S = 128 run the CNF for its cells at once
- * within 48 KB. A barrier separates each set's last read from the next
+ * to 18 KB per group (the functional kernel 5% faster at 40^3). A barrier separates each set's last read from the next
  * set's first write. Build option -DFN_NO_ALIAS=1 lays them end to end
  * instead, to time the two. */
 #define FN_O_CAND FN_O_U
@@ -149,9 +148,14 @@
 #define FN_DPART_SIZE FN_A4(FN_T * ML_DENSE_PART(FN_S)) /* widest layer: S outputs */
 #define FN_END_GRU (FN_O_DPART + FN_DPART_SIZE)
 /* The CNF's cells at once (cnf_wg_integrate_cells: a power of two up to
- * CNF_CELLS_MAX, euler), else one by one (FN_CNF_T 1; build option
- * -DFN_CNF_ONE_BY_ONE=1 asks for that, to time the two). */
-#if MOELAT_CNF_MODE == 0 && (FN_T == 2 || FN_T == 4) && !defined(FN_CNF_ONE_BY_ONE)
+ * CNF_CELLS_MAX, euler) up to S = 64, else one by one (FN_CNF_T 1). Measured
+ * on the H200 (NOTES items 29 and 38): at S = 64 the cells at once are 7%
+ * faster, at S = 128 29% slower (the kernel's register budget, which the
+ * edge loop shares, seems to follow it). Build option -DFN_CNF_ONE_BY_ONE=1
+ * asks for one by one, -DFN_CNF_AT_ONCE=1 for at once where it fits, to
+ * time the two. */
+#if MOELAT_CNF_MODE == 0 && (FN_T == 2 || FN_T == 4) && !defined(FN_CNF_ONE_BY_ONE) && \
+    (FN_S <= 64 || defined(FN_CNF_AT_ONCE))
 #define FN_CNF_T FN_T
 #else
 #define FN_CNF_T 1
