@@ -63,6 +63,16 @@ static int build_from_source(mlcl_context *ctx, const char *name, const char *so
         clReleaseProgram(prog);
         return -1;
     }
+    /* A successful build's log (compiler warnings; with NVIDIA's
+     * -cl-nv-verbose in MOELAT_CL_OPTIONS, each kernel's registers and
+     * spills) at debug level, when there is one. */
+    if (ml_log_enabled(MOELAT_LOG_DEBUG, "cl_build")) {
+        char *log = build_log(prog, ctx->info.device);
+        if (log && strspn(log, " \t\r\n") < strlen(log))
+            ML_DEBUG("cl_build", "program '%s' on '%s' with options '%s': build log:\n%s", name, ctx->info.name,
+                     options, log);
+        free(log);
+    }
     *out = prog;
     return 0;
 }
