@@ -716,7 +716,7 @@ static cl_int enqueue_aggregate(ml_batch *b, const moelat_lattice *lat, const ml
 }
 
 /* Sets the arguments of chunk c's gate and update (into next) and
- * enqueues it on q: one work-group per cell. */
+ * enqueues it on q: one work-group per gate_cells cells (the last may hold fewer). */
 static cl_int enqueue_gate(ml_batch *b, const moelat_lattice *lat, const ml_chunk *c, chunk_set *s, cl_mem next,
                            cl_command_queue q, cl_uint n_wait, const cl_event *wait, cl_event *done) {
     cl_int e = set_gate_args(b, lat, c, s, next);
