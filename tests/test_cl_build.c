@@ -426,6 +426,57 @@ static void test_embedded_helpers_build(void **state) {
     clReleaseProgram(p);
 }
 
+/* The gate kernel's cells per work-group follow the device's local memory
+ * (MOELAT_LOCAL_MEM): at S = 128 four cells need 27 KB, two 14 KB, one
+ * 7 KB. For each limit the program says how many cells it chose
+ * (ml_gate_cells_per_group) and ml_gate_combine's local footprint fits. */
+static void test_gate_local_fit(void **state) {
+    (void)state;
+    const char *helpers = mlcl_embedded_source("moelat_helpers.cl");
+    const char *step = mlcl_embedded_source("moelat_step.cl");
+    assert_non_null(helpers);
+    assert_non_null(step);
+    size_t len = strlen(helpers) + strlen(step) + 2;
+    char *src = malloc(len);
+    assert_non_null(src);
+    snprintf(src, len, "%s\n%s", helpers, step);
+    const struct {
+        unsigned long limit;
+        size_t cells;
+    } cases[] = {{1048576, 4}, {49152, 4}, {20000, 2}, {10000, 1}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char opts[256], err[16384];
+        snprintf(opts, sizeof opts,
+                 "-cl-std=CL1.2 -D MOELAT_S=128 -D MOELAT_GH=128 -D MOELAT_WG=128 -D ML_AGG_V=4 "
+                 "-D ML_GATE_CELLS=4 -D MOELAT_LOCAL_MEM=%lu",
+                 cases[i].limit);
+        cl_program p = NULL;
+        if (mlcl_build_program(&g_ctx, "moelat_step.cl", src, opts, &p, err, sizeof err))
+            fail_msg("%s", err);
+        cl_int e1, e2;
+        cl_kernel probe = clCreateKernel(p, "ml_gate_cells_per_group", &e1);
+        cl_kernel gate = clCreateKernel(p, "ml_gate_combine", &e2);
+        assert_int_equal(e1, CL_SUCCESS);
+        assert_int_equal(e2, CL_SUCCESS);
+        size_t wg[3] = {0, 0, 0};
+        cl_ulong mem = 0;
+        assert_int_equal(clGetKernelWorkGroupInfo(probe, g_ctx.info.device, CL_KERNEL_COMPILE_WORK_GROUP_SIZE,
+                                                  sizeof wg, wg, NULL),
+                         CL_SUCCESS);
+        assert_int_equal(clGetKernelWorkGroupInfo(gate, g_ctx.info.device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof mem,
+                                                  &mem, NULL),
+                         CL_SUCCESS);
+        printf("# MOELAT_LOCAL_MEM=%lu: %zu gate cells per work-group, %llu bytes of local memory\n",
+               cases[i].limit, wg[0], (unsigned long long)mem);
+        assert_int_equal(wg[0], cases[i].cells);
+        assert_true(mem <= cases[i].limit);
+        clReleaseKernel(gate);
+        clReleaseKernel(probe);
+        clReleaseProgram(p);
+    }
+    free(src);
+}
+
 static void test_bad_arguments(void **state) {
     (void)state;
     cl_program p = (cl_program)1;
@@ -449,7 +500,7 @@ int main(void) {
         T(test_syntax_error_has_log), T(test_miss_then_hit),   T(test_flipped_payload),
         T(test_flipped_magic),        T(test_truncated),       T(test_driver_rejects),
         T(test_cache_off),            T(test_unusable_dir),    T(test_creates_parents),
-        T(test_embedded_helpers_build), T(test_bad_arguments),
+        T(test_embedded_helpers_build), T(test_gate_local_fit), T(test_bad_arguments),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
