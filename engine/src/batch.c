@@ -757,38 +757,45 @@ static cl_int enqueue_prefix(ml_batch *b, const moelat_lattice *lat, cl_command_
 /* Events of one step, released at its end. */
 typedef struct step_events {
     cl_event *ev;
+    cl_event *first; /* an expert's first command when it reported one, else NULL */
     int *kind; /* 0..2 expert band, 3 aggregate, 4 gate, 5 precompute */
     int n, cap;
 } step_events;
 
-static void keep_event(step_events *se, cl_event ev, int kind) {
+/* Keeps ev (and first, its expert's first command, when not NULL) for the
+ * step's accounting; the caller keeps its own references. */
+static void keep_span(step_events *se, cl_event first, cl_event ev, int kind) {
     if (!ev)
         return;
     if (se->n == se->cap) {
         int cap = se->cap ? se->cap * 2 : 64;
         cl_event *e = realloc(se->ev, (size_t)cap * sizeof *e);
-        int *k = realloc(se->kind, (size_t)cap * sizeof *k);
-        if (!e || !k) {
-            /* Losing a profiling record is harmless; leaking the event is not. */
-            if (e)
-                se->ev = e;
-            if (k)
-                se->kind = k;
-            clReleaseEvent(ev);
-            return;
-        }
-        se->ev = e;
+        if (e)
+            se->ev = e;
+        cl_event *f = e ? realloc(se->first, (size_t)cap * sizeof *f) : NULL;
+        if (f)
+            se->first = f;
+        int *k = f ? realloc(se->kind, (size_t)cap * sizeof *k) : NULL;
+        if (!k)
+            return; /* losing a profiling record is harmless; nothing was retained yet */
         se->kind = k;
         se->cap = cap;
     }
     clRetainEvent(ev);
+    if (first)
+        clRetainEvent(first);
     se->ev[se->n] = ev;
+    se->first[se->n] = first;
     se->kind[se->n++] = kind;
 }
 
+static void keep_event(step_events *se, cl_event ev, int kind) { keep_span(se, NULL, ev, kind); }
+
 static void account_events(moelat_lattice *lat, step_events *se) {
     for (int i = 0; i < se->n; i++) {
-        double ms = mlcl_event_ms(se->ev[i]);
+        double ms = se->first[i] ? mlcl_span_ms(se->first[i], se->ev[i]) : mlcl_event_ms(se->ev[i]);
+        if (se->first[i])
+            clReleaseEvent(se->first[i]);
         int k = se->kind[i];
         if (k < MOELAT_BANDS) {
             lat->stats.expert_device_ms[k] += ms;
@@ -803,6 +810,7 @@ static void account_events(moelat_lattice *lat, step_events *se) {
         clReleaseEvent(se->ev[i]);
     }
     free(se->ev);
+    free(se->first);
     free(se->kind);
     memset(se, 0, sizeof *se);
 }
@@ -823,7 +831,7 @@ static int host_expert_chunk(moelat_lattice *lat, ml_batch *b, int k, const ml_c
 /* The call that hands chunk c, with its scratch set s, to band k's expert. */
 static moelat_cl_chunk chunk_call(const moelat_lattice *lat, const ml_batch *b, int k, const ml_chunk *c,
                                   const chunk_set *s, cl_command_queue q, const cl_event *wait, int n_wait,
-                                  cl_event *done) {
+                                  cl_event *done, cl_event *first) {
     moelat_cl_chunk ch = {
         .struct_size = sizeof ch,
         .queue = q,
@@ -842,6 +850,7 @@ static moelat_cl_chunk chunk_call(const moelat_lattice *lat, const ml_batch *b, 
         .num_wait = (uint32_t)n_wait,
         .wait = (const struct _cl_event *const *)wait,
         .done = done,
+        .first = first,
     };
     return ch;
 }
@@ -856,6 +865,7 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
     int nq = b->ctx.n_queues;
     cl_command_queue q = b->ctx.queues[qi % nq];
     cl_event agg = NULL, gate = NULL, ex[MOELAT_BANDS] = {NULL, NULL, NULL};
+    cl_event ex_first[MOELAT_BANDS] = {NULL, NULL, NULL}; /* set by experts of several commands */
     int rc = -1;
     cl_int e;
 
@@ -888,7 +898,7 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
         for (int p = 0; p < n_pre; p++)
             if (pre[p])
                 waits[nw++] = pre[p];
-        moelat_cl_chunk ch = chunk_call(lat, b, k, c, s, qk, waits, nw, &ex[k]);
+        moelat_cl_chunk ch = chunk_call(lat, b, k, c, s, qk, waits, nw, &ex[k], &ex_first[k]);
         if (mlcl_fault_hit(MLCL_FAULT_ENQUEUE)) {
             ml_fail(lat, MOELAT_ERR_DEVICE, "expert '%s' enqueue failed: CL_OUT_OF_RESOURCES (injected)",
                     lat->expert[k].desc->name);
@@ -898,7 +908,7 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
             ml_fail(lat, MOELAT_ERR_DEVICE, "expert '%s' failed to enqueue chunk %d", lat->expert[k].desc->name, ci);
             goto out;
         }
-        keep_event(se, ex[k], k);
+        keep_span(se, ex_first[k], ex[k], k);
     }
     cl_event waits[MOELAT_BANDS];
     int nw = 0;
@@ -917,9 +927,12 @@ static int enqueue_chunk(moelat_lattice *lat, ml_batch *b, int ci, int qi, cl_ev
 out:
     if (agg)
         clReleaseEvent(agg);
-    for (int k = 0; k < MOELAT_BANDS; k++)
+    for (int k = 0; k < MOELAT_BANDS; k++) {
         if (ex[k])
             clReleaseEvent(ex[k]);
+        if (ex_first[k])
+            clReleaseEvent(ex_first[k]);
+    }
     if (gate)
         clReleaseEvent(gate);
     return rc;
@@ -1347,9 +1360,12 @@ int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOE
             memset(out[k], 0, (size_t)c->n_cells * lat->S * sizeof(float));
             continue;
         }
-        cl_event done = NULL;
-        moelat_cl_chunk ch = chunk_call(lat, b, k, c, s, q, NULL, 0, &done);
-        if (lat->expert[k].desc->cl_enqueue(b->expert_state[k], &ch) != MOELAT_EXPERT_OK)
+        cl_event done = NULL, first = NULL;
+        moelat_cl_chunk ch = chunk_call(lat, b, k, c, s, q, NULL, 0, &done, &first);
+        int rc = lat->expert[k].desc->cl_enqueue(b->expert_state[k], &ch);
+        if (first)
+            clReleaseEvent(first);
+        if (rc != MOELAT_EXPERT_OK)
             return ml_fail(lat, MOELAT_ERR_DEVICE, "expert '%s' failed to enqueue", lat->expert[k].desc->name), -1;
         if (done)
             clReleaseEvent(done);

@@ -367,15 +367,17 @@ void mlcl_context_release(mlcl_context *ctx) {
     }
 }
 
-double mlcl_event_ms(cl_event ev) {
-    if (!ev)
+double mlcl_span_ms(cl_event first, cl_event last) {
+    if (!first || !last)
         return 0.0;
     cl_ulong start = 0, end = 0;
-    if (clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_START, sizeof start, &start, NULL) !=
+    if (clGetEventProfilingInfo(first, CL_PROFILING_COMMAND_START, sizeof start, &start, NULL) !=
             CL_SUCCESS ||
-        clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof end, &end, NULL) !=
+        clGetEventProfilingInfo(last, CL_PROFILING_COMMAND_END, sizeof end, &end, NULL) !=
             CL_SUCCESS ||
         end < start)
         return 0.0;
     return (double)(end - start) * 1e-6;
 }
+
+double mlcl_event_ms(cl_event ev) { return mlcl_span_ms(ev, ev); }

@@ -91,6 +91,8 @@ double mlcl_peak_gflops(mlcl_context *ctx, char *err, size_t errlen);
 
 /* Duration of a completed profiled event, in milliseconds (0 on error). */
 double mlcl_event_ms(cl_event ev);
+/* From first's start to last's end (the commands of one expert), in ms. */
+double mlcl_span_ms(cl_event first, cl_event last);
 
 /* Formats "<what> failed: <CL name>" into err; returns -1. */
 int mlcl_fail(char *err, size_t errlen, cl_int code, const char *fmt, ...)

@@ -59,8 +59,8 @@ const char *ec_join_cl_parts_after(const char *first, const char *const *parts) 
 
 const char *ec_join_cl_parts(const char *const *parts) { return ec_join_cl_parts_after(NULL, parts); }
 
-int ec_cells_knob(const char *var, int max, int pow2, const char *macro, const char *const *parts,
-                  const char **source) {
+int ec_cells_knob(const char *var, int max, int pow2, const char *macro, const char *extra,
+                  const char *const *parts, const char **source) {
     const char *env = getenv(var);
     int cells = env && *env ? atoi(env) : 0;
     if (env && *env && (cells < 1 || cells > max || (pow2 && (cells & (cells - 1)) != 0))) {
@@ -68,10 +68,20 @@ int ec_cells_knob(const char *var, int max, int pow2, const char *macro, const c
                pow2 ? "a power of two" : "a whole number", max);
         cells = 0;
     }
-    char define[96];
-    snprintf(define, sizeof define, "#define %s %d", macro, cells);
+    char define[160];
+    snprintf(define, sizeof define, "%s%s#define %s %d", extra ? extra : "", extra ? "\n" : "", macro, cells);
     *source = ec_join_cl_parts_after(define, parts);
     return cells;
+}
+
+int ec_switch_knob(const char *var) {
+    const char *env = getenv(var);
+    if (!env || !*env)
+        return -1;
+    if (strcmp(env, "0") == 0 || strcmp(env, "1") == 0)
+        return env[0] - '0';
+    ec_log(MOELAT_LOG_WARN, "%s=%s is neither 0 nor 1: ignored (the kernel chooses)", var, env);
+    return -1;
 }
 
 /* Frees the joined source when the plugin is unloaded (dlclose), so leak
@@ -407,7 +417,7 @@ int ec_cl_check_fit(cl_kernel k, const char *kname, cl_device_id dev, size_t wg)
 }
 
 /* The first dimension of kname's reqd_work_group_size, 1..max; 0 on failure (logged). */
-static size_t ec_cl_compiled_size(cl_program program, cl_device_id dev, const char *kname, size_t max) {
+size_t ec_cl_compiled_size(cl_program program, cl_device_id dev, const char *kname, size_t max) {
     cl_kernel k = ec_cl_kernel(program, kname);
     if (!k)
         return 0;

@@ -32,9 +32,15 @@ const char *ec_join_cl_parts_after(const char *first, const char *const *parts);
  * its value when it is from 1 to max (and a power of two if pow2), else 0
  * ("the kernel chooses"; a set but invalid value is logged). Written into
  * the source as "#define <macro> <value>" in front of parts
- * (ec_join_cl_parts_after); returns the value. */
-int ec_cells_knob(const char *var, int max, int pow2, const char *macro, const char *const *parts,
-                  const char **source);
+ * (ec_join_cl_parts_after), after the line extra when it is not NULL;
+ * returns the value. */
+int ec_cells_knob(const char *var, int max, int pow2, const char *macro, const char *extra,
+                  const char *const *parts, const char **source);
+
+/* An on/off tuning knob from the environment variable var: 0 or 1 when
+ * set to that, else -1 ("the kernel chooses"; a set but invalid value is
+ * logged). */
+int ec_switch_knob(const char *var);
 
 /* ---- host math (float32, as the device computes it) ---- */
 
@@ -109,6 +115,11 @@ int ec_cl_fail(cl_int err, const char *what);
  * an older engine, or 0, built it without -D MOELAT_WG, which leaves the
  * helpers' default of 64. Logs and returns -1 unless a power of two. */
 int ec_cl_work_group(const moelat_cl_setup *setup);
+
+/* Dimension 0 of kname's required work-group size (the way a kernel
+ * source tells the host a compile-time choice), checked to lie in
+ * 1..max; 0 (logged) when the kernel is missing or reports another. */
+size_t ec_cl_compiled_size(cl_program program, cl_device_id dev, const char *kname, size_t max);
 
 /* A kernel that runs exactly wg lanes per group: checks, at prepare time,
  * that this device can launch it (work-group size and local memory of the

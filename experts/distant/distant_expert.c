@@ -183,7 +183,7 @@ MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_h
     if (!g_desc.cl_source) {
         /* at most cnf.cl's CNF_CELLS_MAX, a power of two (it divides the
          * work-group for the cells' segmented sums) */
-        g_cells = ec_cells_knob("MOELAT_DISTANT_CELLS", 4, 1, "DS_CELLS", distant_cl_parts, &g_desc.cl_source);
+        g_cells = ec_cells_knob("MOELAT_DISTANT_CELLS", 4, 1, "DS_CELLS", NULL, distant_cl_parts, &g_desc.cl_source);
     }
     return &g_desc;
 }

@@ -30,8 +30,14 @@
  *   3. the CNF (cnf_wg_integrate_cells for the cells at once where the
  *      layout fits, else cnf_wg_integrate cell by cell), the result layer.
  * Phase 1's local arrays and those of phases 2-3 share memory, and so do
- * phase 2's and the CNF's (see the layout below). Tensor
- * indices match functional_expert.c's enum. */
+ * phase 2's and the CNF's (see the layout below).
+ *
+ * Or the same phases in two kernels (FN_SPLIT, the default below S = 48):
+ * functional_edges runs phase 1, one cell per work-group, and writes each
+ * cell's M to the chunk's scratch; functional_tails runs phases 2-3 for
+ * FN_T cells per group. The phases are the inline functions below, shared
+ * by both forms, so the two compute the same floats. Tensor indices match
+ * functional_expert.c's enum. */
 
 #define FN_S MOELAT_S
 #define FN_E MOELAT_E
@@ -86,6 +92,20 @@
 /* Column sums of the rows: NPC slices of the lanes per column. */
 #define FN_NPC (MOELAT_WG >= FN_HD ? MOELAT_WG / FN_HD : 1)
 
+/* One kernel or two (FN_SPLIT; see functional_edges below). FN_SPLIT_KNOB
+ * comes from the plugin (its tuning knob MOELAT_FUNCTIONAL_SPLIT, -1 when
+ * unset). Unset: two kernels below S = 48, where the fused kernel's one
+ * cell per group leaves its tails latency-bound and more cells per group
+ * slow its edge walk (measured in tools/bench/NOTES.md item 41); one
+ * kernel from S = 48, where its edges and tails overlap inside it. */
+#if defined(FN_SPLIT_KNOB) && FN_SPLIT_KNOB >= 0
+#define FN_SPLIT FN_SPLIT_KNOB
+#elif FN_S < 48
+#define FN_SPLIT 1
+#else
+#define FN_SPLIT 0
+#endif
+
 /* Cells per work-group. With FN_T > 1 the dense layers of phases 2-3 read
  * each weight once for FN_T cells (one work-group per cell reads them once
  * per cell: bound by L2 traffic at 40^3, see tools/bench/NOTES.md), and
@@ -95,11 +115,13 @@
  * memory is too small (below FN_LOCAL); measured in tools/bench/NOTES.md
  * items 13 and 26: the dense layers' weight reads pay for it at S = 64
  * and, since the edge loop no longer tiles through local memory, at
- * S = 128; at S = 24 the cells are too few. The host reads the choice
- * from functional_cells_per_group. */
+ * S = 128; at S = 24 the cells are too few for the fused kernel. With two
+ * kernels FN_T is the tails kernel's (4 unless tuned) and the edge
+ * kernel takes one cell per group. The host reads the choice from
+ * functional_cells_per_group. */
 #if defined(FN_CELLS) && FN_CELLS > 0
 #define FN_T FN_CELLS
-#elif FN_S >= 48
+#elif FN_S >= 48 || FN_SPLIT
 #define FN_T 4 /* lowered below to what the device's local memory holds */
 #define FN_T_AUTO 1
 #else
@@ -194,10 +216,11 @@
 #endif
 #endif
 
-/* Never run: its required work-group size tells the host FN_T
- * (CL_KERNEL_COMPILE_WORK_GROUP_SIZE), the one compile-time choice the
- * host's launch of functional_output depends on. */
+/* Never run: their required work-group sizes tell the host FN_T and
+ * FN_SPLIT + 1 (CL_KERNEL_COMPILE_WORK_GROUP_SIZE), the compile-time
+ * choices the host's launches depend on. */
 __attribute__((reqd_work_group_size(FN_T, 1, 1))) __kernel void functional_cells_per_group(void) {}
+__attribute__((reqd_work_group_size(FN_SPLIT + 1, 1, 1))) __kernel void functional_kernel_count(void) {}
 
 /* Row o of the packed projection weights Wp [PW][S] (see the header). */
 inline __global const float *fn_proj_row(__global const float *P, __global const int *toff, int o) {
@@ -264,33 +287,50 @@ __kernel void functional_project(__global const float *states, int n_total, __gl
         t3 = fma(r3.comp, h[4 * (i4) + (k)], t3);                             \
     } while (0)
 
-/* The whole expert for FN_T chunk cells per work-group (cells g T ..
- * g T + T - 1 of group g); writes chunk->out (the name says so; the tests
- * look it up). Phase 1 runs cell by cell with all lanes; phases 2-3 run
- * on the T cells at once, except the CNF (cell by cell). The required size
- * lets the compiler budget registers for exactly MOELAT_WG lanes. */
-__attribute__((reqd_work_group_size(MOELAT_WG, 1, 1)))
-__kernel void functional_output(
-    __global const float *states, __global const int4 *offsets, int n_offsets, int4 dims,
-    int4 origin, int4 extent, int n_cells, __global const int *band_count,
-    __global const float *band_mean, __global const float *band_absmean,
-    __global const float *ext, int has_ext, __global const float *proj, __global const float *P,
-    __global const int *toff, __global float *out) {
-    __local float lm[FN_LOCAL] __attribute__((aligned(16)));
-    __local float *red = lm + FN_O_RED;
-    __local float *xs = lm + FN_O_X;
-    __local float *Ms = lm + FN_O_M;
-    __local float *exs = lm + FN_O_EXT;
-    __local float *gs = lm + FN_O_G;
-    const int lane = ml_lane();
-    const int c0 = (int)get_group_id(0) * FN_T;
-    const int n_total = dims.x * dims.y * dims.z;
-    /* A cell past the chunk (the last group's tail) or with an empty band
-     * writes nothing or zeros, but goes through every barrier with no
-     * edges (no lane returns early: a return before barriers is fragile in
-     * work-group compilers such as PoCL's). */
+/* ---- The phases as functions of the work-group (every lane calls them:
+ * they hold barriers). lm: the group's local memory in the layout above.
+ * A cell past the chunk (the last group's tail) or with an empty band
+ * writes nothing or zeros, but goes through every barrier with no edges
+ * (no lane returns early: a return before barriers is fragile in
+ * work-group compilers such as PoCL's). */
 
-    /* ---- 1. edges, cell by cell ---- */
+/* Cell slot ct <- chunk cell cg (clamped into the chunk): its state x and
+ * its external inputs (zero off the input face). No barrier. */
+inline void fn_load_cell(int ct, int cg, __global const float *states, int4 dims, int4 origin, int4 extent,
+                         int n_cells, __global const float *ext, int has_ext, __local float *lm) {
+    const int lane = ml_lane();
+    const int4 cell = ml_chunk_cell(min(cg, n_cells - 1), origin, extent);
+    __global const float *xg = states + (size_t)ml_cell_index(dims, cell) * FN_S;
+    for (int s = lane; s < FN_S; s += MOELAT_WG)
+        lm[FN_O_X + ct * FN_S + s] = xg[s];
+    bool on_face = has_ext && cell.z == 0;
+    for (int i = lane; i < FN_E; i += MOELAT_WG)
+        lm[FN_O_EXT + ct * FN_E + i] = on_face ? ext[(size_t)(cell.x + dims.x * cell.y) * FN_E + i] : 0.0f;
+}
+
+/* Phase 1's step constants into local memory: C and attention_network.2's
+ * weights. Read after fn_edges_cell's first barrier. */
+inline void fn_edges_begin(__global const float *proj, int n_total, __global const float *P,
+                           __global const int *toff, __local float *lm) {
+    const int lane = ml_lane();
+    __global const float *consts = proj + (size_t)n_total * FN_PW;
+    for (int t = lane; t < FN_MD * FN_HD; t += MOELAT_WG)
+        lm[FN_O_C + t] = consts[t];
+    for (int q = lane; q < FN_MD; q += MOELAT_WG)
+        lm[FN_O_A2 + q] = FN_P(FN_AT2_W)[q];
+}
+
+/* Phase 1 for chunk cell cg: its edges, walked by all lanes, into
+ * M = W_2 (sum_j a_j h_j) + b_2 (md floats, complete for all lanes after
+ * the call). */
+inline void fn_edges_cell(int cg, __global const int4 *offsets, int n_offsets, int4 dims, int4 origin,
+                          int4 extent, int n_cells, __global const int *band_count, __global const float *proj,
+                          __global const float *P, __global const int *toff, __local float *lm,
+                          __local float *M) {
+    const int lane = ml_lane();
+    const int n_total = dims.x * dims.y * dims.z;
+    __global const float *consts = proj + (size_t)n_total * FN_PW;
+    __local float *red = lm + FN_O_RED;
     __local float *C = lm + FN_O_C;
     __local float *qx = lm + FN_O_QX;
     __local float *dq = lm + FN_O_DQ;
@@ -298,172 +338,163 @@ __kernel void functional_output(
     __local float *rows = lm + FN_O_ROWS;
     __local float *cpart = lm + FN_O_CPART;
     __local float *H = lm + FN_O_H;
-    __global const float *consts = proj + (size_t)n_total * FN_PW;
-    for (int t = lane; t < FN_MD * FN_HD; t += MOELAT_WG)
-        C[t] = consts[t];
-    for (int q = lane; q < FN_MD; q += MOELAT_WG)
-        a2[q] = FN_P(FN_AT2_W)[q];
     const float e0 = FN_P(FN_AT2_B)[0];
-    for (int ct = 0; ct < FN_T; ct++) {
-        const int c = min(c0 + ct, n_cells - 1);
+    const int c = min(cg, n_cells - 1);
 #ifdef FN_TIME_NO_EDGES /* a timing switch (NOTES item 36): the tails alone, wrong outputs */
-        const int n_walk = 0;
+    const int n_walk = 0;
 #else
-        const int n_walk = c0 + ct < n_cells && band_count[c] > 0 ? n_offsets : 0;
+    const int n_walk = cg < n_cells && band_count[c] > 0 ? n_offsets : 0;
 #endif
-        const int4 cell = ml_chunk_cell(c, origin, extent);
-        const int ci = ml_cell_index(dims, cell);
-        __local float *x = xs + ct * FN_S;
-        {
-            __global const float *xg = states + (size_t)ci * FN_S;
-            for (int s = lane; s < FN_S; s += MOELAT_WG)
-                x[s] = xg[s];
-            bool on_face = has_ext && cell.z == 0;
-            for (int i = lane; i < FN_E; i += MOELAT_WG)
-                exs[ct * FN_E + i] = on_face ? ext[(size_t)(cell.x + dims.x * cell.y) * FN_E + i] : 0.0f;
-            /* The biases of message_creator.0 and attention_network.0 join
-             * here: Pn_j + qx = W_n n_j + W_x x + b. */
-            __global const float *px = proj + (size_t)ci * FN_PW + FN_HD;
-            __global const float *pa = px + FN_HD;
-            for (int i = lane; i < FN_HD; i += MOELAT_WG)
-                qx[i] = px[i] + FN_P(FN_MC0_B)[i];
-            for (int q = lane; q < FN_MD; q += MOELAT_WG)
-                dq[q] = consts[FN_MD * FN_HD + q] + pa[q] + FN_P(FN_AT0_B)[q];
-            /* Also orders the previous cell's last reads of qx and dq
-             * before these writes' readers. */
-            barrier(CLK_LOCAL_MEM_FENCE);
-        }
-        float lmax = -INFINITY; /* this lane's running max of e_j */
-        float lsum = 0.0f;      /* its sum of exp(e_j - lmax) */
+    const int4 cell = ml_chunk_cell(c, origin, extent);
+    const int ci = ml_cell_index(dims, cell);
+    {
+        /* The biases of message_creator.0 and attention_network.0 join
+         * here: Pn_j + qx = W_n n_j + W_x x + b. */
+        __global const float *px = proj + (size_t)ci * FN_PW + FN_HD;
+        __global const float *pa = px + FN_HD;
+        for (int i = lane; i < FN_HD; i += MOELAT_WG)
+            qx[i] = px[i] + FN_P(FN_MC0_B)[i];
+        for (int q = lane; q < FN_MD; q += MOELAT_WG)
+            dq[q] = consts[FN_MD * FN_HD + q] + pa[q] + FN_P(FN_AT0_B)[q];
+        /* Also orders the previous cell's last reads of qx and dq before
+         * these writes' readers, and the caller's writes of x and ext
+         * before phase 2's reads. */
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    float lmax = -INFINITY; /* this lane's running max of e_j */
+    float lsum = 0.0f;      /* its sum of exp(e_j - lmax) */
 #if FN_HB_PRIVATE
-        float hb[FN_HD];        /* its sum of exp(e_j - lmax) h_j */
+    float hb[FN_HD];        /* its sum of exp(e_j - lmax) h_j */
 #else
-        __local float *hrow = rows + lane * FN_HS;
+    __local float *hrow = rows + lane * FN_HS;
 #endif
 #pragma unroll
-        for (int i = 0; i < FN_HD; i++)
-            FN_HB(i) = 0.0f;
-        /* Each lane walks its offsets k = lane, lane + WG, ... and skips
-         * ahead past neighbours outside the lattice before the body, so
-         * that a wavefront runs the body with every lane that still has an
-         * edge (with a plain `continue` the lanes of a missing neighbour sit
-         * out that pass; NOTES item 28). Same edges per lane in the same order. */
-        for (int k = lane;; k += MOELAT_WG) {
-            int j = -1;
-            for (; k < n_walk; k += MOELAT_WG)
-                if ((j = ml_neighbour_index(dims, cell, offsets[k])) >= 0)
-                    break;
-            if (j < 0)
+    for (int i = 0; i < FN_HD; i++)
+        FN_HB(i) = 0.0f;
+    /* Each lane walks its offsets k = lane, lane + WG, ... and skips
+     * ahead past neighbours outside the lattice before the body, so
+     * that a wavefront runs the body with every lane that still has an
+     * edge (with a plain `continue` the lanes of a missing neighbour sit
+     * out that pass; NOTES item 28). Same edges per lane in the same order. */
+    for (int k = lane;; k += MOELAT_WG) {
+        int j = -1;
+        for (; k < n_walk; k += MOELAT_WG)
+            if ((j = ml_neighbour_index(dims, cell, offsets[k])) >= 0)
                 break;
-            /* h_j = GELU(Pn_j + W_x x) */
-            float h[FN_HD];
-            __global const float *pj = proj + (size_t)j * FN_PW;
+        if (j < 0)
+            break;
+        /* h_j = GELU(Pn_j + W_x x) */
+        float h[FN_HD];
+        __global const float *pj = proj + (size_t)j * FN_PW;
 #if FN_HD % 4 == 0 && FN_PW % 4 == 0
-            /* Rows start 16-byte aligned: 128-bit loads. */
-            __global const float4 *pj4 = (__global const float4 *)pj;
-            __local const float4 *qx4 = (__local const float4 *)qx;
+        /* Rows start 16-byte aligned: 128-bit loads. */
+        __global const float4 *pj4 = (__global const float4 *)pj;
+        __local const float4 *qx4 = (__local const float4 *)qx;
+#pragma unroll
+        for (int i4 = 0; i4 < FN_HD / 4; i4++) {
+            float4 v = pj4[i4] + qx4[i4];
+            h[4 * i4 + 0] = ml_gelu(v.x);
+            h[4 * i4 + 1] = ml_gelu(v.y);
+            h[4 * i4 + 2] = ml_gelu(v.z);
+            h[4 * i4 + 3] = ml_gelu(v.w);
+        }
+#else
+#pragma unroll
+        for (int i = 0; i < FN_HD; i++)
+            h[i] = ml_gelu(pj[i] + qx[i]);
+#endif
+        /* e_j = a_2 . tanh(C h_j + d) + a_2b, four rows of C at a time
+         * (four independent sums per lane). */
+        float e = e0;
+        int q = 0;
+#if FN_HD % 4 == 0
+        for (; q + 4 <= FN_MD; q += 4) {
+            __local const float4 *c4 = (__local const float4 *)(C + q * FN_HD);
+            float t0 = dq[q], t1 = dq[q + 1], t2 = dq[q + 2], t3 = dq[q + 3];
 #pragma unroll
             for (int i4 = 0; i4 < FN_HD / 4; i4++) {
-                float4 v = pj4[i4] + qx4[i4];
-                h[4 * i4 + 0] = ml_gelu(v.x);
-                h[4 * i4 + 1] = ml_gelu(v.y);
-                h[4 * i4 + 2] = ml_gelu(v.z);
-                h[4 * i4 + 3] = ml_gelu(v.w);
+                float4 r0 = c4[i4], r1 = c4[FN_HD / 4 + i4];
+                float4 r2 = c4[2 * (FN_HD / 4) + i4], r3 = c4[3 * (FN_HD / 4) + i4];
+                FN_DOT4(i4, x, 0);
+                FN_DOT4(i4, y, 1);
+                FN_DOT4(i4, z, 2);
+                FN_DOT4(i4, w, 3);
             }
-#else
+            e = fma(a2[q], ml_tanh(t0), e);
+            e = fma(a2[q + 1], ml_tanh(t1), e);
+            e = fma(a2[q + 2], ml_tanh(t2), e);
+            e = fma(a2[q + 3], ml_tanh(t3), e);
+        }
+#endif
+        for (; q < FN_MD; q++) {
+            __local const float *cr = C + q * FN_HD;
+            float t = dq[q];
 #pragma unroll
             for (int i = 0; i < FN_HD; i++)
-                h[i] = ml_gelu(pj[i] + qx[i]);
-#endif
-            /* e_j = a_2 . tanh(C h_j + d) + a_2b, four rows of C at a time
-             * (four independent sums per lane). */
-            float e = e0;
-            int q = 0;
-#if FN_HD % 4 == 0
-            for (; q + 4 <= FN_MD; q += 4) {
-                __local const float4 *c4 = (__local const float4 *)(C + q * FN_HD);
-                float t0 = dq[q], t1 = dq[q + 1], t2 = dq[q + 2], t3 = dq[q + 3];
-#pragma unroll
-                for (int i4 = 0; i4 < FN_HD / 4; i4++) {
-                    float4 r0 = c4[i4], r1 = c4[FN_HD / 4 + i4];
-                    float4 r2 = c4[2 * (FN_HD / 4) + i4], r3 = c4[3 * (FN_HD / 4) + i4];
-                    FN_DOT4(i4, x, 0);
-                    FN_DOT4(i4, y, 1);
-                    FN_DOT4(i4, z, 2);
-                    FN_DOT4(i4, w, 3);
-                }
-                e = fma(a2[q], ml_tanh(t0), e);
-                e = fma(a2[q + 1], ml_tanh(t1), e);
-                e = fma(a2[q + 2], ml_tanh(t2), e);
-                e = fma(a2[q + 3], ml_tanh(t3), e);
-            }
-#endif
-            for (; q < FN_MD; q++) {
-                __local const float *cr = C + q * FN_HD;
-                float t = dq[q];
-#pragma unroll
-                for (int i = 0; i < FN_HD; i++)
-                    t = fma(cr[i], h[i], t);
-                e = fma(a2[q], ml_tanh(t), e);
-            }
-            /* Online softmax of this lane's edges. */
-            float nm = fmax(lmax, e);
-            float sc = exp(lmax - nm); /* 0 on the lane's first edge, else mostly 1 */
-            float w = exp(e - nm);
-            lmax = nm;
-            lsum = fma(lsum, sc, w);
-            if (sc != 1.0f) {
-#pragma unroll
-                for (int i = 0; i < FN_HD; i++)
-                    FN_HB(i) *= sc;
-            }
+                t = fma(cr[i], h[i], t);
+            e = fma(a2[q], ml_tanh(t), e);
+        }
+        /* Online softmax of this lane's edges. */
+        float nm = fmax(lmax, e);
+        float sc = exp(lmax - nm); /* 0 on the lane's first edge, else mostly 1 */
+        float w = exp(e - nm);
+        lmax = nm;
+        lsum = fma(lsum, sc, w);
+        if (sc != 1.0f) {
 #pragma unroll
             for (int i = 0; i < FN_HD; i++)
-                FN_HB(i) = fma(w, h[i], FN_HB(i));
+                FN_HB(i) *= sc;
         }
-        /* The lanes' sums rescaled to the common max meet in the rows. */
-        float gmax = ml_wg_max(lmax, red);
-        float f = lmax == -INFINITY ? 0.0f : exp(lmax - gmax);
-        float total = ml_wg_sum(lsum * f, red);
-#if FN_HB_PRIVATE
+#pragma unroll
         for (int i = 0; i < FN_HD; i++)
-            rows[lane * FN_HS + i] = hb[i] * f;
-#else
-        for (int i = 0; i < FN_HD; i++)
-            hrow[i] *= f;
-#endif
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (int t = lane; t < FN_NPC * FN_HD; t += MOELAT_WG) {
-            int i = t % FN_HD, part = t / FN_HD;
-            float sum = 0.0f;
-            for (int r = part; r < MOELAT_WG; r += FN_NPC)
-                sum += rows[r * FN_HS + i];
-            cpart[t] = sum;
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        /* No edge (an empty band): H = 0 and the output is masked. */
-        float inv = total > 0.0f ? 1.0f / total : 0.0f;
-        for (int i = lane; i < FN_HD; i += MOELAT_WG) {
-            float sum = 0.0f;
-            for (int p = 0; p < FN_NPC; p++)
-                sum += cpart[p * FN_HD + i];
-            H[i] = sum * inv;
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        /* M = W_2 H + b_2; the rows are free for the partial sums. The
-         * call ends with a barrier. */
-        ml_wg_dense_split(FN_P(FN_MC2_W), FN_P(FN_MC2_B), H, FN_HD, Ms + ct * FN_MD, FN_MD, ML_ACT_NONE, rows);
+            FN_HB(i) = fma(w, h[i], FN_HB(i));
     }
-    /* Phase 1's memory is free from here. */
-#ifdef FN_TIME_EDGES_ONLY
-    /* A timing switch (NOTES item 36): phase 1 alone, M as the output. */
-    for (int k = lane; k < FN_T * FN_MD; k += MOELAT_WG)
-        if (c0 + k / FN_MD < n_cells)
-            out[(size_t)(c0 + k / FN_MD) * FN_S + k % FN_MD] = Ms[k];
-    return;
+    /* The lanes' sums rescaled to the common max meet in the rows. */
+    float gmax = ml_wg_max(lmax, red);
+    float f = lmax == -INFINITY ? 0.0f : exp(lmax - gmax);
+    float total = ml_wg_sum(lsum * f, red);
+#if FN_HB_PRIVATE
+    for (int i = 0; i < FN_HD; i++)
+        rows[lane * FN_HS + i] = hb[i] * f;
+#else
+    for (int i = 0; i < FN_HD; i++)
+        hrow[i] *= f;
 #endif
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int t = lane; t < FN_NPC * FN_HD; t += MOELAT_WG) {
+        int i = t % FN_HD, part = t / FN_HD;
+        float sum = 0.0f;
+        for (int r = part; r < MOELAT_WG; r += FN_NPC)
+            sum += rows[r * FN_HS + i];
+        cpart[t] = sum;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    /* No edge (an empty band): H = 0 and the output is masked. */
+    float inv = total > 0.0f ? 1.0f / total : 0.0f;
+    for (int i = lane; i < FN_HD; i += MOELAT_WG) {
+        float sum = 0.0f;
+        for (int p = 0; p < FN_NPC; p++)
+            sum += cpart[p * FN_HD + i];
+        H[i] = sum * inv;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    /* M = W_2 H + b_2; the rows are free for the partial sums. The
+     * call ends with a barrier. */
+    ml_wg_dense_split(FN_P(FN_MC2_W), FN_P(FN_MC2_B), H, FN_HD, M, FN_MD, ML_ACT_NONE, rows);
+}
 
-    /* ---- 2. gate and GRU, the T cells at once ---- */
+/* Phases 2-3 for the group's FN_T cells (chunk cells c0 ..), whose x,
+ * ext and M are in local memory (complete: barrier before the call):
+ * E_F into out. */
+inline void fn_tails(int c0, int n_cells, __global const int *band_count, __global const float *band_mean,
+                     __global const float *band_absmean, __global const float *P, __global const int *toff,
+                     __global float *out, __local float *lm) {
+    const int lane = ml_lane();
+    __local float *red = lm + FN_O_RED;
+    __local float *xs = lm + FN_O_X;
+    __local float *Ms = lm + FN_O_M;
+    __local float *exs = lm + FN_O_EXT;
+    __local float *gs = lm + FN_O_G;
     __local float *act = lm + FN_O_ACT;
     __local float *hg = lm + FN_O_HG;
     __local float *z = lm + FN_O_Z;
@@ -539,4 +570,71 @@ __kernel void functional_output(
         if (c < n_cells)
             out[(size_t)c * FN_S + k % FN_S] = band_count[c] > 0 ? ml_gelu(cand[k]) : 0.0f;
     }
+}
+
+/* The whole expert in one kernel (FN_SPLIT 0): FN_T chunk cells per
+ * work-group (cells g T .. g T + T - 1 of group g), their edges cell by
+ * cell, then their tails at once; writes chunk->out. The required size
+ * lets the compiler budget registers for exactly MOELAT_WG lanes. */
+__attribute__((reqd_work_group_size(MOELAT_WG, 1, 1)))
+__kernel void functional_output(
+    __global const float *states, __global const int4 *offsets, int n_offsets, int4 dims,
+    int4 origin, int4 extent, int n_cells, __global const int *band_count,
+    __global const float *band_mean, __global const float *band_absmean,
+    __global const float *ext, int has_ext, __global const float *proj, __global const float *P,
+    __global const int *toff, __global float *out) {
+    __local float lm[FN_LOCAL] __attribute__((aligned(16)));
+    const int c0 = (int)get_group_id(0) * FN_T;
+    fn_edges_begin(proj, dims.x * dims.y * dims.z, P, toff, lm);
+    for (int ct = 0; ct < FN_T; ct++) {
+        fn_load_cell(ct, c0 + ct, states, dims, origin, extent, n_cells, ext, has_ext, lm);
+        fn_edges_cell(c0 + ct, offsets, n_offsets, dims, origin, extent, n_cells, band_count, proj, P, toff, lm,
+                      lm + FN_O_M + ct * FN_MD);
+    }
+    /* Phase 1's memory is free from here. */
+#ifdef FN_TIME_EDGES_ONLY
+    /* A timing switch (NOTES item 36): phase 1 alone, M as the output. */
+    for (int k = ml_lane(); k < FN_T * FN_MD; k += MOELAT_WG)
+        if (c0 + k / FN_MD < n_cells)
+            out[(size_t)(c0 + k / FN_MD) * FN_S + k % FN_MD] = lm[FN_O_M + k];
+    return;
+#endif
+    fn_tails(c0, n_cells, band_count, band_mean, band_absmean, P, toff, out, lm);
+}
+
+/* The expert in two kernels (FN_SPLIT 1): functional_edges, one chunk
+ * cell per work-group, writes each cell's M (md floats) to the chunk's
+ * scratch mbuf; functional_tails then runs phases 2-3 for FN_T cells per
+ * work-group. Apart, the edge walk keeps one cell per group (its best:
+ * more cells per group walk one after the other) while the tails take
+ * several (each weight read once for them, one cell's barriers). */
+__attribute__((reqd_work_group_size(MOELAT_WG, 1, 1)))
+__kernel void functional_edges(__global const float *states, __global const int4 *offsets, int n_offsets,
+                               int4 dims, int4 origin, int4 extent, int n_cells, __global const int *band_count,
+                               __global const float *proj, __global const float *P, __global const int *toff,
+                               __global float *mbuf) {
+    __local float lm[FN_END1] __attribute__((aligned(16)));
+    const int c = (int)get_group_id(0);
+    fn_edges_begin(proj, dims.x * dims.y * dims.z, P, toff, lm);
+    fn_edges_cell(c, offsets, n_offsets, dims, origin, extent, n_cells, band_count, proj, P, toff, lm,
+                  lm + FN_O_M);
+    for (int q = ml_lane(); q < FN_MD; q += MOELAT_WG)
+        if (c < n_cells)
+            mbuf[(size_t)c * FN_MD + q] = lm[FN_O_M + q];
+}
+
+__attribute__((reqd_work_group_size(MOELAT_WG, 1, 1)))
+__kernel void functional_tails(__global const float *states, int4 dims, int4 origin, int4 extent, int n_cells,
+                               __global const int *band_count, __global const float *band_mean,
+                               __global const float *band_absmean, __global const float *ext, int has_ext,
+                               __global const float *mbuf, __global const float *P, __global const int *toff,
+                               __global float *out) {
+    __local float lm[FN_END2] __attribute__((aligned(16)));
+    const int c0 = (int)get_group_id(0) * FN_T;
+    for (int ct = 0; ct < FN_T; ct++)
+        fn_load_cell(ct, c0 + ct, states, dims, origin, extent, n_cells, ext, has_ext, lm);
+    for (int k = ml_lane(); k < FN_T * FN_MD; k += MOELAT_WG)
+        lm[FN_O_M + k] = mbuf[(size_t)min(c0 + k / FN_MD, n_cells - 1) * FN_MD + k % FN_MD];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    fn_tails(c0, n_cells, band_count, band_mean, band_absmean, P, toff, out, lm);
 }

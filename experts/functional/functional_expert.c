@@ -199,14 +199,19 @@ static int functional_host_cell(const moelat_host_cell *c) {
  * functional_project's speed on the H200 at 40^3, tools/bench/NOTES.md)
  * and functional_project on other devices, where CLBlast's kernels cost
  * more to build than they save; MOELAT_FUNCTIONAL_GEMM=clblast|kernel
- * chooses. cl_enqueue runs functional_output:
- * one work-group of work_group lanes per cells_per_group chunk cells,
- * everything of those cells in one kernel (no chunk scratch). */
+ * chooses. cl_enqueue runs functional_output (one work-group of
+ * work_group lanes per cells_per_group chunk cells, everything of those
+ * cells in one kernel) or, where the kernel source splits it
+ * (functional.cl's FN_SPLIT), functional_edges (one cell per work-group,
+ * M into the chunk's scratch) then functional_tails (cells_per_group
+ * cells per work-group). */
 
 typedef struct functional_cl_state {
     cl_kernel prepare;  /* functional_prepare: constants and packed weights */
     cl_kernel project;  /* functional_project: the SGEMM without CLBlast */
     cl_kernel cell;     /* functional_output: the whole expert */
+    cl_kernel edges;    /* functional_edges and functional_tails: the */
+    cl_kernel tails;    /* expert in two kernels (split), else NULL */
     cl_mem params;
     cl_mem toff;
     cl_mem proj;        /* N x (2 hd + md), then md x (hd + 1) */
@@ -220,6 +225,7 @@ typedef struct functional_cl_state {
     size_t proj_per_cell; /* functional.cl's FN_PW = 2 hd + md */
     size_t proj_consts;   /* functional.cl's FN_CONSTS = md (hd + 1) */
     size_t cells_per_group; /* functional.cl's FN_T */
+    int split;              /* functional.cl's FN_SPLIT */
 } functional_cl_state;
 
 /* Chunk cells per work-group of functional_output (functional.cl's FN_T):
@@ -227,6 +233,16 @@ typedef struct functional_cl_state {
  * loads and compiled into the kernel as FN_CELLS), else chosen by the
  * kernel source from S and the device's local memory. */
 static int g_cells; /* 0: unset */
+
+/* One kernel or two: MOELAT_FUNCTIONAL_SPLIT (0 or 1, a tuning knob read
+ * once when the plugin loads and compiled in as FN_SPLIT_KNOB), else
+ * chosen by the kernel source from S (two below S = 48; it must agree
+ * with functional_split_default). */
+static int g_split = -1; /* -1: unset */
+
+static int functional_split_default(const moelat_expert_dims *d) {
+    return g_split >= 0 ? g_split : d->state_size < 48;
+}
 
 /* CLBlast for the projections' SGEMM: MOELAT_FUNCTIONAL_GEMM=clblast or
  * kernel, else on GPUs only. */
@@ -258,6 +274,10 @@ static void functional_cl_release(void *p) {
         clReleaseMemObject(st->wp);
     if (st->cell)
         clReleaseKernel(st->cell);
+    if (st->edges)
+        clReleaseKernel(st->edges);
+    if (st->tails)
+        clReleaseKernel(st->tails);
     if (st->proj)
         clReleaseMemObject(st->proj);
     if (st->toff)
@@ -296,10 +316,29 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
         functional_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
+    size_t kernels = ec_cl_compiled_size(setup->program, setup->device, "functional_kernel_count", 2);
+    st->split = kernels == 2;
+    if (!kernels || st->split != functional_split_default(setup->dims)) {
+        if (kernels)
+            ec_log(MOELAT_LOG_ERROR, "cl_prepare: the kernel source runs %zu kernels, the host planned %d",
+                   kernels, functional_split_default(setup->dims) + 1);
+        functional_cl_release(st);
+        return MOELAT_EXPERT_ERROR;
+    }
+    ec_log(MOELAT_LOG_INFO, "functional: %s%s", st->split ? "edges and tails in two kernels" : "one kernel",
+           g_split >= 0 ? " (MOELAT_FUNCTIONAL_SPLIT)" : "");
     st->prepare = ec_cl_kernel(setup->program, "functional_prepare");
     st->project = st->prepare ? ec_cl_kernel(setup->program, "functional_project") : NULL;
     st->cell = st->project ? ec_cl_kernel(setup->program, "functional_output") : NULL;
-    if (!st->cell || ec_cl_check_fit(st->cell, "functional_output", setup->device, st->work_group) != MOELAT_EXPERT_OK) {
+    if (st->cell && st->split) {
+        st->edges = ec_cl_kernel(setup->program, "functional_edges");
+        st->tails = st->edges ? ec_cl_kernel(setup->program, "functional_tails") : NULL;
+    }
+    if (!st->cell || (st->split && !st->tails) ||
+        (st->split ? ec_cl_check_fit(st->edges, "functional_edges", setup->device, st->work_group) ||
+                         ec_cl_check_fit(st->tails, "functional_tails", setup->device, st->work_group)
+                   : ec_cl_check_fit(st->cell, "functional_output", setup->device, st->work_group)) !=
+            MOELAT_EXPERT_OK) {
         functional_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
@@ -401,15 +440,35 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
     cl_int n_offsets = ch->n_offsets, n_cells = ch->n_cells, has_ext = ch->ext != NULL;
     cl_mem states = ch->states, ext = ch->ext, offsets = ch->offsets, count = ch->band_count;
     cl_mem mean = ch->band_mean, absmean = ch->band_absmean, out = ch->out;
-    ec_arg args[] = {EC_ARG_MEM(states),     EC_ARG_MEM(offsets),  EC_ARG(n_offsets),
-                     EC_ARG(st->lattice),    EC_ARG(origin),       EC_ARG(extent),
-                     EC_ARG(n_cells),        EC_ARG_MEM(count),    EC_ARG_MEM(mean),
-                     EC_ARG_MEM(absmean),    EC_ARG_MEM(ext),      EC_ARG(has_ext),
-                     EC_ARG_MEM(st->proj),   EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff),
-                     EC_ARG_MEM(out)};
-    if (n_cells > 0 &&
-        ec_cl_set_args(st->cell, "functional_output", args, (int)(sizeof args / sizeof args[0])))
+    if (st->split && n_cells > 0 && !ch->scratch) {
+        ec_log(MOELAT_LOG_ERROR, "kernel functional_edges: the chunk has no scratch for its M vectors");
         return MOELAT_EXPERT_ERROR;
+    }
+    cl_mem scratch = ch->scratch;
+    int rc = MOELAT_EXPERT_OK;
+    if (n_cells > 0) {
+        if (st->split) {
+            ec_arg eargs[] = {EC_ARG_MEM(states), EC_ARG_MEM(offsets),  EC_ARG(n_offsets),     EC_ARG(st->lattice),
+                              EC_ARG(origin),     EC_ARG(extent),       EC_ARG(n_cells),       EC_ARG_MEM(count),
+                              EC_ARG_MEM(st->proj), EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff), EC_ARG_MEM(scratch)};
+            ec_arg targs[] = {EC_ARG_MEM(states), EC_ARG(st->lattice), EC_ARG(origin),      EC_ARG(extent),
+                              EC_ARG(n_cells),    EC_ARG_MEM(count),   EC_ARG_MEM(mean),    EC_ARG_MEM(absmean),
+                              EC_ARG_MEM(ext),    EC_ARG(has_ext),     EC_ARG_MEM(scratch), EC_ARG_MEM(st->params),
+                              EC_ARG_MEM(st->toff), EC_ARG_MEM(out)};
+            rc = ec_cl_set_args(st->edges, "functional_edges", eargs, (int)(sizeof eargs / sizeof eargs[0])) ||
+                 ec_cl_set_args(st->tails, "functional_tails", targs, (int)(sizeof targs / sizeof targs[0]));
+        } else {
+            ec_arg args[] = {EC_ARG_MEM(states),   EC_ARG_MEM(offsets),    EC_ARG(n_offsets),
+                             EC_ARG(st->lattice),  EC_ARG(origin),         EC_ARG(extent),
+                             EC_ARG(n_cells),      EC_ARG_MEM(count),      EC_ARG_MEM(mean),
+                             EC_ARG_MEM(absmean),  EC_ARG_MEM(ext),        EC_ARG(has_ext),
+                             EC_ARG_MEM(st->proj), EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff),
+                             EC_ARG_MEM(out)};
+            rc = ec_cl_set_args(st->cell, "functional_output", args, (int)(sizeof args / sizeof args[0]));
+        }
+        if (rc)
+            return MOELAT_EXPERT_ERROR;
+    }
 
     /* The chunk waits on its own list and on this step's projections. */
     cl_event small[16];
@@ -423,12 +482,34 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
         wait[i] = (cl_event)ch->wait[i];
     wait[ch->num_wait] = st->proj_done;
 
-    cl_event ev = NULL;
-    int rc = MOELAT_EXPERT_OK;
+    cl_event ev = NULL, edges_ev = NULL;
     if (n_cells <= 0) {
         /* Nothing to compute; a marker keeps the ordering after the wait list. */
         rc = ec_cl_enqueue_items(ch->queue, st->cell, "functional_output", 0, n_wait, wait,
                                  ch->done ? &ev : NULL);
+    } else if (st->split) {
+        /* functional_edges: one work-group per chunk cell; then
+         * functional_tails: one per cells_per_group cells, after it. */
+        size_t local = st->work_group;
+        size_t global = (size_t)n_cells * local;
+        cl_int err = clEnqueueNDRangeKernel(ch->queue, st->edges, 1, NULL, &global, &local, n_wait, wait,
+                                            &edges_ev);
+        if (err != CL_SUCCESS) {
+            char what[160];
+            snprintf(what, sizeof what, "kernel functional_edges: enqueueing %d cells x %zu lanes", (int)n_cells,
+                     local);
+            rc = ec_cl_fail(err, what);
+        } else {
+            global = ((size_t)n_cells + st->cells_per_group - 1) / st->cells_per_group * local;
+            err = clEnqueueNDRangeKernel(ch->queue, st->tails, 1, NULL, &global, &local, 1, &edges_ev,
+                                         ch->done ? &ev : NULL);
+            if (err != CL_SUCCESS) {
+                char what[160];
+                snprintf(what, sizeof what, "kernel functional_tails: enqueueing %d cells x %zu lanes",
+                         (int)n_cells, local);
+                rc = ec_cl_fail(err, what);
+            }
+        }
     } else {
         /* One work-group of work_group lanes per cells_per_group chunk
          * cells: the kernel takes its cells from the group id and is
@@ -449,7 +530,21 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
         free(wait);
     if (ch->done)
         *ch->done = ev;
+    /* The first of two commands goes to the engine's profiling (ABI 1.3),
+     * which releases it; else it is released here. */
+    if (edges_ev) {
+        if (rc == MOELAT_EXPERT_OK && ch->struct_size >= offsetof(moelat_cl_chunk, first) + sizeof ch->first &&
+            ch->first)
+            *ch->first = edges_ev;
+        else
+            clReleaseEvent(edges_ev);
+    }
     return rc;
+}
+
+/* Device scratch per chunk cell: M (md floats) between the two kernels. */
+static size_t functional_cl_scratch(const moelat_expert_dims *d) {
+    return functional_split_default(d) ? (size_t)MD(d) : 0;
 }
 
 static moelat_expert_descriptor g_desc = {
@@ -471,13 +566,17 @@ static moelat_expert_descriptor g_desc = {
     .cl_step_begin = functional_cl_step_begin,
     .cl_enqueue = functional_cl_enqueue,
     .cl_release = functional_cl_release,
-    .cl_scratch_floats = NULL, /* functional_output keeps everything in local memory */
+    .cl_scratch_floats = functional_cl_scratch, /* M between the two kernels when split */
 };
 
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {
     ec_init(host, g_desc.name);
     if (!g_desc.cl_source) {
-        g_cells = ec_cells_knob("MOELAT_FUNCTIONAL_CELLS", 16, 0, "FN_CELLS", functional_cl_parts, &g_desc.cl_source);
+        g_split = ec_switch_knob("MOELAT_FUNCTIONAL_SPLIT");
+        char split[48];
+        snprintf(split, sizeof split, "#define FN_SPLIT_KNOB %d", g_split);
+        g_cells = ec_cells_knob("MOELAT_FUNCTIONAL_CELLS", 16, 0, "FN_CELLS", split, functional_cl_parts,
+                                &g_desc.cl_source);
     }
     return &g_desc;
 }

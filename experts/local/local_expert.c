@@ -260,6 +260,6 @@ static moelat_expert_descriptor g_desc = {
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {
     ec_init(host, g_desc.name);
     if (!g_desc.cl_source) /* 1, 2 or 4: a power of two dividing the work-group (ml_wg_seg_sum) */
-        g_cells = ec_cells_knob("MOELAT_LOCAL_CELLS", 4, 1, "LOC_CELLS", local_cl_parts, &g_desc.cl_source);
+        g_cells = ec_cells_knob("MOELAT_LOCAL_CELLS", 4, 1, "LOC_CELLS", NULL, local_cl_parts, &g_desc.cl_source);
     return &g_desc;
 }

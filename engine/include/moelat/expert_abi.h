@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 #define MOELAT_EXPERT_ABI_MAJOR 1
-#define MOELAT_EXPERT_ABI_MINOR 2
+#define MOELAT_EXPERT_ABI_MINOR 3
 
 /* Name of the exported entry function (see moelat_expert_entry_fn). */
 #define MOELAT_EXPERT_ENTRY moelat_expert_entry
@@ -167,6 +167,12 @@ typedef struct moelat_cl_chunk {
      * its done event (chunks in flight never share one); NULL when the
      * expert asks for none. */
     struct _cl_mem *scratch;
+    /* Since 1.3 (check struct_size; NULL when the engine does not time
+     * experts): an expert that enqueues several commands may set *first
+     * to a retained event of its first one, which the engine then
+     * releases; profiling times the expert from that command's start to
+     * done's end instead of done's command alone. */
+    struct _cl_event **first;
 } moelat_cl_chunk;
 
 typedef struct moelat_expert_descriptor {
