@@ -53,7 +53,8 @@ endfunction()
 # kernel chooses from S and the device's local memory).
 moelat_expert_variant_test(functional_cells MOELAT_FUNCTIONAL_CELLS=3 "3 chunk cells per work-group")
 # The functional expert in two kernels (edges, then tails) at both
-# presets, and fused in one at both (by default it splits at S < 48: debug).
+# presets, and fused in one at both (by default it splits up to S = 64:
+# both; fused above, as at the optimized preset).
 moelat_expert_variant_test(functional_split MOELAT_FUNCTIONAL_SPLIT=1 "edges and tails in two kernels")
 moelat_expert_variant_test(functional_fused MOELAT_FUNCTIONAL_SPLIT=0 "functional: one kernel")
 # The projections through CLBlast's SGEMM (the default on GPUs only).

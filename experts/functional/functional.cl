@@ -32,7 +32,7 @@
  * Phase 1's local arrays and those of phases 2-3 share memory, and so do
  * phase 2's and the CNF's (see the layout below).
  *
- * Or the same phases in two kernels (FN_SPLIT, the default below S = 48):
+ * Or the same phases in two kernels (FN_SPLIT, the default up to S = 64):
  * functional_edges runs phase 1, one cell per work-group, and writes each
  * cell's M to the chunk's scratch; functional_tails runs phases 2-3 for
  * FN_T cells per group. The phases are the inline functions below, shared
@@ -94,13 +94,15 @@
 
 /* One kernel or two (FN_SPLIT; see functional_edges below). FN_SPLIT_KNOB
  * comes from the plugin (its tuning knob MOELAT_FUNCTIONAL_SPLIT, -1 when
- * unset). Unset: two kernels below S = 48, where the fused kernel's one
- * cell per group leaves its tails latency-bound and more cells per group
- * slow its edge walk (measured in tools/bench/NOTES.md item 41); one
- * kernel from S = 48, where its edges and tails overlap inside it. */
+ * unset). Unset: two kernels up to S = 64, where the edge walk runs
+ * faster alone at one cell per group than inside the fused kernel (whose
+ * one cell per group at S = 24 also leaves its tails latency-bound); one
+ * kernel above, where at S = 128 the edges alone lose to the fused
+ * kernel's four cells per group (measured in tools/bench/NOTES.md
+ * item 41: split faster at S = 24 and 64, slower at 128). */
 #if defined(FN_SPLIT_KNOB) && FN_SPLIT_KNOB >= 0
 #define FN_SPLIT FN_SPLIT_KNOB
-#elif FN_S < 48
+#elif FN_S <= 64
 #define FN_SPLIT 1
 #else
 #define FN_SPLIT 0

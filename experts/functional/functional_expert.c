@@ -236,12 +236,12 @@ static int g_cells; /* 0: unset */
 
 /* One kernel or two: MOELAT_FUNCTIONAL_SPLIT (0 or 1, a tuning knob read
  * once when the plugin loads and compiled in as FN_SPLIT_KNOB), else
- * chosen by the kernel source from S (two below S = 48; it must agree
+ * chosen by the kernel source from S (two up to S = 64; it must agree
  * with functional_split_default). */
 static int g_split = -1; /* -1: unset */
 
 static int functional_split_default(const moelat_expert_dims *d) {
-    return g_split >= 0 ? g_split : d->state_size < 48;
+    return g_split >= 0 ? g_split : d->state_size <= 64;
 }
 
 /* CLBlast for the projections' SGEMM: MOELAT_FUNCTIONAL_GEMM=clblast or
@@ -310,7 +310,9 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
     st->n_total = (cl_int)n;
     st->work_group = (size_t)wg;
-    st->cells_per_group = ec_cl_cells_per_group(setup, "functional_cells_per_group", 16, "functional_output",
+    /* The cells per group are the tails kernel's when the expert is split. */
+    const char *grouped = functional_split_default(setup->dims) ? "functional_tails" : "functional_output";
+    st->cells_per_group = ec_cl_cells_per_group(setup, "functional_cells_per_group", 16, grouped,
                                                 "MOELAT_FUNCTIONAL_CELLS", g_cells > 0);
     if (!st->cells_per_group) {
         functional_cl_release(st);
