@@ -110,7 +110,23 @@ inline int ml_cell_index(int4 dims, int4 cell) { return cell.x + dims.x * (cell.
 #define ML_ACT_TANH 2
 #define ML_ACT_SIGMOID 3
 
+/* A lane's index, 0 .. MOELAT_WG - 1. Masked (ML_LANE_MASK 1, which the
+ * engine sets on NVIDIA from 64 lanes: batch.c's lane_mask_option), the index carries
+ * its range into the compiler: on the H200 at experiment 40^3 the local
+ * expert ran 0.87 -> 0.78 ms with it, and together with functional_edges'
+ * addressing the functional kernels 5.80 -> 5.10 ms, the step 9.50 ->
+ * 8.74 (tools/bench/NOTES.md item 42); the sums are the same. Unmasked
+ * elsewhere: PoCL 3.1 computes some kernels wrong with the mask (the CNF
+ * at 32 lanes, the functional expert at 3 cells per group; oclgrind and
+ * the H200 run them right). */
+#ifndef ML_LANE_MASK
+#define ML_LANE_MASK 0
+#endif
+#if ML_LANE_MASK
+inline int ml_lane(void) { return (int)(get_local_id(0) & (MOELAT_WG - 1)); }
+#else
 inline int ml_lane(void) { return (int)get_local_id(0); }
+#endif
 
 inline float ml_activate(float v, int act) {
     return act == ML_ACT_GELU ? ml_gelu(v) : act == ML_ACT_TANH ? tanh(v) : act == ML_ACT_SIGMOID ? ml_sigmoid(v) : v;

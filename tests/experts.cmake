@@ -57,6 +57,14 @@ moelat_expert_variant_test(functional_cells MOELAT_FUNCTIONAL_CELLS=3 "3 chunk c
 # both; fused above, as at the optimized preset).
 moelat_expert_variant_test(functional_split MOELAT_FUNCTIONAL_SPLIT=1 "edges and tails in two kernels")
 moelat_expert_variant_test(functional_fused MOELAT_FUNCTIONAL_SPLIT=0 "functional: one kernel")
+# Four cells side by side per functional_edges work-group (a build option)
+# with the masked lane index it needs (on NVIDIA by default; forced here)
+# at experiment 11x10x9 (990 cells: the last group has a tail).
+add_test(NAME functional_edge_cells
+         COMMAND $<TARGET_FILE:moelat-engine> check --preset experiment --dims 11x10x9 --steps 1 --experts)
+set_tests_properties(functional_edge_cells PROPERTIES LABELS experts TIMEOUT 600
+  PASS_REGULAR_EXPRESSION "functional_edges: 4 chunk cells per work-group.*check passed"
+  ENVIRONMENT "MOELAT_CL_OPTIONS=-DML_LANE_MASK=1 -DFN_EDGE_CELLS=4;MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
 # The projections through CLBlast's SGEMM (the default on GPUs only).
 moelat_expert_variant_test(functional_clblast MOELAT_FUNCTIONAL_GEMM=clblast "projections: CLBlast SGEMM")
 # Two cells per distant work-group (its knob; by default 4 at S >= 48,

@@ -224,6 +224,21 @@
 __attribute__((reqd_work_group_size(FN_T, 1, 1))) __kernel void functional_cells_per_group(void) {}
 __attribute__((reqd_work_group_size(FN_SPLIT + 1, 1, 1))) __kernel void functional_kernel_count(void) {}
 
+/* Cells side by side in a functional_edges work-group (split form only):
+ * FN_EC cells of MOELAT_WG lanes each, every one with its own copy of
+ * phase 1's local memory. FN_EDGE_CELLS is a build option
+ * (MOELAT_CL_OPTIONS=-DFN_EDGE_CELLS=n); it needs the masked lane index
+ * (moelat_helpers.cl's ML_LANE_MASK, set on NVIDIA from 64 lanes) and is 1 without
+ * it. Two cells per group did not pay at experiment 40^3 on the H200
+ * (NOTES item 42), so the default is 1. The host reads the choice from
+ * functional_edge_cells_per_group. */
+#if defined(FN_EDGE_CELLS) && FN_EDGE_CELLS > 0 && ML_LANE_MASK
+#define FN_EC FN_EDGE_CELLS
+#else
+#define FN_EC 1
+#endif
+__attribute__((reqd_work_group_size(FN_EC, 1, 1))) __kernel void functional_edge_cells_per_group(void) {}
+
 /* Row o of the packed projection weights Wp [PW][S] (see the header). */
 inline __global const float *fn_proj_row(__global const float *P, __global const int *toff, int o) {
     if (o < FN_HD)
@@ -604,19 +619,26 @@ __kernel void functional_output(
     fn_tails(c0, n_cells, band_count, band_mean, band_absmean, P, toff, out, lm);
 }
 
-/* The expert in two kernels (FN_SPLIT 1): functional_edges, one chunk
- * cell per work-group, writes each cell's M (md floats) to the chunk's
+/* The expert in two kernels (FN_SPLIT 1): functional_edges, FN_EC
+ * chunk cells per work-group (1 unless built otherwise), writes each cell's M (md floats) to the chunk's
  * scratch mbuf; functional_tails then runs phases 2-3 for FN_T cells per
  * work-group. Apart, the edge walk keeps one cell per group (its best:
  * more cells per group walk one after the other) while the tails take
  * several (each weight read once for them, one cell's barriers). */
-__attribute__((reqd_work_group_size(MOELAT_WG, 1, 1)))
+__attribute__((reqd_work_group_size(MOELAT_WG * FN_EC, 1, 1)))
 __kernel void functional_edges(__global const float *states, __global const int4 *offsets, int n_offsets,
                                int4 dims, int4 origin, int4 extent, int n_cells, __global const int *band_count,
                                __global const float *proj, __global const float *P, __global const int *toff,
                                __global float *mbuf) {
-    __local float lm[FN_END1] __attribute__((aligned(16)));
-    const int c = (int)get_group_id(0);
+    __local float lm_cells[FN_EC * FN_END1] __attribute__((aligned(16)));
+    /* This lane's cell in the group and its memory (FN_END1: a multiple
+     * of 4 floats). Even at FN_EC = 1 this form is kept: addressing the
+     * local memory through this base instead of the array itself took
+     * the kernel from 5.77 to 5.10 ms at experiment 40^3 on the H200
+     * with the masked lane index (NOTES item 42; neither alone did). */
+    const int part = (int)get_local_id(0) / MOELAT_WG;
+    __local float *lm = lm_cells + part * FN_END1;
+    const int c = (int)get_group_id(0) * FN_EC + part;
     fn_edges_begin(proj, dims.x * dims.y * dims.z, P, toff, lm);
     fn_edges_cell(c, offsets, n_offsets, dims, origin, extent, n_cells, band_count, proj, P, toff, lm,
                   lm + FN_O_M);

@@ -202,8 +202,9 @@ static int functional_host_cell(const moelat_host_cell *c) {
  * chooses. cl_enqueue runs functional_output (one work-group of
  * work_group lanes per cells_per_group chunk cells, everything of those
  * cells in one kernel) or, where the kernel source splits it
- * (functional.cl's FN_SPLIT), functional_edges (one cell per work-group,
- * M into the chunk's scratch) then functional_tails (cells_per_group
+ * (functional.cl's FN_SPLIT), functional_edges (edge_cells cells per
+ * work-group side by side, work_group lanes each; M into the chunk's
+ * scratch) then functional_tails (cells_per_group
  * cells per work-group). */
 
 typedef struct functional_cl_state {
@@ -226,6 +227,7 @@ typedef struct functional_cl_state {
     size_t proj_consts;   /* functional.cl's FN_CONSTS = md (hd + 1) */
     size_t cells_per_group; /* functional.cl's FN_T */
     int split;              /* functional.cl's FN_SPLIT */
+    size_t edge_cells;      /* functional.cl's FN_EC: cells per functional_edges group */
 } functional_cl_state;
 
 /* Chunk cells per work-group of functional_output (functional.cl's FN_T):
@@ -336,8 +338,14 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
         st->edges = ec_cl_kernel(setup->program, "functional_edges");
         st->tails = st->edges ? ec_cl_kernel(setup->program, "functional_tails") : NULL;
     }
-    if (!st->cell || (st->split && !st->tails) ||
-        (st->split ? ec_cl_check_fit(st->edges, "functional_edges", setup->device, st->work_group) ||
+    if (st->tails) {
+        st->edge_cells = ec_cl_compiled_size(setup->program, setup->device, "functional_edge_cells_per_group", 16);
+        if (st->edge_cells > 1)
+            ec_log(MOELAT_LOG_INFO, "functional_edges: %zu chunk cells per work-group", st->edge_cells);
+    }
+    if (!st->cell || (st->split && (!st->tails || !st->edge_cells)) ||
+        (st->split ? ec_cl_check_fit(st->edges, "functional_edges", setup->device,
+                                     st->work_group * st->edge_cells) ||
                          ec_cl_check_fit(st->tails, "functional_tails", setup->device, st->work_group)
                    : ec_cl_check_fit(st->cell, "functional_output", setup->device, st->work_group)) !=
             MOELAT_EXPERT_OK) {
@@ -490,10 +498,11 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
         rc = ec_cl_enqueue_items(ch->queue, st->cell, "functional_output", 0, n_wait, wait,
                                  ch->done ? &ev : NULL);
     } else if (st->split) {
-        /* functional_edges: one work-group per chunk cell; then
-         * functional_tails: one per cells_per_group cells, after it. */
-        size_t local = st->work_group;
-        size_t global = (size_t)n_cells * local;
+        /* functional_edges: one work-group per edge_cells chunk cells
+         * (work_group lanes each); then functional_tails: one per
+         * cells_per_group cells, after it. */
+        size_t local = st->work_group * st->edge_cells;
+        size_t global = ((size_t)n_cells + st->edge_cells - 1) / st->edge_cells * local;
         cl_int err = clEnqueueNDRangeKernel(ch->queue, st->edges, 1, NULL, &global, &local, n_wait, wait,
                                             &edges_ev);
         if (err != CL_SUCCESS) {
@@ -502,6 +511,7 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
                      local);
             rc = ec_cl_fail(err, what);
         } else {
+            local = st->work_group;
             global = ((size_t)n_cells + st->cells_per_group - 1) / st->cells_per_group * local;
             err = clEnqueueNDRangeKernel(ch->queue, st->tails, 1, NULL, &global, &local, 1, &edges_ev,
                                          ch->done ? &ev : NULL);
