@@ -111,8 +111,8 @@ inline int ml_cell_index(int4 dims, int4 cell) { return cell.x + dims.x * (cell.
 #define ML_ACT_SIGMOID 3
 
 /* A lane's index, 0 .. MOELAT_WG - 1. Masked (ML_LANE_MASK 1, which the
- * engine sets on NVIDIA from 64 lanes: batch.c's lane_mask_option), the index carries
- * its range into the compiler: on the H200 at experiment 40^3 the local
+ * engine sets on NVIDIA from 64 lanes: batch.c's lane_mask_option), the
+ * index carries its range into the compiler: on the H200 at experiment 40^3 the local
  * expert ran 0.87 -> 0.78 ms with it, and together with functional_edges'
  * addressing the functional kernels 5.80 -> 5.10 ms, the step 9.50 ->
  * 8.74 (tools/bench/NOTES.md item 42); the sums are the same. Unmasked

@@ -251,8 +251,6 @@ static int max_chunk_cells(const moelat_lattice *lat) {
     return m;
 }
 
-/* Builds one expert's program and device state; on failure the expert is
- * evaluated on the host (the reason is logged and counted). */
 /* The masked lane index (moelat_helpers.cl's ML_LANE_MASK) on NVIDIA's
  * OpenCL from 64 lanes, where with functional_edges' addressing it took
  * the experiment 40^3 step (64 lanes) from 9.50 to 8.74 ms on the H200
@@ -260,13 +258,14 @@ static int max_chunk_cells(const moelat_lattice *lat) {
  * Off elsewhere: PoCL 3.1 computes some kernels wrong with it (the CNF at
  * 32 lanes, the functional expert at 3 cells per group), other drivers
  * are unmeasured. MOELAT_CL_OPTIONS naming ML_LANE_MASK decides instead. */
-static const char *lane_mask_option(const mlcl_device_info *dev, int work_group) {
-    const char *extra = getenv("MOELAT_CL_OPTIONS");
+static const char *lane_mask_option(const mlcl_device_info *dev, int work_group, const char *extra) {
     if (extra && strstr(extra, "ML_LANE_MASK"))
         return "";
     return work_group >= 64 && strstr(dev->vendor, "NVIDIA") ? "-D ML_LANE_MASK=1" : "";
 }
 
+/* Builds one expert's program and device state; on failure the expert is
+ * evaluated on the host (the reason is logged and counted). */
 static void prepare_expert(moelat_lattice *lat, ml_batch *b, int k) {
     const ml_expert_slot *e = &lat->expert[k];
     const moelat_expert_descriptor *d = e->desc;
@@ -290,16 +289,17 @@ static void prepare_expert(moelat_lattice *lat, ml_batch *b, int k) {
         return;
     }
     snprintf(src, len, "%s\n%s", helpers, d->cl_source);
+    /* MOELAT_CL_OPTIONS: extra compiler options for every program. */
+    const char *extra = getenv("MOELAT_CL_OPTIONS");
     int pos = snprintf(opts, 4096,
                        "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_E=%d -D MOELAT_CNF_STEPS=%d -D MOELAT_CNF_MODE=%d "
                        "-D MOELAT_WG=%d -D MOELAT_LOCAL_MEM=%llu %s",
                        lat->S, lat->E, e->dims.cnf_steps, e->dims.cnf_mode, b->work_group,
-                       (unsigned long long)b->ctx.info.local_mem_bytes, lane_mask_option(&b->ctx.info, b->work_group));
+                       (unsigned long long)b->ctx.info.local_mem_bytes,
+                       lane_mask_option(&b->ctx.info, b->work_group, extra));
     for (int h = 0; h < MOELAT_MAX_HIDDEN && d->hidden_names[h] && pos < 4000; h++)
         pos += snprintf(opts + pos, (size_t)(4096 - pos), " -D MOELAT_H_%s=%d", d->hidden_names[h],
                         e->dims.hidden[h]);
-    /* MOELAT_CL_OPTIONS: extra compiler options for every program. */
-    const char *extra = getenv("MOELAT_CL_OPTIONS");
     if (extra && pos < 4000)
         snprintf(opts + pos, (size_t)(4096 - pos), " %s", extra);
     char name[128], err[8192];
@@ -462,6 +462,7 @@ static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
     snprintf(src, len, "%s\n%s", helpers, step);
     char opts[1024];
     const char *extra = getenv("MOELAT_CL_OPTIONS");
+    const char *lane_mask = lane_mask_option(&b->ctx.info, b->work_group, extra);
     b->agg_vector = aggregate_vector(lat);
     b->absmask = absmean_bands(lat);
     ML_INFO("batch", "aggregation: %d state value%s per work-item", b->agg_vector, b->agg_vector > 1 ? "s" : "");
@@ -469,9 +470,8 @@ static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
              "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_GH=%d -D MOELAT_WG=%d -D ML_AGG_V=%d -D ML_GATE_CELLS=%d "
              "-D MOELAT_LOCAL_MEM=%llu %s %s",
              lat->S, lat->gate_hidden, b->work_group, b->agg_vector, gate_cells_wanted(),
-             (unsigned long long)b->ctx.info.local_mem_bytes, lane_mask_option(&b->ctx.info, b->work_group),
-             extra ? extra : "");
-    if (*lane_mask_option(&b->ctx.info, b->work_group))
+             (unsigned long long)b->ctx.info.local_mem_bytes, lane_mask, extra ? extra : "");
+    if (*lane_mask)
         ML_INFO("batch", "lane index masked to its range (ML_LANE_MASK, on NVIDIA)");
     int rc = mlcl_build_program(&b->ctx, "moelat_step.cl", src, opts, &b->program, lat->err, sizeof lat->err);
     free(src);

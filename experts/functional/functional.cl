@@ -228,10 +228,10 @@ __attribute__((reqd_work_group_size(FN_SPLIT + 1, 1, 1))) __kernel void function
  * FN_EC cells of MOELAT_WG lanes each, every one with its own copy of
  * phase 1's local memory. FN_EDGE_CELLS is a build option
  * (MOELAT_CL_OPTIONS=-DFN_EDGE_CELLS=n); it needs the masked lane index
- * (moelat_helpers.cl's ML_LANE_MASK, set on NVIDIA from 64 lanes) and is 1 without
- * it. Two cells per group did not pay at experiment 40^3 on the H200
- * (NOTES item 42), so the default is 1. The host reads the choice from
- * functional_edge_cells_per_group. */
+ * (moelat_helpers.cl's ML_LANE_MASK, set on NVIDIA from 64 lanes) and is
+ * 1 without it. Two cells per group did not pay at experiment 40^3 on
+ * the H200 (NOTES item 42), so the default is 1. The host reads the
+ * choice from functional_edge_cells_per_group. */
 #if defined(FN_EDGE_CELLS) && FN_EDGE_CELLS > 0 && ML_LANE_MASK
 #define FN_EC FN_EDGE_CELLS
 #else
@@ -619,9 +619,9 @@ __kernel void functional_output(
     fn_tails(c0, n_cells, band_count, band_mean, band_absmean, P, toff, out, lm);
 }
 
-/* The expert in two kernels (FN_SPLIT 1): functional_edges, FN_EC
- * chunk cells per work-group (1 unless built otherwise), writes each cell's M (md floats) to the chunk's
- * scratch mbuf; functional_tails then runs phases 2-3 for FN_T cells per
+/* The expert in two kernels (FN_SPLIT 1): functional_edges, FN_EC chunk
+ * cells per work-group (1 unless built otherwise), writes each cell's M
+ * (md floats) to the chunk's scratch mbuf; functional_tails then runs phases 2-3 for FN_T cells per
  * work-group. Apart, the edge walk keeps one cell per group (its best:
  * more cells per group walk one after the other) while the tails take
  * several (each weight read once for them, one cell's barriers). */

@@ -204,8 +204,7 @@ static int functional_host_cell(const moelat_host_cell *c) {
  * cells in one kernel) or, where the kernel source splits it
  * (functional.cl's FN_SPLIT), functional_edges (edge_cells cells per
  * work-group side by side, work_group lanes each; M into the chunk's
- * scratch) then functional_tails (cells_per_group
- * cells per work-group). */
+ * scratch) then functional_tails (cells_per_group cells per work-group). */
 
 typedef struct functional_cl_state {
     cl_kernel prepare;  /* functional_prepare: constants and packed weights */
