@@ -155,9 +155,10 @@ static void test_profile(void **state) {
  * names how many cells went non-finite and the first of them: the NaN
  * cell and every cell that has it as a neighbour in some band (its
  * aggregates, hence nu and the gate, are NaN), counted from the stencil. */
-static void nonfinite_batch(void) {
+static void nonfinite_batch(const char *tuning) {
     moelat_config cfg;
     ts_config(&cfg, "debug", 9, 7, 7);
+    snprintf(cfg.tuning, sizeof cfg.tuning, "%s", tuning);
     cfg.mode = MOELAT_MODE_BATCH;
     const int X = 9, Y = 7, Z = 7, bx = 4, by = 3, bz = 2;
     size_t n = (size_t)X * Y * Z * 24;
@@ -195,13 +196,11 @@ static void nonfinite_batch(void) {
  * check's per-cell sums. */
 static void test_nonfinite_batch(void **state) {
     (void)state;
-    const char *cells[] = {"1", "2", "4"};
+    const char *cells[] = {"gate_cells=1", "gate_cells=2", "gate_cells=4"};
     for (int i = 0; i < 3; i++) {
-        setenv("MOELAT_GATE_CELLS", cells[i], 1);
-        printf("# MOELAT_GATE_CELLS=%s\n", cells[i]);
-        nonfinite_batch();
+        printf("# %s\n", cells[i]);
+        nonfinite_batch(cells[i]);
     }
-    unsetenv("MOELAT_GATE_CELLS");
 }
 
 /* Some chunks on the host, some on the device: same as both pure modes. */
@@ -317,12 +316,9 @@ static void test_alloc_fault(void **state) {
  * band's (local and distant declare MOELAT_CL_NO_ABSMEAN): the |n| prefix
  * reads then skip the endpoints of other bands' runs. */
 static void inf_reach(int all_abs) {
-    if (all_abs)
-        setenv("MOELAT_AGG_ABSMEAN", "all", 1);
-    else
-        unsetenv("MOELAT_AGG_ABSMEAN");
     moelat_config cfg;
     ts_config(&cfg, "debug", 9, 8, 7); /* r = 2.7: every band populated */
+    snprintf(cfg.tuning, sizeof cfg.tuning, "%s", all_abs ? "agg_absmean=all" : "");
     cfg.mode = MOELAT_MODE_BATCH;
     moelat_lattice *lat = ts_lattice(&cfg);
     const int S = 24;
@@ -389,7 +385,6 @@ static void inf_reach(int all_abs) {
     }
     free(x);
     moelat_lattice_destroy(lat);
-    unsetenv("MOELAT_AGG_ABSMEAN");
 }
 
 static void test_inf_reach(void **state) {
@@ -407,11 +402,10 @@ static void test_build_fault(void **state) {
     float *h[1], *d[1];
     moelat_report rep;
     run_case(&cfg, MOELAT_MODE_PERCELL, seed, 1, h, NULL);
-    setenv("MOELAT_NO_KERNEL_CACHE", "1", 1);
+    snprintf(cfg.tuning, sizeof cfg.tuning, "kernel_cache=off");
     mlcl_fault_inject(MLCL_FAULT_BUILD, 2); /* the first expert's program */
     run_case(&cfg, MOELAT_MODE_BATCH, seed, 1, d, &rep);
     mlcl_fault_inject(MLCL_FAULT_NONE, 0);
-    unsetenv("MOELAT_NO_KERNEL_CACHE");
     assert_true(rep.fallbacks >= 1);
     assert_non_null(strstr(rep.fallback_reason[0], "failed to build"));
     double max, mean;

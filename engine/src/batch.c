@@ -72,33 +72,28 @@ struct ml_batch {
 };
 
 /* State values per work-item of ml_aggregate (moelat_step.cl's ML_AGG_V):
- * a float4 when S allows, or MOELAT_AGG_VECTOR (a tuning knob: 1, 4, 8 or
- * 16 dividing S; tools/bench/NOTES.md items 21-22). */
+ * a float4 when S allows, or the tuning's agg_vector when it divides S
+ * (tools/bench/NOTES.md items 21-22). */
 static int aggregate_vector(const moelat_lattice *lat) {
-    const char *env = getenv("MOELAT_AGG_VECTOR");
-    if (env && *env) {
-        int v = atoi(env);
-        if ((v == 1 || v == 4 || v == 8 || v == 16) && lat->S % v == 0)
+    int v = lat->tuning.agg_vector;
+    if (v > 0) {
+        if (lat->S % v == 0)
             return v;
-        ML_WARN("batch", "MOELAT_AGG_VECTOR=%s is not 1, 4, 8 or 16 dividing the state size %d: ignored", env,
-                lat->S);
+        ML_WARN("batch", "tuning agg_vector=%d does not divide the state size %d: ignored", v, lat->S);
     }
     return lat->S % 4 == 0 ? 4 : 1;
 }
 
 /* Bands whose mean of |n_j| the aggregation computes: those whose expert
- * does not declare MOELAT_CL_NO_ABSMEAN (MOELAT_AGG_ABSMEAN=all: every
+ * does not declare MOELAT_CL_NO_ABSMEAN (tuning agg_absmean=all: every
  * band, as before the flag, for timing and tests). */
 static int absmean_bands(const moelat_lattice *lat) {
-    const char *env = getenv("MOELAT_AGG_ABSMEAN");
+    if (lat->tuning.agg_absmean_all)
+        return (1 << MOELAT_BANDS) - 1;
     int mask = 0;
     for (int k = 0; k < MOELAT_BANDS; k++)
         if (!(lat->expert[k].desc->cl_flags & MOELAT_CL_NO_ABSMEAN))
             mask |= 1 << k;
-    if (env && strcmp(env, "all") == 0)
-        return (1 << MOELAT_BANDS) - 1;
-    if (env && *env)
-        ML_WARN("batch", "MOELAT_AGG_ABSMEAN=%s is not 'all': ignored", env);
     return mask;
 }
 
@@ -223,21 +218,15 @@ static int alloc_sets(moelat_lattice *lat, ml_batch *b, int max_cells) {
 }
 
 /* Lanes per cell: enough for the state's S values in one pass, at least a
- * warp/wavefront-sized 32, at most 128 and what the device allows.
- * MOELAT_WORK_GROUP (a tuning knob: a power of two from 32 to 256)
- * replaces the first choice. */
-static int work_group_size(int S, size_t device_max) {
+ * warp/wavefront-sized 32, at most 128 and what the device allows. The
+ * tuning's work_group (a power of two from 32 to 256) replaces the first
+ * choice. */
+static int work_group_size(int S, int wanted, size_t device_max) {
     int wg = 32;
     while (wg < S && wg < 128)
         wg *= 2;
-    const char *env = getenv("MOELAT_WORK_GROUP");
-    if (env && *env) {
-        int v = atoi(env);
-        if (v >= 32 && v <= 256 && (v & (v - 1)) == 0)
-            wg = v;
-        else
-            ML_WARN("batch", "MOELAT_WORK_GROUP=%s is not a power of two from 32 to 256: ignored", env);
-    }
+    if (wanted > 0)
+        wg = wanted;
     while (device_max > 0 && (size_t)wg > device_max && wg > 1)
         wg /= 2;
     return wg;
@@ -289,8 +278,8 @@ static void prepare_expert(moelat_lattice *lat, ml_batch *b, int k) {
         return;
     }
     snprintf(src, len, "%s\n%s", helpers, d->cl_source);
-    /* MOELAT_CL_OPTIONS: extra compiler options for every program. */
-    const char *extra = getenv("MOELAT_CL_OPTIONS");
+    /* The tuning's cl_options: extra compiler options for every program. */
+    const char *extra = lat->tuning.cl_options;
     int pos = snprintf(opts, 4096,
                        "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_E=%d -D MOELAT_CNF_STEPS=%d -D MOELAT_CNF_MODE=%d "
                        "-D MOELAT_WG=%d -D MOELAT_LOCAL_MEM=%llu %s",
@@ -300,7 +289,7 @@ static void prepare_expert(moelat_lattice *lat, ml_batch *b, int k) {
     for (int h = 0; h < MOELAT_MAX_HIDDEN && d->hidden_names[h] && pos < 4000; h++)
         pos += snprintf(opts + pos, (size_t)(4096 - pos), " -D MOELAT_H_%s=%d", d->hidden_names[h],
                         e->dims.hidden[h]);
-    if (extra && pos < 4000)
+    if (*extra && pos < 4000)
         snprintf(opts + pos, (size_t)(4096 - pos), " %s", extra);
     char name[128], err[8192];
     snprintf(name, sizeof name, "expert_%s", d->name);
@@ -326,6 +315,7 @@ static void prepare_expert(moelat_lattice *lat, ml_batch *b, int k) {
         .lattice = {lat->X, lat->Y, lat->Z},
         .max_chunk_cells = b->max_chunk_cells,
         .work_group = b->work_group,
+        .tuning = lat->cfg.tuning,
     };
     if (d->cl_prepare(&setup, &b->expert_state[k]) != MOELAT_EXPERT_OK) {
         b->expert_state[k] = NULL;
@@ -435,19 +425,10 @@ int ml_batch_upload_weights(moelat_lattice *lat) {
 }
 
 /* The gate's cells per work-group to ask the kernel for (it halves them
- * where its local arrays would not fit): 4, which halved the kernel's time
- * at S = 24, 64 and 128 on the H200 (tools/bench/NOTES.md item 35);
- * MOELAT_GATE_CELLS = 1, 2 or 4 chooses. */
-static int gate_cells_wanted(void) {
-    int t = 4;
-    const char *env = getenv("MOELAT_GATE_CELLS");
-    if (env && *env) {
-        if (strcmp(env, "1") == 0 || strcmp(env, "2") == 0 || strcmp(env, "4") == 0)
-            t = atoi(env);
-        else
-            ML_WARN("batch", "MOELAT_GATE_CELLS=%s is not 1, 2 or 4: ignored", env);
-    }
-    return t;
+ * where its local arrays would not fit): 4 (tools/bench/NOTES.md item 35
+ * has the measurements), or the tuning's gate_cells. */
+static int gate_cells_wanted(const moelat_lattice *lat) {
+    return lat->tuning.gate_cells > 0 ? lat->tuning.gate_cells : 4;
 }
 
 static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
@@ -461,7 +442,7 @@ static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
         return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory"), -1;
     snprintf(src, len, "%s\n%s", helpers, step);
     char opts[1024];
-    const char *extra = getenv("MOELAT_CL_OPTIONS");
+    const char *extra = lat->tuning.cl_options;
     const char *lane_mask = lane_mask_option(&b->ctx.info, b->work_group, extra);
     b->agg_vector = aggregate_vector(lat);
     b->absmask = absmean_bands(lat);
@@ -469,8 +450,8 @@ static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
     snprintf(opts, sizeof opts,
              "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_GH=%d -D MOELAT_WG=%d -D ML_AGG_V=%d -D ML_GATE_CELLS=%d "
              "-D MOELAT_LOCAL_MEM=%llu %s %s",
-             lat->S, lat->gate_hidden, b->work_group, b->agg_vector, gate_cells_wanted(),
-             (unsigned long long)b->ctx.info.local_mem_bytes, lane_mask, extra ? extra : "");
+             lat->S, lat->gate_hidden, b->work_group, b->agg_vector, gate_cells_wanted(lat),
+             (unsigned long long)b->ctx.info.local_mem_bytes, lane_mask, extra);
     if (*lane_mask)
         ML_INFO("batch", "lane index masked to its range (ML_LANE_MASK, on NVIDIA)");
     int rc = mlcl_build_program(&b->ctx, "moelat_step.cl", src, opts, &b->program, lat->err, sizeof lat->err);
@@ -520,7 +501,8 @@ int ml_batch_create(moelat_lattice *lat, ml_batch **out) {
     }
     snprintf(lat->device_name, sizeof lat->device_name, "%s", dev.name);
     b->last_status = MOELAT_ERR_DEVICE;
-    b->work_group = work_group_size(lat->S, dev.max_work_group_size);
+    b->ctx.no_kernel_cache = !lat->tuning.kernel_cache;
+    b->work_group = work_group_size(lat->S, lat->tuning.work_group, dev.max_work_group_size);
 
     /* Default chunks from the device's memory unless the user chose them. */
     if (!(lat->cfg.chunk[0] > 0 && lat->cfg.chunk[1] > 0 && lat->cfg.chunk[2] > 0)) {

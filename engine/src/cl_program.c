@@ -151,7 +151,7 @@ int mlcl_build_program(mlcl_context *ctx, const char *program_name, const char *
     }
 
     char path[4096];
-    int cached = mlcl_cache_entry_path(&ctx->info, source, options, path, sizeof path) == 0;
+    int cached = !ctx->no_kernel_cache && mlcl_cache_entry_path(&ctx->info, source, options, path, sizeof path) == 0;
     if (cached) {
         unsigned char *bin = NULL;
         size_t len = 0;

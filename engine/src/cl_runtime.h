@@ -56,6 +56,9 @@ typedef struct mlcl_context {
     /* Reads that overlap the queues' kernels (planes a step delivers early:
      * moelat_lattice_deliver_planes). */
     cl_command_queue transfer;
+    /* 1: programs are built from source every time, no binary cache is
+     * read or written (tuning kernel_cache=off); 0 by default. */
+    int no_kernel_cache;
 } mlcl_context;
 
 /* profile = 1: queues record kernel times (mlcl_event_ms); 0: they do not,

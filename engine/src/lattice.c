@@ -129,6 +129,10 @@ moelat_status moelat_lattice_create(const moelat_config *cfg, moelat_lattice **o
         return MOELAT_ERR_NOMEM;
     }
     lat->cfg = *cfg;
+    if (ml_tuning_parse(cfg->tuning, &lat->tuning, err, errlen) != 0) {
+        free(lat);
+        return MOELAT_ERR_INVALID; /* ml_config_validate let it through: cannot happen */
+    }
     lat->X = cfg->dims[0];
     lat->Y = cfg->dims[1];
     lat->Z = cfg->dims[2];
@@ -462,11 +466,10 @@ moelat_status moelat_upgrade_to_batch(moelat_lattice *lat) {
         return MOELAT_ERR_DEVICE;
     }
     /* Check a sample of cells against the per-cell path before enabling.
-     * MOELAT_NO_UPGRADE_CHECK=1 skips it, for diagnosing a disagreement
-     * with `moelat-engine check --experts`. */
-    const char *skip = getenv("MOELAT_NO_UPGRADE_CHECK");
-    if (skip && strcmp(skip, "0") != 0) {
-        ML_WARN("batch", "MOELAT_NO_UPGRADE_CHECK is set: batch mode enabled without the sample check");
+     * upgrade_check=off skips it, for diagnosing a disagreement with
+     * `moelat-engine check --experts`. */
+    if (!lat->tuning.upgrade_check) {
+        ML_WARN("batch", "tuning upgrade_check=off: batch mode enabled without the sample check");
         return MOELAT_OK;
     }
     st = ml_batch_verify_sample(lat);

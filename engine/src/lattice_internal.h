@@ -12,6 +12,7 @@
 #include "params.h"
 #include "plugin_loader.h"
 #include "stencil.h"
+#include "tuning.h"
 
 /* Most plane ranges one step delivers (moelat_lattice_deliver_planes). */
 #define ML_MAX_DELIVER 4
@@ -61,6 +62,7 @@ typedef struct ml_stats {
 
 struct moelat_lattice {
     moelat_config cfg;
+    ml_tuning tuning;   /* cfg.tuning, parsed once at creation */
     char err[2048];
 
     int32_t X, Y, Z, S, E;

@@ -131,6 +131,8 @@ typedef struct moelat_cl_setup {
      * -D MOELAT_WG=<work_group>, which the helpers' ml_wg_* functions use:
      * kernels calling them must be enqueued with this local size. */
     int32_t work_group;
+    /* Since 1.4: the lattice's tuning string ("key=value,..."; never NULL). */
+    const char *tuning;
 } moelat_cl_setup;
 
 /* Once per step, before any chunk: for per-cell precomputation over the
