@@ -70,8 +70,8 @@ moelat_status moelat_lattice_get_planes(moelat_lattice *lat, int32_t z0, int32_t
         return st;
     /* Planes are contiguous cell-major: one read from wherever the newest
      * states live. */
-    if (lat->device_owns_states)
-        return ml_batch_planes_io(lat, off, count, dst, NULL) == 0 ? MOELAT_OK : MOELAT_ERR_DEVICE;
+    if (ml_res_states_on_device_only(lat))
+        return lat->backend.ops->planes(lat->backend.ctx, off, count, dst, NULL);
     memcpy(dst, lat->states + off, count * sizeof(float));
     return MOELAT_OK;
 }
@@ -121,10 +121,10 @@ moelat_status moelat_lattice_set_planes(moelat_lattice *lat, int32_t z0, int32_t
     moelat_status st = plane_range(lat, z0, z1, count, &off, "set planes");
     if (st != MOELAT_OK || count == 0)
         return st;
-    if (lat->device_owns_states)
-        return ml_batch_planes_io(lat, off, count, NULL, src) == 0 ? MOELAT_OK : MOELAT_ERR_DEVICE;
+    if (ml_res_states_on_device_only(lat))
+        return lat->backend.ops->planes(lat->backend.ctx, off, count, NULL, src);
     memcpy(lat->states + off, src, count * sizeof(float));
-    lat->device_stale = 1; /* the next device step uploads the host copy */
+    ml_res_host_wrote_states(lat); /* the next device step uploads the host copy */
     return MOELAT_OK;
 }
 
@@ -160,7 +160,5 @@ moelat_status moelat_set_weights(moelat_lattice *lat, const float *src, size_t c
         memcpy(blocks[i]->data, src, blocks[i]->n_floats * sizeof(float));
         src += blocks[i]->n_floats;
     }
-    if (lat->batch && ml_batch_upload_weights(lat) != 0)
-        return MOELAT_ERR_DEVICE;
-    return MOELAT_OK;
+    return ml_res_host_wrote_weights(lat);
 }

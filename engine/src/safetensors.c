@@ -328,7 +328,7 @@ int st_read(const char *path, st_file *out, char *err, size_t errlen) {
     unsigned char *buf;
     size_t len;
     if (read_whole_file(path, &buf, &len, err, errlen) != 0)
-        return -1;
+        return -2;
     int rc = st_read_mem(buf, len, path, out, err, errlen);
     free(buf);
     return rc;
