@@ -164,3 +164,13 @@ int atomic_write_file(const char *path, const void *data, size_t len, char *err,
     }
     return atomic_commit(&af, err, errlen);
 }
+
+int atomic_finish(atomic_file *af, int write_failed, const char *path, char *err, size_t errlen) {
+    if (write_failed) {
+        int e = errno; /* before anything else can change it */
+        snprintf(err, errlen, "%s: cannot write temporary file %s: %s", path, af->tmp_path, strerror(e));
+        atomic_abort(af);
+        return -1;
+    }
+    return atomic_commit(af, err, errlen);
+}

@@ -63,17 +63,27 @@ static moelat_status plane_range(moelat_lattice *lat, int32_t z0, int32_t z1, si
     return MOELAT_OK;
 }
 
-moelat_status moelat_lattice_get_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count) {
+/* Planes [z0, z1) to dst, or when write from src. Planes are contiguous
+ * cell-major: one copy, on whichever side holds the newest states. */
+static moelat_status planes_io(moelat_lattice *lat, int32_t z0, int32_t z1, size_t count, int write, float *dst,
+                               const float *src, const char *what) {
     size_t off = 0;
-    moelat_status st = plane_range(lat, z0, z1, count, &off, "get planes");
+    moelat_status st = plane_range(lat, z0, z1, count, &off, what);
     if (st != MOELAT_OK || count == 0)
         return st;
-    /* Planes are contiguous cell-major: one read from wherever the newest
-     * states live. */
     if (ml_res_states_on_device_only(lat))
-        return lat->backend.ops->planes(lat->backend.ctx, off, count, dst, NULL);
-    memcpy(dst, lat->states + off, count * sizeof(float));
+        return lat->backend.ops->planes(lat->backend.ctx, off, count, write ? NULL : dst, write ? src : NULL);
+    if (write) {
+        memcpy(lat->states + off, src, count * sizeof(float));
+        ml_res_host_wrote_states(lat); /* the next device step uploads the host copy */
+    } else {
+        memcpy(dst, lat->states + off, count * sizeof(float));
+    }
     return MOELAT_OK;
+}
+
+moelat_status moelat_lattice_get_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count) {
+    return planes_io(lat, z0, z1, count, 0, dst, NULL, "get planes");
 }
 
 moelat_status moelat_lattice_deliver_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count,
@@ -117,15 +127,7 @@ moelat_status ml_finish_deliveries(moelat_lattice *lat, moelat_status step) {
 
 moelat_status moelat_lattice_set_planes(moelat_lattice *lat, int32_t z0, int32_t z1, const float *src,
                                         size_t count) {
-    size_t off = 0;
-    moelat_status st = plane_range(lat, z0, z1, count, &off, "set planes");
-    if (st != MOELAT_OK || count == 0)
-        return st;
-    if (ml_res_states_on_device_only(lat))
-        return lat->backend.ops->planes(lat->backend.ctx, off, count, NULL, src);
-    memcpy(lat->states + off, src, count * sizeof(float));
-    ml_res_host_wrote_states(lat); /* the next device step uploads the host copy */
-    return MOELAT_OK;
+    return planes_io(lat, z0, z1, count, 1, NULL, src, "set planes");
 }
 
 size_t moelat_weights_count(moelat_lattice *lat) {
