@@ -254,8 +254,8 @@ static moelat_status create_sets(ml_cl_backend *b) {
             return MOELAT_ERR_DEVICE;
         size[axis] = (size[axis] + 1) / 2;
         ML_WARN("batch", "%s; retrying with chunks of %dx%dx%d", lat->err, size[0], size[1], size[2]);
-        if (ml_lattice_rechunk(lat, size, lat->active_z0, lat->active_z1) != 0)
-            return MOELAT_ERR_DEVICE;
+        if (ml_lattice_rechunk(lat, size, lat->active_z0, lat->active_z1) != MOELAT_OK)
+            return MOELAT_ERR_NOMEM;
     }
 }
 
@@ -286,8 +286,10 @@ static moelat_status cl_create(moelat_lattice *lat, ml_fallbacks *fb, void **out
     if (!(lat->cfg.chunk[0] > 0 && lat->cfg.chunk[1] > 0 && lat->cfg.chunk[2] > 0)) {
         int32_t size[3];
         ml_chunks_default_size(lat->cfg.dims, lat->S, dev.global_mem_bytes, size);
-        if (memcmp(size, lat->chunk_size, sizeof size) != 0)
-            ml_lattice_rechunk(lat, size, lat->active_z0, lat->active_z1); /* on failure the old chunks stay */
+        if (memcmp(size, lat->chunk_size, sizeof size) != 0 &&
+            ml_lattice_rechunk(lat, size, lat->active_z0, lat->active_z1) != MOELAT_OK)
+            ML_WARN("batch", "%s: keeping chunks of %dx%dx%d", lat->err, lat->chunk_size[0], lat->chunk_size[1],
+                    lat->chunk_size[2]);
     }
     moelat_status st = create_buffers(b);
     if (st == MOELAT_OK)

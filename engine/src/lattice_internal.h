@@ -117,8 +117,8 @@ moelat_status ml_finish_deliveries(moelat_lattice *lat, moelat_status step);
 
 /* Replaces the lattice's chunks by boxes of size[] over planes [z0, z1)
  * (ml_chunks_make_range with its halo depth) and keeps size as its chunk
- * box (planes.c). 0, or -1 when out of memory (nothing changed). */
-int ml_lattice_rechunk(moelat_lattice *lat, const int32_t size[3], int32_t z0, int32_t z1);
+ * box (planes.c). MOELAT_ERR_NOMEM leaves everything as it was. */
+moelat_status ml_lattice_rechunk(moelat_lattice *lat, const int32_t size[3], int32_t z0, int32_t z1);
 
 /* Thread pool (thread_pool.c): runs fn(ctx, i, worker) for i in [0, n). */
 ml_thread_pool *ml_pool_create(int n_threads);

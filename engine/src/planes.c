@@ -12,23 +12,24 @@ moelat_status moelat_lattice_set_active_planes(moelat_lattice *lat, int32_t z0, 
                        z1, lat->Z);
     /* The chunk box stays the one chosen for the device, so the batch
      * path's scratch sets (sized for its largest chunk) still fit. */
-    if (ml_lattice_rechunk(lat, lat->chunk_size, z0, z1) != 0)
-        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for the chunks of planes [%d, %d)", z0, z1);
+    moelat_status st = ml_lattice_rechunk(lat, lat->chunk_size, z0, z1);
+    if (st != MOELAT_OK)
+        return st;
     lat->active_z0 = z0;
     lat->active_z1 = z1;
     return MOELAT_OK;
 }
 
-int ml_lattice_rechunk(moelat_lattice *lat, const int32_t size[3], int32_t z0, int32_t z1) {
+moelat_status ml_lattice_rechunk(moelat_lattice *lat, const int32_t size[3], int32_t z0, int32_t z1) {
     ml_chunk *c;
     int n;
     if (ml_chunks_make_range(lat->cfg.dims, size, z0, z1, moelat_lattice_halo_depth(lat), &c, &n) != 0)
-        return -1;
+        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for the chunks of planes [%d, %d)", z0, z1);
     free(lat->chunks);
     lat->chunks = c;
     lat->n_chunks = n;
     memmove(lat->chunk_size, size, sizeof lat->chunk_size); /* size may be lat->chunk_size */
-    return 0;
+    return MOELAT_OK;
 }
 
 void moelat_lattice_active_planes(const moelat_lattice *lat, int32_t *z0, int32_t *z1) {
