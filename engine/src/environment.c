@@ -12,6 +12,7 @@ const char *ml_env_cache_dir(char *buf, size_t len) {
     const char *xdg = getenv("XDG_CACHE_HOME");
     const char *home = getenv("HOME");
     int n;
+    /* The XDG spec says a relative XDG_CACHE_HOME is invalid: ignore it. */
     if (xdg && xdg[0] == '/')
         n = snprintf(buf, len, "%s/moelat", xdg);
     else if (home && *home)
