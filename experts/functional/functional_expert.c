@@ -198,7 +198,7 @@ static int functional_host_cell(const moelat_host_cell *c) {
  * function, see functional.cl). The SGEMM is CLBlast's on GPUs (about 14x
  * functional_project's speed on the H200 at 40^3, tools/bench/NOTES.md)
  * and functional_project on other devices, where CLBlast's kernels cost
- * more to build than they save; MOELAT_FUNCTIONAL_GEMM=clblast|kernel
+ * more to build than they save; the tuning key functional_gemm=clblast|kernel
  * chooses. cl_enqueue runs functional_output (one work-group of
  * work_group lanes per cells_per_group chunk cells, everything of those
  * cells in one kernel) or, where the kernel source splits it
