@@ -1,7 +1,7 @@
 /* The built-in experts (local, functional, distant), loaded straight from
  * their shared objects:
  *  - descriptor, tensor names/order/shapes/init and parameter totals per
- *    preset against MODEL.md, and validate();
+ *    preset against docs/MODEL.md, and validate();
  *  - host function against the numpy reference's golden files;
  *  - OpenCL path (built here from the helpers + cl_source) against the host
  *    function on a random lattice, as one chunk and as several chunks. */
@@ -112,7 +112,7 @@ static int teardown_plugins(void **state) {
     return 0;
 }
 
-/* ---- presets (MODEL.md's table) ---- */
+/* ---- presets (docs/MODEL.md's table) ---- */
 
 typedef struct preset {
     const char *name;
@@ -281,7 +281,7 @@ static const char *const k_cnf_names[] = {
     "neural_ode.output_norm.weight", "neural_ode.output_norm.bias",
     "solver.base_dt", "solver.lipschitz_factor", NULL};
 
-/* MODEL.md's names, in the plugins' declaration order. */
+/* docs/MODEL.md's names, in the plugins' declaration order. */
 static int expected_names(int band, char names[][112]) {
     static const char *const local[] = {
         "neighbor_aggregator.0.weight", "neighbor_aggregator.0.bias",
@@ -348,7 +348,7 @@ static void assert_shape(const tensor_set *t, const char *name, int d0, int d1) 
                  s->shape[0], s->shape[1], nd, d0, d1);
 }
 
-/* Init rules of MODEL.md: Linear U(fan_in = in), LayerNorm 1/0, scalars. */
+/* Init rules of docs/MODEL.md: Linear U(fan_in = in), LayerNorm 1/0, scalars. */
 static void check_inits(const tensor_set *t) {
     for (int i = 0; i < t->n; i++) {
         const moelat_tensor_spec *s = &t->specs[i];
@@ -405,7 +405,7 @@ static void test_tensor_layouts(void **state) {
                     fail_msg("%s tensor %d is %s, expected %s", k_names[b], i,
                              t.specs[i].suffix, names[i]);
             if ((long)t.total != pr->params[b])
-                fail_msg("%s %s: %zu parameters, MODEL.md says %ld", k_names[b], pr->name,
+                fail_msg("%s %s: %zu parameters, docs/MODEL.md says %ld", k_names[b], pr->name,
                          t.total, pr->params[b]);
             check_inits(&t);
             /* A cap smaller than the count writes only cap specs. */
@@ -493,7 +493,7 @@ typedef struct lattice {
     int n_off[N_BANDS];
 } lattice;
 
-/* MODEL.md's band rule, compared in double. */
+/* docs/MODEL.md's band rule, compared in double. */
 static int band_of(int dx, int dy, int dz, double r) {
     double d = sqrt((double)(dx * dx + dy * dy + dz * dz));
     if (d < 0.4 * r)
@@ -910,7 +910,7 @@ static void check_cl_agreement(int b, int mode) {
         int n;
     } runs[] = {{"one chunk", whole, 1}, {"two chunks (x)", halves_x, 2},
                 {"three chunks (z, y)", split_zy, 3}};
-    /* MODEL.md suggests 1e-3 in lipschitz mode; the difference-carrying
+    /* docs/MODEL.md suggests 1e-3 in lipschitz mode; the difference-carrying
      * evaluation of cnf.cl and the double host CNF keep it near 1e-6, so a
      * looser check would hide a regression. */
     double tol = mode == 1 ? 1e-4 : 1e-5;

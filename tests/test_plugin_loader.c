@@ -700,7 +700,7 @@ static void test_cli_lists_builtins(void **state) {
     json_decref(arr);
     cli_free(&r);
 
-    /* Their default hidden sizes are the debug preset's (MODEL.md, S = 24):
+    /* Their default hidden sizes are the debug preset's (docs/MODEL.md, S = 24):
      * the isolated check counts the parameters the original modules have. */
     static const long long debug_params[] = {1262, 10605, 4287};
     for (int i = 0; i < 3; i++) {

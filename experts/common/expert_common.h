@@ -1,4 +1,4 @@
-/* Helpers shared by the built-in experts: the host math of MODEL.md (the
+/* Helpers shared by the built-in experts: the host math of docs/MODEL.md (the
  * readable reference), tensor-spec builders, and the OpenCL plumbing of the
  * batched path. Each plugin links its own copy, so the state kept here
  * (host services, expert name) is per plugin. */

@@ -1,4 +1,4 @@
-/* The distant expert (MODEL.md "Distant expert"): a CNF block integrated
+/* The distant expert (docs/MODEL.md, "The distant expert"): a CNF block integrated
  * from the cell's state with the distant band's neighbour mean fixed. */
 #include <stddef.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* The functional expert (MODEL.md "Functional expert"): an adaptive gate
+/* The functional expert (docs/MODEL.md, "The functional expert"): an adaptive gate
  * between a message-passing GRU-like update (with the cell's external
  * inputs) and a CNF block, mixed by a linear, LayerNorm and GELU. */
 #include <math.h>

@@ -1,4 +1,4 @@
-/* The local expert (MODEL.md "Local expert"): attention over the local band
+/* The local expert (docs/MODEL.md, "The local expert"): attention over the local band
  * by unscaled dot products with the cell's state, two small MLPs and a
  * residual mix alpha x + beta LN(p). */
 #include <stddef.h>
