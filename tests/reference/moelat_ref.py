@@ -1,9 +1,10 @@
 """Independent numpy reference of the moelat model v1 (docs/MODEL.md).
 
-Written from docs/MODEL.md alone, not from the C engine, so that agreement between
-the two is evidence and not a copy. Everything is computed in float64; the
-float32 inputs (weights, states, external input) are widened exactly, so the
-only float32 rounding is the one the caller applies to the stored results.
+Written from the model's specification alone (now docs/MODEL.md), not from
+the C engine, so that agreement between the two is evidence and not a copy.
+Everything is computed in float64; the float32 inputs (weights, states,
+external input) are widened exactly, so the only float32 rounding is the
+one the caller applies to the stored results.
 """
 import json
 import math
@@ -136,7 +137,7 @@ def _cnf_shapes(prefix, S, H):
 
 
 def weight_shapes(cfg):
-    """Every tensor name -> PyTorch shape, as docs/MODEL.md's 'Weight names'."""
+    """Every tensor name -> PyTorch shape, as docs/MODEL.md's 'Weights'."""
     S, h, E = cfg.S, cfg.h, EXT_SIZE
     s = {}
     p = "local_expert."

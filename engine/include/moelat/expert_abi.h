@@ -286,6 +286,7 @@ typedef struct moelat_ext_cl_build {
     int (*build)(const moelat_cl_setup *setup, const char *source, const char *extra_options,
                  struct _cl_program **program);
 } moelat_ext_cl_build;
+
 #if defined(_WIN32)
 #define MOELAT_EXPORT __declspec(dllexport)
 #else
