@@ -12,3 +12,6 @@ echo \"$n symbols, all moelat_*\""
             ${NM_EXE} $<TARGET_FILE:moelat>)
   set_tests_properties(library_exports PROPERTIES LABELS sdk TIMEOUT 30)
 endif()
+
+# moelat/inspect.h through the public API.
+moelat_test(test_inspect SOURCES test_inspect.c test_support.c LABELS sdk TIMEOUT 120)
