@@ -10,32 +10,17 @@
 int ml_cl_build(ml_cl_backend *b, const char *name, const char *source, const char *defines, cl_program *out,
                 char *err, size_t errlen) {
     const moelat_lattice *lat = b->lat;
-    const char *helpers = mlcl_embedded_source("moelat_helpers.cl");
-    if (!helpers || !source) {
-        snprintf(err, errlen, "building program '%s': kernel sources are missing from this build", name);
-        return -1;
-    }
-    size_t len = strlen(helpers) + strlen(source) + 2;
-    char *src = malloc(len);
     char opts[4096];
-    if (!src) {
-        snprintf(err, errlen, "building program '%s': out of host memory", name);
-        return -1;
-    }
-    snprintf(src, len, "%s\n%s", helpers, source);
     const char *extra = lat->tuning.cl_options;
     const char *lane_mask = ml_cl_lane_mask_option(&b->ctx.info, b->work_group, extra);
     int n = snprintf(opts, sizeof opts, "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_WG=%d -D MOELAT_LOCAL_MEM=%llu %s %s %s",
                      lat->S, b->work_group, (unsigned long long)b->ctx.info.local_mem_bytes, defines, lane_mask,
                      extra);
     if (n < 0 || (size_t)n >= sizeof opts) {
-        free(src);
         snprintf(err, errlen, "building program '%s': compiler options exceed %zu bytes", name, sizeof opts);
         return -1;
     }
-    int rc = mlcl_build_program(&b->ctx, name, src, opts, out, err, errlen);
-    free(src);
-    return rc;
+    return mlcl_build_with_helpers(&b->ctx, name, source, opts, out, err, errlen);
 }
 
 moelat_status ml_cl_build_engine(ml_cl_backend *b) {

@@ -133,8 +133,8 @@ void ml_pool_run(ml_thread_pool *pool, int n, void (*fn)(void *ctx, int i, int w
  * (and every expert on the device) also the gate and update on those
  * outputs, the chunk's next states (n_cells x S, chunk order). The
  * current states stay current. absmean of a band outside
- * ml_batch_absmean_bands is NaN (not computed). 0, or -1 with the error set. */
-int ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOELAT_BANDS],
+ * ml_batch_absmean_bands is NaN (not computed). */
+moelat_status ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOELAT_BANDS],
                             float *const mean[MOELAT_BANDS], float *const absmean[MOELAT_BANDS], float *gated);
 /* 1 when band k's expert runs on the device (it has an OpenCL path that
  * built and prepared), 0 when the host evaluates it. */
