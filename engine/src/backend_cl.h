@@ -4,7 +4,8 @@
  *   backend_cl_tuning.c   choices of vector width, lanes, cells per group
  *   backend_cl_kernels.c  arguments and launches of the engine's kernels
  *   backend_cl_step.c     begin_step / enqueue / finish of a device step
- *   backend_cl_inspect.c  per-chunk outputs for `check` and the tests
+ *   backend_cl_inspect.c  one chunk stage by stage (inspect.c's
+ *                         moelat_device_stages, `check --experts`)
  * Nothing outside these files (and early_reads.c) reads this struct.
  *
  * States stay on the device in two buffers (Jacobi double buffering); a
