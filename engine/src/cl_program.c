@@ -128,8 +128,8 @@ static int build_from_binary(mlcl_context *ctx, const char *path, const char *op
     return 0;
 }
 
-int mlcl_build_program(mlcl_context *ctx, const char *program_name, const char *source,
-                       const char *options, cl_program *out, char *err, size_t errlen) {
+static int build_program(mlcl_context *ctx, const char *program_name, const char *source,
+                         const char *options, cl_program *out, char *err, size_t errlen) {
     const char *name = program_name ? program_name : "(unnamed)";
     options = options ? options : "";
     *out = NULL;
@@ -179,4 +179,27 @@ int mlcl_build_program(mlcl_context *ctx, const char *program_name, const char *
         }
     }
     return 0;
+}
+
+/* Every program sees the device's NVIDIA compute capability as
+ * MOELAT_NV_SM (10 major + minor) where the driver reports one, so that
+ * kernel sources can choose a tensor-core form (inline PTX) on sm_80 and
+ * later and keep their portable form elsewhere. Part of the options, so
+ * also of the binary cache's key. */
+int mlcl_build_program(mlcl_context *ctx, const char *program_name, const char *source,
+                       const char *options, cl_program *out, char *err, size_t errlen) {
+    if (!ctx || ctx->info.nv_sm <= 0)
+        return build_program(ctx, program_name, source, options, out, err, errlen);
+    options = options ? options : "";
+    size_t len = strlen(options) + 40;
+    char *opts = malloc(len);
+    if (!opts) {
+        *out = NULL;
+        snprintf(err, errlen, "building program '%s': out of host memory", program_name ? program_name : "(unnamed)");
+        return -1;
+    }
+    snprintf(opts, len, "%s -D MOELAT_NV_SM=%d", options, ctx->info.nv_sm);
+    int rc = build_program(ctx, program_name, source, opts, out, err, errlen);
+    free(opts);
+    return rc;
 }
