@@ -22,6 +22,8 @@
  * the unit after it, so a lane reads four consecutive units of an edge's
  * projection row (one 128-bit load per 16 units) and of a row of C.
  *
+ * The tiles run one at a time (FN_MMA_TA 1) or both together (2).
+ *
  * A lane thus holds the hidden units 16 p + 4 q .. + 3 of rows g and
  * g + 8 of each tile: it runs their GELU, keeps the softmax-weighted sum
  * of those units only, and the four lanes of a quad (same g) share each
@@ -40,6 +42,43 @@
 #define FN_MMA_NT (FN_MD / 8)  /* n-tiles of 8 outputs */
 #define FN_MMA_KP (FN_HD / 16) /* 16-unit blocks of K: two k-blocks each */
 #define FN_MMA_HV (FN_HD / 4)  /* hidden units per lane and row */
+/* Tiles per pass (1 or 2): 2 shares each C fragment's loads and split
+ * between the warp's two tiles and gives the tensor cores two independent
+ * chains, for twice the h values in registers. */
+#ifndef FN_MMA_TA
+#define FN_MMA_TA 1
+#endif
+
+/* The walk's GELU: ml_gelu, or (FN_MMA_FAST_GELU) the same rational fit
+ * with its 1/sqrt(2) and 1/2 folded into the coefficients and the
+ * division as a hardware reciprocal (the fit's 3.5e-7 dominates the
+ * reciprocal's rounding): a few instructions fewer, where GELU is most
+ * of the walk's instructions once the products run on tensor cores. */
+#if defined(FN_MMA_FAST_GELU) && FN_MMA_FAST_GELU
+inline float fn_mma_gelu(float v) {
+    float c = clamp(v, -5.5507882f, 5.5507882f); /* 3.925 sqrt(2), ml_erf's clamp */
+    float w = c * c;
+    float p = fma(fma(fma(fma(fma(4.487197132e-08f, w, 1.270420333e-05f), w, 3.425859455e-04f), w,
+                          9.383848307e-03f), w, 6.822367266e-02f), w, 7.978844335e-01f);
+    float r = fma(fma(fma(fma(fma(1.188371471e-06f, w, 7.435082081e-05f), w, 1.898445888e-03f), w,
+                          2.879106625e-02f), w, 2.521715164e-01f), w, 1.0f);
+    float e = clamp(c * p * native_recip(r), -1.0f, 1.0f);
+    float h = 0.5f * v;
+    return fma(h, e, h);
+}
+#define FN_MMA_GELU(v) fn_mma_gelu(v)
+#else
+#define FN_MMA_GELU(v) ml_gelu(v)
+#endif
+
+/* The walk's tanh: ml_tanh, or (FN_MMA_FAST_TANH) its division as a
+ * hardware reciprocal (1 - 2 / (exp(2x) + 1): the reciprocal of inf is
+ * 0 and of 1 is 1, so both tails stay exact). */
+#if defined(FN_MMA_FAST_TANH) && FN_MMA_FAST_TANH
+#define FN_MMA_TANH(x) (1.0f - 2.0f * native_recip(exp(2.0f * (x)) + 1.0f))
+#else
+#define FN_MMA_TANH(x) ml_tanh(x)
+#endif
 
 /* a_hi: the top 19 bits (sign, exponent, 10 mantissa bits), which TF32
  * reads exactly; a_lo = a - a_hi is exact in FP32 and is cut to its own
@@ -176,105 +215,114 @@ void fn_mma_walk(int n_walk, __global const int4 *offsets, int4 dims, int4 cell,
         k += MOELAT_WG; /* past the edge found (or past the end) */
         if (!fn_warp_any(j >= 0))
             break;
+        /* Tiles 0 and 1 (rows: the edges of warp lanes 16 mt + g and
+         * 16 mt + g + 8), FN_MMA_TA at a time. */
+        for (int m0 = 0; m0 < 2; m0 += FN_MMA_TA) {
+            int jr[FN_MMA_TA][2];
+            float hv[FN_MMA_TA][2][FN_MMA_HV]; /* h of rows g, g + 8: the lane's units */
 #pragma unroll
-        for (int mt = 0; mt < 2; mt++) {
-            /* Rows g and g + 8 of tile mt: the edges of warp lanes
-             * 16 mt + g and 16 mt + g + 8. */
-            const int j0 = fn_shfl_idx(j, 16 * mt + g);
-            const int j1 = fn_shfl_idx(j, 16 * mt + g + 8);
-            float h0[FN_MMA_HV], h1[FN_MMA_HV];
-            {
-                __global const float4 *p0 = (__global const float4 *)(proj + (size_t)max(j0, 0) * FN_PW);
-                __global const float4 *p1 = (__global const float4 *)(proj + (size_t)max(j1, 0) * FN_PW);
+            for (int u = 0; u < FN_MMA_TA; u++) {
 #pragma unroll
-                for (int p = 0; p < FN_MMA_KP; p++) {
-                    float4 b = qx4[4 * p + q];
-                    float4 v0 = j0 >= 0 ? p0[4 * p + q] + b : (float4)(0.0f);
-                    float4 v1 = j1 >= 0 ? p1[4 * p + q] + b : (float4)(0.0f);
-                    h0[4 * p + 0] = ml_gelu(v0.x);
-                    h0[4 * p + 1] = ml_gelu(v0.y);
-                    h0[4 * p + 2] = ml_gelu(v0.z);
-                    h0[4 * p + 3] = ml_gelu(v0.w);
-                    h1[4 * p + 0] = ml_gelu(v1.x);
-                    h1[4 * p + 1] = ml_gelu(v1.y);
-                    h1[4 * p + 2] = ml_gelu(v1.z);
-                    h1[4 * p + 3] = ml_gelu(v1.w);
+                for (int r = 0; r < 2; r++)
+                    jr[u][r] = fn_shfl_idx(j, 16 * (m0 + u) + g + 8 * r);
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    __global const float4 *pr = (__global const float4 *)(proj + (size_t)max(jr[u][r], 0) * FN_PW);
+#pragma unroll
+                    for (int p = 0; p < FN_MMA_KP; p++) {
+                        float4 v = jr[u][r] >= 0 ? pr[4 * p + q] + qx4[4 * p + q] : (float4)(0.0f);
+                        hv[u][r][4 * p + 0] = FN_MMA_GELU(v.x);
+                        hv[u][r][4 * p + 1] = FN_MMA_GELU(v.y);
+                        hv[u][r][4 * p + 2] = FN_MMA_GELU(v.z);
+                        hv[u][r][4 * p + 3] = FN_MMA_GELU(v.w);
+                    }
                 }
             }
-            float acc[FN_MMA_NT][4];
+            float acc[FN_MMA_TA][FN_MMA_NT][4];
 #pragma unroll
-            for (int nt = 0; nt < FN_MMA_NT; nt++) {
-                acc[nt][0] = acc[nt][2] = dcol[nt][0];
-                acc[nt][1] = acc[nt][3] = dcol[nt][1];
-            }
+            for (int u = 0; u < FN_MMA_TA; u++)
+#pragma unroll
+                for (int nt = 0; nt < FN_MMA_NT; nt++) {
+                    acc[u][nt][0] = acc[u][nt][2] = dcol[nt][0];
+                    acc[u][nt][1] = acc[u][nt][3] = dcol[nt][1];
+                }
 #pragma unroll
             for (int p = 0; p < FN_MMA_KP; p++) {
                 /* k-blocks (p, 0) and (p, 1): units 16 p + 4 q + 2 s (+ 1) */
-                uint ah[2][4], al[2][4];
+                uint ah[FN_MMA_TA][2][4], al[FN_MMA_TA][2][4];
 #pragma unroll
-                for (int s = 0; s < 2; s++) {
-                    float x0 = h0[4 * p + 2 * s], x1 = h1[4 * p + 2 * s];
-                    float x2 = h0[4 * p + 2 * s + 1], x3 = h1[4 * p + 2 * s + 1];
-                    ah[s][0] = fn_tf32_hi(x0);
-                    ah[s][1] = fn_tf32_hi(x1);
-                    ah[s][2] = fn_tf32_hi(x2);
-                    ah[s][3] = fn_tf32_hi(x3);
-                    al[s][0] = fn_tf32_lo(x0);
-                    al[s][1] = fn_tf32_lo(x1);
-                    al[s][2] = fn_tf32_lo(x2);
-                    al[s][3] = fn_tf32_lo(x3);
-                }
+                for (int u = 0; u < FN_MMA_TA; u++)
+#pragma unroll
+                    for (int s = 0; s < 2; s++) {
+                        float x0 = hv[u][0][4 * p + 2 * s], x1 = hv[u][1][4 * p + 2 * s];
+                        float x2 = hv[u][0][4 * p + 2 * s + 1], x3 = hv[u][1][4 * p + 2 * s + 1];
+                        ah[u][s][0] = fn_tf32_hi(x0);
+                        ah[u][s][1] = fn_tf32_hi(x1);
+                        ah[u][s][2] = fn_tf32_hi(x2);
+                        ah[u][s][3] = fn_tf32_hi(x3);
+                        al[u][s][0] = fn_tf32_lo(x0);
+                        al[u][s][1] = fn_tf32_lo(x1);
+                        al[u][s][2] = fn_tf32_lo(x2);
+                        al[u][s][3] = fn_tf32_lo(x3);
+                    }
 #pragma unroll
                 for (int nt = 0; nt < FN_MMA_NT; nt++) {
-                    /* C row 8 nt + g, units 16 p + 4 q .. + 3 */
+                    /* C row 8 nt + g, units 16 p + 4 q .. + 3, split once
+                     * for the FN_MMA_TA tiles. */
                     float4 cv = c4[(8 * nt + g) * (FN_HD / 4) + 4 * p + q];
                     uint bh0 = fn_tf32_hi(cv.x), bh1 = fn_tf32_hi(cv.y);
                     uint bh2 = fn_tf32_hi(cv.z), bh3 = fn_tf32_hi(cv.w);
                     uint bl0 = fn_tf32_lo(cv.x), bl1 = fn_tf32_lo(cv.y);
                     uint bl2 = fn_tf32_lo(cv.z), bl3 = fn_tf32_lo(cv.w);
-                    /* The small products first. */
-                    FN_MMA_TILE(acc[nt], al[0], bh0, bh1);
-                    FN_MMA_TILE(acc[nt], ah[0], bl0, bl1);
-                    FN_MMA_TILE(acc[nt], ah[0], bh0, bh1);
-                    FN_MMA_TILE(acc[nt], al[1], bh2, bh3);
-                    FN_MMA_TILE(acc[nt], ah[1], bl2, bl3);
-                    FN_MMA_TILE(acc[nt], ah[1], bh2, bh3);
+#pragma unroll
+                    for (int u = 0; u < FN_MMA_TA; u++) {
+                        /* The small products first. */
+                        FN_MMA_TILE(acc[u][nt], al[u][0], bh0, bh1);
+                        FN_MMA_TILE(acc[u][nt], ah[u][0], bl0, bl1);
+                        FN_MMA_TILE(acc[u][nt], ah[u][0], bh0, bh1);
+                        FN_MMA_TILE(acc[u][nt], al[u][1], bh2, bh3);
+                        FN_MMA_TILE(acc[u][nt], ah[u][1], bl2, bl3);
+                        FN_MMA_TILE(acc[u][nt], ah[u][1], bh2, bh3);
+                    }
                 }
             }
-            /* e_j = a_2 . tanh(t_j) + a_2b: the lane's columns, then the
-             * quad's sum (the same sum, bitwise, in its four lanes). */
-            float e_0 = 0.0f, e_1 = 0.0f;
 #pragma unroll
-            for (int nt = 0; nt < FN_MMA_NT; nt++) {
-                e_0 = fma(acol[nt][0], ml_tanh(acc[nt][0]), e_0);
-                e_0 = fma(acol[nt][1], ml_tanh(acc[nt][1]), e_0);
-                e_1 = fma(acol[nt][0], ml_tanh(acc[nt][2]), e_1);
-                e_1 = fma(acol[nt][1], ml_tanh(acc[nt][3]), e_1);
-            }
-            e_0 += fn_shfl_xor(e_0, 1);
-            e_1 += fn_shfl_xor(e_1, 1);
-            e_0 += fn_shfl_xor(e_0, 2);
-            e_1 += fn_shfl_xor(e_1, 2);
-            e_0 += e0;
-            e_1 += e0;
-            /* Online softmax over the lane's rows, as the portable walk. */
+            for (int u = 0; u < FN_MMA_TA; u++) {
+                /* e_j = a_2 . tanh(t_j) + a_2b: the lane's columns, then
+                 * the quad's sum (the same sum, bitwise, in its four
+                 * lanes). */
+                float er[2] = {0.0f, 0.0f};
 #pragma unroll
-            for (int r = 0; r < 2; r++) {
-                const float e = r ? e_1 : e_0;
-                if ((r ? j1 : j0) >= 0) {
-                    float nm = fmax(lmax, e);
-                    float sc = exp(lmax - nm);
-                    float w = exp(e - nm);
-                    lmax = nm;
-                    lsum = fma(lsum, sc, w);
-                    if (sc != 1.0f) {
+                for (int nt = 0; nt < FN_MMA_NT; nt++)
 #pragma unroll
-                        for (int m = 0; m < FN_MMA_HV; m++)
-                            hb[m] *= sc;
+                    for (int r = 0; r < 2; r++) {
+                        er[r] = fma(acol[nt][0], FN_MMA_TANH(acc[u][nt][2 * r]), er[r]);
+                        er[r] = fma(acol[nt][1], FN_MMA_TANH(acc[u][nt][2 * r + 1]), er[r]);
                     }
 #pragma unroll
-                    for (int m = 0; m < FN_MMA_HV; m++)
-                        hb[m] = fma(w, r ? h1[m] : h0[m], hb[m]);
+                for (int r = 0; r < 2; r++) {
+                    er[r] += fn_shfl_xor(er[r], 1);
+                    er[r] += fn_shfl_xor(er[r], 2);
+                    er[r] += e0;
+                }
+                /* Online softmax over the lane's rows, as the portable walk. */
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    if (jr[u][r] >= 0) {
+                        float nm = fmax(lmax, er[r]);
+                        float sc = exp(lmax - nm);
+                        float w = exp(er[r] - nm);
+                        lmax = nm;
+                        lsum = fma(lsum, sc, w);
+                        if (sc != 1.0f) {
+#pragma unroll
+                            for (int m = 0; m < FN_MMA_HV; m++)
+                                hb[m] *= sc;
+                        }
+#pragma unroll
+                        for (int m = 0; m < FN_MMA_HV; m++)
+                            hb[m] = fma(w, hv[u][r][m], hb[m]);
+                    }
                 }
             }
         }
