@@ -22,7 +22,8 @@
  * the unit after it, so a lane reads four consecutive units of an edge's
  * projection row (one 128-bit load per 16 units) and of a row of C.
  *
- * The tiles run one at a time (FN_MMA_TA 1) or both together (2).
+ * The tiles run one at a time (FN_MMA_TA 1, at hd = 64) or both together
+ * (2, at hd <= 32).
  *
  * A lane thus holds the hidden units 16 p + 4 q .. + 3 of rows g and
  * g + 8 of each tile: it runs their GELU, keeps the softmax-weighted sum
@@ -44,17 +45,33 @@
 #define FN_MMA_HV (FN_HD / 4)  /* hidden units per lane and row */
 /* Tiles per pass (1 or 2): 2 shares each C fragment's loads and split
  * between the warp's two tiles and gives the tensor cores two independent
- * chains, for twice the h values in registers. */
+ * chains, for twice the h values in registers. Measured on the H200
+ * (tools/bench/NOTES.md item 44): 2 faster at hd = 32 (experiment 40^3
+ * functional 4.64 -> 4.54 ms), 1 at hd = 64 (optimized 100^3 2095 against
+ * 2284 ms with 2). */
 #ifndef FN_MMA_TA
+#if FN_HD <= 32
+#define FN_MMA_TA 2
+#else
 #define FN_MMA_TA 1
 #endif
+#endif
 
-/* The walk's GELU: ml_gelu, or (FN_MMA_FAST_GELU) the same rational fit
- * with its 1/sqrt(2) and 1/2 folded into the coefficients and the
+/* The walk's GELU: (FN_MMA_FAST_GELU 1, the default) ml_gelu's rational
+ * fit with its 1/sqrt(2) and 1/2 folded into the coefficients and the
  * division as a hardware reciprocal (the fit's 3.5e-7 dominates the
  * reciprocal's rounding): a few instructions fewer, where GELU is most
- * of the walk's instructions once the products run on tensor cores. */
-#if defined(FN_MMA_FAST_GELU) && FN_MMA_FAST_GELU
+ * of the walk's instructions once the products run on tensor cores; or
+ * ml_gelu itself (-DFN_MMA_FAST_GELU=0). With the tanh below: experiment
+ * 40^3 functional 4.87 -> 4.64 ms, optimized 100^3 2185 -> 2095 ms on the
+ * H200, the checks' differences unchanged (NOTES item 44). */
+#ifndef FN_MMA_FAST_GELU
+#define FN_MMA_FAST_GELU 1
+#endif
+#ifndef FN_MMA_FAST_TANH
+#define FN_MMA_FAST_TANH 1
+#endif
+#if FN_MMA_FAST_GELU
 inline float fn_mma_gelu(float v) {
     float c = clamp(v, -5.5507882f, 5.5507882f); /* 3.925 sqrt(2), ml_erf's clamp */
     float w = c * c;
@@ -71,10 +88,10 @@ inline float fn_mma_gelu(float v) {
 #define FN_MMA_GELU(v) ml_gelu(v)
 #endif
 
-/* The walk's tanh: ml_tanh, or (FN_MMA_FAST_TANH) its division as a
- * hardware reciprocal (1 - 2 / (exp(2x) + 1): the reciprocal of inf is
- * 0 and of 1 is 1, so both tails stay exact). */
-#if defined(FN_MMA_FAST_TANH) && FN_MMA_FAST_TANH
+/* The walk's tanh: (FN_MMA_FAST_TANH 1, the default) ml_tanh's division
+ * as a hardware reciprocal (1 - 2 / (exp(2x) + 1): the reciprocal of inf
+ * is 0 and of 1 is 1, so both tails stay exact), or ml_tanh (0). */
+#if FN_MMA_FAST_TANH
 #define FN_MMA_TANH(x) (1.0f - 2.0f * native_recip(exp(2.0f * (x)) + 1.0f))
 #else
 #define FN_MMA_TANH(x) ml_tanh(x)
