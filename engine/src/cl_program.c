@@ -68,9 +68,21 @@ static int build_from_source(mlcl_context *ctx, const char *name, const char *so
      * spills) at debug level, when there is one. */
     if (ml_log_enabled(MOELAT_LOG_DEBUG, "cl_build")) {
         char *log = build_log(prog, ctx->info.device);
-        if (log && strspn(log, " \t\r\n") < strlen(log))
-            ML_DEBUG("cl_build", "program '%s' on '%s' with options '%s': build log:\n%s", name, ctx->info.name,
-                     options, log);
+        if (log && strspn(log, " \t\r\n") < strlen(log)) {
+            ML_DEBUG("cl_build", "program '%s' on '%s' with options '%s': build log follows", name,
+                     ctx->info.name, options);
+            /* Line by line: one message holds at most 2 KB (log.c), and a
+             * program of several kernels logs more than that (NVIDIA's
+             * -cl-nv-verbose report of the functional expert's kernels was
+             * cut before the edge kernel's registers). */
+            for (char *line = log, *next; line && *line; line = next) {
+                next = strchr(line, '\n');
+                if (next)
+                    *next++ = '\0';
+                if (*line)
+                    ML_DEBUG("cl_build", "  %s", line);
+            }
+        }
         free(log);
     }
     *out = prog;

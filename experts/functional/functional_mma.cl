@@ -10,8 +10,10 @@
  * and the md outputs as N. TF32 keeps 10 mantissa bits, so every operand
  * is split, a = a_hi + a_lo with a_hi its top 19 bits, and a product
  * summed as a_lo b_hi + a_hi b_lo + a_hi b_hi (the "3xTF32" split; the
- * dropped a_lo b_lo is 2^-22 of the product), which keeps t_j within FP32
- * rounding of the portable sums.
+ * dropped a_lo b_lo is 2^-22 of the product, and a_lo keeps its own top
+ * bits only), which keeps t_j within about 1e-6 relative of the portable
+ * sums: the batch-against-host checks read the same differences with
+ * either walk (tools/bench/NOTES.md item 43).
  *
  * Fragment layouts are PTX's for m16n8k8 .tf32 (lane = 4 g + q):
  *   A (16 x 8):  a0 (g, q), a1 (g + 8, q), a2 (g, q + 4), a3 (g + 8, q + 4)
@@ -22,15 +24,14 @@
  * the unit after it, so a lane reads four consecutive units of an edge's
  * projection row (one 128-bit load per 16 units) and of a row of C.
  *
- * The tiles run one at a time (FN_MMA_TA 1, at hd = 64) or both together
- * (2, at hd <= 32).
- *
  * A lane thus holds the hidden units 16 p + 4 q .. + 3 of rows g and
  * g + 8 of each tile: it runs their GELU, keeps the softmax-weighted sum
  * of those units only, and the four lanes of a quad (same g) share each
  * edge's e_j through two butterfly shuffles, so their running max and sum
  * agree bitwise (only q = 0 reports the sum). NVIDIA's OpenCL has no
- * subgroups: the warp votes, shuffles and mma are inline PTX.
+ * subgroups: the warp votes, shuffles and mma are inline PTX. The tiles
+ * run one at a time (FN_MMA_TA 1, at hd = 64) or both together (2, at
+ * hd <= 32).
  *
  * FN_MMA_EMULATE (a build option for CPU drivers, e.g. PoCL) replaces the
  * PTX with work-group code through local memory, with the warp vote widened
