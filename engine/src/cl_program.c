@@ -197,10 +197,13 @@ static int build_program(mlcl_context *ctx, const char *program_name, const char
  * MOELAT_NV_SM (10 major + minor) where the driver reports one, so that
  * kernel sources can choose a tensor-core form (inline PTX) on sm_80 and
  * later and keep their portable form elsewhere. Part of the options, so
- * also of the binary cache's key. */
+ * also of the binary cache's key; options that name it already (set by
+ * hand, or a rebuild from a built program's options) are left as they
+ * are. */
 int mlcl_build_program(mlcl_context *ctx, const char *program_name, const char *source,
                        const char *options, cl_program *out, char *err, size_t errlen) {
-    if (!ctx || ctx->info.nv_sm <= 0)
+    /* A program rebuilt from another's options (host_cl_build.c) has it. */
+    if (!ctx || ctx->info.nv_sm <= 0 || (options && strstr(options, "MOELAT_NV_SM")))
         return build_program(ctx, program_name, source, options, out, err, errlen);
     options = options ? options : "";
     size_t len = strlen(options) + 40;
