@@ -222,6 +222,23 @@ __kernel void ml_aggregate(__global const float *states, __global const float *p
 #define ML_GATE_T 1
 #endif
 
+/* The finite check's stages, in the order the host path evaluates a cell:
+ * band k's expert output (0..2, only where the band has neighbours, so
+ * the expert ran; an empty band's output is passed as 0), then x' (3). check[2 + stage] keeps the lowest cell
+ * where that stage holds a non-finite value, so the host names the first
+ * bad cell's first bad stage as the per-cell path does (MODEL.md: both
+ * paths check the expert outputs and the states). */
+#define ML_CHECK_STAGES 4
+inline int ml_check_stage(int stage, float e0, float e1, float e2, float r) {
+    if (!isfinite(e0))
+        return 0;
+    if (!isfinite(e1))
+        return min(stage, 1);
+    if (!isfinite(e2))
+        return min(stage, 2);
+    return isfinite(r) ? stage : min(stage, 3);
+}
+
 /* Never run: its required size tells the host ML_GATE_T. */
 __kernel __attribute__((reqd_work_group_size(ML_GATE_T, 1, 1))) void ml_gate_cells_per_group(void) {}
 
@@ -295,7 +312,8 @@ ml_gate_combine(__global const float *states, __global float *next, int4 dims, i
     float w0 = cnt0[cc] > 0 ? z0 / total : 0.0f;
     float w1 = cnt1[cc] > 0 ? z1 / total : 0.0f;
     float w2 = cnt2[cc] > 0 ? z2 / total : 0.0f;
-    float bad = 0.0f;
+    const int ran0 = cnt0[cc] > 0, ran1 = cnt1[cc] > 0, ran2 = cnt2[cc] > 0;
+    int stage = ML_CHECK_STAGES;
     for (int s = l; s < MOELAT_S && live; s += MOELAT_WG) {
         float r = lx[s];
         if (w0 != 0.0f)
@@ -305,9 +323,12 @@ ml_gate_combine(__global const float *states, __global float *next, int4 dims, i
         if (w2 != 0.0f)
             r += w2 * out2[base + s];
         next[i * MOELAT_S + s] = r;
-        if (!isfinite(r))
-            bad = 1.0f;
+        stage = ml_check_stage(stage, ran0 ? out0[base + s] : 0.0f, ran1 ? out1[base + s] : 0.0f,
+                               ran2 ? out2[base + s] : 0.0f, r);
     }
+    if (stage < ML_CHECK_STAGES)
+        atomic_min(&check[2 + stage], (int)i);
+    float bad = stage < ML_CHECK_STAGES ? 1.0f : 0.0f;
     if (ml_wg_max(bad, red) > 0.0f && l == 0) {
         atomic_inc(&check[0]);
         atomic_min(&check[1], (int)i);
@@ -363,7 +384,8 @@ ml_gate_combine(__global const float *states, __global float *next, int4 dims, i
     float w1 = cnt1[cc] > 0 ? z1 / total : 0.0f;
     float w2 = cnt2[cc] > 0 ? z2 / total : 0.0f;
     __local const float *x = lx + t * MOELAT_S;
-    float bad = 0.0f;
+    const int ran0 = cnt0[cc] > 0, ran1 = cnt1[cc] > 0, ran2 = cnt2[cc] > 0;
+    int stage = ML_CHECK_STAGES;
     for (int s = l % seg; s < MOELAT_S && live; s += seg) {
         float r = x[s];
         if (w0 != 0.0f)
@@ -373,9 +395,12 @@ ml_gate_combine(__global const float *states, __global float *next, int4 dims, i
         if (w2 != 0.0f)
             r += w2 * out2[base + s];
         next[i * MOELAT_S + s] = r;
-        if (!isfinite(r))
-            bad = 1.0f;
+        stage = ml_check_stage(stage, ran0 ? out0[base + s] : 0.0f, ran1 ? out1[base + s] : 0.0f,
+                               ran2 ? out2[base + s] : 0.0f, r);
     }
+    if (stage < ML_CHECK_STAGES)
+        atomic_min(&check[2 + stage], (int)i);
+    float bad = stage < ML_CHECK_STAGES ? 1.0f : 0.0f;
     ml_wg_seg_sum(bad, ML_GATE_T, red, st);
     if (l < ML_GATE_T && st[l] > 0.0f) {
         atomic_inc(&check[0]);

@@ -235,7 +235,7 @@ static moelat_status create_buffers(ml_cl_backend *b) {
                                 &rc);
     if (ml_cl_check(b, rc, "allocating the external input") != MOELAT_OK)
         return MOELAT_ERR_DEVICE;
-    b->check = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, 2 * sizeof(cl_int), NULL, &rc);
+    b->check = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, ML_CL_CHECK_INTS * sizeof(cl_int), NULL, &rc);
     return ml_cl_check(b, rc, "allocating the finite check");
 }
 

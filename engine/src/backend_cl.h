@@ -19,6 +19,7 @@
 #include "lattice_internal.h"
 
 #define ML_CL_MAX_SETS 8 /* chunk scratch sets in flight */
+#define ML_CL_CHECK_INTS 6 /* the finite check: cells, lowest cell, lowest per stage (3 experts, combine) */
 
 /* Device scratch of one chunk in flight. */
 typedef struct ml_chunk_set {
@@ -52,7 +53,7 @@ typedef struct ml_cl_backend {
     cl_mem offsets[MOELAT_BANDS];
     cl_mem params[MOELAT_BANDS];
     cl_mem gate;
-    cl_mem check; /* the gate's finite check: {cells, lowest cell} */
+    cl_mem check; /* the gate's finite check: {cells, lowest cell, lowest per stage x4} */
     /* Aggregation by row prefix sums (see moelat_step.cl): the run table
      * built from the stencil, and the prefix sums of n and |n|, N*S floats
      * each. direct: bit k when band k is summed neighbour by neighbour (all

@@ -212,9 +212,11 @@ static moelat_status upload_host_chunks(ml_cl_backend *b, const int *ids, int n)
     return ml_cl_check(b, clFinish(q), "uploading host chunks");
 }
 
-/* The values the finite check starts a step from: no cell, lowest INT_MAX.
- * Static: the write that uses them is non-blocking. */
-static const cl_int check_init[2] = {0, INT_MAX};
+/* The values the finite check starts a step from: no cell, and INT_MAX
+ * as the lowest cell overall and per stage (kernels_cl/moelat_step.cl:
+ * each expert's output, then the combine). Static: the write that uses
+ * them is non-blocking. */
+static const cl_int check_init[ML_CL_CHECK_INTS] = {0, INT_MAX, INT_MAX, INT_MAX, INT_MAX, INT_MAX};
 
 /* Starts a step's device work on queue 0: resets the gate's finite check,
  * then the row prefix sums of the current states. b->step_start is the
@@ -245,18 +247,18 @@ static moelat_status start_device_step(ml_cl_backend *b) {
  * step's clFinish: tools/bench/NOTES.md item 23 measured the
  * alternatives. */
 static moelat_status check_finite(ml_cl_backend *b) {
-    const moelat_lattice *lat = b->lat;
-    cl_int res[2];
+    cl_int res[ML_CL_CHECK_INTS];
     cl_int e = clEnqueueReadBuffer(b->ctx.queues[0], b->check, CL_TRUE, 0, sizeof res, res, 0, NULL, NULL);
     if (ml_cl_check(b, e, "checking states for NaN and Inf") != MOELAT_OK)
         return MOELAT_ERR_DEVICE;
-    if (res[0] > 0) {
-        size_t i = (size_t)res[1];
-        return ml_fail(b->lat, MOELAT_ERR_NONFINITE, "%d cells hold non-finite states, the first at cell (%d, %d, %d)",
-                       res[0], (int)(i % (size_t)lat->X), (int)((i / (size_t)lat->X) % (size_t)lat->Y),
-                       (int)(i / ((size_t)lat->X * lat->Y)));
-    }
-    return MOELAT_OK;
+    if (res[0] == 0)
+        return MOELAT_OK;
+    /* The first stage of the first cell, as the host path would meet it. */
+    int band = -1;
+    for (int k = 0; k < MOELAT_BANDS && band < 0; k++)
+        if (res[2 + k] == res[1])
+            band = k;
+    return ml_fail_nonfinite(b->lat, (size_t)res[1], band);
 }
 
 /* Moves every device chunk of st to its host list. */
@@ -370,8 +372,11 @@ moelat_status ml_cl_finish(void *ctx, ml_step *st, int host_ok) {
     if (b->started)
         rc = check_finite(b);
     ml_early_reads_end(lat, &b->early, b->ctx.transfer);
-    /* A failing finite check keeps the failing step's states visible. */
-    b->cur = 1 - b->cur;
-    st->swapped = 1;
+    /* A failing finite check keeps the last finite states current, as the
+     * host path does: the failed step's output is not swapped in. */
+    if (rc == MOELAT_OK) {
+        b->cur = 1 - b->cur;
+        st->swapped = 1;
+    }
     return rc;
 }

@@ -215,18 +215,27 @@ static void run_row(void *vctx, int r, int worker) {
     }
 }
 
+moelat_status ml_fail_nonfinite(moelat_lattice *lat, size_t cell, int band) {
+    int x = (int)(cell % (size_t)lat->X);
+    int y = (int)((cell / (size_t)lat->X) % (size_t)lat->Y);
+    int z = (int)(cell / ((size_t)lat->X * lat->Y));
+    if (band < 0)
+        return ml_fail(lat, MOELAT_ERR_NONFINITE,
+                       "first non-finite cell (%d, %d, %d): its new state x + sum_k w_k E_k (the combine)", x, y,
+                       z);
+    return ml_fail(lat, MOELAT_ERR_NONFINITE, "first non-finite cell (%d, %d, %d): expert '%s' (band %s) output",
+                   x, y, z, lat->expert[band].desc->name, moelat_band_name(band));
+}
+
 static moelat_status report_failure(moelat_lattice *lat, const cell_failure *f) {
-    int x = (int)(f->cell % (size_t)lat->X);
-    int y = (int)((f->cell / (size_t)lat->X) % (size_t)lat->Y);
-    int z = (int)(f->cell / ((size_t)lat->X * lat->Y));
-    if (f->band < 0)
-        return ml_fail(lat, MOELAT_ERR_NONFINITE, "non-finite state at cell (%d, %d, %d)", x, y, z);
-    if (f->status != MOELAT_EXPERT_OK)
+    if (f->band >= 0 && f->status != MOELAT_EXPERT_OK) {
+        int x = (int)(f->cell % (size_t)lat->X);
+        int y = (int)((f->cell / (size_t)lat->X) % (size_t)lat->Y);
+        int z = (int)(f->cell / ((size_t)lat->X * lat->Y));
         return ml_fail(lat, MOELAT_ERR_PLUGIN, "expert '%s' (band %s) failed with status %d at cell (%d, %d, %d)",
                        lat->expert[f->band].desc->name, moelat_band_name(f->band), f->status, x, y, z);
-    return ml_fail(lat, MOELAT_ERR_NONFINITE,
-                   "expert '%s' (band %s) produced a non-finite value at cell (%d, %d, %d)",
-                   lat->expert[f->band].desc->name, moelat_band_name(f->band), x, y, z);
+    }
+    return ml_fail_nonfinite(lat, f->cell, f->band);
 }
 
 moelat_status ml_percell_run(moelat_lattice *lat, const int *chunk_ids, int n, const float *states,

@@ -13,6 +13,11 @@
 /* next[] for the listed chunks from states[]. */
 moelat_status ml_percell_run(moelat_lattice *lat, const int *chunk_ids, int n, const float *states, float *next);
 void ml_percell_free(moelat_lattice *lat);
+/* The message of a step's first non-finite cell (lowest lattice index)
+ * and the first stage of it that is not finite, in the order a cell is
+ * computed: band 0..2's expert output, then (band -1) the combined state.
+ * Both paths report through it, so they say the same thing. */
+moelat_status ml_fail_nonfinite(moelat_lattice *lat, size_t cell, int band);
 /* Band k's expert alone on the host for every cell of a chunk: out holds
  * n_cells x S in chunk order (zeros where the band is empty). */
 moelat_status ml_percell_expert_chunk(moelat_lattice *lat, int band, const ml_chunk *chunk, const float *states,

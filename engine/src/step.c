@@ -8,7 +8,6 @@
  * and ends each step's plane deliveries. The device is reached only
  * through the backend's ops (backend.h); where the states live, only
  * through residency.h. ARCHITECTURE.md draws the whole step. */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,22 +128,6 @@ static moelat_status step_host(moelat_lattice *lat) {
     s = ml_percell_run(lat, ids, lat->n_chunks, lat->states, lat->next);
     double dt = ml_now_ms() - t0;
     free(ids);
-    if (s == MOELAT_ERR_NONFINITE) {
-        /* The host path stops each row at its first bad cell, so the count
-         * is a lower bound. */
-        size_t bad = 0, plane = (size_t)lat->X * lat->Y;
-        for (size_t i = plane * (size_t)lat->active_z0; i < plane * (size_t)lat->active_z1; i++) {
-            const float *v = lat->next + i * (size_t)lat->S;
-            for (int k = 0; k < lat->S; k++)
-                if (!isfinite(v[k])) {
-                    bad++;
-                    break;
-                }
-        }
-        char why[sizeof lat->err];
-        snprintf(why, sizeof why, "%s", lat->err);
-        return ml_fail(lat, MOELAT_ERR_NONFINITE, "%s (at least %zu cells non-finite)", why, bad > 0 ? bad : 1);
-    }
     if (s != MOELAT_OK)
         return s;
     lat->stats.percell_chunks += (uint64_t)lat->n_chunks;
@@ -166,6 +149,10 @@ moelat_status moelat_step(moelat_lattice *lat, int n) {
         if (st != MOELAT_OK) {
             char why[sizeof lat->err];
             snprintf(why, sizeof why, "%s", lat->err);
+            if (st == MOELAT_ERR_NONFINITE)
+                /* Neither path swaps in a failed step's output. */
+                return ml_fail(lat, st, "step %llu: %s is not finite; the states kept are step %llu's, the last finite",
+                               (unsigned long long)lat->step_count + 1, why, (unsigned long long)lat->step_count);
             return ml_fail(lat, st, "step %llu: %s", (unsigned long long)lat->step_count + 1, why);
         }
         lat->step_count++;
