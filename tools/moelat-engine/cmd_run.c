@@ -23,7 +23,8 @@ static void usage(FILE *out) {
             "  --weights FILE         load weights (safetensors)\n"
             "  --save-weights FILE    save the weights (safetensors)\n"
             "  --state FILE           load initial states (.npy, float32, (Z, Y, X, S))\n"
-            "  --save-state FILE      save the final states (.npy); also written when a step fails\n"
+            "  --save-state FILE      save the final states (.npy); when a step fails, those of\n"
+            "                         the last step that completed (finite)\n"
             "  --input FILE           external input of the z=0 face (.npy, float32, (Y, X, 16))\n"
             "  --save-outputs FILE    save the output face z=Z-1 (.npy, (Y, X, S))\n"
             "  --checkpoint-dir DIR   save a checkpoint there at the end of the run\n"
@@ -362,7 +363,8 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
         if (save_state) {
             if (moelat_save_states(lat, save_state) == MOELAT_OK)
-                fprintf(stderr, "moelat-engine run: states at the failing step saved to %s\n", save_state);
+                fprintf(stderr, "moelat-engine run: states after step %llu, the last completed, saved to %s\n",
+                        (unsigned long long)moelat_step_count(lat), save_state);
             else
                 fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
         }
