@@ -79,7 +79,7 @@ moelat_status moelat_config_preset(const char *name, moelat_config *cfg, char *e
     cfg->cnf_mode = MOELAT_CNF_EULER;
     cfg->cnf_steps = 3;
     cfg->seed = 1234;
-    cfg->mode = MOELAT_MODE_PERCELL;
+    cfg->mode = MOELAT_MODE_AUTO; /* batched wherever a device passes the upgrade check */
     return MOELAT_OK;
 }
 

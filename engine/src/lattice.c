@@ -205,6 +205,7 @@ moelat_status moelat_lattice_create(const moelat_config *cfg, moelat_lattice **o
         lat->batch_threshold = m <= 10 ? 8 : (m <= 20 ? 4 : 2);
     }
     lat->mode = MOELAT_MODE_PERCELL;
+    snprintf(lat->path_why, sizeof lat->path_why, "mode percell asked for");
     snprintf(lat->device_name, sizeof lat->device_name, "host");
     if (cfg->mode != MOELAT_MODE_PERCELL) {
         st = moelat_set_mode(lat, (moelat_mode)cfg->mode);

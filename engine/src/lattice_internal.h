@@ -95,6 +95,7 @@ struct moelat_lattice {
     char device_name[256];
 
     ml_stats stats;
+    char path_why[256]; /* why the mode's path runs (moelat_report.path_reason) */
 
     struct ml_percell_ws *ws; /* per-worker scratch of the host path */
     int n_ws;

@@ -63,6 +63,12 @@ moelat_status moelat_get_report(const moelat_lattice *lat, moelat_report *r) {
         snprintf(r->fallback_reason[i], sizeof r->fallback_reason[i], "%s", s->reason[i]);
         r->fallback_count[i] = s->reason_count[i];
     }
+    snprintf(r->path, sizeof r->path, "%s",
+             s->batch_chunks && s->percell_chunks ? "mixed"
+             : s->batch_chunks                    ? "batch"
+             : s->percell_chunks                  ? "percell"
+                                                  : "none");
+    snprintf(r->path_reason, sizeof r->path_reason, "%s", lat->path_why);
     return MOELAT_OK;
 }
 

@@ -1,9 +1,9 @@
 /* The scheduler: what runs where in a step.
  *
  * It owns the lattice's mode (per cell on the host, batched on the
- * device, or auto), places each chunk (the batch adapter: a chunk goes to
- * the device unless it is below the batch threshold or auto mode times
- * the host on it), runs the host chunks on the thread pool while the
+ * device, or auto: batched when a device passes the upgrade's sample
+ * check, the default), places each chunk (the batch adapter: a chunk goes
+ * to the device unless it is below the batch threshold), runs the host chunks on the thread pool while the
  * device works, keeps the report's counts and times, records fallbacks,
  * and ends each step's plane deliveries. The device is reached only
  * through the backend's ops (backend.h); where the states live, only
@@ -15,21 +15,14 @@
 #include "lattice_internal.h"
 #include "log.h"
 
-/* The batch adapter: 1 when chunk c goes to the device this step. */
+/* The batch adapter: 1 when chunk c goes to the device this step. Auto
+ * mode decided when it opened the device, from the upgrade check's sample
+ * of cells: a device that agrees with the host takes every chunk the
+ * threshold lets through. (Timing the host on a whole chunk cost a slow
+ * first step, and on every measured device, PoCL on 2 cores included, the
+ * batched path is the faster one: tools/bench/RESULTS.md.) */
 static int chunk_wants_device(const moelat_lattice *lat, const ml_chunk *c) {
-    if (c->n_cells < lat->batch_threshold)
-        return 0;
-    if (lat->mode == MOELAT_MODE_AUTO) {
-        const ml_stats *s = &lat->stats;
-        double dev = s->batch_ms > 0 ? (double)s->batch_cells / s->batch_ms : 0;
-        double host = s->percell_ms > 0 ? (double)s->percell_cells / s->percell_ms : 0;
-        /* Measure both paths first; then keep the faster. */
-        if (dev > 0 && host > 0)
-            return dev >= host;
-        if (dev > 0 && s->percell_chunks == 0 && lat->stats.steps >= 1)
-            return c != &lat->chunks[lat->n_chunks - 1]; /* time the host on one chunk */
-    }
-    return 1;
+    return c->n_cells >= lat->batch_threshold;
 }
 
 static void record_fallbacks(moelat_lattice *lat, const ml_fallbacks *fb) {
@@ -169,13 +162,15 @@ moelat_status moelat_set_mode(moelat_lattice *lat, moelat_mode mode) {
         if (st != MOELAT_OK)
             return st;
         lat->mode = mode;
+        snprintf(lat->path_why, sizeof lat->path_why, "mode percell asked for");
         return MOELAT_OK;
     }
     if (!lat->backend.ops) {
         moelat_status st = moelat_upgrade_to_batch(lat);
         if (st != MOELAT_OK) {
             if (mode == MOELAT_MODE_AUTO) {
-                ML_WARN("batch", "auto mode stays on the host: %s", lat->err);
+                /* Logged once, by the fallback's first sighting. */
+                snprintf(lat->path_why, sizeof lat->path_why, "no device for the batched path: %.200s", lat->err);
                 ml_stats_fallback(lat, lat->err);
                 lat->mode = MOELAT_MODE_AUTO;
                 return MOELAT_OK;
@@ -214,9 +209,11 @@ moelat_status moelat_upgrade_to_batch(moelat_lattice *lat) {
      * `moelat-engine check --experts`. */
     if (!lat->tuning.upgrade_check) {
         ML_WARN("batch", "tuning upgrade_check=off: batch mode enabled without the sample check");
+        snprintf(lat->path_why, sizeof lat->path_why, "device %.200s, upgrade check off (tuning)", lat->device_name);
         return MOELAT_OK;
     }
     if ((st = ml_verify_sample(lat)) != MOELAT_OK)
         return give_up_device(lat, st);
+    snprintf(lat->path_why, sizeof lat->path_why, "device %.200s passed the upgrade check", lat->device_name);
     return MOELAT_OK;
 }

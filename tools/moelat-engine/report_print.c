@@ -20,8 +20,9 @@ json_t *report_to_json(const moelat_report *r) {
     double experts_ms = 0;
     for (int k = 0; k < MOELAT_BANDS; k++)
         experts_ms += r->expert_device_ms[k];
-    return json_pack("{s:I, s:I, s:I, s:I, s:o, s:o, s:f, s:o, s:b, s:{s:f, s:f, s:f, s:f}, s:I, s:o}",
-                     "steps", (json_int_t)r->steps, "total_chunks_processed",
+    return json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:o, s:o, s:f, s:o, s:b, s:{s:f, s:f, s:f, s:f}, s:I, s:o}",
+                     "path", r->path, "path_reason", r->path_reason, "steps", (json_int_t)r->steps,
+                     "total_chunks_processed",
                      (json_int_t)r->total_chunks_processed, "batch_chunks", (json_int_t)r->batch_chunks,
                      "percell_chunks", (json_int_t)r->percell_chunks, "batch_stats",
                      path_json(&r->batch_stats), "percell_stats", path_json(&r->percell_stats), "speedup",
@@ -33,6 +34,7 @@ json_t *report_to_json(const moelat_report *r) {
 
 void report_print_table(FILE *out, const moelat_report *r) {
     fprintf(out, "performance report (%llu steps)\n", (unsigned long long)r->steps);
+    fprintf(out, "  path: %s (%s)\n", r->path, r->path_reason);
     fprintf(out, "  %-8s %8s %12s %12s %14s %14s\n", "path", "chunks", "cells", "total ms", "avg cells/ms",
             "avg ms/chunk");
     const moelat_path_stats *p[2] = {&r->batch_stats, &r->percell_stats};

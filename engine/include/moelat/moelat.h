@@ -172,6 +172,12 @@ typedef struct moelat_report {
     int32_t n_fallback_reasons;
     char fallback_reason[MOELAT_MAX_FALLBACK_REASONS][256];
     uint64_t fallback_count[MOELAT_MAX_FALLBACK_REASONS];
+    /* Which path the steps ran on: "batch", "percell", "mixed" (chunks on
+     * both) or "none" (no step yet), and why the mode chose it ("device
+     * NAME passed the upgrade check", "no OpenCL device: ...", "mode
+     * percell asked for"). */
+    char path[16];
+    char path_reason[256];
 } moelat_report;
 
 MOELAT_API moelat_status moelat_get_report(const moelat_lattice *lat, moelat_report *report);
