@@ -78,7 +78,7 @@ static void test_presets(void **state) {
         assert_int_equal(c.cnf_steps, 3);
         assert_int_equal(c.seed, 1234);
         assert_int_equal(c.threads, 0);
-        assert_int_equal(c.mode, MOELAT_MODE_PERCELL);
+        assert_int_equal(c.mode, MOELAT_MODE_AUTO); /* batched where a device passes */
         assert_int_equal(c.batch_threshold, 0);
         assert_int_equal(c.chunk[0] | c.chunk[1] | c.chunk[2], 0);
         assert_int_equal(c.queues, 0);

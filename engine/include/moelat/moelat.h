@@ -63,7 +63,9 @@ typedef struct moelat_config {
 
     /* execution */
     int32_t threads;              /* host threads; 0 = all cores */
-    int32_t mode;                 /* moelat_mode */
+    int32_t mode;                 /* moelat_mode; default auto: batched when a
+                                     device passes the upgrade check, else
+                                     per cell (the report says which, why) */
     int32_t batch_threshold;      /* fewest cells for a chunk to go to the device; 0 = default */
     int32_t chunk[3];             /* chunk box; 0 = default */
     int32_t queues;               /* OpenCL command queues; 0 = default */
