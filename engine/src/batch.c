@@ -51,6 +51,8 @@ struct ml_batch {
     cl_mem params[MOELAT_BANDS];
     cl_mem gate;
     cl_mem check; /* the gate's finite check: {cells, lowest cell} */
+    cl_mem route;       /* routing statistics: the gate's N x 3 weights */
+    float *route_host;  /* their host copy, read at the end of a step */
     /* Aggregation by row prefix sums (see moelat_step.cl): the run table
      * built from the stencil, and the prefix sums of n and |n|, N*S floats
      * each. direct: bit k when band k is summed neighbour by neighbour (all
@@ -149,6 +151,8 @@ void ml_batch_destroy(ml_batch *b) {
     mlcl_release_buffer(b->ext);
     mlcl_release_buffer(b->gate);
     mlcl_release_buffer(b->check);
+    mlcl_release_buffer(b->route); /* routing statistics */
+    free(b->route_host);
     mlcl_release_buffer(b->rows);
     mlcl_release_buffer(b->segs);
     for (int i = 0; i < 2; i++)
@@ -554,6 +558,15 @@ int ml_batch_create(moelat_lattice *lat, ml_batch **out) {
     b->check = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, 2 * sizeof(cl_int), NULL, &rc);
     if (cl_check(lat, rc, "allocating the finite check"))
         goto fail;
+    /* Routing statistics: the gate writes each cell's weights here. */
+    b->route = mlcl_create_buffer(&b->ctx, CL_MEM_WRITE_ONLY, lat->N * MOELAT_BANDS * sizeof(float), NULL, &rc);
+    if (cl_check(lat, rc, "allocating the gate weights"))
+        goto fail;
+    b->route_host = malloc(lat->N * MOELAT_BANDS * sizeof(float));
+    if (!b->route_host) {
+        ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for the gate weights");
+        goto fail;
+    }
     if (upload_stencil(lat, b) || create_params(lat, b) || build_engine_program(lat, b))
         goto fail;
 
@@ -710,6 +723,7 @@ static cl_int set_gate_args(ml_batch *b, const moelat_lattice *lat, const ml_chu
         SET_ARG(k, a++, off);
     }
     SET_ARG(k, a++, b->check);
+    SET_ARG(k, a++, b->route); /* routing statistics */
     return CL_SUCCESS;
 }
 
@@ -1191,12 +1205,23 @@ int ml_batch_step(moelat_lattice *lat) {
         clReleaseEvent(b->step_start);
         b->step_start = NULL;
     }
+    /* Routing statistics: the device chunks' gate weights, read on queue 0
+     * ahead of the finite check's blocking read (which waits for it). */
+    size_t route_at = (size_t)lat->X * lat->Y * (size_t)lat->active_z0 * MOELAT_BANDS;
+    size_t route_n = (size_t)lat->X * lat->Y * (size_t)(lat->active_z1 - lat->active_z0) * MOELAT_BANDS;
+    cl_int route_e = !started ? CL_SUCCESS
+                              : clEnqueueReadBuffer(b->ctx.queues[0], b->route, CL_FALSE, route_at * sizeof(float),
+                                                    route_n * sizeof(float), b->route_host + route_at, 0, NULL, NULL);
     if (started && check_finite(lat, b) != 0) {
         /* Keep the failing step's states visible to the caller. */
         b->cur = 1 - b->cur;
         lat->device_owns_states = 1;
         goto fail;
     }
+    if (started && cl_check(lat, route_e, "reading the gate weights")) /* routing statistics */
+        goto fail;
+    if (started)
+        ml_route_add_chunks(lat, b->route_host, dev_ids, n_dev);
     ml_early_reads_end(lat, &early, b->ctx.transfer);
     b->cur = 1 - b->cur;
     lat->device_owns_states = 1;

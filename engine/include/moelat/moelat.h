@@ -164,6 +164,15 @@ typedef struct moelat_report {
     int32_t n_fallback_reasons;
     char fallback_reason[MOELAT_MAX_FALLBACK_REASONS][256];
     uint64_t fallback_count[MOELAT_MAX_FALLBACK_REASONS];
+    /* Routing statistics over the cell updates since the last reset (both
+     * paths): the gate's softmax weight of each band averaged over cells and
+     * steps, and the share of cell updates in which that band's weight is
+     * the largest (ties go to the lower band). Both sum to 1 when
+     * routed_cells > 0. An empty band's weight counts as the gate computed
+     * it (MODEL.md: the softmax runs over all bands). */
+    uint64_t routed_cells;                /* cell updates counted */
+    double gate_weight_mean[MOELAT_BANDS];
+    double gate_top_share[MOELAT_BANDS];
 } moelat_report;
 
 moelat_status moelat_get_report(const moelat_lattice *lat, moelat_report *report);
