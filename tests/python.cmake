@@ -11,3 +11,7 @@ if(NOT MOELAT_SANITIZE)
   set_tests_properties(python_pytest PROPERTIES TIMEOUT 600 LABELS "python"
     ENVIRONMENT "MOELAT_LIBRARY=$<TARGET_FILE:moelat>;MOELAT_ENGINE=$<TARGET_FILE:moelat-engine>;PYTHONPATH=${PROJECT_SOURCE_DIR}/python;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache;POCL_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/pocl-cache;PYTHONDONTWRITEBYTECODE=1")
 endif()
+
+# The C side of what the Python package relies on: routing statistics on
+# both paths and the log callback.
+moelat_test(test_routing_log SOURCES test_routing_log.c test_support.c LABELS batch)
