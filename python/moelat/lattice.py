@@ -4,6 +4,7 @@ import json
 import numbers
 import os
 import tempfile
+import threading
 
 import numpy as np
 
@@ -15,6 +16,10 @@ _MODES = {"percell": 0, "batch": 1, "auto": 2}
 _CNF = {"euler": 0, "lipschitz": 1}
 _BAND_NAMES = ("local", "functional", "distant")
 _ERR_LEN = 2048
+# Tuning knobs the engine reads from the environment when it builds the
+# batch path (README's environment table).
+_TUNING = ("AGG_VECTOR", "AGG_ABSMEAN", "WORK_GROUP", "GATE_CELLS", "FUNCTIONAL_CELLS", "FUNCTIONAL_SPLIT",
+           "DISTANT_CELLS", "LOCAL_CELLS", "FUNCTIONAL_GEMM", "CL_OPTIONS")
 
 
 def _check(status, message_fn):
@@ -89,13 +94,17 @@ class Lattice3D(WeightsMixin):
     ("euler"/"lipschitz"), state_size, device, threads, queues, chunk
     ((X, Y, Z) or "XxYxZ"), batch_threshold, mode ("percell"/"batch"/
     "auto"), profile, experts ({"local": plugin name, ...}), plugin_paths
-    (list), hidden ({"h1": 12, ...}: tuning of the hidden sizes).
+    (list), hidden ({"h1": 12, ...}: the hidden sizes), tuning
+    ({"gate_cells": 2, ...}: the MOELAT_* tuning knobs of the README; they
+    are environment variables, so they apply to the whole process).
+    One lattice may be shared between threads: calls into it are serialised.
     spatial_optimizer_factory(dimensions, moe_processor) returns what
     create_batch_optimized_spatial_optimizer() returns; its settings apply.
     """
 
     def __init__(self, dimensions=None, preset="debug", config=None, spatial_optimizer_factory=None, **options):
         self._lat = None
+        self._lock = threading.RLock()
         _logbridge.sync_levels()
         cfg = _lib.Config()
         err = ctypes.create_string_buffer(_ERR_LEN)
@@ -201,6 +210,14 @@ class Lattice3D(WeightsMixin):
                 for name, size in dict(value).items():
                     _check(_lib.config_set_hidden(ctypes.byref(cfg), str(name).encode(), _int(f"hidden[{name}]", size, 1)),
                            lambda: f"cannot set hidden size '{name}'")
+            elif key == "tuning":
+                for name, knob in dict(value).items():
+                    var = str(name).upper()
+                    var = var[len("MOELAT_"):] if var.startswith("MOELAT_") else var
+                    if var not in _TUNING:
+                        raise InvalidArgumentError(
+                            f"unknown tuning knob '{name}' (knobs: {', '.join(k.lower() for k in _TUNING)})")
+                    os.environ["MOELAT_" + var] = str(knob)
             else:
                 raise TypeError(f"Lattice3D() got an unexpected option '{key}'")
         return mode
@@ -208,9 +225,13 @@ class Lattice3D(WeightsMixin):
     # ---- life cycle ------------------------------------------------------
     def close(self):
         """Frees the engine's lattice; later calls raise ClosedLatticeError."""
-        lat, self._lat = getattr(self, "_lat", None), None
-        if lat:
-            _lib.lattice_destroy(lat)
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            return
+        with lock:
+            lat, self._lat = self._lat, None
+            if lat:
+                _lib.lattice_destroy(lat)
 
     def __del__(self):
         try:
@@ -234,10 +255,12 @@ class Lattice3D(WeightsMixin):
         return self._lat
 
     def _call(self, fn, *args):
-        lat = self._handle()
-        _logbridge.sync_levels()
-        status = fn(lat, *args)
-        _check(status, lambda: (_lib.last_error(lat) or b"").decode("utf-8", "replace"))
+        with self._lock:
+            lat = self._handle()
+            _logbridge.sync_levels()
+            status = fn(lat, *args)
+            if status != 0:
+                raise from_status(status, (_lib.last_error(lat) or b"").decode("utf-8", "replace"))
 
     # ---- modes -------------------------------------------------------------
     def set_batch_enabled(self, enabled=True):
@@ -248,11 +271,13 @@ class Lattice3D(WeightsMixin):
 
     @property
     def batch_enabled(self):
-        return _lib.get_mode(self._handle()) == _MODES["batch"]
+        with self._lock:
+            return _lib.get_mode(self._handle()) == _MODES["batch"]
 
     @property
     def mode(self):
-        return {v: k for k, v in _MODES.items()}[_lib.get_mode(self._handle())]
+        with self._lock:
+            return {v: k for k, v in _MODES.items()}[_lib.get_mode(self._handle())]
 
     @mode.setter
     def mode(self, value):
@@ -262,11 +287,13 @@ class Lattice3D(WeightsMixin):
 
     @property
     def device(self):
-        return _lib.device_name(self._handle()).decode()
+        with self._lock:
+            return _lib.device_name(self._handle()).decode()
 
     @property
     def steps_done(self):
-        return int(_lib.step_count(self._handle()))
+        with self._lock:
+            return int(_lib.step_count(self._handle()))
 
     # ---- stepping and states ----------------------------------------------
     def set_external_input(self, external_input):
@@ -341,7 +368,8 @@ class Lattice3D(WeightsMixin):
 
     def reset_performance(self):
         """Clears the timings and routing statistics (keeps the step count)."""
-        _lib.reset_report(self._handle())
+        with self._lock:
+            _lib.reset_report(self._handle())
 
     def __repr__(self):
         if self.closed:

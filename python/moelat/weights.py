@@ -48,7 +48,8 @@ def read_safetensors_header(path):
 class WeightsMixin:
     def _weight_layout(self):
         if self._layout is None:
-            total = int(_lib.weights_count(self._handle()))
+            with self._lock:
+                total = int(_lib.weights_count(self._handle()))
             with tempfile.TemporaryDirectory(prefix="moelat-layout-") as d:
                 path = os.path.join(d, "w.safetensors")
                 self.save_weights(path)

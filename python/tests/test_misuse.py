@@ -136,3 +136,38 @@ def test_bad_steps_and_modes(lat):
         moelat.create_batch_optimized_spatial_optimizer(DIMS, batch_threshold=-3)
     # Still usable after all of that.
     assert lat.forward().shape == (lat.num_cells, lat.state_size)
+
+
+def test_close_while_another_thread_steps(lat):
+    import threading
+
+    errors = []
+
+    def stepper():
+        for _ in range(20):
+            try:
+                lat.forward()
+            except moelat.ClosedLatticeError:
+                return
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+                return
+
+    t = threading.Thread(target=stepper)
+    t.start()
+    lat.close()
+    t.join(120)
+    assert not t.is_alive() and errors == []
+    with pytest.raises(moelat.ClosedLatticeError):
+        lat.states = np.zeros((lat.num_cells, lat.state_size), np.float32)
+
+
+def test_tuning_knobs(make_lattice, monkeypatch):
+    monkeypatch.delenv("MOELAT_GATE_CELLS", raising=False)
+    with pytest.raises(moelat.InvalidArgumentError, match="unknown tuning knob 'warp_drive'"):
+        make_lattice(tuning={"warp_drive": 9})
+    lat = make_lattice(tuning={"gate_cells": 2}, mode="batch")
+    import os
+
+    assert os.environ["MOELAT_GATE_CELLS"] == "2"
+    assert lat.forward().shape == (lat.num_cells, lat.state_size)
