@@ -148,7 +148,10 @@ _S = ctypes.c_int  # moelat_status
 
 
 def _fn(name, restype, *argtypes):
-    f = getattr(lib, name)
+    try:
+        f = getattr(lib, name)
+    except AttributeError:
+        raise ImportError(f"moelat: {LIBRARY_PATH} has no {name}: an older libmoelat than this package") from None
     f.restype = restype
     f.argtypes = list(argtypes)
     return f
