@@ -558,15 +558,6 @@ int ml_batch_create(moelat_lattice *lat, ml_batch **out) {
     b->check = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, 2 * sizeof(cl_int), NULL, &rc);
     if (cl_check(lat, rc, "allocating the finite check"))
         goto fail;
-    /* Routing statistics: the gate writes each cell's weights here. */
-    b->route = mlcl_create_buffer(&b->ctx, CL_MEM_WRITE_ONLY, lat->N * MOELAT_BANDS * sizeof(float), NULL, &rc);
-    if (cl_check(lat, rc, "allocating the gate weights"))
-        goto fail;
-    b->route_host = malloc(lat->N * MOELAT_BANDS * sizeof(float));
-    if (!b->route_host) {
-        ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for the gate weights");
-        goto fail;
-    }
     if (upload_stencil(lat, b) || create_params(lat, b) || build_engine_program(lat, b))
         goto fail;
 
@@ -588,6 +579,16 @@ int ml_batch_create(moelat_lattice *lat, ml_batch **out) {
     b->host_expert_out = malloc((size_t)b->max_chunk_cells * lat->S * sizeof(float));
     if (!b->host_expert_out) {
         ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    /* Routing statistics: the gate writes each cell's weights here (after the chunk
+     * buffers, whose allocation order the fault tests count). */
+    b->route = mlcl_create_buffer(&b->ctx, CL_MEM_WRITE_ONLY, lat->N * MOELAT_BANDS * sizeof(float), NULL, &rc);
+    if (cl_check(lat, rc, "allocating the gate weights"))
+        goto fail;
+    b->route_host = malloc(lat->N * MOELAT_BANDS * sizeof(float));
+    if (!b->route_host) {
+        ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for the gate weights");
         goto fail;
     }
     setup_prefix(lat, b);
