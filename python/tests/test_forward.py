@@ -67,3 +67,17 @@ def test_checkpoint_resume_bit_exact(make_lattice, rng, tmp_path):
     b.resume(tmp_path / "ck")
     assert b.steps_done == 1
     np.testing.assert_array_equal(b.forward(None, steps=2), ref)
+
+
+def test_config_dict_and_file(make_lattice, rng, tmp_path):
+    import json
+
+    seed = int(rng.integers(1, 2**31))
+    # (make_lattice passes a seed option, which overrides a config's seed.)
+    a = make_lattice(config={"radius_ratio": 0.35}, seed=seed)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"radius_ratio": 0.35}))
+    b = make_lattice(config=str(path), seed=seed)
+    c = make_lattice(seed=seed)
+    np.testing.assert_array_equal(a.forward(), b.forward())
+    assert not np.array_equal(a.states, c.forward())  # the radius changed the model
