@@ -84,7 +84,7 @@ def _as_numpy(data):
 
 
 class Lattice3D(WeightsMixin):
-    """A 3D lattice of mixture-of-experts cells (MODEL.md) on libmoelat.
+    """A 3D lattice of mixture-of-experts cells (docs/MODEL.md) on libmoelat.
 
     Lattice3D(dimensions=(X, Y, Z), preset="debug", config=None,
               spatial_optimizer_factory=None, **options)

@@ -8,7 +8,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import moelat  # noqa: E402
 
-# A non-cubic debug lattice where every band is populated (MODEL.md: r = 2.7,
+# A non-cubic debug lattice where every band is populated (docs/MODEL.md: r = 2.7,
 # 6 / 26 / 48 interior neighbours).
 DIMS = (9, 8, 7)
 

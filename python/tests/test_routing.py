@@ -1,5 +1,5 @@
 """Routing statistics: the report's mean gate weight and top share per band
-against a numpy evaluation of the gate (MODEL.md "Gate and update")."""
+against a numpy evaluation of the gate (docs/MODEL.md "Gate and update")."""
 import math
 
 import numpy as np

@@ -6,7 +6,7 @@ import pytest
 
 import moelat
 
-# Parameter counts of the original modules at the debug preset (MODEL.md).
+# Parameter counts of the original modules at the debug preset (docs/MODEL.md).
 DEBUG_COUNTS = {"local_expert.": 1262, "functional_expert.": 10605, "distant_expert.": 4287,
                 "gating_network.": 1299}
 

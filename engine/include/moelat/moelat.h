@@ -105,14 +105,14 @@ typedef void (*moelat_log_callback)(void *arg, const char *module, int level, co
 
 /* Sends messages to fn (with arg) instead of stderr; NULL restores stderr.
  * A message already being delivered may still reach the previous callback. */
-void moelat_set_log_callback(moelat_log_callback fn, void *arg);
+MOELAT_API void moelat_set_log_callback(moelat_log_callback fn, void *arg);
 
 /* Sets the most verbose level that passes for module (NULL or "": the
  * default of modules without a setting of their own); -1 silences it.
  * Overrides MOELAT_LOG for that module. MOELAT_ERR_INVALID for a level
  * outside -1..3 or a module name of 32 characters or more, and when 32
  * modules have settings already. */
-moelat_status moelat_set_log_level(const char *module, int level);
+MOELAT_API moelat_status moelat_set_log_level(const char *module, int level);
 
 typedef struct moelat_lattice moelat_lattice;
 
