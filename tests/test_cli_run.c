@@ -64,22 +64,50 @@ static void test_usage_errors(void **state) {
     assert_int_equal(engine("--version", NULL), 0);
 }
 
+/* run --json with no --mode takes the default, auto: the batched path on
+ * the device that passes the upgrade check (PoCL where there is no GPU),
+ * and the report says so; --mode percell and a device that cannot be
+ * opened give the host path, each with its reason. */
 static void test_run_json(void **state) {
     (void)state;
+    struct {
+        const char *opts, *mode, *path, *why;
+    } cases[] = {
+        {"", "auto", "batch", "passed the upgrade check"},
+        {"--mode percell", "percell", "percell", "mode percell asked for"},
+        {"--device no-such-device", "auto", "percell", "no device for the batched path: "},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char args[512], *out;
+        snprintf(args, sizeof args, "run --dims 6x5x4 --steps 2 --threads 2 --seed %llu --json %s",
+                 (unsigned long long)(ts_seed() + c), cases[c].opts);
+        assert_int_equal(engine(args, &out), 0);
+        json_error_t e;
+        json_t *o = json_loads(out, 0, &e);
+        assert_non_null(o);
+        assert_int_equal(json_integer_value(json_object_get(o, "steps")), 2);
+        assert_int_equal(json_integer_value(json_object_get(o, "cells")), 120);
+        assert_true(json_real_value(json_object_get(o, "ms_per_step")) > 0);
+        assert_string_equal(json_string_value(json_object_get(o, "mode")), cases[c].mode);
+        assert_non_null(json_object_get(o, "device"));
+        json_t *rep = json_object_get(o, "report");
+        const char *why = json_string_value(json_object_get(rep, "path_reason"));
+        printf("# %s: path %s (%s)\n", args, json_string_value(json_object_get(rep, "path")), why);
+        assert_string_equal(json_string_value(json_object_get(rep, "path")), cases[c].path);
+        assert_non_null(why);
+        assert_non_null(strstr(why, cases[c].why));
+        /* Every chunk of both steps on the path named, none on the other. */
+        int batch = strcmp(cases[c].path, "batch") == 0;
+        assert_true(json_integer_value(json_object_get(rep, batch ? "batch_chunks" : "percell_chunks")) >= 2);
+        assert_int_equal(json_integer_value(json_object_get(rep, batch ? "percell_chunks" : "batch_chunks")), 0);
+        json_decref(o);
+        free(out);
+    }
+    /* The text report names the path too: the README's first command. */
     char *out;
-    assert_int_equal(engine("run --dims 6x5x4 --steps 2 --threads 2 --json", &out), 0);
-    json_error_t e;
-    json_t *o = json_loads(out, 0, &e);
-    assert_non_null(o);
-    assert_int_equal(json_integer_value(json_object_get(o, "steps")), 2);
-    assert_int_equal(json_integer_value(json_object_get(o, "cells")), 120);
-    assert_true(json_real_value(json_object_get(o, "ms_per_step")) > 0);
-    assert_string_equal(json_string_value(json_object_get(o, "mode")), "percell");
-    assert_non_null(json_object_get(o, "device"));
-    json_t *rep = json_object_get(o, "report");
-    assert_non_null(json_object_get(rep, "percell_stats"));
-    assert_int_equal(json_integer_value(json_object_get(rep, "percell_chunks")), 4);
-    json_decref(o);
+    assert_int_equal(engine("run --dims 7x6x5 --steps 2 --threads 2", &out), 0);
+    assert_non_null(strstr(out, "ms/step"));
+    assert_non_null(strstr(out, "  path: batch (device "));
     free(out);
 }
 
