@@ -137,6 +137,8 @@ class Report(ctypes.Structure):
         ("routed_cells", ctypes.c_uint64),
         ("gate_weight_mean", ctypes.c_double * BANDS),
         ("gate_top_share", ctypes.c_double * BANDS),
+        ("path", ctypes.c_char * 16),
+        ("path_reason", ctypes.c_char * 256),
     ]
 
 

@@ -89,7 +89,7 @@ class Lattice3D(WeightsMixin):
     preset. options, as `moelat-engine run`'s: seed, radius_ratio, cnf_mode
     ("euler"/"lipschitz"), state_size, device, threads, queues, chunk
     ((X, Y, Z) or "XxYxZ"), batch_threshold, mode ("percell"/"batch"/
-    "auto"), profile, experts ({"local": plugin name, ...}), plugin_paths
+    "auto", the default: batched where a device passes the check), profile, experts ({"local": plugin name, ...}), plugin_paths
     (list), hidden ({"h1": 12, ...}: the hidden sizes), tuning
     ({"gate_cells": 2, ...} or "gate_cells=2,...": the README's tuning keys,
     the config's tuning string; an unknown key raises, naming the known ones).
@@ -124,6 +124,8 @@ class Lattice3D(WeightsMixin):
         mode = self._apply_options(cfg, options)
         if optimizer is not None and optimizer.enable_batch and mode is None:
             mode = "batch"
+        if mode == "percell":
+            cfg.mode = _MODES["percell"]  # the library's default is auto: no device opened for nothing
         lat = ctypes.c_void_p()
         _check(_lib.lattice_create(ctypes.byref(cfg), ctypes.byref(lat), err, _ERR_LEN), lambda: err.value.decode())
         self._lat = lat

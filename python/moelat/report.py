@@ -18,6 +18,8 @@ def report_dict(r):
     bands = [_lib.band_name(k).decode() for k in range(_lib.BANDS)]
     names = [r.expert_name[k].value.decode() for k in range(_lib.BANDS)]
     return {
+        "path": r.path.decode("utf-8", "replace"),
+        "path_reason": r.path_reason.decode("utf-8", "replace"),
         "steps": int(r.steps),
         "total_chunks_processed": int(r.total_chunks_processed),
         "batch_chunks": int(r.batch_chunks),

@@ -18,11 +18,21 @@ def test_config_mirror():
 
 
 def test_report_mirror(make_lattice):
-    lat = make_lattice()
+    lat = make_lattice(mode="percell")
     lat.forward(steps=2)
     perf = lat.get_batch_performance()
     assert perf["steps"] == 2 and perf["percell_chunks"] >= 2
     assert [e["name"] for e in perf["experts"]] == list(moelat.BANDS)
-    # The last fields of the struct: routing.
+    # The struct's routing fields, then its last: the path and its reason.
     assert perf["routed_cells"] == 2 * lat.num_cells
     assert abs(sum(r["top_share"] for r in perf["routing"]) - 1) < 1e-12
+    assert perf["path"] == "percell" and perf["path_reason"] == "mode percell asked for"
+
+
+def test_default_path(make_lattice):
+    # The library's default, auto: batched once the device passes the check.
+    lat = make_lattice()
+    lat.forward(steps=2)
+    perf = lat.get_batch_performance()
+    assert lat.mode == "auto" and perf["path"] == "batch" and perf["batch_chunks"] >= 2
+    assert perf["path_reason"].endswith("passed the upgrade check")

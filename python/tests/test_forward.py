@@ -7,8 +7,8 @@ from conftest import DIMS, random_input, random_states
 
 def test_batch_matches_percell_over_steps(make_lattice, rng):
     seed = int(rng.integers(1, 2**31))
-    a = make_lattice(seed=seed)
-    b = make_lattice(seed=seed)
+    a = make_lattice(seed=seed, mode="percell")
+    b = make_lattice(seed=seed, mode="percell")
     moelat.upgrade_lattice_to_batch(b)
     assert b.batch_enabled and not a.batch_enabled
     start = random_states(rng, a)

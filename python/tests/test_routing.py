@@ -69,7 +69,7 @@ def test_routing_matches_numpy_gate(make_lattice, rng, batch):
 
 def test_paths_agree_on_routing(make_lattice, rng):
     seed = int(rng.integers(1, 2**31))
-    a = make_lattice(seed=seed)
+    a = make_lattice(seed=seed, mode="percell")
     b = make_lattice(seed=seed, mode="batch")
     start = random_states(rng, a)
     a.states = start
