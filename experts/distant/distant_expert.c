@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cnf_host.h"
+#include "cpu_shape.h"
 #include "expert_common.h"
 
 extern const char *const distant_cl_parts[];
@@ -67,6 +68,7 @@ typedef struct distant_cl_state {
     cl_int4 lattice;
     size_t work_group; /* lanes per group: the program's MOELAT_WG */
     size_t cells_per_group; /* distant.cl's DS_T */
+    size_t cells_per_item;  /* distant_cpu's cells (cpu_math.cl's MLC_V); 0: work-group kernel */
 } distant_cl_state;
 
 static void distant_cl_release(void *p) {
@@ -97,6 +99,19 @@ static int distant_cl_prepare(const moelat_cl_setup *setup, void **state) {
     }
     st->params = setup->params;
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
+    /* The CPU-shaped kernel on CPU devices (cpu_shape.h), else the work-group one. */
+    if (ec_cpu_shaped(setup)) {
+        st->cells_per_item = ec_cpu_cells_per_item(setup);
+        st->kernel = st->cells_per_item ? ec_cl_kernel(setup->program, "distant_cpu") : NULL;
+        st->toff = st->kernel ? ec_cl_offsets_buffer(setup->context, setup->tensor_offsets, setup->n_tensors)
+                              : NULL;
+        if (!st->toff) {
+            distant_cl_release(st);
+            return MOELAT_EXPERT_ERROR;
+        }
+        *state = st;
+        return MOELAT_EXPERT_OK;
+    }
     st->kernel = ec_cl_kernel(setup->program, "distant_expert");
     st->toff = st->kernel ? ec_cl_offsets_buffer(setup->context, setup->tensor_offsets,
                                                  setup->n_tensors)
@@ -127,11 +142,16 @@ static int distant_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
                      EC_ARG(extent),     EC_ARG(n_cells),      EC_ARG_MEM(count),
                      EC_ARG_MEM(mean),   EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff),
                      EC_ARG_MEM(out)};
-    if (ec_cl_set_args(st->kernel, "distant_expert", args, (int)(sizeof args / sizeof args[0])))
+    const char *kname = st->cells_per_item ? "distant_cpu" : "distant_expert";
+    if (ec_cl_set_args(st->kernel, kname, args, (int)(sizeof args / sizeof args[0])))
         return MOELAT_EXPERT_ERROR;
     cl_event ev = NULL;
     int rc = MOELAT_EXPERT_OK;
-    if (ch->n_cells <= 0) {
+    if (st->cells_per_item) {
+        rc = ec_cpu_enqueue_cells(ch->queue, st->kernel, kname, ch->n_cells > 0 ? (size_t)ch->n_cells : 0,
+                                  st->cells_per_item, ch->num_wait, (const cl_event *)ch->wait,
+                                  ch->done ? &ev : NULL);
+    } else if (ch->n_cells <= 0) {
         /* Nothing to compute (an empty NDRange is an error), but the engine
          * still orders later work after this call's wait list. */
         rc = ec_cl_enqueue_items(ch->queue, st->kernel, "distant_expert", 0, ch->num_wait,

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cnf_host.h"
+#include "cpu_shape.h"
 #include "expert_common.h" /* before CLBlast's header: sets the OpenCL version */
 
 #include <clblast_c.h>
@@ -227,6 +228,7 @@ typedef struct functional_cl_state {
     size_t cells_per_group; /* functional.cl's FN_T */
     int split;              /* functional.cl's FN_SPLIT */
     size_t edge_cells;      /* functional.cl's FN_EC: cells per functional_edges group */
+    size_t cells_per_item;  /* functional_cpu's cells (cpu_math.cl's MLC_V); 0: work-group kernels */
 } functional_cl_state;
 
 /* Chunk cells per work-group of functional_output (functional.cl's FN_T):
@@ -286,6 +288,8 @@ static void functional_cl_release(void *p) {
     free(st);
 }
 
+static int functional_cl_buffers(const moelat_cl_setup *setup, functional_cl_state *st, void **state);
+
 static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     *state = NULL;
     if (setup->n_tensors != F_N_TENSORS) {
@@ -311,6 +315,19 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
     st->n_total = (cl_int)n;
     st->work_group = (size_t)wg;
+    /* On CPU devices functional_cpu (cpu_shape.h) in place of the
+     * work-group kernels; the per-step projections are the same. */
+    if (ec_cpu_shaped(setup)) {
+        st->cells_per_item = ec_cpu_cells_per_item(setup);
+        st->prepare = st->cells_per_item ? ec_cl_kernel(setup->program, "functional_prepare") : NULL;
+        st->project = st->prepare ? ec_cl_kernel(setup->program, "functional_project") : NULL;
+        st->cell = st->project ? ec_cl_kernel(setup->program, "functional_cpu") : NULL;
+        if (!st->cell) {
+            functional_cl_release(st);
+            return MOELAT_EXPERT_ERROR;
+        }
+        return functional_cl_buffers(setup, st, state);
+    }
     /* The cells per group are the tails kernel's when the expert is split. */
     const char *grouped = functional_split_default(setup->dims) ? "functional_tails" : "functional_output";
     st->cells_per_group = ec_cl_cells_per_group(setup, "functional_cells_per_group", 16, grouped,
@@ -351,6 +368,14 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
         functional_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
+    return functional_cl_buffers(setup, st, state);
+}
+
+/* The rest of cl_prepare for either kernel shape: the tensor offsets, the
+ * projection buffers and functional_prepare's arguments; *state = st on
+ * success, st released on failure. */
+static int functional_cl_buffers(const moelat_cl_setup *setup, functional_cl_state *st, void **state) {
+    long long n = st->n_total;
     st->toff = ec_cl_offsets_buffer(setup->context, setup->tensor_offsets, setup->n_tensors);
     if (!st->toff) {
         functional_cl_release(st);
@@ -473,7 +498,7 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
                              EC_ARG_MEM(absmean),  EC_ARG_MEM(ext),        EC_ARG(has_ext),
                              EC_ARG_MEM(st->proj), EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff),
                              EC_ARG_MEM(out)};
-            rc = ec_cl_set_args(st->cell, "functional_output", args, (int)(sizeof args / sizeof args[0]));
+            rc = ec_cl_set_args(st->cell, st->cells_per_item ? "functional_cpu" : "functional_output", args, (int)(sizeof args / sizeof args[0]));
         }
         if (rc)
             return MOELAT_EXPERT_ERROR;
@@ -496,6 +521,9 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
         /* Nothing to compute; a marker keeps the ordering after the wait list. */
         rc = ec_cl_enqueue_items(ch->queue, st->cell, "functional_output", 0, n_wait, wait,
                                  ch->done ? &ev : NULL);
+    } else if (st->cells_per_item) {
+        rc = ec_cpu_enqueue_cells(ch->queue, st->cell, "functional_cpu", (size_t)n_cells, st->cells_per_item,
+                                  n_wait, wait, ch->done ? &ev : NULL);
     } else if (st->split) {
         /* functional_edges: one work-group per edge_cells chunk cells
          * (work_group lanes each); then functional_tails: one per

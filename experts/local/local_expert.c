@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_shape.h"
 #include "expert_common.h"
 
 extern const char *const local_cl_parts[];
@@ -119,6 +120,7 @@ typedef struct local_cl_state {
     cl_int4 lattice;
     size_t work_group; /* lanes per group: the program's MOELAT_WG */
     size_t cells_per_group; /* local.cl's LOC_T */
+    size_t cells_per_item;  /* local_cpu's cells (cpu_math.cl's MLC_V); 0: work-group kernel */
 } local_cl_state;
 
 static void local_cl_release(void *p) {
@@ -175,6 +177,19 @@ static int local_cl_prepare(const moelat_cl_setup *setup, void **state) {
     }
     st->params = setup->params;
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
+    /* The CPU-shaped kernel on CPU devices (cpu_shape.h), else the work-group one. */
+    if (ec_cpu_shaped(setup)) {
+        st->cells_per_item = ec_cpu_cells_per_item(setup);
+        st->kernel = st->cells_per_item ? ec_cl_kernel(setup->program, "local_cpu") : NULL;
+        st->toff = st->kernel ? ec_cl_offsets_buffer(setup->context, setup->tensor_offsets, setup->n_tensors)
+                              : NULL;
+        if (!st->toff) {
+            local_cl_release(st);
+            return MOELAT_EXPERT_ERROR;
+        }
+        *state = st;
+        return MOELAT_EXPERT_OK;
+    }
     st->kernel = ec_cl_kernel(setup->program, "local_expert");
     if (!st->kernel || local_cl_lanes(st->kernel, setup, &st->work_group) != MOELAT_EXPERT_OK ||
         ec_cl_check_fit(st->kernel, "local_expert", setup->device, st->work_group) != MOELAT_EXPERT_OK) {
@@ -214,8 +229,16 @@ static int local_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
                      EC_ARG(st->lattice), EC_ARG(origin),     EC_ARG(extent),
                      EC_ARG(n_cells),     EC_ARG_MEM(count),  EC_ARG_MEM(st->params),
                      EC_ARG_MEM(st->toff), EC_ARG_MEM(out)};
-    if (ec_cl_set_args(st->kernel, "local_expert", args, (int)(sizeof args / sizeof args[0])))
+    const char *kname = st->cells_per_item ? "local_cpu" : "local_expert";
+    if (ec_cl_set_args(st->kernel, kname, args, (int)(sizeof args / sizeof args[0])))
         return MOELAT_EXPERT_ERROR;
+    if (st->cells_per_item) {
+        int rc = ec_cpu_enqueue_cells(ch->queue, st->kernel, kname, (size_t)n_cells, st->cells_per_item,
+                                      ch->num_wait, (const cl_event *)ch->wait, ch->done ? &ev : NULL);
+        if (ch->done)
+            *ch->done = ev;
+        return rc;
+    }
     /* One work-group of work_group lanes per cells_per_group chunk cells:
      * the kernel takes its cells from the group id and is compiled for
      * exactly this size. */
