@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "cl_runtime.h"
+#include "cl_shape.h"
 #include "gate.h"
 #include "lattice_internal.h"
 #include "log.h"
@@ -66,6 +67,7 @@ struct ml_batch {
     int work_group; /* lanes per cell of the work-group kernels (MOELAT_WG) */
     int agg_vector; /* state values per work-item of ml_aggregate (ML_AGG_V) */
     int gate_cells; /* chunk cells per work-group of ml_gate_combine (ML_GATE_T) */
+    ml_cl_shape shape; /* work-group or CPU-shaped step kernels (cl_shape.h) */
     moelat_status last_status;
     float *host_expert_out; /* max_chunk_cells x S, for host-evaluated experts */
     const moelat_expert_descriptor *desc[MOELAT_BANDS]; /* to release expert_state */
@@ -74,7 +76,7 @@ struct ml_batch {
 /* State values per work-item of ml_aggregate (moelat_step.cl's ML_AGG_V):
  * a float4 when S allows, or MOELAT_AGG_VECTOR (a tuning knob: 1, 4, 8 or
  * 16 dividing S; tools/bench/NOTES.md items 21-22). */
-static int aggregate_vector(const moelat_lattice *lat) {
+static int aggregate_vector(const moelat_lattice *lat, const ml_cl_shape *shape) {
     const char *env = getenv("MOELAT_AGG_VECTOR");
     if (env && *env) {
         int v = atoi(env);
@@ -83,7 +85,7 @@ static int aggregate_vector(const moelat_lattice *lat) {
         ML_WARN("batch", "MOELAT_AGG_VECTOR=%s is not 1, 4, 8 or 16 dividing the state size %d: ignored", env,
                 lat->S);
     }
-    return lat->S % 4 == 0 ? 4 : 1;
+    return ml_cl_shape_agg_vector(shape, lat->S);
 }
 
 /* Bands whose mean of |n_j| the aggregation computes: those whose expert
@@ -451,19 +453,14 @@ static int gate_cells_wanted(void) {
 }
 
 static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
-    const char *helpers = mlcl_embedded_source("moelat_helpers.cl");
-    const char *step = mlcl_embedded_source("moelat_step.cl");
-    if (!helpers || !step)
-        return ml_fail(lat, MOELAT_ERR_DEVICE, "kernel sources are missing from this build"), -1;
-    size_t len = strlen(helpers) + strlen(step) + 2;
-    char *src = malloc(len);
+    ml_cl_shape_choose(&b->ctx.info, &b->shape);
+    char *src = ml_cl_shape_step_source(&b->shape);
     if (!src)
-        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory"), -1;
-    snprintf(src, len, "%s\n%s", helpers, step);
+        return ml_fail(lat, MOELAT_ERR_DEVICE, "kernel sources are missing from this build or out of memory"), -1;
     char opts[1024];
     const char *extra = getenv("MOELAT_CL_OPTIONS");
     const char *lane_mask = lane_mask_option(&b->ctx.info, b->work_group, extra);
-    b->agg_vector = aggregate_vector(lat);
+    b->agg_vector = aggregate_vector(lat, &b->shape);
     b->absmask = absmean_bands(lat);
     ML_INFO("batch", "aggregation: %d state value%s per work-item", b->agg_vector, b->agg_vector > 1 ? "s" : "");
     snprintf(opts, sizeof opts,
@@ -480,9 +477,9 @@ static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
     cl_int e1, e2, e3;
     b->k_prefix = clCreateKernel(b->program, "ml_row_prefix", &e1);
     b->k_aggregate = clCreateKernel(b->program, "ml_aggregate", &e2);
-    b->k_gate = clCreateKernel(b->program, "ml_gate_combine", &e3);
+    b->k_gate = clCreateKernel(b->program, b->shape.gate, &e3);
     if (cl_check(lat, e1, "creating kernel ml_row_prefix") || cl_check(lat, e2, "creating kernel ml_aggregate") ||
-        cl_check(lat, e3, "creating kernel ml_gate_combine"))
+        cl_check(lat, e3, b->shape.cpu ? "creating kernel ml_gate_combine_cpu" : "creating kernel ml_gate_combine"))
         return -1;
     /* The kernel may have lowered the cells per group to fit local memory. */
     cl_kernel probe = clCreateKernel(b->program, "ml_gate_cells_per_group", &e1);
@@ -739,8 +736,8 @@ static cl_int enqueue_gate(ml_batch *b, const moelat_lattice *lat, const ml_chun
     cl_int e = set_gate_args(b, lat, c, s, next);
     if (e != CL_SUCCESS)
         return e;
-    size_t local = (size_t)b->work_group;
-    size_t global = (size_t)((c->n_cells + b->gate_cells - 1) / b->gate_cells) * local;
+    size_t global, local;
+    ml_cl_shape_gate_size(&b->shape, c, b->work_group, b->gate_cells, &global, &local);
     return mlcl_enqueue_kernel(q, b->k_gate, 1, &global, &local, n_wait, wait, done);
 }
 

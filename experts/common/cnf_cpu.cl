@@ -1,4 +1,4 @@
-/* The CNF block of MODEL.md, CPU-shaped (cpu_math.cl): the lanes' MLC_V
+/* The CNF block of MODEL.md, CPU-shaped (moelat_cpu_math.cl): the lanes' MLC_V
  * cells integrate at once, every vector a private array of features.
  * Euler mode only: with the lipschitz mode the experts keep their
  * work-group kernels (cnf.cl computes its finite difference from

@@ -35,11 +35,14 @@ size_t ec_cpu_cells_per_item(const moelat_cl_setup *setup) {
     return ec_cl_compiled_size(setup->program, setup->device, "mlc_cells_per_item", 64);
 }
 
-int ec_cpu_enqueue_cells(cl_command_queue q, cl_kernel k, const char *kname, size_t n_cells,
+int ec_cpu_enqueue_cells(cl_command_queue q, cl_kernel k, const char *kname, const int32_t *extent, size_t n_cells,
                          size_t cells_per_item, cl_uint num_wait, const cl_event *wait, cl_event *ev) {
     if (n_cells == 0 || cells_per_item == 0)
         return ec_cl_enqueue_items(q, k, kname, 0, num_wait, wait, ev);
-    size_t global = (n_cells + cells_per_item - 1) / cells_per_item, local = 1;
+    size_t global = extent ? ((size_t)extent[0] + cells_per_item - 1) / cells_per_item * (size_t)extent[1] *
+                                 (size_t)extent[2]
+                           : (n_cells + cells_per_item - 1) / cells_per_item;
+    size_t local = 1;
     cl_int err = clEnqueueNDRangeKernel(q, k, 1, NULL, &global, &local, num_wait, num_wait ? wait : NULL, ev);
     if (err != CL_SUCCESS) {
         char what[160];

@@ -13,15 +13,18 @@
  * queried (the work-group kernels are the default). */
 int ec_cpu_shaped(const moelat_cl_setup *setup);
 
-/* Cells per work-item the program was built for (cpu_math.cl's MLC_V,
+/* Cells per work-item the program was built for (moelat_cpu_math.cl's MLC_V,
  * read from its mlc_cells_per_item kernel); 0 after logging. */
 size_t ec_cpu_cells_per_item(const moelat_cl_setup *setup);
 
-/* Enqueues a CPU-shaped kernel over n_cells chunk cells: one work-item
- * per cells_per_item of them, one work-item per work-group (a CPU
- * runtime runs the groups on its threads; nothing is shared). n_cells 0
- * enqueues a marker after the wait list. */
-int ec_cpu_enqueue_cells(cl_command_queue q, cl_kernel k, const char *kname, size_t n_cells,
+/* Enqueues a CPU-shaped kernel over n_cells cells, one work-item per
+ * work-group (a CPU runtime runs the groups on its threads; nothing is
+ * shared): with extent (a chunk box), cells_per_item cells of one chunk
+ * row per work-item (moelat_cpu_math.cl's mlc_items: ceil(extent[0] /
+ * cells_per_item) extent[1] extent[2]); with extent NULL, consecutive
+ * cells (ceil(n_cells / cells_per_item)). n_cells 0 enqueues a marker
+ * after the wait list. */
+int ec_cpu_enqueue_cells(cl_command_queue q, cl_kernel k, const char *kname, const int32_t *extent, size_t n_cells,
                          size_t cells_per_item, cl_uint num_wait, const cl_event *wait, cl_event *ev);
 
 #endif

@@ -68,7 +68,7 @@ typedef struct distant_cl_state {
     cl_int4 lattice;
     size_t work_group; /* lanes per group: the program's MOELAT_WG */
     size_t cells_per_group; /* distant.cl's DS_T */
-    size_t cells_per_item;  /* distant_cpu's cells (cpu_math.cl's MLC_V); 0: work-group kernel */
+    size_t cells_per_item;  /* distant_cpu's cells (moelat_cpu_math.cl's MLC_V); 0: work-group kernel */
 } distant_cl_state;
 
 static void distant_cl_release(void *p) {
@@ -148,7 +148,7 @@ static int distant_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
     cl_event ev = NULL;
     int rc = MOELAT_EXPERT_OK;
     if (st->cells_per_item) {
-        rc = ec_cpu_enqueue_cells(ch->queue, st->kernel, kname, ch->n_cells > 0 ? (size_t)ch->n_cells : 0,
+        rc = ec_cpu_enqueue_cells(ch->queue, st->kernel, kname, ch->extent, ch->n_cells > 0 ? (size_t)ch->n_cells : 0,
                                   st->cells_per_item, ch->num_wait, (const cl_event *)ch->wait,
                                   ch->done ? &ev : NULL);
     } else if (ch->n_cells <= 0) {

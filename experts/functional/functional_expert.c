@@ -228,7 +228,9 @@ typedef struct functional_cl_state {
     size_t cells_per_group; /* functional.cl's FN_T */
     int split;              /* functional.cl's FN_SPLIT */
     size_t edge_cells;      /* functional.cl's FN_EC: cells per functional_edges group */
-    size_t cells_per_item;  /* functional_cpu's cells (cpu_math.cl's MLC_V); 0: work-group kernels */
+    size_t cells_per_item;  /* functional_cpu's cells (moelat_cpu_math.cl's MLC_V); 0: work-group kernels */
+    cl_int proj_rows;       /* rows of proj before the constants: n_total, or
+                             * functional_cpu.cl's FNC_NP(n_total) feature-major */
 } functional_cl_state;
 
 /* Chunk cells per work-group of functional_output (functional.cl's FN_T):
@@ -320,14 +322,19 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     if (ec_cpu_shaped(setup)) {
         st->cells_per_item = ec_cpu_cells_per_item(setup);
         st->prepare = st->cells_per_item ? ec_cl_kernel(setup->program, "functional_prepare") : NULL;
-        st->project = st->prepare ? ec_cl_kernel(setup->program, "functional_project") : NULL;
+        st->project = st->prepare ? ec_cl_kernel(setup->program, "functional_project_cpu") : NULL;
         st->cell = st->project ? ec_cl_kernel(setup->program, "functional_cpu") : NULL;
-        if (!st->cell) {
+        size_t pad = st->cell ? ec_cl_compiled_size(setup->program, setup->device, "functional_cpu_pad", 1024) : 0;
+        if (!pad || n + 2 * (long long)pad > 0x7fffffffLL) {
+            if (pad)
+                ec_log(MOELAT_LOG_ERROR, "cl_prepare: lattice of %lld cells too large for functional_cpu", n);
             functional_cl_release(st);
             return MOELAT_EXPERT_ERROR;
         }
+        st->proj_rows = (cl_int)(n + 2 * (long long)pad);
         return functional_cl_buffers(setup, st, state);
     }
+    st->proj_rows = st->n_total;
     /* The cells per group are the tails kernel's when the expert is split. */
     const char *grouped = functional_split_default(setup->dims) ? "functional_tails" : "functional_output";
     st->cells_per_group = ec_cl_cells_per_group(setup, "functional_cells_per_group", 16, grouped,
@@ -375,7 +382,7 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
  * projection buffers and functional_prepare's arguments; *state = st on
  * success, st released on failure. */
 static int functional_cl_buffers(const moelat_cl_setup *setup, functional_cl_state *st, void **state) {
-    long long n = st->n_total;
+    long long n = st->proj_rows;
     st->toff = ec_cl_offsets_buffer(setup->context, setup->tensor_offsets, setup->n_tensors);
     if (!st->toff) {
         functional_cl_release(st);
@@ -400,14 +407,16 @@ static int functional_cl_buffers(const moelat_cl_setup *setup, functional_cl_sta
     }
     st->wp_cols = (size_t)setup->dims->state_size;
     /* functional_prepare's arguments never change: set once. */
-    ec_arg pargs[] = {EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff), EC_ARG(st->n_total), EC_ARG_MEM(st->proj),
+    ec_arg pargs[] = {EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff), EC_ARG(st->proj_rows), EC_ARG_MEM(st->proj),
                       EC_ARG_MEM(st->wp)};
     if (ec_cl_set_args(st->prepare, "functional_prepare", pargs, (int)(sizeof pargs / sizeof pargs[0]))) {
         functional_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
-    st->clblast = use_clblast(setup->device);
-    ec_log(MOELAT_LOG_INFO, "per-step projections: %s", st->clblast ? "CLBlast SGEMM" : "functional_project");
+    /* The feature-major layout of the CPU-shaped kernel is functional_project_cpu's. */
+    st->clblast = !st->cells_per_item && use_clblast(setup->device);
+    ec_log(MOELAT_LOG_INFO, "per-step projections: %s",
+           st->clblast ? "CLBlast SGEMM" : st->cells_per_item ? "functional_project_cpu" : "functional_project");
     *state = st;
     return MOELAT_EXPERT_OK;
 }
@@ -442,9 +451,13 @@ static int functional_cl_step_begin(void *p, const moelat_cl_step *step) {
     }
     if (!st->clblast) {
         ec_arg args[] = {EC_ARG_MEM(states), EC_ARG(st->n_total), EC_ARG_MEM(st->wp), EC_ARG_MEM(st->proj)};
-        if (ec_cl_set_args(st->project, "functional_project", args, (int)(sizeof args / sizeof args[0])) ||
-            ec_cl_enqueue_items(step->queue, st->project, "functional_project",
-                                (size_t)st->n_total * st->proj_per_cell, 0, NULL, &ev))
+        const char *kname = st->cells_per_item ? "functional_project_cpu" : "functional_project";
+        if (ec_cl_set_args(st->project, kname, args, (int)(sizeof args / sizeof args[0])) ||
+            (st->cells_per_item
+                 ? ec_cpu_enqueue_cells(step->queue, st->project, kname, NULL, (size_t)st->n_total, st->cells_per_item, 0,
+                                        NULL, &ev)
+                 : ec_cl_enqueue_items(step->queue, st->project, kname, (size_t)st->n_total * st->proj_per_cell, 0,
+                                       NULL, &ev)))
             return MOELAT_EXPERT_ERROR;
     }
     if (st->proj_done)
@@ -522,7 +535,7 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
         rc = ec_cl_enqueue_items(ch->queue, st->cell, "functional_output", 0, n_wait, wait,
                                  ch->done ? &ev : NULL);
     } else if (st->cells_per_item) {
-        rc = ec_cpu_enqueue_cells(ch->queue, st->cell, "functional_cpu", (size_t)n_cells, st->cells_per_item,
+        rc = ec_cpu_enqueue_cells(ch->queue, st->cell, "functional_cpu", ch->extent, (size_t)n_cells, st->cells_per_item,
                                   n_wait, wait, ch->done ? &ev : NULL);
     } else if (st->split) {
         /* functional_edges: one work-group per edge_cells chunk cells

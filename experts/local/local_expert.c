@@ -120,7 +120,7 @@ typedef struct local_cl_state {
     cl_int4 lattice;
     size_t work_group; /* lanes per group: the program's MOELAT_WG */
     size_t cells_per_group; /* local.cl's LOC_T */
-    size_t cells_per_item;  /* local_cpu's cells (cpu_math.cl's MLC_V); 0: work-group kernel */
+    size_t cells_per_item;  /* local_cpu's cells (moelat_cpu_math.cl's MLC_V); 0: work-group kernel */
 } local_cl_state;
 
 static void local_cl_release(void *p) {
@@ -233,7 +233,7 @@ static int local_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
     if (ec_cl_set_args(st->kernel, kname, args, (int)(sizeof args / sizeof args[0])))
         return MOELAT_EXPERT_ERROR;
     if (st->cells_per_item) {
-        int rc = ec_cpu_enqueue_cells(ch->queue, st->kernel, kname, (size_t)n_cells, st->cells_per_item,
+        int rc = ec_cpu_enqueue_cells(ch->queue, st->kernel, kname, ch->extent, (size_t)n_cells, st->cells_per_item,
                                       ch->num_wait, (const cl_event *)ch->wait, ch->done ? &ev : NULL);
         if (ch->done)
             *ch->done = ev;

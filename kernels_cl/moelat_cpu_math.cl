@@ -1,4 +1,5 @@
-/* Helpers of the CPU-shaped kernels (OpenCL C 1.2), shared by the experts.
+/* Helpers of the CPU-shaped kernels (OpenCL C 1.2), shared by the engine's
+ * (moelat_step_cpu.cl) and the built-in experts' (experts/<band>/<band>_cpu.cl).
  *
  * Shape: one work-item computes MLC_V cells at once, one cell per vector
  * lane. Every vector of the model (a state, a hidden layer) is a private
@@ -161,25 +162,57 @@ inline void mlc_layernorm(mlc_f *v, int n, __global const float *g, __global con
         v[i] = fma((v[i] - mean) * inv, g[i], b[i]);
 }
 
-/* The lanes' chunk cells: lane l of work-item w holds chunk cell
- * min(w V + l, n_cells - 1) (a tail lane repeats the last cell). */
-inline mlc_i mlc_chunk_cells(int w, int n_cells) {
+/* The lanes' cells: work-item w holds MLC_V consecutive cells of one row
+ * of the chunk, row w / nxb (nxb = ceil(extent.x / MLC_V) work-items per
+ * row), chunk x from (w % nxb) MLC_V. So the lanes' neighbours at one
+ * offset are consecutive cells of one lattice row (contiguous loads from
+ * feature-major buffers), and y, z are the same for every lane. A lane
+ * past the row's end repeats its last cell (*in_chunk 0: never stored).
+ * Sets the chunk cell ids c, the lattice x of every lane (cx, unclamped)
+ * and the row's y and z. */
+inline mlc_i mlc_row_cells(int w, int4 origin, int4 extent, mlc_i *cx, int *cy, int *cz, mlc_i *in_chunk) {
 #if MLC_V == 16
-    mlc_i l = (mlc_i)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const mlc_i l = (mlc_i)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 #elif MLC_V == 4
-    mlc_i l = (mlc_i)(0, 1, 2, 3);
+    const mlc_i l = (mlc_i)(0, 1, 2, 3);
 #else
-    mlc_i l = (mlc_i)(0, 1, 2, 3, 4, 5, 6, 7);
+    const mlc_i l = (mlc_i)(0, 1, 2, 3, 4, 5, 6, 7);
 #endif
-    return min(w * MLC_V + l, n_cells - 1);
+    const int nxb = (extent.x + MLC_V - 1) / MLC_V;
+    const int row = w / nxb;
+    const mlc_i xc = (w % nxb) * MLC_V + l; /* chunk x */
+    *in_chunk = xc < extent.x;
+    *cx = origin.x + xc;
+    *cy = origin.y + row % extent.y;
+    *cz = origin.z + row / extent.y;
+    return min(xc, extent.x - 1) + extent.x * row;
 }
 
-/* Lattice coordinates and index of chunk cells c (x fastest). */
-inline void mlc_cell_xyz(mlc_i c, int4 origin, int4 extent, mlc_i *x, mlc_i *y, mlc_i *z) {
-    *x = origin.x + c % extent.x;
-    *y = origin.y + (c / extent.x) % extent.y;
-    *z = origin.z + c / (extent.x * extent.y);
+/* Everything a CPU-shaped chunk kernel knows of its lanes: lattice x of
+ * each (cx; y and z are the row's), lattice index (cidx, ci), chunk cell
+ * (cc), whether the lane is stored (store: inside the chunk), whether
+ * its band has neighbours (keep), and both as a lane mask (kv). */
+typedef struct mlc_lanes {
+    mlc_i cx, cidx, kv;
+    int cy, cz;
+    int ci[MLC_V], cc[MLC_V], store[MLC_V], keep[MLC_V];
+} mlc_lanes;
+
+inline void mlc_lanes_of(int w, int4 dims, int4 origin, int4 extent, __global const int *band_count,
+                         mlc_lanes *L) {
+    mlc_i inc;
+    mlc_i c = mlc_row_cells(w, origin, extent, &L->cx, &L->cy, &L->cz, &inc);
+    L->cidx = min(L->cx, origin.x + extent.x - 1) + dims.x * (L->cy + dims.y * L->cz);
+    mlc_vstore(L->cidx, 0, L->ci);
+    mlc_vstore(c, 0, L->cc);
+    mlc_vstore(inc, 0, L->store);
+    for (int l = 0; l < MLC_V; l++)
+        L->keep[l] = band_count[L->cc[l]] > 0;
+    L->kv = (mlc_vload(0, L->keep) != 0) & inc;
 }
+
+/* Work-items of a chunk (ec_cpu_enqueue_cells computes the same). */
+inline int mlc_items(int4 extent) { return (extent.x + MLC_V - 1) / MLC_V * extent.y * extent.z; }
 
 /* v[f] for f < n: lane l reads src[idx[l] * ld + f] (a gather). */
 inline void mlc_gather(__global const float *src, const int *idx, int ld, int n, mlc_f *v) {
@@ -191,18 +224,16 @@ inline void mlc_gather(__global const float *src, const int *idx, int ld, int n,
     }
 }
 
-/* dst[c * ld + f] = v[f] for the lanes whose chunk cell w V + l is below
- * n_cells, zeros where keep[l] is 0 (an empty band). */
-inline void mlc_store_cells(__global float *dst, int ld, int n, const mlc_f *v, int w, int n_cells,
+/* dst[c[l] * ld + f] = v[f] for the lanes with store[l] != 0, zeros
+ * where keep[l] is 0 (an empty band). */
+inline void mlc_store_cells(__global float *dst, int ld, int n, const mlc_f *v, const int *c, const int *store,
                             const int *keep) {
     for (int f = 0; f < n; f++) {
         float t[MLC_V];
         mlc_vstore(v[f], 0, t);
-        for (int l = 0; l < MLC_V; l++) {
-            int c = w * MLC_V + l;
-            if (c < n_cells)
-                dst[(size_t)c * ld + f] = keep[l] ? t[l] : 0.0f;
-        }
+        for (int l = 0; l < MLC_V; l++)
+            if (store[l])
+                dst[(size_t)c[l] * ld + f] = keep[l] ? t[l] : 0.0f;
     }
 }
 
