@@ -12,6 +12,9 @@
  * neighbour walks; lanes of cells whose band is empty or that lie past
  * the chunk compute on a copy of a valid cell and are masked on store.
  *
+ * Built-ins take vector arguments only (min(int8, int) and the like are
+ * valid OpenCL, but oclgrind 21.10 computed them wrong).
+ *
  * The transcendental functions are written out (range reduction and
  * polynomials, selects instead of branches) so that they stay vector
  * code: a call of the built-in exp or erf on a vector may be split into
@@ -61,7 +64,7 @@ typedef int8 mlc_i;
  * built in the exponent bits. Below -87 it returns 0, above 88 a large
  * finite value (no inf: callers add and divide by it safely). */
 inline mlc_f mlc_exp(mlc_f x) {
-    mlc_f xc = clamp(x, -87.0f, 88.0f);
+    mlc_f xc = clamp(x, (mlc_f)-87.0f, (mlc_f)88.0f);
     mlc_f n = rint(xc * 1.44269504088896341f);
     mlc_f r = fma(n, -0.693145751953125f, xc);
     r = fma(n, -1.428606765330187e-06f, r);
@@ -75,13 +78,13 @@ inline mlc_f mlc_exp(mlc_f x) {
 
 /* erf: the rational fit of moelat_helpers.cl's ml_erf, lane by lane. */
 inline mlc_f mlc_erf(mlc_f x) {
-    mlc_f c = clamp(x, -3.925f, 3.925f);
+    mlc_f c = clamp(x, (mlc_f)-3.925f, (mlc_f)3.925f);
     mlc_f u = c * c;
     mlc_f p = fma(fma(fma(fma(fma(2.030673613e-06f, u, 2.874633064e-04f), u, 3.875917523e-03f), u,
                           5.308306217e-02f), u, 1.929656863e-01f), u, 1.128378987f);
     mlc_f q = fma(fma(fma(fma(fma(3.802788706e-05f, u, 1.189613133e-03f), u, 1.518756710e-02f), u,
                           1.151642650e-01f), u, 5.043430328e-01f), u, 1.0f);
-    return clamp(c * p / q, -1.0f, 1.0f);
+    return clamp(c * p / q, (mlc_f)-1.0f, (mlc_f)1.0f);
 }
 
 inline mlc_f mlc_gelu(mlc_f v) { return 0.5f * v * (1.0f + mlc_erf(v * 0.70710678118654752f)); }
@@ -185,7 +188,7 @@ inline mlc_i mlc_row_cells(int w, int4 origin, int4 extent, mlc_i *cx, int *cy, 
     *cx = origin.x + xc;
     *cy = origin.y + row % extent.y;
     *cz = origin.z + row / extent.y;
-    return min(xc, extent.x - 1) + extent.x * row;
+    return min(xc, (mlc_i)(extent.x - 1)) + extent.x * row;
 }
 
 /* Everything a CPU-shaped chunk kernel knows of its lanes: lattice x of
@@ -202,7 +205,7 @@ inline void mlc_lanes_of(int w, int4 dims, int4 origin, int4 extent, __global co
                          mlc_lanes *L) {
     mlc_i inc;
     mlc_i c = mlc_row_cells(w, origin, extent, &L->cx, &L->cy, &L->cz, &inc);
-    L->cidx = min(L->cx, origin.x + extent.x - 1) + dims.x * (L->cy + dims.y * L->cz);
+    L->cidx = min(L->cx, (mlc_i)(origin.x + extent.x - 1)) + dims.x * (L->cy + dims.y * L->cz);
     mlc_vstore(L->cidx, 0, L->ci);
     mlc_vstore(c, 0, L->cc);
     mlc_vstore(inc, 0, L->store);

@@ -1150,9 +1150,16 @@ int ml_batch_step(moelat_lattice *lat) {
     for (int q = 0; q < b->ctx.n_queues; q++)
         clFlush(b->ctx.queues[q]);
 
-    /* Host chunks run while the device works. */
+    /* Host chunks run while the device works, unless the device computes
+     * on the host's own cores (a CPU runtime): then its threads finish
+     * first and the host pool runs after them, one pool busy at a time
+     * (cl_shape.h). */
+    if (n_host > 0 && b->shape.shared_cores)
+        for (int q = 0; q < b->ctx.n_queues && rc == 0; q++)
+            if (cl_check(lat, clFinish(b->ctx.queues[q]), "finishing the device's chunks before the host's"))
+                rc = -1;
     double th = ml_now_ms();
-    if (n_host > 0) {
+    if (n_host > 0 && rc == 0) {
         rc = ml_percell_run(lat, host_ids, n_host, lat->states, lat->next);
         if (rc == 0) {
             double dt = ml_now_ms() - th;

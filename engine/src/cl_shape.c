@@ -19,6 +19,7 @@ void ml_cl_shape_choose(const mlcl_device_info *dev, ml_cl_shape *sh) {
     else if (env && *env)
         ML_WARN("batch", "MOELAT_CL_SHAPE=%s is neither gpu nor cpu: ignored", env);
     sh->cpu = cpu;
+    sh->shared_cores = strcmp(dev->type, "CPU") == 0;
     sh->cells_per_item = ML_CPU_CELLS;
     const char *opts = getenv("MOELAT_CL_OPTIONS");
     const char *v = opts ? strstr(opts, "MLC_V=") : NULL;

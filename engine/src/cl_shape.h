@@ -16,6 +16,12 @@ typedef struct ml_cl_shape {
     int cpu;              /* 1: the CPU-shaped gate and aggregation vector */
     int cells_per_item;   /* moelat_cpu_math.cl's MLC_V (its default, 8) */
     const char *gate;     /* the gate kernel's name */
+    /* 1 when the device computes on the host's cores (CL_DEVICE_TYPE_CPU,
+     * whatever the shape): the runtime's threads and the engine's host
+     * pool then take turns instead of running at once, which on the same
+     * cores would only slow both (batch.c waits for the device before
+     * running host chunks). */
+    int shared_cores;
 } ml_cl_shape;
 
 /* By device type (CL_DEVICE_TYPE_CPU: CPU-shaped), unless MOELAT_CL_SHAPE

@@ -213,6 +213,8 @@ int cli_build_config(const cli_model_opts *o, moelat_config *cfg, const char *cm
         cfg->seed = (uint64_t)o->seed;
     if (o->threads >= 0)
         cfg->threads = o->threads;
+    /* Before any OpenCL call: PoCL reads its thread count once. */
+    cli_cpu_runtime_threads(o->threads);
     if (o->batch_threshold >= 0)
         cfg->batch_threshold = o->batch_threshold;
     if (o->queues >= 0)
