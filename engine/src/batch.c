@@ -295,10 +295,10 @@ static void prepare_expert(moelat_lattice *lat, ml_batch *b, int k) {
     const char *extra = getenv("MOELAT_CL_OPTIONS");
     int pos = snprintf(opts, 4096,
                        "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_E=%d -D MOELAT_CNF_STEPS=%d -D MOELAT_CNF_MODE=%d "
-                       "-D MOELAT_WG=%d -D MOELAT_LOCAL_MEM=%llu %s",
+                       "-D MOELAT_WG=%d -D MOELAT_LOCAL_MEM=%llu %s %s",
                        lat->S, lat->E, e->dims.cnf_steps, e->dims.cnf_mode, b->work_group,
                        (unsigned long long)b->ctx.info.local_mem_bytes,
-                       lane_mask_option(&b->ctx.info, b->work_group, extra));
+                       lane_mask_option(&b->ctx.info, b->work_group, extra), b->shape.option);
     for (int h = 0; h < MOELAT_MAX_HIDDEN && d->hidden_names[h] && pos < 4000; h++)
         pos += snprintf(opts + pos, (size_t)(4096 - pos), " -D MOELAT_H_%s=%d", d->hidden_names[h],
                         e->dims.hidden[h]);
@@ -453,7 +453,7 @@ static int gate_cells_wanted(void) {
 }
 
 static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
-    ml_cl_shape_choose(&b->ctx.info, &b->shape);
+    ml_cl_shape_choose(&b->ctx.info, lat->chunk_size[0] < lat->X ? lat->chunk_size[0] : lat->X, &b->shape);
     char *src = ml_cl_shape_step_source(&b->shape);
     if (!src)
         return ml_fail(lat, MOELAT_ERR_DEVICE, "kernel sources are missing from this build or out of memory"), -1;
@@ -465,9 +465,9 @@ static int build_engine_program(moelat_lattice *lat, ml_batch *b) {
     ML_INFO("batch", "aggregation: %d state value%s per work-item", b->agg_vector, b->agg_vector > 1 ? "s" : "");
     snprintf(opts, sizeof opts,
              "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_GH=%d -D MOELAT_WG=%d -D ML_AGG_V=%d -D ML_GATE_CELLS=%d "
-             "-D MOELAT_LOCAL_MEM=%llu %s %s",
+             "-D MOELAT_LOCAL_MEM=%llu %s %s %s",
              lat->S, lat->gate_hidden, b->work_group, b->agg_vector, gate_cells_wanted(),
-             (unsigned long long)b->ctx.info.local_mem_bytes, lane_mask, extra ? extra : "");
+             (unsigned long long)b->ctx.info.local_mem_bytes, lane_mask, b->shape.option, extra ? extra : "");
     if (*lane_mask)
         ML_INFO("batch", "lane index masked to its range (ML_LANE_MASK, on NVIDIA)");
     int rc = mlcl_build_program(&b->ctx, "moelat_step.cl", src, opts, &b->program, lat->err, sizeof lat->err);

@@ -1,15 +1,30 @@
 #include "cl_shape.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
 
-/* moelat_cpu_math.cl's default MLC_V (the engine builds without -DMLC_V
- * unless MOELAT_CL_OPTIONS sets it, which ml_cl_shape_choose reads). */
-#define ML_CPU_CELLS 8
+/* Cells per work-item for rows of row_cells cells: the fewest lane-slots
+ * weighted by their cost. A 16-wide work-item cost 0.64 of two 8-wide ones
+ * on PoCL with AVX-512 (functional kernel at debug 15^3, 15.7 -> 10.1
+ * Mcycles per step; tools/bench/NOTES.md), but a row of 8 cells leaves
+ * half of its lanes idle. */
+static int cells_per_item(const mlcl_device_info *dev, int row_cells) {
+    cl_uint native = 0;
+    cl_int err = clGetDeviceInfo(dev->device, CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT, sizeof native, &native, NULL);
+    if (err != CL_SUCCESS) {
+        ML_WARN("batch", "querying the native float vector width: %s; 8 cells per work-item", mlcl_error_name(err));
+        return 8;
+    }
+    if (native < 16 || row_cells < 1)
+        return 8;
+    double cost8 = (double)((row_cells + 7) / 8 * 8), cost16 = 0.64 * (double)((row_cells + 15) / 16 * 16);
+    return cost16 < cost8 ? 16 : 8;
+}
 
-void ml_cl_shape_choose(const mlcl_device_info *dev, ml_cl_shape *sh) {
+void ml_cl_shape_choose(const mlcl_device_info *dev, int row_cells, ml_cl_shape *sh) {
     const char *env = getenv("MOELAT_CL_SHAPE");
     int cpu = strcmp(dev->type, "CPU") == 0;
     if (env && strcmp(env, "gpu") == 0)
@@ -20,16 +35,24 @@ void ml_cl_shape_choose(const mlcl_device_info *dev, ml_cl_shape *sh) {
         ML_WARN("batch", "MOELAT_CL_SHAPE=%s is neither gpu nor cpu: ignored", env);
     sh->cpu = cpu;
     sh->shared_cores = strcmp(dev->type, "CPU") == 0;
-    sh->cells_per_item = ML_CPU_CELLS;
+    sh->option[0] = '\0';
     const char *opts = getenv("MOELAT_CL_OPTIONS");
     const char *v = opts ? strstr(opts, "MLC_V=") : NULL;
     if (v) {
+        /* the kernels' own rule: 4 and 16 as given, anything else 8 */
         int n = atoi(v + 6);
-        if (n == 4 || n == 8 || n == 16)
-            sh->cells_per_item = n;
+        sh->cells_per_item = n == 4 || n == 16 ? n : 8;
+    } else {
+        sh->cells_per_item = cpu ? cells_per_item(dev, row_cells) : 8;
+        if (cpu)
+            snprintf(sh->option, sizeof sh->option, "-D MLC_V=%d", sh->cells_per_item);
     }
     sh->gate = cpu ? "ml_gate_combine_cpu" : "ml_gate_combine";
-    ML_INFO("batch", "%s step kernels%s", cpu ? "CPU-shaped" : "work-group", env && *env ? " (MOELAT_CL_SHAPE)" : "");
+    if (cpu)
+        ML_INFO("batch", "CPU-shaped step kernels, %d cells per work-item%s", sh->cells_per_item,
+                env && *env ? " (MOELAT_CL_SHAPE)" : "");
+    else
+        ML_INFO("batch", "work-group step kernels%s", env && *env ? " (MOELAT_CL_SHAPE)" : "");
 }
 
 char *ml_cl_shape_step_source(const ml_cl_shape *sh) {
