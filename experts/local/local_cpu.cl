@@ -1,21 +1,68 @@
-/* Local expert, CPU-shaped (moelat_cpu_math.cl): work-item w computes chunk
- * cells w MLC_V .. w MLC_V + MLC_V - 1, one per vector lane. The lanes
- * walk the band's offsets together (one stencil for every cell): each
- * neighbour row n_j is gathered once into a private array, its score
+/* Local expert, CPU-shaped (moelat_cpu_math.cl): work-item w computes
+ * MLC_V cells of a chunk row (mlc_row_cells), one per vector lane. The
+ * lanes walk the band's offsets together (one stencil for every cell);
+ * their neighbours at one offset are consecutive cells of one row, read
+ * as one contiguous vector per state value from a feature-major copy of
+ * the states (local_transpose_cpu, once per step: value s of cell i at
+ * st[s LOC_NP + LOC_PAD + i]; a gather per value from the cell-major
+ * states cost more than the rest of the edge). Each neighbour's score
  * n_j . x and the online softmax (running max per lane) update the
  * weighted sum agg in the same pass, so the neighbour count never sizes
- * a buffer. Then the MLPs of MODEL.md with each weight read once for the
- * lanes. Tensor order is local_expert.c's enum. Same arguments as
- * local_expert; enqueued with mlc_items(extent) work-items. */
+ * a buffer; a lane whose neighbour lies outside the lattice reads a
+ * finite value or the zero padding and takes no weight. Then the MLPs of
+ * MODEL.md with each weight read once for the lanes. Tensor order is
+ * local_expert.c's enum. local_expert's arguments and the copy; enqueued
+ * with mlc_items(extent) work-items. */
+
+/* Padding of each value's row: offsets reach at most 100 cells along x
+ * (r <= 100), and a row's last work-item MLC_V - 1 past its end. */
+#define LOC_PAD 128
+#define LOC_NP(n) ((n) + 2 * LOC_PAD)
+
+/* Never run: its required size tells the host LOC_PAD. */
+__attribute__((reqd_work_group_size(LOC_PAD, 1, 1))) __kernel void local_cpu_pad(void) {}
+
+/* The feature-major copy, MLC_V consecutive cells per work-item
+ * (ceil(n_total / MLC_V) of them); the first also zeroes the padding. */
+__kernel void local_transpose_cpu(__global const float *states, int n_total, __global float *st) {
+    const int w = (int)get_global_id(0);
+    const int i0 = w * MLC_V;
+    if (i0 >= n_total)
+        return;
+    const size_t np = LOC_NP((size_t)n_total);
+    if (w == 0)
+        for (int s = 0; s < LOC_S; s++)
+            for (int p = 0; p < LOC_PAD; p++)
+                st[s * np + p] = st[s * np + LOC_PAD + n_total + p] = 0.0f;
+    int ci[MLC_V];
+    for (int l = 0; l < MLC_V; l++)
+        ci[l] = min(i0 + l, n_total - 1);
+    for (int s = 0; s < LOC_S; s++) {
+        float t[MLC_V];
+        for (int l = 0; l < MLC_V; l++)
+            t[l] = states[(size_t)ci[l] * LOC_S + s];
+        __global float *dst = st + s * np + LOC_PAD + i0;
+        if (i0 + MLC_V <= n_total)
+            mlc_vstore(mlc_vload(0, t), 0, dst);
+        else
+            for (int l = 0; i0 + l < n_total; l++)
+                dst[l] = t[l];
+    }
+}
+
 __kernel void local_cpu(__global const float *states, __global const int4 *offsets, int n_offsets, int4 dims,
                         int4 origin, int4 extent, int n_cells, __global const int *band_count,
-                        __global const float *P, __global const int *toff, __global float *out) {
+                        __global const float *P, __global const int *toff, __global float *out,
+                        __global const float *stt) {
     const int w = (int)get_global_id(0);
     if (w >= mlc_items(extent) || n_cells <= 0)
         return;
     mlc_lanes L;
     mlc_lanes_of(w, dims, origin, extent, band_count, &L);
     const int *ci = L.ci;
+    const int n_total = dims.x * dims.y * dims.z;
+    const size_t np = LOC_NP((size_t)n_total);
+    __global const float *pt = stt + LOC_PAD; /* value s of cell i: pt[s np + i] */
     mlc_f x[LOC_S], agg[LOC_S];
     mlc_gather(states, ci, LOC_S, LOC_S, x);
     for (int s = 0; s < LOC_S; s++)
@@ -29,10 +76,13 @@ __kernel void local_cpu(__global const float *states, __global const int4 *offse
         const mlc_i nx = L.cx + o.x, valid = L.kv & (nx >= 0) & (nx < dims.x);
         if (!any(valid))
             continue;
-        int idx[MLC_V];
-        mlc_vstore(select(L.cidx, nx + dims.x * (ny + dims.y * nz), valid), 0, idx);
+        /* lane l's neighbour: j0 + l (lane 0 always lies in the chunk) */
+        const int j0 = L.ci[0] + o.x + dims.x * (o.y + dims.y * o.z);
+        if (j0 < -LOC_PAD || j0 + MLC_V > n_total + LOC_PAD)
+            continue; /* never: offsets stay within 100 cells */
         mlc_f n[LOC_S], dot = 0.0f;
-        mlc_gather(states, idx, LOC_S, LOC_S, n);
+        for (int s = 0; s < LOC_S; s++)
+            n[s] = mlc_vload(0, pt + s * np + j0);
         for (int s = 0; s < LOC_S; s++)
             dot = fma(n[s], x[s], dot);
         mlc_f nm = select(lmax, fmax(lmax, dot), valid);

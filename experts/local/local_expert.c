@@ -121,6 +121,11 @@ typedef struct local_cl_state {
     size_t work_group; /* lanes per group: the program's MOELAT_WG */
     size_t cells_per_group; /* local.cl's LOC_T */
     size_t cells_per_item;  /* local_cpu's cells (moelat_cpu_math.cl's MLC_V); 0: work-group kernel */
+    /* CPU-shaped only: local_transpose_cpu and its feature-major copy of
+     * the states (S rows of local_cpu.cl's LOC_NP(n_total) floats). */
+    cl_kernel transpose;
+    cl_mem states_t;
+    cl_int n_total;
 } local_cl_state;
 
 static void local_cl_release(void *p) {
@@ -129,6 +134,10 @@ static void local_cl_release(void *p) {
         return;
     if (st->kernel)
         clReleaseKernel(st->kernel);
+    if (st->transpose)
+        clReleaseKernel(st->transpose);
+    if (st->states_t)
+        clReleaseMemObject(st->states_t);
     if (st->toff)
         clReleaseMemObject(st->toff);
     free(st);
@@ -181,9 +190,24 @@ static int local_cl_prepare(const moelat_cl_setup *setup, void **state) {
     if (ec_cpu_shaped(setup)) {
         st->cells_per_item = ec_cpu_cells_per_item(setup);
         st->kernel = st->cells_per_item ? ec_cl_kernel(setup->program, "local_cpu") : NULL;
-        st->toff = st->kernel ? ec_cl_offsets_buffer(setup->context, setup->tensor_offsets, setup->n_tensors)
-                              : NULL;
-        if (!st->toff) {
+        st->transpose = st->kernel ? ec_cl_kernel(setup->program, "local_transpose_cpu") : NULL;
+        size_t pad = st->transpose ? ec_cl_compiled_size(setup->program, setup->device, "local_cpu_pad", 1024) : 0;
+        long long n = (long long)setup->lattice[0] * setup->lattice[1] * setup->lattice[2];
+        st->n_total = (cl_int)n;
+        st->toff = pad ? ec_cl_offsets_buffer(setup->context, setup->tensor_offsets, setup->n_tensors) : NULL;
+        if (!st->toff || n <= 0 || n + 2 * (long long)pad > 0x7fffffffLL) {
+            if (st->toff)
+                ec_log(MOELAT_LOG_ERROR, "cl_prepare: lattice of %lld cells empty or too large for local_cpu", n);
+            local_cl_release(st);
+            return MOELAT_EXPERT_ERROR;
+        }
+        cl_int err = CL_SUCCESS;
+        size_t bytes = (size_t)(n + 2 * (long long)pad) * (size_t)setup->dims->state_size * sizeof(float);
+        st->states_t = clCreateBuffer(setup->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
+        if (err != CL_SUCCESS || !st->states_t) {
+            char what[128];
+            snprintf(what, sizeof what, "creating the %zu-byte feature-major states", bytes);
+            ec_cl_fail(err, what);
             local_cl_release(st);
             return MOELAT_EXPERT_ERROR;
         }
@@ -233,6 +257,10 @@ static int local_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
     if (ec_cl_set_args(st->kernel, kname, args, (int)(sizeof args / sizeof args[0])))
         return MOELAT_EXPERT_ERROR;
     if (st->cells_per_item) {
+        /* after local_expert's eleven: the feature-major copy */
+        cl_int err = clSetKernelArg(st->kernel, 11, sizeof(cl_mem), &st->states_t);
+        if (err != CL_SUCCESS)
+            return ec_cl_fail(err, "kernel local_cpu: setting argument 11");
         int rc = ec_cpu_enqueue_cells(ch->queue, st->kernel, kname, ch->extent, (size_t)n_cells, st->cells_per_item,
                                       ch->num_wait, (const cl_event *)ch->wait, ch->done ? &ev : NULL);
         if (ch->done)
@@ -258,6 +286,22 @@ static int local_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
     return MOELAT_EXPERT_OK;
 }
 
+/* Once per step, CPU-shaped only: the feature-major copy of the states
+ * that local_cpu reads (the engine orders the chunks after *done). */
+static int local_cl_step_begin(void *p, const moelat_cl_step *step) {
+    local_cl_state *st = p;
+    if (step->done)
+        *step->done = NULL;
+    if (!st->cells_per_item)
+        return MOELAT_EXPERT_OK;
+    cl_mem states = step->states;
+    ec_arg args[] = {EC_ARG_MEM(states), EC_ARG(st->n_total), EC_ARG_MEM(st->states_t)};
+    if (ec_cl_set_args(st->transpose, "local_transpose_cpu", args, 3))
+        return MOELAT_EXPERT_ERROR;
+    return ec_cpu_enqueue_cells(step->queue, st->transpose, "local_transpose_cpu", NULL, (size_t)st->n_total,
+                                st->cells_per_item, step->num_wait, (const cl_event *)step->wait, step->done);
+}
+
 static moelat_expert_descriptor g_desc = {
     .abi_major = MOELAT_EXPERT_ABI_MAJOR,
     .abi_minor = MOELAT_EXPERT_ABI_MINOR,
@@ -274,7 +318,7 @@ static moelat_expert_descriptor g_desc = {
     .host_cell = local_host_cell,
     .cl_source = NULL,
     .cl_prepare = local_cl_prepare,
-    .cl_step_begin = NULL,
+    .cl_step_begin = local_cl_step_begin, /* the CPU-shaped kernel's copy of the states */
     .cl_enqueue = local_cl_enqueue,
     .cl_release = local_cl_release,
     .cl_flags = MOELAT_CL_NO_ABSMEAN, /* the attention reads the neighbours themselves */
