@@ -9,7 +9,7 @@
 /* Cells per work-item for rows of row_cells cells: the fewest lane-slots
  * weighted by their cost. A 16-wide work-item cost 0.64 of two 8-wide ones
  * on PoCL with AVX-512 (functional kernel at debug 15^3, 15.7 -> 10.1
- * Mcycles per step; tools/bench/NOTES.md), but a row of 8 cells leaves
+ * CPU ms per step; tools/bench/NOTES.md item 46), but a row of 8 cells leaves
  * half of its lanes idle. */
 static int cells_per_item(const mlcl_device_info *dev, int row_cells) {
     cl_uint native = 0;
