@@ -1146,6 +1146,14 @@ static void test_cl_tuning(void **state) {
     const clenv *e = cl_get();
     if (!e)
         skip();
+    /* The knob tunes the work-group kernel, which a CPU device (PoCL)
+     * runs only when MOELAT_CL_SHAPE says gpu; the previous value is
+     * restored at the end. */
+    const char *shape_env = getenv("MOELAT_CL_SHAPE");
+    char shape_was[16] = "";
+    if (shape_env)
+        snprintf(shape_was, sizeof shape_was, "%s", shape_env);
+    assert_int_equal(setenv("MOELAT_CL_SHAPE", "gpu", 1), 0);
     const moelat_expert_descriptor *d = plugin(B_LOCAL);
     moelat_expert_dims dims = make_dims(B_LOCAL, find_preset("debug"), 0);
     tensor_set t;
@@ -1209,6 +1217,10 @@ static void test_cl_tuning(void **state) {
     clReleaseMemObject(params);
     clReleaseProgram(prog);
     tensors_free(&t);
+    if (shape_was[0])
+        setenv("MOELAT_CL_SHAPE", shape_was, 1);
+    else
+        unsetenv("MOELAT_CL_SHAPE");
 }
 
 /* ---- golden files of the numpy reference (tests/golden/<case>/) ---- */
