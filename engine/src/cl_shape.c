@@ -9,7 +9,7 @@
 /* Cells per work-item for rows of row_cells cells: the fewest lane-slots
  * weighted by their cost. A 16-wide work-item cost 0.64 of two 8-wide ones
  * on PoCL with AVX-512 (functional kernel at debug 15^3, 15.7 -> 10.1
- * CPU ms per step; tools/bench/NOTES.md item 46), but a row of 8 cells leaves
+ * CPU ms per step; tools/bench/NOTES.md item 48), but a row of 8 cells leaves
  * half of its lanes idle. */
 static int cells_per_item(const mlcl_device_info *dev, int row_cells) {
     cl_uint native = 0;
@@ -24,7 +24,7 @@ static int cells_per_item(const mlcl_device_info *dev, int row_cells) {
     return cost16 < cost8 ? 16 : 8;
 }
 
-void ml_cl_shape_choose(const mlcl_device_info *dev, int row_cells, ml_cl_shape *sh) {
+void ml_cl_shape_choose(const mlcl_device_info *dev, int row_cells, const char *cl_options, ml_cl_shape *sh) {
     const char *env = getenv("MOELAT_CL_SHAPE");
     int cpu = strcmp(dev->type, "CPU") == 0;
     if (env && strcmp(env, "gpu") == 0)
@@ -36,8 +36,7 @@ void ml_cl_shape_choose(const mlcl_device_info *dev, int row_cells, ml_cl_shape 
     sh->cpu = cpu;
     sh->shared_cores = strcmp(dev->type, "CPU") == 0;
     sh->option[0] = '\0';
-    const char *opts = getenv("MOELAT_CL_OPTIONS");
-    const char *v = opts ? strstr(opts, "MLC_V=") : NULL;
+    const char *v = cl_options ? strstr(cl_options, "MLC_V=") : NULL;
     if (v) {
         /* the kernels' own rule: 4 and 16 as given, anything else 8 */
         int n = atoi(v + 6);
@@ -56,13 +55,12 @@ void ml_cl_shape_choose(const mlcl_device_info *dev, int row_cells, ml_cl_shape 
 }
 
 char *ml_cl_shape_step_source(const ml_cl_shape *sh) {
-    const char *parts[4] = {mlcl_embedded_source("moelat_helpers.cl"), mlcl_embedded_source("moelat_step.cl"),
-                            NULL, NULL};
-    int n = 2;
+    const char *parts[3] = {mlcl_embedded_source("moelat_step.cl"), NULL, NULL};
+    int n = 1;
     if (sh->cpu) {
-        parts[2] = mlcl_embedded_source("moelat_cpu_math.cl");
-        parts[3] = mlcl_embedded_source("moelat_step_cpu.cl");
-        n = 4;
+        parts[1] = mlcl_embedded_source("moelat_cpu_math.cl");
+        parts[2] = mlcl_embedded_source("moelat_step_cpu.cl");
+        n = 3;
     }
     size_t len = 1;
     for (int i = 0; i < n; i++) {

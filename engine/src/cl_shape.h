@@ -15,7 +15,7 @@
 typedef struct ml_cl_shape {
     int cpu;              /* 1: the CPU-shaped gate and aggregation vector */
     int cells_per_item;   /* moelat_cpu_math.cl's MLC_V */
-    char option[32];      /* the build option that sets it ("" when unset or MOELAT_CL_OPTIONS does) */
+    char option[32];      /* the build option that sets it ("" when cl_options does) */
     const char *gate;     /* the gate kernel's name */
     /* 1 when the device computes on the host's cores (CL_DEVICE_TYPE_CPU,
      * whatever the shape): the runtime's threads and the engine's host
@@ -30,10 +30,11 @@ typedef struct ml_cl_shape {
  * follow the chunk rows (row_cells cells long; a work-item holds cells of
  * one row): 16 where the device's native float vector is 16 wide and
  * that wastes no more lanes than it saves instructions, else 8 (see
- * cl_shape.c). MOELAT_CL_OPTIONS=-DMLC_V=n decides instead. */
-void ml_cl_shape_choose(const mlcl_device_info *dev, int row_cells, ml_cl_shape *sh);
+ * cl_shape.c). -DMLC_V=n in cl_options (the compiler options every
+ * program gets) decides instead. */
+void ml_cl_shape_choose(const mlcl_device_info *dev, int row_cells, const char *cl_options, ml_cl_shape *sh);
 
-/* The engine's program source: moelat_helpers.cl, moelat_step.cl and,
+/* The engine's program source after the helpers: moelat_step.cl and,
  * CPU-shaped, moelat_cpu_math.cl and moelat_step_cpu.cl, joined
  * (malloc'd), or NULL when a part is missing or out of memory. */
 char *ml_cl_shape_step_source(const ml_cl_shape *sh);
