@@ -302,7 +302,7 @@ static void test_damaged(void **state) {
     write_text(path, "{\"format\": \"something-else\"}");
     assert_int_equal(moelat_resume_checkpoint(l, dir), MOELAT_ERR_FORMAT);
     assert_non_null(strstr(moelat_last_error(l), "not a moelat checkpoint"));
-    write_text(path, "{\"format\": \"moelat-checkpoint\", \"version\": 1, \"step\": 1, \"seed\": \"1\","
+    write_text(path, "{\"format\": \"moelat-checkpoint\", \"version\": 2, \"step\": 1, \"seed\": \"1\","
                      " \"weights_digest\": \"0000000000000000\", \"config\": \"../etc/passwd\"}");
     assert_int_equal(moelat_resume_checkpoint(l, dir), MOELAT_ERR_FORMAT);
     assert_non_null(strstr(moelat_last_error(l), "key 'config'"));
