@@ -7,6 +7,19 @@
 
 #include "moelat/moelat.h"
 
+/* Documented ranges of the numeric values (README, "Files and limits"),
+ * checked when a config file or option is parsed and by
+ * ml_config_validate. The radius is clamped to [1, 100] by the model: a
+ * ratio outside these bounds could only be clamped, so it is refused. The
+ * band ratios bound the stencil's half-width, ceil(distant ratio * r), to
+ * 400 cells; cnf_steps bounds the ODE sub-steps of one step. */
+#define ML_RADIUS_RATIO_MIN 1e-6
+#define ML_RADIUS_RATIO_MAX 100.0
+#define ML_BAND_RATIO_MIN 1e-6
+#define ML_BAND_RATIO_MAX 4.0
+#define ML_MAX_CNF_STEPS 1000
+#define ML_MAX_THREADS 1024
+
 /* Parses "XxYxZ" (three positive integers, 'x' or 'X' between them) into
  * out[0..2]; out is untouched on error. Returns 0 or -1. */
 int ml_parse_dims(const char *s, int32_t out[3], char *err, size_t errlen);
