@@ -58,7 +58,8 @@ int run_check_output(const char *opt, const char *path, int is_dir) {
             }
             return 0;
         }
-        if (errno != ENOENT) {
+        /* ENOTDIR: a file on the way, reported when the walk reaches it. */
+        if (errno != ENOENT && errno != ENOTDIR) {
             fprintf(stderr, "moelat-engine run: %s %s: cannot inspect %s: %s\n", opt, path, p,
                     strerror(errno));
             return -1;
