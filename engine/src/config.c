@@ -564,7 +564,7 @@ static int k_seed(json_t *v, moelat_config *c, char *msg, size_t len) {
         return -1;
     }
     if (json_integer_value(v) < 0) {
-        ml_errf(msg, len, "expected an integer from 0 to %lld, found %lld", (long long)INT64_MAX,
+        ml_errf(msg, len, "expected a non-negative integer (0 to %lld), found %lld", (long long)INT64_MAX,
              (long long)json_integer_value(v));
         return -1;
     }
