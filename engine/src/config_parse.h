@@ -6,19 +6,15 @@
 #include <stdint.h>
 
 #include "moelat/moelat.h"
+#include "moelat/util.h"
 
-/* Documented ranges of the numeric values (README, "Files and limits"),
- * checked when a config file or option is parsed and by
- * ml_config_validate. The radius is clamped to [1, 100] by the model: a
- * ratio outside these bounds could only be clamped, so it is refused. The
- * band ratios bound the stencil's half-width, ceil(distant ratio * r), to
- * 400 cells; cnf_steps bounds the ODE sub-steps of one step. */
-#define ML_RADIUS_RATIO_MIN 1e-6
-#define ML_RADIUS_RATIO_MAX 100.0
-#define ML_BAND_RATIO_MIN 1e-6
-#define ML_BAND_RATIO_MAX 4.0
-#define ML_MAX_CNF_STEPS 1000
-#define ML_MAX_THREADS 1024
+/* The ranges of moelat/util.h, under the engine's own prefix. */
+#define ML_RADIUS_RATIO_MIN MOELAT_RADIUS_RATIO_MIN
+#define ML_RADIUS_RATIO_MAX MOELAT_RADIUS_RATIO_MAX
+#define ML_BAND_RATIO_MIN MOELAT_BAND_RATIO_MIN
+#define ML_BAND_RATIO_MAX MOELAT_BAND_RATIO_MAX
+#define ML_MAX_CNF_STEPS MOELAT_MAX_CNF_STEPS
+#define ML_MAX_THREADS MOELAT_MAX_THREADS
 
 /* Parses "XxYxZ" (three positive integers, 'x' or 'X' between them) into
  * out[0..2]; out is untouched on error. Returns 0 or -1. */

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config_parse.h"
+#include "moelat/util.h"
 
 /* --threads above this many per core is capped (see cli_build_config). */
 #define CLI_THREADS_PER_CORE 4
@@ -112,7 +112,7 @@ int cli_model_opt(cli_model_opts *o, int argc, char **argv, int *i, const char *
     STR_OPT("--device", device)
     STR_OPT("--mode", mode)
     STR_OPT("--cnf-mode", cnf_mode)
-    INT_OPT("--threads", threads, 0, ML_MAX_THREADS)
+    INT_OPT("--threads", threads, 0, MOELAT_MAX_THREADS)
     INT_OPT("--batch-threshold", batch_threshold, 0, 2147483647LL)
     INT_OPT("--queues", queues, 1, 16)
 #undef STR_OPT
@@ -135,9 +135,9 @@ int cli_model_opt(cli_model_opts *o, int argc, char **argv, int *i, const char *
             return -1;
         char *end;
         o->radius_ratio = strtod(v, &end);
-        if (!*v || *end || !(o->radius_ratio >= ML_RADIUS_RATIO_MIN && o->radius_ratio <= ML_RADIUS_RATIO_MAX)) {
+        if (!*v || *end || !(o->radius_ratio >= MOELAT_RADIUS_RATIO_MIN && o->radius_ratio <= MOELAT_RADIUS_RATIO_MAX)) {
             fprintf(stderr, "moelat-engine %s: --radius-ratio wants a number from %g to %g, got '%s'\n", cmd,
-                    ML_RADIUS_RATIO_MIN, ML_RADIUS_RATIO_MAX, v);
+                    MOELAT_RADIUS_RATIO_MIN, MOELAT_RADIUS_RATIO_MAX, v);
             return -1;
         }
         return 1;
@@ -183,11 +183,11 @@ int cli_build_config(const cli_model_opts *o, moelat_config *cfg, const char *cm
             return -1;
         }
     }
-    if (o->dims && ml_parse_dims(o->dims, cfg->dims, err, sizeof err) != 0) {
+    if (o->dims && moelat_parse_dims(o->dims, cfg->dims, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine %s: --dims: %s\n", cmd, err);
         return -1;
     }
-    if (o->chunk && ml_parse_dims(o->chunk, cfg->chunk, err, sizeof err) != 0) {
+    if (o->chunk && moelat_parse_dims(o->chunk, cfg->chunk, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine %s: --chunk: %s\n", cmd, err);
         return -1;
     }
@@ -247,7 +247,7 @@ int cli_build_config(const cli_model_opts *o, moelat_config *cfg, const char *cm
         cfg->radius_ratio = o->radius_ratio;
     if (o->profile)
         cfg->profile = 1;
-    if (ml_config_validate(cfg, err, sizeof err) != 0) {
+    if (moelat_config_validate(cfg, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine %s: %s\n", cmd, err);
         return -1;
     }

@@ -10,8 +10,7 @@
 
 #include "cli.h"
 #include "cli_common.h"
-#include "file_util.h"
-#include "npy.h"
+#include "moelat/util.h"
 #include "report_print.h"
 #include "run_checks.h"
 #include "run_slabs.h"
@@ -78,7 +77,7 @@ static int load_input(moelat_lattice *lat, const char *path) {
     int rc = -1;
     if (!buf)
         fprintf(stderr, "moelat-engine run: out of memory\n");
-    else if (npy_read_expect(path, buf, 3, shape, err, sizeof err) != 0)
+    else if (moelat_npy_read(path, buf, 3, shape, err, sizeof err) != MOELAT_OK)
         fprintf(stderr, "moelat-engine run: --input: %s\n", err);
     else if (moelat_set_external_input(lat, buf, n) != MOELAT_OK)
         fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
@@ -101,7 +100,7 @@ static int save_output_face(moelat_lattice *lat, const char *path) {
         fprintf(stderr, "moelat-engine run: out of memory\n");
     else if (moelat_get_outputs(lat, buf, n) != MOELAT_OK)
         fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
-    else if (npy_write(path, buf, 3, shape, err, sizeof err) != 0)
+    else if (moelat_npy_write(path, buf, 3, shape, err, sizeof err) != MOELAT_OK)
         fprintf(stderr, "moelat-engine run: %s\n", err);
     else
         rc = 0;
@@ -120,11 +119,8 @@ typedef struct explicit_fields {
 
 static int config_file_keys(const char *path, explicit_fields *x) {
     json_error_t je;
-    size_t len;
-    /* Not json_load_file: a FIFO must be refused, not waited on. */
-    char *text = ml_read_regular(path, &len, NULL, 0);
-    x->root = text ? json_loadb(text, len, 0, &je) : NULL;
-    free(text);
+    /* Checked first: json_load_file would wait forever on a FIFO. */
+    x->root = moelat_file_check_input(path, NULL, 0) == MOELAT_OK ? json_load_file(path, 0, &je) : NULL;
     if (!x->root || !json_is_object(x->root)) {
         /* cli_build_config reports the file's problem. */
         return 0;
@@ -297,14 +293,10 @@ int cmd_run(int argc, char **argv) {
     const char *in_path[] = {weights, state, input};
     for (int k = 0; k < 3; k++) {
         char err[1200];
-        size_t size;
-        FILE *fp = in_path[k] ? ml_open_regular(in_path[k], &size, err, sizeof err) : NULL;
-        if (in_path[k] && !fp) {
+        if (in_path[k] && moelat_file_check_input(in_path[k], err, sizeof err) != MOELAT_OK) {
             fprintf(stderr, "moelat-engine run: %s: %s\n", in_opt[k], err);
             return 1;
         }
-        if (fp)
-            fclose(fp);
     }
     if ((save_weights && run_check_output("--save-weights", save_weights, 0) != 0) ||
         (save_state && run_check_output("--save-state", save_state, 0) != 0) ||

@@ -12,9 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "atomic_file.h"
-#include "cl_runtime.h"
-#include "file_util.h"
+#include "moelat/inspect.h"
+#include "moelat/util.h"
 
 const char *run_bytes(double b, char *buf, unsigned len) {
     static const char *const unit[] = {"B", "kB", "MB", "GB", "TB", "PB"};
@@ -30,7 +29,7 @@ const char *run_bytes(double b, char *buf, unsigned len) {
 int run_check_output(const char *opt, const char *path, int is_dir) {
     char err[1200];
     if (!is_dir) {
-        if (atomic_check_target(path, err, sizeof err) != 0) {
+        if (moelat_file_check_output(path, err, sizeof err) != MOELAT_OK) {
             fprintf(stderr, "moelat-engine run: %s %s: %s\n", opt, path, err);
             return -1;
         }
@@ -48,7 +47,7 @@ int run_check_output(const char *opt, const char *path, int is_dir) {
         if (stat(p, &st) == 0) {
             if (!S_ISDIR(st.st_mode)) {
                 fprintf(stderr, "moelat-engine run: %s %s: %s is %s, not a directory\n", opt, path,
-                        p, ml_file_type_name(st.st_mode));
+                        p, moelat_file_type_name(st.st_mode));
                 return -1;
             }
             if (access(p, W_OK | X_OK) != 0) {
@@ -161,9 +160,9 @@ int run_check_memory(const moelat_config *cfg, int verbose) {
     double host = host_available(), dev = 0;
     char devname[256] = "";
     if (cfg->mode == MOELAT_MODE_BATCH) {
-        mlcl_device_info d;
+        moelat_device_info d;
         char err[1024];
-        if (mlcl_select_device(cfg->device, &d, err, sizeof err) == 0) {
+        if (moelat_select_device(cfg->device, &d, err, sizeof err) == MOELAT_OK) {
             dev = (double)d.global_mem_bytes;
             snprintf(devname, sizeof devname, "%s", d.name);
         }
@@ -203,9 +202,9 @@ int run_check_memory(const moelat_config *cfg, int verbose) {
 }
 
 int run_check_device(const char *spec) {
-    mlcl_device_info d;
+    moelat_device_info d;
     char err[2048];
-    if (mlcl_select_device(spec, &d, err, sizeof err) != 0) {
+    if (moelat_select_device(spec, &d, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine run: --devices: '%s': %s\n", spec, err);
         return -1;
     }

@@ -8,7 +8,7 @@
 
 #include "moelat/moelat.h"
 
-/* A file a save will replace (atomic_file.h's rules) or, with is_dir, a
+/* A file a save will replace (moelat_file_check_output's rules) or, with is_dir, a
  * checkpoint directory that must be, or be creatable as, a writable
  * directory. opt names the option in the message. */
 int run_check_output(const char *opt, const char *path, int is_dir);

@@ -1,0 +1,60 @@
+/*
+ * Helpers of the engine's own readers that tools share: lattice sizes,
+ * config checks and NumPy .npy files of float32.
+ */
+#ifndef MOELAT_UTIL_H
+#define MOELAT_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moelat/moelat.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Parses "XxYxZ" (three positive integers, 'x' or 'X' between them). */
+MOELAT_API moelat_status moelat_parse_dims(const char *s, int32_t out[3], char *err, size_t errlen);
+
+/* Checks a complete config as moelat_lattice_create does, without
+ * creating anything; the first problem goes to err. */
+MOELAT_API moelat_status moelat_config_validate(const moelat_config *cfg, char *err, size_t errlen);
+
+/* Reads a float32 C-order .npy file whose shape must equal expect (ndim
+ * dimensions) into dst. */
+MOELAT_API moelat_status moelat_npy_read(const char *path, float *dst, int ndim, const int64_t *expect, char *err,
+                                         size_t errlen);
+/* Writes a float32 C-order .npy file atomically (temporary file, fsync,
+ * rename). */
+MOELAT_API moelat_status moelat_npy_write(const char *path, const float *data, int ndim, const int64_t *shape,
+                                          char *err, size_t errlen);
+
+/* Ranges of the config's numeric values, checked when a config file or
+ * option is parsed and by moelat_config_validate (README, "Files and
+ * limits"). The radius is clamped to [1, 100] cells by the model, so a
+ * ratio outside these bounds could only be clamped; the band ratios bound
+ * the stencil's half-width, ceil(distant ratio * r), to 400 cells. */
+#define MOELAT_RADIUS_RATIO_MIN 1e-6
+#define MOELAT_RADIUS_RATIO_MAX 100.0
+#define MOELAT_BAND_RATIO_MIN 1e-6
+#define MOELAT_BAND_RATIO_MAX 4.0
+#define MOELAT_MAX_CNF_STEPS 1000
+#define MOELAT_MAX_THREADS 1024
+
+/* Whether path can be read as an input, as every loader reads one: opened
+ * without blocking (a FIFO never hangs), it must be a regular file. */
+MOELAT_API moelat_status moelat_file_check_input(const char *path, char *err, size_t errlen);
+/* Whether a save to path would be allowed, writing nothing: saves replace
+ * only regular files (a device, FIFO, socket or directory is refused with
+ * its type named), refuse read-only ones, write symlinks through to their
+ * target, and need a writable directory. */
+MOELAT_API moelat_status moelat_file_check_output(const char *path, char *err, size_t errlen);
+/* "a FIFO", "a directory", ... for a stat st_mode. */
+MOELAT_API const char *moelat_file_type_name(unsigned mode);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOELAT_UTIL_H */
