@@ -47,6 +47,14 @@ int cli_merge_tuning(const cli_model_opts *o, moelat_config *cfg, const char *cm
 /* Help text for the shared options. */
 extern const char *const cli_model_help;
 
+/* Bounds of run's --steps and --checkpoint-every. */
+#define RUN_MAX_STEPS 100000000LL
+
+/* Parses an integer in [lo, hi] into *out; otherwise prints "moelat-engine
+ * <cmd>: <opt> wants an integer from lo to hi, got '<s>'" and returns -1. */
+int cli_parse_range(const char *s, long long lo, long long hi, long long *out, const char *cmd,
+                    const char *opt);
+
 /* Parses a positive integer; returns -1 if s is not one. */
 long long cli_parse_int(const char *s);
 
