@@ -9,7 +9,7 @@ __kernel void ml_gate_combine_cpu(__global const float *states, __global float *
                                   __global const float *out1, __global const float *out2,
                                   __global const int *cnt0, __global const int *cnt1, __global const int *cnt2,
                                   __global const float *gate, int g_w0, int g_b0, int g_w2, int g_b2, int g_ln_w,
-                                  int g_ln_b, __global int *check) {
+                                  int g_ln_b, __global int *check, __global float *route) {
     const int w = (int)get_global_id(0);
     if (w >= mlc_items(extent) || n_cells <= 0)
         return;
@@ -36,6 +36,10 @@ __kernel void ml_gate_combine_cpu(__global const float *states, __global float *
         float m = fmax(t0[l], fmax(t1[l], t2[l]));
         float e0 = exp(t0[l] - m), e1 = exp(t1[l] - m), e2 = exp(t2[l] - m);
         float total = e0 + e1 + e2;
+        /* routing statistics: the cell's three gate weights (lattice order) */
+        route[i * 3] = e0 / total;
+        route[i * 3 + 1] = e1 / total;
+        route[i * 3 + 2] = e2 / total;
         /* An empty band's expert did not run: its E_k is zero, and its
          * output buffer (stale or NaN) is never read. */
         float w0 = cnt0[cc] > 0 ? e0 / total : 0.0f;
