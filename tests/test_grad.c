@@ -2,10 +2,12 @@
  * of the float64 host forward, checkpointing's bitwise invariance, and the
  * refusals.
  *
- * Measure: rel(a, b) = |a - b| / max(|a|, |b|, FLOOR) with FLOOR = 1e-3,
+ * Measure: rel(a, b) = |a - b| / max(|a|, |b|, FLOOR) with FLOOR = 1e-2,
  * where a is the backward's value and b the central finite difference of
  * the float64 forward (check_one says which steps); entries below the
- * floor are thus held to an absolute 1e-9. The loss is L = sum c . s_T
+ * floor are thus held to an absolute 1e-8. The floor sits above the
+ * difference's own noise: L sums about 10^4 terms, its rounding is near
+ * 4e-12, which a step of 1e-3 turns into about 3e-9 (measured). The loss is L = sum c . s_T
  * with a fresh random c (dL/ds_T = c). */
 #include <math.h>
 #include <setjmp.h>
@@ -22,7 +24,7 @@
 #include "rng.h"
 #include "test_support.h"
 
-#define FLOOR 1e-3
+#define FLOOR 1e-2
 #define TOL 1e-6
 
 static double loss(moelat_grad *g, const double *c) {
@@ -60,6 +62,8 @@ static double fd_at(moelat_grad *g, const double *c, double *p, double h0, unsig
         double lm = loss(g, c);
         signs(g, sm);
         kink |= r == 0 && memcmp(sp, sm, n) != 0;
+        if (kink)
+            break;
         d[r] = (lp - lm) / (2 * h);
     }
     *p = v;
@@ -72,43 +76,47 @@ static double rel(double a, double b) {
 }
 
 typedef struct fd_stats {
-    int n, retried;
+    int n, narrow, skipped;
     double worst;
-    char where[160];
+    char where[400];
 } fd_stats;
 
 /* The model has kinks (|n_j| in the functional expert's act, |gamma|): a
- * state value crossing zero within +-h bends L and spoils a wide
- * difference (seen: 2e-5 relative at h = 1e-3 when a crossing lay 5e-5
- * away). The step is the widest of 1e-3, 1e-4, 1e-5, 1e-6 over which no
- * intermediate state changes sign; the entry is then held to TOL. */
-static void check_one(fd_stats *st, moelat_grad *g, const double *c, double *p, double analytic,
-                      const char *what, size_t idx) {
+ * state value crossing zero within +-h bends L and spoils a difference
+ * over that interval (seen: 2e-5 relative at h = 1e-3 with a crossing 5e-5
+ * away). Such an entry is re-drawn when its tensor has others (returns 1,
+ * counted as skipped); otherwise the step shrinks to 1e-4, 1e-5, 1e-6
+ * until no intermediate state changes sign (noisier, used for scalars,
+ * whose gradients are large). The entry is then held to TOL. */
+static int check_one(fd_stats *st, moelat_grad *g, const double *c, double *p, double analytic,
+                     const char *what, size_t idx, int can_redraw) {
     static const double hs[4] = {1e-3, 1e-4, 1e-5, 1e-6};
     size_t n = (size_t)(g->steps - 1) * g->NS + 1;
     unsigned char *sp = malloc(n), *sm = malloc(n);
     double num = NAN;
     int tier;
-    for (tier = 0; tier < 4 && isnan(num); tier++)
+    for (tier = 0; tier < 4 && isnan(num) && (tier == 0 || !can_redraw); tier++)
         num = fd_at(g, c, p, hs[tier], sp, sm);
     free(sp);
     free(sm);
+    if (isnan(num) && can_redraw) {
+        st->skipped++;
+        return 1;
+    }
     if (isnan(num))
         fail_msg("%s[%zu]: a state changes sign within +-1e-6 of it", what, idx);
     double r = rel(analytic, num);
     st->n++;
-    st->retried += tier > 1;
+    st->narrow += tier > 1;
     if (r > st->worst) {
         st->worst = r;
         snprintf(st->where, sizeof st->where, "%s[%zu]: backward %.10g, fd %.10g (h %.0e)", what, idx, analytic,
                  num, hs[tier - 1]);
     }
-    if (r > TOL && getenv("GRAD_DIAG"))
-        for (int t2 = 1; t2 < 4; t2++)
-            print_message("   h %.0e: %.12g\n", hs[t2], fd_at(g, c, p, hs[t2], sp = malloc(n), sm = malloc(n)));
     if (r > TOL)
         print_error("%s[%zu]: backward %.12g vs finite difference %.12g (rel %.2e, h %.0e)\n", what, idx, analytic,
                     num, r, hs[tier - 1]);
+    return 0;
 }
 
 static uint64_t rnd_u64(uint64_t *s) {
@@ -178,7 +186,7 @@ static void fd_check(const char *preset, int X, int Y, int Z, double ratio, int 
     assert_int_equal(moelat_grad_states_f64(g, ds, g->NS), MOELAT_OK);
     assert_int_equal(moelat_grad_input_f64(g, de, ne), MOELAT_OK);
 
-    fd_stats st = {0, 0, 0.0, ""};
+    fd_stats st = {0, 0, 0, 0.0, ""};
     ml_param_block *blocks[MOELAT_BANDS + 1];
     int nb = ml_param_blocks(lat, blocks);
     size_t base = 0;
@@ -189,25 +197,34 @@ static void fd_check(const char *preset, int X, int Y, int Z, double ratio, int 
             char name[200];
             snprintf(name, sizeof name, "%s%s", blocks[b]->prefix, blocks[b]->specs[t].suffix);
             int m = per_tensor < (int)numel ? per_tensor : (int)numel;
+            int redraw = numel > (size_t)per_tensor, draws = 0;
             for (int s = 0; s < m; s++) {
-                size_t idx = numel <= (size_t)per_tensor ? (size_t)s : rnd_u64(&rs) % numel;
-                size_t at = base + blocks[b]->offsets[t] + idx;
+                size_t idx, at;
+                do {
+                    idx = redraw ? rnd_u64(&rs) % numel : (size_t)s;
+                    at = base + blocks[b]->offsets[t] + idx;
+                } while (check_one(&st, g, c, &g->w.flat[at], dw[at], name, idx, redraw && ++draws < 20));
                 nonzero += dw[at] != 0.0;
-                check_one(&st, g, c, &g->w.flat[at], dw[at], name, idx);
             }
         }
         base += blocks[b]->n_floats;
     }
+    int draws = 0;
     for (int s = 0; s < n_state; s++) {
-        size_t idx = rnd_u64(&rs) % g->NS;
-        check_one(&st, g, c, &g->ckpt[idx], ds[idx], "dL/ds_0", idx);
+        size_t idx;
+        do
+            idx = rnd_u64(&rs) % g->NS;
+        while (check_one(&st, g, c, &g->ckpt[idx], ds[idx], "dL/ds_0", idx, ++draws < 100));
     }
     for (int s = 0; s < n_ext; s++) {
-        size_t idx = rnd_u64(&rs) % ne;
-        check_one(&st, g, c, &g->ext[idx], de[idx], "dL/dext", idx);
+        size_t idx;
+        do
+            idx = rnd_u64(&rs) % ne;
+        while (check_one(&st, g, c, &g->ext[idx], de[idx], "dL/dext", idx, ++draws < 200));
     }
-    print_message("%s %dx%dx%d, %d steps: %d entries checked (%d over a narrower step), worst rel %.2e at %s\n",
-                  preset, X, Y, Z, steps, st.n, st.retried, st.worst, st.where);
+    print_message("%s %dx%dx%d, %d steps: %d entries checked (%d over a narrower step, %d re-drawn past a "
+                  "kink), worst rel %.2e at %s\n",
+                  preset, X, Y, Z, steps, st.n, st.narrow, st.skipped, st.worst, st.where);
     assert_true(nonzero > st.n / 2); /* the check is not vacuous */
     assert_true(st.worst <= TOL);
     free(dw);
