@@ -1,6 +1,7 @@
 /* Reading a gradient run's results (moelat/grad.h): s_T, dL/dW (flat and
  * per tensor), dL/ds_0 and dL/d(external input), in float or double. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "grad.h"
@@ -67,4 +68,42 @@ moelat_status moelat_grad_tensor(moelat_grad *g, const char *name, float *dst, s
         base += blocks[b]->n_floats;
     }
     return ml_fail(g->lat, MOELAT_ERR_INVALID, "no weight tensor named '%s'", name);
+}
+
+moelat_status moelat_grad_save_weights(moelat_grad *g, const char *path) {
+    if (!g)
+        return MOELAT_ERR_INVALID;
+    if (!path)
+        return ml_fail(g->lat, MOELAT_ERR_INVALID, "no file name given for the weight gradients");
+    if (!g->reversed)
+        return ml_fail(g->lat, MOELAT_ERR_INVALID, "%s: no gradients yet (call moelat_grad_backward first)", path);
+    /* Blocks that share the weights' names and shapes, holding dL/dW. */
+    ml_param_block *blocks[MOELAT_BANDS + 1], copy[MOELAT_BANDS + 1], *cp[MOELAT_BANDS + 1];
+    int n = ml_param_blocks(g->lat, blocks);
+    size_t n_tensors = 1;
+    for (int b = 0; b < n; b++)
+        n_tensors += (size_t)blocks[b]->n_tensors;
+    float *data = malloc((g->w.count ? g->w.count : 1) * sizeof *data);
+    float **views = calloc(n_tensors, sizeof *views);
+    if (!data || !views) {
+        free(data);
+        free(views);
+        return ml_fail(g->lat, MOELAT_ERR_NOMEM, "out of memory");
+    }
+    to_float(data, g->dweights, g->w.count);
+    size_t base = 0, v = 0;
+    for (int b = 0; b < n; b++) {
+        copy[b] = *blocks[b];
+        copy[b].data = data + base;
+        copy[b].tensors = views + v;
+        for (int t = 0; t < copy[b].n_tensors; t++)
+            copy[b].tensors[t] = copy[b].data + copy[b].offsets[t];
+        v += (size_t)copy[b].n_tensors;
+        base += blocks[b]->n_floats;
+        cp[b] = &copy[b];
+    }
+    int rc = ml_params_save(path, cp, n, g->lat->err, sizeof g->lat->err);
+    free(data);
+    free(views);
+    return rc == 0 ? MOELAT_OK : MOELAT_ERR_IO;
 }

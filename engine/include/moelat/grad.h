@@ -72,6 +72,9 @@ moelat_status moelat_grad_weights_f64(moelat_grad *g, double *dst, size_t count)
 /* dL/dW of one tensor by its weights-file name ("local_expert.alpha");
  * count must be the tensor's element count. */
 moelat_status moelat_grad_tensor(moelat_grad *g, const char *name, float *dst, size_t count);
+/* Writes dL/dW as a safetensors file (float32) under the weights' names
+ * and shapes, atomically. */
+moelat_status moelat_grad_save_weights(moelat_grad *g, const char *path);
 /* dL/ds_0: N x S. */
 moelat_status moelat_grad_states(moelat_grad *g, float *dst, size_t count);
 moelat_status moelat_grad_states_f64(moelat_grad *g, double *dst, size_t count);
