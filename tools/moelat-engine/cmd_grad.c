@@ -13,7 +13,7 @@
 #include "cli.h"
 #include "cli_common.h"
 #include "moelat/grad.h"
-#include "npy.h"
+#include "moelat/util.h"
 
 #define CMD "moelat-engine grad"
 
@@ -45,7 +45,7 @@ static void usage(FILE *out) {
 
 static int read_npy(const char *opt, const char *path, float *dst, int ndim, const int64_t *shape) {
     char err[1024];
-    if (npy_read_expect(path, dst, ndim, shape, err, sizeof err) != 0) {
+    if (moelat_npy_read(path, dst, ndim, shape, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, CMD ": %s: %s\n", opt, err);
         return -1;
     }
@@ -173,7 +173,7 @@ static int write_outputs(moelat_grad *g, moelat_lattice *lat, const grad_args *a
         int64_t shape[4] = {c->dims[2], c->dims[1], c->dims[0], S};
         float *buf = malloc(n * sizeof *buf);
         int rc = buf && moelat_grad_states(g, buf, n) == MOELAT_OK ? 0 : -1;
-        if (rc == 0 && npy_write(a->save_state, buf, 4, shape, err, sizeof err) != 0) {
+        if (rc == 0 && moelat_npy_write(a->save_state, buf, 4, shape, err, sizeof err) != MOELAT_OK) {
             fprintf(stderr, CMD ": --save-state-grad: %s\n", err);
             rc = -2;
         }
@@ -188,7 +188,7 @@ static int write_outputs(moelat_grad *g, moelat_lattice *lat, const grad_args *a
         int64_t shape[3] = {c->dims[1], c->dims[0], MOELAT_EXT_SIZE};
         float *buf = malloc(n * sizeof *buf);
         int rc = buf && moelat_grad_input(g, buf, n) == MOELAT_OK ? 0 : -1;
-        if (rc == 0 && npy_write(a->save_input, buf, 3, shape, err, sizeof err) != 0) {
+        if (rc == 0 && moelat_npy_write(a->save_input, buf, 3, shape, err, sizeof err) != MOELAT_OK) {
             fprintf(stderr, CMD ": --save-input-grad: %s\n", err);
             rc = -2;
         }
