@@ -128,9 +128,16 @@ static uint64_t rnd_u64(uint64_t *s) {
 }
 
 /* A lattice with random weights, states (sigma 0.5) and external input. */
+static const char *g_local_expert; /* a plugin for the local band, or NULL */
+
 static moelat_lattice *random_lattice(const char *preset, int X, int Y, int Z, double ratio, uint64_t seed) {
     moelat_config cfg;
     ts_config(&cfg, preset, X, Y, Z);
+    if (g_local_expert) {
+        snprintf(cfg.plugin_paths[cfg.n_plugin_paths++], sizeof cfg.plugin_paths[0], "%s",
+                 MOELAT_TEST_BINARY_DIR "/plugins_grad/moelat_expert_diffusion.so");
+        snprintf(cfg.expert[0], sizeof cfg.expert[0], "%s", g_local_expert);
+    }
     if (ratio > 0)
         cfg.radius_ratio = ratio;
     cfg.seed = seed;
@@ -245,6 +252,14 @@ static void test_fd_debug(void **state) {
 static void test_fd_experiment(void **state) {
     (void)state;
     fd_check("experiment", 7, 6, 5, 0.5, 2, 1, 6, 6);
+}
+
+/* The SDK example expert's backward (plugins/example) on the local band. */
+static void test_fd_sdk_example(void **state) {
+    (void)state;
+    g_local_expert = "diffusion";
+    fd_check("debug", 9, 8, 7, 0, 2, 2, 4, 0);
+    g_local_expert = NULL;
 }
 
 typedef struct grads {
@@ -435,6 +450,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fd_debug),
         cmocka_unit_test(test_fd_experiment),
+        cmocka_unit_test(test_fd_sdk_example),
         cmocka_unit_test(test_checkpoint_bitwise),
         cmocka_unit_test(test_api_reads),
         cmocka_unit_test(test_memory_budget),
