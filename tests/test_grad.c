@@ -427,6 +427,21 @@ static void test_refuse_lipschitz(void **state) {
     moelat_lattice_destroy(lat);
 }
 
+/* A slab owner (some planes inactive) is refused: the gradient is of the
+ * whole lattice. */
+static void test_refuse_slab(void **state) {
+    (void)state;
+    moelat_config cfg;
+    ts_config(&cfg, "debug", 9, 8, 7);
+    moelat_lattice *lat = ts_lattice(&cfg);
+    assert_int_equal(moelat_lattice_set_active_planes(lat, 0, 3), MOELAT_OK);
+    moelat_grad *g = NULL;
+    assert_int_equal(moelat_grad_record(lat, 1, NULL, &g), MOELAT_ERR_INVALID);
+    assert_null(g);
+    assert_non_null(strstr(moelat_last_error(lat), "planes [0, 3) of 7"));
+    moelat_lattice_destroy(lat);
+}
+
 /* An expert without the backward extension: refused, naming band and plugin. */
 static void test_refuse_no_backward(void **state) {
     (void)state;
@@ -456,6 +471,7 @@ int main(void) {
         cmocka_unit_test(test_memory_budget),
         cmocka_unit_test(test_refuse_lipschitz),
         cmocka_unit_test(test_refuse_no_backward),
+        cmocka_unit_test(test_refuse_slab),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

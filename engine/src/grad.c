@@ -238,6 +238,11 @@ moelat_status moelat_grad_record(moelat_lattice *lat, int steps, const moelat_gr
     if (opt && opt->checkpoint_every < 0)
         return ml_fail(lat, MOELAT_ERR_INVALID, "checkpoint interval %d must be >= 1 (0: automatic)",
                        opt->checkpoint_every);
+    if (lat->active_z0 != 0 || lat->active_z1 != lat->Z)
+        return ml_fail(lat, MOELAT_ERR_INVALID,
+                       "gradients differentiate the whole lattice, but only planes [%d, %d) of %d are "
+                       "active (a slab owner); set every plane active first",
+                       (int)lat->active_z0, (int)lat->active_z1, (int)lat->Z);
     moelat_grad *g = calloc(1, sizeof *g);
     if (!g)
         return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");
