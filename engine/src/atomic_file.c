@@ -2,6 +2,7 @@
  * carries the pid and a process-wide counter so that concurrent writers,
  * in this process or another, never share a temporary file. */
 #include "atomic_file.h"
+#include "environment.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -58,7 +59,7 @@ static int sync_parent_dir(const char *path, char *err, size_t errlen) {
  * the last moment a crash can hit a write. Mid-write kills need no hook
  * (the tests use RLIMIT_FSIZE). */
 static void kill_hook(const char *final_path) {
-    const char *k = getenv("MOELAT_TEST_KILL_BEFORE_RENAME");
+    const char *k = ml_env_test_kill_before_rename();
     if (k && *k && strstr(final_path, k))
         raise(SIGKILL);
 }
@@ -162,4 +163,14 @@ int atomic_write_file(const char *path, const void *data, size_t len, char *err,
         return -1;
     }
     return atomic_commit(&af, err, errlen);
+}
+
+int atomic_finish(atomic_file *af, int write_failed, const char *path, char *err, size_t errlen) {
+    if (write_failed) {
+        int e = errno; /* before anything else can change it */
+        snprintf(err, errlen, "%s: cannot write temporary file %s: %s", path, af->tmp_path, strerror(e));
+        atomic_abort(af);
+        return -1;
+    }
+    return atomic_commit(af, err, errlen);
 }

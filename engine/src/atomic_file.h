@@ -18,6 +18,10 @@ int atomic_open(atomic_file *af, const char *path, char *err, size_t errlen);
 int atomic_commit(atomic_file *af, char *err, size_t errlen);
 /* Drops the temporary file. */
 void atomic_abort(atomic_file *af);
+/* Ends a write: atomic_commit, or when write_failed (errno says why)
+ * atomic_abort with "<path>: cannot write temporary file ..." in err and
+ * -1. */
+int atomic_finish(atomic_file *af, int write_failed, const char *path, char *err, size_t errlen);
 /* Writes a whole buffer atomically. */
 int atomic_write_file(const char *path, const void *data, size_t len, char *err, size_t errlen);
 

@@ -297,8 +297,9 @@ moelat_status moelat_save_checkpoint(moelat_lattice *lat, const char *dir) {
     char err[1024];
     if (mkdir_p(dir, err, sizeof err) != 0)
         return ml_fail(lat, MOELAT_ERR_IO, "checkpoint: %s", err);
-    if (lat->device_owns_states && ml_batch_sync_to_host(lat) != 0)
-        return MOELAT_ERR_DEVICE;
+    moelat_status synced = ml_res_host_states(lat);
+    if (synced != MOELAT_OK)
+        return synced;
 
     ckpt_manifest m;
     memset(&m, 0, sizeof m);
@@ -543,8 +544,8 @@ static moelat_status load_weights(moelat_lattice *lat, const char *dir, const ck
         for (size_t b = 0, off = 0; b < (size_t)nb; off += blocks[b]->n_floats, b++)
             memcpy(blocks[b]->data, backup + off, blocks[b]->n_floats * sizeof(float));
     free(backup);
-    if (st == MOELAT_OK && lat->batch && ml_batch_upload_weights(lat) != 0)
-        st = MOELAT_ERR_DEVICE;
+    if (st == MOELAT_OK)
+        st = ml_res_host_wrote_weights(lat);
     return st;
 }
 

@@ -1,6 +1,7 @@
 /* Device discovery and selection, contexts with their command queues
  * (profiling on request), and event timing. */
 #include "cl_runtime.h"
+#include "environment.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -256,7 +257,7 @@ int mlcl_select_device(const char *spec, mlcl_device_info *out, char *err, size_
     }
     const char *origin = "device";
     if (!spec || !*spec) {
-        const char *env = getenv("MOELAT_DEVICE");
+        const char *env = ml_env_device();
         if (env && *env) {
             spec = env;
             origin = "MOELAT_DEVICE";

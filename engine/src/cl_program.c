@@ -151,7 +151,7 @@ int mlcl_build_program(mlcl_context *ctx, const char *program_name, const char *
     }
 
     char path[4096];
-    int cached = mlcl_cache_entry_path(&ctx->info, source, options, path, sizeof path) == 0;
+    int cached = !ctx->no_kernel_cache && mlcl_cache_entry_path(&ctx->info, source, options, path, sizeof path) == 0;
     if (cached) {
         unsigned char *bin = NULL;
         size_t len = 0;
@@ -179,4 +179,26 @@ int mlcl_build_program(mlcl_context *ctx, const char *program_name, const char *
         }
     }
     return 0;
+}
+
+int mlcl_build_with_helpers(mlcl_context *ctx, const char *program_name, const char *source, const char *options,
+                            cl_program *out, char *err, size_t errlen) {
+    const char *name = program_name ? program_name : "(unnamed)";
+    const char *helpers = mlcl_embedded_source("moelat_helpers.cl");
+    *out = NULL;
+    if (!helpers || !source) {
+        snprintf(err, errlen, "building program '%s': %s", name,
+                 helpers ? "no source" : "moelat_helpers.cl is missing from this build");
+        return -1;
+    }
+    size_t len = strlen(helpers) + strlen(source) + 2;
+    char *src = malloc(len);
+    if (!src) {
+        snprintf(err, errlen, "building program '%s': out of host memory", name);
+        return -1;
+    }
+    snprintf(src, len, "%s\n%s", helpers, source);
+    int rc = mlcl_build_program(ctx, name, src, options, out, err, errlen);
+    free(src);
+    return rc;
 }

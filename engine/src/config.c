@@ -4,6 +4,7 @@
  * leaves a half-applied config behind. */
 #include "file_util.h"
 #include "config_parse.h"
+#include "tuning.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -190,8 +191,14 @@ int ml_config_validate(const moelat_config *cfg, char *err, size_t errlen) {
         return -1;
     }
     if (!terminated(cfg->preset, sizeof cfg->preset) ||
-        !terminated(cfg->device, sizeof cfg->device)) {
-        ml_errf(err, errlen, "config: preset or device name is not terminated");
+        !terminated(cfg->device, sizeof cfg->device) || !terminated(cfg->tuning, sizeof cfg->tuning)) {
+        ml_errf(err, errlen, "config: preset, device name or tuning string is not terminated");
+        return -1;
+    }
+    ml_tuning tuning;
+    char why[512];
+    if (ml_tuning_parse(cfg->tuning, &tuning, why, sizeof why) != 0) {
+        ml_errf(err, errlen, "config: %s", why);
         return -1;
     }
     static const char axis[3] = {'X', 'Y', 'Z'};
@@ -623,6 +630,10 @@ static int k_plugin_paths(json_t *v, moelat_config *c, char *msg, size_t len) {
     return 0;
 }
 
+static int k_tuning(json_t *v, moelat_config *c, char *msg, size_t len) {
+    return copy_string(v, c->tuning, sizeof c->tuning, msg, len, "a string \"key=value,...\"");
+}
+
 static const struct {
     const char *key;
     key_fn fn;
@@ -644,6 +655,7 @@ static const struct {
     {"profile", k_profile},
     {"device", k_device},
     {"plugin_paths", k_plugin_paths},
+    {"tuning", k_tuning},
 };
 
 static moelat_status merge_object(json_t *root, const char *name, moelat_config *cfg, char *err,
@@ -675,7 +687,7 @@ static moelat_status merge_object(json_t *root, const char *name, moelat_config 
             ml_errf(err, errlen,
                  "%s: unknown key '%.64s' (known: preset, dims, state_size, radius_ratio, "
                  "band_ratios, hidden, experts, cnf_mode, cnf_steps, seed, threads, mode, "
-                 "batch_threshold, chunk, queues, profile, device, plugin_paths)",
+                 "batch_threshold, chunk, queues, profile, device, plugin_paths, tuning)",
                  name, key);
             return MOELAT_ERR_INVALID;
         }

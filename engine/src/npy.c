@@ -514,11 +514,5 @@ int npy_write(const char *path, const float *data, int ndim, const int64_t *shap
             }
         }
     }
-    if (bad) {
-        ml_errf(err, errlen, "%s: cannot write temporary file %s: %s", path, af.tmp_path,
-             strerror(errno));
-        atomic_abort(&af);
-        return -1;
-    }
-    return atomic_commit(&af, err, errlen);
+    return atomic_finish(&af, bad, path, err, errlen);
 }

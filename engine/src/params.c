@@ -121,11 +121,12 @@ static void format_shape(const int64_t *shape, int ndim, char *out, size_t len) 
         snprintf(out + pos, len - pos, "]");
 }
 
-int ml_params_load(const char *path, ml_param_block *const *blocks, int n_blocks, char *err,
-                   size_t errlen) {
+moelat_status ml_params_load(const char *path, ml_param_block *const *blocks, int n_blocks, char *err,
+                             size_t errlen) {
     st_file f;
-    if (st_read(path, &f, err, errlen) != 0)
-        return -1;
+    int rc = st_read(path, &f, err, errlen);
+    if (rc != 0)
+        return rc == -2 ? MOELAT_ERR_IO : MOELAT_ERR_FORMAT;
     int expected = 0;
     /* First pass: validate everything, so nothing is half-loaded. */
     for (int b = 0; b < n_blocks; b++) {
@@ -137,7 +138,7 @@ int ml_params_load(const char *path, ml_param_block *const *blocks, int n_blocks
             if (!t) {
                 snprintf(err, errlen, "%s: missing tensor '%s'", path, name);
                 st_free(&f);
-                return -1;
+                return MOELAT_ERR_FORMAT;
             }
             if (!shape_matches(t, sp)) {
                 char want[96], got[96];
@@ -149,7 +150,7 @@ int ml_params_load(const char *path, ml_param_block *const *blocks, int n_blocks
                 snprintf(err, errlen, "%s: tensor '%s' has shape %s, expected %s", path, name, got,
                          want);
                 st_free(&f);
-                return -1;
+                return MOELAT_ERR_FORMAT;
             }
             expected++;
         }
@@ -168,7 +169,7 @@ int ml_params_load(const char *path, ml_param_block *const *blocks, int n_blocks
                 snprintf(err, errlen, "%s: unexpected tensor '%s' (not part of this model)", path,
                          f.tensors[k].name);
                 st_free(&f);
-                return -1;
+                return MOELAT_ERR_FORMAT;
             }
         }
     }
@@ -180,7 +181,7 @@ int ml_params_load(const char *path, ml_param_block *const *blocks, int n_blocks
             memcpy(blocks[b]->tensors[i], t->data, t->numel * sizeof(float));
         }
     st_free(&f);
-    return 0;
+    return MOELAT_OK;
 }
 
 uint64_t ml_params_digest(ml_param_block *const *blocks, int n_blocks) {

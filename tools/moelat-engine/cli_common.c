@@ -22,7 +22,9 @@ const char *const cli_model_help =
     "  --batch-threshold N    fewest cells for a chunk to go to the device\n"
     "  --chunk XxYxZ          chunk box size\n"
     "  --queues Q             OpenCL command queues (default 2)\n"
-    "  --profile              time every device kernel (the report's device times)\n";
+    "  --profile              time every device kernel (the report's device times)\n"
+    "  --tune KEY=VALUE,...   tuning knobs (README: tuning keys; repeatable, wins over\n"
+    "                         the config's \"tuning\" and the MOELAT_* tuning variables)\n";
 
 void cli_model_opts_init(cli_model_opts *o) {
     memset(o, 0, sizeof *o);
@@ -99,6 +101,16 @@ int cli_model_opt(cli_model_opts *o, int argc, char **argv, int *i, const char *
     INT_OPT("--queues", queues)
 #undef STR_OPT
 #undef INT_OPT
+    if (strcmp(a, "--tune") == 0) {
+        if (!(v = value(argc, argv, i, cmd)))
+            return -1;
+        if (o->n_tune >= (int)(sizeof o->tune / sizeof o->tune[0])) {
+            fprintf(stderr, "moelat-engine %s: too many --tune options\n", cmd);
+            return -1;
+        }
+        o->tune[o->n_tune++] = v;
+        return 1;
+    }
     if (strcmp(a, "--profile") == 0) {
         o->profile = 1;
         return 1;
@@ -221,6 +233,8 @@ int cli_build_config(const cli_model_opts *o, moelat_config *cfg, const char *cm
         cfg->radius_ratio = o->radius_ratio;
     if (o->profile)
         cfg->profile = 1;
+    if (cli_merge_tuning(o, cfg, cmd) != 0)
+        return -1;
     if (moelat_config_validate(cfg, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine %s: %s\n", cmd, err);
         return -1;

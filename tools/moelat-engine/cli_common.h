@@ -20,6 +20,8 @@ typedef struct cli_model_opts {
     int threads, batch_threshold, queues; /* -1 = unset */
     int profile;              /* --profile: 1, else unset */
     double radius_ratio;      /* <= 0 = unset */
+    const char *tune[16];     /* --tune key=value,... (repeatable) */
+    int n_tune;
 } cli_model_opts;
 
 void cli_model_opts_init(cli_model_opts *o);
@@ -31,6 +33,11 @@ int cli_model_opt(cli_model_opts *o, int argc, char **argv, int *i, const char *
 /* Builds the config: preset (default debug), then the config file, then the
  * other options. Prints the reason and returns -1 on error. */
 int cli_build_config(const cli_model_opts *o, moelat_config *cfg, const char *cmd);
+
+/* Sets cfg->tuning to the MOELAT_* tuning variables, then cfg's own
+ * tuning (the config file's), then every --tune (cli_tuning.c). Prints
+ * the reason and returns -1 on error. */
+int cli_merge_tuning(const cli_model_opts *o, moelat_config *cfg, const char *cmd);
 
 /* Help text for the shared options. */
 extern const char *const cli_model_help;

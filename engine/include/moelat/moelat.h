@@ -73,6 +73,12 @@ typedef struct moelat_config {
     char device[128];             /* index or name substring; "" = MOELAT_DEVICE or default */
     char plugin_paths[MOELAT_MAX_PLUGIN_PATHS][512]; /* searched before the defaults */
     int32_t n_plugin_paths;
+    /* Tuning knobs, "key=value,..." (README's table): agg_vector,
+     * agg_absmean, work_group, gate_cells, cl_options, kernel_cache,
+     * upgrade_check and the experts' functional_gemm, functional_cells,
+     * functional_split, distant_cells, local_cells. "" = every default;
+     * an unknown key or a bad value fails validation. */
+    char tuning[512];
 } moelat_config;
 
 /* Names of the bands, index 0..2. */
