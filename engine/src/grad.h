@@ -85,10 +85,10 @@ moelat_status ml_grad_step_bwd(moelat_grad *g, const double *cur, const double *
 /* Bytes a gradient of T steps with checkpoints every k needs. */
 uint64_t ml_grad_bytes(const moelat_lattice *lat, int steps, int k, int n_blocks);
 
-/* Lattice set-up for a float64 run with the weights, s_0 and input taken
- * from the lattice (moelat_grad_prepare's first half); the forward runs
- * on ml_grad_forward, which a finite-difference test calls again after
- * changing g->w.flat, g->ckpt (s_0) or g->ext. */
+/* Runs the recorded T steps again in float64 from g->ckpt's s_0, the
+ * weights g->w.flat and the input g->ext, refilling the checkpoints and
+ * s_T (moelat_grad_record calls it once); a finite-difference test calls
+ * it after changing one of those inputs. */
 moelat_status ml_grad_forward(moelat_grad *g);
 
 #endif
