@@ -52,6 +52,9 @@ typedef struct ml_step {
     int *host, n_host; /* chunk ids the host computes; room for every chunk */
     int n_ranges;      /* the lattice's delivered plane ranges this step serves */
     int swapped;       /* set by finish: the step's states became current */
+    /* Set by finish: the gate's weights (N x MOELAT_BANDS, lattice order),
+     * valid for the device chunks, for the routing statistics; or NULL. */
+    const float *route;
     ml_fallbacks fb;
     /* Device time per kind (when the device times its work) and expert
      * calls per band, for the report. */

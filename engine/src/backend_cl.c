@@ -58,6 +58,8 @@ static void cl_destroy(void *ctx) {
     mlcl_release_buffer(b->ext);
     mlcl_release_buffer(b->gate);
     mlcl_release_buffer(b->check);
+    mlcl_release_buffer(b->route);
+    free(b->route_host);
     mlcl_release_buffer(b->rows);
     mlcl_release_buffer(b->segs);
     for (int i = 0; i < 2; i++)
@@ -239,6 +241,20 @@ static moelat_status create_buffers(ml_cl_backend *b) {
     return ml_cl_check(b, rc, "allocating the finite check");
 }
 
+/* Routing statistics: the gate writes each cell's weights into route
+ * (allocated after the chunk sets, whose allocation order the fault tests
+ * count), read back at the end of every device step. */
+static moelat_status create_route(ml_cl_backend *b) {
+    moelat_lattice *lat = b->lat;
+    cl_int rc;
+    b->route = mlcl_create_buffer(&b->ctx, CL_MEM_WRITE_ONLY, lat->N * MOELAT_BANDS * sizeof(float), NULL, &rc);
+    if (ml_cl_check(b, rc, "allocating the gate weights") != MOELAT_OK)
+        return MOELAT_ERR_DEVICE;
+    if (!(b->route_host = malloc(lat->N * MOELAT_BANDS * sizeof(float))))
+        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for the gate weights");
+    return MOELAT_OK;
+}
+
 /* The chunk scratch sets; on an allocation failure halve the chunks and
  * retry. */
 static moelat_status create_sets(ml_cl_backend *b) {
@@ -302,6 +318,8 @@ static moelat_status cl_create(moelat_lattice *lat, ml_fallbacks *fb, void **out
         st = create_sets(b);
     if (st == MOELAT_OK && !(b->host_expert_out = malloc((size_t)b->max_chunk_cells * lat->S * sizeof(float))))
         st = ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");
+    if (st == MOELAT_OK)
+        st = create_route(b);
     if (st != MOELAT_OK) {
         cl_destroy(b);
         return st;

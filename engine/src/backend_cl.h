@@ -53,6 +53,8 @@ typedef struct ml_cl_backend {
     cl_mem params[MOELAT_BANDS];
     cl_mem gate;
     cl_mem check; /* the gate's finite check: {cells, lowest cell} */
+    cl_mem route;       /* routing statistics: the gate's N x 3 weights */
+    float *route_host;  /* their host copy, read at the end of a step */
     /* Aggregation by row prefix sums (see moelat_step.cl): the run table
      * built from the stencil, and the prefix sums of n and |n|, N*S floats
      * each. direct: bit k when band k is summed neighbour by neighbour (all

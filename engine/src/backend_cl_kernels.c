@@ -77,6 +77,7 @@ static cl_int set_gate_args(ml_cl_backend *b, const ml_chunk *c, ml_chunk_set *s
         SET_ARG(k, a++, off);
     }
     SET_ARG(k, a++, b->check);
+    SET_ARG(k, a++, b->route); /* routing statistics */
     return CL_SUCCESS;
 }
 

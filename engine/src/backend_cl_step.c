@@ -367,8 +367,20 @@ moelat_status ml_cl_finish(void *ctx, ml_step *st, int host_ok) {
         clReleaseEvent(b->step_start);
         b->step_start = NULL;
     }
-    if (b->started)
+    /* Routing statistics: the device chunks' gate weights, read on queue 0
+     * ahead of the finite check's blocking read (which waits for it). */
+    cl_int route_e = CL_SUCCESS;
+    if (b->started) {
+        size_t at = (size_t)lat->X * lat->Y * (size_t)lat->active_z0 * MOELAT_BANDS;
+        size_t n = (size_t)lat->X * lat->Y * (size_t)(lat->active_z1 - lat->active_z0) * MOELAT_BANDS;
+        route_e = clEnqueueReadBuffer(b->ctx.queues[0], b->route, CL_FALSE, at * sizeof(float), n * sizeof(float),
+                                      b->route_host + at, 0, NULL, NULL);
         rc = check_finite(b);
+        if (rc == MOELAT_OK && ml_cl_check(b, route_e, "reading the gate weights") == MOELAT_OK)
+            st->route = b->route_host;
+        else if (rc == MOELAT_OK)
+            rc = MOELAT_ERR_DEVICE;
+    }
     ml_early_reads_end(lat, &b->early, b->ctx.transfer);
     /* A failing finite check keeps the failing step's states visible. */
     b->cur = 1 - b->cur;

@@ -31,6 +31,8 @@ typedef struct mlcl_device_info {
     size_t max_work_group_size;
     int fp64;
     int fp16;
+    int nv_sm;               /* NVIDIA compute capability as 10 major + minor
+                                (cl_nv_device_attribute_query), 0 elsewhere */
 } mlcl_device_info;
 
 /* Name of an OpenCL error code, e.g. "CL_OUT_OF_RESOURCES"; unknown codes

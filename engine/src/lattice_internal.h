@@ -34,6 +34,14 @@ typedef struct ml_expert_slot {
 
 typedef struct ml_thread_pool ml_thread_pool;
 
+/* Routing statistics: sums of the gate's weights and counts of the band
+ * with the largest weight over the cell updates counted. */
+typedef struct ml_route_acc {
+    uint64_t cells;
+    double weight_sum[MOELAT_BANDS];
+    uint64_t top_count[MOELAT_BANDS];
+} ml_route_acc;
+
 /* Timing and counts accumulated by the paths; turned into moelat_report. */
 typedef struct ml_stats {
     uint64_t steps;
@@ -48,6 +56,7 @@ typedef struct ml_stats {
     int n_reasons;
     char reason[MOELAT_MAX_FALLBACK_REASONS][256];
     uint64_t reason_count[MOELAT_MAX_FALLBACK_REASONS];
+    ml_route_acc route;
 } ml_stats;
 
 struct moelat_lattice {
@@ -160,5 +169,12 @@ double ml_flops_per_cell(const moelat_lattice *lat, double part[5]);
 
 /* Report (report.c): one fallback and its reason. */
 void ml_stats_fallback(moelat_lattice *lat, const char *reason);
+/* Adds n cells' gate weights (w[i*MOELAT_BANDS + k]) to a routing
+ * accumulator; ml_route_merge adds one accumulator to another. */
+void ml_route_add(ml_route_acc *a, const float *w, size_t n);
+void ml_route_merge(ml_route_acc *dst, const ml_route_acc *src);
+/* Adds the cells of the listed chunks to lat->stats.route from w, the
+ * lattice's N x MOELAT_BANDS gate weights (cell-major). */
+void ml_route_add_chunks(moelat_lattice *lat, const float *w, const int *chunk_ids, int n);
 
 #endif

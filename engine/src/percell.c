@@ -20,6 +20,7 @@ typedef struct ml_percell_ws {
     float *expert_out;            /* S */
     float *nu;                    /* S */
     float *gate_scratch;
+    ml_route_acc route;           /* routing statistics of this worker's cells */
 } ml_percell_ws;
 
 static void ws_free(ml_percell_ws *w) {
@@ -164,6 +165,7 @@ static int update_cell(moelat_lattice *lat, ml_percell_ws *w, int x, int y, int 
 
     float gw[MOELAT_BANDS];
     ml_gate_host(&lat->gate, S, lat->gate_hidden, xs, w->nu, gw, w->gate_scratch);
+    ml_route_add(&w->route, gw, 1); /* routing statistics */
 
     for (int s = 0; s < S; s++)
         out[s] = xs[s];
@@ -254,6 +256,8 @@ moelat_status ml_percell_run(moelat_lattice *lat, const int *chunk_ids, int n, c
                 rows[r++] = (row_item){chunk_ids[k], y, z};
     }
     run_ctx ctx = {lat, rows, states, next, fail, failed};
+    for (int t = 0; t < lat->n_ws; t++) /* routing statistics */
+        memset(&lat->ws[t].route, 0, sizeof lat->ws[t].route);
     ml_pool_run(lat->pool, (int)n_rows, run_row, &ctx);
 
     moelat_status rc = MOELAT_OK;
@@ -263,6 +267,8 @@ moelat_status ml_percell_run(moelat_lattice *lat, const int *chunk_ids, int n, c
             first = &fail[t];
     if (first)
         rc = report_failure(lat, first);
+    for (int t = 0; t < lat->n_ws && !first; t++) /* routing statistics of a completed run */
+        ml_route_merge(&lat->stats.route, &lat->ws[t].route);
     free(rows);
     free(fail);
     free(failed);

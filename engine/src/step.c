@@ -106,6 +106,8 @@ static moelat_status step_device(moelat_lattice *lat) {
             for (int i = 0; i < st.n_dev; i++)
                 lat->stats.batch_cells += (uint64_t)lat->chunks[st.dev[i]].n_cells;
             lat->stats.batch_ms += st.n_host > 0 ? (total > host_ms ? total - host_ms : total) : total;
+            if (st.route)
+                ml_route_add_chunks(lat, st.route, st.dev, st.n_dev);
         }
     }
 out:
