@@ -224,10 +224,11 @@ __kernel void ml_aggregate(__global const float *states, __global const float *p
 
 /* The finite check's stages, in the order the host path evaluates a cell:
  * band k's expert output (0..2, only where the band has neighbours, so
- * the expert ran; an empty band's output is passed as 0), then x' (3). check[2 + stage] keeps the lowest cell
- * where that stage holds a non-finite value, so the host names the first
- * bad cell's first bad stage as the per-cell path does (MODEL.md: both
- * paths check the expert outputs and the states). */
+ * the expert ran; an empty band's output is passed as 0), then x' (3).
+ * check[2 + stage] keeps the lowest cell where that stage holds a
+ * non-finite value, so the host names the first bad cell's first bad
+ * stage as the per-cell path does (MODEL.md: both paths check the expert
+ * outputs and the states). */
 #define ML_CHECK_STAGES 4
 inline int ml_check_stage(int stage, float e0, float e1, float e2, float r) {
     if (!isfinite(e0))

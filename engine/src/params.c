@@ -121,6 +121,25 @@ static void format_shape(const int64_t *shape, int ndim, char *out, size_t len) 
         snprintf(out + pos, len - pos, "]");
 }
 
+/* Index of the first NaN or Inf in t, or t->numel when there is none. */
+static size_t first_nonfinite(const st_tensor *t) {
+    for (size_t k = 0; k < t->numel; k++)
+        if (!isfinite(t->data[k]))
+            return k;
+    return t->numel;
+}
+
+/* The multi-index "(i, j, ...)" of flat index k in t. */
+static void index_of(const st_tensor *t, size_t k, char *out, size_t len) {
+    int64_t idx[MOELAT_MAX_DIMS];
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        size_t n = t->shape[d] > 0 ? (size_t)t->shape[d] : 1;
+        idx[d] = (int64_t)(k % n);
+        k /= n;
+    }
+    format_shape(idx, t->ndim, out, len);
+}
+
 moelat_status ml_params_load(const char *path, ml_param_block *const *blocks, int n_blocks, char *err,
                              size_t errlen) {
     st_file f;
@@ -149,6 +168,17 @@ moelat_status ml_params_load(const char *path, ml_param_block *const *blocks, in
                 format_shape(t->shape, t->ndim, got, sizeof got);
                 snprintf(err, errlen, "%s: tensor '%s' has shape %s, expected %s", path, name, got,
                          want);
+                st_free(&f);
+                return MOELAT_ERR_FORMAT;
+            }
+            size_t bad = first_nonfinite(t);
+            if (bad < t->numel) {
+                char at[96];
+                index_of(t, bad, at, sizeof at);
+                snprintf(err, errlen,
+                         "%s: tensor '%s' element %s (flat index %zu) is %s: non-finite weights "
+                         "are refused at load",
+                         path, name, at, bad, isnan(t->data[bad]) ? "NaN" : "Inf");
                 st_free(&f);
                 return MOELAT_ERR_FORMAT;
             }

@@ -32,6 +32,11 @@ int cli_model_opt(cli_model_opts *o, int argc, char **argv, int *i, const char *
 
 /* Builds the config: preset (default debug), then the config file, then the
  * other options. Prints the reason and returns -1 on error. */
+/* Gives --threads to a CPU OpenCL runtime as well: sets PoCL's thread
+ * count variables to threads (> 0) where the user left them unset. Call
+ * before the process's first OpenCL call; cli_build_config does. */
+void cli_cpu_runtime_threads(int threads);
+
 int cli_build_config(const cli_model_opts *o, moelat_config *cfg, const char *cmd);
 
 /* Sets cfg->tuning to the MOELAT_* tuning variables, then cfg's own
@@ -41,6 +46,14 @@ int cli_merge_tuning(const cli_model_opts *o, moelat_config *cfg, const char *cm
 
 /* Help text for the shared options. */
 extern const char *const cli_model_help;
+
+/* Bounds of run's --steps and --checkpoint-every. */
+#define RUN_MAX_STEPS 100000000LL
+
+/* Parses an integer in [lo, hi] into *out; otherwise prints "moelat-engine
+ * <cmd>: <opt> wants an integer from lo to hi, got '<s>'" and returns -1. */
+int cli_parse_range(const char *s, long long lo, long long hi, long long *out, const char *cmd,
+                    const char *opt);
 
 /* Parses a positive integer; returns -1 if s is not one. */
 long long cli_parse_int(const char *s);
