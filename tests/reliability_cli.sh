@@ -197,8 +197,9 @@ bounds)
     says "--devices: '7'"
     run nonzero run $model --steps 1 --mode percell --devices 0,x_no_such_device_x
     says "x_no_such_device_x"
-    # 1.8 TB: refused before any allocation, with the estimate and what fits.
-    run nonzero run --preset optimized --dims 1200x1200x1200 --steps 1 --quiet
+    # 1.8 TB per cell (two state copies; the batched path keeps a third):
+    # refused before any allocation, with the estimate and what fits.
+    run nonzero run --preset optimized --dims 1200x1200x1200 --steps 1 --mode percell --quiet
     says "needs about 1.8 TB of host memory"
     says "the largest cubic lattice that fits is"
     ;;
