@@ -89,7 +89,8 @@ class Lattice3D(WeightsMixin):
     preset. options, as `moelat-engine run`'s: seed, radius_ratio, cnf_mode
     ("euler"/"lipschitz"), state_size, device, threads, queues, chunk
     ((X, Y, Z) or "XxYxZ"), batch_threshold, mode ("percell"/"batch"/
-    "auto", the default: batched where a device passes the check), profile, experts ({"local": plugin name, ...}), plugin_paths
+    "auto", the default: batched where a device passes the check),
+    profile, experts ({"local": plugin name, ...}), plugin_paths
     (list), hidden ({"h1": 12, ...}: the hidden sizes), tuning
     ({"gate_cells": 2, ...} or "gate_cells=2,...": the README's tuning keys,
     the config's tuning string; an unknown key raises, naming the known ones).
