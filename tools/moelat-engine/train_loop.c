@@ -46,6 +46,7 @@ typedef struct trainer {
     size_t n_weights;
     float *states0;        /* N x S initial states */
     float *out;            /* the output face */
+    float *final;          /* N x S: s_T of the recording forward */
     float *dstates;        /* N x S: dL/ds_T */
     float *g, *gsum;       /* one sample's dL/dW, the batch's sum */
     float *w;              /* the weights */
@@ -53,47 +54,56 @@ typedef struct trainer {
 } trainer;
 
 /* Runs sample b; *loss = mean over the output face of (s_T - target)^2.
- * With grad, t->g receives dL/dW. Returns 0, or -1 with r->failure set. */
+ * With grad the steps run in the engine's recording forward (float64) and
+ * t->g receives dL/dW. Returns 0, or -1 with r->failure set. */
 static int run_sample(trainer *t, int64_t b, int grad, double *loss) {
     moelat_lattice *lat = t->lat;
     char *why = t->r->failure;
     size_t whylen = sizeof t->r->failure;
+    size_t face_cells = t->face / t->S;
     if (moelat_set_states(lat, t->states0, t->N * t->S) != MOELAT_OK ||
-        moelat_set_external_input(lat, train_input(t->d, b), (size_t)(t->d->Y * t->d->X) * MOELAT_EXT_SIZE) !=
-            MOELAT_OK) {
+        moelat_set_external_input(lat, train_input(t->d, b), face_cells * MOELAT_EXT_SIZE) != MOELAT_OK) {
         snprintf(why, whylen, "sample %lld: %s", (long long)b, moelat_last_error(lat));
         return -1;
     }
-    if (grad ? tg_record(lat, t->o->steps, t->o->checkpoint_every_k, why, whylen) != 0
-             : moelat_step(lat, t->o->steps) != MOELAT_OK) {
-        if (!grad)
-            snprintf(why, whylen, "%s", moelat_last_error(lat));
-        return -1;
-    }
-    if (moelat_get_outputs(lat, t->out, t->face) != MOELAT_OK) {
-        snprintf(why, whylen, "sample %lld: %s", (long long)b, moelat_last_error(lat));
-        return -1;
+    const float *out;
+    if (grad) {
+        if (tg_forward(lat, t->o->steps, t->o->checkpoint_every_k, t->final, t->N * t->S, why, whylen) != 0)
+            return -1;
+        out = t->final + (t->N - face_cells) * t->S; /* z = Z-1 is the last plane */
+    } else {
+        if (moelat_step(lat, t->o->steps) != MOELAT_OK || moelat_get_outputs(lat, t->out, t->face) != MOELAT_OK) {
+            snprintf(why, whylen, "sample %lld: %s", (long long)b, moelat_last_error(lat));
+            return -1;
+        }
+        out = t->out;
     }
     const float *tg = train_target(t->d, b);
     double sum = 0;
     for (size_t i = 0; i < t->face; i++) {
-        double e = (double)t->out[i] - tg[i];
+        double e = (double)out[i] - tg[i];
         sum += e * e;
     }
     *loss = sum / (double)t->face;
     if (!isfinite(*loss)) {
-        snprintf(why, whylen, "sample %lld: the loss is %g after step %d of %d", (long long)b, *loss, t->o->steps,
-                 t->o->steps);
+        snprintf(why, whylen, "sample %lld: the loss is %g after step %d", (long long)b, *loss, t->o->steps);
         return -1;
     }
     if (!grad)
         return 0;
-    /* dL/ds_T: zero off the output face z = Z-1, 2 (s - target) / count on it. */
+    /* dL/ds_T: zero off the output face, 2 (s - target) / count on it. */
     memset(t->dstates, 0, t->N * t->S * sizeof(float));
-    float *face = t->dstates + (t->N - t->face / t->S) * t->S;
+    float *face = t->dstates + (t->N - face_cells) * t->S;
     for (size_t i = 0; i < t->face; i++)
-        face[i] = (float)(2.0 * ((double)t->out[i] - tg[i]) / (double)t->face);
-    return tg_backward(lat, t->dstates, t->N * t->S, t->g, t->n_weights, why, whylen);
+        face[i] = (float)(2.0 * ((double)out[i] - tg[i]) / (double)t->face);
+    if (tg_backward(lat, t->dstates, t->N * t->S, t->g, t->n_weights, why, whylen) != 0)
+        return -1;
+    for (size_t k = 0; k < t->n_weights; k++)
+        if (!isfinite(t->g[k])) {
+            snprintf(why, whylen, "sample %lld: the gradient of weight %zu is %g", (long long)b, k, t->g[k]);
+            return -1;
+        }
+    return 0;
 }
 
 static int validate(trainer *t, double *loss) {
@@ -144,10 +154,11 @@ static int setup(trainer *t) {
     t->states0 = calloc(t->N * t->S, sizeof(float));
     t->out = malloc(t->face * sizeof(float));
     t->dstates = malloc(t->N * t->S * sizeof(float));
+    t->final = malloc(t->N * t->S * sizeof(float));
     t->g = malloc(t->n_weights * sizeof(float));
     t->gsum = malloc(t->n_weights * sizeof(float));
     t->w = malloc(t->n_weights * sizeof(float));
-    if (!t->states0 || !t->out || !t->dstates || !t->g || !t->gsum || !t->w) {
+    if (!t->states0 || !t->out || !t->dstates || !t->final || !t->g || !t->gsum || !t->w) {
         snprintf(t->r->failure, sizeof t->r->failure, "out of memory for the training buffers (%zu weights, %zu cells)",
                  t->n_weights, t->N);
         return -1;
@@ -159,13 +170,15 @@ static int setup(trainer *t) {
         snprintf(t->r->failure, sizeof t->r->failure, "%s", err);
         return -1;
     }
-    return tg_supported(lat, t->r->failure, sizeof t->r->failure);
+    return 0;
 }
 
 static void teardown(trainer *t) {
     free(t->states0);
     free(t->out);
     free(t->dstates);
+    free(t->final);
+    tg_release();
     free(t->g);
     free(t->gsum);
     free(t->w);
