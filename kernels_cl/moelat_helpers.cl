@@ -6,7 +6,7 @@
 #ifndef MOELAT_HELPERS_CL
 #define MOELAT_HELPERS_CL
 
-/* Exact (erf) GELU, as MODEL.md specifies. */
+/* Exact (erf) GELU, as docs/MODEL.md specifies. */
 /* erf as x P(x^2) / Q(x^2) on [-3.925, 3.925], a rational fit of this
  * project (absolute error below 3.5e-7 in float32). The fit is 1 + 1 ulp at
  * 3.925, where erf rounds to 1 in float, so clamping its result to [-1, 1]

@@ -37,26 +37,28 @@ exit $rc
 endif()
 
 # Every expert against the host (debug 9x8x7, then experiment 11x10x9,
-# whose chunks are not multiples of 3 cells) with an expert
-# set by `env`; `expect` must appear in the log before both checks pass,
-# showing the setting took effect.
-function(moelat_expert_variant_test name env expect)
+# whose chunks are not multiples of 3 cells) with the tuning string
+# `tune` ("key=value,...", moelat_cl_setup.tuning; passed as MOELAT_TUNE,
+# which the engine hands to the experts until the config carries it);
+# `expect` must appear in the log before both checks pass, showing the
+# setting took effect.
+function(moelat_expert_variant_test name tune expect)
   add_test(NAME ${name}
            COMMAND sh -c "$0 check --preset debug --dims 9x8x7 --steps 2 --experts && $0 check --preset experiment --dims 11x10x9 --steps 1 --experts"
                    $<TARGET_FILE:moelat-engine>)
   set_tests_properties(${name} PROPERTIES LABELS experts TIMEOUT 600
     PASS_REGULAR_EXPRESSION "${expect}.*check passed.*check passed"
-    ENVIRONMENT "${env};MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+    ENVIRONMENT "MOELAT_TUNE=${tune};MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
 endfunction()
 
 # Several chunk cells per work-group (the tuning knob; by default the
 # kernel chooses from S and the device's local memory).
-moelat_expert_variant_test(functional_cells MOELAT_FUNCTIONAL_CELLS=3 "3 chunk cells per work-group")
+moelat_expert_variant_test(functional_cells functional_cells=3 "3 chunk cells per work-group \\(functional_cells\\)")
 # The functional expert in two kernels (edges, then tails) at both
 # presets, and fused in one at both (by default it splits up to S = 64:
 # both; fused above, as at the optimized preset).
-moelat_expert_variant_test(functional_split MOELAT_FUNCTIONAL_SPLIT=1 "edges and tails in two kernels")
-moelat_expert_variant_test(functional_fused MOELAT_FUNCTIONAL_SPLIT=0 "functional: one kernel")
+moelat_expert_variant_test(functional_split functional_split=on "edges and tails in two kernels \\(functional_split\\)")
+moelat_expert_variant_test(functional_fused functional_split=0 "functional: one kernel \\(functional_split\\)")
 # Four cells side by side per functional_edges work-group (a build option)
 # with the masked lane index it needs (on NVIDIA by default; forced here)
 # at experiment 11x10x9 (990 cells: the last group has a tail).
@@ -66,18 +68,18 @@ set_tests_properties(functional_edge_cells PROPERTIES LABELS experts TIMEOUT 600
   PASS_REGULAR_EXPRESSION "functional_edges: 4 chunk cells per work-group.*check passed"
   ENVIRONMENT "MOELAT_CL_OPTIONS=-DML_LANE_MASK=1 -DFN_EDGE_CELLS=4;MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
 # The projections through CLBlast's SGEMM (the default on GPUs only).
-moelat_expert_variant_test(functional_clblast MOELAT_FUNCTIONAL_GEMM=clblast "projections: CLBlast SGEMM")
+moelat_expert_variant_test(functional_clblast functional_gemm=clblast "projections: CLBlast SGEMM")
 # Two cells per distant work-group (its knob; by default 4 at S >= 48,
 # which the experiment preset runs everywhere, and 1 below).
-moelat_expert_variant_test(distant_cells MOELAT_DISTANT_CELLS=2 "2 chunk cells per work-group")
+moelat_expert_variant_test(distant_cells "distant_cells=2" "2 chunk cells per work-group \\(distant_cells\\)")
 # Cells per local work-group: two by the knob at debug, then the default 4
 # at experiment with a radius that populates the local band (990 cells:
 # the last group has a tail).
 add_test(NAME local_cells
-         COMMAND sh -c "MOELAT_LOCAL_CELLS=2 $0 check --preset debug --dims 9x8x7 --steps 2 --experts && $0 check --preset experiment --dims 11x10x9 --radius-ratio 0.5 --steps 1 --experts"
+         COMMAND sh -c "MOELAT_TUNE=local_cells=2 $0 check --preset debug --dims 9x8x7 --steps 2 --experts && $0 check --preset experiment --dims 11x10x9 --radius-ratio 0.5 --steps 1 --experts"
                  $<TARGET_FILE:moelat-engine>)
 set_tests_properties(local_cells PROPERTIES LABELS experts TIMEOUT 600
-  PASS_REGULAR_EXPRESSION "local_expert: 2 chunk cells per work-group.*check passed.*local_expert: 4 chunk cells per work-group.*check passed"
+  PASS_REGULAR_EXPRESSION "local_expert: 2 chunk cells per work-group \\(local_cells\\).*check passed.*local_expert: 4 chunk cells per work-group.*check passed"
   ENVIRONMENT "MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
 
 # The gate for 1 and 2 cells per work-group (MOELAT_GATE_CELLS) at debug

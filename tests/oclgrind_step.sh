@@ -13,7 +13,7 @@ trap 'rm -f "$log"' EXIT
 # expert's own GEMM kernel: CLBlast's kernels under Debian's oclgrind
 # corrupted the host's heap on larger lattices (34x9x2), so they are left
 # out here (functional_clblast checks that path on PoCL).
-MOELAT_NO_KERNEL_CACHE=1 MOELAT_FUNCTIONAL_GEMM=kernel oclgrind --log "$log" --check-api --data-races \
+MOELAT_NO_KERNEL_CACHE=1 MOELAT_TUNE=functional_gemm=kernel oclgrind --log "$log" --check-api --data-races \
     "$engine" check --dims 5x4x3 --radius-ratio 0.9 --steps 1 --threads 1
 rc=$?
 if [ -s "$log" ]; then

@@ -6,9 +6,13 @@
 #                      case: a directory scan must load the good one and
 #                      report each of the others;
 #   plugins_isolated/  plugins that crash or hang when loaded, for the
-#                      isolated check only (no scan visits this directory).
+#                      isolated check only (no scan visits this directory);
+#   plugins_abi/       valid plugins of other ABI minors (1.0 with a junk
+#                      slot, a newer minor with a longer descriptor) and one
+#                      answering an extension.
 set(MOELAT_TEST_PLUGIN_DIR ${CMAKE_CURRENT_BINARY_DIR}/plugins_mixed)
 set(MOELAT_TEST_ISOLATED_DIR ${CMAKE_CURRENT_BINARY_DIR}/plugins_isolated)
+set(MOELAT_TEST_ABI_DIR ${CMAKE_CURRENT_BINARY_DIR}/plugins_abi)
 set(MOELAT_TEST_PLUGIN_TARGETS "")
 
 function(moelat_add_test_plugin source dir output_name)
@@ -23,8 +27,11 @@ function(moelat_add_test_plugin source dir output_name)
   set(MOELAT_TEST_PLUGIN_TARGETS ${MOELAT_TEST_PLUGIN_TARGETS} ${target} PARENT_SCOPE)
 endfunction()
 
-foreach(p good abi_major bad_name cl_inconsistent no_entry no_host null_descriptor)
+foreach(p good abi_major bad_name cl_inconsistent no_entry no_host null_descriptor entry_error)
   moelat_add_test_plugin(${p} ${MOELAT_TEST_PLUGIN_DIR} ${p})
+endforeach()
+foreach(p abi_1_0 abi_newer extension)
+  moelat_add_test_plugin(${p} ${MOELAT_TEST_ABI_DIR} ${p})
 endforeach()
 moelat_add_test_plugin(dup_name ${MOELAT_TEST_PLUGIN_DIR} test_good_dup)
 moelat_add_test_plugin(crash_on_load ${MOELAT_TEST_ISOLATED_DIR} crash_on_load)
@@ -43,5 +50,6 @@ moelat_test(test_plugin_loader SOURCES test_plugin_loader.c
 target_compile_definitions(test_plugin_loader PRIVATE
   MOELAT_TEST_PLUGIN_DIR="${MOELAT_TEST_PLUGIN_DIR}"
   MOELAT_TEST_ISOLATED_DIR="${MOELAT_TEST_ISOLATED_DIR}"
+  MOELAT_TEST_ABI_DIR="${MOELAT_TEST_ABI_DIR}"
   MOELAT_TEST_EXPERTS_DIR="${MOELAT_EXPERTS_BUILD_DIR}")
 add_dependencies(test_plugin_loader ${MOELAT_TEST_PLUGIN_TARGETS})

@@ -1,4 +1,4 @@
-/* Config: the presets of MODEL.md, JSON overrides with random values, every
+/* Config: the presets of docs/MODEL.md, JSON overrides with random values, every
  * kind of bad key or value (and that a failed load changes nothing), syntax
  * errors with line and column, "XxYxZ" parsing and whole-config checks. */
 #include <math.h>

@@ -1,7 +1,7 @@
 /* The built-in experts (local, functional, distant), loaded straight from
  * their shared objects:
  *  - descriptor, tensor names/order/shapes/init and parameter totals per
- *    preset against MODEL.md, and validate();
+ *    preset against docs/MODEL.md, and validate();
  *  - host function against the numpy reference's golden files;
  *  - OpenCL path (built here from the helpers + cl_source) against the host
  *    function on a random lattice, as one chunk and as several chunks. */
@@ -65,6 +65,9 @@ static int setup_seed(void **state) {
 
 static char g_last_log[2048];
 
+/* Every message since the last reset, one per line. */
+static char g_all_log[16384];
+
 static void test_log(int level, const char *module, const char *fmt, ...) {
     char msg[1536];
     va_list ap;
@@ -72,6 +75,8 @@ static void test_log(int level, const char *module, const char *fmt, ...) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     snprintf(g_last_log, sizeof g_last_log, "%s: %s", module, msg);
+    size_t used = strlen(g_all_log);
+    snprintf(g_all_log + used, sizeof g_all_log - used, "%s: %s\n", module, msg);
     if (level <= MOELAT_LOG_WARN)
         fprintf(stderr, "[log %s] %s\n", module, msg);
 }
@@ -112,7 +117,7 @@ static int teardown_plugins(void **state) {
     return 0;
 }
 
-/* ---- presets (MODEL.md's table) ---- */
+/* ---- presets (docs/MODEL.md's table) ---- */
 
 typedef struct preset {
     const char *name;
@@ -281,7 +286,7 @@ static const char *const k_cnf_names[] = {
     "neural_ode.output_norm.weight", "neural_ode.output_norm.bias",
     "solver.base_dt", "solver.lipschitz_factor", NULL};
 
-/* MODEL.md's names, in the plugins' declaration order. */
+/* docs/MODEL.md's names, in the plugins' declaration order. */
 static int expected_names(int band, char names[][112]) {
     static const char *const local[] = {
         "neighbor_aggregator.0.weight", "neighbor_aggregator.0.bias",
@@ -348,7 +353,7 @@ static void assert_shape(const tensor_set *t, const char *name, int d0, int d1) 
                  s->shape[0], s->shape[1], nd, d0, d1);
 }
 
-/* Init rules of MODEL.md: Linear U(fan_in = in), LayerNorm 1/0, scalars. */
+/* Init rules of docs/MODEL.md: Linear U(fan_in = in), LayerNorm 1/0, scalars. */
 static void check_inits(const tensor_set *t) {
     for (int i = 0; i < t->n; i++) {
         const moelat_tensor_spec *s = &t->specs[i];
@@ -405,7 +410,7 @@ static void test_tensor_layouts(void **state) {
                     fail_msg("%s tensor %d is %s, expected %s", k_names[b], i,
                              t.specs[i].suffix, names[i]);
             if ((long)t.total != pr->params[b])
-                fail_msg("%s %s: %zu parameters, MODEL.md says %ld", k_names[b], pr->name,
+                fail_msg("%s %s: %zu parameters, docs/MODEL.md says %ld", k_names[b], pr->name,
                          t.total, pr->params[b]);
             check_inits(&t);
             /* A cap smaller than the count writes only cap specs. */
@@ -493,7 +498,7 @@ typedef struct lattice {
     int n_off[N_BANDS];
 } lattice;
 
-/* MODEL.md's band rule, compared in double. */
+/* docs/MODEL.md's band rule, compared in double. */
 static int band_of(int dx, int dy, int dz, double r) {
     double d = sqrt((double)(dx * dx + dy * dy + dz * dz));
     if (d < 0.4 * r)
@@ -910,7 +915,7 @@ static void check_cl_agreement(int b, int mode) {
         int n;
     } runs[] = {{"one chunk", whole, 1}, {"two chunks (x)", halves_x, 2},
                 {"three chunks (z, y)", split_zy, 3}};
-    /* MODEL.md suggests 1e-3 in lipschitz mode; the difference-carrying
+    /* docs/MODEL.md suggests 1e-3 in lipschitz mode; the difference-carrying
      * evaluation of cnf.cl and the double host CNF keep it near 1e-6, so a
      * looser check would hide a regression. */
     double tol = mode == 1 ? 1e-4 : 1e-5;
@@ -1069,6 +1074,134 @@ static void test_cl_errors(void **state) {
     }
 }
 
+/* ---- tuning knobs (moelat_cl_setup.tuning, ABI 1.4) ---- */
+
+/* A stand-in for the engine's "moelat.cl.build/1": records the options an
+ * expert asks for and builds as the engine would. */
+static const clenv *g_tune_env;
+static const moelat_expert_dims *g_tune_dims;
+static const moelat_expert_descriptor *g_tune_desc; /* not plugin(): its entry resets the host table */
+static char g_tune_options[256];
+static int g_tune_builds;
+
+static int tune_build(const moelat_cl_setup *setup, const char *source, const char *extra,
+                      struct _cl_program **program) {
+    const moelat_expert_descriptor *d = g_tune_desc;
+    assert_ptr_equal(source, d->cl_source);
+    assert_ptr_equal(setup->dims, g_tune_dims);
+    snprintf(g_tune_options, sizeof g_tune_options, "%s", extra);
+    g_tune_builds++;
+    *program = build_program_with(g_tune_env, d, g_tune_dims, extra);
+    return MOELAT_EXPERT_OK;
+}
+
+static const moelat_ext_cl_build g_tune_ext = {sizeof g_tune_ext, tune_build};
+
+static const void *tune_get_extension(const char *id) {
+    return strcmp(id, MOELAT_EXT_CL_BUILD) == 0 ? &g_tune_ext : NULL;
+}
+
+static const moelat_host_services g_host_ext = {.struct_size = sizeof(moelat_host_services),
+                                                .log = test_log,
+                                                .alloc = malloc,
+                                                .free = free,
+                                                .get_extension = tune_get_extension};
+
+/* Prepares the local expert with tuning (struct_size cut to size when
+ * nonzero) and returns 1 when it succeeded; g_all_log holds its messages. */
+static int tune_prepare(const moelat_expert_descriptor *d, moelat_cl_setup setup, const char *tuning,
+                        uint32_t size) {
+    setup.tuning = tuning;
+    if (size)
+        setup.struct_size = size;
+    g_all_log[0] = '\0';
+    g_tune_options[0] = '\0';
+    void *st = NULL;
+    int ok = d->cl_prepare(&setup, &st) == MOELAT_EXPERT_OK;
+    if (st)
+        d->cl_release(st);
+    return ok;
+}
+
+static void expect_log(const char *fragment) {
+    if (!strstr(g_all_log, fragment))
+        fail_msg("expected \"%s\" in the log:\n%s", fragment, g_all_log);
+}
+
+/* The local expert reads local_cells from the tuning string (spaces,
+ * repeats: the last wins), asks the engine for a rebuild with the knob,
+ * logs values it cannot use, ignores other keys, and reads no tuning from
+ * an engine older than 1.4 or one without the build extension. */
+static void test_cl_tuning(void **state) {
+    (void)state;
+    const clenv *e = cl_get();
+    if (!e)
+        skip();
+    const moelat_expert_descriptor *d = plugin(B_LOCAL);
+    moelat_expert_dims dims = make_dims(B_LOCAL, find_preset("debug"), 0);
+    tensor_set t;
+    tensors_alloc(d, &dims, &t);
+    cl_program prog = build_program(e, d, &dims);
+    cl_mem params = make_buffer(e, t.total * sizeof(float), t.data);
+    const moelat_cl_setup base = {.struct_size = sizeof base, .context = e->ctx, .device = e->dev,
+                                  .program = prog, .dims = &dims, .params = params,
+                                  .tensor_offsets = t.offsets, .n_tensors = t.n,
+                                  .lattice = {9, 8, 7}, .max_chunk_cells = 504};
+    g_tune_env = e;
+    g_tune_dims = &dims;
+    g_tune_desc = d;
+    g_tune_builds = 0;
+    moelat_expert_entry_fn entry =
+        (moelat_expert_entry_fn)dlsym(g_handles[B_LOCAL], MOELAT_EXPERT_ENTRY_NAME);
+    assert_non_null(entry);
+    assert_ptr_equal(entry(&g_host_ext), d);
+
+    int cells = 1 << (rand() % 3); /* 1, 2 or 4 */
+    char tuning[160];
+    snprintf(tuning, sizeof tuning, "functional_cells=3, local_cells = %d ,distant_cells=2", cells);
+    assert_true(tune_prepare(d, base, tuning, 0));
+    char want[64];
+    snprintf(want, sizeof want, "-D LOC_CELLS=%d", cells);
+    assert_string_equal(g_tune_options, want);
+    snprintf(want, sizeof want, "local_expert: %d chunk cells per work-group (local_cells)", cells);
+    expect_log(want);
+    assert_int_equal(g_tune_builds, 1);
+
+    /* The last setting wins. */
+    assert_true(tune_prepare(d, base, "local_cells=4,local_cells=2", 0));
+    assert_string_equal(g_tune_options, "-D LOC_CELLS=2");
+
+    /* Unusable values: logged, the kernel chooses, no rebuild. */
+    static const char *bad[] = {"local_cells=3", "local_cells=8", "local_cells=0", "local_cells=2x",
+                                "local_cells=-1"};
+    const char *b = bad[rand() % 5];
+    assert_true(tune_prepare(d, base, b, 0));
+    expect_log("is not a power of two from 1 to 4: ignored (the kernel chooses)");
+    assert_string_equal(g_tune_options, "");
+    assert_null(strstr(g_all_log, "(local_cells)"));
+
+    /* Another expert's key or none: no rebuild. */
+    int builds = g_tune_builds;
+    assert_true(tune_prepare(d, base, "distant_cells=2,local_cellsx=2,xlocal_cells=2", 0));
+    assert_true(tune_prepare(d, base, "", 0));
+    assert_int_equal(g_tune_builds, builds);
+
+    /* A 1.3 engine's setup ends before tuning: never read. */
+    assert_true(tune_prepare(d, base, "local_cells=2", (uint32_t)offsetof(moelat_cl_setup, tuning)));
+    assert_int_equal(g_tune_builds, builds);
+    assert_null(strstr(g_all_log, "(local_cells)"));
+
+    /* An engine without the build extension: the knob is named and ignored. */
+    assert_ptr_equal(entry(&g_host), d);
+    assert_true(tune_prepare(d, base, "local_cells=2", 0));
+    expect_log("the engine cannot rebuild the program (no moelat.cl.build/1): tuning '-D LOC_CELLS=2' ignored");
+    assert_int_equal(g_tune_builds, builds);
+
+    clReleaseMemObject(params);
+    clReleaseProgram(prog);
+    tensors_free(&t);
+}
+
 /* ---- golden files of the numpy reference (tests/golden/<case>/) ---- */
 
 static float *read_npy_count(const char *dir, const char *file, size_t expect) {
@@ -1204,6 +1337,7 @@ int main(void) {
         cmocka_unit_test(test_cnf_modes_differ),
         cmocka_unit_test(test_golden),
         cmocka_unit_test(test_cl_errors),
+        cmocka_unit_test(test_cl_tuning),
         cmocka_unit_test(test_cl_local),
         cmocka_unit_test(test_cl_functional_euler),
         cmocka_unit_test(test_cl_functional_lipschitz),

@@ -1,5 +1,5 @@
 /* Parameter counts of every expert and the gate, per preset, equal
- * MODEL.md's table; the weights file holds exactly those tensors. */
+ * docs/MODEL.md's table; the weights file holds exactly those tensors. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -22,6 +22,7 @@
 
 #define PDIR MOELAT_TEST_PLUGIN_DIR
 #define IDIR MOELAT_TEST_ISOLATED_DIR
+#define ADIR MOELAT_TEST_ABI_DIR
 
 typedef struct bad_case {
     const char *file;
@@ -37,6 +38,9 @@ static const bad_case bad_cases[] = {
     {"bad_name.so", "invalid expert name \"Bad Name!\""},
     {"no_host.so", "host_cell is NULL"},
     {"cl_inconsistent.so", "inconsistent OpenCL fields: cl_source is set but cl_enqueue is NULL"},
+    /* The 1.4 entry's message, on one line (its newline shown as '?'). */
+    {"entry_error.so",
+     "entry moelat_expert_entry2 failed: licence file /nonexistent/licence.txt not found?(second line)"},
 };
 #define N_BAD ((int)(sizeof bad_cases / sizeof bad_cases[0]))
 
@@ -177,6 +181,15 @@ static void test_validation_rules(void **state) {
     d = base;
     d.struct_size = (uint32_t)offsetof(moelat_expert_descriptor, reserved);
     expect_invalid(&d, "smaller than the ABI 1.0 descriptor");
+    /* The bound is the frozen 1.0 size, whatever sizeof is now. */
+    d.struct_size = (uint32_t)MOELAT_EXPERT_DESCRIPTOR_SIZE_1_0 - 1 - (uint32_t)(rand() % 8);
+    expect_invalid(&d, "smaller than the ABI 1.0 descriptor (352 bytes)");
+    d.struct_size = (uint32_t)MOELAT_EXPERT_DESCRIPTOR_SIZE_1_0;
+    d.abi_minor = 0;
+    assert_int_equal(ml_plugin_validate_descriptor(&d, err, sizeof err), 0);
+    d.struct_size += 8 * (1 + (uint32_t)(rand() % 32));
+    d.abi_minor = MOELAT_EXPERT_ABI_MINOR + 1 + (uint32_t)(rand() % 100);
+    assert_int_equal(ml_plugin_validate_descriptor(&d, err, sizeof err), 0);
     d = base;
     d.abi_major = 0;
     expect_invalid(&d, "expert ABI major version 0, engine expects 1");
@@ -273,6 +286,84 @@ static void test_host_services(void **state) {
     h->free(buf);
     /* Debug is below the default level: exercises the path, prints nothing. */
     h->log(MOELAT_LOG_DEBUG, "test_good", "value %d", rand());
+    /* 1.4: the engine's extensions by id, NULL for any other id. */
+    assert_non_null(h->get_extension);
+    const moelat_ext_cl_build *cb = h->get_extension(MOELAT_EXT_CL_BUILD);
+    assert_non_null(cb);
+    assert_true(cb->struct_size >= offsetof(moelat_ext_cl_build, build) + sizeof cb->build);
+    assert_non_null(cb->build);
+    char id[64];
+    snprintf(id, sizeof id, "moelat.cl.build/%d", 2 + rand() % 50);
+    assert_null(h->get_extension(id));
+    assert_null(h->get_extension("moelat.cl.build"));
+    assert_null(h->get_extension(""));
+    assert_null(h->get_extension(NULL));
+}
+
+/* ---- ABI minors and extensions ------------------------------------------- */
+
+static void test_abi_minors(void **state) {
+    (void)state;
+    ml_plugin p;
+    char err[1024] = "";
+    /* 1.0, the frozen size, a junk value in today's get_extension slot:
+     * loads, and the slot is never called (it would crash). */
+    if (ml_plugin_load_file(in_dir(ADIR, "abi_1_0.so"), &p, err, sizeof err) != 0)
+        fail_msg("abi_1_0.so: %s", err);
+    assert_int_equal(p.desc->abi_minor, 0);
+    assert_int_equal(p.desc->struct_size, MOELAT_EXPERT_DESCRIPTOR_SIZE_1_0);
+    assert_non_null(p.desc->get_extension);
+    assert_null(ml_plugin_extension(p.desc, "test.greeting/1"));
+    dlclose(p.handle);
+
+    /* A newer minor with a longer descriptor loads. */
+    if (ml_plugin_load_file(in_dir(ADIR, "abi_newer.so"), &p, err, sizeof err) != 0)
+        fail_msg("abi_newer.so: %s", err);
+    assert_int_equal(p.desc->abi_minor, MOELAT_EXPERT_ABI_MINOR + 5);
+    assert_true(p.desc->struct_size > sizeof(moelat_expert_descriptor));
+    assert_null(ml_plugin_extension(p.desc, "test.greeting/1"));
+    dlclose(p.handle);
+
+    char report[2048];
+    char want[64];
+    snprintf(want, sizeof want, "ABI %d.%d", MOELAT_EXPERT_ABI_MAJOR, MOELAT_EXPERT_ABI_MINOR + 5);
+    assert_int_equal(ml_plugin_check_isolated(in_dir(ADIR, "abi_newer.so"), report, sizeof report), 0);
+    assert_contains(report, want);
+    assert_int_equal(ml_plugin_check_isolated(in_dir(ADIR, "abi_1_0.so"), report, sizeof report), 0);
+    assert_contains(report, "ABI 1.0");
+}
+
+typedef struct test_greeting {
+    uint32_t struct_size;
+    const char *text;
+} test_greeting;
+
+static void test_extensions(void **state) {
+    (void)state;
+    ml_plugin p;
+    char err[1024] = "";
+    /* Its 1.4 entry fails, with a message, unless the host table answers
+     * moelat.cl.build/1 and refuses an unknown id. */
+    if (ml_plugin_load_file(in_dir(ADIR, "extension.so"), &p, err, sizeof err) != 0)
+        fail_msg("extension.so: %s", err);
+    assert_string_equal(p.desc->name, "test_extension");
+    const test_greeting *g = ml_plugin_extension(p.desc, "test.greeting/1");
+    assert_non_null(g);
+    assert_int_equal(g->struct_size, sizeof *g);
+    assert_string_equal(g->text, "hello from test_extension");
+    assert_null(ml_plugin_extension(p.desc, "test.greeting/2"));
+    assert_null(ml_plugin_extension(p.desc, NULL));
+    assert_null(ml_plugin_extension(NULL, "test.greeting/1"));
+    /* The same descriptor as a 1.3 plugin would declare it: not asked. */
+    moelat_expert_descriptor old = *p.desc;
+    old.abi_minor = 3;
+    assert_null(ml_plugin_extension(&old, "test.greeting/1"));
+    dlclose(p.handle);
+
+    /* The failing 1.4 entry's message is in the reason, with the file. */
+    assert_int_equal(ml_plugin_load_file(in_dir(PDIR, "entry_error.so"), &p, err, sizeof err), -1);
+    assert_contains(err, in_dir(PDIR, "entry_error.so"));
+    assert_contains(err, "licence file /nonexistent/licence.txt not found");
 }
 
 /* ---- discovery ----------------------------------------------------------- */
@@ -609,7 +700,7 @@ static void test_cli_lists_builtins(void **state) {
     json_decref(arr);
     cli_free(&r);
 
-    /* Their default hidden sizes are the debug preset's (MODEL.md, S = 24):
+    /* Their default hidden sizes are the debug preset's (docs/MODEL.md, S = 24):
      * the isolated check counts the parameters the original modules have. */
     static const long long debug_params[] = {1262, 10605, 4287};
     for (int i = 0; i < 3; i++) {
@@ -635,6 +726,8 @@ int main(void) {
         cmocka_unit_test(test_validation_rules),
         cmocka_unit_test(test_random_names),
         cmocka_unit_test(test_host_services),
+        cmocka_unit_test(test_abi_minors),
+        cmocka_unit_test(test_extensions),
         cmocka_unit_test(test_dir_scan_survives_bad_files),
         cmocka_unit_test(test_duplicate_keeps_first),
         cmocka_unit_test(test_plugin_path_env),

@@ -1,4 +1,4 @@
-/* Stencil: interior counts per band equal MODEL.md's, cells at the
+/* Stencil: interior counts per band equal docs/MODEL.md's, cells at the
  * boundary see fewer neighbours, and the aggregation's run table lists
  * exactly the stencil's offsets, each in its band. */
 #include <setjmp.h>

@@ -21,6 +21,7 @@
 
 #include "cl_runtime.h"
 #include "gate.h"
+#include "host_ext.h"
 #include "lattice_internal.h"
 #include "log.h"
 #include "early_reads.h"
@@ -326,6 +327,7 @@ static void prepare_expert(moelat_lattice *lat, ml_batch *b, int k) {
         .lattice = {lat->X, lat->Y, lat->Z},
         .max_chunk_cells = b->max_chunk_cells,
         .work_group = b->work_group,
+        .tuning = ml_expert_tuning(),
     };
     if (d->cl_prepare(&setup, &b->expert_state[k]) != MOELAT_EXPERT_OK) {
         b->expert_state[k] = NULL;

@@ -1,4 +1,4 @@
-/* The gate (MODEL.md "Gate and update"): w = softmax over the bands of
+/* The gate (docs/MODEL.md, "Gate and update"): w = softmax over the bands of
  * L(gh->K)(GELU(L(2S->gh)([LN_g(x), nu]))). Its tensors are the block
  * "gating_network." of the weights file. */
 #ifndef MOELAT_GATE_H

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 
+#include "host_ext.h"
 #include "log.h"
 #include "plugin_loader.h"
 
@@ -29,6 +30,7 @@ static const moelat_host_services g_services = {
     .log = host_log,
     .alloc = host_alloc,
     .free = host_free,
+    .get_extension = ml_host_extension,
 };
 
 const moelat_host_services *ml_host_services(void) {

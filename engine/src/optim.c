@@ -5,6 +5,8 @@
  * computed by PyTorch. */
 #include "moelat/optim.h"
 
+#include "safetensors.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -238,4 +240,31 @@ moelat_status moelat_optimizer_set_state(moelat_optimizer *opt, uint64_t step, c
     if (opt->v)
         memcpy(opt->v, v, opt->n * sizeof(float));
     return MOELAT_OK;
+}
+
+moelat_status moelat_optimizer_save(const moelat_optimizer *opt, const char *path, char *err, size_t errlen) {
+    int adamw = opt->cfg.kind == MOELAT_OPT_ADAMW;
+    st_tensor t[2] = {{.ndim = 1, .shape = {(int64_t)opt->n}, .data = opt->m, .numel = opt->n},
+                      {.name = "exp_avg_sq", .ndim = 1, .shape = {(int64_t)opt->n}, .data = opt->v, .numel = opt->n}};
+    snprintf(t[0].name, sizeof t[0].name, "%s", adamw ? "exp_avg" : "momentum_buffer");
+    return st_write(path, t, adamw ? 2 : 1, err, errlen) == 0 ? MOELAT_OK : MOELAT_ERR_IO;
+}
+
+moelat_status moelat_optimizer_load(moelat_optimizer *opt, const char *path, uint64_t step, char *err, size_t errlen) {
+    st_file f = {0};
+    if (st_read(path, &f, err, errlen) != 0)
+        return MOELAT_ERR_FORMAT;
+    int adamw = opt->cfg.kind == MOELAT_OPT_ADAMW;
+    const char *mname = adamw ? "exp_avg" : "momentum_buffer";
+    const st_tensor *m = st_find(&f, mname), *v = adamw ? st_find(&f, "exp_avg_sq") : NULL;
+    moelat_status st = MOELAT_OK;
+    if (!m || m->numel != opt->n || (adamw && (!v || v->numel != opt->n))) {
+        snprintf(err, errlen, "%s: expected the %s tensor%s '%s'%s of %zu values", path, adamw ? "AdamW" : "SGD",
+                 adamw ? "s" : "", mname, adamw ? " and 'exp_avg_sq'" : "", opt->n);
+        st = MOELAT_ERR_FORMAT;
+    } else if ((st = moelat_optimizer_set_state(opt, step, m->data, v ? v->data : NULL)) != MOELAT_OK) {
+        snprintf(err, errlen, "%s: %s", path, opt->err);
+    }
+    st_free(&f);
+    return st;
 }

@@ -43,6 +43,13 @@ int ml_plugin_load_file(const char *path, ml_plugin *out, char *err, size_t errl
  * second. Never fails as a whole: see set->errors. */
 void ml_plugin_discover(const char *const *extra_paths, int n_extra, ml_plugin_set *set);
 
+/* ml_plugin_load_file without the file name in the reason. */
+int ml_plugin_load_reason(const char *path, ml_plugin *out, char *err, size_t errlen);
+
+/* The plugin's extension named id (descriptor get_extension), or NULL: also
+ * for plugins before ABI 1.4, whose slot there was reserved. */
+const void *ml_plugin_extension(const moelat_expert_descriptor *desc, const char *id);
+
 const ml_plugin *ml_plugin_find(const ml_plugin_set *set, const char *name);
 void ml_plugin_set_free(ml_plugin_set *set);
 

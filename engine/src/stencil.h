@@ -1,6 +1,6 @@
 /* The neighbourhood stencil: one list of integer offsets per band, shared
  * by every cell and clipped at the lattice boundary when used. Offsets
- * depend only on the radius and the band ratios (MODEL.md), so no cell ever
+ * depend only on the radius and the band ratios (docs/MODEL.md), so no cell ever
  * stores a neighbour list. */
 #ifndef MOELAT_STENCIL_H
 #define MOELAT_STENCIL_H

@@ -1,4 +1,4 @@
-/* The CNF block of MODEL.md on the device: one work-group of MOELAT_WG
+/* The CNF block of docs/MODEL.md on the device: one work-group of MOELAT_WG
  * lanes integrates one cell (cnf_wg_integrate). Shared by the functional
  * and distant experts (each is its own program, so these names only need
  * to be unique within one of them). Sizes come from the build options:
@@ -282,7 +282,7 @@ inline void cnf_wg_layernorm_pair(__local const float *a0, __local const float *
 }
 #endif
 
-/* Integrates the CNF block of MODEL.md for one cell with the whole
+/* Integrates the CNF block of docs/MODEL.md for one cell with the whole
  * work-group. v: S local floats, x on entry, v_K on return. m: S local
  * floats, the band's neighbour mean (fixed). work: CNF_WG_WORK local
  * floats of scratch; red: MOELAT_WG local floats. All lanes call it. */

@@ -42,7 +42,7 @@ int cnf_validate(int S, int H, int K, int mode, char *err, size_t errlen) {
 }
 
 /* The host CNF runs in double: the lipschitz mode's finite difference with
- * eps = 1e-4 loses about four digits, which float32 cannot spare (MODEL.md).
+ * eps = 1e-4 loses about four digits, which float32 cannot spare (docs/MODEL.md).
  * In double the reference stays exact to float rounding in both modes. */
 static size_t cnf_doubles(int S, int H) {
     return (size_t)(2 * S + H + H / 2) /* f's work */ + 5 * (size_t)S /* v, f, ve, fe, m */;
@@ -78,7 +78,7 @@ static void layernorm_d(double *v, int n, const float *gain, const float *bias) 
 
 static double gelu_d(double v) { return 0.5 * v * (1.0 + erf(v * 0.70710678118654752440)); }
 
-/* f(t, v) of MODEL.md into f (S values); work holds 2S + H + H/2 doubles. */
+/* f(t, v) of docs/MODEL.md into f (S values); work holds 2S + H + H/2 doubles. */
 static void cnf_f(const float *const *t, int S, int H, double time, const double *v,
                   const double *m, double *f, double *work) {
     double *in = work;      /* [v, m], 2S */

@@ -1,6 +1,7 @@
 #include "expert_common.h"
 
 #include <limits.h>
+#include <stddef.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,29 +60,100 @@ const char *ec_join_cl_parts_after(const char *first, const char *const *parts) 
 
 const char *ec_join_cl_parts(const char *const *parts) { return ec_join_cl_parts_after(NULL, parts); }
 
-int ec_cells_knob(const char *var, int max, int pow2, const char *macro, const char *extra,
-                  const char *const *parts, const char **source) {
-    const char *env = getenv(var);
-    int cells = env && *env ? atoi(env) : 0;
-    if (env && *env && (cells < 1 || cells > max || (pow2 && (cells & (cells - 1)) != 0))) {
-        ec_log(MOELAT_LOG_WARN, "%s=%s is not %s from 1 to %d: ignored (the kernel chooses)", var, env,
-               pow2 ? "a power of two" : "a whole number", max);
-        cells = 0;
-    }
-    char define[160];
-    snprintf(define, sizeof define, "%s%s#define %s %d", extra ? extra : "", extra ? "\n" : "", macro, cells);
-    *source = ec_join_cl_parts_after(define, parts);
-    return cells;
+const char *ec_tuning(const moelat_cl_setup *setup) {
+    if (!setup || setup->struct_size < offsetof(moelat_cl_setup, tuning) + sizeof setup->tuning ||
+        !setup->tuning)
+        return "";
+    return setup->tuning;
 }
 
-int ec_switch_knob(const char *var) {
-    const char *env = getenv(var);
-    if (!env || !*env)
+/* [b, e) without the spaces at both ends. */
+static void trim(const char **b, const char **e) {
+    while (*b < *e && (**b == ' ' || **b == '\t'))
+        (*b)++;
+    while (*e > *b && ((*e)[-1] == ' ' || (*e)[-1] == '\t'))
+        (*e)--;
+}
+
+int ec_tuning_value(const char *tuning, const char *key, char *buf, size_t cap) {
+    int found = 0;
+    size_t klen = strlen(key);
+    for (const char *p = tuning ? tuning : ""; *p;) {
+        const char *end = strchr(p, ',');
+        if (!end)
+            end = p + strlen(p);
+        const char *eq = memchr(p, '=', (size_t)(end - p));
+        const char *kb = p, *ke = eq ? eq : end;
+        trim(&kb, &ke);
+        if (eq && (size_t)(ke - kb) == klen && memcmp(kb, key, klen) == 0) {
+            const char *vb = eq + 1, *ve = end;
+            trim(&vb, &ve);
+            size_t n = (size_t)(ve - vb);
+            if (cap > 0) {
+                if (n >= cap)
+                    n = cap - 1;
+                memcpy(buf, vb, n);
+                buf[n] = '\0';
+            }
+            found = 1; /* keep going: a later setting wins */
+        }
+        p = *end ? end + 1 : end;
+    }
+    return found;
+}
+
+int ec_cells_knob(const char *tuning, const char *key, int max, int pow2) {
+    char v[32];
+    if (!ec_tuning_value(tuning, key, v, sizeof v) || !v[0])
+        return 0;
+    char *end;
+    long cells = strtol(v, &end, 10);
+    if (*end || cells < 1 || cells > max || (pow2 && (cells & (cells - 1)) != 0)) {
+        ec_log(MOELAT_LOG_WARN, "tuning %s=%s is not %s from 1 to %d: ignored (the kernel chooses)", key, v,
+               pow2 ? "a power of two" : "a whole number", max);
+        return 0;
+    }
+    return (int)cells;
+}
+
+int ec_switch_knob(const char *tuning, const char *key) {
+    char v[32];
+    if (!ec_tuning_value(tuning, key, v, sizeof v) || !v[0])
         return -1;
-    if (strcmp(env, "0") == 0 || strcmp(env, "1") == 0)
-        return env[0] - '0';
-    ec_log(MOELAT_LOG_WARN, "%s=%s is neither 0 nor 1: ignored (the kernel chooses)", var, env);
+    if (strcmp(v, "1") == 0 || strcmp(v, "on") == 0)
+        return 1;
+    if (strcmp(v, "0") == 0 || strcmp(v, "off") == 0)
+        return 0;
+    ec_log(MOELAT_LOG_WARN, "tuning %s=%s is none of 0, 1, on, off: ignored (the kernel chooses)", key, v);
     return -1;
+}
+
+cl_program ec_cl_tuned_program(const moelat_cl_setup *setup, const char *source, const char *options) {
+    const void *ext = NULL;
+    if (options && options[0] && g_host &&
+        g_host->struct_size >= offsetof(moelat_host_services, get_extension) + sizeof g_host->get_extension &&
+        g_host->get_extension)
+        ext = g_host->get_extension(MOELAT_EXT_CL_BUILD);
+    const moelat_ext_cl_build *cb = ext;
+    if (cb && cb->struct_size < offsetof(moelat_ext_cl_build, build) + sizeof cb->build)
+        cb = NULL;
+    if (!options || !options[0] || !cb) {
+        if (options && options[0])
+            ec_log(MOELAT_LOG_WARN, "the engine cannot rebuild the program (no %s): tuning '%s' ignored",
+                   MOELAT_EXT_CL_BUILD, options);
+        cl_int err = clRetainProgram(setup->program);
+        if (err != CL_SUCCESS) {
+            ec_cl_fail(err, "cl_prepare: clRetainProgram");
+            return NULL;
+        }
+        return setup->program;
+    }
+    cl_program prog = NULL;
+    if (cb->build(setup, source, options, &prog) != MOELAT_EXPERT_OK || !prog) {
+        ec_log(MOELAT_LOG_ERROR, "cl_prepare: building with tuning '%s' failed", options);
+        return NULL;
+    }
+    return prog;
 }
 
 /* Frees the joined source when the plugin is unloaded (dlclose), so leak
@@ -437,9 +509,9 @@ size_t ec_cl_compiled_size(cl_program program, cl_device_id dev, const char *kna
     return size[0];
 }
 
-size_t ec_cl_cells_per_group(const moelat_cl_setup *setup, const char *kname, size_t max, const char *who,
+size_t ec_cl_cells_per_group(cl_program program, cl_device_id dev, const char *kname, size_t max, const char *who,
                              const char *knob, int knob_set) {
-    size_t cells = ec_cl_compiled_size(setup->program, setup->device, kname, max);
+    size_t cells = ec_cl_compiled_size(program, dev, kname, max);
     if (cells)
         ec_log(MOELAT_LOG_INFO, "%s: %zu chunk cells per work-group%s%s%s", who, cells, knob_set ? " (" : "",
                knob_set ? knob : "", knob_set ? ")" : "");

@@ -1,4 +1,4 @@
-/* Helpers shared by the built-in experts: the host math of MODEL.md (the
+/* Helpers shared by the built-in experts: the host math of docs/MODEL.md (the
  * readable reference), tensor-spec builders, and the OpenCL plumbing of the
  * batched path. Each plugin links its own copy, so the state kept here
  * (host services, expert name) is per plugin. */
@@ -28,19 +28,24 @@ const char *ec_join_cl_parts(const char *const *parts);
 /* The same with one line (a #define of a tuning knob, say) in front. */
 const char *ec_join_cl_parts_after(const char *first, const char *const *parts);
 
-/* A cells-per-work-group tuning knob from the environment variable var:
- * its value when it is from 1 to max (and a power of two if pow2), else 0
- * ("the kernel chooses"; a set but invalid value is logged). Written into
- * the source as "#define <macro> <value>" in front of parts
- * (ec_join_cl_parts_after), after the line extra when it is not NULL;
- * returns the value. */
-int ec_cells_knob(const char *var, int max, int pow2, const char *macro, const char *extra,
-                  const char *const *parts, const char **source);
+/* ---- tuning knobs (moelat_cl_setup.tuning, ABI 1.4) ---- */
 
-/* An on/off tuning knob from the environment variable var: 0 or 1 when
- * set to that, else -1 ("the kernel chooses"; a set but invalid value is
- * logged). */
-int ec_switch_knob(const char *var);
+/* The lattice's tuning string, "key=value,..."; "" when the engine is
+ * older than 1.4 (struct_size does not cover the field) or gave NULL. */
+const char *ec_tuning(const moelat_cl_setup *setup);
+
+/* Copies the value of key in tuning (the last one when repeated; spaces
+ * around keys and values ignored) into buf; 1 when present, else 0. */
+int ec_tuning_value(const char *tuning, const char *key, char *buf, size_t cap);
+
+/* A cells-per-work-group knob: its value when it is from 1 to max (and a
+ * power of two if pow2), else 0 ("the kernel chooses"; a set but invalid
+ * value is logged). */
+int ec_cells_knob(const char *tuning, const char *key, int max, int pow2);
+
+/* An on/off knob: 1 for 1 or on, 0 for 0 or off, else -1 ("the kernel
+ * chooses"; a set but invalid value is logged). */
+int ec_switch_knob(const char *tuning, const char *key);
 
 /* ---- host math (float32, as the device computes it) ---- */
 
@@ -127,11 +132,19 @@ size_t ec_cl_compiled_size(cl_program program, cl_device_id dev, const char *kna
  * failing at every enqueue. Logs what does not fit. */
 int ec_cl_check_fit(cl_kernel k, const char *kname, cl_device_id dev, size_t wg);
 
+/* The program the expert's kernels come from, with a reference the caller
+ * releases: setup->program when options is NULL or "", else the expert's
+ * source built again by the engine (extension "moelat.cl.build/1") with
+ * options (the -D of a tuning knob) added to the engine's. NULL after
+ * logging; an engine without the extension gets setup->program and a
+ * warning that the knob is ignored. */
+cl_program ec_cl_tuned_program(const moelat_cl_setup *setup, const char *source, const char *options);
+
 /* Chunk cells per work-group the program chose: the first dimension of
  * the reqd_work_group_size of kname (a kernel that never runs declares
  * it), 1..max, logged as "<who>: N chunk cells per work-group", with
  * " (<knob>)" when the tuning knob set it. 0 on failure (logged). */
-size_t ec_cl_cells_per_group(const moelat_cl_setup *setup, const char *kname, size_t max, const char *who,
+size_t ec_cl_cells_per_group(cl_program program, cl_device_id dev, const char *kname, size_t max, const char *who,
                              const char *knob, int knob_set);
 
 #endif

@@ -4,7 +4,7 @@
  * = ceil(n_cells / DS_T) * MOELAT_WG, local = MOELAT_WG: work-group g
  * holds chunk cells g DS_T .. g DS_T + DS_T - 1. */
 
-/* Cells per work-group: DS_CELLS from the plugin (MOELAT_DISTANT_CELLS, 0
+/* Cells per work-group: DS_CELLS from the plugin (tuning key distant_cells, 0
  * when unset), else 4 for S >= 48 and 1 below (few cells, small layers);
  * each dense layer then reads its weights once for the cells. */
 #if defined(DS_CELLS) && DS_CELLS > 0

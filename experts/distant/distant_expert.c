@@ -1,4 +1,4 @@
-/* The distant expert (MODEL.md "Distant expert"): a CNF block integrated
+/* The distant expert (docs/MODEL.md, "The distant expert"): a CNF block integrated
  * from the cell's state with the distant band's neighbour mean fixed. */
 #include <stddef.h>
 #include <stdio.h>
@@ -55,12 +55,14 @@ static int distant_host_cell(const moelat_host_cell *c) {
 
 /* ---- OpenCL path: the engine hands the band mean, so no neighbour is read ----
  * One work-group of work_group lanes per cells_per_group chunk cells
- * (distant.cl's DS_T: MOELAT_DISTANT_CELLS = 1, 2 or 4, read once when the
- * plugin loads and compiled in as DS_CELLS, else the kernel's rule). */
+ * (distant.cl's DS_T: the tuning key distant_cells = 1, 2 or 4, compiled in as
+ * DS_CELLS when cl_prepare builds the program again, else the kernel's rule). */
 
-static int g_cells; /* 0: unset */
+/* Defined below; cl_prepare rebuilds its cl_source for a tuning knob. */
+static moelat_expert_descriptor g_desc;
 
 typedef struct distant_cl_state {
+    cl_program program; /* setup->program, or its build with the tuning knob */
     cl_kernel kernel;
     cl_mem params;
     cl_mem toff;
@@ -75,6 +77,8 @@ static void distant_cl_release(void *p) {
         return;
     if (st->kernel)
         clReleaseKernel(st->kernel);
+    if (st->program)
+        clReleaseProgram(st->program);
     if (st->toff)
         clReleaseMemObject(st->toff);
     free(st);
@@ -97,7 +101,13 @@ static int distant_cl_prepare(const moelat_cl_setup *setup, void **state) {
     }
     st->params = setup->params;
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
-    st->kernel = ec_cl_kernel(setup->program, "distant_expert");
+    /* The distant_cells knob is compiled in as DS_CELLS. */
+    int cells = ec_cells_knob(ec_tuning(setup), "distant_cells", 4, 1);
+    char knob[48] = "";
+    if (cells > 0)
+        snprintf(knob, sizeof knob, "-D DS_CELLS=%d", cells);
+    st->program = ec_cl_tuned_program(setup, g_desc.cl_source, knob);
+    st->kernel = st->program ? ec_cl_kernel(st->program, "distant_expert") : NULL;
     st->toff = st->kernel ? ec_cl_offsets_buffer(setup->context, setup->tensor_offsets,
                                                  setup->n_tensors)
                           : NULL;
@@ -106,8 +116,8 @@ static int distant_cl_prepare(const moelat_cl_setup *setup, void **state) {
         return MOELAT_EXPERT_ERROR;
     }
     st->work_group = (size_t)wg;
-    st->cells_per_group = ec_cl_cells_per_group(setup, "distant_cells_per_group", 4, "distant_expert",
-                                                "MOELAT_DISTANT_CELLS", g_cells > 0);
+    st->cells_per_group = ec_cl_cells_per_group(st->program, setup->device, "distant_cells_per_group", 4, "distant_expert",
+                                                "distant_cells", cells > 0);
     if (!st->cells_per_group ||
         ec_cl_check_fit(st->kernel, "distant_expert", setup->device, st->work_group) != MOELAT_EXPERT_OK) {
         distant_cl_release(st);
@@ -183,7 +193,7 @@ MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_h
     if (!g_desc.cl_source) {
         /* at most cnf.cl's CNF_CELLS_MAX, a power of two (it divides the
          * work-group for the cells' segmented sums) */
-        g_cells = ec_cells_knob("MOELAT_DISTANT_CELLS", 4, 1, "DS_CELLS", NULL, distant_cl_parts, &g_desc.cl_source);
+        g_desc.cl_source = ec_join_cl_parts(distant_cl_parts);
     }
     return &g_desc;
 }

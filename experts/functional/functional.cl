@@ -93,7 +93,7 @@
 #define FN_NPC (MOELAT_WG >= FN_HD ? MOELAT_WG / FN_HD : 1)
 
 /* One kernel or two (FN_SPLIT; see functional_edges below). FN_SPLIT_KNOB
- * comes from the plugin (its tuning knob MOELAT_FUNCTIONAL_SPLIT, -1 when
+ * comes from the plugin (its tuning key functional_split, -1 when
  * unset). Unset: two kernels up to S = 64, where the edge walk runs
  * faster alone at one cell per group than inside the fused kernel (whose
  * one cell per group at S = 24 also leaves its tails latency-bound); one
@@ -112,7 +112,7 @@
  * each weight once for FN_T cells (one work-group per cell reads them once
  * per cell: bound by L2 traffic at 40^3, see tools/bench/NOTES.md), and
  * the edge phases of the T cells run one after the other. FN_CELLS comes
- * from the plugin (its tuning knob MOELAT_FUNCTIONAL_CELLS, 0 when unset).
+ * from the plugin (its tuning key functional_cells, 0 when unset).
  * Unset: 4 cells for S >= 48, else 1, fewer where the device's local
  * memory is too small (below FN_LOCAL); measured in tools/bench/NOTES.md
  * items 13 and 26: the dense layers' weight reads pay for it at S = 64

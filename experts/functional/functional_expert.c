@@ -1,4 +1,4 @@
-/* The functional expert (MODEL.md "Functional expert"): an adaptive gate
+/* The functional expert (docs/MODEL.md, "The functional expert"): an adaptive gate
  * between a message-passing GRU-like update (with the cell's external
  * inputs) and a CNF block, mixed by a linear, LayerNorm and GELU. */
 #include <math.h>
@@ -198,7 +198,7 @@ static int functional_host_cell(const moelat_host_cell *c) {
  * function, see functional.cl). The SGEMM is CLBlast's on GPUs (about 14x
  * functional_project's speed on the H200 at 40^3, tools/bench/NOTES.md)
  * and functional_project on other devices, where CLBlast's kernels cost
- * more to build than they save; MOELAT_FUNCTIONAL_GEMM=clblast|kernel
+ * more to build than they save; the tuning key functional_gemm=clblast|kernel
  * chooses. cl_enqueue runs functional_output (one work-group of
  * work_group lanes per cells_per_group chunk cells, everything of those
  * cells in one kernel) or, where the kernel source splits it
@@ -227,34 +227,34 @@ typedef struct functional_cl_state {
     size_t cells_per_group; /* functional.cl's FN_T */
     int split;              /* functional.cl's FN_SPLIT */
     size_t edge_cells;      /* functional.cl's FN_EC: cells per functional_edges group */
+    cl_program program;     /* setup->program, or its build with the tuning knobs */
 } functional_cl_state;
 
-/* Chunk cells per work-group of functional_output (functional.cl's FN_T):
- * MOELAT_FUNCTIONAL_CELLS (1..16, a tuning knob, read once when the plugin
- * loads and compiled into the kernel as FN_CELLS), else chosen by the
- * kernel source from S and the device's local memory. */
-static int g_cells; /* 0: unset */
+/* Tuning knobs (the lattice's tuning string, read by cl_prepare; the
+ * program is then built again with them, see ec_cl_tuned_program):
+ *  - functional_cells: chunk cells per work-group of functional_output, or
+ *    of functional_tails when split (functional.cl's FN_T; 1..16, compiled
+ *    in as FN_CELLS), else chosen by the kernel source from S and the
+ *    device's local memory;
+ *  - functional_split: one kernel or two (0/1/on/off, compiled in as
+ *    FN_SPLIT_KNOB), else chosen by the kernel source from S (two up to
+ *    S = 64; it must agree with split_default);
+ *  - functional_gemm: clblast or kernel for the per-step projections,
+ *    else CLBlast on GPUs only. */
+static int split_default(const moelat_expert_dims *d) { return d->state_size <= 64; }
 
-/* One kernel or two: MOELAT_FUNCTIONAL_SPLIT (0 or 1, a tuning knob read
- * once when the plugin loads and compiled in as FN_SPLIT_KNOB), else
- * chosen by the kernel source from S (two up to S = 64; it must agree
- * with functional_split_default). */
-static int g_split = -1; /* -1: unset */
+/* Defined below; cl_prepare rebuilds its cl_source for a tuning knob. */
+static moelat_expert_descriptor g_desc;
 
-static int functional_split_default(const moelat_expert_dims *d) {
-    return g_split >= 0 ? g_split : d->state_size <= 64;
-}
-
-/* CLBlast for the projections' SGEMM: MOELAT_FUNCTIONAL_GEMM=clblast or
- * kernel, else on GPUs only. */
-static int use_clblast(cl_device_id dev) {
-    const char *env = getenv("MOELAT_FUNCTIONAL_GEMM");
-    if (env && strcmp(env, "clblast") == 0)
-        return 1;
-    if (env && strcmp(env, "kernel") == 0)
-        return 0;
-    if (env && *env)
-        ec_log(MOELAT_LOG_WARN, "MOELAT_FUNCTIONAL_GEMM=%s is neither clblast nor kernel: ignored", env);
+static int use_clblast(const char *tuning, cl_device_id dev) {
+    char v[32];
+    if (ec_tuning_value(tuning, "functional_gemm", v, sizeof v) && v[0]) {
+        if (strcmp(v, "clblast") == 0)
+            return 1;
+        if (strcmp(v, "kernel") == 0)
+            return 0;
+        ec_log(MOELAT_LOG_WARN, "tuning functional_gemm=%s is neither clblast nor kernel: ignored", v);
+    }
     cl_device_type type = 0;
     if (clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof type, &type, NULL) != CL_SUCCESS)
         return 0;
@@ -283,6 +283,8 @@ static void functional_cl_release(void *p) {
         clReleaseMemObject(st->proj);
     if (st->toff)
         clReleaseMemObject(st->toff);
+    if (st->program)
+        clReleaseProgram(st->program);
     free(st);
 }
 
@@ -311,34 +313,47 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
     st->n_total = (cl_int)n;
     st->work_group = (size_t)wg;
+    const char *tuning = ec_tuning(setup);
+    int knob_split = ec_switch_knob(tuning, "functional_split");
+    int knob_cells = ec_cells_knob(tuning, "functional_cells", 16, 0);
+    int planned = knob_split >= 0 ? knob_split : split_default(setup->dims);
+    char knobs[96] = "";
+    if (knob_split >= 0 || knob_cells > 0)
+        snprintf(knobs, sizeof knobs, "-D FN_SPLIT_KNOB=%d -D FN_CELLS=%d", knob_split, knob_cells);
+    st->program = ec_cl_tuned_program(setup, g_desc.cl_source, knobs);
+    if (!st->program) {
+        functional_cl_release(st);
+        return MOELAT_EXPERT_ERROR;
+    }
+    cl_program prog = st->program;
     /* The cells per group are the tails kernel's when the expert is split. */
-    const char *grouped = functional_split_default(setup->dims) ? "functional_tails" : "functional_output";
-    st->cells_per_group = ec_cl_cells_per_group(setup, "functional_cells_per_group", 16, grouped,
-                                                "MOELAT_FUNCTIONAL_CELLS", g_cells > 0);
+    const char *grouped = planned ? "functional_tails" : "functional_output";
+    st->cells_per_group = ec_cl_cells_per_group(prog, setup->device, "functional_cells_per_group", 16, grouped,
+                                                "functional_cells", knob_cells > 0);
     if (!st->cells_per_group) {
         functional_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
-    size_t kernels = ec_cl_compiled_size(setup->program, setup->device, "functional_kernel_count", 2);
+    size_t kernels = ec_cl_compiled_size(prog, setup->device, "functional_kernel_count", 2);
     st->split = kernels == 2;
-    if (!kernels || st->split != functional_split_default(setup->dims)) {
+    if (!kernels || st->split != planned) {
         if (kernels)
             ec_log(MOELAT_LOG_ERROR, "cl_prepare: the kernel source runs %zu kernels, the host planned %d",
-                   kernels, functional_split_default(setup->dims) + 1);
+                   kernels, planned + 1);
         functional_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
     ec_log(MOELAT_LOG_INFO, "functional: %s%s", st->split ? "edges and tails in two kernels" : "one kernel",
-           g_split >= 0 ? " (MOELAT_FUNCTIONAL_SPLIT)" : "");
-    st->prepare = ec_cl_kernel(setup->program, "functional_prepare");
-    st->project = st->prepare ? ec_cl_kernel(setup->program, "functional_project") : NULL;
-    st->cell = st->project ? ec_cl_kernel(setup->program, "functional_output") : NULL;
+           knob_split >= 0 ? " (functional_split)" : "");
+    st->prepare = ec_cl_kernel(prog, "functional_prepare");
+    st->project = st->prepare ? ec_cl_kernel(prog, "functional_project") : NULL;
+    st->cell = st->project ? ec_cl_kernel(prog, "functional_output") : NULL;
     if (st->cell && st->split) {
-        st->edges = ec_cl_kernel(setup->program, "functional_edges");
-        st->tails = st->edges ? ec_cl_kernel(setup->program, "functional_tails") : NULL;
+        st->edges = ec_cl_kernel(prog, "functional_edges");
+        st->tails = st->edges ? ec_cl_kernel(prog, "functional_tails") : NULL;
     }
     if (st->tails) {
-        st->edge_cells = ec_cl_compiled_size(setup->program, setup->device, "functional_edge_cells_per_group", 16);
+        st->edge_cells = ec_cl_compiled_size(prog, setup->device, "functional_edge_cells_per_group", 16);
         if (st->edge_cells > 1)
             ec_log(MOELAT_LOG_INFO, "functional_edges: %zu chunk cells per work-group", st->edge_cells);
     }
@@ -381,7 +396,7 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
         functional_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
-    st->clblast = use_clblast(setup->device);
+    st->clblast = use_clblast(tuning, setup->device);
     ec_log(MOELAT_LOG_INFO, "per-step projections: %s", st->clblast ? "CLBlast SGEMM" : "functional_project");
     *state = st;
     return MOELAT_EXPERT_OK;
@@ -554,9 +569,10 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
 }
 
 /* Device scratch per chunk cell: M (md floats) between the two kernels. */
-static size_t functional_cl_scratch(const moelat_expert_dims *d) {
-    return functional_split_default(d) ? (size_t)MD(d) : 0;
-}
+/* M between the two kernels when split. The tuning string that may split
+ * the expert reaches cl_prepare only, after the engine sized the scratch:
+ * reserved at every S. */
+static size_t functional_cl_scratch(const moelat_expert_dims *d) { return (size_t)MD(d); }
 
 static moelat_expert_descriptor g_desc = {
     .abi_major = MOELAT_EXPERT_ABI_MAJOR,
@@ -582,12 +598,7 @@ static moelat_expert_descriptor g_desc = {
 
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {
     ec_init(host, g_desc.name);
-    if (!g_desc.cl_source) {
-        g_split = ec_switch_knob("MOELAT_FUNCTIONAL_SPLIT");
-        char split[48];
-        snprintf(split, sizeof split, "#define FN_SPLIT_KNOB %d", g_split);
-        g_cells = ec_cells_knob("MOELAT_FUNCTIONAL_CELLS", 16, 0, "FN_CELLS", split, functional_cl_parts,
-                                &g_desc.cl_source);
-    }
+    if (!g_desc.cl_source)
+        g_desc.cl_source = ec_join_cl_parts(functional_cl_parts);
     return &g_desc;
 }

@@ -65,7 +65,7 @@
 #define LOC_PER_ROW (LOC_S + 2 + LOC_PSTRIDE)
 #define LOC_ROWS_T(T) ((LOC_LOCAL_FLOATS - LOC_FIXED_T(T)) / LOC_PER_ROW)
 
-/* Cells per work-group: LOC_CELLS from the plugin (MOELAT_LOCAL_CELLS, 0
+/* Cells per work-group: LOC_CELLS from the plugin (tuning key local_cells, 0
  * when unset), else 4 for S >= 48 and 1 below; kept only when a whole
  * dot pass of rows still fits and the row tile can hold the T cells'
  * partial sums of the tail's layers (it is their scratch), else 2 if that

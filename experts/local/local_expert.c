@@ -1,4 +1,4 @@
-/* The local expert (MODEL.md "Local expert"): attention over the local band
+/* The local expert (docs/MODEL.md, "The local expert"): attention over the local band
  * by unscaled dot products with the cell's state, two small MLPs and a
  * residual mix alpha x + beta LN(p). */
 #include <stddef.h>
@@ -107,12 +107,14 @@ static int local_host_cell(const moelat_host_cell *c) {
 
 /* ---- OpenCL path ----
  * One work-group of work_group lanes per cells_per_group chunk cells
- * (local.cl's LOC_T: MOELAT_LOCAL_CELLS = 1, 2 or 4, read once when the
- * plugin loads and compiled in as LOC_CELLS, else the kernel's rule). */
+ * (local.cl's LOC_T: the tuning key local_cells = 1, 2 or 4, compiled in as
+ * LOC_CELLS when cl_prepare builds the program again, else the kernel's rule). */
 
-static int g_cells; /* 0: unset */
+/* Defined below; cl_prepare rebuilds its cl_source for a tuning knob. */
+static moelat_expert_descriptor g_desc;
 
 typedef struct local_cl_state {
+    cl_program program; /* setup->program, or its build with the tuning knob */
     cl_kernel kernel;
     cl_mem params;
     cl_mem toff;
@@ -127,6 +129,8 @@ static void local_cl_release(void *p) {
         return;
     if (st->kernel)
         clReleaseKernel(st->kernel);
+    if (st->program)
+        clReleaseProgram(st->program);
     if (st->toff)
         clReleaseMemObject(st->toff);
     free(st);
@@ -175,15 +179,21 @@ static int local_cl_prepare(const moelat_cl_setup *setup, void **state) {
     }
     st->params = setup->params;
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
-    st->kernel = ec_cl_kernel(setup->program, "local_expert");
+    /* The local_cells knob is compiled in as LOC_CELLS. */
+    int cells = ec_cells_knob(ec_tuning(setup), "local_cells", 4, 1);
+    char knob[48] = "";
+    if (cells > 0)
+        snprintf(knob, sizeof knob, "-D LOC_CELLS=%d", cells);
+    st->program = ec_cl_tuned_program(setup, g_desc.cl_source, knob);
+    st->kernel = st->program ? ec_cl_kernel(st->program, "local_expert") : NULL;
     if (!st->kernel || local_cl_lanes(st->kernel, setup, &st->work_group) != MOELAT_EXPERT_OK ||
         ec_cl_check_fit(st->kernel, "local_expert", setup->device, st->work_group) != MOELAT_EXPERT_OK) {
         local_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
     st->toff = ec_cl_offsets_buffer(setup->context, setup->tensor_offsets, setup->n_tensors);
-    st->cells_per_group = ec_cl_cells_per_group(setup, "local_cells_per_group", 4, "local_expert",
-                                                "MOELAT_LOCAL_CELLS", g_cells > 0);
+    st->cells_per_group = ec_cl_cells_per_group(st->program, setup->device, "local_cells_per_group", 4, "local_expert",
+                                                "local_cells", cells > 0);
     if (!st->toff || !st->cells_per_group) {
         local_cl_release(st);
         return MOELAT_EXPERT_ERROR;
@@ -260,6 +270,6 @@ static moelat_expert_descriptor g_desc = {
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {
     ec_init(host, g_desc.name);
     if (!g_desc.cl_source) /* 1, 2 or 4: a power of two dividing the work-group (ml_wg_seg_sum) */
-        g_cells = ec_cells_knob("MOELAT_LOCAL_CELLS", 4, 1, "LOC_CELLS", NULL, local_cl_parts, &g_desc.cl_source);
+        g_desc.cl_source = ec_join_cl_parts(local_cl_parts);
     return &g_desc;
 }

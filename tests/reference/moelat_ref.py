@@ -1,9 +1,10 @@
-"""Independent numpy reference of the moelat model v1 (/work/shared/MODEL.md).
+"""Independent numpy reference of the moelat model v1 (docs/MODEL.md).
 
-Written from MODEL.md alone, not from the C engine, so that agreement between
-the two is evidence and not a copy. Everything is computed in float64; the
-float32 inputs (weights, states, external input) are widened exactly, so the
-only float32 rounding is the one the caller applies to the stored results.
+Written from the model's specification alone (now docs/MODEL.md), not from
+the C engine, so that agreement between the two is evidence and not a copy.
+Everything is computed in float64; the float32 inputs (weights, states,
+external input) are widened exactly, so the only float32 rounding is the
+one the caller applies to the stored results.
 """
 import json
 import math
@@ -26,7 +27,7 @@ PRESETS = {
                       h1=64, h2=32, ph=128, hd=64, md=32, ode_hidden=64, gate_hidden=128),
 }
 
-# Parameter counts of the original modules, from MODEL.md's table.
+# Parameter counts of the original modules, from docs/MODEL.md's table.
 MODEL_PARAM_COUNTS = {
     "debug": dict(local_expert=1262, functional_expert=10605, distant_expert=4287,
                   gating_network=1299),
@@ -44,7 +45,7 @@ def radius(dims, radius_ratio):
 
 
 def stencil(r, band_ratios=BAND_RATIOS):
-    """Offsets (K_k, 3) as (dx, dy, dz) for each band, classified by MODEL.md."""
+    """Offsets (K_k, 3) as (dx, dy, dz) for each band, classified by docs/MODEL.md."""
     reach = int(math.floor(band_ratios[2] * r)) + 1
     ax = np.arange(-reach, reach + 1)
     dz, dy, dx = np.meshgrid(ax, ax, ax, indexing="ij")
@@ -136,7 +137,7 @@ def _cnf_shapes(prefix, S, H):
 
 
 def weight_shapes(cfg):
-    """Every tensor name -> PyTorch shape, as MODEL.md's 'Weight names'."""
+    """Every tensor name -> PyTorch shape, as docs/MODEL.md's 'Weights'."""
     S, h, E = cfg.S, cfg.h, EXT_SIZE
     s = {}
     p = "local_expert."

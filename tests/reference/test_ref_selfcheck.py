@@ -1,5 +1,5 @@
 """Self-checks of the reference: layout, stencil counts, and a second,
-deliberately naive per-cell implementation of MODEL.md (explicit loops over
+deliberately naive per-cell implementation of docs/MODEL.md (explicit loops over
 offsets and neighbours, scalar math.erf) that must agree with the vectorised
 Model. Run directly or through make_golden.py, which aborts on any failure.
 """
@@ -19,7 +19,7 @@ def check_param_counts():
     for preset, want in ref.MODEL_PARAM_COUNTS.items():
         got = ref.param_counts(ref.Config(preset))
         if got != want:
-            raise AssertionError("param counts of %s: got %s, MODEL.md says %s" % (preset, got, want))
+            raise AssertionError("param counts of %s: got %s, docs/MODEL.md says %s" % (preset, got, want))
 
 
 def check_interior_counts():
@@ -28,14 +28,14 @@ def check_interior_counts():
         r = ref.radius(p["dims"], p["radius_ratio"])
         want = {"debug": INTERIOR[4.5], "experiment": INTERIOR[8.0], "optimized": INTERIOR[20.0]}[preset]
         if ref.interior_counts(r) != want:
-            raise AssertionError("%s: r=%r counts %s, MODEL.md says %s"
+            raise AssertionError("%s: r=%r counts %s, docs/MODEL.md says %s"
                                  % (preset, r, ref.interior_counts(r), want))
     for r, want in INTERIOR.items():
         if ref.interior_counts(r) != want:
-            raise AssertionError("r=%r: counts %s, MODEL.md says %s" % (r, ref.interior_counts(r), want))
+            raise AssertionError("r=%r: counts %s, docs/MODEL.md says %s" % (r, ref.interior_counts(r), want))
     got = ref.interior_counts(ref.radius((9, 8, 7), 0.3))
     if got != (6, 26, 48):
-        raise AssertionError("debug 9x8x7: counts %s, MODEL.md says (6, 26, 48)" % (got,))
+        raise AssertionError("debug 9x8x7: counts %s, docs/MODEL.md says (6, 26, 48)" % (got,))
 
 
 def check_safetensors_roundtrip(tmpdir):

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config_parse.h"
+#include "moelat/util.h"
 
 const char *const cli_model_help =
     "  --preset NAME          debug (default), experiment or optimized\n"
@@ -165,11 +165,11 @@ int cli_build_config(const cli_model_opts *o, moelat_config *cfg, const char *cm
             return -1;
         }
     }
-    if (o->dims && ml_parse_dims(o->dims, cfg->dims, err, sizeof err) != 0) {
+    if (o->dims && moelat_parse_dims(o->dims, cfg->dims, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine %s: --dims: %s\n", cmd, err);
         return -1;
     }
-    if (o->chunk && ml_parse_dims(o->chunk, cfg->chunk, err, sizeof err) != 0) {
+    if (o->chunk && moelat_parse_dims(o->chunk, cfg->chunk, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine %s: --chunk: %s\n", cmd, err);
         return -1;
     }
@@ -221,7 +221,7 @@ int cli_build_config(const cli_model_opts *o, moelat_config *cfg, const char *cm
         cfg->radius_ratio = o->radius_ratio;
     if (o->profile)
         cfg->profile = 1;
-    if (ml_config_validate(cfg, err, sizeof err) != 0) {
+    if (moelat_config_validate(cfg, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine %s: %s\n", cmd, err);
         return -1;
     }

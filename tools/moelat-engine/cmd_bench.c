@@ -9,11 +9,17 @@
 #include <string.h>
 #include <time.h>
 
-#include "cl_runtime.h"
 #include "cli.h"
 #include "cli_common.h"
-#include "config_parse.h"
-#include "lattice_internal.h"
+#include "moelat/inspect.h"
+#include "moelat/util.h"
+
+/* Monotonic clock in milliseconds. */
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
 
 typedef struct bench_case {
     char preset[32];
@@ -90,15 +96,15 @@ static moelat_lattice *make(const bench_case *c, const cli_model_opts *mo, int m
  * the copy the warm-up is the two steps. */
 static int batch_steps(moelat_lattice *dev, int steps, double *ms) {
     int rc = moelat_step(dev, 1);
-    double t0 = ml_now_ms();
+    double t0 = now_ms();
     if (rc == MOELAT_OK)
         rc = moelat_step(dev, 1);
     size_t n = moelat_cell_count(dev) * (size_t)moelat_state_size(dev);
-    float *init = rc == MOELAT_OK && ml_now_ms() - t0 < 300.0 ? malloc(n * sizeof *init) : NULL;
+    float *init = rc == MOELAT_OK && now_ms() - t0 < 300.0 ? malloc(n * sizeof *init) : NULL;
     if (init) {
         rc = moelat_get_states(dev, init, n);
-        while (rc == MOELAT_OK && ml_now_ms() - t0 < 300.0) {
-            for (int k = 0; k < 20 && rc == MOELAT_OK && ml_now_ms() - t0 < 300.0; k++)
+        while (rc == MOELAT_OK && now_ms() - t0 < 300.0) {
+            for (int k = 0; k < 20 && rc == MOELAT_OK && now_ms() - t0 < 300.0; k++)
                 rc = moelat_step(dev, 1);
             if (rc == MOELAT_OK)
                 rc = moelat_set_states(dev, init, n);
@@ -113,13 +119,13 @@ static int batch_steps(moelat_lattice *dev, int steps, double *ms) {
     }
     moelat_reset_report(dev);
     for (int s = 0; s < steps; s++) {
-        double start = ml_now_ms();
+        double start = now_ms();
         if (moelat_step(dev, 1) != MOELAT_OK) {
             fprintf(stderr, "moelat-engine bench: %s\n", moelat_last_error(dev));
             return -1;
         }
         if (ms)
-            ms[s] = ml_now_ms() - start;
+            ms[s] = now_ms() - start;
     }
     return 0;
 }
@@ -132,17 +138,17 @@ static int run_case(const bench_case *c, const cli_model_opts *mo, int steps, si
     if (!host)
         return -1;
     double part[5];
-    row->flops_per_cell = ml_flops_per_cell(host, part);
+    row->flops_per_cell = moelat_flops_per_cell(host, part);
     row->functional_flops_per_cell = part[2];
     /* Keep the host sample to about ten seconds at ~20 GFLOP/s. */
     double affordable = 2e11 / (row->flops_per_cell > 1 ? row->flops_per_cell : 1);
     if (sample_cells > 0 && (double)sample_cells > affordable)
         sample_cells = affordable < 64 ? 64 : (size_t)affordable;
     if (sample_cells > 0) {
-        ml_percell_time_sample(host, sample_cells, &row->percell_estimated); /* warm-up */
+        moelat_host_time_sample(host, sample_cells, &row->percell_estimated); /* warm-up */
         double t[3];
         for (int i = 0; i < 3; i++)
-            t[i] = ml_percell_time_sample(host, sample_cells, &row->percell_estimated);
+            t[i] = moelat_host_time_sample(host, sample_cells, &row->percell_estimated);
         qsort(t, 3, sizeof t[0], cmp);
         row->percell_ms = t[1];
     }
@@ -160,7 +166,7 @@ static int run_case(const bench_case *c, const cli_model_opts *mo, int steps, si
     }
     qsort(ms, (size_t)steps, sizeof *ms, cmp);
     row->batch_ms = ms[steps / 2];
-    row->queues = ml_batch_queues(dev);
+    row->queues = moelat_batch_queues(dev);
     free(ms);
     double N = (double)moelat_cell_count(dev);
     moelat_lattice_destroy(dev);
@@ -244,18 +250,16 @@ int cmd_bench(int argc, char **argv) {
     }
     /* The device and its peak. */
     char err[4096];
-    mlcl_device_info dev;
-    if (mlcl_select_device(mo.device, &dev, err, sizeof err) != 0) {
+    moelat_device_info dev;
+    if (moelat_select_device(mo.device, &dev, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine bench: %s\n", err);
         return 1;
     }
-    mlcl_context ctx;
-    if (mlcl_context_create(&dev, 1, 1, &ctx, err, sizeof err) != 0) {
+    double peak = moelat_device_peak_gflops(mo.device, err, sizeof err);
+    if (peak < 0) {
         fprintf(stderr, "moelat-engine bench: %s\n", err);
         return 1;
     }
-    double peak = mlcl_peak_gflops(&ctx, err, sizeof err);
-    mlcl_context_release(&ctx);
     if (peak <= 0)
         fprintf(stderr, "moelat-engine bench: peak measurement failed: %s\n", err);
 
@@ -270,7 +274,7 @@ int cmd_bench(int argc, char **argv) {
             if (colon)
                 *colon = '\0';
             if (moelat_config_preset(tok, &cfg, err, sizeof err) != MOELAT_OK ||
-                (colon && ml_parse_dims(colon + 1, cfg.dims, err, sizeof err) != 0)) {
+                (colon && moelat_parse_dims(colon + 1, cfg.dims, err, sizeof err) != MOELAT_OK)) {
                 fprintf(stderr, "moelat-engine bench: --cases: %s\n", err);
                 return 2;
             }
@@ -286,7 +290,7 @@ int cmd_bench(int argc, char **argv) {
             return 2;
         }
         memcpy(cases[0].dims, cfg.dims, sizeof cfg.dims);
-        if (dims && ml_parse_dims(dims, cases[0].dims, err, sizeof err) != 0) {
+        if (dims && moelat_parse_dims(dims, cases[0].dims, err, sizeof err) != MOELAT_OK) {
             fprintf(stderr, "moelat-engine bench: --dims: %s\n", err);
             return 2;
         }

@@ -8,8 +8,7 @@
 
 #include "cli.h"
 #include "cli_common.h"
-#include "gate.h"
-#include "lattice_internal.h"
+#include "moelat/inspect.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -56,47 +55,37 @@ static int load_both(moelat_lattice *a, moelat_lattice *b, const char *weights, 
     return 0;
 }
 
-/* Sums of band k's neighbour states of cell (x, y, z) and of their
- * absolute values, accumulated into sm and sa (S doubles each) straight
- * from the host states; returns the neighbour count. */
-static int band_sums(const moelat_lattice *lat, int k, int x, int y, int z, double *sm, double *sa) {
-    int cnt = 0;
-    for (int j = 0; j < lat->stencil.count[k]; j++) {
-        const ml_offset *o = &lat->stencil.band[k][j];
-        int nx = x + o->dx, ny = y + o->dy, nz = z + o->dz;
-        if (nx < 0 || ny < 0 || nz < 0 || nx >= lat->X || ny >= lat->Y || nz >= lat->Z)
-            continue;
-        const float *v = lat->states + ((size_t)nx + (size_t)lat->X * ((size_t)ny + (size_t)lat->Y * nz)) * lat->S;
-        for (int q = 0; q < lat->S; q++) {
-            sm[q] += v[q];
-            sa[q] += fabs(v[q]);
-        }
-        cnt++;
-    }
-    return cnt;
+/* Lattice coordinates of chunk cell ci (x fastest, as in moelat_cl_chunk). */
+static void chunk_cell(const int32_t origin[3], const int32_t extent[3], int ci, int32_t xyz[3]) {
+    xyz[0] = origin[0] + ci % extent[0];
+    xyz[1] = origin[1] + (ci / extent[0]) % extent[1];
+    xyz[2] = origin[2] + ci / (extent[0] * extent[1]);
+}
+
+static size_t cell_index(const moelat_config *cfg, const int32_t xyz[3]) {
+    return (size_t)xyz[0] + (size_t)cfg->dims[0] * ((size_t)xyz[1] + (size_t)cfg->dims[1] * xyz[2]);
 }
 
 /* The device's gate and update on its own expert outputs d against the
  * host gate on the same outputs, with the band counts (cnt, BANDS per
  * cell) and nu (S per cell) from the host states: pins a disagreement the
  * experts do not explain to the gate. */
-static int compare_gate(moelat_lattice *host, const ml_chunk *c, float *const d[MOELAT_BANDS], const float *gated,
-                        const int *cnt, const float *nu, double tol, int *pass, int json) {
-    const int S = host->S;
-    float *scratch = malloc((size_t)(3 * S + host->gate_hidden) * sizeof *scratch);
-    if (!scratch) {
-        fprintf(stderr, "moelat-engine check: out of memory\n");
-        return -1;
-    }
+static int compare_gate(moelat_lattice *host, const int32_t origin[3], const int32_t extent[3], int n_cells,
+                        const float *states, float *const d[MOELAT_BANDS], const float *gated, const int *cnt,
+                        const float *nu, double tol, int *pass, int json) {
+    const int S = moelat_state_size(host);
+    const moelat_config *cfg = moelat_lattice_config(host);
     double max = 0;
     int worst = 0;
-    for (int ci = 0; ci < c->n_cells; ci++) {
-        int xyz[3];
-        ml_chunk_cell_xyz(c, ci, xyz);
-        const float *xs =
-            host->states + ((size_t)xyz[0] + (size_t)host->X * ((size_t)xyz[1] + (size_t)host->Y * xyz[2])) * S;
+    for (int ci = 0; ci < n_cells; ci++) {
+        int32_t xyz[3];
+        chunk_cell(origin, extent, ci, xyz);
+        const float *xs = states + cell_index(cfg, xyz) * S;
         float w[MOELAT_BANDS];
-        ml_gate_host(&host->gate, S, host->gate_hidden, xs, nu + (size_t)ci * S, w, scratch);
+        if (moelat_host_gate(host, xs, nu + (size_t)ci * S, w) != MOELAT_OK) {
+            fprintf(stderr, "moelat-engine check: %s\n", moelat_last_error(host));
+            return -1;
+        }
         for (int q = 0; q < S; q++) {
             double xn = xs[q];
             for (int k = 0; k < MOELAT_BANDS; k++)
@@ -109,7 +98,6 @@ static int compare_gate(moelat_lattice *host, const ml_chunk *c, float *const d[
             }
         }
     }
-    free(scratch);
     int ok = max <= tol;
     *pass &= ok;
     if (!json)
@@ -121,14 +109,22 @@ static int compare_gate(moelat_lattice *host, const ml_chunk *c, float *const d[
 /* Each expert alone on the first chunk: device output against the host
  * function, so a disagreement is pinned to one expert; then the gate. */
 static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol, int *pass, int json) {
-    const ml_chunk *c = &dev->chunks[0];
-    size_t n = (size_t)c->n_cells * dev->S;
+    int32_t origin[3], extent[3];
+    if (moelat_chunk_box(dev, 0, origin, extent) != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine check: the lattice has no chunk\n");
+        return -1;
+    }
+    const int n_cells = extent[0] * extent[1] * extent[2];
+    const int S = moelat_state_size(host);
+    size_t n = (size_t)n_cells * S;
+    size_t n_all = moelat_cell_count(host) * (size_t)S;
+    float *states = malloc(n_all * sizeof *states);
     float *d[MOELAT_BANDS], *dm[MOELAT_BANDS], *da[MOELAT_BANDS], *h = malloc(n * sizeof(float));
     int all_on_device = 1;
     for (int k = 0; k < MOELAT_BANDS; k++)
-        all_on_device &= ml_batch_expert_on_device(dev, k);
+        all_on_device &= moelat_expert_on_device(dev, k);
     float *gated = all_on_device ? malloc(n * sizeof(float)) : NULL;
-    int rc = h && (gated || !all_on_device) ? 0 : -1;
+    int rc = h && states && (gated || !all_on_device) ? 0 : -1;
     for (int k = 0; k < MOELAT_BANDS; k++) {
         d[k] = malloc(n * sizeof(float));
         dm[k] = malloc(n * sizeof(float));
@@ -136,14 +132,18 @@ static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol
         if (!d[k] || !dm[k] || !da[k])
             rc = -1;
     }
-    if (rc == 0 && ml_batch_expert_outputs(dev, 0, d, dm, da, gated) != 0) {
+    if (rc == 0 && moelat_get_states(host, states, n_all) != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine check: %s\n", moelat_last_error(host));
+        rc = -1;
+    }
+    if (rc == 0 && moelat_device_stages(dev, 0, d, dm, da, gated) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine check: %s\n", moelat_last_error(dev));
         rc = -1;
     }
-    /* The band aggregates the experts are handed, against host sums, which
-     * also give the gate's band counts and nu (the mean over all bands). */
-    const int S = host->S;
-    int *cnt = malloc((size_t)c->n_cells * MOELAT_BANDS * sizeof *cnt);
+    /* The band aggregates the experts are handed, against the host's
+     * neighbour sums, which also give the gate's band counts and nu (the
+     * mean over all bands). */
+    int *cnt = malloc((size_t)n_cells * MOELAT_BANDS * sizeof *cnt);
     float *nu = malloc(n * sizeof *nu);
     double *sm = malloc((size_t)S * sizeof *sm), *sa = malloc((size_t)S * sizeof *sa);
     double *all = malloc((size_t)S * sizeof *all);
@@ -152,15 +152,16 @@ static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol
         rc = -1;
     }
     double max_m[MOELAT_BANDS] = {0, 0, 0}, max_a[MOELAT_BANDS] = {0, 0, 0};
-    const int absmask = ml_batch_absmean_bands(dev);
-    for (int ci = 0; ci < c->n_cells && rc == 0; ci++) {
-        int xyz[3], total = 0;
-        ml_chunk_cell_xyz(c, ci, xyz);
+    const int absmask = moelat_absmean_bands(dev);
+    for (int ci = 0; ci < n_cells && rc == 0; ci++) {
+        int32_t xyz[3];
+        int total = 0;
+        chunk_cell(origin, extent, ci, xyz);
         memset(all, 0, (size_t)S * sizeof *all);
         for (int k = 0; k < MOELAT_BANDS; k++) {
             memset(sm, 0, (size_t)S * sizeof *sm);
             memset(sa, 0, (size_t)S * sizeof *sa);
-            int m = cnt[ci * MOELAT_BANDS + k] = band_sums(host, k, xyz[0], xyz[1], xyz[2], sm, sa);
+            int m = cnt[ci * MOELAT_BANDS + k] = moelat_band_sums(host, k, xyz, states, sm, sa);
             total += m;
             for (int q = 0; q < S && m; q++) {
                 all[q] += sm[q];
@@ -189,13 +190,13 @@ static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol
                    max_m[k], abs_diff, ok ? "ok" : "OVER TOLERANCE");
     }
     for (int k = 0; k < MOELAT_BANDS && rc == 0; k++) {
-        if (!ml_batch_expert_on_device(dev, k)) {
+        if (!moelat_expert_on_device(dev, k)) {
             if (!json)
                 printf("  expert %-10s (%s): evaluated on the host in batch mode (no device path), not compared\n",
-                       dev->expert[k].desc->name, moelat_band_name(k));
+                       moelat_expert_name(dev, k), moelat_band_name(k));
             continue;
         }
-        if (ml_percell_expert_chunk(host, k, c, host->states, h) != 0) {
+        if (moelat_host_expert(host, k, origin, extent, states, h) != MOELAT_OK) {
             fprintf(stderr, "moelat-engine check: %s\n", moelat_last_error(host));
             rc = -1;
             break;
@@ -213,11 +214,11 @@ static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol
         *pass &= ok;
         if (!json)
             printf("  expert %-10s (%s) on chunk 0: max abs diff %.3e (cell %zu of the chunk, host %.6g, device %.6g) %s\n",
-                   dev->expert[k].desc->name, moelat_band_name(k), max, worst / (size_t)dev->S, h[worst], d[k][worst],
+                   moelat_expert_name(dev, k), moelat_band_name(k), max, worst / (size_t)S, h[worst], d[k][worst],
                    ok ? "ok" : "OVER TOLERANCE");
     }
     if (rc == 0 && gated)
-        rc = compare_gate(host, c, d, gated, cnt, nu, tol, pass, json);
+        rc = compare_gate(host, origin, extent, n_cells, states, d, gated, cnt, nu, tol, pass, json);
     else if (rc == 0 && !json)
         printf("  gate and update: not compared (an expert runs on the host in batch mode)\n");
     for (int k = 0; k < MOELAT_BANDS; k++) {
@@ -229,6 +230,7 @@ static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol
     free(gated);
     free(cnt);
     free(nu);
+    free(states);
     return rc;
 }
 

@@ -1,6 +1,6 @@
 /* moelat-engine devices: every OpenCL device the engine can use, as a
  * table or as JSON. */
-#include "cl_runtime.h"
+#include "moelat/inspect.h"
 #include "cli.h"
 
 #include <jansson.h>
@@ -16,7 +16,7 @@ static void usage(FILE *f) {
 }
 
 /* Bytes as a short human figure, e.g. "15.5 GiB". */
-static const char *human_bytes(cl_ulong b, char *buf, size_t len) {
+static const char *human_bytes(uint64_t b, char *buf, size_t len) {
     static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     double v = (double)b;
     int u = 0;
@@ -31,7 +31,7 @@ static const char *human_bytes(cl_ulong b, char *buf, size_t len) {
     return buf;
 }
 
-static int print_json(const mlcl_device_info *d, int n) {
+static int print_json(const moelat_device_info *d, int n) {
     json_t *arr = json_array();
     if (!arr)
         return -1;
@@ -62,7 +62,7 @@ static int print_json(const mlcl_device_info *d, int n) {
 #define N_COLS 12
 #define CELL 272
 
-static void print_table(const mlcl_device_info *d, int n) {
+static void print_table(const moelat_device_info *d, int n) {
     static const char *head[N_COLS] = {"#",      "PLATFORM",   "NAME",      "TYPE",
                                        "VERSION", "DRIVER",    "CUS",       "GLOBAL MEM",
                                        "MAX ALLOC", "LOCAL MEM", "FP64",    "FP16"};
@@ -121,10 +121,10 @@ int cmd_devices(int argc, char **argv) {
             return 2;
         }
     }
-    mlcl_device_info *devs = NULL;
+    moelat_device_info *devs = NULL;
     int n = 0;
     char err[1024];
-    if (mlcl_list_devices(&devs, &n, err, sizeof err)) {
+    if (moelat_list_devices(&devs, &n, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine devices: %s\n", err);
         return 1;
     }

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "plugin_loader.h"
+#include "moelat/inspect.h"
 
 #define MAX_ARGS_PATHS 64
 
@@ -27,8 +27,8 @@ static void usage(FILE *f) {
             "                      tensors(); a crash is reported, not suffered;\n"
             "                      exit status 1 if any checked file fails\n"
             "  --help              this text\n",
-            ml_plugin_build_dir() ? ml_plugin_build_dir() : "none",
-            ml_plugin_install_dir() ? ml_plugin_install_dir() : "none");
+            moelat_plugins_build_dir() ? moelat_plugins_build_dir() : "none",
+            moelat_plugins_install_dir() ? moelat_plugins_install_dir() : "none");
 }
 
 static int cell_width(const char *s, int w) {
@@ -36,31 +36,32 @@ static int cell_width(const char *s, int w) {
     return n > w ? n : w;
 }
 
-static void print_table(const ml_plugin_set *set) {
+static void print_table(const moelat_plugin_set *set) {
     int wn = 4, wv = 7, wp = 4;
-    for (int i = 0; i < set->n_plugins; i++) {
-        const moelat_expert_descriptor *d = set->plugins[i].desc;
+    const int n = moelat_plugins_count(set);
+    for (int i = 0; i < n; i++) {
+        const moelat_expert_descriptor *d = moelat_plugins_descriptor(set, i);
         wn = cell_width(d->name, wn);
         wv = cell_width(d->version, wv);
-        wp = cell_width(set->plugins[i].path, wp);
+        wp = cell_width(moelat_plugins_path(set, i), wp);
     }
     printf("%-*s  %-*s  %-5s  %-6s  %-*s  %s\n", wn, "NAME", wv, "VERSION", "ABI", "OPENCL", wp,
            "PATH", "DESCRIPTION");
-    for (int i = 0; i < set->n_plugins; i++) {
-        const moelat_expert_descriptor *d = set->plugins[i].desc;
+    for (int i = 0; i < n; i++) {
+        const moelat_expert_descriptor *d = moelat_plugins_descriptor(set, i);
         char abi[24];
         snprintf(abi, sizeof abi, "%u.%u", (unsigned)d->abi_major, (unsigned)d->abi_minor);
         printf("%-*s  %-*s  %-5s  %-6s  %-*s  %s\n", wn, d->name, wv, d->version, abi,
-               d->cl_source ? "yes" : "no", wp, set->plugins[i].path, d->description);
+               d->cl_source ? "yes" : "no", wp, moelat_plugins_path(set, i), d->description);
     }
 }
 
-static int print_json(const ml_plugin_set *set) {
+static int print_json(const moelat_plugin_set *set) {
     json_t *arr = json_array();
     if (!arr)
         return -1;
-    for (int i = 0; i < set->n_plugins; i++) {
-        const moelat_expert_descriptor *d = set->plugins[i].desc;
+    for (int i = 0; i < moelat_plugins_count(set); i++) {
+        const moelat_expert_descriptor *d = moelat_plugins_descriptor(set, i);
         char abi[24];
         snprintf(abi, sizeof abi, "%u.%u", (unsigned)d->abi_major, (unsigned)d->abi_minor);
         json_t *hidden = json_array();
@@ -69,13 +70,13 @@ static int print_json(const ml_plugin_set *set) {
         /* json_string rejects invalid UTF-8; a plugin's prose could be. */
         json_t *obj = json_pack("{s:s, s:s, s:s, s:s, s:b, s:o, s:o}", "name", d->name,
                                 "version", d->version, "abi", abi, "path",
-                                set->plugins[i].path, "opencl", d->cl_source != NULL,
+                                moelat_plugins_path(set, i), "opencl", d->cl_source != NULL,
                                 "description",
                                 json_stringn_nocheck(d->description, strlen(d->description)),
                                 "hidden", hidden);
         if (!obj) {
             fprintf(stderr, "error: %s: cannot describe expert \"%s\" in JSON\n",
-                    set->plugins[i].path, d->name);
+                    moelat_plugins_path(set, i), d->name);
             continue;
         }
         json_array_append_new(arr, obj);
@@ -94,7 +95,7 @@ static int run_checks(char **files, int n, int as_json) {
     json_t *arr = as_json ? json_array() : NULL;
     for (int i = 0; i < n; i++) {
         char report[2048];
-        int rc = ml_plugin_check_isolated(files[i], report, sizeof report);
+        int rc = moelat_plugin_check(files[i], report, sizeof report);
         if (rc != 0)
             failed = 1;
         if (arr) {
@@ -167,20 +168,23 @@ int cmd_plugins(int argc, char **argv) {
     if (n_checks > 0)
         return run_checks(checks, n_checks, as_json);
 
-    ml_plugin_set set;
-    ml_plugin_discover(paths, n_paths, &set);
+    moelat_plugin_set *set = moelat_plugins_discover(paths, n_paths);
+    if (!set) {
+        fprintf(stderr, "moelat-engine plugins: out of memory\n");
+        return 1;
+    }
     int rc = 0;
     if (as_json) {
-        if (print_json(&set) != 0) {
+        if (print_json(set) != 0) {
             fprintf(stderr, "moelat-engine plugins: cannot write JSON\n");
             rc = 1;
         }
     } else {
-        print_table(&set);
+        print_table(set);
     }
     fflush(stdout);
-    for (int i = 0; i < set.n_errors; i++)
-        fprintf(stderr, "error: %s: %s\n", set.errors[i].path, set.errors[i].reason);
-    ml_plugin_set_free(&set);
+    for (int i = 0; i < moelat_plugins_error_count(set); i++)
+        fprintf(stderr, "error: %s: %s\n", moelat_plugins_error_path(set, i), moelat_plugins_error_reason(set, i));
+    moelat_plugins_free(set);
     return rc;
 }

@@ -10,7 +10,7 @@
 
 #include "cli.h"
 #include "cli_common.h"
-#include "npy.h"
+#include "moelat/util.h"
 #include "report_print.h"
 #include "run_slabs.h"
 
@@ -76,7 +76,7 @@ static int load_input(moelat_lattice *lat, const char *path) {
     int rc = -1;
     if (!buf)
         fprintf(stderr, "moelat-engine run: out of memory\n");
-    else if (npy_read_expect(path, buf, 3, shape, err, sizeof err) != 0)
+    else if (moelat_npy_read(path, buf, 3, shape, err, sizeof err) != MOELAT_OK)
         fprintf(stderr, "moelat-engine run: --input: %s\n", err);
     else if (moelat_set_external_input(lat, buf, n) != MOELAT_OK)
         fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
@@ -99,7 +99,7 @@ static int save_output_face(moelat_lattice *lat, const char *path) {
         fprintf(stderr, "moelat-engine run: out of memory\n");
     else if (moelat_get_outputs(lat, buf, n) != MOELAT_OK)
         fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
-    else if (npy_write(path, buf, 3, shape, err, sizeof err) != 0)
+    else if (moelat_npy_write(path, buf, 3, shape, err, sizeof err) != MOELAT_OK)
         fprintf(stderr, "moelat-engine run: %s\n", err);
     else
         rc = 0;

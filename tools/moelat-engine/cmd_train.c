@@ -11,11 +11,10 @@
 
 #include <jansson.h>
 
-#include "atomic_file.h"
 #include "cli.h"
 #include "cli_common.h"
 #include "loss_plot.h"
-#include "npy.h"
+#include "moelat/util.h"
 #include "train_data.h"
 #include "train_loop.h"
 
@@ -210,28 +209,29 @@ static int output_dir_ok(const char *opt, const char *path) {
 }
 
 static int write_csv(const char *path, const train_result *r) {
-    atomic_file af;
-    char err[1024];
-    if (atomic_open(&af, path, err, sizeof err) != 0) {
-        fprintf(stderr, "moelat-engine train: --loss-csv: %s\n", err);
+    size_t cap = 64 + (size_t)(r->n_train + r->n_val) * 96, len = 0;
+    char *buf = malloc(cap), err[1024];
+    if (!buf) {
+        fprintf(stderr, "moelat-engine train: --loss-csv: out of memory\n");
         return -1;
     }
-    fprintf(af.fp, "kind,epoch,batch,samples,loss,lr\n");
+    len += (size_t)snprintf(buf + len, cap - len, "kind,epoch,batch,samples,loss,lr\n");
     /* Interleaved by samples seen: each validation row after the batches it follows. */
     int v = 0;
     for (int t = 0; t <= r->n_train; t++) {
-        while (v < r->n_val && (t == r->n_train || r->val[v].samples < r->train[t].samples))
-            fprintf(af.fp, "val,%d,,%llu,%.9g,%.9g\n", r->val[v].epoch, (unsigned long long)r->val[v].samples,
-                    r->val[v].loss, r->val[v].lr), v++;
+        for (; v < r->n_val && (t == r->n_train || r->val[v].samples < r->train[t].samples); v++)
+            len += (size_t)snprintf(buf + len, cap - len, "val,%d,,%llu,%.9g,%.9g\n", r->val[v].epoch,
+                                    (unsigned long long)r->val[v].samples, r->val[v].loss, r->val[v].lr);
         if (t < r->n_train)
-            fprintf(af.fp, "train,%d,%d,%llu,%.9g,%.9g\n", r->train[t].epoch + 1, r->train[t].batch + 1,
-                    (unsigned long long)r->train[t].samples, r->train[t].loss, r->train[t].lr);
+            len += (size_t)snprintf(buf + len, cap - len, "train,%d,%d,%llu,%.9g,%.9g\n", r->train[t].epoch + 1,
+                                    r->train[t].batch + 1, (unsigned long long)r->train[t].samples, r->train[t].loss,
+                                    r->train[t].lr);
     }
-    if (atomic_commit(&af, err, sizeof err) != 0) {
+    int rc = moelat_write_file_atomic(path, buf, len, err, sizeof err) == MOELAT_OK ? 0 : -1;
+    if (rc != 0)
         fprintf(stderr, "moelat-engine train: --loss-csv: %s\n", err);
-        return -1;
-    }
-    return 0;
+    free(buf);
+    return rc;
 }
 
 static int write_png(const char *path, const train_result *r) {
@@ -273,7 +273,7 @@ static float *load_state(moelat_lattice *lat, const char *path) {
     size_t n = moelat_cell_count(lat) * (size_t)moelat_state_size(lat);
     float *s = malloc(n * sizeof(float));
     char err[1024];
-    if (!s || npy_read_expect(path, s, 4, shape, err, sizeof err) != 0) {
+    if (!s || moelat_npy_read(path, s, 4, shape, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine train: --state: %s\n", s ? err : "out of memory");
         free(s);
         return NULL;

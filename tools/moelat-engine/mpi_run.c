@@ -14,7 +14,7 @@
 
 #include <mpi.h>
 
-#include "npy.h"
+#include "moelat/util.h"
 #include "run_slabs.h"
 
 #define MSG_FLOATS (1 << 26) /* one message's floats: counts stay ints */
@@ -375,7 +375,7 @@ static int save_states(rank_ctx *r, const moelat_config *cfg, const char *path) 
     if (r->rank == 0) {
         int64_t shape[4] = {cfg->dims[2], cfg->dims[1], cfg->dims[0], cfg->state_size};
         char err[1024];
-        if (npy_write(path, r->buf, 4, shape, err, sizeof err) != 0) {
+        if (moelat_npy_write(path, r->buf, 4, shape, err, sizeof err) != MOELAT_OK) {
             fprintf(stderr, "moelat-engine run: rank 0: %s\n", err);
             ok = 0;
         }

@@ -7,7 +7,7 @@
 #include <jansson.h>
 
 #include "cli_common.h"
-#include "npy.h"
+#include "moelat/util.h"
 #include "report_print.h"
 #include "run_slabs.h"
 
@@ -33,7 +33,7 @@ float *slab_read_input(const moelat_config *cfg, const char *path, size_t *n) {
         fprintf(stderr, "moelat-engine run: out of memory\n");
         return NULL;
     }
-    if (npy_read_expect(path, buf, 3, shape, err, sizeof err) != 0) {
+    if (moelat_npy_read(path, buf, 3, shape, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine run: --input: %s\n", err);
         free(buf);
         return NULL;
@@ -44,7 +44,7 @@ float *slab_read_input(const moelat_config *cfg, const char *path, size_t *n) {
 int slab_write_outputs(const moelat_config *cfg, const float *face, const char *path) {
     int64_t shape[3] = {cfg->dims[1], cfg->dims[0], cfg->state_size};
     char err[1024];
-    if (npy_write(path, face, 3, shape, err, sizeof err) != 0) {
+    if (moelat_npy_write(path, face, 3, shape, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine run: %s\n", err);
         return -1;
     }

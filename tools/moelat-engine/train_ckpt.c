@@ -13,8 +13,7 @@
 
 #include <jansson.h>
 
-#include "atomic_file.h"
-#include "safetensors.h"
+#include "moelat/util.h"
 
 #define FORMAT "moelat-train-checkpoint/1"
 
@@ -101,22 +100,11 @@ int train_ckpt_save(const char *dir, moelat_lattice *lat, const moelat_optimizer
         snprintf(err, errlen, "checkpoint: %s", moelat_last_error(lat));
         return -1;
     }
-    size_t n = moelat_optimizer_param_count(opt);
-    float *m = malloc(n * sizeof(float)), *v = malloc(n * sizeof(float));
-    uint64_t step = 0;
+    uint64_t step = moelat_optimizer_steps(opt);
     int rc = -1;
     json_t *man = NULL;
-    if (!m || !v) {
-        snprintf(err, errlen, "checkpoint: out of memory");
-        goto out;
-    }
-    moelat_optimizer_get_state(opt, &step, m, v);
-    st_tensor t[2] = {{.name = "exp_avg", .ndim = 1, .shape = {(int64_t)n}, .data = m, .numel = n},
-                      {.name = "exp_avg_sq", .ndim = 1, .shape = {(int64_t)n}, .data = v, .numel = n}};
-    if (cfg->kind == MOELAT_OPT_SGD)
-        strcpy(t[0].name, "momentum_buffer");
     snprintf(path, sizeof path, "%s/%s", dir, oname);
-    if (st_write(path, t, cfg->kind == MOELAT_OPT_SGD ? 1 : 2, err, errlen) != 0)
+    if (moelat_optimizer_save(opt, path, err, errlen) != MOELAT_OK)
         goto out;
     char digest[17];
     snprintf(digest, sizeof digest, "%016" PRIx64, moelat_weights_digest(lat));
@@ -131,14 +119,12 @@ int train_ckpt_save(const char *dir, moelat_lattice *lat, const moelat_optimizer
         goto out;
     }
     snprintf(path, sizeof path, "%s/train.json", dir);
-    rc = atomic_write_file(path, text, strlen(text), err, errlen);
+    rc = moelat_write_file_atomic(path, text, strlen(text), err, errlen) == MOELAT_OK ? 0 : -1;
     free(text);
     if (rc == 0)
         remove_stale(dir, gen);
 out:
     json_decref(man);
-    free(m);
-    free(v);
     return rc;
 }
 
@@ -179,8 +165,6 @@ int train_ckpt_load(const char *dir, moelat_lattice *lat, moelat_optimizer *opt,
     json_int_t epoch, batch, samples, step;
     json_t *settings = NULL, *train = NULL, *val = NULL;
     int rc = -1;
-    size_t n = moelat_optimizer_param_count(opt);
-    st_file sf = {0};
     if (json_unpack_ex(man, &je, 0, "{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:o, s:{s:o, s:o}}", "format", &format,
                        "weights", &wname, "optimizer_state", &oname, "weights_digest", &digest, "epoch", &epoch,
                        "batch", &batch, "samples", &samples, "optimizer_step", &step, "optimizer", &settings,
@@ -211,20 +195,8 @@ int train_ckpt_load(const char *dir, moelat_lattice *lat, moelat_optimizer *opt,
         goto out;
     }
     snprintf(path, sizeof path, "%s/%s", dir, oname);
-    if (st_read(path, &sf, err, errlen) != 0)
+    if (moelat_optimizer_load(opt, path, (uint64_t)step, err, errlen) != MOELAT_OK)
         goto out;
-    const char *mname = cfg->kind == MOELAT_OPT_SGD ? "momentum_buffer" : "exp_avg";
-    const st_tensor *tm = st_find(&sf, mname), *tv = cfg->kind == MOELAT_OPT_SGD ? NULL : st_find(&sf, "exp_avg_sq");
-    if (!tm || tm->numel != n || (cfg->kind != MOELAT_OPT_SGD && (!tv || tv->numel != n))) {
-        snprintf(err, errlen, "resume: %s: expected tensor%s '%s'%s of %zu values", path,
-                 cfg->kind == MOELAT_OPT_SGD ? "" : "s", mname, cfg->kind == MOELAT_OPT_SGD ? "" : " and 'exp_avg_sq'",
-                 n);
-        goto out;
-    }
-    if (moelat_optimizer_set_state(opt, (uint64_t)step, tm->data, tv ? tv->data : NULL) != MOELAT_OK) {
-        snprintf(err, errlen, "resume: %s: %s", path, moelat_optimizer_last_error(opt));
-        goto out;
-    }
     train_result_free(r);
     if (points_load(train, &r->train, &r->n_train, &r->cap_train) != 0 ||
         points_load(val, &r->val, &r->n_val, &r->cap_val) != 0) {
@@ -236,7 +208,6 @@ int train_ckpt_load(const char *dir, moelat_lattice *lat, moelat_optimizer *opt,
     pos->samples = (uint64_t)samples;
     rc = 0;
 out:
-    st_free(&sf);
     json_decref(man);
     return rc;
 }

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 
 #include "moelat/moelat.h"
-#include "npy.h"
+#include "moelat/util.h"
 
 const float *train_input(const train_data *d, int64_t b) {
     return d->inputs + (size_t)b * (size_t)(d->Y * d->X * MOELAT_EXT_SIZE);
@@ -36,7 +36,7 @@ static int read4(const char *dir, const char *name, float **data, int64_t shape[
     int ndim = 0;
     int64_t sh[8];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    if (npy_read(path, data, &ndim, sh, err, errlen) != 0)
+    if (moelat_npy_load(path, data, &ndim, sh, err, errlen) != MOELAT_OK)
         return -1;
     if (ndim != 4) {
         snprintf(err, errlen, "%s: %d dimensions, expected 4", path, ndim);
@@ -59,18 +59,21 @@ int train_data_load(const char *dir, int X, int Y, int S, train_data *d, char *e
     }
     const char *bad = NULL;
     char why[256] = "";
-    if (si[0] < 1)
-        bad = "inputs.npy", snprintf(why, sizeof why, "holds no sample");
-    else if (si[1] != Y || si[2] != X || si[3] != MOELAT_EXT_SIZE)
-        bad = "inputs.npy", snprintf(why, sizeof why, "shape (%lld, %lld, %lld, %lld), the lattice needs (B, %d, %d, %d)",
-                                     (long long)si[0], (long long)si[1], (long long)si[2], (long long)si[3], Y, X,
-                                     MOELAT_EXT_SIZE);
-    else if (st[1] != Y || st[2] != X || st[3] != S)
-        bad = "targets.npy", snprintf(why, sizeof why, "shape (%lld, %lld, %lld, %lld), the lattice needs (B, %d, %d, %d)",
-                                      (long long)st[0], (long long)st[1], (long long)st[2], (long long)st[3], Y, X, S);
-    else if (st[0] != si[0])
-        bad = "targets.npy", snprintf(why, sizeof why, "%lld samples but inputs.npy has %lld", (long long)st[0],
-                                      (long long)si[0]);
+    if (si[0] < 1) {
+        bad = "inputs.npy";
+        snprintf(why, sizeof why, "holds no sample");
+    } else if (si[1] != Y || si[2] != X || si[3] != MOELAT_EXT_SIZE) {
+        bad = "inputs.npy";
+        snprintf(why, sizeof why, "shape (%lld, %lld, %lld, %lld), the lattice needs (B, %d, %d, %d)",
+                 (long long)si[0], (long long)si[1], (long long)si[2], (long long)si[3], Y, X, MOELAT_EXT_SIZE);
+    } else if (st[1] != Y || st[2] != X || st[3] != S) {
+        bad = "targets.npy";
+        snprintf(why, sizeof why, "shape (%lld, %lld, %lld, %lld), the lattice needs (B, %d, %d, %d)",
+                 (long long)st[0], (long long)st[1], (long long)st[2], (long long)st[3], Y, X, S);
+    } else if (st[0] != si[0]) {
+        bad = "targets.npy";
+        snprintf(why, sizeof why, "%lld samples but inputs.npy has %lld", (long long)st[0], (long long)si[0]);
+    }
     if (bad) {
         snprintf(err, errlen, "%s/%s: %s", dir, bad, why);
         train_data_free(d);
@@ -141,10 +144,10 @@ int train_data_make(const char *dir, int64_t B, int X, int Y, int S, uint64_t se
     char path[4096];
     int64_t shi[4] = {B, Y, X, MOELAT_EXT_SIZE}, sht[4] = {B, Y, X, S};
     snprintf(path, sizeof path, "%s/inputs.npy", dir);
-    if (npy_write(path, in, 4, shi, err, errlen) != 0)
+    if (moelat_npy_write(path, in, 4, shi, err, errlen) != MOELAT_OK)
         goto out;
     snprintf(path, sizeof path, "%s/targets.npy", dir);
-    if (npy_write(path, tg, 4, sht, err, errlen) != 0)
+    if (moelat_npy_write(path, tg, 4, sht, err, errlen) != MOELAT_OK)
         goto out;
     rc = 0;
 out:

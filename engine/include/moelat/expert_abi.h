@@ -12,7 +12,14 @@
  *  - a new field bumps MOELAT_EXPERT_ABI_MINOR: old plugins keep loading and
  *    the engine reads the new field only when struct_size covers it;
  *  - anything else bumps MOELAT_EXPERT_ABI_MAJOR, and the loader refuses a
- *    plugin whose major version differs from its own.
+ *    plugin whose major version differs from its own;
+ *  - the loader accepts any descriptor at least MOELAT_EXPERT_DESCRIPTOR_SIZE_1_0
+ *    bytes long (the frozen 1.0 size, never sizeof of the current struct),
+ *    and reads a field added since only when both abi_minor and struct_size
+ *    say the plugin has it;
+ *  - new capabilities that need no field of their own are extensions: a
+ *    string id ("<area>.<name>/<version>") answered by get_extension on the
+ *    descriptor (the plugin's) or on moelat_host_services (the engine's).
  *
  * OpenCL handles are declared through the same struct tags as <CL/cl.h>, so
  * a host-only plugin needs no OpenCL headers and an OpenCL one may include
@@ -29,7 +36,7 @@ extern "C" {
 #endif
 
 #define MOELAT_EXPERT_ABI_MAJOR 1
-#define MOELAT_EXPERT_ABI_MINOR 3
+#define MOELAT_EXPERT_ABI_MINOR 4
 
 /* Name of the exported entry function (see moelat_expert_entry_fn). */
 #define MOELAT_EXPERT_ENTRY moelat_expert_entry
@@ -67,7 +74,9 @@ typedef struct moelat_host_services {
     void (*log)(int level, const char *module, const char *fmt, ...);
     void *(*alloc)(size_t bytes);
     void (*free)(void *ptr);
-    void *reserved[8];
+    /* Since 1.4: an engine extension named id, or NULL. */
+    const void *(*get_extension)(const char *id);
+    void *reserved[7];
 } moelat_host_services;
 
 /* Model dimensions as the engine hands them to an expert. */
@@ -131,6 +140,8 @@ typedef struct moelat_cl_setup {
      * -D MOELAT_WG=<work_group>, which the helpers' ml_wg_* functions use:
      * kernels calling them must be enqueued with this local size. */
     int32_t work_group;
+    /* Since 1.4: the lattice's tuning string ("key=value,..."; never NULL). */
+    const char *tuning;
 } moelat_cl_setup;
 
 /* Once per step, before any chunk: for per-cell precomputation over the
@@ -229,9 +240,19 @@ typedef struct moelat_expert_descriptor {
     /* Since 1.2 (in a slot that was reserved, so older plugins read 0):
      * MOELAT_CL_* flags of the OpenCL path. */
     uintptr_t cl_flags;
+    /* Since 1.4 (a former reserved slot): the extension named id (e.g. "moelat.backward.host/1"), or NULL. */
+    const void *(*get_extension)(const char *id);
 
-    void *reserved[14];
+    void *reserved[13];
 } moelat_expert_descriptor;
+
+/* The size of the 1.0 descriptor, frozen: the smallest struct_size the
+ * loader accepts. The descriptor has kept this size since (1.2 and 1.4
+ * used reserved slots); a later append makes sizeof larger, never this. */
+#define MOELAT_EXPERT_DESCRIPTOR_SIZE_1_0 \
+    (4 * sizeof(uint32_t) + 3 * sizeof(const char *) + \
+     (MOELAT_MAX_HIDDEN + 1) * sizeof(const char *) + MOELAT_MAX_HIDDEN * sizeof(int32_t) + \
+     10 * sizeof(void (*)(void)) + sizeof(const char *) + 15 * sizeof(void *))
 
 /* cl_flags: the OpenCL path never reads moelat_cl_chunk.band_absmean, so the
  * engine may leave it unwritten (its aggregation then skips the |n_j| sums
@@ -240,6 +261,31 @@ typedef struct moelat_expert_descriptor {
 
 typedef const moelat_expert_descriptor *(*moelat_expert_entry_fn)(
     const moelat_host_services *host);
+
+/* Since 1.4, optional: a plugin may also export MOELAT_EXPERT_ENTRY2, which
+ * the engine then calls instead of MOELAT_EXPERT_ENTRY (keep exporting that
+ * one too, for older engines). On failure it returns NULL and may set
+ * *err_msg to a message allocated with host->alloc, which the engine
+ * prints with the file name and frees with host->free (SQLite's pzErrMsg).
+ * Plugins that export only MOELAT_EXPERT_ENTRY keep loading. */
+#define MOELAT_EXPERT_ENTRY2 moelat_expert_entry2
+#define MOELAT_EXPERT_ENTRY2_NAME "moelat_expert_entry2"
+typedef const moelat_expert_descriptor *(*moelat_expert_entry2_fn)(
+    const moelat_host_services *host, char **err_msg);
+
+/* Engine extensions (moelat_host_services.get_extension). */
+
+/* "moelat.cl.build/1": builds the engine's helpers followed by source with
+ * the options setup->program was built with, then extra_options (-D of a
+ * tuning knob, say), on setup's context and device. Returns
+ * MOELAT_EXPERT_OK and a program the caller releases, or logs the build
+ * log and returns MOELAT_EXPERT_ERROR. */
+#define MOELAT_EXT_CL_BUILD "moelat.cl.build/1"
+typedef struct moelat_ext_cl_build {
+    uint32_t struct_size;
+    int (*build)(const moelat_cl_setup *setup, const char *source, const char *extra_options,
+                 struct _cl_program **program);
+} moelat_ext_cl_build;
 
 #if defined(_WIN32)
 #define MOELAT_EXPORT __declspec(dllexport)

@@ -21,21 +21,21 @@ extern "C" {
 /* Splits Z planes into n slabs [z0[i], z1[i]) in order, in proportion to
  * weight[i] (> 0; NULL = equal), each at least one plane. Fails (message in
  * err) when Z < n or a weight is not positive. */
-moelat_status moelat_slab_split(int32_t Z, int n, const double *weight, int32_t *z0, int32_t *z1, char *err,
+MOELAT_API moelat_status moelat_slab_split(int32_t Z, int n, const double *weight, int32_t *z0, int32_t *z1, char *err,
                                 size_t errlen);
 
 /* The planes [*lo, *hi) of slab `owner` that slab `consumer` reads as its
  * halo of depth h: owner's planes within [z0 - h, z0) or [z1, z1 + h) of
  * the consumer. Returns 1 when there are any, else 0. Slabs thinner than h
  * work: a consumer then takes planes from several owners on each side. */
-int moelat_slab_halo(const int32_t *z0, const int32_t *z1, int owner, int consumer, int32_t h, int32_t *lo,
+MOELAT_API int moelat_slab_halo(const int32_t *z0, const int32_t *z1, int owner, int consumer, int32_t h, int32_t *lo,
                      int32_t *hi);
 
 /* Every plane slab `owner` (of n) sends to any other slab: the union of
  * its moelat_slab_halo ranges, at most two ([z0, a) for the slabs below,
  * [b, z1) for those above), one when they meet. Returns how many; lo[],
  * hi[] hold them. */
-int moelat_slab_sends(const int32_t *z0, const int32_t *z1, int n, int owner, int32_t h, int32_t lo[2],
+MOELAT_API int moelat_slab_sends(const int32_t *z0, const int32_t *z1, int n, int owner, int32_t h, int32_t lo[2],
                       int32_t hi[2]);
 
 /* ---- Group ----------------------------------------------------------- */
@@ -46,42 +46,42 @@ typedef struct moelat_group moelat_group;
  * moelat_config.device; the same device may appear twice), each from cfg
  * with the same weights and states, split into equal slabs. With
  * cfg->threads 0 each lattice gets an equal share of the cores. */
-moelat_status moelat_group_create(const moelat_config *cfg, const char *const *devices, int n,
+MOELAT_API moelat_status moelat_group_create(const moelat_config *cfg, const char *const *devices, int n,
                                   moelat_group **out, char *err, size_t errlen);
-void moelat_group_destroy(moelat_group *g);
-const char *moelat_group_last_error(const moelat_group *g);
-int moelat_group_size(const moelat_group *g);
+MOELAT_API void moelat_group_destroy(moelat_group *g);
+MOELAT_API const char *moelat_group_last_error(const moelat_group *g);
+MOELAT_API int moelat_group_size(const moelat_group *g);
 /* Number of OpenCL devices present (for "--devices all"), or -1 with err. */
-int moelat_device_count(char *err, size_t errlen);
+MOELAT_API int moelat_device_count(char *err, size_t errlen);
 
 /* Re-splits in proportion to weight[] (NULL = equal) and turns automatic
  * balancing off. States are carried over. */
-moelat_status moelat_group_set_split(moelat_group *g, const double *weight);
+MOELAT_API moelat_status moelat_group_set_split(moelat_group *g, const double *weight);
 /* Automatic balancing (on by default): after the group's first step, when
  * the slabs' measured cells/ms differ by more than 10%, re-split in
  * proportion to them. The result never depends on the split. */
-void moelat_group_set_balance(moelat_group *g, int on);
+MOELAT_API void moelat_group_set_balance(moelat_group *g, int on);
 
 /* Runs n steps. On a failure the message names the device and its slab;
  * the states are those of the failing step. */
-moelat_status moelat_group_step(moelat_group *g, int n);
-uint64_t moelat_group_step_count(const moelat_group *g);
+MOELAT_API moelat_status moelat_group_step(moelat_group *g, int n);
+MOELAT_API uint64_t moelat_group_step_count(const moelat_group *g);
 
 /* Whole-lattice operations, as the moelat_lattice calls of the same names:
  * states are gathered from (or given to) every slab. */
-moelat_status moelat_group_get_states(moelat_group *g, float *dst, size_t count);
-moelat_status moelat_group_set_states(moelat_group *g, const float *src, size_t count);
-moelat_status moelat_group_set_external_input(moelat_group *g, const float *ext, size_t count);
-moelat_status moelat_group_load_weights(moelat_group *g, const char *path);
-moelat_status moelat_group_save_weights(moelat_group *g, const char *path);
-moelat_status moelat_group_load_states(moelat_group *g, const char *path);
-moelat_status moelat_group_save_states(moelat_group *g, const char *path);
-moelat_status moelat_group_get_outputs(moelat_group *g, float *dst, size_t count);
+MOELAT_API moelat_status moelat_group_get_states(moelat_group *g, float *dst, size_t count);
+MOELAT_API moelat_status moelat_group_set_states(moelat_group *g, const float *src, size_t count);
+MOELAT_API moelat_status moelat_group_set_external_input(moelat_group *g, const float *ext, size_t count);
+MOELAT_API moelat_status moelat_group_load_weights(moelat_group *g, const char *path);
+MOELAT_API moelat_status moelat_group_save_weights(moelat_group *g, const char *path);
+MOELAT_API moelat_status moelat_group_load_states(moelat_group *g, const char *path);
+MOELAT_API moelat_status moelat_group_save_states(moelat_group *g, const char *path);
+MOELAT_API moelat_status moelat_group_get_outputs(moelat_group *g, float *dst, size_t count);
 /* Checkpoints in the single-lattice format (moelat_save_checkpoint), so a
  * group's checkpoint resumes on one device and the other way round; flags
  * as moelat_resume_checkpoint_ex. */
-moelat_status moelat_group_save_checkpoint(moelat_group *g, const char *dir);
-moelat_status moelat_group_resume_checkpoint(moelat_group *g, const char *dir, unsigned flags);
+MOELAT_API moelat_status moelat_group_save_checkpoint(moelat_group *g, const char *dir);
+MOELAT_API moelat_status moelat_group_resume_checkpoint(moelat_group *g, const char *dir, unsigned flags);
 
 typedef struct moelat_slab_info {
     int32_t z0, z1;         /* planes owned */
@@ -92,9 +92,9 @@ typedef struct moelat_slab_info {
     double cells_per_ms;    /* measured throughput of the last step */
 } moelat_slab_info;
 
-moelat_status moelat_group_slab_info(const moelat_group *g, int i, moelat_slab_info *info);
+MOELAT_API moelat_status moelat_group_slab_info(const moelat_group *g, int i, moelat_slab_info *info);
 /* Slab i's lattice (its own report, device name, ...). */
-moelat_lattice *moelat_group_lattice(moelat_group *g, int i);
+MOELAT_API moelat_lattice *moelat_group_lattice(moelat_group *g, int i);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,6 @@
 /*
  * libmoelat public API: a 3D lattice of cells whose update is a mixture of
- * experts (see MODEL.md). Handles are opaque; every call that can fail
+ * experts (see docs/MODEL.md). Handles are opaque; every call that can fail
  * returns a moelat_status and leaves a message in moelat_last_error().
  * There is no global mutable state: lattices are independent.
  */
@@ -9,6 +9,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "moelat/api.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -74,64 +76,64 @@ typedef struct moelat_config {
 } moelat_config;
 
 /* Names of the bands, index 0..2. */
-const char *moelat_band_name(int band);
+MOELAT_API const char *moelat_band_name(int band);
 
 /* Fills cfg with a preset: "debug", "experiment" or "optimized". */
-moelat_status moelat_config_preset(const char *name, moelat_config *cfg,
+MOELAT_API moelat_status moelat_config_preset(const char *name, moelat_config *cfg,
                                    char *err, size_t errlen);
 /* Merges a JSON config file into cfg ("preset" first, then other keys). */
-moelat_status moelat_config_load_json(const char *path, moelat_config *cfg,
+MOELAT_API moelat_status moelat_config_load_json(const char *path, moelat_config *cfg,
                                       char *err, size_t errlen);
 /* Looks up a named hidden size; returns fallback when absent. */
-int32_t moelat_config_hidden(const moelat_config *cfg, const char *name, int32_t fallback);
+MOELAT_API int32_t moelat_config_hidden(const moelat_config *cfg, const char *name, int32_t fallback);
 /* Sets (adds or replaces) a named hidden size. */
-moelat_status moelat_config_set_hidden(moelat_config *cfg, const char *name, int32_t value);
+MOELAT_API moelat_status moelat_config_set_hidden(moelat_config *cfg, const char *name, int32_t value);
 /* Radius r of cfg's lattice. */
-double moelat_config_radius(const moelat_config *cfg);
+MOELAT_API double moelat_config_radius(const moelat_config *cfg);
 
 typedef struct moelat_lattice moelat_lattice;
 
 /* Creates a lattice: loads the experts, builds the stencil, initialises
  * weights and states from cfg->seed. On failure *out is NULL and err holds
  * the reason. */
-moelat_status moelat_lattice_create(const moelat_config *cfg, moelat_lattice **out,
+MOELAT_API moelat_status moelat_lattice_create(const moelat_config *cfg, moelat_lattice **out,
                                     char *err, size_t errlen);
-void moelat_lattice_destroy(moelat_lattice *lat);
-const char *moelat_last_error(const moelat_lattice *lat);
-const moelat_config *moelat_lattice_config(const moelat_lattice *lat);
+MOELAT_API void moelat_lattice_destroy(moelat_lattice *lat);
+MOELAT_API const char *moelat_last_error(const moelat_lattice *lat);
+MOELAT_API const moelat_config *moelat_lattice_config(const moelat_lattice *lat);
 
-size_t moelat_cell_count(const moelat_lattice *lat);
-int32_t moelat_state_size(const moelat_lattice *lat);
+MOELAT_API size_t moelat_cell_count(const moelat_lattice *lat);
+MOELAT_API int32_t moelat_state_size(const moelat_lattice *lat);
 /* Steps run so far. */
-uint64_t moelat_step_count(const moelat_lattice *lat);
+MOELAT_API uint64_t moelat_step_count(const moelat_lattice *lat);
 
 /* Runs n synchronous steps. After each step the states are checked for NaN
  * and Inf; MOELAT_ERR_NONFINITE stops the run (states keep the bad step). */
-moelat_status moelat_step(moelat_lattice *lat, int n);
+MOELAT_API moelat_status moelat_step(moelat_lattice *lat, int n);
 
 /* States: N x S floats, cell-major, i = x + X*(y + Y*z). */
-moelat_status moelat_get_states(moelat_lattice *lat, float *dst, size_t count);
-moelat_status moelat_set_states(moelat_lattice *lat, const float *src, size_t count);
+MOELAT_API moelat_status moelat_get_states(moelat_lattice *lat, float *dst, size_t count);
+MOELAT_API moelat_status moelat_set_states(moelat_lattice *lat, const float *src, size_t count);
 /* External input of the z = 0 face: X x Y x MOELAT_EXT_SIZE floats, or
  * NULL to clear it. */
-moelat_status moelat_set_external_input(moelat_lattice *lat, const float *ext, size_t count);
+MOELAT_API moelat_status moelat_set_external_input(moelat_lattice *lat, const float *ext, size_t count);
 /* Output face z = Z-1: X x Y x S floats. */
-moelat_status moelat_get_outputs(moelat_lattice *lat, float *dst, size_t count);
+MOELAT_API moelat_status moelat_get_outputs(moelat_lattice *lat, float *dst, size_t count);
 
 /* Files: weights as safetensors, states as .npy (float32, (Z, Y, X, S)). */
-moelat_status moelat_load_weights(moelat_lattice *lat, const char *path);
-moelat_status moelat_save_weights(moelat_lattice *lat, const char *path);
-moelat_status moelat_load_states(moelat_lattice *lat, const char *path);
-moelat_status moelat_save_states(moelat_lattice *lat, const char *path);
+MOELAT_API moelat_status moelat_load_weights(moelat_lattice *lat, const char *path);
+MOELAT_API moelat_status moelat_save_weights(moelat_lattice *lat, const char *path);
+MOELAT_API moelat_status moelat_load_states(moelat_lattice *lat, const char *path);
+MOELAT_API moelat_status moelat_save_states(moelat_lattice *lat, const char *path);
 
 /* Execution mode, may change between any two steps. */
-moelat_status moelat_set_mode(moelat_lattice *lat, moelat_mode mode);
-moelat_mode moelat_get_mode(const moelat_lattice *lat);
+MOELAT_API moelat_status moelat_set_mode(moelat_lattice *lat, moelat_mode mode);
+MOELAT_API moelat_mode moelat_get_mode(const moelat_lattice *lat);
 /* Builds kernels, uploads weights and checks a sample of cells against the
  * per-cell path; enables batch mode only when they agree. */
-moelat_status moelat_upgrade_to_batch(moelat_lattice *lat);
+MOELAT_API moelat_status moelat_upgrade_to_batch(moelat_lattice *lat);
 /* Name of the OpenCL device in use, or "host" when none. */
-const char *moelat_device_name(const moelat_lattice *lat);
+MOELAT_API const char *moelat_device_name(const moelat_lattice *lat);
 
 typedef struct moelat_path_stats {
     uint64_t chunks;
@@ -166,8 +168,8 @@ typedef struct moelat_report {
     uint64_t fallback_count[MOELAT_MAX_FALLBACK_REASONS];
 } moelat_report;
 
-moelat_status moelat_get_report(const moelat_lattice *lat, moelat_report *report);
-void moelat_reset_report(moelat_lattice *lat);
+MOELAT_API moelat_status moelat_get_report(const moelat_lattice *lat, moelat_report *report);
+MOELAT_API void moelat_reset_report(moelat_lattice *lat);
 
 /* ---- Checkpoints ----------------------------------------------------
  * A checkpoint directory holds everything a run needs to continue
@@ -181,7 +183,7 @@ void moelat_reset_report(moelat_lattice *lat);
  * names are removed only after it is in place. One writer per directory. */
 
 /* Saves the lattice at its current step into dir (created if missing). */
-moelat_status moelat_save_checkpoint(moelat_lattice *lat, const char *dir);
+MOELAT_API moelat_status moelat_save_checkpoint(moelat_lattice *lat, const char *dir);
 
 /* Loads a checkpoint into a lattice created with the same model config:
  * states, external input, step counter and the checkpoint's weights. Every
@@ -190,23 +192,23 @@ moelat_status moelat_save_checkpoint(moelat_lattice *lat, const char *dir);
  * MOELAT_ERR_INVALID names each difference ("checkpoint dims 9x8x7, this
  * run 10x8x7"). Files that fail their checksum are MOELAT_ERR_FORMAT. On
  * any error the lattice is unchanged. */
-moelat_status moelat_resume_checkpoint(moelat_lattice *lat, const char *dir);
+MOELAT_API moelat_status moelat_resume_checkpoint(moelat_lattice *lat, const char *dir);
 
 /* Flags of moelat_resume_checkpoint_ex. */
 #define MOELAT_RESUME_KEEP_WEIGHTS 1u /* keep the lattice's weights; refuse
                                          unless their digest is the checkpoint's */
 
-moelat_status moelat_resume_checkpoint_ex(moelat_lattice *lat, const char *dir, unsigned flags);
+MOELAT_API moelat_status moelat_resume_checkpoint_ex(moelat_lattice *lat, const char *dir, unsigned flags);
 
 /* Reads a checkpoint's model config into cfg (model fields replaced,
  * execution fields kept) and its step into *step (may be NULL), so that a
  * caller can create the matching lattice before resuming. */
-moelat_status moelat_checkpoint_config(const char *dir, moelat_config *cfg, uint64_t *step,
+MOELAT_API moelat_status moelat_checkpoint_config(const char *dir, moelat_config *cfg, uint64_t *step,
                                        char *err, size_t errlen);
 
 /* Digest of the lattice's weights (FNV-1a over every value), as stored in
  * a checkpoint's manifest. */
-uint64_t moelat_weights_digest(moelat_lattice *lat);
+MOELAT_API uint64_t moelat_weights_digest(moelat_lattice *lat);
 
 /* ---- Slabs: several devices, MPI ranks ----------------------------
  * A slab owner holds a whole lattice (same config and weights, so the
@@ -219,13 +221,13 @@ uint64_t moelat_weights_digest(moelat_lattice *lat);
  * default is every plane). The other planes are not updated: after a step
  * they hold stale or zero values, and moelat_get_states(),
  * moelat_get_outputs() and moelat_save_states() return them as they are. */
-moelat_status moelat_lattice_set_active_planes(moelat_lattice *lat, int32_t z0, int32_t z1);
-void moelat_lattice_active_planes(const moelat_lattice *lat, int32_t *z0, int32_t *z1);
+MOELAT_API moelat_status moelat_lattice_set_active_planes(moelat_lattice *lat, int32_t z0, int32_t z1);
+MOELAT_API void moelat_lattice_active_planes(const moelat_lattice *lat, int32_t *z0, int32_t *z1);
 /* The states of planes [z0, z1): count = (z1 - z0) * X * Y * S floats,
  * cell-major as moelat_get_states (planes are contiguous), read from or
  * written to wherever the newest states live (host or device). */
-moelat_status moelat_lattice_get_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count);
-moelat_status moelat_lattice_set_planes(moelat_lattice *lat, int32_t z0, int32_t z1, const float *src,
+MOELAT_API moelat_status moelat_lattice_get_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count);
+MOELAT_API moelat_status moelat_lattice_set_planes(moelat_lattice *lat, int32_t z0, int32_t z1, const float *src,
                                         size_t count);
 /* Asks the next step (the first of the next moelat_step call) to copy
  * planes [z0, z1) of the states it computes into dst (count as for
@@ -240,18 +242,18 @@ moelat_status moelat_lattice_set_planes(moelat_lattice *lat, int32_t z0, int32_t
  * still calls it, with dst unspecified: moelat_step's status says which.
  * Up to 4 requests per step. */
 typedef void (*moelat_planes_ready)(void *arg);
-moelat_status moelat_lattice_deliver_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count,
+MOELAT_API moelat_status moelat_lattice_deliver_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count,
                                             moelat_planes_ready ready, void *arg);
 /* Halo depth: the largest |dz| of any stencil offset (at most
  * ceil(0.99 r)). A cell's update reads planes z - h .. z + h only. */
-int32_t moelat_lattice_halo_depth(const moelat_lattice *lat);
+MOELAT_API int32_t moelat_lattice_halo_depth(const moelat_lattice *lat);
 
 /* All weights as one flat float array, in the order of the weights file's
  * blocks (local, functional, distant, gate), each in tensor order: for
  * sending weights between processes without a file. */
-size_t moelat_weights_count(moelat_lattice *lat);
-moelat_status moelat_get_weights(moelat_lattice *lat, float *dst, size_t count);
-moelat_status moelat_set_weights(moelat_lattice *lat, const float *src, size_t count);
+MOELAT_API size_t moelat_weights_count(moelat_lattice *lat);
+MOELAT_API moelat_status moelat_get_weights(moelat_lattice *lat, float *dst, size_t count);
+MOELAT_API moelat_status moelat_set_weights(moelat_lattice *lat, const float *src, size_t count);
 
 #ifdef __cplusplus
 }

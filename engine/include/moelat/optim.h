@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "moelat/api.h"
 #include "moelat/moelat.h"
 
 #ifdef __cplusplus
@@ -49,16 +50,16 @@ typedef struct moelat_optimizer_config {
 /* PyTorch's AdamW defaults except the rate and decay the lattice was
  * trained with: lr 1e-4, weight decay 1e-5, betas (0.9, 0.999), eps 1e-8,
  * no clipping, constant rate. */
-void moelat_optimizer_defaults(moelat_optimizer_config *cfg, moelat_optimizer_kind kind);
+MOELAT_API void moelat_optimizer_defaults(moelat_optimizer_config *cfg, moelat_optimizer_kind kind);
 
 typedef struct moelat_optimizer moelat_optimizer;
 
 /* n_params floats are optimized. Every config value is range-checked; on
  * failure *out is NULL and err names the field and its range. */
-moelat_status moelat_optimizer_create(const moelat_optimizer_config *cfg, size_t n_params,
+MOELAT_API moelat_status moelat_optimizer_create(const moelat_optimizer_config *cfg, size_t n_params,
                                       moelat_optimizer **out, char *err, size_t errlen);
-void moelat_optimizer_destroy(moelat_optimizer *opt);
-const char *moelat_optimizer_last_error(const moelat_optimizer *opt);
+MOELAT_API void moelat_optimizer_destroy(moelat_optimizer *opt);
+MOELAT_API const char *moelat_optimizer_last_error(const moelat_optimizer *opt);
 
 /* One update of params (n_params floats) from grads (not changed). With
  * clipping the global norm is computed before the update and, when above
@@ -66,19 +67,26 @@ const char *moelat_optimizer_last_error(const moelat_optimizer *opt);
  * non-finite gradient norm is MOELAT_ERR_NONFINITE and leaves params and
  * the state unchanged. *grad_norm (may be NULL) receives the norm before
  * clipping. */
-moelat_status moelat_optimizer_step(moelat_optimizer *opt, float *params, const float *grads,
+MOELAT_API moelat_status moelat_optimizer_step(moelat_optimizer *opt, float *params, const float *grads,
                                     double *grad_norm);
 
 /* Steps taken so far, and the learning rate the next step will use. */
-uint64_t moelat_optimizer_steps(const moelat_optimizer *opt);
-double moelat_optimizer_next_lr(const moelat_optimizer *opt);
+MOELAT_API uint64_t moelat_optimizer_steps(const moelat_optimizer *opt);
+MOELAT_API double moelat_optimizer_next_lr(const moelat_optimizer *opt);
 
 /* The state: step counter and moments (AdamW: exp_avg and exp_avg_sq;
  * SGD: the momentum buffer in m, v unused). Arrays hold n_params floats;
  * m or v may be NULL when not wanted. */
-size_t moelat_optimizer_param_count(const moelat_optimizer *opt);
-moelat_status moelat_optimizer_get_state(const moelat_optimizer *opt, uint64_t *step, float *m, float *v);
-moelat_status moelat_optimizer_set_state(moelat_optimizer *opt, uint64_t step, const float *m, const float *v);
+MOELAT_API size_t moelat_optimizer_param_count(const moelat_optimizer *opt);
+MOELAT_API moelat_status moelat_optimizer_get_state(const moelat_optimizer *opt, uint64_t *step, float *m, float *v);
+MOELAT_API moelat_status moelat_optimizer_set_state(moelat_optimizer *opt, uint64_t step, const float *m, const float *v);
+
+/* The moments as a safetensors file (float32 [n_params] tensors
+ * "exp_avg" and "exp_avg_sq" for AdamW, "momentum_buffer" for SGD),
+ * written atomically. The step counter is the caller's to keep (a
+ * training checkpoint's manifest holds it): load sets it to step. */
+MOELAT_API moelat_status moelat_optimizer_save(const moelat_optimizer *opt, const char *path, char *err, size_t errlen);
+MOELAT_API moelat_status moelat_optimizer_load(moelat_optimizer *opt, const char *path, uint64_t step, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }
