@@ -239,7 +239,7 @@ ml_gate_combine(__global const float *states, __global float *next, int4 dims, i
                 int n_cells, __global const float *nu, __global const float *out0, __global const float *out1,
                 __global const float *out2, __global const int *cnt0, __global const int *cnt1,
                 __global const int *cnt2, __global const float *gate, int g_w0, int g_b0, int g_w2, int g_b2,
-                int g_ln_w, int g_ln_b, __global int *check) {
+                int g_ln_w, int g_ln_b, __global int *check, __global float *route) {
     __local float lx[MOELAT_S];
     __local float lin[2 * MOELAT_S]; /* [LN_g(x), nu] */
     __local float lh[MOELAT_GH];
@@ -290,6 +290,13 @@ ml_gate_combine(__global const float *states, __global float *next, int4 dims, i
     z1 = exp(z1 - m);
     z2 = exp(z2 - m);
     float total = z0 + z1 + z2;
+    /* Routing statistics: the cell's three gate weights (route[i*3 + k],
+     * lattice order), read back by the host at the step's end. */
+    if (live && l == 0) {
+        route[i * 3] = z0 / total;
+        route[i * 3 + 1] = z1 / total;
+        route[i * 3 + 2] = z2 / total;
+    }
     /* An empty band's expert did not run: its E_k is zero, and its output
      * buffer (stale or NaN) is never read. */
     float w0 = cnt0[cc] > 0 ? z0 / total : 0.0f;
@@ -326,7 +333,7 @@ ml_gate_combine(__global const float *states, __global float *next, int4 dims, i
                 int n_cells, __global const float *nu, __global const float *out0, __global const float *out1,
                 __global const float *out2, __global const int *cnt0, __global const int *cnt1,
                 __global const int *cnt2, __global const float *gate, int g_w0, int g_b0, int g_w2, int g_b2,
-                int g_ln_w, int g_ln_b, __global int *check) {
+                int g_ln_w, int g_ln_b, __global int *check, __global float *route) {
     __local float lx[ML_GATE_T * MOELAT_S];
     __local float ln[ML_GATE_T * MOELAT_S]; /* LN_g(x), in place */
     __local float lnu[ML_GATE_T * MOELAT_S];
@@ -359,6 +366,11 @@ ml_gate_combine(__global const float *states, __global float *next, int4 dims, i
     z1 = exp(z1 - m);
     z2 = exp(z2 - m);
     float total = z0 + z1 + z2;
+    if (live && l % seg == 0) { /* routing statistics, as above */
+        route[i * 3] = z0 / total;
+        route[i * 3 + 1] = z1 / total;
+        route[i * 3 + 2] = z2 / total;
+    }
     float w0 = cnt0[cc] > 0 ? z0 / total : 0.0f;
     float w1 = cnt1[cc] > 0 ? z1 / total : 0.0f;
     float w2 = cnt2[cc] > 0 ? z2 / total : 0.0f;

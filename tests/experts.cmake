@@ -38,17 +38,16 @@ endif()
 
 # Every expert against the host (debug 9x8x7, then experiment 11x10x9,
 # whose chunks are not multiples of 3 cells) with the tuning string
-# `tune` ("key=value,...", moelat_cl_setup.tuning; passed as MOELAT_TUNE,
-# which the engine hands to the experts until the config carries it);
-# `expect` must appear in the log before both checks pass, showing the
-# setting took effect.
+# `tune` ("key=value,...", --tune; the experts get it as
+# moelat_cl_setup.tuning); `expect` must appear in the log before both
+# checks pass, showing the setting took effect.
 function(moelat_expert_variant_test name tune expect)
   add_test(NAME ${name}
-           COMMAND sh -c "$0 check --preset debug --dims 9x8x7 --steps 2 --experts && $0 check --preset experiment --dims 11x10x9 --steps 1 --experts"
-                   $<TARGET_FILE:moelat-engine>)
+           COMMAND sh -c "$0 check --preset debug --dims 9x8x7 --steps 2 --experts --tune $1 && $0 check --preset experiment --dims 11x10x9 --steps 1 --experts --tune $1"
+                   $<TARGET_FILE:moelat-engine> ${tune})
   set_tests_properties(${name} PROPERTIES LABELS experts TIMEOUT 600
     PASS_REGULAR_EXPRESSION "${expect}.*check passed.*check passed"
-    ENVIRONMENT "MOELAT_TUNE=${tune};MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+    ENVIRONMENT "MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
 endfunction()
 
 # Several chunk cells per work-group (the tuning knob; by default the
@@ -67,6 +66,18 @@ add_test(NAME functional_edge_cells
 set_tests_properties(functional_edge_cells PROPERTIES LABELS experts TIMEOUT 600
   PASS_REGULAR_EXPRESSION "functional_edges: 4 chunk cells per work-group.*check passed"
   ENVIRONMENT "MOELAT_CL_OPTIONS=-DML_LANE_MASK=1 -DFN_EDGE_CELLS=4;MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+# The functional edge walk's tensor-core form (functional_mma.cl, on NVIDIA
+# sm_80+ by default) with its warp votes, shuffles and mma emulated in
+# local memory: its fragment layouts and 3xTF32 split on any device, at
+# experiment 11x10x9 (hd 32, md 16) in two kernels and fused (four cells
+# per group). The optimized preset's shapes (hd 64, md 32) took PoCL over
+# 15 minutes to build and run emulated; the H200's checks cover them.
+add_test(NAME functional_mma_emulated
+         COMMAND sh -c "$0 check --preset experiment --dims 11x10x9 --steps 1 --experts && $0 check --preset experiment --dims 11x10x9 --steps 1 --experts --tune functional_split=0"
+                 $<TARGET_FILE:moelat-engine>)
+set_tests_properties(functional_mma_emulated PROPERTIES LABELS experts TIMEOUT 900
+  PASS_REGULAR_EXPRESSION "edge walk on tensor cores.*check passed.*one kernel.*edge walk on tensor cores.*check passed"
+  ENVIRONMENT "MOELAT_CL_OPTIONS=-DFN_MMA=1 -DFN_MMA_EMULATE=1;MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
 # The projections through CLBlast's SGEMM (the default on GPUs only).
 moelat_expert_variant_test(functional_clblast functional_gemm=clblast "projections: CLBlast SGEMM")
 # Two cells per distant work-group (its knob; by default 4 at S >= 48,
@@ -76,7 +87,7 @@ moelat_expert_variant_test(distant_cells "distant_cells=2" "2 chunk cells per wo
 # at experiment with a radius that populates the local band (990 cells:
 # the last group has a tail).
 add_test(NAME local_cells
-         COMMAND sh -c "MOELAT_TUNE=local_cells=2 $0 check --preset debug --dims 9x8x7 --steps 2 --experts && $0 check --preset experiment --dims 11x10x9 --radius-ratio 0.5 --steps 1 --experts"
+         COMMAND sh -c "$0 check --preset debug --dims 9x8x7 --steps 2 --experts --tune local_cells=2 && $0 check --preset experiment --dims 11x10x9 --radius-ratio 0.5 --steps 1 --experts"
                  $<TARGET_FILE:moelat-engine>)
 set_tests_properties(local_cells PROPERTIES LABELS experts TIMEOUT 600
   PASS_REGULAR_EXPRESSION "local_expert: 2 chunk cells per work-group \\(local_cells\\).*check passed.*local_expert: 4 chunk cells per work-group.*check passed"

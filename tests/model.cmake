@@ -29,3 +29,7 @@ add_test(NAME bench_smoke
 set_tests_properties(bench_smoke PROPERTIES LABELS cli TIMEOUT 300
   PASS_REGULAR_EXPRESSION "\"peak_gflops\".*\"rows\".*\"queues\".*\"speedup\""
   ENVIRONMENT "XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+# Tuning from --tune, the config and the environment (cli_tune.sh says what).
+add_test(NAME cli_tune COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/cli_tune.sh $<TARGET_FILE:moelat-engine>)
+set_tests_properties(cli_tune PROPERTIES LABELS cli TIMEOUT 600
+  ENVIRONMENT "POCL_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/pocl-cache")

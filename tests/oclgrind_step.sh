@@ -13,8 +13,8 @@ trap 'rm -f "$log"' EXIT
 # expert's own GEMM kernel: CLBlast's kernels under Debian's oclgrind
 # corrupted the host's heap on larger lattices (34x9x2), so they are left
 # out here (functional_clblast checks that path on PoCL).
-MOELAT_NO_KERNEL_CACHE=1 MOELAT_TUNE=functional_gemm=kernel oclgrind --log "$log" --check-api --data-races \
-    "$engine" check --dims 5x4x3 --radius-ratio 0.9 --steps 1 --threads 1
+oclgrind --log "$log" --check-api --data-races \
+    "$engine" check --dims 5x4x3 --radius-ratio 0.9 --steps 1 --threads 1 --tune kernel_cache=off,functional_gemm=kernel
 rc=$?
 if [ -s "$log" ]; then
     echo "oclgrind reported problems:"

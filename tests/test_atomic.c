@@ -1,6 +1,7 @@
 /* Atomic file writes: content arrives whole, no temporary file is left
  * behind, and every failure (abort, temp file gone, target a directory,
- * missing or read-only directory) leaves the previous file intact. */
+ * missing or read-only directory) leaves the previous file intact. Only
+ * regular files are replaced; symlinks are written through. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -163,7 +164,7 @@ static void test_missing_directory(void **state) {
     unsigned char *b = random_bytes(10);
     assert_int_not_equal(atomic_write_file(path, b, 10, err, sizeof err), 0);
     assert_non_null(strstr(err, path));
-    assert_non_null(strstr(err, "temporary"));
+    assert_non_null(strstr(err, "No such file"));
     assert_int_not_equal(atomic_write_file("", b, 10, err, sizeof err), 0);
     free(b);
 }
@@ -192,6 +193,69 @@ static void test_readonly_directory(void **state) {
     free(neu);
 }
 
+/* A FIFO or a read-only file at the target is refused by type and left
+ * as it was; so is a FIFO behind a symlink. */
+static void test_special_targets(void **state) {
+    (void)state;
+    char fifo[300], ro[300], link[300], err[1024] = "";
+    snprintf(fifo, sizeof fifo, "%s/fifo", g_dir);
+    snprintf(ro, sizeof ro, "%s/ro.bin", g_dir);
+    snprintf(link, sizeof link, "%s/to-fifo", g_dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(symlink("fifo", link), 0);
+    unsigned char *old = random_bytes(33), *neu = random_bytes(77);
+    assert_int_equal(atomic_write_file(ro, old, 33, err, sizeof err), 0);
+    assert_int_equal(chmod(ro, 0444), 0);
+
+    assert_int_not_equal(atomic_write_file(fifo, neu, 77, err, sizeof err), 0);
+    assert_non_null(strstr(err, "is a FIFO"));
+    assert_int_not_equal(atomic_write_file(link, neu, 77, err, sizeof err), 0);
+    assert_non_null(strstr(err, "is a FIFO"));
+    assert_non_null(strstr(err, "symbolic link"));
+    struct stat st;
+    assert_int_equal(lstat(fifo, &st), 0);
+    assert_true(S_ISFIFO(st.st_mode));
+
+    assert_int_not_equal(atomic_write_file(ro, neu, 77, err, sizeof err), 0);
+    assert_non_null(strstr(err, "read-only (mode 0444)"));
+    assert_file_is(ro, old, 33);
+    assert_int_equal(stat(ro, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0444);
+    assert_int_equal(count_temp_files(g_dir), 0);
+    chmod(ro, 0644);
+    free(old);
+    free(neu);
+}
+
+/* A symlink (relative, into a subdirectory) stays a link; its target gets
+ * the new content and keeps its mode. */
+static void test_symlink_written_through(void **state) {
+    (void)state;
+    char sub[300], target[300], link[300], err[1024] = "";
+    snprintf(sub, sizeof sub, "%s/store", g_dir);
+    snprintf(target, sizeof target, "%s/store/data.bin", g_dir);
+    snprintf(link, sizeof link, "%s/link.bin", g_dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    unsigned char *old = random_bytes(20), *neu = random_bytes(50);
+    assert_int_equal(atomic_write_file(target, old, 20, err, sizeof err), 0);
+    assert_int_equal(chmod(target, 0600), 0);
+    assert_int_equal(symlink("store/data.bin", link), 0);
+    assert_int_equal(atomic_write_file(link, neu, 50, err, sizeof err), 0);
+    struct stat st;
+    assert_int_equal(lstat(link, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    assert_file_is(target, neu, 50);
+    assert_int_equal(stat(target, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    assert_int_equal(count_temp_files(sub), 0);
+    /* A dangling link: the save creates the file it names. */
+    unlink(target);
+    assert_int_equal(atomic_write_file(link, old, 20, err, sizeof err), 0);
+    assert_file_is(target, old, 20);
+    free(old);
+    free(neu);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_and_replace),
@@ -201,6 +265,8 @@ int main(void) {
         cmocka_unit_test(test_target_is_directory),
         cmocka_unit_test(test_missing_directory),
         cmocka_unit_test(test_readonly_directory),
+        cmocka_unit_test(test_special_targets),
+        cmocka_unit_test(test_symlink_written_through),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -155,9 +155,10 @@ static void test_profile(void **state) {
  * names how many cells went non-finite and the first of them: the NaN
  * cell and every cell that has it as a neighbour in some band (its
  * aggregates, hence nu and the gate, are NaN), counted from the stencil. */
-static void nonfinite_batch(void) {
+static void nonfinite_batch(const char *tuning) {
     moelat_config cfg;
     ts_config(&cfg, "debug", 9, 7, 7);
+    snprintf(cfg.tuning, sizeof cfg.tuning, "%s", tuning);
     cfg.mode = MOELAT_MODE_BATCH;
     const int X = 9, Y = 7, Z = 7, bx = 4, by = 3, bz = 2;
     size_t n = (size_t)X * Y * Z * 24;
@@ -195,13 +196,11 @@ static void nonfinite_batch(void) {
  * check's per-cell sums. */
 static void test_nonfinite_batch(void **state) {
     (void)state;
-    const char *cells[] = {"1", "2", "4"};
+    const char *cells[] = {"gate_cells=1", "gate_cells=2", "gate_cells=4"};
     for (int i = 0; i < 3; i++) {
-        setenv("MOELAT_GATE_CELLS", cells[i], 1);
-        printf("# MOELAT_GATE_CELLS=%s\n", cells[i]);
-        nonfinite_batch();
+        printf("# %s\n", cells[i]);
+        nonfinite_batch(cells[i]);
     }
-    unsetenv("MOELAT_GATE_CELLS");
 }
 
 /* Some chunks on the host, some on the device: same as both pure modes. */
@@ -317,12 +316,9 @@ static void test_alloc_fault(void **state) {
  * band's (local and distant declare MOELAT_CL_NO_ABSMEAN): the |n| prefix
  * reads then skip the endpoints of other bands' runs. */
 static void inf_reach(int all_abs) {
-    if (all_abs)
-        setenv("MOELAT_AGG_ABSMEAN", "all", 1);
-    else
-        unsetenv("MOELAT_AGG_ABSMEAN");
     moelat_config cfg;
     ts_config(&cfg, "debug", 9, 8, 7); /* r = 2.7: every band populated */
+    snprintf(cfg.tuning, sizeof cfg.tuning, "%s", all_abs ? "agg_absmean=all" : "");
     cfg.mode = MOELAT_MODE_BATCH;
     moelat_lattice *lat = ts_lattice(&cfg);
     const int S = 24;
@@ -389,7 +385,6 @@ static void inf_reach(int all_abs) {
     }
     free(x);
     moelat_lattice_destroy(lat);
-    unsetenv("MOELAT_AGG_ABSMEAN");
 }
 
 static void test_inf_reach(void **state) {
@@ -407,11 +402,10 @@ static void test_build_fault(void **state) {
     float *h[1], *d[1];
     moelat_report rep;
     run_case(&cfg, MOELAT_MODE_PERCELL, seed, 1, h, NULL);
-    setenv("MOELAT_NO_KERNEL_CACHE", "1", 1);
+    snprintf(cfg.tuning, sizeof cfg.tuning, "kernel_cache=off");
     mlcl_fault_inject(MLCL_FAULT_BUILD, 2); /* the first expert's program */
     run_case(&cfg, MOELAT_MODE_BATCH, seed, 1, d, &rep);
     mlcl_fault_inject(MLCL_FAULT_NONE, 0);
-    unsetenv("MOELAT_NO_KERNEL_CACHE");
     assert_true(rep.fallbacks >= 1);
     assert_non_null(strstr(rep.fallback_reason[0], "failed to build"));
     double max, mean;
@@ -448,6 +442,66 @@ static void test_mode_switch(void **state) {
     moelat_lattice_destroy(b);
 }
 
+/* Where the states live, through every way in and out: the upgrade check
+ * leaves the states and the report untouched; planes written while only
+ * the device holds the newest states, new states and a new input reach
+ * the next device step; the same calls on the host give the same states. */
+static void test_residency(void **state) {
+    (void)state;
+    uint64_t seed = ts_seed();
+    moelat_config cfg;
+    ts_config(&cfg, "debug", 9, 8, 7);
+    moelat_lattice *h = ts_lattice(&cfg), *d = ts_lattice(&cfg);
+    const size_t n = moelat_cell_count(d) * 24, plane = (size_t)9 * 8 * 24, ne = (size_t)9 * 8 * MOELAT_EXT_SIZE;
+    float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float)), *z = malloc(n * sizeof(float));
+    float *p = malloc(2 * plane * sizeof(float)), *q = malloc(2 * plane * sizeof(float));
+    float *ext = malloc(ne * sizeof(float));
+    ts_random(x, n, 0.1, seed);
+    ts_random(p, 2 * plane, 0.1, seed + 1);
+    ts_random(ext, ne, 1.0, seed + 2);
+    moelat_lattice *both[2] = {h, d};
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(moelat_set_states(both[i], x, n), MOELAT_OK);
+    assert_int_equal(moelat_set_mode(d, MOELAT_MODE_BATCH), MOELAT_OK);
+    moelat_report rep;
+    moelat_get_report(d, &rep);
+    assert_int_equal(rep.steps, 0);
+    assert_int_equal(rep.batch_chunks, 0);
+    assert_int_equal(rep.percell_chunks, 0);
+    assert_int_equal(rep.fallbacks, 0);
+    assert_int_equal(moelat_get_states(d, y, n), MOELAT_OK);
+    assert_memory_equal(x, y, n * sizeof(float));
+    for (int i = 0; i < 2; i++) {
+        moelat_lattice *l = both[i];
+        assert_int_equal(moelat_step(l, 1), MOELAT_OK);
+        /* Planes 2 and 3 replaced while the device holds the newest states. */
+        assert_int_equal(moelat_lattice_set_planes(l, 2, 4, p, 2 * plane), MOELAT_OK);
+        assert_int_equal(moelat_lattice_get_planes(l, 2, 4, q, 2 * plane), MOELAT_OK);
+        assert_memory_equal(p, q, 2 * plane * sizeof(float));
+        assert_int_equal(moelat_set_external_input(l, ext, ne), MOELAT_OK);
+        assert_int_equal(moelat_step(l, 1), MOELAT_OK);
+    }
+    assert_int_equal(moelat_get_states(h, y, n), MOELAT_OK);
+    assert_int_equal(moelat_get_states(d, z, n), MOELAT_OK);
+    double max, mean;
+    ts_diff(y, z, n, &max, &mean);
+    assert_true(max < 1e-5);
+    /* New states after a device step are what the next read sees. */
+    assert_int_equal(moelat_set_states(d, x, n), MOELAT_OK);
+    assert_int_equal(moelat_get_states(d, z, n), MOELAT_OK);
+    assert_memory_equal(x, z, n * sizeof(float));
+    moelat_get_report(d, &rep);
+    assert_int_equal(rep.steps, 2);
+    free(x);
+    free(y);
+    free(z);
+    free(p);
+    free(q);
+    free(ext);
+    moelat_lattice_destroy(h);
+    moelat_lattice_destroy(d);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_debug_8x8x8),   cmocka_unit_test(test_debug_9x8x7),
@@ -455,7 +509,7 @@ int main(void) {
         cmocka_unit_test(test_enqueue_fault), cmocka_unit_test(test_prefix_fault), cmocka_unit_test(test_alloc_fault),
         cmocka_unit_test(test_build_fault),   cmocka_unit_test(test_mode_switch),
         cmocka_unit_test(test_inf_reach),     cmocka_unit_test(test_profile),
-        cmocka_unit_test(test_nonfinite_batch),
+        cmocka_unit_test(test_nonfinite_batch), cmocka_unit_test(test_residency),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

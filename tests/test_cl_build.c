@@ -66,7 +66,7 @@ static int fresh_cache(void **state) {
     if (!mkdtemp(g_tmp))
         return -1;
     setenv("XDG_CACHE_HOME", g_tmp, 1);
-    unsetenv("MOELAT_NO_KERNEL_CACHE");
+    g_ctx.no_kernel_cache = 0;
     mlcl_cache_stats_reset();
     return 0;
 }
@@ -348,7 +348,7 @@ static void test_driver_rejects(void **state) {
 
 static void test_cache_off(void **state) {
     (void)state;
-    setenv("MOELAT_NO_KERNEL_CACHE", "1", 1);
+    g_ctx.no_kernel_cache = 1; /* tuning kernel_cache=off */
     build_job j;
     make_job(&j);
     int rc;
@@ -368,7 +368,7 @@ static void test_cache_off(void **state) {
         closedir(d);
     }
     free_job(&j);
-    unsetenv("MOELAT_NO_KERNEL_CACHE");
+    g_ctx.no_kernel_cache = 0;
 }
 
 /* A cache home that cannot hold a directory: a warning, and the build

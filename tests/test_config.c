@@ -263,7 +263,7 @@ static const bad_json bad_jsons[] = {
     {"{\"state_size\": \"24\"}", MOELAT_ERR_INVALID, "key 'state_size'", "a string"},
     {"{\"state_size\": 0}", MOELAT_ERR_INVALID, "key 'state_size'", ">= 1"},
     {"{\"state_size\": 24.0}", MOELAT_ERR_INVALID, "key 'state_size'", "real"},
-    {"{\"radius_ratio\": -0.5}", MOELAT_ERR_INVALID, "key 'radius_ratio'", "> 0"},
+    {"{\"radius_ratio\": -0.5}", MOELAT_ERR_INVALID, "key 'radius_ratio'", "from 1e-06 to 100"},
     {"{\"radius_ratio\": true}", MOELAT_ERR_INVALID, "key 'radius_ratio'", "boolean"},
     {"{\"band_ratios\": [0.4, 0.4, 0.9]}", MOELAT_ERR_INVALID, "key 'band_ratios'",
      "increasing"},
@@ -280,6 +280,10 @@ static const bad_json bad_jsons[] = {
     {"{\"seed\": -1}", MOELAT_ERR_INVALID, "key 'seed'", "non-negative"},
     {"{\"seed\": 1.5}", MOELAT_ERR_INVALID, "key 'seed'", "non-negative"},
     {"{\"threads\": -2}", MOELAT_ERR_INVALID, "key 'threads'", NULL},
+    {"{\"threads\": 100000}", MOELAT_ERR_INVALID, "key 'threads'", "range 0 to 1024"},
+    {"{\"cnf_steps\": 2147483647}", MOELAT_ERR_INVALID, "key 'cnf_steps'", "range 1 to 1000"},
+    {"{\"band_ratios\": [0.4, 0.8, 3e9]}", MOELAT_ERR_INVALID, "key 'band_ratios'", "1e-06 to 4"},
+    {"{\"radius_ratio\": 1e-320}", MOELAT_ERR_INVALID, "key 'radius_ratio'", "1e-06 to 100"},
     {"{\"mode\": \"gpu\"}", MOELAT_ERR_INVALID, "key 'mode'", "percell"},
     {"{\"mode\": 1}", MOELAT_ERR_INVALID, "key 'mode'", "an integer"},
     {"{\"batch_threshold\": -1}", MOELAT_ERR_INVALID, "key 'batch_threshold'", NULL},
@@ -450,6 +454,93 @@ static void test_validate(void **state) {
     assert_int_equal(ml_config_validate(&c, err, sizeof err), 0);
 }
 
+/* The tuning string: every key with a random valid value, in a random
+ * order, is accepted (switches as 0, 1, on or off); an unknown key names
+ * every known one; a bad value or an entry without '=' names the entry;
+ * the JSON key "tuning" takes a string only. */
+static void test_tuning(void **state) {
+    (void)state;
+    moelat_config base, c;
+    preset_or_fail("debug", &base);
+    char err[1024];
+    static const char *const sw[] = {"0", "1", "on", "off"};
+    static const char *const v4[] = {"1", "4", "8", "16"};
+    static const char *const c3[] = {"1", "2", "4"};
+    srand((unsigned)time(NULL));
+    for (int round = 0; round < 20; round++) {
+        char items[12][96];
+        snprintf(items[0], 96, "agg_vector=%s", v4[rand() % 4]);
+        snprintf(items[1], 96, "agg_absmean=%s", rand() % 2 ? "all" : "declared");
+        snprintf(items[2], 96, "work_group=%d", 32 << (rand() % 4));
+        snprintf(items[3], 96, "gate_cells=%s", c3[rand() % 3]);
+        snprintf(items[4], 96, "cl_options=-DX%d=1 -cl-mad-enable", rand() % 100);
+        snprintf(items[5], 96, "kernel_cache=%s", sw[rand() % 4]);
+        snprintf(items[6], 96, "upgrade_check=%s", sw[rand() % 4]);
+        snprintf(items[7], 96, "functional_gemm=%s", rand() % 2 ? "clblast" : "kernel");
+        snprintf(items[8], 96, "functional_cells=%d", 1 + rand() % 16);
+        snprintf(items[9], 96, "functional_split=%s", sw[rand() % 4]);
+        snprintf(items[10], 96, "distant_cells=%s", c3[rand() % 3]);
+        snprintf(items[11], 96, "local_cells=%s", c3[rand() % 3]);
+        int order[12];
+        for (int i = 0; i < 12; i++)
+            order[i] = i;
+        for (int i = 11; i > 0; i--) {
+            int j = rand() % (i + 1), t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+        c = base;
+        size_t at = 0;
+        for (int i = 0; i < 12; i++)
+            at += (size_t)snprintf(c.tuning + at, sizeof c.tuning - at, "%s%s", i ? "," : "", items[order[i]]);
+        if (ml_config_validate(&c, err, sizeof err) != 0)
+            fail_msg("'%s' rejected: %s", c.tuning, err);
+    }
+    static const struct {
+        const char *tuning, *frag;
+    } bad[] = {
+        {"agg_vector=3", "agg_vector=3"},       {"agg_vector=", "agg_vector"},
+        {"agg_absmean=some", "agg_absmean"},    {"work_group=48", "work_group=48"},
+        {"work_group=512", "work_group"},       {"gate_cells=3", "gate_cells=3"},
+        {"kernel_cache=yes", "kernel_cache"},   {"upgrade_check=2", "upgrade_check"},
+        {"functional_gemm=cublas", "functional_gemm"}, {"functional_cells=17", "functional_cells"},
+        {"functional_split=true", "functional_split"}, {"distant_cells=8", "distant_cells"},
+        {"local_cells=0", "local_cells"},       {"gate_cells", "not key=value"},
+        {"=4", "not key=value"},                {"gate_cells=2,,bogus=1", "unknown key 'bogus'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        c = base;
+        snprintf(c.tuning, sizeof c.tuning, "%s", bad[i].tuning);
+        if (ml_config_validate(&c, err, sizeof err) == 0)
+            fail_msg("accepted tuning '%s'", bad[i].tuning);
+        if (!strstr(err, bad[i].frag) || !strstr(err, "tuning"))
+            fail_msg("tuning '%s': '%s' lacks '%s'", bad[i].tuning, err, bad[i].frag);
+    }
+    /* The unknown key's message lists every key. */
+    c = base;
+    snprintf(c.tuning, sizeof c.tuning, "agg_vectors=4");
+    assert_int_not_equal(ml_config_validate(&c, err, sizeof err), 0);
+    static const char *const keys[] = {"agg_vector,", "agg_absmean", "work_group", "gate_cells", "cl_options",
+                                       "kernel_cache", "upgrade_check", "functional_gemm", "functional_cells",
+                                       "functional_split", "distant_cells", "local_cells"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (!strstr(err, keys[i]))
+            fail_msg("'%s' lacks the key '%s'", err, keys[i]);
+    /* JSON: a string is merged as is, anything else is refused. */
+    c = base;
+    const char *good = "{\"tuning\": \"gate_cells=2,kernel_cache=off\"}";
+    assert_int_equal(ml_config_load_string(good, strlen(good), "inline", &c, err, sizeof err), MOELAT_OK);
+    assert_string_equal(c.tuning, "gate_cells=2,kernel_cache=off");
+    const char *num = "{\"tuning\": 4}";
+    assert_int_equal(ml_config_load_string(num, strlen(num), "inline", &c, err, sizeof err), MOELAT_ERR_INVALID);
+    assert_non_null(strstr(err, "key 'tuning'"));
+    const char *badv = "{\"tuning\": \"gate_cells=5\"}";
+    c = base;
+    assert_int_equal(ml_config_load_string(badv, strlen(badv), "inline", &c, err, sizeof err), MOELAT_ERR_INVALID);
+    assert_non_null(strstr(err, "gate_cells=5"));
+    assert_string_equal(c.tuning, ""); /* unchanged on error */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_presets),       cmocka_unit_test(test_unknown_preset),
@@ -457,7 +548,7 @@ int main(void) {
         cmocka_unit_test(test_json_overrides), cmocka_unit_test(test_preset_first),
         cmocka_unit_test(test_bad_json),      cmocka_unit_test(test_syntax_error),
         cmocka_unit_test(test_load_string),   cmocka_unit_test(test_parse_dims),
-        cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_validate),      cmocka_unit_test(test_tuning),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

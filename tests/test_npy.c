@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,11 +119,25 @@ static void test_round_trip(void **state) {
             assert_memory_equal(got, v, numel * sizeof(float));
         free(got);
 
+        /* npy_read_expect reads states and inputs: random bits that include
+         * a NaN or Inf must be refused, naming the element. */
+        size_t bad = numel;
+        for (size_t k = 0; k < numel && bad == numel; k++)
+            if (!isfinite(v[k]))
+                bad = k;
         float *dst = malloc((numel + 1) * sizeof(float));
-        if (npy_read_expect(path, dst, ndim, shape, err, sizeof err) != 0)
+        int rc = npy_read_expect(path, dst, ndim, shape, err, sizeof err);
+        if (bad < numel) {
+            char flat[64];
+            snprintf(flat, sizeof flat, "(flat index %zu)", bad);
+            assert_int_not_equal(rc, 0);
+            assert_non_null(strstr(err, flat));
+            assert_non_null(strstr(err, "non-finite"));
+        } else if (rc != 0) {
             fail_msg("%s", err);
-        if (numel)
+        } else if (numel) {
             assert_memory_equal(dst, v, numel * sizeof(float));
+        }
         free(dst);
         free(v);
     }

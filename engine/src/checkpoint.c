@@ -19,25 +19,14 @@
 #include <xxhash.h>
 
 #include "atomic_file.h"
+#include "ckpt_manifest.h"
+#include "file_util.h"
 #include "config_parse.h"
 #include "lattice_internal.h"
 #include "npy.h"
 
-#define CKPT_FORMAT "moelat-checkpoint"
-#define CKPT_VERSION 1
-#define CKPT_MANIFEST "manifest.json"
-
 static const char *const file_kinds[] = {"config", "weights", "states", "input"};
 #define N_KINDS 4
-
-typedef struct ckpt_manifest {
-    uint64_t step;
-    uint64_t gen;
-    uint64_t seed;
-    uint64_t weights_digest;
-    char config[256], weights[256], states[256], input[256]; /* input "" = none */
-    uint64_t states_xxh, input_xxh;
-} ckpt_manifest;
 
 uint64_t moelat_weights_digest(moelat_lattice *lat) {
     ml_param_block *blocks[MOELAT_BANDS + 1];
@@ -266,27 +255,33 @@ static int config_diff(const moelat_config *ck, const moelat_config *cur, char *
 
 static uint64_t xxh_floats(const float *v, size_t n) { return XXH64(v, n * sizeof(float), 0); }
 
-static json_t *file_entry(const char *name, const int64_t *shape, int ndim, uint64_t xxh) {
-    char hex[17];
-    snprintf(hex, sizeof hex, "%016" PRIx64, xxh);
-    json_t *s = json_array();
-    for (int i = 0; i < ndim; i++)
-        json_array_append_new(s, json_integer((json_int_t)shape[i]));
-    return json_pack("{s:s, s:o, s:s}", "file", name, "shape", s, "xxh64", hex);
-}
-
-static moelat_status write_json(moelat_lattice *lat, const char *path, json_t *o) {
-    char *text = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(17));
+/* Writes o (consumed) to path; *xxh, when given, gets the checksum of the
+ * bytes written. */
+static moelat_status write_json(moelat_lattice *lat, const char *path, json_t *o, uint64_t *xxh) {
+    char *text = o ? json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(o);
     if (!text)
         return ml_fail(lat, MOELAT_ERR_NOMEM, "%s: out of memory formatting JSON", path);
     size_t len = strlen(text);
+    if (xxh)
+        *xxh = XXH64(text, len, 0);
     char err[1024];
     int rc = atomic_write_file(path, text, len, err, sizeof err);
     free(text);
     if (rc != 0)
         return ml_fail(lat, MOELAT_ERR_IO, "checkpoint: %s", err);
     return MOELAT_OK;
+}
+
+/* XXH64 of a whole file's bytes. */
+static int file_xxh(const char *path, uint64_t *h, char *err, size_t errlen) {
+    size_t len;
+    char *text = ml_read_regular(path, &len, err, errlen);
+    if (!text)
+        return -1;
+    *h = XXH64(text, len, 0);
+    free(text);
+    return 0;
 }
 
 moelat_status moelat_save_checkpoint(moelat_lattice *lat, const char *dir) {
@@ -297,8 +292,9 @@ moelat_status moelat_save_checkpoint(moelat_lattice *lat, const char *dir) {
     char err[1024];
     if (mkdir_p(dir, err, sizeof err) != 0)
         return ml_fail(lat, MOELAT_ERR_IO, "checkpoint: %s", err);
-    if (lat->device_owns_states && ml_batch_sync_to_host(lat) != 0)
-        return MOELAT_ERR_DEVICE;
+    moelat_status synced = ml_res_host_states(lat);
+    if (synced != MOELAT_OK)
+        return synced;
 
     ckpt_manifest m;
     memset(&m, 0, sizeof m);
@@ -321,6 +317,8 @@ moelat_status moelat_save_checkpoint(moelat_lattice *lat, const char *dir) {
     if (npy_write(path, lat->states, 4, sshape, err, sizeof err) != 0)
         return ml_fail(lat, MOELAT_ERR_IO, "checkpoint: %s", err);
     m.states_xxh = xxh_floats(lat->states, lat->N * (size_t)lat->S);
+    memcpy(m.states_shape, sshape, sizeof sshape);
+    memcpy(m.input_shape, ishape, sizeof ishape);
     if (m.input[0]) {
         join(path, sizeof path, dir, m.input);
         if (npy_write(path, lat->ext, 3, ishape, err, sizeof err) != 0)
@@ -334,54 +332,20 @@ moelat_status moelat_save_checkpoint(moelat_lattice *lat, const char *dir) {
         snprintf(why, sizeof why, "%s", lat->err);
         return ml_fail(lat, s, "checkpoint: %s", why);
     }
+    if (file_xxh(path, &m.weights_xxh, err, sizeof err) != 0)
+        return ml_fail(lat, MOELAT_ERR_IO, "checkpoint: %s", err);
     join(path, sizeof path, dir, m.config);
-    if ((s = write_json(lat, path, config_json(&lat->cfg))) != MOELAT_OK)
+    if ((s = write_json(lat, path, config_json(&lat->cfg), &m.config_xxh)) != MOELAT_OK)
         return s;
 
-    char digest[17], seed[24];
-    snprintf(digest, sizeof digest, "%016" PRIx64, m.weights_digest);
-    snprintf(seed, sizeof seed, "%" PRIu64, m.seed);
-    json_t *man = json_pack("{s:s, s:i, s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:o, s:o}", "format",
-                            CKPT_FORMAT, "version", CKPT_VERSION, "engine", MOELAT_VERSION, "step",
-                            (json_int_t)m.step, "generation", (json_int_t)m.gen, "seed", seed,
-                            "weights_digest", digest, "config", m.config, "weights", m.weights,
-                            "states", file_entry(m.states, sshape, 4, m.states_xxh), "input",
-                            m.input[0] ? file_entry(m.input, ishape, 3, m.input_xxh) : json_null());
+    json_t *man = ckpt_manifest_json(&m, MOELAT_VERSION);
     if (!man)
         return ml_fail(lat, MOELAT_ERR_NOMEM, "checkpoint: out of memory");
     join(path, sizeof path, dir, CKPT_MANIFEST);
-    if ((s = write_json(lat, path, man)) != MOELAT_OK)
+    if ((s = write_json(lat, path, man, NULL)) != MOELAT_OK)
         return s;
     remove_stale(dir, &m);
     return MOELAT_OK;
-}
-
-/* A file name from the manifest: a plain name inside the directory. */
-static int get_name(json_t *v, char *out, size_t len) {
-    const char *s = json_string_value(v);
-    if (!s || !*s || strchr(s, '/') || s[0] == '.' || strlen(s) >= len)
-        return -1;
-    snprintf(out, len, "%s", s);
-    return 0;
-}
-
-static int get_hex(json_t *v, uint64_t *out) {
-    const char *s = json_string_value(v);
-    char *end;
-    if (!s || strlen(s) != 16)
-        return -1;
-    errno = 0;
-    *out = strtoull(s, &end, 16);
-    return errno || *end ? -1 : 0;
-}
-
-static int get_file_entry(json_t *v, char *name, size_t len, uint64_t *xxh) {
-    if (!json_is_object(v))
-        return -1;
-    return get_name(json_object_get(v, "file"), name, len) != 0 ||
-                   get_hex(json_object_get(v, "xxh64"), xxh) != 0
-               ? -1
-               : 0;
 }
 
 static int read_manifest(const char *dir, ckpt_manifest *m, char *err, size_t errlen) {
@@ -398,51 +362,18 @@ static int read_manifest(const char *dir, ckpt_manifest *m, char *err, size_t er
                  errno ? strerror(errno) : "");
         return -1;
     }
-    if (stat(path, &sb) != 0) {
+    if (lstat(path, &sb) != 0) {
         snprintf(err, errlen, "checkpoint %s: no %s (%s): no complete checkpoint was saved there",
                  dir, CKPT_MANIFEST, strerror(errno));
         return -1;
     }
-    json_error_t je;
-    json_t *o = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    if (!o) {
-        snprintf(err, errlen, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+    size_t len;
+    char *text = ml_read_regular(path, &len, err, errlen);
+    if (!text)
         return -1;
-    }
-    const char *fmt = json_string_value(json_object_get(o, "format"));
-    json_t *ver = json_object_get(o, "version"), *step = json_object_get(o, "step");
-    const char *seed = json_string_value(json_object_get(o, "seed"));
-    json_t *input = json_object_get(o, "input");
-    const char *bad = NULL;
-    char *end = NULL;
-    if (!fmt || strcmp(fmt, CKPT_FORMAT) != 0)
-        bad = "not a moelat checkpoint manifest (key 'format')";
-    else if (!json_is_integer(ver) || json_integer_value(ver) != CKPT_VERSION)
-        bad = "unsupported checkpoint version (key 'version'; this engine reads 1)";
-    else if (!json_is_integer(step) || json_integer_value(step) < 0)
-        bad = "key 'step' is not a non-negative integer";
-    else if (!seed || !*seed || (errno = 0, m->seed = strtoull(seed, &end, 10), errno || *end))
-        bad = "key 'seed' is not a decimal string";
-    else if (get_hex(json_object_get(o, "weights_digest"), &m->weights_digest) != 0)
-        bad = "key 'weights_digest' is not 16 hex digits";
-    else if (get_name(json_object_get(o, "config"), m->config, sizeof m->config) != 0)
-        bad = "key 'config' is not a file name in the directory";
-    else if (get_name(json_object_get(o, "weights"), m->weights, sizeof m->weights) != 0)
-        bad = "key 'weights' is not a file name in the directory";
-    else if (get_file_entry(json_object_get(o, "states"), m->states, sizeof m->states,
-                            &m->states_xxh) != 0)
-        bad = "key 'states' is not {file, shape, xxh64}";
-    else if (input && !json_is_null(input) &&
-             get_file_entry(input, m->input, sizeof m->input, &m->input_xxh) != 0)
-        bad = "key 'input' is not null or {file, shape, xxh64}";
-    if (!bad)
-        m->step = (uint64_t)json_integer_value(step);
-    json_decref(o);
-    if (bad) {
-        snprintf(err, errlen, "%s: %s", path, bad);
-        return -1;
-    }
-    return 0;
+    int rc = ckpt_manifest_parse(text, len, path, m, err, errlen);
+    free(text);
+    return rc;
 }
 
 /* The checkpoint's model config over a copy of base. */
@@ -453,10 +384,27 @@ static moelat_status read_config(const char *dir, const ckpt_manifest *m, const 
         snprintf(err, errlen, "checkpoint: bad directory name");
         return MOELAT_ERR_INVALID;
     }
+    size_t len;
+    char *text = ml_read_regular(path, &len, err, errlen);
+    if (!text)
+        return MOELAT_ERR_IO;
+    uint64_t h = XXH64(text, len, 0);
+    if (h != m->config_xxh) {
+        char a[17], b[17];
+        ckpt_hex(a, h);
+        ckpt_hex(b, m->config_xxh);
+        ml_errf(err, errlen,
+                "%s: checksum %s, manifest says %s (the model config was edited or replaced "
+                "since step %llu was saved)",
+                path, a, b, (unsigned long long)m->step);
+        free(text);
+        return MOELAT_ERR_FORMAT;
+    }
     moelat_config c = *base;
-    moelat_status st = moelat_config_load_json(path, &c, err, errlen);
+    moelat_status st = ml_config_load_string(text, len, path, &c, err, errlen);
+    free(text);
     if (st != MOELAT_OK)
-        return st == MOELAT_ERR_IO ? MOELAT_ERR_IO : MOELAT_ERR_FORMAT;
+        return MOELAT_ERR_FORMAT;
     c.seed = m->seed;
     *out = *base;
     copy_model_fields(out, &c);
@@ -511,6 +459,27 @@ static moelat_status read_checked(moelat_lattice *lat, const char *dir, const ch
     return MOELAT_OK;
 }
 
+/* The weights file's bytes against the manifest, also when the lattice
+ * keeps its own weights: a checkpoint is accepted whole or not at all. */
+static moelat_status check_weights_file(moelat_lattice *lat, const char *dir,
+                                        const ckpt_manifest *m) {
+    char path[4096], err[1024];
+    uint64_t h;
+    join(path, sizeof path, dir, m->weights);
+    if (file_xxh(path, &h, err, sizeof err) != 0)
+        return ml_fail(lat, MOELAT_ERR_FORMAT, "checkpoint: %s", err);
+    if (h != m->weights_xxh) {
+        char a[17], b[17];
+        ckpt_hex(a, h);
+        ckpt_hex(b, m->weights_xxh);
+        return ml_fail(lat, MOELAT_ERR_FORMAT,
+                       "checkpoint: %s: checksum %s, manifest says %s (the file was changed or "
+                       "damaged)",
+                       path, a, b);
+    }
+    return MOELAT_OK;
+}
+
 /* Loads the checkpoint's weights; on any failure the old ones are put back. */
 static moelat_status load_weights(moelat_lattice *lat, const char *dir, const ckpt_manifest *m) {
     ml_param_block *blocks[MOELAT_BANDS + 1];
@@ -543,8 +512,8 @@ static moelat_status load_weights(moelat_lattice *lat, const char *dir, const ck
         for (size_t b = 0, off = 0; b < (size_t)nb; off += blocks[b]->n_floats, b++)
             memcpy(blocks[b]->data, backup + off, blocks[b]->n_floats * sizeof(float));
     free(backup);
-    if (st == MOELAT_OK && lat->batch && ml_batch_upload_weights(lat) != 0)
-        st = MOELAT_ERR_DEVICE;
+    if (st == MOELAT_OK)
+        st = ml_res_host_wrote_weights(lat);
     return st;
 }
 
@@ -575,6 +544,8 @@ moelat_status moelat_resume_checkpoint_ex(moelat_lattice *lat, const char *dir, 
 
     int64_t sshape[4] = {lat->Z, lat->Y, lat->X, lat->S};
     int64_t ishape[3] = {lat->Y, lat->X, lat->E};
+    if ((st = check_weights_file(lat, dir, &m)) != MOELAT_OK)
+        return st;
     float *states = NULL, *input = NULL;
     if ((st = read_checked(lat, dir, m.states, 4, sshape, m.states_xxh, &states)) != MOELAT_OK)
         return st;

@@ -67,9 +67,8 @@ void ml_chunks_default_size(const int32_t dims[3], int S, uint64_t device_mem, i
     /* Whole xy planes, as many z layers as keep a chunk's scratch (about
      * 12 floats of S per cell for aggregates and expert outputs) within an
      * eighth of device memory. On a device, one chunk when it fits: two
-     * chunks for the queues to overlap measured slower on the H200 (debug
-     * 15^3 0.45 -> 0.33 ms, experiment 40^3 15.62 -> 15.38 ms;
-     * tools/bench/NOTES.md item 16). The host path keeps at least 2 along
+     * chunks for the queues to overlap measured slower
+     * (tools/bench/NOTES.md item 16). The host path keeps at least 2 along
      * z when the lattice has the depth, so that a mixed step (auto mode)
      * can split them. */
     size[0] = dims[0];

@@ -9,6 +9,7 @@
  *   bytes 24-31  XXH64 of the payload, seed 0 (little endian)
  * so that a truncated or damaged file is noticed before the driver sees it. */
 #include "cl_runtime.h"
+#include "environment.h"
 
 #include "atomic_file.h"
 #include "log.h"
@@ -51,26 +52,7 @@ void mlcl_cache_count_rejected(const char *path, const char *why) {
     ML_WARN("kernel_cache", "cache entry %s rejected (%s); building from source", path, why);
 }
 
-const char *mlcl_cache_dir(char *buf, size_t len) {
-    const char *xdg = getenv("XDG_CACHE_HOME");
-    const char *home = getenv("HOME");
-    int n;
-    /* The XDG spec says a relative XDG_CACHE_HOME is invalid: ignore it. */
-    if (xdg && xdg[0] == '/')
-        n = snprintf(buf, len, "%s/moelat", xdg);
-    else if (home && *home)
-        n = snprintf(buf, len, "%s/.cache/moelat", home);
-    else
-        return NULL;
-    if (n < 0 || (size_t)n >= len)
-        return NULL;
-    return buf;
-}
-
-static int cache_disabled(void) {
-    const char *v = getenv("MOELAT_NO_KERNEL_CACHE");
-    return v && *v && strcmp(v, "0") != 0;
-}
+const char *mlcl_cache_dir(char *buf, size_t len) { return ml_env_cache_dir(buf, len); }
 
 static int mkdir_parents(const char *path) {
     char tmp[4096];
@@ -106,8 +88,6 @@ static void hash_str(XXH3_state_t *st, const char *s) {
 
 int mlcl_cache_entry_path(const mlcl_device_info *dev, const char *source, const char *options,
                           char *path, size_t len) {
-    if (cache_disabled())
-        return -1;
     char dir[4096];
     if (!mlcl_cache_dir(dir, sizeof dir)) {
         ML_WARN("kernel_cache", "no cache directory (neither XDG_CACHE_HOME nor HOME set); "

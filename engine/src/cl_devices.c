@@ -1,6 +1,7 @@
 /* Device discovery and selection, contexts with their command queues
  * (profiling on request), and event timing. */
 #include "cl_runtime.h"
+#include "environment.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -64,6 +65,11 @@ static const char *type_name(cl_device_type t) {
     return "OTHER";
 }
 
+/* cl_nv_device_attribute_query's enums (cl_ext.h names them
+ * CL_DEVICE_COMPUTE_CAPABILITY_*_NV; not every header set has them). */
+#define ML_CL_DEVICE_CC_MAJOR_NV 0x4000
+#define ML_CL_DEVICE_CC_MINOR_NV 0x4001
+
 static int fill_device(cl_platform_id plat, cl_device_id dev, const char *plat_name,
                        const char *plat_version, mlcl_device_info *d, char *err, size_t errlen) {
     memset(d, 0, sizeof *d);
@@ -116,6 +122,16 @@ static int fill_device(cl_platform_id plat, cl_device_id dev, const char *plat_n
         dcfg = 0;
     d->fp64 = has_extension(ext, "cl_khr_fp64") || dcfg != 0;
     d->fp16 = has_extension(ext, "cl_khr_fp16");
+    /* NVIDIA's compute capability, which programs see as MOELAT_NV_SM
+     * (kernels that use the tensor cores through inline PTX need sm_80+).
+     * A driver that lists the extension but fails the query is taken as
+     * no capability: those kernels keep their portable form. */
+    if (has_extension(ext, "cl_nv_device_attribute_query")) {
+        cl_uint major = 0, minor = 0;
+        if (clGetDeviceInfo(dev, ML_CL_DEVICE_CC_MAJOR_NV, sizeof major, &major, NULL) == CL_SUCCESS &&
+            clGetDeviceInfo(dev, ML_CL_DEVICE_CC_MINOR_NV, sizeof minor, &minor, NULL) == CL_SUCCESS)
+            d->nv_sm = (int)(major * 10 + minor);
+    }
     free(ext);
     return 0;
 }
@@ -256,7 +272,7 @@ int mlcl_select_device(const char *spec, mlcl_device_info *out, char *err, size_
     }
     const char *origin = "device";
     if (!spec || !*spec) {
-        const char *env = getenv("MOELAT_DEVICE");
+        const char *env = ml_env_device();
         if (env && *env) {
             spec = env;
             origin = "MOELAT_DEVICE";

@@ -2,6 +2,7 @@
  * creates buffers and enqueues kernels, so that tests can make those calls
  * fail on demand and count buffers that were never released. */
 #include "cl_runtime.h"
+#include "environment.h"
 
 #include "log.h"
 
@@ -19,7 +20,7 @@ static atomic_long g_live_buffers;
 static pthread_once_t g_env_once = PTHREAD_ONCE_INIT;
 
 static void parse_env(void) {
-    const char *env = getenv("MOELAT_FAULT");
+    const char *env = ml_env_test_fault();
     if (!env || !*env)
         return;
     static const char *names[N_KINDS] = {NULL, "alloc", "enqueue", "build"};

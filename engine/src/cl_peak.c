@@ -73,7 +73,7 @@ static double measure(mlcl_context *ctx, char *err, size_t errlen) {
 double mlcl_peak_gflops(mlcl_context *ctx, char *err, size_t errlen) {
     char path[4096];
     cache_path(&ctx->info, path, sizeof path);
-    if (path[0] && !getenv("MOELAT_NO_KERNEL_CACHE")) {
+    if (path[0] && !ctx->no_kernel_cache) {
         FILE *f = fopen(path, "r");
         double v;
         if (f) {

@@ -68,9 +68,21 @@ static int build_from_source(mlcl_context *ctx, const char *name, const char *so
      * spills) at debug level, when there is one. */
     if (ml_log_enabled(MOELAT_LOG_DEBUG, "cl_build")) {
         char *log = build_log(prog, ctx->info.device);
-        if (log && strspn(log, " \t\r\n") < strlen(log))
-            ML_DEBUG("cl_build", "program '%s' on '%s' with options '%s': build log:\n%s", name, ctx->info.name,
-                     options, log);
+        if (log && strspn(log, " \t\r\n") < strlen(log)) {
+            ML_DEBUG("cl_build", "program '%s' on '%s' with options '%s': build log follows", name,
+                     ctx->info.name, options);
+            /* Line by line: one message holds at most 2 KB (log.c), and a
+             * program of several kernels logs more than that (NVIDIA's
+             * -cl-nv-verbose report of the functional expert's kernels was
+             * cut before the edge kernel's registers). */
+            for (char *line = log, *next; line && *line; line = next) {
+                next = strchr(line, '\n');
+                if (next)
+                    *next++ = '\0';
+                if (*line)
+                    ML_DEBUG("cl_build", "  %s", line);
+            }
+        }
         free(log);
     }
     *out = prog;
@@ -128,8 +140,8 @@ static int build_from_binary(mlcl_context *ctx, const char *path, const char *op
     return 0;
 }
 
-int mlcl_build_program(mlcl_context *ctx, const char *program_name, const char *source,
-                       const char *options, cl_program *out, char *err, size_t errlen) {
+static int build_program(mlcl_context *ctx, const char *program_name, const char *source,
+                         const char *options, cl_program *out, char *err, size_t errlen) {
     const char *name = program_name ? program_name : "(unnamed)";
     options = options ? options : "";
     *out = NULL;
@@ -151,7 +163,7 @@ int mlcl_build_program(mlcl_context *ctx, const char *program_name, const char *
     }
 
     char path[4096];
-    int cached = mlcl_cache_entry_path(&ctx->info, source, options, path, sizeof path) == 0;
+    int cached = !ctx->no_kernel_cache && mlcl_cache_entry_path(&ctx->info, source, options, path, sizeof path) == 0;
     if (cached) {
         unsigned char *bin = NULL;
         size_t len = 0;
@@ -179,4 +191,52 @@ int mlcl_build_program(mlcl_context *ctx, const char *program_name, const char *
         }
     }
     return 0;
+}
+
+/* Every program sees the device's NVIDIA compute capability as
+ * MOELAT_NV_SM (10 major + minor) where the driver reports one, so that
+ * kernel sources can choose a tensor-core form (inline PTX) on sm_80 and
+ * later and keep their portable form elsewhere. Part of the options, so
+ * also of the binary cache's key; options that name it already (set by
+ * hand, or a rebuild from a built program's options) are left as they
+ * are. */
+int mlcl_build_program(mlcl_context *ctx, const char *program_name, const char *source,
+                       const char *options, cl_program *out, char *err, size_t errlen) {
+    /* A program rebuilt from another's options (host_cl_build.c) has it. */
+    if (!ctx || ctx->info.nv_sm <= 0 || (options && strstr(options, "MOELAT_NV_SM")))
+        return build_program(ctx, program_name, source, options, out, err, errlen);
+    options = options ? options : "";
+    size_t len = strlen(options) + 40;
+    char *opts = malloc(len);
+    if (!opts) {
+        *out = NULL;
+        snprintf(err, errlen, "building program '%s': out of host memory", program_name ? program_name : "(unnamed)");
+        return -1;
+    }
+    snprintf(opts, len, "%s -D MOELAT_NV_SM=%d", options, ctx->info.nv_sm);
+    int rc = build_program(ctx, program_name, source, opts, out, err, errlen);
+    free(opts);
+    return rc;
+}
+
+int mlcl_build_with_helpers(mlcl_context *ctx, const char *program_name, const char *source, const char *options,
+                            cl_program *out, char *err, size_t errlen) {
+    const char *name = program_name ? program_name : "(unnamed)";
+    const char *helpers = mlcl_embedded_source("moelat_helpers.cl");
+    *out = NULL;
+    if (!helpers || !source) {
+        snprintf(err, errlen, "building program '%s': %s", name,
+                 helpers ? "no source" : "moelat_helpers.cl is missing from this build");
+        return -1;
+    }
+    size_t len = strlen(helpers) + strlen(source) + 2;
+    char *src = malloc(len);
+    if (!src) {
+        snprintf(err, errlen, "building program '%s': out of host memory", name);
+        return -1;
+    }
+    snprintf(src, len, "%s\n%s", helpers, source);
+    int rc = mlcl_build_program(ctx, name, src, options, out, err, errlen);
+    free(src);
+    return rc;
 }

@@ -31,6 +31,8 @@ typedef struct mlcl_device_info {
     size_t max_work_group_size;
     int fp64;
     int fp16;
+    int nv_sm;               /* NVIDIA compute capability as 10 major + minor
+                                (cl_nv_device_attribute_query), 0 elsewhere */
 } mlcl_device_info;
 
 /* Name of an OpenCL error code, e.g. "CL_OUT_OF_RESOURCES"; unknown codes
@@ -56,6 +58,9 @@ typedef struct mlcl_context {
     /* Reads that overlap the queues' kernels (planes a step delivers early:
      * moelat_lattice_deliver_planes). */
     cl_command_queue transfer;
+    /* 1: programs are built from source every time, no binary cache is
+     * read or written (tuning kernel_cache=off); 0 by default. */
+    int no_kernel_cache;
 } mlcl_context;
 
 /* profile = 1: queues record kernel times (mlcl_event_ms); 0: they do not,
@@ -69,11 +74,16 @@ void mlcl_context_release(mlcl_context *ctx);
 const char *mlcl_embedded_source(const char *name);
 
 /* Builds a program from source for ctx's device with options. Uses the
- * binary cache unless MOELAT_NO_KERNEL_CACHE=1. program_name names it in
+ * binary cache unless ctx->no_kernel_cache (tuning kernel_cache=off). program_name names it in
  * messages. On failure the message names the device, the program and the
  * options, and holds the build log. */
 int mlcl_build_program(mlcl_context *ctx, const char *program_name, const char *source,
                        const char *options, cl_program *out, char *err, size_t errlen);
+/* The one build of an engine or expert program: moelat_helpers.cl, then
+ * source, through mlcl_build_program (options are the caller's: the
+ * OpenCL backend's shared ones, backend_cl_program.c). */
+int mlcl_build_with_helpers(mlcl_context *ctx, const char *program_name, const char *source, const char *options,
+                            cl_program *out, char *err, size_t errlen);
 
 /* Directory of the kernel binary cache: $XDG_CACHE_HOME/moelat, else
  * ~/.cache/moelat. Writes into buf; returns buf, or NULL if neither is set. */

@@ -4,6 +4,7 @@
  * leaves a half-applied config behind. */
 #include "file_util.h"
 #include "config_parse.h"
+#include "tuning.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -190,8 +191,14 @@ int ml_config_validate(const moelat_config *cfg, char *err, size_t errlen) {
         return -1;
     }
     if (!terminated(cfg->preset, sizeof cfg->preset) ||
-        !terminated(cfg->device, sizeof cfg->device)) {
-        ml_errf(err, errlen, "config: preset or device name is not terminated");
+        !terminated(cfg->device, sizeof cfg->device) || !terminated(cfg->tuning, sizeof cfg->tuning)) {
+        ml_errf(err, errlen, "config: preset, device name or tuning string is not terminated");
+        return -1;
+    }
+    ml_tuning tuning;
+    char why[512];
+    if (ml_tuning_parse(cfg->tuning, &tuning, why, sizeof why) != 0) {
+        ml_errf(err, errlen, "config: %s", why);
         return -1;
     }
     static const char axis[3] = {'X', 'Y', 'Z'};
@@ -224,17 +231,19 @@ int ml_config_validate(const moelat_config *cfg, char *err, size_t errlen) {
              (unsigned long long)n_cells, (int)S);
         return -1;
     }
-    if (!(cfg->radius_ratio > 0) || !isfinite(cfg->radius_ratio)) {
-        ml_errf(err, errlen, "config: radius_ratio %g must be a finite number > 0",
-             cfg->radius_ratio);
+    if (!(cfg->radius_ratio >= ML_RADIUS_RATIO_MIN && cfg->radius_ratio <= ML_RADIUS_RATIO_MAX)) {
+        ml_errf(err, errlen, "config: radius_ratio %g out of range (%g to %g)", cfg->radius_ratio,
+                ML_RADIUS_RATIO_MIN, ML_RADIUS_RATIO_MAX);
         return -1;
     }
     for (int i = 0; i < 3; i++) {
         double b = cfg->band_ratio[i];
-        if (!(b > 0) || !isfinite(b) || (i > 0 && !(b > cfg->band_ratio[i - 1]))) {
+        if (!(b >= ML_BAND_RATIO_MIN && b <= ML_BAND_RATIO_MAX) ||
+            (i > 0 && !(b > cfg->band_ratio[i - 1]))) {
             ml_errf(err, errlen,
-                 "config: band_ratios %g, %g, %g must be finite, > 0 and strictly increasing",
-                 cfg->band_ratio[0], cfg->band_ratio[1], cfg->band_ratio[2]);
+                 "config: band_ratios %g, %g, %g must be strictly increasing, each from %g to %g",
+                 cfg->band_ratio[0], cfg->band_ratio[1], cfg->band_ratio[2], ML_BAND_RATIO_MIN,
+                 ML_BAND_RATIO_MAX);
             return -1;
         }
     }
@@ -289,12 +298,14 @@ int ml_config_validate(const moelat_config *cfg, char *err, size_t errlen) {
              (int)cfg->cnf_mode);
         return -1;
     }
-    if (cfg->cnf_steps < 1) {
-        ml_errf(err, errlen, "config: cnf_steps %d must be >= 1", (int)cfg->cnf_steps);
+    if (cfg->cnf_steps < 1 || cfg->cnf_steps > ML_MAX_CNF_STEPS) {
+        ml_errf(err, errlen, "config: cnf_steps %d out of range (1 to %d)", (int)cfg->cnf_steps,
+                ML_MAX_CNF_STEPS);
         return -1;
     }
-    if (cfg->threads < 0) {
-        ml_errf(err, errlen, "config: threads %d must be >= 0 (0 = all cores)", (int)cfg->threads);
+    if (cfg->threads < 0 || cfg->threads > ML_MAX_THREADS) {
+        ml_errf(err, errlen, "config: threads %d out of range (0 = all cores, up to %d)",
+                (int)cfg->threads, ML_MAX_THREADS);
         return -1;
     }
     if (cfg->mode < MOELAT_MODE_PERCELL || cfg->mode > MOELAT_MODE_AUTO) {
@@ -364,7 +375,7 @@ static int get_int(json_t *v, long long lo, long long hi, int32_t *out, char *ms
     }
     long long x = json_integer_value(v);
     if (x < lo || x > hi) {
-        ml_errf(msg, len, "expected %s, found %lld", what, x);
+        ml_errf(msg, len, "expected %s (range %lld to %lld), found %lld", what, lo, hi, x);
         return -1;
     }
     *out = (int32_t)x;
@@ -409,8 +420,9 @@ static int k_radius_ratio(json_t *v, moelat_config *c, char *msg, size_t len) {
         return -1;
     }
     double x = json_number_value(v);
-    if (!(x > 0) || !isfinite(x)) {
-        ml_errf(msg, len, "expected a number > 0, found %g", x);
+    if (!(x >= ML_RADIUS_RATIO_MIN && x <= ML_RADIUS_RATIO_MAX)) {
+        ml_errf(msg, len, "expected a number from %g to %g, found %g", ML_RADIUS_RATIO_MIN,
+                ML_RADIUS_RATIO_MAX, x);
         return -1;
     }
     c->radius_ratio = x;
@@ -435,7 +447,12 @@ static int k_band_ratios(json_t *v, moelat_config *c, char *msg, size_t len) {
             return -1;
         }
         b[i] = json_number_value(e);
-        if (!(b[i] > 0) || !isfinite(b[i]) || (i > 0 && !(b[i] > b[i - 1]))) {
+        if (!(b[i] >= ML_BAND_RATIO_MIN && b[i] <= ML_BAND_RATIO_MAX)) {
+            ml_errf(msg, len, "ratio %g at index %d out of range (%g to %g)", b[i], i,
+                    ML_BAND_RATIO_MIN, ML_BAND_RATIO_MAX);
+            return -1;
+        }
+        if (i > 0 && !(b[i] > b[i - 1])) {
             ml_errf(msg, len, "ratios must be > 0 and strictly increasing (local < functional < "
                            "distant)");
             return -1;
@@ -545,7 +562,7 @@ static int k_mode(json_t *v, moelat_config *c, char *msg, size_t len) {
 }
 
 static int k_cnf_steps(json_t *v, moelat_config *c, char *msg, size_t len) {
-    return get_int(v, 1, INT32_MAX, &c->cnf_steps, msg, len, "an integer >= 1");
+    return get_int(v, 1, ML_MAX_CNF_STEPS, &c->cnf_steps, msg, len, "an integer");
 }
 
 static int k_seed(json_t *v, moelat_config *c, char *msg, size_t len) {
@@ -554,7 +571,7 @@ static int k_seed(json_t *v, moelat_config *c, char *msg, size_t len) {
         return -1;
     }
     if (json_integer_value(v) < 0) {
-        ml_errf(msg, len, "expected a non-negative integer, found %lld",
+        ml_errf(msg, len, "expected a non-negative integer (0 to %lld), found %lld", (long long)INT64_MAX,
              (long long)json_integer_value(v));
         return -1;
     }
@@ -563,7 +580,8 @@ static int k_seed(json_t *v, moelat_config *c, char *msg, size_t len) {
 }
 
 static int k_threads(json_t *v, moelat_config *c, char *msg, size_t len) {
-    return get_int(v, 0, INT32_MAX, &c->threads, msg, len, "an integer >= 0");
+    return get_int(v, 0, ML_MAX_THREADS, &c->threads, msg, len,
+                   "an integer (0 = all cores)");
 }
 
 static int k_batch_threshold(json_t *v, moelat_config *c, char *msg, size_t len) {
@@ -623,6 +641,10 @@ static int k_plugin_paths(json_t *v, moelat_config *c, char *msg, size_t len) {
     return 0;
 }
 
+static int k_tuning(json_t *v, moelat_config *c, char *msg, size_t len) {
+    return copy_string(v, c->tuning, sizeof c->tuning, msg, len, "a string \"key=value,...\"");
+}
+
 static const struct {
     const char *key;
     key_fn fn;
@@ -644,6 +666,7 @@ static const struct {
     {"profile", k_profile},
     {"device", k_device},
     {"plugin_paths", k_plugin_paths},
+    {"tuning", k_tuning},
 };
 
 static moelat_status merge_object(json_t *root, const char *name, moelat_config *cfg, char *err,
@@ -675,7 +698,7 @@ static moelat_status merge_object(json_t *root, const char *name, moelat_config 
             ml_errf(err, errlen,
                  "%s: unknown key '%.64s' (known: preset, dims, state_size, radius_ratio, "
                  "band_ratios, hidden, experts, cnf_mode, cnf_steps, seed, threads, mode, "
-                 "batch_threshold, chunk, queues, profile, device, plugin_paths)",
+                 "batch_threshold, chunk, queues, profile, device, plugin_paths, tuning)",
                  name, key);
             return MOELAT_ERR_INVALID;
         }

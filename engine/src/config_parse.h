@@ -6,6 +6,15 @@
 #include <stdint.h>
 
 #include "moelat/moelat.h"
+#include "moelat/util.h"
+
+/* The ranges of moelat/util.h, under the engine's own prefix. */
+#define ML_RADIUS_RATIO_MIN MOELAT_RADIUS_RATIO_MIN
+#define ML_RADIUS_RATIO_MAX MOELAT_RADIUS_RATIO_MAX
+#define ML_BAND_RATIO_MIN MOELAT_BAND_RATIO_MIN
+#define ML_BAND_RATIO_MAX MOELAT_BAND_RATIO_MAX
+#define ML_MAX_CNF_STEPS MOELAT_MAX_CNF_STEPS
+#define ML_MAX_THREADS MOELAT_MAX_THREADS
 
 /* Parses "XxYxZ" (three positive integers, 'x' or 'X' between them) into
  * out[0..2]; out is untouched on error. Returns 0 or -1. */

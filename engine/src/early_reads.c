@@ -11,8 +11,8 @@ static int chunk_meets(const ml_chunk *c, int32_t z0, int32_t z1) {
     return c->origin[2] < z1 && c->origin[2] + c->extent[2] > z0;
 }
 
-static int chunk_meets_any(const moelat_lattice *lat, const ml_chunk *c) {
-    for (int r = 0; r < lat->n_deliver; r++)
+static int chunk_meets_any(const moelat_lattice *lat, int n_ranges, const ml_chunk *c) {
+    for (int r = 0; r < n_ranges; r++)
         if (chunk_meets(c, lat->deliver[r].z0, lat->deliver[r].z1))
             return 1;
     return 0;
@@ -21,12 +21,13 @@ static int chunk_meets_any(const moelat_lattice *lat, const ml_chunk *c) {
 /* Orders the device chunks that write delivered planes first (stably) and
  * counts what each range waits for. 0, or -1 when out of memory (then no
  * range is read early). */
-int ml_early_reads_plan(moelat_lattice *lat, int *dev_ids, int n_dev, const int *host_ids, int n_host,
-                        ml_early_reads *er) {
+int ml_early_reads_plan(moelat_lattice *lat, int n_ranges, int *dev_ids, int n_dev, const int *host_ids,
+                        int n_host, ml_early_reads *er) {
     memset(er, 0, sizeof *er);
-    for (int r = 0; r < lat->n_deliver; r++)
+    er->n = n_ranges;
+    for (int r = 0; r < er->n; r++)
         lat->deliver[r].done = 0;
-    if (lat->n_deliver == 0 || n_dev == 0)
+    if (er->n == 0 || n_dev == 0)
         return 0;
     int *order = malloc((size_t)n_dev * sizeof *order);
     if (!order)
@@ -34,11 +35,11 @@ int ml_early_reads_plan(moelat_lattice *lat, int *dev_ids, int n_dev, const int 
     int k = 0;
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < n_dev; i++)
-            if (chunk_meets_any(lat, &lat->chunks[dev_ids[i]]) == (pass == 0))
+            if (chunk_meets_any(lat, er->n, &lat->chunks[dev_ids[i]]) == (pass == 0))
                 order[k++] = dev_ids[i];
     memcpy(dev_ids, order, (size_t)n_dev * sizeof *order);
     free(order);
-    for (int r = 0; r < lat->n_deliver; r++) {
+    for (int r = 0; r < er->n; r++) {
         int32_t z0 = lat->deliver[r].z0, z1 = lat->deliver[r].z1;
         er->blocked[r] = z0 < lat->active_z0 || z1 > lat->active_z1;
         for (int i = 0; i < n_host; i++)
@@ -60,7 +61,7 @@ void ml_early_reads_chunk_done(moelat_lattice *lat, ml_early_reads *er, int ci, 
                                cl_command_queue transfer, cl_mem next) {
     const ml_chunk *c = &lat->chunks[ci];
     size_t plane = (size_t)lat->X * lat->Y * (size_t)lat->S;
-    for (int r = 0; r < lat->n_deliver; r++) {
+    for (int r = 0; r < er->n; r++) {
         if (!er->wait[r] || er->blocked[r] || !chunk_meets(c, lat->deliver[r].z0, lat->deliver[r].z1))
             continue;
         if (clRetainEvent(done) != CL_SUCCESS) {
@@ -86,7 +87,7 @@ void ml_early_reads_chunk_done(moelat_lattice *lat, ml_early_reads *er, int ci, 
 
 /* A chunk that moved to the host blocks the ranges it writes. */
 void ml_early_reads_chunk_on_host(const moelat_lattice *lat, ml_early_reads *er, int ci) {
-    for (int r = 0; r < lat->n_deliver; r++)
+    for (int r = 0; r < er->n; r++)
         if (chunk_meets(&lat->chunks[ci], lat->deliver[r].z0, lat->deliver[r].z1))
             er->blocked[r] = 1;
 }
@@ -95,7 +96,7 @@ void ml_early_reads_chunk_on_host(const moelat_lattice *lat, ml_early_reads *er,
  * planes over (done, and the range's ready called) while the device still
  * runs the other chunks. A read that failed is left to the step's end. */
 void ml_early_reads_wait(moelat_lattice *lat, ml_early_reads *er) {
-    for (int r = 0; r < lat->n_deliver; r++) {
+    for (int r = 0; r < er->n; r++) {
         if (!er->enqueued[r] || lat->deliver[r].done)
             continue;
         if (clWaitForEvents(1, &er->read[r]) != CL_SUCCESS) {
@@ -116,7 +117,7 @@ void ml_early_reads_wait(moelat_lattice *lat, ml_early_reads *er) {
 void ml_early_reads_end(moelat_lattice *lat, ml_early_reads *er, cl_command_queue transfer) {
     int any = 0; /* a read the step's thread did not wait for */
     for (int r = 0; r < ML_MAX_DELIVER; r++)
-        any |= er->enqueued[r] && !(r < lat->n_deliver && lat->deliver[r].done);
+        any |= er->enqueued[r] && !(r < er->n && lat->deliver[r].done);
     if (any && clFinish(transfer) != CL_SUCCESS)
         ML_WARN("batch", "finishing the early plane reads on %s failed", lat->device_name);
     for (int r = 0; r < ML_MAX_DELIVER; r++) {

@@ -3,7 +3,7 @@
  * enqueued first, and once the last of them is, the range is read on the
  * transfer queue while the rest of the step runs; the step's thread waits
  * for that read (and calls the range's ready) before it waits for the
- * rest. batch.c drives it; the functions say when to call them. */
+ * rest. the OpenCL backend (backend_cl_step.c) drives it; the functions say when to call them. */
 #ifndef MOELAT_EARLY_READS_H
 #define MOELAT_EARLY_READS_H
 
@@ -14,6 +14,7 @@
  * the device chunks that write its planes and the read that waits for
  * them. */
 typedef struct ml_early_reads {
+    int n;                        /* ranges served: the lattice's first n deliveries */
     int need[ML_MAX_DELIVER];     /* device chunks writing range r */
     int blocked[ML_MAX_DELIVER];  /* a host chunk writes some of it */
     int got[ML_MAX_DELIVER];
@@ -22,11 +23,12 @@ typedef struct ml_early_reads {
     cl_event read[ML_MAX_DELIVER];
 } ml_early_reads;
 
-/* Before the step: orders the device chunks that write delivered planes
- * first (dev_ids, stably) and counts what each range waits for. 0, or -1
- * when out of memory (then mark every range blocked: read after the step). */
-int ml_early_reads_plan(moelat_lattice *lat, int *dev_ids, int n_dev, const int *host_ids, int n_host,
-                        ml_early_reads *er);
+/* Before the step: orders the device chunks that write the first n_ranges
+ * delivered ranges first (dev_ids, stably) and counts what each range
+ * waits for. 0, or -1 when out of memory (then mark every range blocked:
+ * read after the step). */
+int ml_early_reads_plan(moelat_lattice *lat, int n_ranges, int *dev_ids, int n_dev, const int *host_ids,
+                        int n_host, ml_early_reads *er);
 /* Chunk ci's gate (done) was enqueued; next is the buffer the step writes. */
 void ml_early_reads_chunk_done(moelat_lattice *lat, ml_early_reads *er, int ci, cl_event done,
                                cl_command_queue transfer, cl_mem next);

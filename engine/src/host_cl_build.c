@@ -2,12 +2,14 @@
  * compiles a tuning knob into its kernels builds its program again, with
  * the engine's helpers and build options plus a -D of its own, through the
  * same cached path as the engine's programs. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cl_runtime.h"
 #include "host_ext.h"
+#include "tuning.h"
 #include "log.h"
 
 /* The device's identity as the kernel cache keys it: the listing entry of
@@ -63,20 +65,22 @@ static int build(const moelat_cl_setup *setup, const char *source, const char *e
     if (find_device(setup->device, &ctx.info) != 0)
         return MOELAT_EXPERT_ERROR;
     ctx.context = setup->context;
+    /* The lattice's kernel_cache knob holds for this build too. */
+    ml_tuning tuning;
+    char why[256];
+    if (setup->struct_size >= offsetof(moelat_cl_setup, tuning) + sizeof setup->tuning &&
+        ml_tuning_parse(setup->tuning, &tuning, why, sizeof why) == 0)
+        ctx.no_kernel_cache = !tuning.kernel_cache;
     char *base = program_options(setup);
-    const char *helpers = mlcl_embedded_source("moelat_helpers.cl");
     const char *extra = extra_options ? extra_options : "";
-    size_t slen = strlen(helpers) + strlen(source) + 2;
     size_t olen = (base ? strlen(base) : 0) + strlen(extra) + 2;
-    char *src = base ? malloc(slen) : NULL;
     char *opts = base ? malloc(olen) : NULL;
     int rc = MOELAT_EXPERT_ERROR;
-    if (src && opts) {
-        snprintf(src, slen, "%s\n%s", helpers, source);
+    if (opts) {
         snprintf(opts, olen, "%s %s", base, extra);
         char err[8192];
         cl_program out = NULL;
-        if (mlcl_build_program(&ctx, "expert (tuned)", src, opts, &out, err, sizeof err) == 0) {
+        if (mlcl_build_with_helpers(&ctx, "expert (tuned)", source, opts, &out, err, sizeof err) == 0) {
             *program = out;
             rc = MOELAT_EXPERT_OK;
         } else {
@@ -85,7 +89,6 @@ static int build(const moelat_cl_setup *setup, const char *source, const char *e
     } else if (base) {
         ML_ERROR("plugins", "moelat.cl.build: out of host memory");
     }
-    free(src);
     free(opts);
     free(base);
     return rc;
@@ -100,9 +103,4 @@ const void *ml_host_extension(const char *id) {
     if (id && strcmp(id, MOELAT_EXT_CL_BUILD) == 0)
         return &g_cl_build;
     return NULL;
-}
-
-const char *ml_expert_tuning(void) {
-    const char *env = getenv("MOELAT_TUNE");
-    return env ? env : "";
 }

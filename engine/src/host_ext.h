@@ -8,9 +8,4 @@
 /* The extension named id, or NULL for an id the engine does not know. */
 const void *ml_host_extension(const char *id);
 
-/* The tuning string experts receive (moelat_cl_setup.tuning): for now the
- * environment variable MOELAT_TUNE ("key=value,..."), else "". A stand-in
- * until moelat_config carries the lattice's tuning string. */
-const char *ml_expert_tuning(void);
-
 #endif

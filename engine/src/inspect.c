@@ -88,11 +88,9 @@ moelat_status moelat_device_stages(moelat_lattice *lat, int32_t chunk, float *co
     for (int k = 0; k < MOELAT_BANDS; k++)
         if (!out[k] || !mean[k] || !absmean[k])
             return ml_fail(lat, MOELAT_ERR_INVALID, "moelat_device_stages: band %d's outputs missing", k);
-    if (!lat->batch)
+    if (!lat->backend.ops)
         return ml_fail(lat, MOELAT_ERR_INVALID, "moelat_device_stages: the lattice is not in batch mode");
-    if (ml_batch_expert_outputs(lat, chunk, out, mean, absmean, gated) != 0)
-        return MOELAT_ERR_DEVICE; /* lat->err names the failure */
-    return MOELAT_OK;
+    return ml_batch_expert_outputs(lat, chunk, out, mean, absmean, gated);
 }
 
 moelat_status moelat_host_expert(moelat_lattice *lat, int band, const int32_t origin[3], const int32_t extent[3],

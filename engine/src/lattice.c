@@ -29,7 +29,7 @@ int32_t moelat_state_size(const moelat_lattice *lat) { return lat->S; }
 uint64_t moelat_step_count(const moelat_lattice *lat) { return lat->step_count; }
 moelat_mode moelat_get_mode(const moelat_lattice *lat) { return lat->mode; }
 const char *moelat_device_name(const moelat_lattice *lat) {
-    return lat->batch ? lat->device_name : "host";
+    return lat->backend.ops ? lat->device_name : "host";
 }
 
 const float *ml_cell_ext(const moelat_lattice *lat, int x, int y, int z) {
@@ -129,6 +129,11 @@ moelat_status moelat_lattice_create(const moelat_config *cfg, moelat_lattice **o
         return MOELAT_ERR_NOMEM;
     }
     lat->cfg = *cfg;
+    ml_residency_init(&lat->res);
+    if (ml_tuning_parse(cfg->tuning, &lat->tuning, err, errlen) != 0) {
+        free(lat);
+        return MOELAT_ERR_INVALID; /* ml_config_validate let it through: cannot happen */
+    }
     lat->X = cfg->dims[0];
     lat->Y = cfg->dims[1];
     lat->Z = cfg->dims[2];
@@ -219,8 +224,7 @@ fail:
 void moelat_lattice_destroy(moelat_lattice *lat) {
     if (!lat)
         return;
-    if (lat->batch)
-        ml_batch_destroy(lat->batch);
+    ml_backend_close(lat);
     ml_percell_free(lat);
     if (lat->pool)
         ml_pool_destroy(lat->pool);
@@ -236,94 +240,11 @@ void moelat_lattice_destroy(moelat_lattice *lat) {
     free(lat);
 }
 
-/* Host copy up to date before the host reads or writes states. */
-static moelat_status sync_host(moelat_lattice *lat) {
-    if (lat->device_owns_states && ml_batch_sync_to_host(lat) != 0)
-        return MOELAT_ERR_DEVICE;
-    return MOELAT_OK;
-}
-
-/* The host copy changed: the device copy is stale until the next device
- * step uploads it. */
-static moelat_status host_changed(moelat_lattice *lat) {
-    lat->device_stale = 1;
-    return MOELAT_OK;
-}
-
-static moelat_status host_changed_ext(moelat_lattice *lat) {
-    lat->ext_stale = 1;
-    return MOELAT_OK;
-}
-
-static moelat_status step_percell(moelat_lattice *lat) {
-    int *ids = malloc((size_t)lat->n_chunks * sizeof *ids);
-    if (!ids)
-        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");
-    for (int c = 0; c < lat->n_chunks; c++)
-        ids[c] = c;
-    double t0 = ml_now_ms();
-    int rc = ml_percell_run(lat, ids, lat->n_chunks, lat->states, lat->next);
-    double dt = ml_now_ms() - t0;
-    free(ids);
-    if (rc != 0 && strstr(lat->err, "non-finite")) {
-        /* The host path stops each row at its first bad cell, so the count
-         * is a lower bound. */
-        size_t bad = 0, plane = (size_t)lat->X * lat->Y;
-        for (size_t i = plane * (size_t)lat->active_z0; i < plane * (size_t)lat->active_z1; i++) {
-            const float *v = lat->next + i * (size_t)lat->S;
-            for (int s = 0; s < lat->S; s++)
-                if (!isfinite(v[s])) {
-                    bad++;
-                    break;
-                }
-        }
-        char why[sizeof lat->err];
-        snprintf(why, sizeof why, "%s", lat->err);
-        ml_fail(lat, MOELAT_ERR_NONFINITE, "%s (at least %zu cells non-finite)", why, bad > 0 ? bad : 1);
-        return MOELAT_ERR_NONFINITE;
-    }
-    if (rc != 0)
-        return MOELAT_ERR_PLUGIN;
-    lat->stats.percell_chunks += (uint64_t)lat->n_chunks;
-    lat->stats.percell_cells += (size_t)lat->X * lat->Y * (size_t)(lat->active_z1 - lat->active_z0);
-    lat->stats.percell_ms += dt;
-    float *t = lat->states;
-    lat->states = lat->next;
-    lat->next = t;
-    return MOELAT_OK;
-}
-
-moelat_status moelat_step(moelat_lattice *lat, int n) {
-    if (n < 0)
-        return ml_fail(lat, MOELAT_ERR_INVALID, "step count %d is negative", n);
-    for (int i = 0; i < n; i++) {
-        moelat_status st;
-        if (lat->batch && lat->mode != MOELAT_MODE_PERCELL) {
-            st = ml_batch_step(lat) == 0 ? MOELAT_OK : ml_batch_last_status(lat);
-        } else {
-            if ((st = sync_host(lat)) != MOELAT_OK)
-                return ml_finish_deliveries(lat, st);
-            st = step_percell(lat);
-            if (st == MOELAT_OK)
-                st = host_changed(lat);
-        }
-        st = ml_finish_deliveries(lat, st);
-        if (st != MOELAT_OK) {
-            char why[sizeof lat->err];
-            snprintf(why, sizeof why, "%s", lat->err);
-            return ml_fail(lat, st, "step %llu: %s", (unsigned long long)lat->step_count + 1, why);
-        }
-        lat->step_count++;
-        lat->stats.steps++;
-    }
-    return MOELAT_OK;
-}
-
 moelat_status moelat_get_states(moelat_lattice *lat, float *dst, size_t count) {
     if (count != lat->N * (size_t)lat->S)
         return ml_fail(lat, MOELAT_ERR_INVALID, "states buffer holds %zu floats, expected %zu (N=%zu x S=%d)",
                        count, lat->N * (size_t)lat->S, lat->N, lat->S);
-    moelat_status st = sync_host(lat);
+    moelat_status st = ml_res_host_states(lat);
     if (st != MOELAT_OK)
         return st;
     memcpy(dst, lat->states, count * sizeof(float));
@@ -335,8 +256,8 @@ moelat_status moelat_set_states(moelat_lattice *lat, const float *src, size_t co
         return ml_fail(lat, MOELAT_ERR_INVALID, "states buffer holds %zu floats, expected %zu (N=%zu x S=%d)",
                        count, lat->N * (size_t)lat->S, lat->N, lat->S);
     memcpy(lat->states, src, count * sizeof(float));
-    lat->device_owns_states = 0;
-    return host_changed(lat);
+    ml_res_host_wrote_states(lat);
+    return MOELAT_OK;
 }
 
 moelat_status moelat_set_external_input(moelat_lattice *lat, const float *ext, size_t count) {
@@ -344,14 +265,16 @@ moelat_status moelat_set_external_input(moelat_lattice *lat, const float *ext, s
     if (!ext) {
         memset(lat->ext, 0, want * sizeof(float));
         lat->has_ext = 0;
-        return host_changed_ext(lat);
+        ml_res_host_wrote_input(lat);
+        return MOELAT_OK;
     }
     if (count != want)
         return ml_fail(lat, MOELAT_ERR_INVALID, "external input holds %zu floats, expected %zu (X=%d x Y=%d x E=%d)",
                        count, want, lat->X, lat->Y, lat->E);
     memcpy(lat->ext, ext, want * sizeof(float));
     lat->has_ext = 1;
-    return host_changed_ext(lat);
+    ml_res_host_wrote_input(lat);
+    return MOELAT_OK;
 }
 
 moelat_status moelat_get_outputs(moelat_lattice *lat, float *dst, size_t count) {
@@ -359,7 +282,7 @@ moelat_status moelat_get_outputs(moelat_lattice *lat, float *dst, size_t count) 
     if (count != face)
         return ml_fail(lat, MOELAT_ERR_INVALID, "outputs buffer holds %zu floats, expected %zu (X=%d x Y=%d x S=%d)",
                        count, face, lat->X, lat->Y, lat->S);
-    moelat_status st = sync_host(lat);
+    moelat_status st = ml_res_host_states(lat);
     if (st != MOELAT_OK)
         return st;
     memcpy(dst, lat->states + (size_t)(lat->Z - 1) * face, face * sizeof(float));
@@ -369,12 +292,10 @@ moelat_status moelat_get_outputs(moelat_lattice *lat, float *dst, size_t count) 
 moelat_status moelat_load_weights(moelat_lattice *lat, const char *path) {
     ml_param_block *blocks[MOELAT_BANDS + 1];
     int n = ml_param_blocks(lat, blocks);
-    if (ml_params_load(path, blocks, n, lat->err, sizeof lat->err) != 0)
-        return strstr(lat->err, "cannot open") || strstr(lat->err, "No such") ? MOELAT_ERR_IO
-                                                                               : MOELAT_ERR_FORMAT;
-    if (lat->batch && ml_batch_upload_weights(lat) != 0)
-        return MOELAT_ERR_DEVICE;
-    return MOELAT_OK;
+    moelat_status st = ml_params_load(path, blocks, n, lat->err, sizeof lat->err);
+    if (st != MOELAT_OK)
+        return st;
+    return ml_res_host_wrote_weights(lat);
 }
 
 moelat_status moelat_save_weights(moelat_lattice *lat, const char *path) {
@@ -410,70 +331,10 @@ moelat_status moelat_load_states(moelat_lattice *lat, const char *path) {
 moelat_status moelat_save_states(moelat_lattice *lat, const char *path) {
     int64_t shape[4];
     states_shape(lat, shape);
-    moelat_status st = sync_host(lat);
+    moelat_status st = ml_res_host_states(lat);
     if (st != MOELAT_OK)
         return st;
     if (npy_write(path, lat->states, 4, shape, lat->err, sizeof lat->err) != 0)
         return MOELAT_ERR_IO;
-    return MOELAT_OK;
-}
-
-moelat_status moelat_set_mode(moelat_lattice *lat, moelat_mode mode) {
-    if (mode != MOELAT_MODE_PERCELL && mode != MOELAT_MODE_BATCH && mode != MOELAT_MODE_AUTO)
-        return ml_fail(lat, MOELAT_ERR_INVALID, "unknown mode %d", (int)mode);
-    if (mode == MOELAT_MODE_PERCELL) {
-        moelat_status st = sync_host(lat);
-        if (st != MOELAT_OK)
-            return st;
-        lat->mode = mode;
-        return MOELAT_OK;
-    }
-    if (!lat->batch) {
-        moelat_status st = moelat_upgrade_to_batch(lat);
-        if (st != MOELAT_OK) {
-            if (mode == MOELAT_MODE_AUTO) {
-                ML_WARN("batch", "auto mode stays on the host: %s", lat->err);
-                ml_stats_fallback(lat, lat->err);
-                lat->mode = MOELAT_MODE_AUTO;
-                return MOELAT_OK;
-            }
-            return st;
-        }
-    }
-    lat->mode = mode;
-    return MOELAT_OK;
-}
-
-moelat_status moelat_upgrade_to_batch(moelat_lattice *lat) {
-    if (lat->batch)
-        return MOELAT_OK;
-    moelat_status st = sync_host(lat);
-    if (st != MOELAT_OK)
-        return st;
-    ml_batch *b = NULL;
-    if (ml_batch_create(lat, &b) != 0)
-        return MOELAT_ERR_DEVICE;
-    lat->batch = b;
-    lat->device_stale = 1;
-    lat->ext_stale = 1;
-    if (ml_batch_upload_weights(lat) != 0) {
-        ml_batch_destroy(b);
-        lat->batch = NULL;
-        return MOELAT_ERR_DEVICE;
-    }
-    /* Check a sample of cells against the per-cell path before enabling.
-     * MOELAT_NO_UPGRADE_CHECK=1 skips it, for diagnosing a disagreement
-     * with `moelat-engine check --experts`. */
-    const char *skip = getenv("MOELAT_NO_UPGRADE_CHECK");
-    if (skip && strcmp(skip, "0") != 0) {
-        ML_WARN("batch", "MOELAT_NO_UPGRADE_CHECK is set: batch mode enabled without the sample check");
-        return MOELAT_OK;
-    }
-    st = ml_batch_verify_sample(lat);
-    if (st != MOELAT_OK) {
-        ml_batch_destroy(b);
-        lat->batch = NULL;
-        return st;
-    }
     return MOELAT_OK;
 }

@@ -1,7 +1,8 @@
 /* Engine logging: levels and per-module filters from MOELAT_LOG.
  *   MOELAT_LOG=debug                     every module at debug
  *   MOELAT_LOG=batch=debug,scheduler=info,warn   per module, then the default
- * Lines go to stderr; debug lines carry a timestamp and the module. */
+ * Lines go to stderr (debug lines carry a timestamp and the module), or to
+ * the callback of moelat_set_log_callback (moelat.h). */
 #ifndef MOELAT_LOG_H
 #define MOELAT_LOG_H
 

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -423,6 +424,33 @@ int npy_read(const char *path, float **data, int *ndim, int64_t shape[8], char *
     return 0;
 }
 
+/* States and inputs feed every later step: a NaN or Inf loaded would only
+ * show up steps later at some neighbour, so it is refused here with the
+ * file and the element's index. */
+static int check_finite(const float *v, int ndim, const int64_t *shape, const char *path,
+                        char *err, size_t errlen) {
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        n *= (size_t)shape[i];
+    for (size_t k = 0; k < n; k++) {
+        if (isfinite(v[k]))
+            continue;
+        int64_t idx[NPY_MAX_DIMS];
+        size_t rest = k;
+        for (int i = ndim - 1; i >= 0; i--) {
+            idx[i] = shape[i] ? (int64_t)(rest % (size_t)shape[i]) : 0;
+            rest = shape[i] ? rest / (size_t)shape[i] : 0;
+        }
+        char at[200];
+        format_shape(at, sizeof at, idx, ndim);
+        ml_errf(err, errlen,
+                "%s: element %s (flat index %zu) is %s: non-finite values are refused at load", path,
+                at, k, isnan(v[k]) ? "NaN" : v[k] > 0 ? "+Inf" : "-Inf");
+        return -1;
+    }
+    return 0;
+}
+
 int npy_read_expect(const char *path, float *dst, int ndim, const int64_t *expect, char *err,
                     size_t errlen) {
     if (ndim < 0 || ndim > NPY_MAX_DIMS || (ndim > 0 && !expect)) {
@@ -451,6 +479,8 @@ int npy_read_expect(const char *path, float *dst, int ndim, const int64_t *expec
     if (rc == 0)
         rc = read_payload(fp, &info, dst, path, err, errlen);
     fclose(fp);
+    if (rc == 0)
+        rc = check_finite(dst, ndim, expect, path, err, errlen);
     return rc;
 }
 
@@ -514,11 +544,5 @@ int npy_write(const char *path, const float *data, int ndim, const int64_t *shap
             }
         }
     }
-    if (bad) {
-        ml_errf(err, errlen, "%s: cannot write temporary file %s: %s", path, af.tmp_path,
-             strerror(errno));
-        atomic_abort(&af);
-        return -1;
-    }
-    return atomic_commit(&af, err, errlen);
+    return atomic_finish(&af, bad, path, err, errlen);
 }

@@ -17,7 +17,9 @@ int npy_read_mem(const void *buf, size_t len, const char *name, float **data, in
                  int64_t shape[8], char *err, size_t errlen);
 
 /* Reads and checks the shape against expect[0..ndim); the error message
- * gives both the expected and the found shape and dtype. */
+ * gives both the expected and the found shape and dtype. A NaN or Inf in
+ * the data is refused, naming the element (states and inputs are read
+ * through here). */
 int npy_read_expect(const char *path, float *dst, int ndim, const int64_t *expect, char *err,
                     size_t errlen);
 

@@ -121,11 +121,31 @@ static void format_shape(const int64_t *shape, int ndim, char *out, size_t len) 
         snprintf(out + pos, len - pos, "]");
 }
 
-int ml_params_load(const char *path, ml_param_block *const *blocks, int n_blocks, char *err,
-                   size_t errlen) {
+/* Index of the first NaN or Inf in t, or t->numel when there is none. */
+static size_t first_nonfinite(const st_tensor *t) {
+    for (size_t k = 0; k < t->numel; k++)
+        if (!isfinite(t->data[k]))
+            return k;
+    return t->numel;
+}
+
+/* The multi-index "(i, j, ...)" of flat index k in t. */
+static void index_of(const st_tensor *t, size_t k, char *out, size_t len) {
+    int64_t idx[MOELAT_MAX_DIMS];
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        size_t n = t->shape[d] > 0 ? (size_t)t->shape[d] : 1;
+        idx[d] = (int64_t)(k % n);
+        k /= n;
+    }
+    format_shape(idx, t->ndim, out, len);
+}
+
+moelat_status ml_params_load(const char *path, ml_param_block *const *blocks, int n_blocks, char *err,
+                             size_t errlen) {
     st_file f;
-    if (st_read(path, &f, err, errlen) != 0)
-        return -1;
+    int rc = st_read(path, &f, err, errlen);
+    if (rc != 0)
+        return rc == -2 ? MOELAT_ERR_IO : MOELAT_ERR_FORMAT;
     int expected = 0;
     /* First pass: validate everything, so nothing is half-loaded. */
     for (int b = 0; b < n_blocks; b++) {
@@ -137,7 +157,7 @@ int ml_params_load(const char *path, ml_param_block *const *blocks, int n_blocks
             if (!t) {
                 snprintf(err, errlen, "%s: missing tensor '%s'", path, name);
                 st_free(&f);
-                return -1;
+                return MOELAT_ERR_FORMAT;
             }
             if (!shape_matches(t, sp)) {
                 char want[96], got[96];
@@ -149,7 +169,18 @@ int ml_params_load(const char *path, ml_param_block *const *blocks, int n_blocks
                 snprintf(err, errlen, "%s: tensor '%s' has shape %s, expected %s", path, name, got,
                          want);
                 st_free(&f);
-                return -1;
+                return MOELAT_ERR_FORMAT;
+            }
+            size_t bad = first_nonfinite(t);
+            if (bad < t->numel) {
+                char at[96];
+                index_of(t, bad, at, sizeof at);
+                snprintf(err, errlen,
+                         "%s: tensor '%s' element %s (flat index %zu) is %s: non-finite weights "
+                         "are refused at load",
+                         path, name, at, bad, isnan(t->data[bad]) ? "NaN" : "Inf");
+                st_free(&f);
+                return MOELAT_ERR_FORMAT;
             }
             expected++;
         }
@@ -168,7 +199,7 @@ int ml_params_load(const char *path, ml_param_block *const *blocks, int n_blocks
                 snprintf(err, errlen, "%s: unexpected tensor '%s' (not part of this model)", path,
                          f.tensors[k].name);
                 st_free(&f);
-                return -1;
+                return MOELAT_ERR_FORMAT;
             }
         }
     }
@@ -180,7 +211,7 @@ int ml_params_load(const char *path, ml_param_block *const *blocks, int n_blocks
             memcpy(blocks[b]->tensors[i], t->data, t->numel * sizeof(float));
         }
     st_free(&f);
-    return 0;
+    return MOELAT_OK;
 }
 
 uint64_t ml_params_digest(ml_param_block *const *blocks, int n_blocks) {

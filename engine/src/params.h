@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "moelat/expert_abi.h"
+#include "moelat/moelat.h"
 
 typedef struct ml_param_block {
     char prefix[64];
@@ -37,8 +38,8 @@ int ml_params_save(const char *path, ml_param_block *const *blocks, int n_blocks
 /* Reads a safetensors file into the blocks. Either every tensor loads or
  * nothing changes: a missing or extra tensor, a wrong shape is an error
  * naming the file and the tensor. A scalar reads from shape [] or [1]. */
-int ml_params_load(const char *path, ml_param_block *const *blocks, int n_blocks, char *err,
-                   size_t errlen);
+moelat_status ml_params_load(const char *path, ml_param_block *const *blocks, int n_blocks, char *err,
+                             size_t errlen);
 
 /* XXH64-free digest of all values (FNV-1a over the bytes), for checkpoints. */
 uint64_t ml_params_digest(ml_param_block *const *blocks, int n_blocks);

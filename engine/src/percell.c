@@ -20,6 +20,7 @@ typedef struct ml_percell_ws {
     float *expert_out;            /* S */
     float *nu;                    /* S */
     float *gate_scratch;
+    ml_route_acc route;           /* routing statistics of this worker's cells */
 } ml_percell_ws;
 
 static void ws_free(ml_percell_ws *w) {
@@ -164,6 +165,7 @@ static int update_cell(moelat_lattice *lat, ml_percell_ws *w, int x, int y, int 
 
     float gw[MOELAT_BANDS];
     ml_gate_host(&lat->gate, S, lat->gate_hidden, xs, w->nu, gw, w->gate_scratch);
+    ml_route_add(&w->route, gw, 1); /* routing statistics */
 
     for (int s = 0; s < S; s++)
         out[s] = xs[s];
@@ -215,27 +217,24 @@ static void run_row(void *vctx, int r, int worker) {
     }
 }
 
-static int report_failure(moelat_lattice *lat, const cell_failure *f) {
+static moelat_status report_failure(moelat_lattice *lat, const cell_failure *f) {
     int x = (int)(f->cell % (size_t)lat->X);
     int y = (int)((f->cell / (size_t)lat->X) % (size_t)lat->Y);
     int z = (int)(f->cell / ((size_t)lat->X * lat->Y));
     if (f->band < 0)
-        ml_fail(lat, MOELAT_ERR_NONFINITE, "non-finite state at cell (%d, %d, %d)", x, y, z);
-    else if (f->status != MOELAT_EXPERT_OK)
-        ml_fail(lat, MOELAT_ERR_PLUGIN, "expert '%s' (band %s) failed with status %d at cell (%d, %d, %d)",
-                lat->expert[f->band].desc->name, moelat_band_name(f->band), f->status, x, y, z);
-    else
-        ml_fail(lat, MOELAT_ERR_NONFINITE, "expert '%s' (band %s) produced a non-finite value at cell (%d, %d, %d)",
-                lat->expert[f->band].desc->name, moelat_band_name(f->band), x, y, z);
-    return -1;
+        return ml_fail(lat, MOELAT_ERR_NONFINITE, "non-finite state at cell (%d, %d, %d)", x, y, z);
+    if (f->status != MOELAT_EXPERT_OK)
+        return ml_fail(lat, MOELAT_ERR_PLUGIN, "expert '%s' (band %s) failed with status %d at cell (%d, %d, %d)",
+                       lat->expert[f->band].desc->name, moelat_band_name(f->band), f->status, x, y, z);
+    return ml_fail(lat, MOELAT_ERR_NONFINITE,
+                   "expert '%s' (band %s) produced a non-finite value at cell (%d, %d, %d)",
+                   lat->expert[f->band].desc->name, moelat_band_name(f->band), x, y, z);
 }
 
-int ml_percell_run(moelat_lattice *lat, const int *chunk_ids, int n, const float *states,
-                   float *next) {
-    if (ensure_workspaces(lat) != 0) {
-        ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for per-cell workspaces");
-        return -1;
-    }
+moelat_status ml_percell_run(moelat_lattice *lat, const int *chunk_ids, int n, const float *states,
+                             float *next) {
+    if (ensure_workspaces(lat) != 0)
+        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for per-cell workspaces");
     size_t n_rows = 0;
     for (int k = 0; k < n; k++)
         n_rows += (size_t)lat->chunks[chunk_ids[k]].extent[1] * lat->chunks[chunk_ids[k]].extent[2];
@@ -247,8 +246,7 @@ int ml_percell_run(moelat_lattice *lat, const int *chunk_ids, int n, const float
         free(rows);
         free(fail);
         free(failed);
-        ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for per-cell rows");
-        return -1;
+        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for per-cell rows");
     }
     size_t r = 0;
     for (int k = 0; k < n; k++) {
@@ -258,25 +256,29 @@ int ml_percell_run(moelat_lattice *lat, const int *chunk_ids, int n, const float
                 rows[r++] = (row_item){chunk_ids[k], y, z};
     }
     run_ctx ctx = {lat, rows, states, next, fail, failed};
+    for (int t = 0; t < lat->n_ws; t++) /* routing statistics */
+        memset(&lat->ws[t].route, 0, sizeof lat->ws[t].route);
     ml_pool_run(lat->pool, (int)n_rows, run_row, &ctx);
 
-    int rc = 0;
+    moelat_status rc = MOELAT_OK;
     const cell_failure *first = NULL;
     for (int t = 0; t < nw; t++)
         if (failed[t] && (!first || fail[t].cell < first->cell))
             first = &fail[t];
     if (first)
         rc = report_failure(lat, first);
+    for (int t = 0; t < lat->n_ws && !first; t++) /* routing statistics of a completed run */
+        ml_route_merge(&lat->stats.route, &lat->ws[t].route);
     free(rows);
     free(fail);
     free(failed);
     return rc;
 }
 
-int ml_percell_cells(moelat_lattice *lat, const size_t *cells, int n, const float *states,
-                     float *out) {
+moelat_status ml_percell_cells(moelat_lattice *lat, const size_t *cells, int n, const float *states,
+                              float *out) {
     if (ensure_workspaces(lat) != 0)
-        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for per-cell workspaces"), -1;
+        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for per-cell workspaces");
     for (int k = 0; k < n; k++) {
         size_t i = cells[k];
         int x = (int)(i % (size_t)lat->X);
@@ -286,7 +288,7 @@ int ml_percell_cells(moelat_lattice *lat, const size_t *cells, int n, const floa
         if (update_cell(lat, &lat->ws[0], x, y, z, states, out + (size_t)k * lat->S, &f))
             return report_failure(lat, &f);
     }
-    return 0;
+    return MOELAT_OK;
 }
 
 typedef struct expert_chunk_ctx {
@@ -328,17 +330,17 @@ static void expert_row(void *vctx, int r, int worker) {
     }
 }
 
-int ml_percell_expert_chunk(moelat_lattice *lat, int band, const ml_chunk *chunk, const float *states,
-                            float *out) {
+moelat_status ml_percell_expert_chunk(moelat_lattice *lat, int band, const ml_chunk *chunk, const float *states,
+                                     float *out) {
     if (ensure_workspaces(lat) != 0)
-        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for per-cell workspaces"), -1;
+        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for per-cell workspaces");
     int nw = ml_pool_size(lat->pool);
     cell_failure *fail = calloc((size_t)nw, sizeof *fail);
     int *failed = calloc((size_t)nw, sizeof *failed);
     if (!fail || !failed) {
         free(fail);
         free(failed);
-        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory"), -1;
+        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");
     }
     expert_chunk_ctx ctx = {lat, band, chunk, states, out, fail, failed};
     ml_pool_run(lat->pool, chunk->extent[1] * chunk->extent[2], expert_row, &ctx);
@@ -346,7 +348,7 @@ int ml_percell_expert_chunk(moelat_lattice *lat, int band, const ml_chunk *chunk
     for (int t = 0; t < nw; t++)
         if (failed[t] && (!first || fail[t].cell < first->cell))
             first = &fail[t];
-    int rc = first ? report_failure(lat, first) : 0;
+    moelat_status rc = first ? report_failure(lat, first) : MOELAT_OK;
     free(fail);
     free(failed);
     return rc;

@@ -12,23 +12,24 @@ moelat_status moelat_lattice_set_active_planes(moelat_lattice *lat, int32_t z0, 
                        z1, lat->Z);
     /* The chunk box stays the one chosen for the device, so the batch
      * path's scratch sets (sized for its largest chunk) still fit. */
-    if (ml_lattice_rechunk(lat, lat->chunk_size, z0, z1) != 0)
-        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for the chunks of planes [%d, %d)", z0, z1);
+    moelat_status st = ml_lattice_rechunk(lat, lat->chunk_size, z0, z1);
+    if (st != MOELAT_OK)
+        return st;
     lat->active_z0 = z0;
     lat->active_z1 = z1;
     return MOELAT_OK;
 }
 
-int ml_lattice_rechunk(moelat_lattice *lat, const int32_t size[3], int32_t z0, int32_t z1) {
+moelat_status ml_lattice_rechunk(moelat_lattice *lat, const int32_t size[3], int32_t z0, int32_t z1) {
     ml_chunk *c;
     int n;
     if (ml_chunks_make_range(lat->cfg.dims, size, z0, z1, moelat_lattice_halo_depth(lat), &c, &n) != 0)
-        return -1;
+        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for the chunks of planes [%d, %d)", z0, z1);
     free(lat->chunks);
     lat->chunks = c;
     lat->n_chunks = n;
     memmove(lat->chunk_size, size, sizeof lat->chunk_size); /* size may be lat->chunk_size */
-    return 0;
+    return MOELAT_OK;
 }
 
 void moelat_lattice_active_planes(const moelat_lattice *lat, int32_t *z0, int32_t *z1) {
@@ -63,17 +64,27 @@ static moelat_status plane_range(moelat_lattice *lat, int32_t z0, int32_t z1, si
     return MOELAT_OK;
 }
 
-moelat_status moelat_lattice_get_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count) {
+/* Planes [z0, z1) to dst, or when write from src. Planes are contiguous
+ * cell-major: one copy, on whichever side holds the newest states. */
+static moelat_status planes_io(moelat_lattice *lat, int32_t z0, int32_t z1, size_t count, int write, float *dst,
+                               const float *src, const char *what) {
     size_t off = 0;
-    moelat_status st = plane_range(lat, z0, z1, count, &off, "get planes");
+    moelat_status st = plane_range(lat, z0, z1, count, &off, what);
     if (st != MOELAT_OK || count == 0)
         return st;
-    /* Planes are contiguous cell-major: one read from wherever the newest
-     * states live. */
-    if (lat->device_owns_states)
-        return ml_batch_planes_io(lat, off, count, dst, NULL) == 0 ? MOELAT_OK : MOELAT_ERR_DEVICE;
-    memcpy(dst, lat->states + off, count * sizeof(float));
+    if (ml_res_states_on_device_only(lat))
+        return lat->backend.ops->planes(lat->backend.ctx, off, count, write ? NULL : dst, write ? src : NULL);
+    if (write) {
+        memcpy(lat->states + off, src, count * sizeof(float));
+        ml_res_host_wrote_states(lat); /* the next device step uploads the host copy */
+    } else {
+        memcpy(dst, lat->states + off, count * sizeof(float));
+    }
     return MOELAT_OK;
+}
+
+moelat_status moelat_lattice_get_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count) {
+    return planes_io(lat, z0, z1, count, 0, dst, NULL, "get planes");
 }
 
 moelat_status moelat_lattice_deliver_planes(moelat_lattice *lat, int32_t z0, int32_t z1, float *dst, size_t count,
@@ -117,15 +128,7 @@ moelat_status ml_finish_deliveries(moelat_lattice *lat, moelat_status step) {
 
 moelat_status moelat_lattice_set_planes(moelat_lattice *lat, int32_t z0, int32_t z1, const float *src,
                                         size_t count) {
-    size_t off = 0;
-    moelat_status st = plane_range(lat, z0, z1, count, &off, "set planes");
-    if (st != MOELAT_OK || count == 0)
-        return st;
-    if (lat->device_owns_states)
-        return ml_batch_planes_io(lat, off, count, NULL, src) == 0 ? MOELAT_OK : MOELAT_ERR_DEVICE;
-    memcpy(lat->states + off, src, count * sizeof(float));
-    lat->device_stale = 1; /* the next device step uploads the host copy */
-    return MOELAT_OK;
+    return planes_io(lat, z0, z1, count, 1, NULL, src, "set planes");
 }
 
 size_t moelat_weights_count(moelat_lattice *lat) {
@@ -160,7 +163,5 @@ moelat_status moelat_set_weights(moelat_lattice *lat, const float *src, size_t c
         memcpy(blocks[i]->data, src, blocks[i]->n_floats * sizeof(float));
         src += blocks[i]->n_floats;
     }
-    if (lat->batch && ml_batch_upload_weights(lat) != 0)
-        return MOELAT_ERR_DEVICE;
-    return MOELAT_OK;
+    return ml_res_host_wrote_weights(lat);
 }

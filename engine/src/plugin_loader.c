@@ -4,6 +4,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* dladdr */
 #endif
+#include "environment.h"
 #include "plugin_loader.h"
 
 #include <dirent.h>
@@ -480,7 +481,7 @@ static void add_path(ml_plugin_set *set, seen_list *seen, const char *path, int 
 }
 
 static void add_env_paths(ml_plugin_set *set, seen_list *seen) {
-    const char *env = getenv("MOELAT_PLUGIN_PATH");
+    const char *env = ml_env_plugin_path();
     if (!env)
         return;
     const char *p = env;

@@ -27,6 +27,39 @@ void ml_stats_fallback(moelat_lattice *lat, const char *reason) {
     s->reason_count[i] = 1;
 }
 
+void ml_route_add(ml_route_acc *a, const float *w, size_t n) {
+    for (size_t i = 0; i < n; i++, w += MOELAT_BANDS) {
+        int top = 0;
+        for (int k = 0; k < MOELAT_BANDS; k++) {
+            a->weight_sum[k] += (double)w[k];
+            if (w[k] > w[top])
+                top = k;
+        }
+        a->top_count[top]++;
+    }
+    a->cells += n;
+}
+
+void ml_route_merge(ml_route_acc *dst, const ml_route_acc *src) {
+    dst->cells += src->cells;
+    for (int k = 0; k < MOELAT_BANDS; k++) {
+        dst->weight_sum[k] += src->weight_sum[k];
+        dst->top_count[k] += src->top_count[k];
+    }
+}
+
+void ml_route_add_chunks(moelat_lattice *lat, const float *w, const int *chunk_ids, int n) {
+    for (int c = 0; c < n; c++) {
+        const ml_chunk *ch = &lat->chunks[chunk_ids[c]];
+        /* Rows of a chunk are contiguous in x. */
+        for (int z = ch->origin[2]; z < ch->origin[2] + ch->extent[2]; z++)
+            for (int y = ch->origin[1]; y < ch->origin[1] + ch->extent[1]; y++) {
+                size_t i = (size_t)ch->origin[0] + (size_t)lat->X * ((size_t)y + (size_t)lat->Y * z);
+                ml_route_add(&lat->stats.route, w + i * MOELAT_BANDS, (size_t)ch->extent[0]);
+            }
+    }
+}
+
 static void path_stats(moelat_path_stats *p, uint64_t chunks, uint64_t cells, double ms) {
     p->chunks = chunks;
     p->total_cells = cells;
@@ -63,11 +96,17 @@ moelat_status moelat_get_report(const moelat_lattice *lat, moelat_report *r) {
         snprintf(r->fallback_reason[i], sizeof r->fallback_reason[i], "%s", s->reason[i]);
         r->fallback_count[i] = s->reason_count[i];
     }
+    r->routed_cells = s->route.cells;
+    for (int k = 0; k < MOELAT_BANDS && s->route.cells; k++) {
+        r->gate_weight_mean[k] = s->route.weight_sum[k] / (double)s->route.cells;
+        r->gate_top_share[k] = (double)s->route.top_count[k] / (double)s->route.cells;
+    }
     return MOELAT_OK;
 }
 
 void moelat_reset_report(moelat_lattice *lat) {
-    /* Keeps the step count and the fallback reasons; clears the timings. */
+    /* Keeps the step count and the fallback reasons; clears the timings
+     * and the routing statistics. */
     ml_stats *s = &lat->stats;
     uint64_t steps = s->steps;
     ml_stats keep = *s;

@@ -328,7 +328,7 @@ int st_read(const char *path, st_file *out, char *err, size_t errlen) {
     unsigned char *buf;
     size_t len;
     if (read_whole_file(path, &buf, &len, err, errlen) != 0)
-        return -1;
+        return -2;
     int rc = st_read_mem(buf, len, path, out, err, errlen);
     free(buf);
     return rc;
@@ -511,11 +511,5 @@ int st_write(const char *path, const st_tensor *tensors, int n, char *err, size_
     free(h.s);
     for (int i = 0; !bad && i < n; i++)
         bad = write_le_floats(af.fp, tensors[i].data, tensors[i].numel) != 0;
-    if (bad) {
-        ml_errf(err, errlen, "%s: cannot write temporary file %s: %s", path, af.tmp_path,
-             strerror(errno));
-        atomic_abort(&af);
-        return -1;
-    }
-    return atomic_commit(&af, err, errlen);
+    return atomic_finish(&af, bad, path, err, errlen);
 }

@@ -24,7 +24,8 @@ typedef struct st_file {
 /* Reads a whole file. Every malformed case (truncated, header not JSON,
  * dtype other than F32, offsets out of range or overlapping, shape not
  * matching the byte count, duplicate names) is an error whose message
- * names the file and, where it applies, the tensor. Returns 0 or -1. */
+ * names the file and, where it applies, the tensor. Returns 0, -1 for
+ * such a file, or -2 when it could not be read at all. */
 int st_read(const char *path, st_file *out, char *err, size_t errlen);
 /* Same checks on a file already in memory; `name` stands for the path in
  * messages. st_read uses it, and so does the fuzzer. */

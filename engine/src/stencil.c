@@ -19,7 +19,17 @@ int ml_offset_band(int dx, int dy, int dz, double r, const double ratio[MOELAT_B
 }
 
 int ml_stencil_build(double r, const double ratio[MOELAT_BANDS], ml_stencil *st) {
-    int h = (int)ceil(ratio[2] * r);
+    /* The config bounds keep the half-width at most 400; converting a
+     * larger (or NaN) double to int would be undefined, so refuse it here
+     * too for callers that bypass validation. */
+    double hd = ceil(ratio[2] * r);
+    for (int k = 0; k < MOELAT_BANDS; k++) {
+        st->band[k] = NULL;
+        st->count[k] = 0;
+    }
+    if (!(hd >= 0 && hd <= 4096))
+        return -1;
+    int h = (int)hd;
     size_t side = (size_t)(2 * h + 1);
     size_t cap = side * side * side;
     for (int k = 0; k < MOELAT_BANDS; k++) {

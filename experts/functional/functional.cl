@@ -69,6 +69,28 @@
 #define FN_RP1_B 35
 #define FN_P(i) (P + toff[i])
 
+/* The edge walk on tensor cores (functional_mma.cl): on NVIDIA from sm_80
+ * (MOELAT_NV_SM, which the engine defines from the device's compute
+ * capability) where the layers fit its tiles (hd % 16, md % 8: the
+ * experiment and optimized presets, not debug's hd = 12). -DFN_MMA=0
+ * keeps the portable loop there; -DFN_MMA=1 -DFN_MMA_EMULATE=1 runs the
+ * tensor-core form's bookkeeping on any device (a test on PoCL). */
+#ifndef FN_MMA
+#if defined(MOELAT_NV_SM) && MOELAT_NV_SM >= 80 && FN_HD % 16 == 0 && FN_MD % 8 == 0 && MOELAT_WG % 32 == 0
+#define FN_MMA 1
+#else
+#define FN_MMA 0
+#endif
+#endif
+#if FN_MMA && (FN_HD % 16 != 0 || FN_MD % 8 != 0 || MOELAT_WG % 32 != 0)
+#error "FN_MMA needs hd % 16 == 0, md % 8 == 0 and a multiple of 32 lanes"
+#endif
+#if FN_MMA && defined(FN_MMA_EMULATE) && FN_MMA_EMULATE
+#define FN_MMA_SCRATCH (11 * MOELAT_WG)
+#else
+#define FN_MMA_SCRATCH 0
+#endif
+
 /* Projection floats per cell; after the N cells' rows the step's
  * constants: C [md][hd], then c [md]. */
 #define FN_PW (2 * FN_HD + FN_MD)
@@ -149,7 +171,8 @@
 #define FN_O_ROWS (FN_O_A2 + FN_A4(FN_MD))
 #define FN_O_CPART (FN_O_ROWS + FN_A4(FN_MAX(MOELAT_WG * FN_HS, ML_DENSE_PART(FN_MD))))
 #define FN_O_H (FN_O_CPART + FN_A4(FN_NPC * FN_HD))
-#define FN_END1 (FN_O_H + FN_A4(FN_HD))
+#define FN_O_MMAX (FN_O_H + FN_A4(FN_HD)) /* the emulated tensor-core walk's scratch */
+#define FN_END1 (FN_O_MMAX + FN_A4(FN_MMA_SCRATCH))
 /* Phases 2-3, from FN_O_U, per cell [T][n]: cand (then the result
  * layer's output) and rin = [(1 - g) gnn, g cnf], which live through both
  * phases; then a scratch region that three short-lived sets take in turn:
@@ -238,6 +261,9 @@ __attribute__((reqd_work_group_size(FN_SPLIT + 1, 1, 1))) __kernel void function
 #define FN_EC 1
 #endif
 __attribute__((reqd_work_group_size(FN_EC, 1, 1))) __kernel void functional_edge_cells_per_group(void) {}
+/* 2 when the edge walk runs on tensor cores (FN_MMA), else 1: for the
+ * host's log. */
+__attribute__((reqd_work_group_size(FN_MMA + 1, 1, 1))) __kernel void functional_edge_walk_form(void) {}
 
 /* Row o of the packed projection weights Wp [PW][S] (see the header). */
 inline __global const float *fn_proj_row(__global const float *P, __global const int *toff, int o) {
@@ -337,6 +363,13 @@ inline void fn_edges_begin(__global const float *proj, int n_total, __global con
         lm[FN_O_A2 + q] = FN_P(FN_AT2_W)[q];
 }
 
+#if FN_MMA
+void fn_mma_walk(int n_walk, __global const int4 *offsets, int4 dims, int4 cell, __global const float *proj,
+                 __local const float *qx, __local const float *C, __local const float *dq,
+                 __local const float *a2, float e0, float *lmax_out, float *lsum_out, __local float *hrow,
+                 __local float *sx);
+#endif
+
 /* Phase 1 for chunk cell cg: its edges, walked by all lanes, into
  * M = W_2 (sum_j a_j h_j) + b_2 (md floats, complete for all lanes after
  * the call). */
@@ -380,6 +413,10 @@ inline void fn_edges_cell(int cg, __global const int4 *offsets, int n_offsets, i
     }
     float lmax = -INFINITY; /* this lane's running max of e_j */
     float lsum = 0.0f;      /* its sum of exp(e_j - lmax) */
+#if FN_MMA
+    __local float *hrow = rows + lane * FN_HS;
+    fn_mma_walk(n_walk, offsets, dims, cell, proj, qx, C, dq, a2, e0, &lmax, &lsum, hrow, lm + FN_O_MMAX);
+#else
 #if FN_HB_PRIVATE
     float hb[FN_HD];        /* its sum of exp(e_j - lmax) h_j */
 #else
@@ -466,11 +503,12 @@ inline void fn_edges_cell(int cg, __global const int4 *offsets, int n_offsets, i
         for (int i = 0; i < FN_HD; i++)
             FN_HB(i) = fma(w, h[i], FN_HB(i));
     }
+#endif /* FN_MMA */
     /* The lanes' sums rescaled to the common max meet in the rows. */
     float gmax = ml_wg_max(lmax, red);
     float f = lmax == -INFINITY ? 0.0f : exp(lmax - gmax);
     float total = ml_wg_sum(lsum * f, red);
-#if FN_HB_PRIVATE
+#if FN_HB_PRIVATE && !FN_MMA
     for (int i = 0; i < FN_HD; i++)
         rows[lane * FN_HS + i] = hb[i] * f;
 #else

@@ -343,8 +343,11 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
         functional_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
-    ec_log(MOELAT_LOG_INFO, "functional: %s%s", st->split ? "edges and tails in two kernels" : "one kernel",
-           knob_split >= 0 ? " (functional_split)" : "");
+    /* The edge walk's form is the kernel source's choice (functional.cl's
+     * FN_MMA: tensor cores on NVIDIA sm_80+): logged, nothing to plan. */
+    size_t walk = ec_cl_compiled_size(prog, setup->device, "functional_edge_walk_form", 2);
+    ec_log(MOELAT_LOG_INFO, "functional: %s%s, edge walk %s", st->split ? "edges and tails in two kernels" : "one kernel",
+           knob_split >= 0 ? " (functional_split)" : "", walk == 2 ? "on tensor cores (TF32, 3 products)" : "in FP32");
     st->prepare = ec_cl_kernel(prog, "functional_prepare");
     st->project = st->prepare ? ec_cl_kernel(prog, "functional_project") : NULL;
     st->cell = st->project ? ec_cl_kernel(prog, "functional_output") : NULL;

@@ -1,5 +1,5 @@
 # libFuzzer targets for the readers of untrusted input (config JSON,
-# safetensors, .npy). They compile the reader sources themselves, so that
+# safetensors, .npy, the checkpoint manifest). They compile the reader sources themselves, so that
 # exactly that code carries the fuzzer's coverage and the sanitizers.
 #   cmake -DCMAKE_C_COMPILER=clang -DMOELAT_FUZZ=ON ...
 #   ./tests/fuzz_npy -max_total_time=60 <corpus copy> <seeds>/npy
@@ -32,8 +32,10 @@ if(MOELAT_FUZZ)
       set_tests_properties(${name}_corpus PROPERTIES LABELS "io;fuzz" TIMEOUT 120)
     endfunction()
 
-    moelat_fuzzer(fuzz_config config config.c file_util.c)
-    moelat_fuzzer(fuzz_safetensors safetensors safetensors.c atomic_file.c file_util.c)
-    moelat_fuzzer(fuzz_npy npy npy.c atomic_file.c file_util.c)
+    moelat_fuzzer(fuzz_config config config.c tuning.c file_util.c)
+    moelat_fuzzer(fuzz_safetensors safetensors safetensors.c atomic_file.c environment.c file_util.c)
+    moelat_fuzzer(fuzz_npy npy npy.c atomic_file.c environment.c file_util.c)
+    moelat_fuzzer(fuzz_manifest manifest ckpt_manifest.c file_util.c)
+    target_link_libraries(fuzz_manifest PRIVATE PkgConfig::XXHASH)
   endif()
 endif()

@@ -4,8 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "moelat/util.h"
+
+/* --threads above this many per core is capped (see cli_build_config). */
+#define CLI_THREADS_PER_CORE 4
 
 const char *const cli_model_help =
     "  --preset NAME          debug (default), experiment or optimized\n"
@@ -22,13 +26,29 @@ const char *const cli_model_help =
     "  --batch-threshold N    fewest cells for a chunk to go to the device\n"
     "  --chunk XxYxZ          chunk box size\n"
     "  --queues Q             OpenCL command queues (default 2)\n"
-    "  --profile              time every device kernel (the report's device times)\n";
+    "  --profile              time every device kernel (the report's device times)\n"
+    "  --tune KEY=VALUE,...   tuning knobs (README: tuning keys; repeatable, wins over\n"
+    "                         the config's \"tuning\" and the MOELAT_* tuning variables)\n";
 
 void cli_model_opts_init(cli_model_opts *o) {
     memset(o, 0, sizeof *o);
     o->seed = -1;
     o->threads = o->batch_threshold = o->queues = -1;
     o->radius_ratio = -1;
+}
+
+int cli_parse_range(const char *s, long long lo, long long hi, long long *out, const char *cmd,
+                    const char *opt) {
+    char *end;
+    errno = 0;
+    long long v = s && *s ? strtoll(s, &end, 10) : 0;
+    if (!s || !*s || errno || *end || v < lo || v > hi) {
+        fprintf(stderr, "moelat-engine %s: %s wants an integer from %lld to %lld, got '%s'\n", cmd,
+                opt, lo, hi, s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
 }
 
 long long cli_parse_int(const char *s) {
@@ -61,6 +81,11 @@ static const char *value(int argc, char **argv, int *i, const char *cmd) {
         fprintf(stderr, "moelat-engine %s: option %s needs a value\n", cmd, argv[*i]);
         return NULL;
     }
+    if (!argv[*i + 1][0]) {
+        fprintf(stderr, "moelat-engine %s: option %s needs a value, got an empty string\n", cmd,
+                argv[*i]);
+        return NULL;
+    }
     return argv[++*i];
 }
 
@@ -74,16 +99,11 @@ int cli_model_opt(cli_model_opts *o, int argc, char **argv, int *i, const char *
         o->field = v;                                          \
         return 1;                                              \
     }
-#define INT_OPT(flag, field)                                                              \
+#define INT_OPT(flag, field, lo, hi)                                                      \
     if (strcmp(a, flag) == 0) {                                                           \
-        if (!(v = value(argc, argv, i, cmd)))                                             \
+        long long n;                                                                      \
+        if (!(v = value(argc, argv, i, cmd)) || cli_parse_range(v, lo, hi, &n, cmd, flag)) \
             return -1;                                                                    \
-        long long n = cli_parse_int(v);                                                   \
-        if (n < 0 || n > 2147483647LL) {                                                  \
-            fprintf(stderr, "moelat-engine %s: %s wants a non-negative integer, got '%s'\n", \
-                    cmd, flag, v);                                                        \
-            return -1;                                                                    \
-        }                                                                                 \
         o->field = (int)n;                                                                \
         return 1;                                                                         \
     }
@@ -94,11 +114,21 @@ int cli_model_opt(cli_model_opts *o, int argc, char **argv, int *i, const char *
     STR_OPT("--device", device)
     STR_OPT("--mode", mode)
     STR_OPT("--cnf-mode", cnf_mode)
-    INT_OPT("--threads", threads)
-    INT_OPT("--batch-threshold", batch_threshold)
-    INT_OPT("--queues", queues)
+    INT_OPT("--threads", threads, 0, MOELAT_MAX_THREADS)
+    INT_OPT("--batch-threshold", batch_threshold, 0, 2147483647LL)
+    INT_OPT("--queues", queues, 1, 16)
 #undef STR_OPT
 #undef INT_OPT
+    if (strcmp(a, "--tune") == 0) {
+        if (!(v = value(argc, argv, i, cmd)))
+            return -1;
+        if (o->n_tune >= (int)(sizeof o->tune / sizeof o->tune[0])) {
+            fprintf(stderr, "moelat-engine %s: too many --tune options\n", cmd);
+            return -1;
+        }
+        o->tune[o->n_tune++] = v;
+        return 1;
+    }
     if (strcmp(a, "--profile") == 0) {
         o->profile = 1;
         return 1;
@@ -106,11 +136,10 @@ int cli_model_opt(cli_model_opts *o, int argc, char **argv, int *i, const char *
     if (strcmp(a, "--seed") == 0) {
         if (!(v = value(argc, argv, i, cmd)))
             return -1;
-        o->seed = cli_parse_int(v);
-        if (o->seed < 0) {
-            fprintf(stderr, "moelat-engine %s: --seed wants a non-negative integer, got '%s'\n", cmd, v);
+        long long n;
+        if (cli_parse_range(v, 0, INT64_MAX, &n, cmd, "--seed") != 0)
             return -1;
-        }
+        o->seed = n;
         return 1;
     }
     if (strcmp(a, "--radius-ratio") == 0) {
@@ -118,8 +147,9 @@ int cli_model_opt(cli_model_opts *o, int argc, char **argv, int *i, const char *
             return -1;
         char *end;
         o->radius_ratio = strtod(v, &end);
-        if (*end || !(o->radius_ratio > 0)) {
-            fprintf(stderr, "moelat-engine %s: --radius-ratio wants a positive number, got '%s'\n", cmd, v);
+        if (!*v || *end || !(o->radius_ratio >= MOELAT_RADIUS_RATIO_MIN && o->radius_ratio <= MOELAT_RADIUS_RATIO_MAX)) {
+            fprintf(stderr, "moelat-engine %s: --radius-ratio wants a number from %g to %g, got '%s'\n", cmd,
+                    MOELAT_RADIUS_RATIO_MIN, MOELAT_RADIUS_RATIO_MAX, v);
             return -1;
         }
         return 1;
@@ -213,6 +243,14 @@ int cli_build_config(const cli_model_opts *o, moelat_config *cfg, const char *cm
         cfg->seed = (uint64_t)o->seed;
     if (o->threads >= 0)
         cfg->threads = o->threads;
+    /* Far more threads than cores only adds switching and memory (each has
+     * its own workspace): capped, with a warning rather than a refusal. */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores > 0 && cfg->threads > CLI_THREADS_PER_CORE * cores) {
+        fprintf(stderr, "moelat-engine %s: warning: %d threads on %ld cores; using %ld (%d per core)\n",
+                cmd, (int)cfg->threads, cores, CLI_THREADS_PER_CORE * cores, CLI_THREADS_PER_CORE);
+        cfg->threads = (int32_t)(CLI_THREADS_PER_CORE * cores);
+    }
     if (o->batch_threshold >= 0)
         cfg->batch_threshold = o->batch_threshold;
     if (o->queues >= 0)
@@ -221,6 +259,8 @@ int cli_build_config(const cli_model_opts *o, moelat_config *cfg, const char *cm
         cfg->radius_ratio = o->radius_ratio;
     if (o->profile)
         cfg->profile = 1;
+    if (cli_merge_tuning(o, cfg, cmd) != 0)
+        return -1;
     if (moelat_config_validate(cfg, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine %s: %s\n", cmd, err);
         return -1;

@@ -20,6 +20,8 @@ typedef struct cli_model_opts {
     int threads, batch_threshold, queues; /* -1 = unset */
     int profile;              /* --profile: 1, else unset */
     double radius_ratio;      /* <= 0 = unset */
+    const char *tune[16];     /* --tune key=value,... (repeatable) */
+    int n_tune;
 } cli_model_opts;
 
 void cli_model_opts_init(cli_model_opts *o);
@@ -32,8 +34,21 @@ int cli_model_opt(cli_model_opts *o, int argc, char **argv, int *i, const char *
  * other options. Prints the reason and returns -1 on error. */
 int cli_build_config(const cli_model_opts *o, moelat_config *cfg, const char *cmd);
 
+/* Sets cfg->tuning to the MOELAT_* tuning variables, then cfg's own
+ * tuning (the config file's), then every --tune (cli_tuning.c). Prints
+ * the reason and returns -1 on error. */
+int cli_merge_tuning(const cli_model_opts *o, moelat_config *cfg, const char *cmd);
+
 /* Help text for the shared options. */
 extern const char *const cli_model_help;
+
+/* Bounds of run's --steps and --checkpoint-every. */
+#define RUN_MAX_STEPS 100000000LL
+
+/* Parses an integer in [lo, hi] into *out; otherwise prints "moelat-engine
+ * <cmd>: <opt> wants an integer from lo to hi, got '<s>'" and returns -1. */
+int cli_parse_range(const char *s, long long lo, long long hi, long long *out, const char *cmd,
+                    const char *opt);
 
 /* Parses a positive integer; returns -1 if s is not one. */
 long long cli_parse_int(const char *s);

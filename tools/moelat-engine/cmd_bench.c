@@ -57,6 +57,7 @@ static void usage(FILE *out) {
             "  --threads N            host threads\n"
             "  --queues Q             OpenCL queues\n"
             "  --chunk XxYxZ          chunk box\n"
+            "  --tune KEY=VALUE,...   tuning knobs (README: tuning keys)\n"
             "  --json | --csv         machine-readable output\n"
             "  --help                 this text\n");
 }
@@ -236,7 +237,7 @@ int cmd_bench(int argc, char **argv) {
             return 0;
         } else {
             int r = (strcmp(a, "--device") == 0 || strcmp(a, "--threads") == 0 || strcmp(a, "--queues") == 0 ||
-                     strcmp(a, "--chunk") == 0)
+                     strcmp(a, "--chunk") == 0 || strcmp(a, "--tune") == 0)
                         ? cli_model_opt(&mo, argc, argv, &i, "bench")
                         : 0;
             if (r < 0)

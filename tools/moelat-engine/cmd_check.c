@@ -2,6 +2,7 @@
  * same weights and states, compared after every step. */
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,13 +29,43 @@ static void usage(FILE *out) {
             cli_model_help);
 }
 
+/* The first error of the run, kept for --json: a failed check still prints
+ * one JSON object on stdout, with the reason. */
+static char g_first_err[2048];
+
+static void check_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void check_err(const char *fmt, ...) {
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "moelat-engine check: %s", msg);
+    if (!g_first_err[0]) {
+        size_t n = strlen(msg);
+        while (n && msg[n - 1] == '\n')
+            msg[--n] = '\0';
+        snprintf(g_first_err, sizeof g_first_err, "%s", msg);
+    }
+}
+
+/* {"pass": false, "error": ...} on stdout. */
+static void print_json_failure(const char *why) {
+    json_t *o = json_pack("{s:b, s:s}", "pass", 0, "error", why && *why ? why : "failed (see stderr)");
+    char *s = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+    if (s)
+        puts(s);
+    free(s);
+    json_decref(o);
+}
+
 static moelat_lattice *make(const moelat_config *base, int mode) {
     moelat_config cfg = *base;
     cfg.mode = mode;
     char err[2048];
     moelat_lattice *lat = NULL;
     if (moelat_lattice_create(&cfg, &lat, err, sizeof err) != MOELAT_OK) {
-        fprintf(stderr, "moelat-engine check: %s\n", err);
+        check_err("%s\n", err);
         return NULL;
     }
     return lat;
@@ -44,11 +75,11 @@ static int load_both(moelat_lattice *a, moelat_lattice *b, const char *weights, 
     moelat_lattice *l[2] = {a, b};
     for (int i = 0; i < 2; i++) {
         if (weights && moelat_load_weights(l[i], weights) != MOELAT_OK) {
-            fprintf(stderr, "moelat-engine check: %s\n", moelat_last_error(l[i]));
+            check_err("%s\n", moelat_last_error(l[i]));
             return -1;
         }
         if (state && moelat_load_states(l[i], state) != MOELAT_OK) {
-            fprintf(stderr, "moelat-engine check: %s\n", moelat_last_error(l[i]));
+            check_err("%s\n", moelat_last_error(l[i]));
             return -1;
         }
     }
@@ -83,7 +114,7 @@ static int compare_gate(moelat_lattice *host, const int32_t origin[3], const int
         const float *xs = states + cell_index(cfg, xyz) * S;
         float w[MOELAT_BANDS];
         if (moelat_host_gate(host, xs, nu + (size_t)ci * S, w) != MOELAT_OK) {
-            fprintf(stderr, "moelat-engine check: %s\n", moelat_last_error(host));
+            check_err("%s\n", moelat_last_error(host));
             return -1;
         }
         for (int q = 0; q < S; q++) {
@@ -111,7 +142,7 @@ static int compare_gate(moelat_lattice *host, const int32_t origin[3], const int
 static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol, int *pass, int json) {
     int32_t origin[3], extent[3];
     if (moelat_chunk_box(dev, 0, origin, extent) != MOELAT_OK) {
-        fprintf(stderr, "moelat-engine check: the lattice has no chunk\n");
+        check_err("the lattice has no chunk\n");
         return -1;
     }
     const int n_cells = extent[0] * extent[1] * extent[2];
@@ -133,11 +164,11 @@ static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol
             rc = -1;
     }
     if (rc == 0 && moelat_get_states(host, states, n_all) != MOELAT_OK) {
-        fprintf(stderr, "moelat-engine check: %s\n", moelat_last_error(host));
+        check_err("%s\n", moelat_last_error(host));
         rc = -1;
     }
     if (rc == 0 && moelat_device_stages(dev, 0, d, dm, da, gated) != MOELAT_OK) {
-        fprintf(stderr, "moelat-engine check: %s\n", moelat_last_error(dev));
+        check_err("%s\n", moelat_last_error(dev));
         rc = -1;
     }
     /* The band aggregates the experts are handed, against the host's
@@ -148,7 +179,7 @@ static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol
     double *sm = malloc((size_t)S * sizeof *sm), *sa = malloc((size_t)S * sizeof *sa);
     double *all = malloc((size_t)S * sizeof *all);
     if (rc == 0 && (!cnt || !nu || !sm || !sa || !all)) {
-        fprintf(stderr, "moelat-engine check: out of memory\n");
+        check_err("out of memory\n");
         rc = -1;
     }
     double max_m[MOELAT_BANDS] = {0, 0, 0}, max_a[MOELAT_BANDS] = {0, 0, 0};
@@ -197,7 +228,7 @@ static int compare_experts(moelat_lattice *host, moelat_lattice *dev, double tol
             continue;
         }
         if (moelat_host_expert(host, k, origin, extent, states, h) != MOELAT_OK) {
-            fprintf(stderr, "moelat-engine check: %s\n", moelat_last_error(host));
+            check_err("%s\n", moelat_last_error(host));
             rc = -1;
             break;
         }
@@ -251,7 +282,11 @@ int cmd_check(int argc, char **argv) {
         if ((strcmp(a, "--weights") == 0 || strcmp(a, "--state") == 0 || strcmp(a, "--steps") == 0 ||
              strcmp(a, "--max-tol") == 0 || strcmp(a, "--mean-tol") == 0) &&
             i + 1 >= argc) {
-            fprintf(stderr, "moelat-engine check: option %s needs a value\n", a);
+            check_err("option %s needs a value\n", a);
+            return 2;
+        }
+        if ((strcmp(a, "--weights") == 0 || strcmp(a, "--state") == 0) && !argv[i + 1][0]) {
+            check_err("option %s needs a file name, got an empty string\n", a);
             return 2;
         }
         if (strcmp(a, "--weights") == 0) {
@@ -261,14 +296,14 @@ int cmd_check(int argc, char **argv) {
         } else if (strcmp(a, "--steps") == 0) {
             steps = cli_parse_int(argv[++i]);
             if (steps < 1) {
-                fprintf(stderr, "moelat-engine check: --steps wants a positive integer, got '%s'\n", argv[i]);
+                check_err("--steps wants a positive integer, got '%s'\n", argv[i]);
                 return 2;
             }
         } else if (strcmp(a, "--max-tol") == 0 || strcmp(a, "--mean-tol") == 0) {
             char *end;
             double v = strtod(argv[++i], &end);
             if (*end || !(v >= 0)) {
-                fprintf(stderr, "moelat-engine check: %s wants a non-negative number, got '%s'\n", a, argv[i]);
+                check_err("%s wants a non-negative number, got '%s'\n", a, argv[i]);
                 return 2;
             }
             *(strcmp(a, "--max-tol") == 0 ? &max_tol : &mean_tol) = v;
@@ -280,21 +315,24 @@ int cmd_check(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else {
-            fprintf(stderr, "moelat-engine check: unknown option '%s'\n\n", a);
+            check_err("unknown option '%s'\n\n", a);
             usage(stderr);
             return 2;
         }
     }
     moelat_config cfg;
-    if (cli_build_config(&mo, &cfg, "check") != 0)
+    if (cli_build_config(&mo, &cfg, "check") != 0) {
+        if (json)
+            print_json_failure("invalid model options (the reason is on stderr)");
         return 2;
+    }
     int lipschitz = cfg.cnf_mode == MOELAT_CNF_LIPSCHITZ;
     if (max_tol < 0)
         max_tol = lipschitz ? 1e-2 : 1e-4;
     if (mean_tol < 0)
         mean_tol = lipschitz ? 1e-3 : 1e-5;
 
-    int rc = 1;
+    int rc = 1, json_printed = 0;
     moelat_lattice *host = make(&cfg, MOELAT_MODE_PERCELL);
     moelat_lattice *dev = host ? make(&cfg, MOELAT_MODE_BATCH) : NULL;
     size_t n = host ? moelat_cell_count(host) * (size_t)moelat_state_size(host) : 0;
@@ -313,11 +351,11 @@ int cmd_check(int argc, char **argv) {
         moelat_lattice *l[2] = {host, dev};
         for (int i = 0; i < 2; i++)
             if (moelat_step(l[i], 1) != MOELAT_OK) {
-                fprintf(stderr, "moelat-engine check: %s mode: %s\n", i ? "batch" : "percell", moelat_last_error(l[i]));
+                check_err("%s mode: %s\n", i ? "batch" : "percell", moelat_last_error(l[i]));
                 goto done;
             }
         if (moelat_get_states(host, a, n) != MOELAT_OK || moelat_get_states(dev, b, n) != MOELAT_OK) {
-            fprintf(stderr, "moelat-engine check: reading states failed\n");
+            check_err("reading states failed\n");
             goto done;
         }
         double max = 0, sum = 0;
@@ -335,6 +373,7 @@ int cmd_check(int argc, char **argv) {
         if (!json)
             printf("  step %3lld  max abs diff %.3e  mean abs diff %.3e  %s\n", s, max, mean, ok ? "ok" : "OVER TOLERANCE");
     }
+    json_printed = json;
     if (json) {
         json_t *o = json_pack("{s:O, s:b, s:s, s:f, s:f}", "steps", rows, "pass", pass, "device",
                               moelat_device_name(dev), "max_tol", max_tol, "mean_tol", mean_tol);
@@ -347,6 +386,8 @@ int cmd_check(int argc, char **argv) {
     }
     rc = pass ? 0 : 1;
 done:
+    if (json && !json_printed)
+        print_json_failure(g_first_err);
     json_decref(rows);
     free(a);
     free(b);

@@ -12,6 +12,7 @@
 #include "cli_common.h"
 #include "moelat/util.h"
 #include "report_print.h"
+#include "run_checks.h"
 #include "run_slabs.h"
 
 static void usage(FILE *out) {
@@ -118,7 +119,8 @@ typedef struct explicit_fields {
 
 static int config_file_keys(const char *path, explicit_fields *x) {
     json_error_t je;
-    x->root = json_load_file(path, 0, &je);
+    /* Checked first: json_load_file would wait forever on a FIFO. */
+    x->root = moelat_file_check_input(path, NULL, 0) == MOELAT_OK ? json_load_file(path, 0, &je) : NULL;
     if (!x->root || !json_is_object(x->root)) {
         /* cli_build_config reports the file's problem. */
         return 0;
@@ -241,25 +243,24 @@ int cmd_run(int argc, char **argv) {
                                 : strcmp(a, "--devices") == 0      ? &devices
                                 : strcmp(a, "--slab-weights") == 0 ? &slab_weights
                                                                    : NULL;
+        int is_num = strcmp(a, "--steps") == 0 || strcmp(a, "--checkpoint-every") == 0;
+        if ((file_opt || is_num) && i + 1 >= argc) {
+            fprintf(stderr, "moelat-engine run: option %s needs a value\n", a);
+            return 2;
+        }
         if (file_opt) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "moelat-engine run: option %s needs a value\n", a);
+            if (!argv[i + 1][0]) {
+                fprintf(stderr, "moelat-engine run: option %s needs a %s, got an empty string\n", a,
+                        file_opt == &devices || file_opt == &slab_weights ? "list" : "file name");
                 return 2;
             }
             *file_opt = argv[++i];
-        } else if (strcmp(a, "--steps") == 0 && i + 1 < argc) {
-            steps = cli_parse_int(argv[++i]);
-            if (steps < 0 || steps > 100000000) {
-                fprintf(stderr, "moelat-engine run: --steps wants a non-negative integer, got '%s'\n", argv[i]);
+        } else if (strcmp(a, "--steps") == 0) {
+            if (cli_parse_range(argv[++i], 0, RUN_MAX_STEPS, &steps, "run", a) != 0)
                 return 2;
-            }
-        } else if (strcmp(a, "--checkpoint-every") == 0 && i + 1 < argc) {
-            ckpt_every = cli_parse_int(argv[++i]);
-            if (ckpt_every < 1) {
-                fprintf(stderr, "moelat-engine run: --checkpoint-every wants a positive integer, got '%s'\n",
-                        argv[i]);
+        } else if (strcmp(a, "--checkpoint-every") == 0) {
+            if (cli_parse_range(argv[++i], 1, RUN_MAX_STEPS, &ckpt_every, "run", a) != 0)
                 return 2;
-            }
         } else if (strcmp(a, "--json") == 0) {
             json = 1;
         } else if (strcmp(a, "--quiet") == 0) {
@@ -286,6 +287,24 @@ int cmd_run(int argc, char **argv) {
     moelat_config cfg;
     if (resume ? resume_config(&mo, resume, &cfg) != 0 : cli_build_config(&mo, &cfg, "run") != 0)
         return 2;
+    /* Before any work: inputs must be regular files, outputs replaceable,
+     * and the lattice must fit in memory. */
+    const char *in_opt[] = {"--weights", "--state", "--input"};
+    const char *in_path[] = {weights, state, input};
+    for (int k = 0; k < 3; k++) {
+        char err[1200];
+        if (in_path[k] && moelat_file_check_input(in_path[k], err, sizeof err) != MOELAT_OK) {
+            fprintf(stderr, "moelat-engine run: %s: %s\n", in_opt[k], err);
+            return 1;
+        }
+    }
+    if ((save_weights && run_check_output("--save-weights", save_weights, 0) != 0) ||
+        (save_state && run_check_output("--save-state", save_state, 0) != 0) ||
+        (save_outputs && run_check_output("--save-outputs", save_outputs, 0) != 0) ||
+        (ckpt_dir && run_check_output(ckpt_dir == resume ? "--resume" : "--checkpoint-dir", ckpt_dir, 1) != 0))
+        return 1;
+    if (run_check_memory(&cfg, !json && !quiet) != 0)
+        return 1;
     int mpi = run_mpi_launched();
     if (devices || slab_weights || mpi) {
         if (mpi && devices) {
@@ -337,7 +356,7 @@ int cmd_run(int argc, char **argv) {
     uint64_t last_ckpt = resume && ckpt_dir && strcmp(resume, ckpt_dir) == 0 ? moelat_step_count(lat)
                                                                              : UINT64_MAX;
     uint64_t first_step = moelat_step_count(lat);
-    int n_ckpt = 0;
+    int n_ckpt = 0, ckpt_failed = 0;
     double t_start = now_s();
     long long done_steps = 0;
     moelat_status st = MOELAT_OK;
@@ -348,8 +367,11 @@ int cmd_run(int argc, char **argv) {
         if (st != MOELAT_OK)
             break;
         if (ckpt_every && moelat_step_count(lat) % (uint64_t)ckpt_every == 0) {
-            if (save_checkpoint(lat, ckpt_dir, !json && !quiet) != 0)
-                goto done;
+            if (save_checkpoint(lat, ckpt_dir, !json && !quiet) != 0) {
+                /* Stop stepping, but still save the other outputs below. */
+                ckpt_failed = 1;
+                break;
+            }
             last_ckpt = moelat_step_count(lat);
             n_ckpt++;
         }
@@ -368,17 +390,25 @@ int cmd_run(int argc, char **argv) {
         }
         goto done;
     }
-    if (save_state && moelat_save_states(lat, save_state) != MOELAT_OK) {
-        fprintf(stderr, "moelat-engine run: %s\n", moelat_last_error(lat));
-        goto done;
+    /* Each output is attempted even when another failed, so that one bad
+     * path loses nothing else; the summary names what was written. */
+    run_saves sv = {0};
+    if (save_state)
+        run_saves_note(&sv, "--save-state", save_state,
+                       moelat_save_states(lat, save_state) == MOELAT_OK ? NULL : moelat_last_error(lat));
+    if (ckpt_failed)
+        run_saves_note(&sv, "checkpoint", ckpt_dir, "");
+    else if (ckpt_dir && last_ckpt != moelat_step_count(lat)) {
+        int ok = save_checkpoint(lat, ckpt_dir, !json && !quiet) == 0;
+        run_saves_note(&sv, "checkpoint", ckpt_dir, ok ? NULL : "");
+        if (ok) {
+            last_ckpt = moelat_step_count(lat);
+            n_ckpt++;
+        }
     }
-    if (ckpt_dir && last_ckpt != moelat_step_count(lat)) {
-        if (save_checkpoint(lat, ckpt_dir, !json && !quiet) != 0)
-            goto done;
-        last_ckpt = moelat_step_count(lat);
-        n_ckpt++;
-    }
-    if (save_outputs && save_output_face(lat, save_outputs) != 0)
+    if (save_outputs)
+        run_saves_note(&sv, "--save-outputs", save_outputs, save_output_face(lat, save_outputs) == 0 ? NULL : "");
+    if (run_saves_report(&sv) != 0)
         goto done;
 
     /* Median of the steps after the first, which includes warm-up work. */

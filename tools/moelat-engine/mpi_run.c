@@ -15,6 +15,7 @@
 #include <mpi.h>
 
 #include "moelat/util.h"
+#include "run_checks.h"
 #include "run_slabs.h"
 
 #define MSG_FLOATS (1 << 26) /* one message's floats: counts stay ints */
@@ -380,7 +381,9 @@ static int save_states(rank_ctx *r, const moelat_config *cfg, const char *path) 
             ok = 0;
         }
     }
-    return all_ok(r, ok) ? 0 : -1;
+    /* -2: every rank knows the write failed and can go on to the other
+     * outputs; -1 (a failed exchange) ends the run. */
+    return all_ok(r, ok) ? 0 : -2;
 }
 
 /* A checkpoint in the single-lattice format: rank 0 gathers every slab's
@@ -512,9 +515,19 @@ static int run_rank(rank_ctx *r, const moelat_config *cfg_in, const run_opts *o)
     double t0 = now_ms();
     int rc = run_steps(r, o, &cfg, step_ms) == 0 ? 0 : 1;
     double total_s = (now_ms() - t0) * 1e-3;
-    if (rc == 0 && o->save_state && save_states(r, &cfg, o->save_state) != 0)
-        rc = 1;
-    if (rc == 0 && o->save_outputs) {
+    /* A states file that cannot be written does not keep the output face
+     * from being saved; rank 0 says what was written (run_checks.h). */
+    run_saves sv = {0};
+    int outputs_ok = rc == 0;
+    if (rc == 0 && o->save_state) {
+        int s = save_states(r, &cfg, o->save_state);
+        if (me == 0)
+            run_saves_note(&sv, "--save-state", o->save_state, s == 0 ? NULL : "");
+        if (s != 0)
+            rc = 1;
+        outputs_ok = s != -1;
+    }
+    if (outputs_ok && o->save_outputs) {
         /* The output face z = Z-1 is the last rank's. */
         int last = r->size - 1, ok2 = 1;
         float *face = r->buf + (r->total - r->plane);
@@ -531,9 +544,14 @@ static int run_rank(rank_ctx *r, const moelat_config *cfg_in, const run_opts *o)
         }
         if (ok2 && me == 0)
             ok2 = slab_write_outputs(&cfg, face, o->save_outputs) == 0;
-        if (!all_ok(r, ok2))
+        ok2 = all_ok(r, ok2);
+        if (me == 0)
+            run_saves_note(&sv, "--save-outputs", o->save_outputs, ok2 ? NULL : "");
+        if (!ok2)
             rc = 1;
     }
+    if (me == 0)
+        run_saves_report(&sv);
     if (rc == 0) {
         /* Every rank's slab and report to rank 0 (same binary: bytes). */
         r->info.z0 = r->z0[me];

@@ -20,7 +20,12 @@ json_t *report_to_json(const moelat_report *r) {
     double experts_ms = 0;
     for (int k = 0; k < MOELAT_BANDS; k++)
         experts_ms += r->expert_device_ms[k];
-    return json_pack("{s:I, s:I, s:I, s:I, s:o, s:o, s:f, s:o, s:b, s:{s:f, s:f, s:f, s:f}, s:I, s:o}",
+    json_t *routing = json_array();
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        json_array_append_new(routing, json_pack("{s:s, s:s, s:f, s:f}", "band", moelat_band_name(k), "name",
+                                                 r->expert_name[k], "mean_gate_weight", r->gate_weight_mean[k],
+                                                 "top_share", r->gate_top_share[k]));
+    json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:o, s:o, s:f, s:o, s:b, s:{s:f, s:f, s:f, s:f}, s:I, s:o}",
                      "steps", (json_int_t)r->steps, "total_chunks_processed",
                      (json_int_t)r->total_chunks_processed, "batch_chunks", (json_int_t)r->batch_chunks,
                      "percell_chunks", (json_int_t)r->percell_chunks, "batch_stats",
@@ -29,6 +34,9 @@ json_t *report_to_json(const moelat_report *r) {
                      r->aggregate_device_ms, "precompute", r->precompute_device_ms, "experts", experts_ms,
                      "gate", r->gate_device_ms, "fallbacks", (json_int_t)r->fallbacks,
                      "fallback_reasons", reasons);
+    json_object_set_new(o, "routed_cells", json_integer((json_int_t)r->routed_cells));
+    json_object_set_new(o, "routing", routing);
+    return o;
 }
 
 void report_print_table(FILE *out, const moelat_report *r) {
@@ -51,6 +59,13 @@ void report_print_table(FILE *out, const moelat_report *r) {
         for (int k = 0; k < MOELAT_BANDS; k++)
             fprintf(out, "  expert %-12s (%s): %llu calls, %.3f ms device\n", r->expert_name[k],
                     moelat_band_name(k), (unsigned long long)r->expert_calls[k], r->expert_device_ms[k]);
+    }
+    if (r->routed_cells) {
+        fprintf(out, "  routing over %llu cell updates: band, mean gate weight, share where largest\n",
+                (unsigned long long)r->routed_cells);
+        for (int k = 0; k < MOELAT_BANDS; k++)
+            fprintf(out, "    %-10s %-12s %8.4f %8.4f\n", moelat_band_name(k), r->expert_name[k],
+                    r->gate_weight_mean[k], r->gate_top_share[k]);
     }
     if (r->fallbacks) {
         fprintf(out, "  fallbacks to the host: %llu\n", (unsigned long long)r->fallbacks);

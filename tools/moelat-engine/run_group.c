@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "run_checks.h"
 #include "run_slabs.h"
 
 #define MAX_DEVICES 64
@@ -53,6 +54,11 @@ static int parse_devices(const char *s, char specs[][128], int max) {
     }
     if (n == 0)
         fprintf(stderr, "moelat-engine run: --devices is empty\n");
+    /* Checked now, whatever the mode: a per-cell run never opens its
+     * devices, and a spec naming none would otherwise pass unnoticed. */
+    for (int i = 0; i < n; i++)
+        if (run_check_device(specs[i]) != 0)
+            return -1;
     return n > 0 ? n : -1;
 }
 
@@ -127,6 +133,7 @@ int run_group(const moelat_config *cfg, const run_opts *o) {
     uint64_t last_ckpt = o->resume && o->ckpt_dir && strcmp(o->resume, o->ckpt_dir) == 0
                              ? moelat_group_step_count(g)
                              : UINT64_MAX;
+    int ckpt_failed = 0;
     double t0 = now_ms();
     for (long long s = 0; s < o->steps; s++) {
         double ts = now_ms();
@@ -139,24 +146,37 @@ int run_group(const moelat_config *cfg, const run_opts *o) {
             goto done;
         }
         if (o->ckpt_every && moelat_group_step_count(g) % (uint64_t)o->ckpt_every == 0) {
-            if (save_checkpoint(g, o) != 0)
-                goto done;
+            if (save_checkpoint(g, o) != 0) {
+                ckpt_failed = 1; /* the other outputs are still saved below */
+                break;
+            }
             last_ckpt = moelat_group_step_count(g);
         }
     }
     double total_s = (now_ms() - t0) * 1e-3;
-    if (o->ckpt_dir && last_ckpt != moelat_group_step_count(g) && save_checkpoint(g, o) != 0)
-        goto done;
-    if (o->save_state && moelat_group_save_states(g, o->save_state) != MOELAT_OK)
-        GFAIL("");
+    /* Every output is attempted even when another failed (run_checks.h). */
+    run_saves sv = {0};
+    if (ckpt_failed)
+        run_saves_note(&sv, "checkpoint", o->ckpt_dir, "");
+    else if (o->ckpt_dir && last_ckpt != moelat_group_step_count(g))
+        run_saves_note(&sv, "checkpoint", o->ckpt_dir, save_checkpoint(g, o) == 0 ? NULL : "");
+    if (o->save_state)
+        run_saves_note(&sv, "--save-state", o->save_state,
+                       moelat_group_save_states(g, o->save_state) == MOELAT_OK ? NULL
+                                                                              : moelat_group_last_error(g));
     if (o->save_outputs) {
         size_t cnt = (size_t)cfg->dims[0] * cfg->dims[1] * (size_t)cfg->state_size;
         face = malloc(cnt * sizeof *face);
-        if (!face || moelat_group_get_outputs(g, face, cnt) != MOELAT_OK)
-            GFAIL(face ? "" : "out of memory ");
-        if (slab_write_outputs(cfg, face, o->save_outputs) != 0)
-            goto done;
+        if (!face)
+            run_saves_note(&sv, "--save-outputs", o->save_outputs, "out of memory");
+        else if (moelat_group_get_outputs(g, face, cnt) != MOELAT_OK)
+            run_saves_note(&sv, "--save-outputs", o->save_outputs, moelat_group_last_error(g));
+        else
+            run_saves_note(&sv, "--save-outputs", o->save_outputs,
+                           slab_write_outputs(cfg, face, o->save_outputs) == 0 ? NULL : "");
     }
+    if (run_saves_report(&sv) != 0)
+        goto done;
     for (int i = 0; i < n; i++) {
         moelat_group_slab_info(g, i, &info[i]);
         moelat_get_report(moelat_group_lattice(g, i), &rep[i]);

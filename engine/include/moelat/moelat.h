@@ -73,6 +73,12 @@ typedef struct moelat_config {
     char device[128];             /* index or name substring; "" = MOELAT_DEVICE or default */
     char plugin_paths[MOELAT_MAX_PLUGIN_PATHS][512]; /* searched before the defaults */
     int32_t n_plugin_paths;
+    /* Tuning knobs, "key=value,..." (README's table): agg_vector,
+     * agg_absmean, work_group, gate_cells, cl_options, kernel_cache,
+     * upgrade_check and the experts' functional_gemm, functional_cells,
+     * functional_split, distant_cells, local_cells. "" = every default;
+     * an unknown key or a bad value fails validation. */
+    char tuning[512];
 } moelat_config;
 
 /* Names of the bands, index 0..2. */
@@ -90,6 +96,29 @@ MOELAT_API int32_t moelat_config_hidden(const moelat_config *cfg, const char *na
 MOELAT_API moelat_status moelat_config_set_hidden(moelat_config *cfg, const char *name, int32_t value);
 /* Radius r of cfg's lattice. */
 MOELAT_API double moelat_config_radius(const moelat_config *cfg);
+
+/* ---- Logging ----------------------------------------------------------
+ * The engine logs per module ("batch", "plugins", "kernel_cache", "cl",
+ * "cl_build", an expert's name, ...) at levels 0 error, 1 warn, 2 info,
+ * 3 debug (enum moelat_log_level of expert_abi.h). Which messages pass is set
+ * by MOELAT_LOG (see README) and moelat_set_log_level. Both settings are
+ * process-wide, as the log itself is. */
+
+/* Receives each message that passes the filter: module, level (0..3) and the
+ * formatted message without a trailing newline. It may be called from any
+ * thread the engine runs (a worker, a device thread), concurrently. */
+typedef void (*moelat_log_callback)(void *arg, const char *module, int level, const char *message);
+
+/* Sends messages to fn (with arg) instead of stderr; NULL restores stderr.
+ * A message already being delivered may still reach the previous callback. */
+MOELAT_API void moelat_set_log_callback(moelat_log_callback fn, void *arg);
+
+/* Sets the most verbose level that passes for module (NULL or "": the
+ * default of modules without a setting of their own); -1 silences it.
+ * Overrides MOELAT_LOG for that module. MOELAT_ERR_INVALID for a level
+ * outside -1..3 or a module name of 32 characters or more, and when 32
+ * modules have settings already. */
+MOELAT_API moelat_status moelat_set_log_level(const char *module, int level);
 
 typedef struct moelat_lattice moelat_lattice;
 
@@ -166,6 +195,15 @@ typedef struct moelat_report {
     int32_t n_fallback_reasons;
     char fallback_reason[MOELAT_MAX_FALLBACK_REASONS][256];
     uint64_t fallback_count[MOELAT_MAX_FALLBACK_REASONS];
+    /* Routing statistics over the cell updates since the last reset (both
+     * paths): the gate's softmax weight of each band averaged over cells and
+     * steps, and the share of cell updates in which that band's weight is
+     * the largest (ties go to the lower band). Both sum to 1 when
+     * routed_cells > 0. An empty band's weight counts as the gate computed
+     * it (MODEL.md: the softmax runs over all bands). */
+    uint64_t routed_cells;                /* cell updates counted */
+    double gate_weight_mean[MOELAT_BANDS];
+    double gate_top_share[MOELAT_BANDS];
 } moelat_report;
 
 MOELAT_API moelat_status moelat_get_report(const moelat_lattice *lat, moelat_report *report);

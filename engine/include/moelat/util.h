@@ -39,6 +39,29 @@ MOELAT_API moelat_status moelat_npy_load(const char *path, float **data, int *nd
 MOELAT_API moelat_status moelat_write_file_atomic(const char *path, const void *data, size_t len, char *err,
                                                   size_t errlen);
 
+/* Ranges of the config's numeric values, checked when a config file or
+ * option is parsed and by moelat_config_validate (README, "Files and
+ * limits"). The radius is clamped to [1, 100] cells by the model, so a
+ * ratio outside these bounds could only be clamped; the band ratios bound
+ * the stencil's half-width, ceil(distant ratio * r), to 400 cells. */
+#define MOELAT_RADIUS_RATIO_MIN 1e-6
+#define MOELAT_RADIUS_RATIO_MAX 100.0
+#define MOELAT_BAND_RATIO_MIN 1e-6
+#define MOELAT_BAND_RATIO_MAX 4.0
+#define MOELAT_MAX_CNF_STEPS 1000
+#define MOELAT_MAX_THREADS 1024
+
+/* Whether path can be read as an input, as every loader reads one: opened
+ * without blocking (a FIFO never hangs), it must be a regular file. */
+MOELAT_API moelat_status moelat_file_check_input(const char *path, char *err, size_t errlen);
+/* Whether a save to path would be allowed, writing nothing: saves replace
+ * only regular files (a device, FIFO, socket or directory is refused with
+ * its type named), refuse read-only ones, write symlinks through to their
+ * target, and need a writable directory. */
+MOELAT_API moelat_status moelat_file_check_output(const char *path, char *err, size_t errlen);
+/* "a FIFO", "a directory", ... for a stat st_mode. */
+MOELAT_API const char *moelat_file_type_name(unsigned mode);
+
 #ifdef __cplusplus
 }
 #endif

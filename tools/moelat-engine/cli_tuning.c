@@ -1,0 +1,98 @@
+/* The CLI's tuning string: the documented MOELAT_* tuning variables that
+ * neither the config file's "tuning" nor a --tune sets, then the file's,
+ * then every --tune, joined in that order so that the library (which lets
+ * a later key win) takes --tune over the file over the environment. The library itself reads none of these
+ * variables: a program linking libmoelat sets moelat_config.tuning. */
+#include "cli_common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Each tuning variable and its key; the switches that say "no" invert. */
+static const struct {
+    const char *var, *key;
+    int inverted;
+} k_vars[] = {
+    {"MOELAT_AGG_VECTOR", "agg_vector", 0},
+    {"MOELAT_AGG_ABSMEAN", "agg_absmean", 0},
+    {"MOELAT_WORK_GROUP", "work_group", 0},
+    {"MOELAT_GATE_CELLS", "gate_cells", 0},
+    {"MOELAT_CL_OPTIONS", "cl_options", 0},
+    {"MOELAT_NO_KERNEL_CACHE", "kernel_cache", 1},
+    {"MOELAT_NO_UPGRADE_CHECK", "upgrade_check", 1},
+    {"MOELAT_FUNCTIONAL_GEMM", "functional_gemm", 0},
+    {"MOELAT_FUNCTIONAL_CELLS", "functional_cells", 0},
+    {"MOELAT_FUNCTIONAL_SPLIT", "functional_split", 0},
+    {"MOELAT_DISTANT_CELLS", "distant_cells", 0},
+    {"MOELAT_LOCAL_CELLS", "local_cells", 0},
+};
+
+/* Appends "key=value" to buf (with a comma when it is not empty); -1 when
+ * it does not fit. */
+static int append(char *buf, size_t cap, const char *item) {
+    size_t at = strlen(buf);
+    int n = snprintf(buf + at, cap - at, "%s%s", at ? "," : "", item);
+    return n < 0 || (size_t)n >= cap - at ? -1 : 0;
+}
+
+/* The key for an inverted switch's value: MOELAT_NO_X=1 means x=off. */
+static const char *inverted_value(const char *v) {
+    if (strcmp(v, "1") == 0 || strcmp(v, "on") == 0)
+        return "off";
+    if (strcmp(v, "0") == 0 || strcmp(v, "off") == 0)
+        return "on";
+    return NULL;
+}
+
+/* 1 when list ("key=value,...") sets key. */
+static int sets_key(const char *list, const char *key) {
+    size_t n = strlen(key);
+    for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (strncmp(p, key, n) == 0 && p[n] == '=')
+            return 1;
+    return 0;
+}
+
+/* 1 when the config file or a --tune sets key: the environment's value
+ * is then not even checked. */
+static int set_explicitly(const cli_model_opts *o, const moelat_config *cfg, const char *key) {
+    if (sets_key(cfg->tuning, key))
+        return 1;
+    for (int i = 0; i < o->n_tune; i++)
+        if (sets_key(o->tune[i], key))
+            return 1;
+    return 0;
+}
+
+int cli_merge_tuning(const cli_model_opts *o, moelat_config *cfg, const char *cmd) {
+    char merged[sizeof cfg->tuning] = "";
+    char item[sizeof cfg->tuning + 64];
+    for (size_t i = 0; i < sizeof k_vars / sizeof k_vars[0]; i++) {
+        const char *v = getenv(k_vars[i].var);
+        if (!v || !*v || set_explicitly(o, cfg, k_vars[i].key))
+            continue;
+        if (k_vars[i].inverted) {
+            const char *w = inverted_value(v);
+            if (!w) {
+                fprintf(stderr, "moelat-engine %s: %s=%s: expected 0, 1, on or off\n", cmd, k_vars[i].var, v);
+                return -1;
+            }
+            v = w;
+        }
+        snprintf(item, sizeof item, "%s=%s", k_vars[i].key, v);
+        if (append(merged, sizeof merged, item) != 0)
+            goto too_long;
+    }
+    if (cfg->tuning[0] && append(merged, sizeof merged, cfg->tuning) != 0)
+        goto too_long;
+    for (int i = 0; i < o->n_tune; i++)
+        if (o->tune[i][0] && append(merged, sizeof merged, o->tune[i]) != 0)
+            goto too_long;
+    memcpy(cfg->tuning, merged, sizeof merged);
+    return 0;
+too_long:
+    fprintf(stderr, "moelat-engine %s: the tuning from the environment, the config and --tune exceeds %zu bytes\n",
+            cmd, sizeof cfg->tuning - 1);
+    return -1;
+}
