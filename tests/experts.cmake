@@ -8,6 +8,11 @@ target_compile_definitions(test_experts PRIVATE
   MOELAT_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
   CL_TARGET_OPENCL_VERSION=120)
 add_dependencies(test_experts moelat_expert_local moelat_expert_functional moelat_expert_distant)
+# The same on PoCL with the work-group kernels (the GPU default; PoCL's CPU
+# device runs the CPU-shaped ones unless MOELAT_CL_SHAPE says gpu).
+add_test(NAME test_experts_gpu_shape COMMAND test_experts)
+set_tests_properties(test_experts_gpu_shape PROPERTIES LABELS experts TIMEOUT 300
+  ENVIRONMENT "MOELAT_CL_SHAPE=gpu;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache;POCL_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/pocl-cache")
 
 # The expert kernels under oclgrind (API use, out-of-bounds, data races,
 # uninitialised reads) on a 4x4x3 lattice in two chunks, one process per
@@ -40,14 +45,16 @@ endif()
 # whose chunks are not multiples of 3 cells) with the tuning string
 # `tune` ("key=value,...", --tune; the experts get it as
 # moelat_cl_setup.tuning); `expect` must appear in the log before both
-# checks pass, showing the setting took effect.
+# checks pass, showing the setting took effect. The work-group kernels
+# these knobs tune are forced by MOELAT_CL_SHAPE=gpu (PoCL's CPU device
+# would run the CPU-shaped ones).
 function(moelat_expert_variant_test name tune expect)
   add_test(NAME ${name}
            COMMAND sh -c "$0 check --preset debug --dims 9x8x7 --steps 2 --experts --tune $1 && $0 check --preset experiment --dims 11x10x9 --steps 1 --experts --tune $1"
                    $<TARGET_FILE:moelat-engine> ${tune})
   set_tests_properties(${name} PROPERTIES LABELS experts TIMEOUT 600
     PASS_REGULAR_EXPRESSION "${expect}.*check passed.*check passed"
-    ENVIRONMENT "MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+    ENVIRONMENT "MOELAT_CL_SHAPE=gpu;MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
 endfunction()
 
 # Several chunk cells per work-group (the tuning knob; by default the
@@ -65,7 +72,7 @@ add_test(NAME functional_edge_cells
          COMMAND $<TARGET_FILE:moelat-engine> check --preset experiment --dims 11x10x9 --steps 1 --experts)
 set_tests_properties(functional_edge_cells PROPERTIES LABELS experts TIMEOUT 600
   PASS_REGULAR_EXPRESSION "functional_edges: 4 chunk cells per work-group.*check passed"
-  ENVIRONMENT "MOELAT_CL_OPTIONS=-DML_LANE_MASK=1 -DFN_EDGE_CELLS=4;MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+  ENVIRONMENT "MOELAT_CL_SHAPE=gpu;MOELAT_CL_OPTIONS=-DML_LANE_MASK=1 -DFN_EDGE_CELLS=4;MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
 # The functional edge walk's tensor-core form (functional_mma.cl, on NVIDIA
 # sm_80+ by default) with its warp votes, shuffles and mma emulated in
 # local memory: its fragment layouts and 3xTF32 split on any device, at
@@ -77,7 +84,7 @@ add_test(NAME functional_mma_emulated
                  $<TARGET_FILE:moelat-engine>)
 set_tests_properties(functional_mma_emulated PROPERTIES LABELS experts TIMEOUT 900
   PASS_REGULAR_EXPRESSION "edge walk on tensor cores.*check passed.*one kernel.*edge walk on tensor cores.*check passed"
-  ENVIRONMENT "MOELAT_CL_OPTIONS=-DFN_MMA=1 -DFN_MMA_EMULATE=1;MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+  ENVIRONMENT "MOELAT_CL_SHAPE=gpu;MOELAT_CL_OPTIONS=-DFN_MMA=1 -DFN_MMA_EMULATE=1;MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
 # The projections through CLBlast's SGEMM (the default on GPUs only).
 moelat_expert_variant_test(functional_clblast functional_gemm=clblast "projections: CLBlast SGEMM")
 # Two cells per distant work-group (its knob; by default 4 at S >= 48,
@@ -91,7 +98,7 @@ add_test(NAME local_cells
                  $<TARGET_FILE:moelat-engine>)
 set_tests_properties(local_cells PROPERTIES LABELS experts TIMEOUT 600
   PASS_REGULAR_EXPRESSION "local_expert: 2 chunk cells per work-group \\(local_cells\\).*check passed.*local_expert: 4 chunk cells per work-group.*check passed"
-  ENVIRONMENT "MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+  ENVIRONMENT "MOELAT_CL_SHAPE=gpu;MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
 
 # The gate for 1 and 2 cells per work-group (MOELAT_GATE_CELLS) at debug
 # 9x7x7 (441 cells: the last group has a tail), and its default 4 at
@@ -101,7 +108,7 @@ add_test(NAME gate_cells
                  $<TARGET_FILE:moelat-engine>)
 set_tests_properties(gate_cells PROPERTIES LABELS experts TIMEOUT 600
   PASS_REGULAR_EXPRESSION "gate: 1 cell per work-group.*check passed.*gate: 2 cells per work-group.*check passed.*gate: 4 cells per work-group.*check passed"
-  ENVIRONMENT "MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+  ENVIRONMENT "MOELAT_CL_SHAPE=gpu;MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
 
 # Aggregation with one and with sixteen state values per work-item
 # (MOELAT_AGG_VECTOR; four by default, which every other test runs):
@@ -111,4 +118,4 @@ add_test(NAME aggregate_vectors
                  $<TARGET_FILE:moelat-engine>)
 set_tests_properties(aggregate_vectors PROPERTIES LABELS experts TIMEOUT 600
   PASS_REGULAR_EXPRESSION "1 state value per work-item.*gate and update on chunk 0.*check passed.*16 state values per work-item.*gate and update on chunk 0.*check passed"
-  ENVIRONMENT "MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+  ENVIRONMENT "MOELAT_CL_SHAPE=gpu;MOELAT_LOG=info;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")

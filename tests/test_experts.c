@@ -264,11 +264,16 @@ static void test_descriptors(void **state) {
         assert_non_null(d->cl_prepare);
         assert_non_null(d->cl_enqueue);
         assert_non_null(d->cl_release);
-        assert_true(b == B_FUNCTIONAL ? d->cl_step_begin != NULL : d->cl_step_begin == NULL);
+        /* per-step work: the functional projections, the local expert's
+         * feature-major states for its CPU-shaped kernel */
+        assert_true(b == B_DISTANT ? d->cl_step_begin == NULL : d->cl_step_begin != NULL);
         /* Kernels carry the expert's name; the joined source has every part. */
         char kname[64];
         snprintf(kname, sizeof kname, b == B_FUNCTIONAL ? "__kernel void %s_output(" : "__kernel void %s_expert(",
                  k_names[b]);
+        assert_non_null(strstr(d->cl_source, kname));
+        /* and the CPU-shaped variant (chosen on CPU devices) */
+        snprintf(kname, sizeof kname, "__kernel void %s_cpu(", k_names[b]);
         assert_non_null(strstr(d->cl_source, kname));
         if (b != B_LOCAL)
             assert_non_null(strstr(d->cl_source, "cnf_wg_integrate"));
@@ -772,9 +777,13 @@ static void cl_run(const clenv *e, int b, const moelat_expert_dims *dims, const 
         moelat_cl_step step = {.struct_size = sizeof step, .queue = e->q, .states = states,
                                .done = &done};
         assert_int_equal(d->cl_step_begin(st, &step), MOELAT_EXPERT_OK);
-        assert_non_null(done);
-        CL_OK(clWaitForEvents(1, &done));
-        clReleaseEvent(done);
+        /* NULL when the expert enqueued nothing (the ABI allows it: the
+         * local expert's work-group kernel needs no per-step work) */
+        assert_true(done != NULL || b == B_LOCAL);
+        if (done) {
+            CL_OK(clWaitForEvents(1, &done));
+            clReleaseEvent(done);
+        }
     }
 
     float *neigh = malloc((size_t)L->n_off[b] * S * sizeof(float) + 1);
@@ -1137,6 +1146,14 @@ static void test_cl_tuning(void **state) {
     const clenv *e = cl_get();
     if (!e)
         skip();
+    /* The knob tunes the work-group kernel, which a CPU device (PoCL)
+     * runs only when MOELAT_CL_SHAPE says gpu; the previous value is
+     * restored at the end. */
+    const char *shape_env = getenv("MOELAT_CL_SHAPE");
+    char shape_was[16] = "";
+    if (shape_env)
+        snprintf(shape_was, sizeof shape_was, "%s", shape_env);
+    assert_int_equal(setenv("MOELAT_CL_SHAPE", "gpu", 1), 0);
     const moelat_expert_descriptor *d = plugin(B_LOCAL);
     moelat_expert_dims dims = make_dims(B_LOCAL, find_preset("debug"), 0);
     tensor_set t;
@@ -1200,6 +1217,10 @@ static void test_cl_tuning(void **state) {
     clReleaseMemObject(params);
     clReleaseProgram(prog);
     tensors_free(&t);
+    if (shape_was[0])
+        setenv("MOELAT_CL_SHAPE", shape_was, 1);
+    else
+        unsetenv("MOELAT_CL_SHAPE");
 }
 
 /* ---- golden files of the numpy reference (tests/golden/<case>/) ---- */

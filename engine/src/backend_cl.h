@@ -15,6 +15,7 @@
 
 #include "backend.h"
 #include "cl_runtime.h"
+#include "cl_shape.h"
 #include "early_reads.h"
 #include "lattice_internal.h"
 
@@ -69,6 +70,7 @@ typedef struct ml_cl_backend {
     int work_group; /* lanes per cell of the work-group kernels (MOELAT_WG) */
     int agg_vector; /* state values per work-item of ml_aggregate (ML_AGG_V) */
     int gate_cells; /* chunk cells per work-group of ml_gate_combine (ML_GATE_T) */
+    ml_cl_shape shape; /* work-group or CPU-shaped step kernels (cl_shape.h) */
     float *host_expert_out; /* max_chunk_cells x S, for host-evaluated experts */
     /* The step in flight (between begin_step and finish). */
     cl_event step_start; /* its check reset and prefix, NULL outside a step */

@@ -100,14 +100,14 @@ cl_int ml_cl_enqueue_aggregate(ml_cl_backend *b, const ml_chunk *c, ml_chunk_set
 }
 
 /* The gate and update of chunk c into next: one work-group per gate_cells
- * cells (the last may hold fewer). */
+ * cells (the last may hold fewer), or CPU-shaped (cl_shape.h). */
 cl_int ml_cl_enqueue_gate(ml_cl_backend *b, const ml_chunk *c, ml_chunk_set *s, cl_mem next, cl_command_queue q,
                           cl_uint n_wait, const cl_event *wait, cl_event *done) {
     cl_int e = set_gate_args(b, c, s, next);
     if (e != CL_SUCCESS)
         return e;
-    size_t local = (size_t)b->work_group;
-    size_t global = (size_t)((c->n_cells + b->gate_cells - 1) / b->gate_cells) * local;
+    size_t global, local;
+    ml_cl_shape_gate_size(&b->shape, c, b->work_group, b->gate_cells, &global, &local);
     return mlcl_enqueue_kernel(q, b->k_gate, 1, &global, &local, n_wait, wait, done);
 }
 

@@ -13,9 +13,10 @@ int ml_cl_build(ml_cl_backend *b, const char *name, const char *source, const ch
     char opts[4096];
     const char *extra = lat->tuning.cl_options;
     const char *lane_mask = ml_cl_lane_mask_option(&b->ctx.info, b->work_group, extra);
-    int n = snprintf(opts, sizeof opts, "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_WG=%d -D MOELAT_LOCAL_MEM=%llu %s %s %s",
-                     lat->S, b->work_group, (unsigned long long)b->ctx.info.local_mem_bytes, defines, lane_mask,
-                     extra);
+    int n = snprintf(opts, sizeof opts,
+                     "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_WG=%d -D MOELAT_LOCAL_MEM=%llu %s %s %s %s", lat->S,
+                     b->work_group, (unsigned long long)b->ctx.info.local_mem_bytes, defines, lane_mask,
+                     b->shape.option, extra);
     if (n < 0 || (size_t)n >= sizeof opts) {
         snprintf(err, errlen, "building program '%s': compiler options exceed %zu bytes", name, sizeof opts);
         return -1;
@@ -25,18 +26,28 @@ int ml_cl_build(ml_cl_backend *b, const char *name, const char *source, const ch
 
 moelat_status ml_cl_build_engine(ml_cl_backend *b) {
     moelat_lattice *lat = b->lat;
-    const char *step = mlcl_embedded_source("moelat_step.cl");
+    /* CPU-shaped or work-group step kernels (cl_shape.h): the source and
+     * the gate kernel's name follow. */
+    ml_cl_shape_choose(&b->ctx.info, lat->chunk_size[0] < lat->X ? lat->chunk_size[0] : lat->X,
+                       lat->tuning.cl_options, &b->shape);
+    char *step = ml_cl_shape_step_source(&b->shape);
+    if (!step)
+        return ml_fail(lat, MOELAT_ERR_DEVICE, "kernel sources are missing from this build or out of memory");
     char defines[256];
     b->agg_vector = ml_cl_aggregate_vector(lat);
+    if (lat->tuning.agg_vector <= 0)
+        b->agg_vector = ml_cl_shape_agg_vector(&b->shape, lat->S);
     b->absmask = ml_cl_absmean_bands(lat);
     ML_INFO("batch", "aggregation: %d state value%s per work-item", b->agg_vector, b->agg_vector > 1 ? "s" : "");
     snprintf(defines, sizeof defines, "-D MOELAT_GH=%d -D ML_AGG_V=%d -D ML_GATE_CELLS=%d", lat->gate_hidden,
              b->agg_vector, ml_cl_gate_cells_wanted(lat));
     if (*ml_cl_lane_mask_option(&b->ctx.info, b->work_group, lat->tuning.cl_options))
         ML_INFO("batch", "lane index masked to its range (ML_LANE_MASK, on NVIDIA)");
-    if (ml_cl_build(b, "moelat_step.cl", step, defines, &b->program, lat->err, sizeof lat->err) != 0)
+    int built = ml_cl_build(b, "moelat_step.cl", step, defines, &b->program, lat->err, sizeof lat->err);
+    free(step);
+    if (built != 0)
         return MOELAT_ERR_DEVICE;
-    static const char *const names[3] = {"ml_row_prefix", "ml_aggregate", "ml_gate_combine"};
+    const char *const names[3] = {"ml_row_prefix", "ml_aggregate", b->shape.gate};
     cl_kernel *kernels[3] = {&b->k_prefix, &b->k_aggregate, &b->k_gate};
     char what[96];
     for (int i = 0; i < 3; i++) {

@@ -345,6 +345,15 @@ moelat_status ml_cl_enqueue(void *ctx, ml_step *st) {
     release_pre(b);
     for (int q = 0; q < b->ctx.n_queues; q++)
         clFlush(b->ctx.queues[q]);
+    /* Host chunks run while the device works, unless the device computes
+     * on the host's own cores (a CPU runtime): then its threads finish
+     * here and the host pool runs after them, one pool busy at a time
+     * (cl_shape.h). */
+    if (st->n_host > 0 && b->shape.shared_cores)
+        for (int q = 0; q < b->ctx.n_queues; q++)
+            if (ml_cl_check(b, clFinish(b->ctx.queues[q]), "finishing the device's chunks before the host's") !=
+                MOELAT_OK)
+                return MOELAT_ERR_DEVICE;
     return MOELAT_OK;
 }
 

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "cnf_host.h"
+#include "cpu_shape.h"
+#include "distant_backward.h"
 #include "expert_common.h"
 
 extern const char *const distant_cl_parts[];
@@ -69,6 +71,7 @@ typedef struct distant_cl_state {
     cl_int4 lattice;
     size_t work_group; /* lanes per group: the program's MOELAT_WG */
     size_t cells_per_group; /* distant.cl's DS_T */
+    size_t cells_per_item;  /* distant_cpu's cells (moelat_cpu_math.cl's MLC_V); 0: work-group kernel */
 } distant_cl_state;
 
 static void distant_cl_release(void *p) {
@@ -101,6 +104,19 @@ static int distant_cl_prepare(const moelat_cl_setup *setup, void **state) {
     }
     st->params = setup->params;
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
+    /* The CPU-shaped kernel on CPU devices (cpu_shape.h), else the work-group one. */
+    if (ec_cpu_shaped(setup)) {
+        st->cells_per_item = ec_cpu_cells_per_item(setup);
+        st->kernel = st->cells_per_item ? ec_cl_kernel(setup->program, "distant_cpu") : NULL;
+        st->toff = st->kernel ? ec_cl_offsets_buffer(setup->context, setup->tensor_offsets, setup->n_tensors)
+                              : NULL;
+        if (!st->toff) {
+            distant_cl_release(st);
+            return MOELAT_EXPERT_ERROR;
+        }
+        *state = st;
+        return MOELAT_EXPERT_OK;
+    }
     /* The distant_cells knob is compiled in as DS_CELLS. */
     int cells = ec_cells_knob(ec_tuning(setup), "distant_cells", 4, 1);
     char knob[48] = "";
@@ -137,11 +153,16 @@ static int distant_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
                      EC_ARG(extent),     EC_ARG(n_cells),      EC_ARG_MEM(count),
                      EC_ARG_MEM(mean),   EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff),
                      EC_ARG_MEM(out)};
-    if (ec_cl_set_args(st->kernel, "distant_expert", args, (int)(sizeof args / sizeof args[0])))
+    const char *kname = st->cells_per_item ? "distant_cpu" : "distant_expert";
+    if (ec_cl_set_args(st->kernel, kname, args, (int)(sizeof args / sizeof args[0])))
         return MOELAT_EXPERT_ERROR;
     cl_event ev = NULL;
     int rc = MOELAT_EXPERT_OK;
-    if (ch->n_cells <= 0) {
+    if (st->cells_per_item) {
+        rc = ec_cpu_enqueue_cells(ch->queue, st->kernel, kname, ch->extent, ch->n_cells > 0 ? (size_t)ch->n_cells : 0,
+                                  st->cells_per_item, ch->num_wait, (const cl_event *)ch->wait,
+                                  ch->done ? &ev : NULL);
+    } else if (ch->n_cells <= 0) {
         /* Nothing to compute (an empty NDRange is an error), but the engine
          * still orders later work after this call's wait list. */
         rc = ec_cl_enqueue_items(ch->queue, st->kernel, "distant_expert", 0, ch->num_wait,
@@ -166,6 +187,13 @@ static int distant_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
     return rc;
 }
 
+/* Optional extensions: the host backward ("moelat.backward.host/1"). */
+static const void *distant_get_extension(const char *id) {
+    if (id && strcmp(id, MOELAT_EXT_BACKWARD_HOST) == 0)
+        return distant_backward_host();
+    return NULL;
+}
+
 static moelat_expert_descriptor g_desc = {
     .abi_major = MOELAT_EXPERT_ABI_MAJOR,
     .abi_minor = MOELAT_EXPERT_ABI_MINOR,
@@ -186,6 +214,7 @@ static moelat_expert_descriptor g_desc = {
     .cl_enqueue = distant_cl_enqueue,
     .cl_release = distant_cl_release,
     .cl_flags = MOELAT_CL_NO_ABSMEAN, /* the CNF reads the band mean only */
+    .get_extension = distant_get_extension,
 };
 
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {

@@ -8,32 +8,14 @@
 #include <string.h>
 
 #include "cnf_host.h"
+#include "cpu_shape.h"
 #include "expert_common.h" /* before CLBlast's header: sets the OpenCL version */
 
 #include <clblast_c.h>
 
 extern const char *const functional_cl_parts[];
 
-/* Declaration order of the tensors; functional.cl's FN_* indices match. */
-enum {
-    F_G0_W, F_G0_B,   /* adaptive_gating.gating_network.0: 2S -> S/2 */
-    F_G2_W, F_G2_B,   /* adaptive_gating.gating_network.2: S/2 -> 1 */
-    F_MC0_W, F_MC0_B, /* message_creator.0: [n_j, x] 2S -> hd */
-    F_MC2_W, F_MC2_B, /* message_creator.2: hd -> md */
-    F_AT0_W, F_AT0_B, /* attention_network.0: [m_j, x] md + S -> md */
-    F_AT2_W, F_AT2_B, /* attention_network.2: md -> 1 */
-    F_UG_W, F_UG_B,   /* state_updater.update_gate: S + md + E -> S */
-    F_RG_W, F_RG_B,   /* state_updater.reset_gate */
-    F_CN_W, F_CN_B,   /* state_updater.candidate_network */
-    F_CNF,            /* cnf_component.*: CNF_N_TENSORS tensors */
-    F_RP0_W = F_CNF + CNF_N_TENSORS, F_RP0_B, /* result_processor.0: 2S -> S */
-    F_RP1_G, F_RP1_B, /* result_processor.1: LayerNorm over S */
-    F_N_TENSORS
-};
-
-#define HD(d) ((d)->hidden[0])
-#define MD(d) ((d)->hidden[1])
-#define ODE_H(d) ((d)->hidden[2])
+#include "functional_expert.h"
 
 static int functional_validate(const moelat_expert_dims *d, char *err, size_t errlen) {
     if (!d || d->state_size < 2 || d->state_size % 2 != 0) {
@@ -227,6 +209,9 @@ typedef struct functional_cl_state {
     size_t cells_per_group; /* functional.cl's FN_T */
     int split;              /* functional.cl's FN_SPLIT */
     size_t edge_cells;      /* functional.cl's FN_EC: cells per functional_edges group */
+    size_t cells_per_item;  /* functional_cpu's cells (moelat_cpu_math.cl's MLC_V); 0: work-group kernels */
+    cl_int proj_rows;       /* rows of proj before the constants: n_total, or
+                             * functional_cpu.cl's FNC_NP(n_total) feature-major */
     cl_program program;     /* setup->program, or its build with the tuning knobs */
 } functional_cl_state;
 
@@ -288,6 +273,8 @@ static void functional_cl_release(void *p) {
     free(st);
 }
 
+static int functional_cl_buffers(const moelat_cl_setup *setup, functional_cl_state *st, void **state);
+
 static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     *state = NULL;
     if (setup->n_tensors != F_N_TENSORS) {
@@ -313,6 +300,24 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
     st->n_total = (cl_int)n;
     st->work_group = (size_t)wg;
+    /* On CPU devices functional_cpu (cpu_shape.h) in place of the
+     * work-group kernels; the per-step projections are the same. */
+    if (ec_cpu_shaped(setup)) {
+        st->cells_per_item = ec_cpu_cells_per_item(setup);
+        st->prepare = st->cells_per_item ? ec_cl_kernel(setup->program, "functional_prepare") : NULL;
+        st->project = st->prepare ? ec_cl_kernel(setup->program, "functional_project_cpu") : NULL;
+        st->cell = st->project ? ec_cl_kernel(setup->program, "functional_cpu") : NULL;
+        size_t pad = st->cell ? ec_cl_compiled_size(setup->program, setup->device, "functional_cpu_pad", 1024) : 0;
+        if (!pad || n + 2 * (long long)pad > 0x7fffffffLL) {
+            if (pad)
+                ec_log(MOELAT_LOG_ERROR, "cl_prepare: lattice of %lld cells too large for functional_cpu", n);
+            functional_cl_release(st);
+            return MOELAT_EXPERT_ERROR;
+        }
+        st->proj_rows = (cl_int)(n + 2 * (long long)pad);
+        return functional_cl_buffers(setup, st, state);
+    }
+    st->proj_rows = st->n_total;
     const char *tuning = ec_tuning(setup);
     int knob_split = ec_switch_knob(tuning, "functional_split");
     int knob_cells = ec_cells_knob(tuning, "functional_cells", 16, 0);
@@ -369,6 +374,14 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
         functional_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
+    return functional_cl_buffers(setup, st, state);
+}
+
+/* The rest of cl_prepare for either kernel shape: the tensor offsets, the
+ * projection buffers and functional_prepare's arguments; *state = st on
+ * success, st released on failure. */
+static int functional_cl_buffers(const moelat_cl_setup *setup, functional_cl_state *st, void **state) {
+    long long n = st->proj_rows;
     st->toff = ec_cl_offsets_buffer(setup->context, setup->tensor_offsets, setup->n_tensors);
     if (!st->toff) {
         functional_cl_release(st);
@@ -393,14 +406,16 @@ static int functional_cl_prepare(const moelat_cl_setup *setup, void **state) {
     }
     st->wp_cols = (size_t)setup->dims->state_size;
     /* functional_prepare's arguments never change: set once. */
-    ec_arg pargs[] = {EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff), EC_ARG(st->n_total), EC_ARG_MEM(st->proj),
+    ec_arg pargs[] = {EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff), EC_ARG(st->proj_rows), EC_ARG_MEM(st->proj),
                       EC_ARG_MEM(st->wp)};
     if (ec_cl_set_args(st->prepare, "functional_prepare", pargs, (int)(sizeof pargs / sizeof pargs[0]))) {
         functional_cl_release(st);
         return MOELAT_EXPERT_ERROR;
     }
-    st->clblast = use_clblast(tuning, setup->device);
-    ec_log(MOELAT_LOG_INFO, "per-step projections: %s", st->clblast ? "CLBlast SGEMM" : "functional_project");
+    /* The feature-major layout of the CPU-shaped kernel is functional_project_cpu's. */
+    st->clblast = !st->cells_per_item && use_clblast(ec_tuning(setup), setup->device);
+    ec_log(MOELAT_LOG_INFO, "per-step projections: %s",
+           st->clblast ? "CLBlast SGEMM" : st->cells_per_item ? "functional_project_cpu" : "functional_project");
     *state = st;
     return MOELAT_EXPERT_OK;
 }
@@ -435,9 +450,13 @@ static int functional_cl_step_begin(void *p, const moelat_cl_step *step) {
     }
     if (!st->clblast) {
         ec_arg args[] = {EC_ARG_MEM(states), EC_ARG(st->n_total), EC_ARG_MEM(st->wp), EC_ARG_MEM(st->proj)};
-        if (ec_cl_set_args(st->project, "functional_project", args, (int)(sizeof args / sizeof args[0])) ||
-            ec_cl_enqueue_items(step->queue, st->project, "functional_project",
-                                (size_t)st->n_total * st->proj_per_cell, 0, NULL, &ev))
+        const char *kname = st->cells_per_item ? "functional_project_cpu" : "functional_project";
+        if (ec_cl_set_args(st->project, kname, args, (int)(sizeof args / sizeof args[0])) ||
+            (st->cells_per_item
+                 ? ec_cpu_enqueue_cells(step->queue, st->project, kname, NULL, (size_t)st->n_total, st->cells_per_item, 0,
+                                        NULL, &ev)
+                 : ec_cl_enqueue_items(step->queue, st->project, kname, (size_t)st->n_total * st->proj_per_cell, 0,
+                                       NULL, &ev)))
             return MOELAT_EXPERT_ERROR;
     }
     if (st->proj_done)
@@ -491,7 +510,7 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
                              EC_ARG_MEM(absmean),  EC_ARG_MEM(ext),        EC_ARG(has_ext),
                              EC_ARG_MEM(st->proj), EC_ARG_MEM(st->params), EC_ARG_MEM(st->toff),
                              EC_ARG_MEM(out)};
-            rc = ec_cl_set_args(st->cell, "functional_output", args, (int)(sizeof args / sizeof args[0]));
+            rc = ec_cl_set_args(st->cell, st->cells_per_item ? "functional_cpu" : "functional_output", args, (int)(sizeof args / sizeof args[0]));
         }
         if (rc)
             return MOELAT_EXPERT_ERROR;
@@ -514,6 +533,9 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
         /* Nothing to compute; a marker keeps the ordering after the wait list. */
         rc = ec_cl_enqueue_items(ch->queue, st->cell, "functional_output", 0, n_wait, wait,
                                  ch->done ? &ev : NULL);
+    } else if (st->cells_per_item) {
+        rc = ec_cpu_enqueue_cells(ch->queue, st->cell, "functional_cpu", ch->extent, (size_t)n_cells, st->cells_per_item,
+                                  n_wait, wait, ch->done ? &ev : NULL);
     } else if (st->split) {
         /* functional_edges: one work-group per edge_cells chunk cells
          * (work_group lanes each); then functional_tails: one per
@@ -577,6 +599,13 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
  * reserved at every S. */
 static size_t functional_cl_scratch(const moelat_expert_dims *d) { return (size_t)MD(d); }
 
+/* Optional extensions: the host backward ("moelat.backward.host/1"). */
+static const void *functional_get_extension(const char *id) {
+    if (id && strcmp(id, MOELAT_EXT_BACKWARD_HOST) == 0)
+        return functional_backward_host();
+    return NULL;
+}
+
 static moelat_expert_descriptor g_desc = {
     .abi_major = MOELAT_EXPERT_ABI_MAJOR,
     .abi_minor = MOELAT_EXPERT_ABI_MINOR,
@@ -596,6 +625,7 @@ static moelat_expert_descriptor g_desc = {
     .cl_step_begin = functional_cl_step_begin,
     .cl_enqueue = functional_cl_enqueue,
     .cl_release = functional_cl_release,
+    .get_extension = functional_get_extension,
     .cl_scratch_floats = functional_cl_scratch, /* M between the two kernels when split */
 };
 

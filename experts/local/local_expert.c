@@ -6,24 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_shape.h"
 #include "expert_common.h"
 
 extern const char *const local_cl_parts[];
 
-/* Declaration order of the tensors (the engine stores them in this order). */
-enum {
-    L_AGG0_W, L_AGG0_B, /* neighbor_aggregator.0: S -> h1 */
-    L_AGG2_W, L_AGG2_B, /* neighbor_aggregator.2: h1 -> h2 */
-    L_SP0_W, L_SP0_B,   /* state_processor.0: S + h2 -> ph */
-    L_SP2_W, L_SP2_B,   /* state_processor.2: ph -> S */
-    L_ALPHA, L_BETA,
-    L_NORM_G, L_NORM_B, /* normalization over S */
-    L_N_TENSORS
-};
-
-#define H1(d) ((d)->hidden[0])
-#define H2(d) ((d)->hidden[1])
-#define PH(d) ((d)->hidden[2])
+#include "local_expert.h"
 
 static int local_validate(const moelat_expert_dims *d, char *err, size_t errlen) {
     if (!d || d->state_size < 1) {
@@ -121,6 +109,12 @@ typedef struct local_cl_state {
     cl_int4 lattice;
     size_t work_group; /* lanes per group: the program's MOELAT_WG */
     size_t cells_per_group; /* local.cl's LOC_T */
+    size_t cells_per_item;  /* local_cpu's cells (moelat_cpu_math.cl's MLC_V); 0: work-group kernel */
+    /* CPU-shaped only: local_transpose_cpu and its feature-major copy of
+     * the states (S rows of local_cpu.cl's LOC_NP(n_total) floats). */
+    cl_kernel transpose;
+    cl_mem states_t;
+    cl_int n_total;
 } local_cl_state;
 
 static void local_cl_release(void *p) {
@@ -129,6 +123,10 @@ static void local_cl_release(void *p) {
         return;
     if (st->kernel)
         clReleaseKernel(st->kernel);
+    if (st->transpose)
+        clReleaseKernel(st->transpose);
+    if (st->states_t)
+        clReleaseMemObject(st->states_t);
     if (st->program)
         clReleaseProgram(st->program);
     if (st->toff)
@@ -179,6 +177,34 @@ static int local_cl_prepare(const moelat_cl_setup *setup, void **state) {
     }
     st->params = setup->params;
     st->lattice = (cl_int4){{setup->lattice[0], setup->lattice[1], setup->lattice[2], 0}};
+    /* The CPU-shaped kernel on CPU devices (cpu_shape.h), else the work-group one. */
+    if (ec_cpu_shaped(setup)) {
+        st->cells_per_item = ec_cpu_cells_per_item(setup);
+        st->kernel = st->cells_per_item ? ec_cl_kernel(setup->program, "local_cpu") : NULL;
+        st->transpose = st->kernel ? ec_cl_kernel(setup->program, "local_transpose_cpu") : NULL;
+        size_t pad = st->transpose ? ec_cl_compiled_size(setup->program, setup->device, "local_cpu_pad", 1024) : 0;
+        long long n = (long long)setup->lattice[0] * setup->lattice[1] * setup->lattice[2];
+        st->n_total = (cl_int)n;
+        st->toff = pad ? ec_cl_offsets_buffer(setup->context, setup->tensor_offsets, setup->n_tensors) : NULL;
+        if (!st->toff || n <= 0 || n + 2 * (long long)pad > 0x7fffffffLL) {
+            if (st->toff)
+                ec_log(MOELAT_LOG_ERROR, "cl_prepare: lattice of %lld cells empty or too large for local_cpu", n);
+            local_cl_release(st);
+            return MOELAT_EXPERT_ERROR;
+        }
+        cl_int err = CL_SUCCESS;
+        size_t bytes = (size_t)(n + 2 * (long long)pad) * (size_t)setup->dims->state_size * sizeof(float);
+        st->states_t = clCreateBuffer(setup->context, CL_MEM_READ_WRITE, bytes, NULL, &err);
+        if (err != CL_SUCCESS || !st->states_t) {
+            char what[128];
+            snprintf(what, sizeof what, "creating the %zu-byte feature-major states", bytes);
+            ec_cl_fail(err, what);
+            local_cl_release(st);
+            return MOELAT_EXPERT_ERROR;
+        }
+        *state = st;
+        return MOELAT_EXPERT_OK;
+    }
     /* The local_cells knob is compiled in as LOC_CELLS. */
     int cells = ec_cells_knob(ec_tuning(setup), "local_cells", 4, 1);
     char knob[48] = "";
@@ -224,8 +250,20 @@ static int local_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
                      EC_ARG(st->lattice), EC_ARG(origin),     EC_ARG(extent),
                      EC_ARG(n_cells),     EC_ARG_MEM(count),  EC_ARG_MEM(st->params),
                      EC_ARG_MEM(st->toff), EC_ARG_MEM(out)};
-    if (ec_cl_set_args(st->kernel, "local_expert", args, (int)(sizeof args / sizeof args[0])))
+    const char *kname = st->cells_per_item ? "local_cpu" : "local_expert";
+    if (ec_cl_set_args(st->kernel, kname, args, (int)(sizeof args / sizeof args[0])))
         return MOELAT_EXPERT_ERROR;
+    if (st->cells_per_item) {
+        /* after local_expert's eleven: the feature-major copy */
+        cl_int err = clSetKernelArg(st->kernel, 11, sizeof(cl_mem), &st->states_t);
+        if (err != CL_SUCCESS)
+            return ec_cl_fail(err, "kernel local_cpu: setting argument 11");
+        int rc = ec_cpu_enqueue_cells(ch->queue, st->kernel, kname, ch->extent, (size_t)n_cells, st->cells_per_item,
+                                      ch->num_wait, (const cl_event *)ch->wait, ch->done ? &ev : NULL);
+        if (ch->done)
+            *ch->done = ev;
+        return rc;
+    }
     /* One work-group of work_group lanes per cells_per_group chunk cells:
      * the kernel takes its cells from the group id and is compiled for
      * exactly this size. */
@@ -245,6 +283,29 @@ static int local_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
     return MOELAT_EXPERT_OK;
 }
 
+/* Once per step, CPU-shaped only: the feature-major copy of the states
+ * that local_cpu reads (the engine orders the chunks after *done). */
+static int local_cl_step_begin(void *p, const moelat_cl_step *step) {
+    local_cl_state *st = p;
+    if (step->done)
+        *step->done = NULL;
+    if (!st->cells_per_item)
+        return MOELAT_EXPERT_OK;
+    cl_mem states = step->states;
+    ec_arg args[] = {EC_ARG_MEM(states), EC_ARG(st->n_total), EC_ARG_MEM(st->states_t)};
+    if (ec_cl_set_args(st->transpose, "local_transpose_cpu", args, 3))
+        return MOELAT_EXPERT_ERROR;
+    return ec_cpu_enqueue_cells(step->queue, st->transpose, "local_transpose_cpu", NULL, (size_t)st->n_total,
+                                st->cells_per_item, step->num_wait, (const cl_event *)step->wait, step->done);
+}
+
+/* Optional extensions: the host backward ("moelat.backward.host/1"). */
+static const void *local_get_extension(const char *id) {
+    if (id && strcmp(id, MOELAT_EXT_BACKWARD_HOST) == 0)
+        return local_backward_host();
+    return NULL;
+}
+
 static moelat_expert_descriptor g_desc = {
     .abi_major = MOELAT_EXPERT_ABI_MAJOR,
     .abi_minor = MOELAT_EXPERT_ABI_MINOR,
@@ -261,10 +322,11 @@ static moelat_expert_descriptor g_desc = {
     .host_cell = local_host_cell,
     .cl_source = NULL,
     .cl_prepare = local_cl_prepare,
-    .cl_step_begin = NULL,
+    .cl_step_begin = local_cl_step_begin, /* the CPU-shaped kernel's copy of the states */
     .cl_enqueue = local_cl_enqueue,
     .cl_release = local_cl_release,
     .cl_flags = MOELAT_CL_NO_ABSMEAN, /* the attention reads the neighbours themselves */
+    .get_extension = local_get_extension,
 };
 
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {

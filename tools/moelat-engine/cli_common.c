@@ -251,6 +251,8 @@ int cli_build_config(const cli_model_opts *o, moelat_config *cfg, const char *cm
                 cmd, (int)cfg->threads, cores, CLI_THREADS_PER_CORE * cores, CLI_THREADS_PER_CORE);
         cfg->threads = (int32_t)(CLI_THREADS_PER_CORE * cores);
     }
+    /* Before any OpenCL call: PoCL reads its thread count once. */
+    cli_cpu_runtime_threads(cfg->threads > 0 && o->threads >= 0 ? (int)cfg->threads : o->threads);
     if (o->batch_threshold >= 0)
         cfg->batch_threshold = o->batch_threshold;
     if (o->queues >= 0)

@@ -32,6 +32,11 @@ int cli_model_opt(cli_model_opts *o, int argc, char **argv, int *i, const char *
 
 /* Builds the config: preset (default debug), then the config file, then the
  * other options. Prints the reason and returns -1 on error. */
+/* Gives --threads to a CPU OpenCL runtime as well: sets PoCL's thread
+ * count variables to threads (> 0) where the user left them unset. Call
+ * before the process's first OpenCL call; cli_build_config does. */
+void cli_cpu_runtime_threads(int threads);
+
 int cli_build_config(const cli_model_opts *o, moelat_config *cfg, const char *cmd);
 
 /* Sets cfg->tuning to the MOELAT_* tuning variables, then cfg's own

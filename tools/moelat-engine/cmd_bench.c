@@ -249,6 +249,8 @@ int cmd_bench(int argc, char **argv) {
             }
         }
     }
+    /* Before the first OpenCL call (the peak's): PoCL reads its thread count once. */
+    cli_cpu_runtime_threads(mo.threads);
     /* The device and its peak. */
     char err[4096];
     moelat_device_info dev;

@@ -5,6 +5,7 @@
  * sees half a picture. */
 #include "loss_plot.h"
 
+#ifdef MOELAT_HAVE_CAIRO
 #include <cairo.h>
 #include <math.h>
 #include <stdio.h>
@@ -162,3 +163,14 @@ int loss_plot_write(const char *path, const char *title, const double *train_x, 
     cairo_surface_destroy(s);
     return rc;
 }
+
+#else /* !MOELAT_HAVE_CAIRO */
+#include <stdio.h>
+
+int loss_plot_write(const char *path, const char *title, const double *train_x, const double *train_y, int n_train,
+                    const double *val_x, const double *val_y, int n_val, char *err, size_t errlen) {
+    (void)title, (void)train_x, (void)train_y, (void)n_train, (void)val_x, (void)val_y, (void)n_val;
+    snprintf(err, errlen, "%s: this moelat-engine was built without cairo (Debian: libcairo2-dev)", path);
+    return -1;
+}
+#endif
