@@ -344,6 +344,13 @@ int cmd_train(int argc, char **argv) {
         return 2;
     if (c.make_data)
         return make_data(&c, &cfg);
+#ifndef MOELAT_HAVE_CAIRO
+    if (c.loss_png) {
+        fprintf(stderr, "moelat-engine train: --loss-png: this moelat-engine was built without cairo "
+                        "(Debian: libcairo2-dev)\n");
+        return 2;
+    }
+#endif
     const char *outs[][2] = {{"--save-weights", c.save_weights}, {"--loss-csv", c.loss_csv}, {"--loss-png", c.loss_png}};
     for (size_t k = 0; k < 3; k++)
         if (outs[k][1] && output_dir_ok(outs[k][0], outs[k][1]) != 0)

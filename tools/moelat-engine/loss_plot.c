@@ -96,7 +96,7 @@ static void axes(cairo_t *cr, const frame *f, const char *title) {
     }
     text(cr, (LEFT + W - RIGHT) / 2.0, H - 15, "samples seen", 0.5);
     cairo_save(cr);
-    cairo_move_to(cr, 20, (TOP + H - BOTTOM) / 2.0);
+    cairo_translate(cr, 22, (TOP + H - BOTTOM) / 2.0);
     cairo_rotate(cr, -M_PI / 2);
     text(cr, 0, 0, "loss (MSE of the output face)", 0.5);
     cairo_restore(cr);

@@ -79,10 +79,12 @@ static int run_sample(trainer *t, int64_t b, int grad, double *loss) {
         out = t->out;
     }
     const float *tg = train_target(t->d, b);
+    /* Squared errors in float32, as a float32 model computes them (a
+     * target beyond 1.8e19 of the state overflows them); summed in double. */
     double sum = 0;
     for (size_t i = 0; i < t->face; i++) {
-        double e = (double)out[i] - tg[i];
-        sum += e * e;
+        float e = out[i] - tg[i];
+        sum += (double)(e * e);
     }
     *loss = sum / (double)t->face;
     if (!isfinite(*loss)) {
@@ -106,13 +108,18 @@ static int run_sample(trainer *t, int64_t b, int grad, double *loss) {
     return 0;
 }
 
-static int validate(trainer *t, double *loss) {
+/* The mean loss over the validation samples; a failure names the pass. */
+static int validate(trainer *t, int after_epoch, double *loss) {
     int64_t v0 = t->r->train_samples;
     double sum = 0;
     for (int64_t b = v0; b < t->d->B; b++) {
         double l;
-        if (run_sample(t, b, 0, &l) != 0)
+        if (run_sample(t, b, 0, &l) != 0) {
+            char tmp[sizeof t->r->failure];
+            memcpy(tmp, t->r->failure, sizeof tmp);
+            snprintf(t->r->failure, sizeof t->r->failure, "validation after epoch %d, %.900s", after_epoch, tmp);
             return -1;
+        }
         sum += l;
     }
     *loss = t->r->val_samples ? sum / (double)t->r->val_samples : NAN;
@@ -198,6 +205,13 @@ static int train_batch(trainer *t, const int64_t *ids, int n, double *mean_loss)
             t->gsum[k] += t->g[k];
     }
     *mean_loss = sum / n;
+    for (size_t k = 0; k < t->n_weights; k++)
+        if (!isfinite(t->gsum[k])) {
+            snprintf(t->r->failure, sizeof t->r->failure,
+                     "samples %lld.. of the batch: the summed gradient of weight %zu is %g", (long long)ids[0], k,
+                     t->gsum[k]);
+            return -1;
+        }
     if (moelat_get_weights(t->lat, t->w, t->n_weights) != MOELAT_OK) {
         snprintf(t->r->failure, sizeof t->r->failure, "%s", moelat_last_error(t->lat));
         return -1;
@@ -241,7 +255,7 @@ int train_run(moelat_lattice *lat, const train_data *d, const train_options *o, 
             goto out;
     } else {
         double v;
-        if (validate(&t, &v) != 0)
+        if (validate(&t, 0, &v) != 0)
             goto out;
         train_point p = {0, -1, 0, v, moelat_optimizer_next_lr(t.opt)};
         if (add_point(&r->val, &r->n_val, &r->cap_val, p) != 0)
@@ -259,7 +273,8 @@ int train_run(moelat_lattice *lat, const train_data *d, const train_options *o, 
             if (train_batch(&t, order + first, n, &loss) != 0) {
                 char tmp[sizeof r->failure];
                 memcpy(tmp, r->failure, sizeof tmp);
-                snprintf(r->failure, sizeof r->failure, "epoch %d, batch %d: %.900s%s", e + 1, bi + 1, tmp,
+                snprintf(r->failure, sizeof r->failure, "optimizer step %llu (epoch %d, batch %d), %.880s%s",
+                         (unsigned long long)moelat_optimizer_steps(t.opt) + 1, e + 1, bi + 1, tmp,
                          o->checkpoint_dir ? "; the last good checkpoint is kept" : "");
                 goto out;
             }
@@ -284,7 +299,7 @@ int train_run(moelat_lattice *lat, const train_data *d, const train_options *o, 
             }
         }
         double v;
-        if (validate(&t, &v) != 0)
+        if (validate(&t, e + 1, &v) != 0)
             goto out;
         train_point p = {e + 1, -1, samples, v, moelat_optimizer_next_lr(t.opt)};
         if (add_point(&r->val, &r->n_val, &r->cap_val, p) != 0)
