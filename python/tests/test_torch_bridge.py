@@ -110,7 +110,7 @@ def test_gradients_match_engine_grad(make_lattice, rng, tmp_path):
 
 
 def test_module_between_linear_layers_trains(make_lattice, rng):
-    lat, core = _module(make_lattice, steps=2)  # z = 0 reaches z = 3 in two steps (r = 3)
+    lat, core = _module(make_lattice, steps=3)  # |dz| <= 2 per step (r = 3): z = 0 reaches z = 3 at step 3
     X, Y, _ = DIMS
     S = lat.state_size
     torch.manual_seed(int(rng.integers(1, 2**31)))
