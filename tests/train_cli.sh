@@ -89,4 +89,13 @@ cmp "$T/ck/train.json" "$T/manifest.before" || fail "the failed run replaced the
 "$ENGINE" train $RUN --resume "$T/ck" --save-weights "$T/again.safetensors" >/dev/null || fail "resume after failure"
 cmp "$T/straight.safetensors" "$T/again.safetensors" || fail "the kept checkpoint no longer resumes bit-exactly"
 echo "ok: the kept checkpoint still resumes bit-exactly"
+# 4. The README's training example, as written (its directory moved here).
+README=$(dirname "$0")/../README.md
+sed -n '/<!-- train-example/,/<!-- \/train-example/p' "$README" | grep -v '<!--' |
+    sed -e "s|build/tools/moelat-engine|\"$ENGINE\"|" -e "s|/tmp/moelat-carry|$T/readme|g" >"$T/readme.sh"
+grep -q "train --data" "$T/readme.sh" || fail "no training example in the README"
+sh "$T/readme.sh" >"$T/readme.out" 2>&1 || { cat "$T/readme.out"; fail "the README's training example failed"; }
+tail -1 "$T/readme.out"
+[ -s "$T/readme/loss.png" ] || fail "the README's example wrote no loss curve"
+echo "ok: the README's training example"
 echo "PASS"

@@ -149,3 +149,20 @@ def test_function_refuses_a_lipschitz_lattice(make_lattice, rng):
 
     with pytest.raises(moelat.MoelatError, match="lipschitz"):
         mod(torch.from_numpy(random_states(rng, lat)))
+
+
+def test_readme_training_section(tmp_path):
+    """The README's "Training" section's Python block runs as written."""
+    import re
+    import sys
+
+    readme = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
+    section = open(readme).read().split("## Training", 1)[1].split("\n## ", 1)[0]
+    code = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(code) == 1
+    pkg = os.path.abspath(os.path.join(os.path.dirname(readme), "python"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([pkg, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", code[0] + "\nprint('grad', float(next(lattice.parameters()).grad.abs().sum()) > 0)"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "grad True" in proc.stdout
