@@ -772,8 +772,13 @@ static void cl_run(const clenv *e, int b, const moelat_expert_dims *dims, const 
                              .lattice = {L->X, L->Y, L->Z},
                              .max_chunk_cells = L->N};
     void *st = NULL;
+    g_all_log[0] = '\0';
     assert_int_equal(d->cl_prepare(&setup, &st), MOELAT_EXPERT_OK);
     assert_non_null(st);
+    /* a shape forced by the tuning took effect (lipschitz keeps the
+     * work-group kernels whatever it says) */
+    if (strstr(setup.tuning, "cl_shape=") && !strstr(g_all_log, "kernels (tuning cl_shape)"))
+        fail_msg("the tuning '%s' chose no shape:\n%s", setup.tuning, g_all_log);
     if (d->cl_step_begin) {
         cl_event done = NULL;
         moelat_cl_step step = {.struct_size = sizeof step, .queue = e->q, .states = states,
