@@ -99,6 +99,15 @@ step "run with diffusion on the local band"
 "$ENGINE" run --expert local=diffusion --plugin-path "$EX" --dims 9x8x7 --steps 2 --quiet ||
     fail "run --expert local=diffusion"
 
+step "grad with diffusion on the local band (its host backward)"
+"$ENGINE" run --expert local=diffusion --plugin-path "$EX" --dims 9x8x7 --steps 1 --quiet \
+    --save-state "$WORK/grad-target.npy" >/dev/null || fail "run --save-state for grad"
+"$ENGINE" grad --expert local=diffusion --plugin-path "$EX" --dims 9x8x7 --steps 2 \
+    --target "$WORK/grad-target.npy" --save-grads "$WORK/grad.safetensors" --json >"$WORK/grad.json" ||
+    fail "grad --expert local=diffusion"
+grep -q '"loss"' "$WORK/grad.json" || fail "grad printed no loss"
+grep -q 'local_expert.diffusion.weight' "$WORK/grad.safetensors" || fail "no dL/dD in the gradients"
+
 step "check: diffusion on the distant band, batch vs per-cell, each expert first"
 "$ENGINE" check --experts --expert distant=diffusion --plugin-path "$EX" --dims 9x8x7 \
     --steps 2 >"$WORK/check-diffusion.txt" 2>"$WORK/check-diffusion.err" ||

@@ -7,6 +7,7 @@
 
 #include "cnf_host.h"
 #include "cpu_shape.h"
+#include "distant_backward.h"
 #include "expert_common.h"
 
 extern const char *const distant_cl_parts[];
@@ -186,6 +187,13 @@ static int distant_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
     return rc;
 }
 
+/* Optional extensions: the host backward ("moelat.backward.host/1"). */
+static const void *distant_get_extension(const char *id) {
+    if (id && strcmp(id, MOELAT_EXT_BACKWARD_HOST) == 0)
+        return distant_backward_host();
+    return NULL;
+}
+
 static moelat_expert_descriptor g_desc = {
     .abi_major = MOELAT_EXPERT_ABI_MAJOR,
     .abi_minor = MOELAT_EXPERT_ABI_MINOR,
@@ -206,6 +214,7 @@ static moelat_expert_descriptor g_desc = {
     .cl_enqueue = distant_cl_enqueue,
     .cl_release = distant_cl_release,
     .cl_flags = MOELAT_CL_NO_ABSMEAN, /* the CNF reads the band mean only */
+    .get_extension = distant_get_extension,
 };
 
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {

@@ -15,26 +15,7 @@
 
 extern const char *const functional_cl_parts[];
 
-/* Declaration order of the tensors; functional.cl's FN_* indices match. */
-enum {
-    F_G0_W, F_G0_B,   /* adaptive_gating.gating_network.0: 2S -> S/2 */
-    F_G2_W, F_G2_B,   /* adaptive_gating.gating_network.2: S/2 -> 1 */
-    F_MC0_W, F_MC0_B, /* message_creator.0: [n_j, x] 2S -> hd */
-    F_MC2_W, F_MC2_B, /* message_creator.2: hd -> md */
-    F_AT0_W, F_AT0_B, /* attention_network.0: [m_j, x] md + S -> md */
-    F_AT2_W, F_AT2_B, /* attention_network.2: md -> 1 */
-    F_UG_W, F_UG_B,   /* state_updater.update_gate: S + md + E -> S */
-    F_RG_W, F_RG_B,   /* state_updater.reset_gate */
-    F_CN_W, F_CN_B,   /* state_updater.candidate_network */
-    F_CNF,            /* cnf_component.*: CNF_N_TENSORS tensors */
-    F_RP0_W = F_CNF + CNF_N_TENSORS, F_RP0_B, /* result_processor.0: 2S -> S */
-    F_RP1_G, F_RP1_B, /* result_processor.1: LayerNorm over S */
-    F_N_TENSORS
-};
-
-#define HD(d) ((d)->hidden[0])
-#define MD(d) ((d)->hidden[1])
-#define ODE_H(d) ((d)->hidden[2])
+#include "functional_expert.h"
 
 static int functional_validate(const moelat_expert_dims *d, char *err, size_t errlen) {
     if (!d || d->state_size < 2 || d->state_size % 2 != 0) {
@@ -618,6 +599,13 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
  * reserved at every S. */
 static size_t functional_cl_scratch(const moelat_expert_dims *d) { return (size_t)MD(d); }
 
+/* Optional extensions: the host backward ("moelat.backward.host/1"). */
+static const void *functional_get_extension(const char *id) {
+    if (id && strcmp(id, MOELAT_EXT_BACKWARD_HOST) == 0)
+        return functional_backward_host();
+    return NULL;
+}
+
 static moelat_expert_descriptor g_desc = {
     .abi_major = MOELAT_EXPERT_ABI_MAJOR,
     .abi_minor = MOELAT_EXPERT_ABI_MINOR,
@@ -637,6 +625,7 @@ static moelat_expert_descriptor g_desc = {
     .cl_step_begin = functional_cl_step_begin,
     .cl_enqueue = functional_cl_enqueue,
     .cl_release = functional_cl_release,
+    .get_extension = functional_get_extension,
     .cl_scratch_floats = functional_cl_scratch, /* M between the two kernels when split */
 };
 

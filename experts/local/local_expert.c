@@ -11,20 +11,7 @@
 
 extern const char *const local_cl_parts[];
 
-/* Declaration order of the tensors (the engine stores them in this order). */
-enum {
-    L_AGG0_W, L_AGG0_B, /* neighbor_aggregator.0: S -> h1 */
-    L_AGG2_W, L_AGG2_B, /* neighbor_aggregator.2: h1 -> h2 */
-    L_SP0_W, L_SP0_B,   /* state_processor.0: S + h2 -> ph */
-    L_SP2_W, L_SP2_B,   /* state_processor.2: ph -> S */
-    L_ALPHA, L_BETA,
-    L_NORM_G, L_NORM_B, /* normalization over S */
-    L_N_TENSORS
-};
-
-#define H1(d) ((d)->hidden[0])
-#define H2(d) ((d)->hidden[1])
-#define PH(d) ((d)->hidden[2])
+#include "local_expert.h"
 
 static int local_validate(const moelat_expert_dims *d, char *err, size_t errlen) {
     if (!d || d->state_size < 1) {
@@ -312,6 +299,13 @@ static int local_cl_step_begin(void *p, const moelat_cl_step *step) {
                                 st->cells_per_item, step->num_wait, (const cl_event *)step->wait, step->done);
 }
 
+/* Optional extensions: the host backward ("moelat.backward.host/1"). */
+static const void *local_get_extension(const char *id) {
+    if (id && strcmp(id, MOELAT_EXT_BACKWARD_HOST) == 0)
+        return local_backward_host();
+    return NULL;
+}
+
 static moelat_expert_descriptor g_desc = {
     .abi_major = MOELAT_EXPERT_ABI_MAJOR,
     .abi_minor = MOELAT_EXPERT_ABI_MINOR,
@@ -332,6 +326,7 @@ static moelat_expert_descriptor g_desc = {
     .cl_enqueue = local_cl_enqueue,
     .cl_release = local_cl_release,
     .cl_flags = MOELAT_CL_NO_ABSMEAN, /* the attention reads the neighbours themselves */
+    .get_extension = local_get_extension,
 };
 
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {

@@ -15,6 +15,7 @@ static const subcommand commands[] = {
     {"run", cmd_run, "step a lattice (default: debug preset 15x15x15, 10 steps)"},
     {"check", cmd_check, "compare batch and per-cell results step by step"},
     {"bench", cmd_bench, "time per-cell and batch steps"},
+    {"grad", cmd_grad, "exact gradients of 0.5 |s_T - target|^2 (host, float64)"},
     {"devices", cmd_devices, "list OpenCL platforms and devices"},
     {"plugins", cmd_plugins, "list expert plugins, or check one (--check FILE)"},
 };

@@ -259,6 +259,55 @@ typedef struct moelat_expert_descriptor {
  * of that band). Without the flag the engine fills it. */
 #define MOELAT_CL_NO_ABSMEAN 1u
 
+/* ---- Extension "moelat.backward.host/1": exact gradients on the host ----
+ * An expert that can be differentiated returns a moelat_backward_host from
+ * get_extension(MOELAT_EXT_BACKWARD_HOST). Everything is float64: the engine
+ * hands the tensors, states and inputs in double, and the expert evaluates
+ * its function in double (host_cell_f64, the same function as host_cell up
+ * to rounding) and its exact adjoint (backward_cell). The engine uses the
+ * first to run a float64 instantiation of the whole host path (the
+ * trajectory it differentiates, and finite-difference tests) and the second
+ * to reverse each step. Test a backward against central differences of
+ * host_cell_f64 (plugins/README.md). */
+#define MOELAT_EXT_BACKWARD_HOST "moelat.backward.host/1"
+
+/* One cell of one band, in float64. The forward reads dims..cell and
+ * writes out; the backward reads the same and dout, may write out (when
+ * not NULL) and ADDS to dx, dneighbours, dext and dtensors, so that the
+ * engine can accumulate over cells and steps. */
+typedef struct moelat_grad_cell {
+    uint32_t struct_size;
+    const moelat_expert_dims *dims;
+    const double *const *tensors; /* one pointer per tensor, declaration order */
+    const double *x;              /* the cell's old state, S values */
+    const double *neighbours;     /* count x S old states of this band */
+    int32_t count;                /* >= 1: the engine skips empty bands */
+    const double *ext;            /* E external inputs (zeros off the input face) */
+    int32_t cell[3];              /* x, y, z */
+    double *out;                  /* S: the expert's output (NULL allowed in backward) */
+    const double *dout;           /* S: dL/d out (backward) */
+    double *dx;                   /* S: += dL/d x */
+    double *dneighbours;          /* count x S: += dL/d n_j, in the order of neighbours */
+    double *dext;                 /* E: += dL/d ext */
+    double *const *dtensors;      /* per tensor: += dL/d tensor */
+    double *scratch;              /* scratch_doubles() doubles, 8-byte aligned */
+} moelat_grad_cell;
+
+typedef struct moelat_backward_host {
+    uint32_t struct_size;
+    uint32_t reserved0;
+    /* Optional: refuse dims whose gradient the expert cannot compute
+     * (writes a reason naming what, e.g. a mode). */
+    int (*validate)(const moelat_expert_dims *dims, char *err, size_t errlen);
+    /* Doubles of scratch both functions need for at most max_neighbours. */
+    size_t (*scratch_doubles)(const moelat_expert_dims *dims, int max_neighbours);
+    /* Forward in float64. Returns an enum moelat_expert_status. */
+    int (*host_cell_f64)(const moelat_grad_cell *cell);
+    /* Reverse of host_cell_f64 for dout. Returns an enum moelat_expert_status. */
+    int (*backward_cell)(const moelat_grad_cell *cell);
+    void *reserved[4];
+} moelat_backward_host;
+
 typedef const moelat_expert_descriptor *(*moelat_expert_entry_fn)(
     const moelat_host_services *host);
 

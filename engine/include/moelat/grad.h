@@ -1,0 +1,91 @@
+/*
+ * Exact gradients of T lattice steps (reverse mode) on the host.
+ *
+ * moelat_grad_record runs T steps of the float64 instantiation of the
+ * per-cell host path (MODEL.md's function evaluated in double, from the
+ * lattice's float32 states, weights and external input) and keeps the
+ * states every k steps; moelat_grad_backward takes dL/ds_T of any loss the
+ * caller computes from moelat_grad_final_states and returns, exactly for
+ * that float64 function, dL/dW for every weight, dL/ds_0 and dL/d(external
+ * input). States between checkpoints are recomputed, so memory is
+ * O(N*S*(T/k + k)). The lattice itself is not changed.
+ *
+ * Requirements: every band that has neighbours is served by an expert
+ * with the host backward extension ("moelat.backward.host/1"); CNF mode
+ * euler (lipschitz is refused: its state-dependent step size is not
+ * differentiated). Weight gradients are reduced over fixed blocks of rows
+ * in a fixed order: two runs with the same thread count give bitwise
+ * identical gradients, and k does not change them.
+ *
+ * Errors leave their message in moelat_last_error() of the lattice.
+ */
+#ifndef MOELAT_GRAD_H
+#define MOELAT_GRAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moelat/api.h"
+#include "moelat/moelat.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct moelat_grad moelat_grad;
+
+typedef struct moelat_grad_options {
+    uint32_t struct_size;
+    int32_t checkpoint_every; /* k >= 1; 0 = automatic from memory_budget */
+    uint64_t memory_budget;   /* bytes; 0 = half the physical memory */
+} moelat_grad_options;
+
+MOELAT_API void moelat_grad_options_default(moelat_grad_options *opt);
+
+/* Bytes a gradient of steps steps with checkpoints every k needs. */
+MOELAT_API uint64_t moelat_grad_memory(moelat_lattice *lat, int steps, int k);
+
+/* Records steps >= 1 steps from the lattice's current states. Refuses,
+ * before any work, a lattice whose expert lacks a backward (naming band
+ * and plugin), CNF mode lipschitz, and a run that does not fit the
+ * memory budget (with the estimate and a k that fits). */
+MOELAT_API moelat_status moelat_grad_record(moelat_lattice *lat, int steps, const moelat_grad_options *opt,
+                                 moelat_grad **out);
+MOELAT_API void moelat_grad_destroy(moelat_grad *g);
+
+MOELAT_API int moelat_grad_steps(const moelat_grad *g);
+MOELAT_API int moelat_grad_checkpoint_every(const moelat_grad *g);
+
+/* s_T of the recorded run: N x S, cell-major as moelat_get_states. */
+MOELAT_API moelat_status moelat_grad_final_states(moelat_grad *g, float *dst, size_t count);
+MOELAT_API moelat_status moelat_grad_final_states_f64(moelat_grad *g, double *dst, size_t count);
+
+/* Reverses the T steps from dL/ds_T (N x S); may be called again with
+ * another dL/ds_T (the gradients are replaced). A non-finite entry is
+ * refused. */
+MOELAT_API moelat_status moelat_grad_backward(moelat_grad *g, const float *dstate, size_t count);
+MOELAT_API moelat_status moelat_grad_backward_f64(moelat_grad *g, const double *dstate, size_t count);
+
+/* dL/dW, all weights as one flat array in moelat_get_weights's order
+ * (count = moelat_weights_count). */
+MOELAT_API moelat_status moelat_grad_weights(moelat_grad *g, float *dst, size_t count);
+MOELAT_API moelat_status moelat_grad_weights_f64(moelat_grad *g, double *dst, size_t count);
+/* dL/dW of one tensor by its weights-file name ("local_expert.alpha");
+ * count must be the tensor's element count. */
+MOELAT_API moelat_status moelat_grad_tensor(moelat_grad *g, const char *name, float *dst, size_t count);
+/* Writes dL/dW as a safetensors file (float32) under the weights' names
+ * and shapes, atomically. */
+MOELAT_API moelat_status moelat_grad_save_weights(moelat_grad *g, const char *path);
+/* dL/ds_0: N x S. */
+MOELAT_API moelat_status moelat_grad_states(moelat_grad *g, float *dst, size_t count);
+MOELAT_API moelat_status moelat_grad_states_f64(moelat_grad *g, double *dst, size_t count);
+/* dL/d(external input): X x Y x MOELAT_EXT_SIZE (also when none was set:
+ * the gradient at zero input). */
+MOELAT_API moelat_status moelat_grad_input(moelat_grad *g, float *dst, size_t count);
+MOELAT_API moelat_status moelat_grad_input_f64(moelat_grad *g, double *dst, size_t count);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOELAT_GRAD_H */

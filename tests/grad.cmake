@@ -1,0 +1,28 @@
+# Exact host gradients: finite differences, checkpointing, refusals, the CLI.
+moelat_test(test_grad SOURCES test_grad.c test_support.c LABELS grad TIMEOUT 1200)
+add_dependencies(test_grad moelat_test_plugin_good moelat_test_diffusion)
+
+# The SDK example expert (plugins/example) built in-tree, with the embedding
+# step moelat_add_expert uses, for the finite-difference check of its
+# backward. Test-only directory: no scan of the built-in experts sees it.
+set(_diffusion_cl ${CMAKE_CURRENT_BINARY_DIR}/diffusion_cl_source.c)
+add_custom_command(OUTPUT ${_diffusion_cl}
+  COMMAND ${CMAKE_COMMAND} -DMOELAT_EMBED_OUTPUT=${_diffusion_cl} -DMOELAT_EMBED_SYMBOL=diffusion_cl_source
+          -DMOELAT_EMBED_FILES=${PROJECT_SOURCE_DIR}/plugins/example/diffusion.cl
+          -P ${PROJECT_SOURCE_DIR}/cmake/MoelatAddExpert.cmake
+  DEPENDS ${PROJECT_SOURCE_DIR}/plugins/example/diffusion.cl VERBATIM)
+add_library(moelat_test_diffusion MODULE ${PROJECT_SOURCE_DIR}/plugins/example/diffusion_expert.c ${_diffusion_cl})
+target_include_directories(moelat_test_diffusion PRIVATE ${PROJECT_SOURCE_DIR}/engine/include)
+target_link_libraries(moelat_test_diffusion PRIVATE OpenCL::OpenCL m)
+target_compile_definitions(moelat_test_diffusion PRIVATE CL_TARGET_OPENCL_VERSION=120)
+set_target_properties(moelat_test_diffusion PROPERTIES
+  PREFIX "" OUTPUT_NAME moelat_expert_diffusion C_VISIBILITY_PRESET hidden
+  LIBRARY_OUTPUT_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/plugins_grad)
+find_program(MOELAT_GRAD_PYTHON3 python3 PATHS /usr/bin NO_DEFAULT_PATH)
+if(MOELAT_GRAD_PYTHON3)
+  add_test(NAME grad_cli
+           COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/grad_cli.sh $<TARGET_FILE:moelat-engine>
+                   ${MOELAT_GRAD_PYTHON3} ${CMAKE_CURRENT_BINARY_DIR}/plugins_mixed/good.so)
+  set_tests_properties(grad_cli PROPERTIES LABELS "grad;cli" TIMEOUT 300
+                       PASS_REGULAR_EXPRESSION "PASS")
+endif()
