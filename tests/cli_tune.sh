@@ -15,7 +15,7 @@ model="--preset debug --dims 9x8x7 --seed $seed --steps 1 --threads 1 --quiet"
 fail() { echo "cli_tune: FAIL: $*"; exit 1; }
 unset MOELAT_AGG_VECTOR MOELAT_AGG_ABSMEAN MOELAT_WORK_GROUP MOELAT_GATE_CELLS MOELAT_CL_OPTIONS \
       MOELAT_NO_KERNEL_CACHE MOELAT_NO_UPGRADE_CHECK MOELAT_FUNCTIONAL_GEMM MOELAT_FUNCTIONAL_CELLS \
-      MOELAT_FUNCTIONAL_SPLIT MOELAT_DISTANT_CELLS MOELAT_LOCAL_CELLS
+      MOELAT_FUNCTIONAL_SPLIT MOELAT_DISTANT_CELLS MOELAT_LOCAL_CELLS MOELAT_CL_SHAPE
 
 # expect_fail WHAT FRAGMENT CMD...: CMD exits non-zero, its stderr names FRAGMENT.
 expect_fail() {
@@ -34,6 +34,8 @@ for cmd in run check bench; do
 done
 expect_fail "bad --tune value" "gate_cells=3" "$engine" run $model --tune gate_cells=3
 expect_fail "bad environment value" "gate_cells=3" env MOELAT_GATE_CELLS=3 "$engine" run $model
+expect_fail "bad shape" "cl_shape=tpu: expected 'gpu' or 'cpu'" env MOELAT_CL_SHAPE=tpu "$engine" run $model
+expect_fail "bad --tune shape" "cl_shape=TPU" "$engine" run $model --tune cl_shape=TPU
 expect_fail "bad switch" "MOELAT_NO_KERNEL_CACHE=maybe" env MOELAT_NO_KERNEL_CACHE=maybe "$engine" run $model
 # --tune and the config file win over the environment: its bad value is not read.
 env MOELAT_GATE_CELLS=3 "$engine" run $model --tune gate_cells=2 >/dev/null 2>"$tmp/err" ||

@@ -1,6 +1,6 @@
 # The CPU-shaped kernels (kernels_cl/moelat_cpu_math.cl, *_cpu.cl) and the
-# work-group ones, each forced on PoCL by MOELAT_CL_SHAPE, against the
-# host path; then the CPU-shaped ones under oclgrind at a small size.
+# work-group ones, each forced on PoCL by the tuning key cl_shape (the
+# CLI's MOELAT_CL_SHAPE below), against the host path; then the CPU-shaped ones under oclgrind at a small size.
 moelat_test(test_cpu_shape SOURCES test_cpu_shape.c test_support.c LABELS "batch;experts" TIMEOUT 900)
 
 # oclgrind (API use, out-of-bounds accesses, data races) on one step of

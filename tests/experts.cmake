@@ -1,7 +1,7 @@
 # The built-in expert plugins (experts/): descriptors, tensor layouts and
 # parameter counts, host function against the golden files, and the OpenCL
 # path against the host function (chunked and whole-lattice) on PoCL.
-moelat_test(test_experts SOURCES test_experts.c LIBS ${CMAKE_DL_LIBS} PkgConfig::JANSSON m
+moelat_test(test_experts SOURCES test_experts.c test_support.c LIBS ${CMAKE_DL_LIBS} PkgConfig::JANSSON m
             LABELS experts TIMEOUT 300)
 target_compile_definitions(test_experts PRIVATE
   MOELAT_EXPERTS_DIR="${MOELAT_EXPERTS_BUILD_DIR}"
@@ -9,10 +9,11 @@ target_compile_definitions(test_experts PRIVATE
   CL_TARGET_OPENCL_VERSION=120)
 add_dependencies(test_experts moelat_expert_local moelat_expert_functional moelat_expert_distant)
 # The same on PoCL with the work-group kernels (the GPU default; PoCL's CPU
-# device runs the CPU-shaped ones unless MOELAT_CL_SHAPE says gpu).
+# device runs the CPU-shaped ones unless the tuning says cl_shape=gpu: the
+# test passes MOELAT_TEST_TUNING as moelat_cl_setup.tuning).
 add_test(NAME test_experts_gpu_shape COMMAND test_experts)
 set_tests_properties(test_experts_gpu_shape PROPERTIES LABELS experts TIMEOUT 300
-  ENVIRONMENT "MOELAT_CL_SHAPE=gpu;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache;POCL_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/pocl-cache")
+  ENVIRONMENT "MOELAT_TEST_TUNING=cl_shape=gpu;XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache;POCL_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/pocl-cache")
 
 # The expert kernels under oclgrind (API use, out-of-bounds, data races,
 # uninitialised reads) on a 4x4x3 lattice in two chunks, one process per
@@ -46,8 +47,9 @@ endif()
 # `tune` ("key=value,...", --tune; the experts get it as
 # moelat_cl_setup.tuning); `expect` must appear in the log before both
 # checks pass, showing the setting took effect. The work-group kernels
-# these knobs tune are forced by MOELAT_CL_SHAPE=gpu (PoCL's CPU device
-# would run the CPU-shaped ones).
+# these knobs tune are forced by MOELAT_CL_SHAPE=gpu, which the CLI turns
+# into the tuning key cl_shape=gpu (PoCL's CPU device would run the
+# CPU-shaped ones).
 function(moelat_expert_variant_test name tune expect)
   add_test(NAME ${name}
            COMMAND sh -c "$0 check --preset debug --dims 9x8x7 --steps 2 --experts --tune $1 && $0 check --preset experiment --dims 11x10x9 --steps 1 --experts --tune $1"

@@ -38,7 +38,7 @@ expect_refusal() { # name pattern args...
 }
 expect_refusal "float64 target" "'<f8'" --target "$T/t64.npy"
 expect_refusal "target shape" "(7, 8, 9, 23)" --target "$T/tshape.npy"
-expect_refusal "NaN in the loss" "not finite" --target "$T/tnan.npy"
+expect_refusal "NaN in the loss" "non-finite\\|not finite" --target "$T/tnan.npy"
 expect_refusal "plugin without backward" "band distant: expert 'test_good'" --target "$T/target.npy" \
     --plugin-path "$NOBWD" --expert distant=test_good
 expect_refusal "lipschitz" "lipschitz" --target "$T/target.npy" --cnf-mode lipschitz

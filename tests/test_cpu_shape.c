@@ -1,7 +1,7 @@
 /* The two shapes of the batched kernels on PoCL against the per-cell host
- * path: the CPU-shaped ones (chosen on CPU devices, or by
- * MOELAT_CL_SHAPE=cpu) and the work-group ones (the GPU default, forced
- * here by MOELAT_CL_SHAPE=gpu). Fresh random states, weights and external
+ * path: the CPU-shaped ones (chosen on CPU devices, or by the tuning
+ * key cl_shape=cpu) and the work-group ones (the GPU default, forced here
+ * by cl_shape=gpu). Fresh random states, weights and external
  * input on lattices where every band is populated, in several chunks
  * whose rows are not multiples of the CPU kernels' cells per work-item.
  * The engine's log (captured from stderr) must name the shape that ran:
@@ -30,14 +30,15 @@ typedef struct shape_case {
     double tol;          /* largest abs difference after any step */
 } shape_case;
 
-/* Steps c on a fresh lattice in mode from seed's states, weights and
- * inputs; out[s] holds the states after step s + 1. With log non-NULL the
+/* Steps c on a fresh lattice in mode with cl_shape=shape from seed's
+ * states, weights and inputs; out[s] holds the states after step s + 1. With log non-NULL the
  * engine's stderr during creation and stepping is copied there. */
-static void run_case(const shape_case *c, moelat_mode mode, uint64_t seed, float **out, char *log, size_t cap,
-                     moelat_report *rep) {
+static void run_case(const shape_case *c, moelat_mode mode, const char *shape, uint64_t seed, float **out,
+                     char *log, size_t cap, moelat_report *rep) {
     moelat_config cfg;
     ts_config(&cfg, c->preset, c->dims[0], c->dims[1], c->dims[2]);
     cfg.mode = mode;
+    snprintf(cfg.tuning, sizeof cfg.tuning, "cl_shape=%s", shape);
     for (int i = 0; i < 3; i++)
         cfg.chunk[i] = c->chunk[i];
     if (c->radius_ratio > 0)
@@ -100,14 +101,12 @@ static int count_of(const char *hay, const char *needle) {
 
 static void compare_shape(const shape_case *c, const char *shape) {
     uint64_t seed = ts_seed();
-    assert_int_equal(setenv("MOELAT_CL_SHAPE", shape, 1), 0);
     float *h[8], *d[8];
     assert_true(c->steps <= 8);
     static char log[1 << 16];
     moelat_report rep;
-    run_case(c, MOELAT_MODE_PERCELL, seed, h, NULL, 0, NULL);
-    run_case(c, MOELAT_MODE_BATCH, seed, d, log, sizeof log, &rep);
-    unsetenv("MOELAT_CL_SHAPE");
+    run_case(c, MOELAT_MODE_PERCELL, shape, seed, h, NULL, 0, NULL);
+    run_case(c, MOELAT_MODE_BATCH, shape, seed, d, log, sizeof log, &rep);
     int cpu = strcmp(shape, "cpu") == 0;
     /* The engine's step kernels and all three experts took the shape. */
     assert_non_null(strstr(log, cpu ? "CPU-shaped step kernels" : "work-group step kernels"));

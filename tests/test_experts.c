@@ -27,6 +27,7 @@
 #include "moelat/expert_abi.h"
 #include "npy.h"
 #include "safetensors.h"
+#include "test_support.h"
 
 enum { B_LOCAL, B_FUNCTIONAL, B_DISTANT, N_BANDS };
 static const char *const k_names[N_BANDS] = {"local", "functional", "distant"};
@@ -760,6 +761,7 @@ static void cl_run(const clenv *e, int b, const moelat_expert_dims *dims, const 
     cl_mem offs = make_buffer(e, (size_t)L->n_off[b] * sizeof(cl_int4), L->off[b]);
 
     moelat_cl_setup setup = {.struct_size = sizeof setup,
+                             .tuning = ts_tuning(),
                              .context = e->ctx,
                              .device = e->dev,
                              .program = prog,
@@ -770,8 +772,13 @@ static void cl_run(const clenv *e, int b, const moelat_expert_dims *dims, const 
                              .lattice = {L->X, L->Y, L->Z},
                              .max_chunk_cells = L->N};
     void *st = NULL;
+    g_all_log[0] = '\0';
     assert_int_equal(d->cl_prepare(&setup, &st), MOELAT_EXPERT_OK);
     assert_non_null(st);
+    /* a shape forced by the tuning took effect (lipschitz keeps the
+     * work-group kernels whatever it says) */
+    if (strstr(setup.tuning, "cl_shape=") && !strstr(g_all_log, "kernels (tuning cl_shape)"))
+        fail_msg("the tuning '%s' chose no shape:\n%s", setup.tuning, g_all_log);
     if (d->cl_step_begin) {
         cl_event done = NULL;
         moelat_cl_step step = {.struct_size = sizeof step, .queue = e->q, .states = states,
@@ -1056,8 +1063,8 @@ static void test_cl_errors(void **state) {
         tensors_alloc(d, &dims, &t);
         cl_program prog = build_program(e, d, &dims);
         cl_mem params = make_buffer(e, t.total * sizeof(float), t.data);
-        moelat_cl_setup setup = {.struct_size = sizeof setup, .context = e->ctx, .device = e->dev,
-                                 .program = prog, .dims = &dims, .params = params,
+        moelat_cl_setup setup = {.struct_size = sizeof setup, .tuning = ts_tuning(), .context = e->ctx,
+                                 .device = e->dev, .program = prog, .dims = &dims, .params = params,
                                  .tensor_offsets = t.offsets, .n_tensors = t.n - 1,
                                  .lattice = {3, 3, 3}, .max_chunk_cells = 27};
         void *st = (void *)&setup;
@@ -1120,7 +1127,11 @@ static const moelat_host_services g_host_ext = {.struct_size = sizeof(moelat_hos
  * nonzero) and returns 1 when it succeeded; g_all_log holds its messages. */
 static int tune_prepare(const moelat_expert_descriptor *d, moelat_cl_setup setup, const char *tuning,
                         uint32_t size) {
-    setup.tuning = tuning;
+    /* The knob tunes the work-group kernel, which a CPU device (PoCL)
+     * runs only when the tuning says cl_shape=gpu. */
+    char with_shape[256];
+    snprintf(with_shape, sizeof with_shape, "cl_shape=gpu,%s", tuning);
+    setup.tuning = with_shape;
     if (size)
         setup.struct_size = size;
     g_all_log[0] = '\0';
@@ -1146,14 +1157,6 @@ static void test_cl_tuning(void **state) {
     const clenv *e = cl_get();
     if (!e)
         skip();
-    /* The knob tunes the work-group kernel, which a CPU device (PoCL)
-     * runs only when MOELAT_CL_SHAPE says gpu; the previous value is
-     * restored at the end. */
-    const char *shape_env = getenv("MOELAT_CL_SHAPE");
-    char shape_was[16] = "";
-    if (shape_env)
-        snprintf(shape_was, sizeof shape_was, "%s", shape_env);
-    assert_int_equal(setenv("MOELAT_CL_SHAPE", "gpu", 1), 0);
     const moelat_expert_descriptor *d = plugin(B_LOCAL);
     moelat_expert_dims dims = make_dims(B_LOCAL, find_preset("debug"), 0);
     tensor_set t;
@@ -1183,6 +1186,7 @@ static void test_cl_tuning(void **state) {
     snprintf(want, sizeof want, "local_expert: %d chunk cells per work-group (local_cells)", cells);
     expect_log(want);
     assert_int_equal(g_tune_builds, 1);
+    expect_log("work-group kernels (tuning cl_shape)");
 
     /* The last setting wins. */
     assert_true(tune_prepare(d, base, "local_cells=4,local_cells=2", 0));
@@ -1203,10 +1207,13 @@ static void test_cl_tuning(void **state) {
     assert_true(tune_prepare(d, base, "", 0));
     assert_int_equal(g_tune_builds, builds);
 
-    /* A 1.3 engine's setup ends before tuning: never read. */
+    /* A 1.3 engine's setup ends before tuning: never read (neither
+     * local_cells nor cl_shape, so a CPU device keeps its CPU-shaped
+     * kernel here). */
     assert_true(tune_prepare(d, base, "local_cells=2", (uint32_t)offsetof(moelat_cl_setup, tuning)));
     assert_int_equal(g_tune_builds, builds);
     assert_null(strstr(g_all_log, "(local_cells)"));
+    assert_null(strstr(g_all_log, "(tuning cl_shape)"));
 
     /* An engine without the build extension: the knob is named and ignored. */
     assert_ptr_equal(entry(&g_host), d);
@@ -1214,13 +1221,16 @@ static void test_cl_tuning(void **state) {
     expect_log("the engine cannot rebuild the program (no moelat.cl.build/1): tuning '-D LOC_CELLS=2' ignored");
     assert_int_equal(g_tune_builds, builds);
 
+    /* A cl_shape the engine would have rejected: named, and the device
+     * type decides. */
+    assert_ptr_equal(entry(&g_host_ext), d);
+    assert_true(tune_prepare(d, base, "cl_shape=tpu", 0));
+    expect_log("tuning cl_shape=tpu is neither gpu nor cpu: ignored");
+    assert_null(strstr(g_all_log, "(tuning cl_shape)"));
+
     clReleaseMemObject(params);
     clReleaseProgram(prog);
     tensors_free(&t);
-    if (shape_was[0])
-        setenv("MOELAT_CL_SHAPE", shape_was, 1);
-    else
-        unsetenv("MOELAT_CL_SHAPE");
 }
 
 /* ---- golden files of the numpy reference (tests/golden/<case>/) ---- */

@@ -26,6 +26,15 @@ void ts_config(moelat_config *cfg, const char *preset, int X, int Y, int Z) {
     /* The library's default is auto (batched where a device passes); the
      * tests ask for the path they exercise, per cell unless they say. */
     cfg->mode = MOELAT_MODE_PERCELL;
+    const char *tuning = ts_tuning();
+    if (strlen(tuning) >= sizeof cfg->tuning)
+        fail_msg("MOELAT_TEST_TUNING exceeds %zu bytes", sizeof cfg->tuning - 1);
+    snprintf(cfg->tuning, sizeof cfg->tuning, "%s", tuning);
+}
+
+const char *ts_tuning(void) {
+    const char *t = getenv("MOELAT_TEST_TUNING");
+    return t ? t : "";
 }
 
 moelat_lattice *ts_lattice(const moelat_config *cfg) {

@@ -8,8 +8,14 @@
 #include "moelat/moelat.h"
 
 /* A config from a preset with dims and plugin search restricted to the
- * build tree; fails the test on error. */
+ * build tree, and ts_tuning() as its tuning; fails the test on error. */
 void ts_config(moelat_config *cfg, const char *preset, int X, int Y, int Z);
+/* The tuning string ("key=value,...", what --tune gives the CLI) for the
+ * lattices and expert setups a test creates in-process: the test-only
+ * variable MOELAT_TEST_TUNING, or "". The library reads no tuning from the
+ * environment, so a ctest entry that wants, say, the work-group kernels on
+ * PoCL sets MOELAT_TEST_TUNING=cl_shape=gpu. */
+const char *ts_tuning(void);
 /* Creates a lattice or fails the test with the engine's message. */
 moelat_lattice *ts_lattice(const moelat_config *cfg);
 /* Fills n floats with N(0, sigma^2) from a per-call random seed (logged). */

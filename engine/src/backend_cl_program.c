@@ -29,7 +29,7 @@ moelat_status ml_cl_build_engine(ml_cl_backend *b) {
     /* CPU-shaped or work-group step kernels (cl_shape.h): the source and
      * the gate kernel's name follow. */
     ml_cl_shape_choose(&b->ctx.info, lat->chunk_size[0] < lat->X ? lat->chunk_size[0] : lat->X,
-                       lat->tuning.cl_options, &b->shape);
+                       &lat->tuning, &b->shape);
     char *step = ml_cl_shape_step_source(&b->shape);
     if (!step)
         return ml_fail(lat, MOELAT_ERR_DEVICE, "kernel sources are missing from this build or out of memory");

@@ -24,15 +24,9 @@ static int cells_per_item(const mlcl_device_info *dev, int row_cells) {
     return cost16 < cost8 ? 16 : 8;
 }
 
-void ml_cl_shape_choose(const mlcl_device_info *dev, int row_cells, const char *cl_options, ml_cl_shape *sh) {
-    const char *env = getenv("MOELAT_CL_SHAPE");
-    int cpu = strcmp(dev->type, "CPU") == 0;
-    if (env && strcmp(env, "gpu") == 0)
-        cpu = 0;
-    else if (env && strcmp(env, "cpu") == 0)
-        cpu = 1;
-    else if (env && *env)
-        ML_WARN("batch", "MOELAT_CL_SHAPE=%s is neither gpu nor cpu: ignored", env);
+void ml_cl_shape_choose(const mlcl_device_info *dev, int row_cells, const ml_tuning *t, ml_cl_shape *sh) {
+    const char *cl_options = t->cl_options;
+    int cpu = t->cl_shape >= 0 ? t->cl_shape : strcmp(dev->type, "CPU") == 0;
     sh->cpu = cpu;
     sh->shared_cores = strcmp(dev->type, "CPU") == 0;
     sh->option[0] = '\0';
@@ -49,9 +43,9 @@ void ml_cl_shape_choose(const mlcl_device_info *dev, int row_cells, const char *
     sh->gate = cpu ? "ml_gate_combine_cpu" : "ml_gate_combine";
     if (cpu)
         ML_INFO("batch", "CPU-shaped step kernels, %d cells per work-item%s", sh->cells_per_item,
-                env && *env ? " (MOELAT_CL_SHAPE)" : "");
+                t->cl_shape >= 0 ? " (tuning cl_shape)" : "");
     else
-        ML_INFO("batch", "work-group step kernels%s", env && *env ? " (MOELAT_CL_SHAPE)" : "");
+        ML_INFO("batch", "work-group step kernels%s", t->cl_shape >= 0 ? " (tuning cl_shape)" : "");
 }
 
 char *ml_cl_shape_step_source(const ml_cl_shape *sh) {

@@ -2,8 +2,9 @@
  * kernels (GPU-shaped, moelat_step.cl) or, on CPU devices, the gate of
  * moelat_step_cpu.cl (several cells per work-item, one per vector lane)
  * and a wider aggregation vector. The experts choose their own kernels
- * the same way (experts/common/cpu_shape.c), from the same tuning knob
- * MOELAT_CL_SHAPE=gpu|cpu. */
+ * the same way (experts/common/cpu_shape.c), from the same tuning key
+ * cl_shape=gpu|cpu (moelat_config.tuning; the CLI maps MOELAT_CL_SHAPE
+ * to it). */
 #ifndef MOELAT_CL_SHAPE_H
 #define MOELAT_CL_SHAPE_H
 
@@ -11,6 +12,7 @@
 
 #include "cl_runtime.h"
 #include "lattice_internal.h"
+#include "tuning.h"
 
 typedef struct ml_cl_shape {
     int cpu;              /* 1: the CPU-shaped gate and aggregation vector */
@@ -25,14 +27,14 @@ typedef struct ml_cl_shape {
     int shared_cores;
 } ml_cl_shape;
 
-/* By device type (CL_DEVICE_TYPE_CPU: CPU-shaped), unless MOELAT_CL_SHAPE
- * says gpu or cpu; logs the choice. CPU-shaped, the cells per work-item
- * follow the chunk rows (row_cells cells long; a work-item holds cells of
- * one row): 16 where the device's native float vector is 16 wide and
+/* By device type (CL_DEVICE_TYPE_CPU: CPU-shaped), unless the tuning key
+ * cl_shape (t->cl_shape) says gpu or cpu; logs the choice. CPU-shaped,
+ * the cells per work-item follow the chunk rows (row_cells cells long; a
+ * work-item holds cells of one row): 16 where the device's native float vector is 16 wide and
  * that wastes no more lanes than it saves instructions, else 8 (see
- * cl_shape.c). -DMLC_V=n in cl_options (the compiler options every
+ * cl_shape.c). -DMLC_V=n in t->cl_options (the compiler options every
  * program gets) decides instead. */
-void ml_cl_shape_choose(const mlcl_device_info *dev, int row_cells, const char *cl_options, ml_cl_shape *sh);
+void ml_cl_shape_choose(const mlcl_device_info *dev, int row_cells, const ml_tuning *t, ml_cl_shape *sh);
 
 /* The engine's program source after the helpers: moelat_step.cl and,
  * CPU-shaped, moelat_cpu_math.cl and moelat_step_cpu.cl, joined

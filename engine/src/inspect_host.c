@@ -9,6 +9,7 @@
 #include "config_parse.h"
 #include "moelat/inspect.h"
 #include "moelat/util.h"
+#include "atomic_file.h"
 #include "npy.h"
 #include "plugin_loader.h"
 
@@ -148,4 +149,14 @@ moelat_status moelat_npy_read(const char *path, float *dst, int ndim, const int6
 moelat_status moelat_npy_write(const char *path, const float *data, int ndim, const int64_t *shape, char *err,
                                size_t errlen) {
     return npy_write(path, data, ndim, shape, err, errlen) == 0 ? MOELAT_OK : MOELAT_ERR_IO;
+}
+
+moelat_status moelat_npy_load(const char *path, float **data, int *ndim, int64_t shape[8], char *err,
+                              size_t errlen) {
+    *data = NULL;
+    return npy_read(path, data, ndim, shape, err, errlen) == 0 ? MOELAT_OK : MOELAT_ERR_IO;
+}
+
+moelat_status moelat_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen) {
+    return atomic_write_file(path, data, len, err, errlen) == 0 ? MOELAT_OK : MOELAT_ERR_IO;
 }

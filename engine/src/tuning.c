@@ -8,7 +8,7 @@
 
 const char ml_tuning_known_keys[] =
     "agg_vector, agg_absmean, work_group, gate_cells, cl_options, kernel_cache, upgrade_check, "
-    "functional_gemm, functional_cells, functional_split, distant_cells, local_cells";
+    "functional_gemm, functional_cells, functional_split, distant_cells, local_cells, cl_shape";
 
 /* 1, 0, or -1 when v is not a switch value. */
 static int parse_switch(const char *v) {
@@ -81,6 +81,10 @@ static int set_key(ml_tuning *t, const char *key, const char *val, char *err, si
     } else if (strcmp(key, "distant_cells") == 0 || strcmp(key, "local_cells") == 0) {
         if ((n = parse_int(val, 1, 4)) < 0 || !one_of(n, pow2_cells, 3))
             return bad(err, errlen, key, val, "1, 2 or 4");
+    } else if (strcmp(key, "cl_shape") == 0) {
+        if (strcmp(val, "gpu") != 0 && strcmp(val, "cpu") != 0)
+            return bad(err, errlen, key, val, "'gpu' or 'cpu'");
+        t->cl_shape = strcmp(val, "cpu") == 0;
     } else {
         snprintf(err, errlen, "tuning: unknown key '%.64s' (known: %s)", key, ml_tuning_known_keys);
         return -1;
@@ -92,6 +96,7 @@ static void set_defaults(ml_tuning *t) {
     memset(t, 0, sizeof *t);
     t->kernel_cache = 1;
     t->upgrade_check = 1;
+    t->cl_shape = -1;
 }
 
 int ml_tuning_parse(const char *s, ml_tuning *t, char *err, size_t errlen) {

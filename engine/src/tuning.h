@@ -16,6 +16,8 @@ typedef struct ml_tuning {
     char cl_options[256];  /* extra compiler options for every program */
     int kernel_cache;      /* 1 (default): program binaries cached on disk */
     int upgrade_check;     /* 1 (default): batch mode starts with the sample check */
+    int cl_shape;          /* -1 (default): by device type; 0: work-group kernels ("gpu");
+                            * 1: CPU-shaped kernels ("cpu"); cl_shape.h, experts/common/cpu_shape.h */
 } ml_tuning;
 
 /* The keys, comma-separated, for messages and help. */

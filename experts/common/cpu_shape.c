@@ -1,18 +1,22 @@
 #include "cpu_shape.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 int ec_cpu_shaped(const moelat_cl_setup *setup) {
-    const char *env = getenv("MOELAT_CL_SHAPE");
+    /* the engine rejects any other value at creation (tuning.c); a host
+     * that does not gets a warning and the default */
+    char shape[16];
+    int forced = ec_tuning_value(ec_tuning(setup), "cl_shape", shape, sizeof shape) && shape[0];
     int want = -1; /* -1: by device type */
-    if (env && strcmp(env, "gpu") == 0)
+    if (forced && strcmp(shape, "gpu") == 0)
         want = 0;
-    else if (env && strcmp(env, "cpu") == 0)
+    else if (forced && strcmp(shape, "cpu") == 0)
         want = 1;
-    else if (env && *env)
-        ec_log(MOELAT_LOG_WARN, "MOELAT_CL_SHAPE=%s is neither gpu nor cpu: ignored", env);
+    else if (forced) {
+        ec_log(MOELAT_LOG_WARN, "tuning cl_shape=%s is neither gpu nor cpu: ignored", shape);
+        forced = 0;
+    }
     if (want < 0) {
         cl_device_type type = 0;
         cl_int err = clGetDeviceInfo(setup->device, CL_DEVICE_TYPE, sizeof type, &type, NULL);
@@ -26,8 +30,7 @@ int ec_cpu_shaped(const moelat_cl_setup *setup) {
         ec_log(MOELAT_LOG_INFO, "CPU-shaped kernels integrate euler only: work-group kernels for lipschitz");
         want = 0;
     }
-    ec_log(MOELAT_LOG_INFO, "%s kernels%s", want ? "CPU-shaped" : "work-group",
-           env && *env ? " (MOELAT_CL_SHAPE)" : "");
+    ec_log(MOELAT_LOG_INFO, "%s kernels%s", want ? "CPU-shaped" : "work-group", forced ? " (tuning cl_shape)" : "");
     return want;
 }
 

@@ -7,9 +7,9 @@
 
 /* 1 when this expert should run its CPU-shaped kernels on setup's device:
  * a CL_DEVICE_TYPE_CPU device and euler integration (the CNF's CPU form
- * has no lipschitz mode), unless the tuning knob MOELAT_CL_SHAPE says
- * gpu (work-group kernels everywhere) or cpu (CPU-shaped on any device,
- * still euler only). Logs the choice. 0 also when the device cannot be
+ * has no lipschitz mode), unless the tuning key cl_shape (setup->tuning,
+ * read through ec_tuning_value) says gpu (work-group kernels everywhere)
+ * or cpu (CPU-shaped on any device, still euler only). Logs the choice. 0 also when the device cannot be
  * queried (the work-group kernels are the default). */
 int ec_cpu_shaped(const moelat_cl_setup *setup);
 

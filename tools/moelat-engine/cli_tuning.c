@@ -26,6 +26,7 @@ static const struct {
     {"MOELAT_FUNCTIONAL_SPLIT", "functional_split", 0},
     {"MOELAT_DISTANT_CELLS", "distant_cells", 0},
     {"MOELAT_LOCAL_CELLS", "local_cells", 0},
+    {"MOELAT_CL_SHAPE", "cl_shape", 0},
 };
 
 /* Appends "key=value" to buf (with a comma when it is not empty); -1 when

@@ -16,6 +16,7 @@ static const subcommand commands[] = {
     {"check", cmd_check, "compare batch and per-cell results step by step"},
     {"bench", cmd_bench, "time per-cell and batch steps"},
     {"grad", cmd_grad, "exact gradients of 0.5 |s_T - target|^2 (host, float64)"},
+    {"train", cmd_train, "train the weights on input and target faces (AdamW, SGD)"},
     {"devices", cmd_devices, "list OpenCL platforms and devices"},
     {"plugins", cmd_plugins, "list expert plugins, or check one (--check FILE)"},
 };

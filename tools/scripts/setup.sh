@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 
 PACKAGES="build-essential cmake ninja-build pkg-config ocl-icd-opencl-dev opencl-headers \
 pocl-opencl-icd libclblast-dev libcmocka-dev libjansson-dev libxxhash-dev oclgrind clinfo \
-python3 python3-numpy python3-pytest openmpi-bin libopenmpi-dev"
+python3 python3-numpy python3-pytest openmpi-bin libopenmpi-dev libcairo2-dev"
 
 missing=""
 for p in $PACKAGES; do

@@ -30,6 +30,15 @@ MOELAT_API moelat_status moelat_npy_read(const char *path, float *dst, int ndim,
 MOELAT_API moelat_status moelat_npy_write(const char *path, const float *data, int ndim, const int64_t *shape,
                                           char *err, size_t errlen);
 
+/* Reads a float32 C-order .npy file of any shape (at most 8 dimensions):
+ * *data (free() it) holds the values, shape[0..*ndim) the shape. */
+MOELAT_API moelat_status moelat_npy_load(const char *path, float **data, int *ndim, int64_t shape[8], char *err,
+                                         size_t errlen);
+/* Writes len bytes to path atomically (temporary file beside it, fsync,
+ * rename), under the engine's rules for saves. */
+MOELAT_API moelat_status moelat_write_file_atomic(const char *path, const void *data, size_t len, char *err,
+                                                  size_t errlen);
+
 /* Ranges of the config's numeric values, checked when a config file or
  * option is parsed and by moelat_config_validate (README, "Files and
  * limits"). The radius is clamped to [1, 100] cells by the model, so a

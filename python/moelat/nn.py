@@ -1,0 +1,171 @@
+"""The lattice inside a PyTorch model: an autograd Function and an nn.Module.
+
+    import torch
+    from moelat import Lattice3D
+    from moelat.nn import LatticeModule
+
+    lattice = LatticeModule(Lattice3D((6, 6, 3), preset="debug"), steps=2)
+    s_T = lattice(states, external_input)   # (N, S), differentiable
+    loss = ((s_T - target) ** 2).mean()
+    loss.backward()                          # the engine's exact reverse mode
+
+LatticeFunction's forward runs T steps in the engine's recording forward
+(moelat/grad.h: the model in float64 from float32 states and weights) and
+returns s_T; its backward calls the engine's reverse mode for dL/dW,
+dL/ds_0 and dL/d(external input). LatticeModule holds the lattice's
+weights as nn.Parameters under the original module names (its state_dict()
+keys are the prototype's), so any torch optimizer trains them.
+
+Tensors are float32 on the CPU. A CUDA tensor is copied to the CPU for the
+engine (with a warning, once) and the result is moved back to its device.
+"""
+import ctypes
+import warnings
+
+import numpy as np
+import torch
+
+from . import _lib
+from .errors import from_status
+
+_c = ctypes
+_P = _c.c_void_p
+_F = _c.POINTER(_c.c_float)
+_S = _c.c_int
+
+
+class GradOptions(_c.Structure):
+    """Mirror of moelat_grad_options (moelat/grad.h)."""
+
+    _fields_ = [("struct_size", _c.c_uint32), ("checkpoint_every", _c.c_int32), ("memory_budget", _c.c_uint64)]
+
+
+_grad_options_default = _lib._fn("moelat_grad_options_default", None, _c.POINTER(GradOptions))
+_grad_record = _lib._fn("moelat_grad_record", _S, _P, _c.c_int, _c.POINTER(GradOptions), _c.POINTER(_P))
+_grad_destroy = _lib._fn("moelat_grad_destroy", None, _P)
+_grad_final_states = _lib._fn("moelat_grad_final_states", _S, _P, _F, _c.c_size_t)
+_grad_backward = _lib._fn("moelat_grad_backward", _S, _P, _F, _c.c_size_t)
+_grad_weights = _lib._fn("moelat_grad_weights", _S, _P, _F, _c.c_size_t)
+_grad_states = _lib._fn("moelat_grad_states", _S, _P, _F, _c.c_size_t)
+_grad_input = _lib._fn("moelat_grad_input", _S, _P, _F, _c.c_size_t)
+
+_warned_cuda = False
+
+
+class _Recording:
+    """One recorded forward (a moelat_grad), freed with the autograd graph."""
+
+    def __init__(self, lattice, steps, checkpoint_every):
+        self.lattice = lattice
+        self.handle = _P()
+        opt = GradOptions()
+        _grad_options_default(_c.byref(opt))
+        opt.checkpoint_every = checkpoint_every
+        with lattice._lock:
+            lat = lattice._handle()
+            status = _grad_record(lat, steps, _c.byref(opt), _c.byref(self.handle))
+            if status != 0:
+                raise from_status(status, (_lib.last_error(lat) or b"").decode("utf-8", "replace"))
+
+    def call(self, fn, array):
+        with self.lattice._lock:
+            status = fn(self.handle, _lib.floats(array), array.size)
+            if status != 0:
+                lat = self.lattice._handle()
+                raise from_status(status, (_lib.last_error(lat) or b"").decode("utf-8", "replace"))
+        return array
+
+    def __del__(self):
+        if self.handle:
+            _grad_destroy(self.handle)
+            self.handle = _P()
+
+
+def _to_numpy(t, name):
+    global _warned_cuda
+    if t.device.type != "cpu":
+        if not _warned_cuda:
+            warnings.warn(f"moelat runs on its own devices: {name} on {t.device} is copied to the CPU and back",
+                          stacklevel=3)
+            _warned_cuda = True
+        t = t.cpu()
+    return np.ascontiguousarray(t.detach().to(torch.float32).numpy())
+
+
+class LatticeFunction(torch.autograd.Function):
+    """s_T = lattice^T(s_0, external_input; W) with W one flat tensor in the
+    engine's weights order (moelat_get_weights)."""
+
+    @staticmethod
+    def forward(ctx, lattice, steps, checkpoint_every, states, external_input, weights):
+        device = states.device
+        w = _to_numpy(weights, "weights")
+        s0 = _to_numpy(states, "states")
+        lattice._call(_lib.set_weights, _lib.floats(w), w.size)
+        lattice.states = s0
+        lattice.set_external_input(None if external_input is None else _to_numpy(external_input, "external_input"))
+        rec = _Recording(lattice, int(steps), int(checkpoint_every))
+        out = rec.call(_grad_final_states, np.empty((lattice.num_cells, lattice.state_size), np.float32))
+        ctx.rec = rec
+        ctx.states_shape = states.shape
+        ctx.has_input = external_input is not None
+        ctx.input_shape = None if external_input is None else external_input.shape
+        return torch.from_numpy(out).to(device)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        rec, lattice = ctx.rec, ctx.rec.lattice
+        device = grad_out.device
+        g = _to_numpy(grad_out, "grad_output").reshape(-1)
+        rec.call(_grad_backward, g)
+        dw = rec.call(_grad_weights, np.empty(int(_lib.weights_count(lattice._handle())), np.float32))
+        ds = rec.call(_grad_states, np.empty((lattice.num_cells, lattice.state_size), np.float32))
+        dx = None
+        if ctx.has_input and ctx.needs_input_grad[4]:
+            X, Y, _ = lattice.dimensions
+            dx = rec.call(_grad_input, np.empty((Y, X, _lib.EXT_SIZE), np.float32))
+            dx = torch.from_numpy(dx).reshape(ctx.input_shape).to(device)
+        ds = torch.from_numpy(ds).reshape(ctx.states_shape).to(device) if ctx.needs_input_grad[3] else None
+        dw = torch.from_numpy(dw).to(device) if ctx.needs_input_grad[5] else None
+        return None, None, None, ds, dx, dw
+
+
+class LatticeModule(torch.nn.Module):
+    """A Lattice3D as a torch module: its weights are nn.Parameters under
+    the original names (nested modules, so state_dict() keys are e.g.
+    "local_expert.neighbor_aggregator.0.weight"); forward(states,
+    external_input) runs `steps` steps and returns s_T, (N, S)."""
+
+    def __init__(self, lattice, steps=1, checkpoint_every=0):
+        super().__init__()
+        self.lattice = lattice
+        self.steps = int(steps)
+        self.checkpoint_every = int(checkpoint_every)
+        self._names = []
+        for name, value in lattice.state_dict().items():
+            *path, leaf = name.split(".")
+            mod = self
+            for part in path:
+                if part not in mod._modules:
+                    mod.add_module(part, torch.nn.Module())
+                mod = mod._modules[part]
+            mod.register_parameter(leaf, torch.nn.Parameter(torch.from_numpy(np.array(value, np.float32))))
+            self._names.append(name)
+
+    def flat_weights(self):
+        params = dict(self.named_parameters())
+        return torch.cat([params[n].reshape(-1) for n in self._names])
+
+    def forward(self, states=None, external_input=None):
+        if states is None:
+            states = torch.zeros((self.lattice.num_cells, self.lattice.state_size), dtype=torch.float32)
+        return LatticeFunction.apply(self.lattice, self.steps, self.checkpoint_every, states, external_input,
+                                     self.flat_weights())
+
+    def output_face(self, s_T):
+        """The output face z = Z-1 of s_T: (X*Y, S), x fastest."""
+        X, Y, _ = self.lattice.dimensions
+        return s_T[-X * Y:]
+
+
+__all__ = ["LatticeFunction", "LatticeModule"]

@@ -1,0 +1,9 @@
+# Training: the optimizers against PyTorch trajectories.
+moelat_test(test_optim SOURCES test_optim.c test_support.c LABELS train TIMEOUT 60 LIBS m)
+# moelat-engine train: the loss falls 10x on the synthetic task, a resumed
+# run is bitwise the uninterrupted one, misuse is refused.
+find_program(MOELAT_TRAIN_PYTHON NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
+add_test(NAME train_cli COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/train_cli.sh $<TARGET_FILE:moelat-engine>
+                                   ${MOELAT_TRAIN_PYTHON})
+set_tests_properties(train_cli PROPERTIES LABELS train TIMEOUT 600 PASS_REGULAR_EXPRESSION "PASS"
+  ENVIRONMENT "XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache;POCL_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/pocl-cache")
