@@ -5,10 +5,10 @@
  * computed by PyTorch. */
 #include "moelat/optim.h"
 
+#include "file_util.h"
 #include "safetensors.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,16 +34,8 @@ void moelat_optimizer_defaults(moelat_optimizer_config *cfg, moelat_optimizer_ki
     cfg->momentum = kind == MOELAT_OPT_SGD ? 0.9 : 0.0;
 }
 
-static moelat_status fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static moelat_status fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return MOELAT_ERR_INVALID;
-}
+/* Writes the message and returns MOELAT_ERR_INVALID. */
+#define fail(err, errlen, ...) (ml_errf((err), (errlen), __VA_ARGS__), MOELAT_ERR_INVALID)
 
 /* Checks lo <= v < hi (hi_open) or lo <= v <= hi, and finiteness. */
 static int in_range(double v, double lo, double hi, int hi_open) {

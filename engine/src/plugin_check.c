@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,21 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "file_util.h"
 #include "plugin_loader.h"
 
 #define CHECK_TIMEOUT_MS 10000
-
-static void fmt_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void fmt_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- isolated check ----------------------------------------------------- */
 
@@ -73,32 +61,32 @@ static int check_specs(const moelat_tensor_spec *specs, int n, char *err, size_t
     for (int i = 0; i < n; i++) {
         const moelat_tensor_spec *t = &specs[i];
         if (strnlen(t->suffix, sizeof t->suffix) == sizeof t->suffix || !t->suffix[0]) {
-            fmt_err(err, errlen, "tensor %d: suffix empty or not terminated", i);
+            ml_errf(err, errlen, "tensor %d: suffix empty or not terminated", i);
             return -1;
         }
         if (t->ndim < 0 || t->ndim > MOELAT_MAX_DIMS) {
-            fmt_err(err, errlen, "tensor \"%s\": ndim %d out of range 0..%d", t->suffix,
+            ml_errf(err, errlen, "tensor \"%s\": ndim %d out of range 0..%d", t->suffix,
                     (int)t->ndim, MOELAT_MAX_DIMS);
             return -1;
         }
         for (int k = 0; k < t->ndim; k++) {
             if (t->shape[k] <= 0) {
-                fmt_err(err, errlen, "tensor \"%s\": shape[%d] = %d", t->suffix, k,
+                ml_errf(err, errlen, "tensor \"%s\": shape[%d] = %d", t->suffix, k,
                         (int)t->shape[k]);
                 return -1;
             }
         }
         if (t->init != MOELAT_INIT_UNIFORM_FAN_IN && t->init != MOELAT_INIT_CONST) {
-            fmt_err(err, errlen, "tensor \"%s\": unknown init %d", t->suffix, (int)t->init);
+            ml_errf(err, errlen, "tensor \"%s\": unknown init %d", t->suffix, (int)t->init);
             return -1;
         }
         if (t->init == MOELAT_INIT_UNIFORM_FAN_IN && t->fan_in <= 0) {
-            fmt_err(err, errlen, "tensor \"%s\": fan_in %d", t->suffix, (int)t->fan_in);
+            ml_errf(err, errlen, "tensor \"%s\": fan_in %d", t->suffix, (int)t->fan_in);
             return -1;
         }
         for (int j = 0; j < i; j++) {
             if (strcmp(specs[j].suffix, t->suffix) == 0) {
-                fmt_err(err, errlen, "tensor \"%s\" declared twice", t->suffix);
+                ml_errf(err, errlen, "tensor \"%s\" declared twice", t->suffix);
                 return -1;
             }
         }
@@ -212,18 +200,18 @@ static void parse_child(int fd, char *phase, size_t phase_cap, char *verdict, si
 int ml_plugin_check_isolated_timeout(const char *path, int timeout_ms, char *report,
                                      size_t len) {
     if (!path) {
-        fmt_err(report, len, "no file given");
+        ml_errf(report, len, "no file given");
         return -1;
     }
     int fds[2];
     if (pipe(fds) != 0) {
-        fmt_err(report, len, "%s: cannot create a pipe: %s", path, strerror(errno));
+        ml_errf(report, len, "%s: cannot create a pipe: %s", path, strerror(errno));
         return -1;
     }
     fflush(NULL); /* or the child's exit would repeat buffered output */
     pid_t pid = fork();
     if (pid < 0) {
-        fmt_err(report, len, "%s: cannot fork: %s", path, strerror(errno));
+        ml_errf(report, len, "%s: cannot fork: %s", path, strerror(errno));
         close(fds[0]);
         close(fds[1]);
         return -1;
@@ -249,7 +237,7 @@ int ml_plugin_check_isolated_timeout(const char *path, int timeout_ms, char *rep
         if (w == pid)
             break;
         if (w < 0 && errno != EINTR) {
-            fmt_err(report, len, "%s: waitpid failed: %s", path, strerror(errno));
+            ml_errf(report, len, "%s: waitpid failed: %s", path, strerror(errno));
             close(fds[0]);
             return -1;
         }
@@ -272,21 +260,21 @@ int ml_plugin_check_isolated_timeout(const char *path, int timeout_ms, char *rep
 
     if (timed_out) {
         int ms = timeout_ms > 0 ? timeout_ms : CHECK_TIMEOUT_MS;
-        fmt_err(report, len, "%s: did not finish within %d ms while %s; killed", path, ms,
+        ml_errf(report, len, "%s: did not finish within %d ms while %s; killed", path, ms,
                 phase);
         return -1;
     }
     if (WIFSIGNALED(status)) {
         char buf[32];
-        fmt_err(report, len, "%s: crashed while %s: signal %s", path, phase,
+        ml_errf(report, len, "%s: crashed while %s: signal %s", path, phase,
                 signal_name(WTERMSIG(status), buf, sizeof buf));
         return -1;
     }
     if (verdict[0]) {
-        fmt_err(report, len, "%s: %s", path, verdict);
+        ml_errf(report, len, "%s: %s", path, verdict);
         return ok && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
     }
-    fmt_err(report, len, "%s: exited with code %d while %s", path,
+    ml_errf(report, len, "%s: exited with code %d while %s", path,
             WIFEXITED(status) ? WEXITSTATUS(status) : -1, phase);
     return -1;
 }

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE /* dladdr */
 #endif
 #include "environment.h"
+#include "file_util.h"
 #include "plugin_loader.h"
 
 #include <dirent.h>
@@ -13,7 +14,6 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stddef.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,18 +71,6 @@ const char *ml_plugin_install_dir(void) {
     return g_lib_installed ? g_lib_experts : g_install_dir;
 }
 
-static void fmt_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void fmt_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* A plugin's strings end up in terminal output: show at most max
  * characters and replace control bytes so a hostile name stays one line. */
 static void printable_max(const char *s, char *out, size_t cap, size_t max) {
@@ -111,19 +99,19 @@ static int is_ident_char(char c) {
 static int check_name(const char *name, char *err, size_t errlen) {
     char shown[80];
     if (!name || !name[0]) {
-        fmt_err(err, errlen, "descriptor has no name");
+        ml_errf(err, errlen, "descriptor has no name");
         return -1;
     }
     size_t len = strnlen(name, NAME_MAX_LEN + 1);
     printable(name, shown, sizeof shown);
     if (len > NAME_MAX_LEN) {
-        fmt_err(err, errlen, "expert name \"%s\" is longer than %d characters", shown,
+        ml_errf(err, errlen, "expert name \"%s\" is longer than %d characters", shown,
                 NAME_MAX_LEN);
         return -1;
     }
     for (size_t i = 0; i < len; i++) {
         if (!is_name_char(name[i])) {
-            fmt_err(err, errlen, "invalid expert name \"%s\": only [a-z0-9_] allowed", shown);
+            ml_errf(err, errlen, "invalid expert name \"%s\": only [a-z0-9_] allowed", shown);
             return -1;
         }
     }
@@ -143,25 +131,25 @@ static int check_hidden(const moelat_expert_descriptor *d, char *err, size_t err
         if (!ok) {
             char shown[80];
             printable(h, shown, sizeof shown);
-            fmt_err(err, errlen,
+            ml_errf(err, errlen,
                     "hidden_names[%d] \"%s\" is not an identifier of 1..%d characters", i,
                     shown, HIDDEN_NAME_MAX_LEN);
             return -1;
         }
         if (d->hidden_defaults[i] <= 0) {
-            fmt_err(err, errlen, "hidden size \"%s\" has default %d (must be > 0)", h,
+            ml_errf(err, errlen, "hidden size \"%s\" has default %d (must be > 0)", h,
                     (int)d->hidden_defaults[i]);
             return -1;
         }
         for (int j = 0; j < i; j++) {
             if (strcmp(d->hidden_names[j], h) == 0) {
-                fmt_err(err, errlen, "hidden size \"%s\" is declared twice", h);
+                ml_errf(err, errlen, "hidden size \"%s\" is declared twice", h);
                 return -1;
             }
         }
     }
     if (d->hidden_names[MOELAT_MAX_HIDDEN]) {
-        fmt_err(err, errlen, "more than %d hidden_names (the list must end with NULL)",
+        ml_errf(err, errlen, "more than %d hidden_names (the list must end with NULL)",
                 MOELAT_MAX_HIDDEN);
         return -1;
     }
@@ -173,7 +161,7 @@ static int check_hidden(const moelat_expert_descriptor *d, char *err, size_t err
 static int check_opencl(const moelat_expert_descriptor *d, char *err, size_t errlen) {
     int src = d->cl_source != NULL;
     if (src && (!d->cl_prepare || !d->cl_enqueue)) {
-        fmt_err(err, errlen, "inconsistent OpenCL fields: cl_source is set but %s is NULL",
+        ml_errf(err, errlen, "inconsistent OpenCL fields: cl_source is set but %s is NULL",
                 !d->cl_prepare ? "cl_prepare" : "cl_enqueue");
         return -1;
     }
@@ -182,7 +170,7 @@ static int check_opencl(const moelat_expert_descriptor *d, char *err, size_t err
                             : d->cl_enqueue    ? "cl_enqueue"
                             : d->cl_step_begin ? "cl_step_begin"
                                                : "cl_release";
-        fmt_err(err, errlen, "inconsistent OpenCL fields: %s is set but cl_source is NULL",
+        ml_errf(err, errlen, "inconsistent OpenCL fields: %s is set but cl_source is NULL",
                 which);
         return -1;
     }
@@ -192,18 +180,18 @@ static int check_opencl(const moelat_expert_descriptor *d, char *err, size_t err
 int ml_plugin_validate_descriptor(const moelat_expert_descriptor *d, char *err,
                                   size_t errlen) {
     if (!d) {
-        fmt_err(err, errlen, "no descriptor");
+        ml_errf(err, errlen, "no descriptor");
         return -1;
     }
     if (d->abi_major != MOELAT_EXPERT_ABI_MAJOR) {
-        fmt_err(err, errlen, "expert ABI major version %u, engine expects %d",
+        ml_errf(err, errlen, "expert ABI major version %u, engine expects %d",
                 (unsigned)d->abi_major, MOELAT_EXPERT_ABI_MAJOR);
         return -1;
     }
     /* Checked before any field past the header is read: a shorter struct
      * may end before them. */
     if (d->struct_size < MOELAT_EXPERT_DESCRIPTOR_SIZE_1_0) {
-        fmt_err(err, errlen,
+        ml_errf(err, errlen,
                 "descriptor struct_size %u is smaller than the ABI 1.0 descriptor (%zu bytes)",
                 (unsigned)d->struct_size, (size_t)MOELAT_EXPERT_DESCRIPTOR_SIZE_1_0);
         return -1;
@@ -211,25 +199,25 @@ int ml_plugin_validate_descriptor(const moelat_expert_descriptor *d, char *err,
     if (check_name(d->name, err, errlen) != 0)
         return -1;
     if (!d->version) {
-        fmt_err(err, errlen, "expert \"%s\": version is NULL", d->name);
+        ml_errf(err, errlen, "expert \"%s\": version is NULL", d->name);
         return -1;
     }
     if (!d->description) {
-        fmt_err(err, errlen, "expert \"%s\": description is NULL", d->name);
+        ml_errf(err, errlen, "expert \"%s\": description is NULL", d->name);
         return -1;
     }
     if (!d->tensors) {
-        fmt_err(err, errlen, "expert \"%s\": tensors() is NULL", d->name);
+        ml_errf(err, errlen, "expert \"%s\": tensors() is NULL", d->name);
         return -1;
     }
     if (!d->host_cell) {
-        fmt_err(err, errlen, "expert \"%s\": host_cell is NULL (the host path is required)",
+        ml_errf(err, errlen, "expert \"%s\": host_cell is NULL (the host path is required)",
                 d->name);
         return -1;
     }
     char sub[400];
     if (check_hidden(d, sub, sizeof sub) != 0 || check_opencl(d, sub, sizeof sub) != 0) {
-        fmt_err(err, errlen, "expert \"%s\": %s", d->name, sub);
+        ml_errf(err, errlen, "expert \"%s\": %s", d->name, sub);
         return -1;
     }
     return 0;
@@ -263,7 +251,7 @@ static const moelat_expert_descriptor *call_entry(void *h, char *err, size_t err
             char shown[240] = "";
             if (msg)
                 printable_max(msg, shown, sizeof shown, 200);
-            fmt_err(err, errlen, "entry %s failed: %s", MOELAT_EXPERT_ENTRY2_NAME,
+            ml_errf(err, errlen, "entry %s failed: %s", MOELAT_EXPERT_ENTRY2_NAME,
                     msg ? shown : "(no message)");
         }
         host->free(msg); /* a plugin may set it on success too */
@@ -272,14 +260,14 @@ static const moelat_expert_descriptor *call_entry(void *h, char *err, size_t err
     dlerror();
     void *sym = dlsym(h, MOELAT_EXPERT_ENTRY_NAME);
     if (!sym) {
-        fmt_err(err, errlen, "no entry symbol %s", MOELAT_EXPERT_ENTRY_NAME);
+        ml_errf(err, errlen, "no entry symbol %s", MOELAT_EXPERT_ENTRY_NAME);
         return NULL;
     }
     moelat_expert_entry_fn entry;
     memcpy(&entry, &sym, sizeof entry);
     const moelat_expert_descriptor *d = entry(host);
     if (!d)
-        fmt_err(err, errlen, "entry %s returned NULL", MOELAT_EXPERT_ENTRY_NAME);
+        ml_errf(err, errlen, "entry %s returned NULL", MOELAT_EXPERT_ENTRY_NAME);
     return d;
 }
 
@@ -297,23 +285,23 @@ const void *ml_plugin_extension(const moelat_expert_descriptor *d, const char *i
 int ml_plugin_load_reason(const char *path, ml_plugin *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     if (strlen(path) >= sizeof out->path) {
-        fmt_err(err, errlen, "path longer than %zu bytes", sizeof out->path - 1);
+        ml_errf(err, errlen, "path longer than %zu bytes", sizeof out->path - 1);
         return -1;
     }
     struct stat st;
     if (stat(path, &st) != 0) {
-        fmt_err(err, errlen, "cannot open: %s", strerror(errno));
+        ml_errf(err, errlen, "cannot open: %s", strerror(errno));
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        fmt_err(err, errlen, "not a regular file");
+        ml_errf(err, errlen, "not a regular file");
         return -1;
     }
     dlerror();
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *why = dlerror();
-        fmt_err(err, errlen, "not a shared object or cannot be opened: %s",
+        ml_errf(err, errlen, "not a shared object or cannot be opened: %s",
                 why ? why : "unknown dlopen error");
         return -1;
     }
@@ -334,12 +322,12 @@ int ml_plugin_load_reason(const char *path, ml_plugin *out, char *err, size_t er
 
 int ml_plugin_load_file(const char *path, ml_plugin *out, char *err, size_t errlen) {
     if (!path || !out) {
-        fmt_err(err, errlen, "ml_plugin_load_file: no path or output");
+        ml_errf(err, errlen, "ml_plugin_load_file: no path or output");
         return -1;
     }
     char reason[1024];
     if (ml_plugin_load_reason(path, out, reason, sizeof reason) != 0) {
-        fmt_err(err, errlen, "%s: %s", path, reason);
+        ml_errf(err, errlen, "%s: %s", path, reason);
         return -1;
     }
     return 0;
@@ -413,7 +401,7 @@ static void add_file(ml_plugin_set *set, seen_list *seen, const char *path) {
     }
     const ml_plugin *first = ml_plugin_find(set, p.desc->name);
     if (first) {
-        fmt_err(reason, sizeof reason, "duplicate expert name \"%s\" (already loaded from %s)",
+        ml_errf(reason, sizeof reason, "duplicate expert name \"%s\" (already loaded from %s)",
                 p.desc->name, first->path);
         add_error(set, path, reason);
         dlclose(p.handle);
