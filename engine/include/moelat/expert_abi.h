@@ -308,6 +308,28 @@ typedef struct moelat_backward_host {
     void *reserved[4];
 } moelat_backward_host;
 
+/* ---- Extension "moelat.backward.cl/1": the same backward on the device ----
+ * The OpenCL twin of moelat.backward.host/1, for the batched backward: the
+ * engine builds, per band, moelat/backward_portable.h, then source_parts in
+ * order, then its own kernel, which calls backward_fn once per cell with a
+ * moelat_grad_cell whose arrays are float and __global (the device view in
+ * backward_portable.h). backward_fn follows the host contract exactly:
+ * recompute the forward, write out when not NULL, ADD to dx, dneighbours,
+ * dext and dtensors. Write the body once with backward_portable.h and both
+ * extensions come from the same text (the built-in experts do). An expert
+ * without this extension has its band's backward computed on the host. */
+#define MOELAT_EXT_BACKWARD_CL "moelat.backward.cl/1"
+
+typedef struct moelat_backward_cl {
+    uint32_t struct_size;
+    uint32_t reserved0;
+    const char *const *source_parts; /* NULL-terminated OpenCL C texts */
+    const char *backward_fn;         /* int backward_fn(const moelat_grad_cell *c) */
+    /* Floats of scratch backward_fn needs for at most max_neighbours. */
+    size_t (*scratch_floats)(const moelat_expert_dims *dims, int max_neighbours);
+    void *reserved[4];
+} moelat_backward_cl;
+
 typedef const moelat_expert_descriptor *(*moelat_expert_entry_fn)(
     const moelat_host_services *host);
 
