@@ -26,3 +26,27 @@ if(MOELAT_GRAD_PYTHON3)
   set_tests_properties(grad_cli PROPERTIES LABELS "grad;cli" TIMEOUT 300
                        PASS_REGULAR_EXPRESSION "PASS")
 endif()
+
+# The batched backward on the OpenCL device against the host backward.
+moelat_test(test_grad_device SOURCES test_grad_device.c test_support.c LABELS grad TIMEOUT 900)
+
+# oclgrind (API use, out-of-bounds accesses, data races) on the backward
+# kernels: one gradient step of 6x5x4 with every band populated, in two
+# chunks of planes and 3 slots (so slots take several cells each).
+find_program(OCLGRIND_EXE oclgrind)
+if(OCLGRIND_EXE)
+  set(_grad_og_script [=[
+tmp=$(mktemp -d)
+"$1" run --preset debug --dims 6x5x4 --radius-ratio 0.9 --steps 1 --mode percell --quiet --save-state "$tmp/t.npy" >/dev/null || exit 1
+MOELAT_NO_KERNEL_CACHE=1 "$0" --log "$tmp/log" --check-api --data-races "$1" grad --preset debug --dims 6x5x4 \
+    --radius-ratio 0.9 --steps 1 --threads 1 --target "$tmp/t.npy" --tune grad_planes=2,grad_slots=3
+rc=$?
+if [ -s "$tmp/log" ]; then echo "oclgrind reported problems:"; head -60 "$tmp/log"; rc=1; fi
+rm -rf "$tmp"
+exit $rc
+]=])
+  add_test(NAME grad_oclgrind
+           COMMAND sh -c "${_grad_og_script}" ${OCLGRIND_EXE} $<TARGET_FILE:moelat-engine>)
+  set_tests_properties(grad_oclgrind PROPERTIES LABELS "grad;oclgrind" TIMEOUT 900
+    PASS_REGULAR_EXPRESSION "backward: device")
+endif()

@@ -6,7 +6,8 @@
  *   backend_cl_step.c     begin_step / enqueue / finish of a device step
  *   backend_cl_inspect.c  one chunk stage by stage (inspect.c's
  *                         moelat_device_stages, `check --experts`)
- * Nothing outside these files (and early_reads.c) reads this struct.
+ * Nothing outside these files (and early_reads.c, and grad_cl.c for the
+ * backward's context and queue) reads this struct.
  *
  * States stay on the device in two buffers (Jacobi double buffering); a
  * step reads states[cur] and writes states[1 - cur]. */

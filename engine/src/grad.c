@@ -4,6 +4,7 @@
  * estimate and the choice of k, and the accessors. The step functions are
  * grad_step.c's. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -125,6 +126,8 @@ static moelat_status find_backwards(moelat_grad *g) {
 void moelat_grad_destroy(moelat_grad *g) {
     if (!g)
         return;
+    ml_grad_cl_close(g);
+    free(g->fwd_tmp);
     ml_grad_ws_free(g);
     for (int b = 0; g->acc && b < g->n_blocks; b++) {
         free(g->acc[b].dstate);
@@ -197,10 +200,67 @@ static moelat_status alloc_all(moelat_grad *g) {
     return MOELAT_OK;
 }
 
+/* One forward step of the recorded run: the lattice's own batched step
+ * (float32, on its device) when the backward runs there, else the float64
+ * host step. The device's step leaves the lattice as it found it: its
+ * states, step counter and report are restored by the caller's
+ * device_forward_end. */
+static moelat_status forward_step(moelat_grad *g, const double *cur, double *next, int t) {
+    if (!g->cl)
+        return ml_grad_step_f64(g, cur, next, t);
+    moelat_lattice *lat = g->lat;
+    float *f = g->fwd_tmp;
+    for (size_t v = 0; v < g->NS; v++)
+        f[v] = (float)cur[v];
+    lat->step_count = g->saved_step_count + (uint64_t)t;
+    moelat_status st = moelat_set_states(lat, f, g->NS);
+    if (st == MOELAT_OK)
+        st = moelat_step(lat, 1);
+    if (st == MOELAT_OK)
+        st = moelat_get_states(lat, f, g->NS);
+    if (st != MOELAT_OK)
+        return st;
+    for (size_t v = 0; v < g->NS; v++)
+        next[v] = f[v];
+    return MOELAT_OK;
+}
+
+/* Around forward_step's device steps: the lattice's states, step counter
+ * and statistics saved, then put back. */
+static moelat_status device_forward_begin(moelat_grad *g) {
+    if (!g->cl)
+        return MOELAT_OK;
+    moelat_lattice *lat = g->lat;
+    if (!g->fwd_tmp && !(g->fwd_tmp = malloc(2 * g->NS * sizeof(float))))
+        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");
+    g->saved_step_count = lat->step_count;
+    g->saved_stats = lat->stats;
+    return moelat_get_states(lat, g->fwd_tmp + g->NS, g->NS);
+}
+
+static moelat_status device_forward_end(moelat_grad *g, moelat_status st) {
+    if (!g->cl)
+        return st;
+    moelat_lattice *lat = g->lat;
+    char why[sizeof lat->err];
+    snprintf(why, sizeof why, "%s", lat->err);
+    moelat_status back = moelat_set_states(lat, g->fwd_tmp + g->NS, g->NS);
+    lat->step_count = g->saved_step_count;
+    lat->stats = g->saved_stats;
+    if (st != MOELAT_OK) {
+        snprintf(lat->err, sizeof lat->err, "%s", why);
+        return st;
+    }
+    return back;
+}
+
 moelat_status ml_grad_forward(moelat_grad *g) {
     const double *cur = g->ckpt;
     int alt = 0;
     g->recorded = 0;
+    moelat_status st0 = device_forward_begin(g);
+    if (st0 != MOELAT_OK)
+        return st0;
     for (int t = 0; t < g->steps; t++) {
         /* s_{t+1} goes to s_T, its checkpoint, or one of two segment
          * slots in turn (k >= 2 there, so the segment has both). */
@@ -213,11 +273,14 @@ moelat_status ml_grad_forward(moelat_grad *g) {
             next = g->seg + (size_t)alt * g->NS;
             alt ^= 1;
         }
-        moelat_status st = ml_grad_step_f64(g, cur, next, t);
+        moelat_status st = forward_step(g, cur, next, t);
         if (st != MOELAT_OK)
-            return st;
+            return device_forward_end(g, st);
         cur = next;
     }
+    moelat_status st = device_forward_end(g, MOELAT_OK);
+    if (st != MOELAT_OK)
+        return st;
     g->recorded = 1;
     g->reversed = 0;
     return MOELAT_OK;
@@ -282,6 +345,7 @@ moelat_status moelat_grad_record(moelat_lattice *lat, int steps, const moelat_gr
         if (lat->has_ext)
             for (size_t v = 0; v < (size_t)lat->X * lat->Y * lat->E; v++)
                 g->ext[v] = lat->ext[v];
+        ml_grad_cl_open(g);
         st = ml_grad_forward(g);
     }
     free(tmp);
@@ -294,7 +358,62 @@ moelat_status moelat_grad_record(moelat_lattice *lat, int steps, const moelat_gr
 }
 
 int moelat_grad_steps(const moelat_grad *g) { return g ? g->steps : 0; }
+const char *moelat_grad_path(const moelat_grad *g) { return g ? g->path : ""; }
+void moelat_grad_chunks(const moelat_grad *g, long *device, long *host, const char **last_fallback) {
+    if (device)
+        *device = g ? g->chunks_device : 0;
+    if (host)
+        *host = g ? g->chunks_host : 0;
+    if (last_fallback)
+        *last_fallback = g ? g->fallback : "";
+}
 int moelat_grad_checkpoint_every(const moelat_grad *g) { return g ? g->every : 0; }
+
+/* One reverse sweep from dL/ds_T, on the device when g->cl is set. */
+static moelat_status sweep(moelat_grad *g, const double *dstate) {
+    moelat_lattice *lat = g->lat;
+    memcpy(g->g, dstate, g->NS * sizeof *dstate);
+    memset(g->dweights, 0, (g->w.count ? g->w.count : 1) * sizeof(double));
+    size_t ne = (size_t)lat->X * lat->Y * lat->E;
+    memset(g->dext, 0, (ne ? ne : 1) * sizeof(double));
+    g->reversed = 0;
+    g->chunks_device = g->chunks_host = 0;
+    moelat_status st = MOELAT_OK;
+    if (g->cl && (st = ml_grad_cl_begin(g)) != MOELAT_OK) {
+        snprintf(g->fallback, sizeof g->fallback, "%.250s", lat->err);
+        ml_grad_cl_close(g);
+        return MOELAT_ERR_DEVICE;
+    }
+    for (int c = g->n_ckpt - 1; c >= 0; c--) {
+        int t0 = c * g->every, t1 = t0 + g->every < g->steps ? t0 + g->every : g->steps;
+        /* Recompute s_{t0 .. t1-1} from the checkpoint: the same float64
+         * steps as the recording, so bitwise the same states for any k. */
+        memcpy(g->seg, g->ckpt + (size_t)c * g->NS, g->NS * sizeof(double));
+        if (t1 - t0 > 1 && (st = device_forward_begin(g)) != MOELAT_OK)
+            return st;
+        for (int t = t0 + 1; t < t1; t++)
+            if ((st = forward_step(g, g->seg + (size_t)(t - 1 - t0) * g->NS, g->seg + (size_t)(t - t0) * g->NS,
+                                   t - 1)) != MOELAT_OK)
+                break;
+        if (t1 - t0 > 1 && (st = device_forward_end(g, st)) != MOELAT_OK)
+            return st;
+        for (int t = t1 - 1; t >= t0; t--) {
+            const double *cur = g->seg + (size_t)(t - t0) * g->NS;
+            st = g->cl ? ml_grad_cl_step(g, cur, g->g, g->g_prev) : ml_grad_step_bwd(g, cur, g->g, g->g_prev);
+            if (st != MOELAT_OK)
+                return st;
+            double *swap = g->g;
+            g->g = g->g_prev;
+            g->g_prev = swap;
+        }
+    }
+    if (g->cl && (st = ml_grad_cl_end(g)) != MOELAT_OK) {
+        snprintf(g->fallback, sizeof g->fallback, "%.250s", lat->err);
+        return MOELAT_ERR_DEVICE;
+    }
+    g->reversed = 1;
+    return MOELAT_OK;
+}
 
 moelat_status moelat_grad_backward_f64(moelat_grad *g, const double *dstate, size_t count) {
     if (!g)
@@ -309,31 +428,16 @@ moelat_status moelat_grad_backward_f64(moelat_grad *g, const double *dstate, siz
         if (!isfinite(dstate[v]))
             return ml_fail(lat, MOELAT_ERR_NONFINITE, "dL/ds_T is not finite at value %zu (cell %zu, channel %zu)",
                            v, v / (size_t)lat->S, v % (size_t)lat->S);
-    memcpy(g->g, dstate, count * sizeof *dstate);
-    memset(g->dweights, 0, (g->w.count ? g->w.count : 1) * sizeof(double));
-    size_t ne = (size_t)lat->X * lat->Y * lat->E;
-    memset(g->dext, 0, (ne ? ne : 1) * sizeof(double));
-    g->reversed = 0;
-    for (int c = g->n_ckpt - 1; c >= 0; c--) {
-        int t0 = c * g->every, t1 = t0 + g->every < g->steps ? t0 + g->every : g->steps;
-        /* Recompute s_{t0 .. t1-1} from the checkpoint: the same float64
-         * steps as the recording, so bitwise the same states for any k. */
-        memcpy(g->seg, g->ckpt + (size_t)c * g->NS, g->NS * sizeof(double));
-        moelat_status st;
-        for (int t = t0 + 1; t < t1; t++)
-            if ((st = ml_grad_step_f64(g, g->seg + (size_t)(t - 1 - t0) * g->NS,
-                                       g->seg + (size_t)(t - t0) * g->NS, t - 1)) != MOELAT_OK)
-                return st;
-        for (int t = t1 - 1; t >= t0; t--) {
-            if ((st = ml_grad_step_bwd(g, g->seg + (size_t)(t - t0) * g->NS, g->g, g->g_prev)) != MOELAT_OK)
-                return st;
-            double *swap = g->g;
-            g->g = g->g_prev;
-            g->g_prev = swap;
+    for (;;) {
+        moelat_status st = sweep(g, dstate);
+        if (st == MOELAT_ERR_DEVICE && !g->cl) {
+            /* The device failed past a chunk's fallback and was closed:
+             * the whole sweep again on the host. */
+            snprintf(g->path, sizeof g->path, "host (after a device failure: %.300s)", g->fallback);
+            continue;
         }
+        return st;
     }
-    g->reversed = 1;
-    return MOELAT_OK;
 }
 
 moelat_status moelat_grad_backward(moelat_grad *g, const float *dstate, size_t count) {

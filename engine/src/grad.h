@@ -66,6 +66,16 @@ struct moelat_grad {
     double *dweights;         /* results: dL/dW (flat), dL/ds_0 is g, dL/dext */
     double *dext;
     int recorded, reversed;
+    struct ml_grad_cl *cl;    /* the device's backward, or NULL (host) */
+    char path[384];           /* where the backward runs, and why */
+    long chunks_device, chunks_host; /* backward chunk-steps of the last sweep, by place */
+    char fallback[256];       /* the last reason a chunk moved to the host */
+    /* The device's forward steps (grad.c's forward_step): a float copy of
+     * one state and the lattice's own states, step counter and report,
+     * put back after. */
+    float *fwd_tmp;
+    uint64_t saved_step_count;
+    ml_stats saved_stats;
 };
 
 /* Allocates per-thread workspaces (g->ws); 0 or -1 with lat->err set. */
@@ -81,6 +91,31 @@ moelat_status ml_grad_step_f64(moelat_grad *g, const double *cur, double *next, 
  * are cut into g->n_blocks fixed blocks, each accumulating alone, summed
  * in block order: the result does not depend on scheduling. */
 moelat_status ml_grad_step_bwd(moelat_grad *g, const double *cur, const double *g_in, double *g_out);
+
+/* Rows [row0, row1) (row = y + Y z) of one backward step on the host:
+ * adds their cells' contributions to dL/d s_t into dstate (N x S; the
+ * residual is not included) and to the weights' and the input's gradients
+ * into g->dweights and g->dext. ml_grad_step_bwd is this over every row. */
+moelat_status ml_grad_step_bwd_rows(moelat_grad *g, const double *cur, const double *g_in, int row0, int row1,
+                                    double *dstate);
+
+/* ---- the batched backward on the lattice's OpenCL device (grad_cl.c) ---- */
+
+/* Sets up g->cl when the lattice computes on a device (mode batch or auto,
+ * tuning grad_device on) and every band's expert has the device backward;
+ * otherwise g->cl stays NULL and g->path says why the host runs it. */
+void ml_grad_cl_open(moelat_grad *g);
+void ml_grad_cl_close(moelat_grad *g);
+/* Start of a reverse sweep: weights and input uploaded, totals zeroed. */
+moelat_status ml_grad_cl_begin(moelat_grad *g);
+/* One backward step: the device's chunks, then the host's (those the
+ * device refused or failed, logged and counted), g_out = g_in + both.
+ * MOELAT_ERR_DEVICE when the device failed past recovery in this sweep
+ * (g->cl is then closed; the caller redoes the sweep on the host). */
+moelat_status ml_grad_cl_step(moelat_grad *g, const double *cur, const double *g_in, double *g_out);
+/* End of a sweep: the device's weight and input gradients added into
+ * g->dweights and g->dext. */
+moelat_status ml_grad_cl_end(moelat_grad *g);
 
 /* Bytes a gradient of T steps with checkpoints every k needs. */
 uint64_t ml_grad_bytes(const moelat_lattice *lat, int steps, int k, int n_blocks);

@@ -233,8 +233,8 @@ moelat_status ml_grad_step_f64(moelat_grad *g, const double *cur, double *next, 
 typedef struct bwd_ctx {
     moelat_grad *g;
     const double *cur, *g_in;
-    int rows;
-    int *failed; /* per block: band + 1 of a failed expert, or 0 */
+    int row0, rows; /* rows [row0, row0 + rows) */
+    int *failed;    /* per block: band + 1 of a failed expert, or 0 */
 } bwd_ctx;
 
 static void bwd_block(void *vctx, int b, int worker) {
@@ -245,8 +245,8 @@ static void bwd_block(void *vctx, int b, int worker) {
     ml_grad_acc *acc = &g->acc[b];
     const int S = lat->S, E = lat->E, gh = lat->gate_hidden;
     double zeros[MOELAT_EXT_SIZE] = {0};
-    int r0 = (int)((int64_t)ctx->rows * b / g->n_blocks);
-    int r1 = (int)((int64_t)ctx->rows * (b + 1) / g->n_blocks);
+    int r0 = ctx->row0 + (int)((int64_t)ctx->rows * b / g->n_blocks);
+    int r1 = ctx->row0 + (int)((int64_t)ctx->rows * (b + 1) / g->n_blocks);
     memset(acc->dstate, 0, g->NS * sizeof(double));
     memset(acc->dweights, 0, g->w.count * sizeof(double));
     memset(acc->dext, 0, (size_t)lat->X * lat->Y * E * sizeof(double));
@@ -295,12 +295,13 @@ static void bwd_block(void *vctx, int b, int worker) {
     }
 }
 
-moelat_status ml_grad_step_bwd(moelat_grad *g, const double *cur, const double *g_in, double *g_out) {
+moelat_status ml_grad_step_bwd_rows(moelat_grad *g, const double *cur, const double *g_in, int row0, int row1,
+                                    double *dstate) {
     moelat_lattice *lat = g->lat;
     int *failed = calloc((size_t)g->n_blocks, sizeof *failed);
     if (!failed)
         return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");
-    bwd_ctx ctx = {g, cur, g_in, lat->Y * lat->Z, failed};
+    bwd_ctx ctx = {g, cur, g_in, row0, row1 - row0, failed};
     ml_pool_run(lat->pool, g->n_blocks, bwd_block, &ctx);
     for (int b = 0; b < g->n_blocks; b++)
         if (failed[b]) {
@@ -310,12 +311,12 @@ moelat_status ml_grad_step_bwd(moelat_grad *g, const double *cur, const double *
                            lat->expert[k].desc->name, moelat_band_name(k));
         }
     free(failed);
-    /* Fixed-order reduction: the residual's g first, then block 0, 1, ... */
+    /* Fixed-order reduction: block 0, 1, ... added to what dstate holds. */
     for (size_t v = 0; v < g->NS; v++) {
-        double s = g_in[v];
+        double s = dstate[v];
         for (int b = 0; b < g->n_blocks; b++)
             s += g->acc[b].dstate[v];
-        g_out[v] = s;
+        dstate[v] = s;
     }
     for (size_t v = 0; v < g->w.count; v++) {
         double s = 0.0;
@@ -331,4 +332,10 @@ moelat_status ml_grad_step_bwd(moelat_grad *g, const double *cur, const double *
         g->dext[v] += s;
     }
     return MOELAT_OK;
+}
+
+/* The residual's g first, then block 0, 1, ... */
+moelat_status ml_grad_step_bwd(moelat_grad *g, const double *cur, const double *g_in, double *g_out) {
+    memcpy(g_out, g_in, g->NS * sizeof *g_out);
+    return ml_grad_step_bwd_rows(g, cur, g_in, 0, g->lat->Y * g->lat->Z, g_out);
 }

@@ -8,7 +8,8 @@
 
 const char ml_tuning_known_keys[] =
     "agg_vector, agg_absmean, work_group, gate_cells, cl_options, kernel_cache, upgrade_check, "
-    "functional_gemm, functional_cells, functional_split, distant_cells, local_cells, cl_shape";
+    "functional_gemm, functional_cells, functional_split, distant_cells, local_cells, cl_shape, "
+    "grad_device, grad_slots, grad_planes, grad_host_chunk";
 
 /* 1, 0, or -1 when v is not a switch value. */
 static int parse_switch(const char *v) {
@@ -85,6 +86,22 @@ static int set_key(ml_tuning *t, const char *key, const char *val, char *err, si
         if (strcmp(val, "gpu") != 0 && strcmp(val, "cpu") != 0)
             return bad(err, errlen, key, val, "'gpu' or 'cpu'");
         t->cl_shape = strcmp(val, "cpu") == 0;
+    } else if (strcmp(key, "grad_device") == 0) {
+        if ((n = parse_switch(val)) < 0)
+            return bad(err, errlen, key, val, "0, 1, on or off");
+        t->grad_device = n;
+    } else if (strcmp(key, "grad_slots") == 0) {
+        if ((n = parse_int(val, 1, 1 << 20)) < 0)
+            return bad(err, errlen, key, val, "a whole number from 1 to 1048576");
+        t->grad_slots = n;
+    } else if (strcmp(key, "grad_planes") == 0) {
+        if ((n = parse_int(val, 1, 1 << 20)) < 0)
+            return bad(err, errlen, key, val, "a whole number from 1 to 1048576");
+        t->grad_planes = n;
+    } else if (strcmp(key, "grad_host_chunk") == 0) {
+        if ((n = parse_int(val, 0, 1 << 20)) < 0)
+            return bad(err, errlen, key, val, "a chunk number from 0");
+        t->grad_host_chunk = n;
     } else {
         snprintf(err, errlen, "tuning: unknown key '%.64s' (known: %s)", key, ml_tuning_known_keys);
         return -1;
@@ -97,6 +114,8 @@ static void set_defaults(ml_tuning *t) {
     t->kernel_cache = 1;
     t->upgrade_check = 1;
     t->cl_shape = -1;
+    t->grad_device = 1;
+    t->grad_host_chunk = -1;
 }
 
 int ml_tuning_parse(const char *s, ml_tuning *t, char *err, size_t errlen) {

@@ -18,6 +18,11 @@ typedef struct ml_tuning {
     int upgrade_check;     /* 1 (default): batch mode starts with the sample check */
     int cl_shape;          /* -1 (default): by device type; 0: work-group kernels ("gpu");
                             * 1: CPU-shaped kernels ("cpu"); cl_shape.h, experts/common/cpu_shape.h */
+    /* The batched backward (grad_cl.c). */
+    int grad_device;       /* 1 (default): on the lattice's device when it has one; 0: on the host */
+    int grad_slots;        /* weight-gradient slots (work-items); 0 = engine's choice */
+    int grad_planes;       /* planes per backward chunk; 0 = from device memory */
+    int grad_host_chunk;   /* -1 (default); n: chunk n's backward runs on the host (tests, diagnosis) */
 } ml_tuning;
 
 /* The keys, comma-separated, for messages and help. */

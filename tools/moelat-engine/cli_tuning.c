@@ -27,6 +27,10 @@ static const struct {
     {"MOELAT_DISTANT_CELLS", "distant_cells", 0},
     {"MOELAT_LOCAL_CELLS", "local_cells", 0},
     {"MOELAT_CL_SHAPE", "cl_shape", 0},
+    {"MOELAT_GRAD_DEVICE", "grad_device", 0},
+    {"MOELAT_GRAD_SLOTS", "grad_slots", 0},
+    {"MOELAT_GRAD_PLANES", "grad_planes", 0},
+    {"MOELAT_GRAD_HOST_CHUNK", "grad_host_chunk", 0},
 };
 
 /* Appends "key=value" to buf (with a comma when it is not empty); -1 when

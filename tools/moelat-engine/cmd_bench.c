@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "cli_common.h"
+#include "moelat/grad.h"
 #include "moelat/inspect.h"
 #include "moelat/util.h"
 
@@ -34,6 +35,10 @@ typedef struct bench_row {
     int percell_estimated;
     int queues; /* command queues the batch steps ran on */
     double agg_ms, pre_ms, gate_ms, expert_ms[MOELAT_BANDS]; /* device ms per step */
+    /* --backward: one gradient step (record 1 step + backward), its two
+     * parts, its ratio to batch_ms, and where the backward ran. */
+    double grad_ms, grad_record_ms, grad_backward_ms, grad_ratio;
+    char grad_path[384];
     int ok;
 } bench_row;
 
@@ -58,6 +63,8 @@ static void usage(FILE *out) {
             "  --queues Q             OpenCL queues\n"
             "  --chunk XxYxZ          chunk box\n"
             "  --tune KEY=VALUE,...   tuning knobs (README: tuning keys)\n"
+            "  --backward             also time the gradient step (forward with recording +\n"
+            "                         backward of 1 step, moelat/grad.h) and its ratio to a step\n"
             "  --json | --csv         machine-readable output\n"
             "  --help                 this text\n");
 }
@@ -131,8 +138,58 @@ static int batch_steps(moelat_lattice *dev, int steps, double *ms) {
     return 0;
 }
 
+/* The gradient step of a batch lattice: record 1 step and reverse it from
+ * a random dL/ds_1, three times; the median's parts. */
+static int grad_step(const bench_case *c, const cli_model_opts *mo, bench_row *row) {
+    moelat_lattice *lat = make(c, mo, MOELAT_MODE_BATCH, 0);
+    if (!lat)
+        return -1;
+    size_t n = moelat_cell_count(lat) * (size_t)moelat_state_size(lat);
+    float *d = malloc(n * sizeof *d);
+    double t[3][3];
+    int rc = d ? 0 : -1;
+    for (size_t v = 0; d && v < n; v++)
+        d[v] = (float)((double)((v * 2654435761u) % 2001u) / 1000.0 - 1.0);
+    for (int r = 0; r < 3 && rc == 0; r++) {
+        moelat_grad *g = NULL;
+        double t0 = now_ms();
+        if (moelat_grad_record(lat, 1, NULL, &g) != MOELAT_OK) {
+            rc = -1;
+            break;
+        }
+        double t1 = now_ms();
+        if (moelat_grad_backward(g, d, n) != MOELAT_OK)
+            rc = -1;
+        double t2 = now_ms();
+        t[r][0] = t2 - t0;
+        t[r][1] = t1 - t0;
+        t[r][2] = t2 - t1;
+        snprintf(row->grad_path, sizeof row->grad_path, "%s", moelat_grad_path(g));
+        moelat_grad_destroy(g);
+    }
+    if (rc != 0)
+        fprintf(stderr, "moelat-engine bench: gradient step: %s\n", moelat_last_error(lat));
+    else {
+        int m = 0; /* the median run by total */
+        for (int r = 0; r < 3; r++) {
+            int below = 0;
+            for (int q = 0; q < 3; q++)
+                below += t[q][0] < t[r][0] || (t[q][0] == t[r][0] && q < r);
+            if (below == 1)
+                m = r;
+        }
+        row->grad_ms = t[m][0];
+        row->grad_record_ms = t[m][1];
+        row->grad_backward_ms = t[m][2];
+        row->grad_ratio = row->batch_ms > 0 ? row->grad_ms / row->batch_ms : 0;
+    }
+    free(d);
+    moelat_lattice_destroy(lat);
+    return rc;
+}
+
 static int run_case(const bench_case *c, const cli_model_opts *mo, int steps, size_t sample_cells, double peak,
-                    bench_row *row) {
+                    int backward, bench_row *row) {
     memset(row, 0, sizeof *row);
     row->c = *c;
     moelat_lattice *host = make(c, mo, MOELAT_MODE_PERCELL, 0);
@@ -197,6 +254,8 @@ static int run_case(const bench_case *c, const cli_model_opts *mo, int steps, si
     double func_ms = row->pre_ms + row->expert_ms[1];
     row->functional_peak_fraction =
         peak > 0 && func_ms > 0 ? row->functional_flops_per_cell * N / (func_ms * 1e6) / peak : 0;
+    if (backward && grad_step(c, mo, row) != 0)
+        return -1;
     row->ok = 1;
     return 0;
 }
@@ -205,7 +264,7 @@ int cmd_bench(int argc, char **argv) {
     cli_model_opts mo;
     cli_model_opts_init(&mo);
     const char *preset = NULL, *dims = NULL, *case_list = NULL;
-    int steps = 10, json = 0, csv = 0;
+    int steps = 10, json = 0, csv = 0, backward = 0;
     long long sample = 20000;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -232,6 +291,8 @@ int cmd_bench(int argc, char **argv) {
             json = 1;
         } else if (strcmp(a, "--csv") == 0) {
             csv = 1;
+        } else if (strcmp(a, "--backward") == 0) {
+            backward = 1;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             return 0;
@@ -316,7 +377,7 @@ int cmd_bench(int argc, char **argv) {
             fprintf(stderr, "bench: %s %dx%dx%d ...\n", cases[i].preset, cases[i].dims[0], cases[i].dims[1],
                     cases[i].dims[2]);
         }
-        if (run_case(&cases[i], &mo, steps, (size_t)sample, peak, &rows[i]) != 0)
+        if (run_case(&cases[i], &mo, steps, (size_t)sample, peak, backward, &rows[i]) != 0)
             failed++; /* reported; the other cases still run */
     }
     if (json) {
@@ -327,15 +388,20 @@ int cmd_bench(int argc, char **argv) {
                 continue;
             char d[64];
             snprintf(d, sizeof d, "%dx%dx%d", r->c.dims[0], r->c.dims[1], r->c.dims[2]);
-            json_array_append_new(
-                arr, json_pack("{s:s, s:s, s:i, s:f, s:b, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:{s:f, s:f, s:f, s:f, s:f, s:f}}",
+            json_t *row = json_pack("{s:s, s:s, s:i, s:f, s:b, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:{s:f, s:f, s:f, s:f, s:f, s:f}}",
                                "preset", r->c.preset, "dims", d, "queues", r->queues, "percell_ms", r->percell_ms, "percell_estimated",
                                r->percell_estimated, "batch_ms", r->batch_ms, "speedup", r->speedup, "mcups",
                                r->mcups, "gflops", r->gflops, "peak_fraction", r->peak_fraction, "flops_per_cell",
                                r->flops_per_cell, "functional_peak_fraction", r->functional_peak_fraction,
                                "kernel_ms", "aggregate", r->agg_ms, "precompute", r->pre_ms,
                                "local", r->expert_ms[0], "functional", r->expert_ms[1], "distant", r->expert_ms[2],
-                               "gate", r->gate_ms));
+                               "gate", r->gate_ms);
+            if (backward && row)
+                json_object_set_new(row, "backward",
+                                    json_pack("{s:f, s:f, s:f, s:f, s:s}", "grad_ms", r->grad_ms, "record_ms",
+                                              r->grad_record_ms, "backward_ms", r->grad_backward_ms, "ratio",
+                                              r->grad_ratio, "path", r->grad_path));
+            json_array_append_new(arr, row);
         }
         json_t *o = json_pack("{s:s, s:s, s:f, s:o}", "device", dev.name, "driver", dev.driver_version,
                               "peak_gflops", peak, "rows", arr);
@@ -345,16 +411,20 @@ int cmd_bench(int argc, char **argv) {
         json_decref(o);
     } else if (csv) {
         printf("device,preset,dims,cells,percell_ms,percell_estimated,batch_ms,speedup,mcups,gflops,peak_fraction,"
-               "aggregate_ms,precompute_ms,local_ms,functional_ms,distant_ms,gate_ms,functional_peak_fraction,queues\n");
+               "aggregate_ms,precompute_ms,local_ms,functional_ms,distant_ms,gate_ms,functional_peak_fraction,queues%s\n",
+               backward ? ",grad_ms,grad_record_ms,grad_backward_ms,grad_ratio" : "");
         for (int i = 0; i < n; i++) {
             bench_row *r = &rows[i];
             if (!r->ok)
                 continue;
-            printf("\"%s\",%s,%dx%dx%d,%lld,%.4f,%d,%.4f,%.2f,%.3f,%.2f,%.5f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.5f,%d\n", dev.name,
+            printf("\"%s\",%s,%dx%dx%d,%lld,%.4f,%d,%.4f,%.2f,%.3f,%.2f,%.5f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.5f,%d", dev.name,
                    r->c.preset, r->c.dims[0], r->c.dims[1], r->c.dims[2],
                    (long long)r->c.dims[0] * r->c.dims[1] * r->c.dims[2], r->percell_ms, r->percell_estimated,
                    r->batch_ms, r->speedup, r->mcups, r->gflops, r->peak_fraction, r->agg_ms, r->pre_ms,
                    r->expert_ms[0], r->expert_ms[1], r->expert_ms[2], r->gate_ms, r->functional_peak_fraction, r->queues);
+            if (backward)
+                printf(",%.4f,%.4f,%.4f,%.3f", r->grad_ms, r->grad_record_ms, r->grad_backward_ms, r->grad_ratio);
+            printf("\n");
         }
     } else {
         printf("device: %s (driver %s), measured FP32 peak %.0f GFLOP/s\n", dev.name, dev.driver_version, peak);
@@ -370,6 +440,20 @@ int cmd_bench(int argc, char **argv) {
                    r->c.preset, d, r->queues, r->percell_estimated ? '~' : ' ', r->percell_ms, r->batch_ms, r->speedup, r->mcups,
                    r->gflops, 100 * r->peak_fraction, r->agg_ms, r->pre_ms, r->expert_ms[0], r->expert_ms[1],
                    r->expert_ms[2], r->gate_ms, 100 * r->functional_peak_fraction);
+        }
+        if (backward) {
+            printf("\ngradient step (record 1 step + backward), against one batch step:\n");
+            printf("%-10s %-11s %10s %10s %12s %10s  %s\n", "preset", "dims", "grad ms", "record ms", "backward ms",
+                   "grad/step", "backward on");
+            for (int i = 0; i < n; i++) {
+                bench_row *r = &rows[i];
+                if (!r->ok)
+                    continue;
+                char d[32];
+                snprintf(d, sizeof d, "%dx%dx%d", r->c.dims[0], r->c.dims[1], r->c.dims[2]);
+                printf("%-10s %-11s %10.2f %10.2f %12.2f %9.1fx  %s\n", r->c.preset, d, r->grad_ms,
+                       r->grad_record_ms, r->grad_backward_ms, r->grad_ratio, r->grad_path);
+            }
         }
         printf("(batch ms: steps without profiling; device ms/step: as many steps of a profiled lattice)\n"
                "(q: command queues; with more than one, kernels overlap and a kernel's time includes waits)\n"

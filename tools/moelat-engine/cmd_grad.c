@@ -24,9 +24,11 @@ static void usage(FILE *out) {
             "L = 0.5 * sum over every cell and channel of (s_T - target)^2 and its exact\n"
             "gradients by reverse mode, and prints L. States are recorded every k steps and\n"
             "recomputed in between (memory O(N*S*(T/k + k))). Needs CNF mode euler and experts\n"
-            "with a host backward (the built-in ones have it).\n\n"
+            "with a backward (the built-in ones have it). The reverse steps run batched on the\n"
+            "OpenCL device (float32) with --mode batch or auto (the default), per chunk on the\n"
+            "host where the device fails; --mode percell (or --tune grad_device=off) keeps\n"
+            "them on the host in float64. The line 'backward:' says which.\n\n"
             "options:\n%s"
-            "                         (--mode, --device: the gradient always runs on the host)\n"
             "  --target FILE          the target states (.npy, float32, (Z, Y, X, S)); required\n"
             "  --steps T              steps (default 1)\n"
             "  --weights FILE         load weights (safetensors)\n"
@@ -257,10 +259,15 @@ int cmd_grad(int argc, char **argv) {
         goto done;
     double secs = now_s() - t0;
     if (a.json) {
-        json_t *o = json_pack("{s:f, s:I, s:i, s:I, s:i, s:I, s:f}", "loss", L, "steps", (json_int_t)a.steps,
-                              "checkpoint_every", moelat_grad_checkpoint_every(g), "cells",
+        long on_dev = 0, on_host = 0;
+        const char *fb = NULL;
+        moelat_grad_chunks(g, &on_dev, &on_host, &fb);
+        json_t *o = json_pack("{s:f, s:I, s:i, s:I, s:i, s:I, s:f, s:s, s:I, s:I, s:s}", "loss", L, "steps",
+                              (json_int_t)a.steps, "checkpoint_every", moelat_grad_checkpoint_every(g), "cells",
                               (json_int_t)moelat_cell_count(lat), "state_size", S, "weights",
-                              (json_int_t)moelat_weights_count(lat), "seconds", secs);
+                              (json_int_t)moelat_weights_count(lat), "seconds", secs, "backward",
+                              moelat_grad_path(g), "chunks_device", (json_int_t)on_dev, "chunks_host",
+                              (json_int_t)on_host, "fallback", fb);
         char *txt = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
         if (txt)
             printf("%s\n", txt);
@@ -269,6 +276,12 @@ int cmd_grad(int argc, char **argv) {
     } else {
         printf("loss %.10g  (%lld steps, states recorded every %d, %.2f s)\n", L, a.steps,
                moelat_grad_checkpoint_every(g), secs);
+        long on_dev = 0, on_host = 0;
+        const char *fb = NULL;
+        moelat_grad_chunks(g, &on_dev, &on_host, &fb);
+        printf("backward: %s\n", moelat_grad_path(g));
+        if (on_host && on_dev)
+            printf("backward: %ld chunk-steps redone on the host (last: %s)\n", on_host, fb);
     }
     rc = 0;
 done:

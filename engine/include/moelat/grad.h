@@ -1,21 +1,36 @@
 /*
- * Exact gradients of T lattice steps (reverse mode) on the host.
+ * Exact gradients of T lattice steps (reverse mode).
  *
- * moelat_grad_record runs T steps of the float64 instantiation of the
- * per-cell host path (MODEL.md's function evaluated in double, from the
- * lattice's float32 states, weights and external input) and keeps the
- * states every k steps; moelat_grad_backward takes dL/ds_T of any loss the
- * caller computes from moelat_grad_final_states and returns, exactly for
- * that float64 function, dL/dW for every weight, dL/ds_0 and dL/d(external
- * input). States between checkpoints are recomputed, so memory is
- * O(N*S*(T/k + k)). The lattice itself is not changed.
+ * moelat_grad_record runs T steps from the lattice's current states and
+ * keeps the states every k steps; moelat_grad_backward takes dL/ds_T of any
+ * loss the caller computes from moelat_grad_final_states and returns dL/dW
+ * for every weight, dL/ds_0 and dL/d(external input). States between
+ * checkpoints are recomputed, so memory is O(N*S*(T/k + k)). The lattice
+ * itself is not changed (its states, step counter and report are put
+ * back).
  *
- * Requirements: every band that has neighbours is served by an expert
- * with the host backward extension ("moelat.backward.host/1"); CNF mode
- * euler (lipschitz is refused: its state-dependent step size is not
- * differentiated). Weight gradients are reduced over fixed blocks of rows
- * in a fixed order: two runs with the same thread count give bitwise
- * identical gradients, and k does not change them.
+ * Where it runs (moelat_grad_path says which, and why):
+ *  - On the lattice's OpenCL device, when its mode is batch or auto, the
+ *    device is up, every band's expert has the device backward
+ *    ("moelat.backward.cl/1") and tuning grad_device is on (the default):
+ *    the recorded steps are the lattice's own batched float32 steps, and
+ *    the reverse steps run batched in float32, chunk by chunk (slabs of
+ *    planes). A chunk whose device launches fail is redone on the host,
+ *    logged and counted (moelat_grad_chunks); a failure the device reports
+ *    later makes the whole sweep run again on the host. Weight gradients
+ *    are summed in a fixed order without float atomics: two runs on the
+ *    same device and settings give identical bits.
+ *  - On the host otherwise (mode percell, or tuning grad_device=off): the
+ *    float64 instantiation of the per-cell host path (MODEL.md's function
+ *    evaluated in double, from the lattice's float32 states, weights and
+ *    input) and its exact adjoint, the reference the device is tested
+ *    against (1e-4 relative per tensor). Its weight gradients are reduced
+ *    over fixed blocks of rows: bitwise identical for a given thread count.
+ *
+ * Requirements: every band that has neighbours is served by an expert with
+ * the host backward extension ("moelat.backward.host/1"); CNF mode euler
+ * (lipschitz is refused: its state-dependent step size is not
+ * differentiated). k does not change the gradients.
  *
  * Errors leave their message in moelat_last_error() of the lattice.
  */
@@ -54,9 +69,17 @@ MOELAT_API moelat_status moelat_grad_record(moelat_lattice *lat, int steps, cons
 MOELAT_API void moelat_grad_destroy(moelat_grad *g);
 
 MOELAT_API int moelat_grad_steps(const moelat_grad *g);
+/* Where the backward runs: "device <name> (chunks, slots)" or "host
+ * (<why>)"; after a device failure, "host (after a device failure: ...)". */
+MOELAT_API const char *moelat_grad_path(const moelat_grad *g);
+/* The last sweep's backward chunk-steps on the device and on the host (a
+ * chunk whose device launches failed is redone on the host, logged and
+ * counted there), and the last reason one moved ("" when none did). */
+MOELAT_API void moelat_grad_chunks(const moelat_grad *g, long *device, long *host, const char **last_fallback);
 MOELAT_API int moelat_grad_checkpoint_every(const moelat_grad *g);
 
-/* s_T of the recorded run: N x S, cell-major as moelat_get_states. */
+/* s_T of the recorded run: N x S, cell-major as moelat_get_states (on the
+ * device path, the float32 steps' values). */
 MOELAT_API moelat_status moelat_grad_final_states(moelat_grad *g, float *dst, size_t count);
 MOELAT_API moelat_status moelat_grad_final_states_f64(moelat_grad *g, double *dst, size_t count);
 

@@ -1,0 +1,174 @@
+/* The engine's part of the batched backward (engine/src/grad_cl.c): the
+ * gate forward and adjoint, the gather of neighbour adjoints and the
+ * commit of a chunk. Built after backward_portable.h and the gate's
+ * portable source (ml_gate_f64 / ml_gate_f64_bwd, float here) with
+ *   ML_GH  the gate's hidden size
+ *
+ * A chunk is a slab of whole planes, cells [c0, c0 + n_cells). Its results
+ * go to chunk-private buffers (dchunk over planes the chunk's cells and
+ * their neighbours cover, from cell t0; dext_chunk; the slots' weight
+ * gradients) and only ml_bwd_commit, one launch, adds them to the step's
+ * and the run's totals: a chunk whose device work fails half-way leaves
+ * nothing behind and is redone on the host. Every sum runs in a fixed
+ * order; there are no float atomics. */
+
+/* nu of cell (x, y, z): the mean of every neighbour of every band (all
+ * three stencils, concatenated in offsets), into nu; returns the count. */
+static int ml_bwd_nu(__global const float *state, __global const int4 *offsets, int n_off, int X, int Y, int Z,
+                     int x, int y, int z, int S, __global float *nu) {
+    for (int s = 0; s < S; s++)
+        nu[s] = 0.0f;
+    int total = 0;
+    for (int j = 0; j < n_off; j++) {
+        const int4 o = offsets[j];
+        const int nx = x + o.x, ny = y + o.y, nz = z + o.z;
+        if (nx < 0 || ny < 0 || nz < 0 || nx >= X || ny >= Y || nz >= Z)
+            continue;
+        __global const float *src = state + ((size_t)nx + (size_t)X * ((size_t)ny + (size_t)Y * nz)) * S;
+        for (int s = 0; s < S; s++)
+            nu[s] += src[s];
+        total++;
+    }
+    if (total > 0)
+        for (int s = 0; s < S; s++)
+            nu[s] /= (float)total;
+    return total;
+}
+
+/* Per slot work area of the gate kernels, in floats: the gate's scratch,
+ * nu, dnu, dx (S each), w and dw (3 each). */
+#define ML_GATE_WORK(S, scratch) ((scratch) + 3 * (S) + 6)
+
+static void ml_bwd_gate_tensors(__global const float *weights, __global const int *tensor_off,
+                                __global float *mine, __global const float **t, __global float **dt) {
+    for (int k = 0; k < GATE_N_TENSORS; k++) {
+        t[k] = weights + tensor_off[k];
+        if (dt)
+            dt[k] = mine + tensor_off[k];
+    }
+}
+
+/* The gate's weights w (n_cells x 3) of the chunk's cells: the band
+ * kernels scale their adjoint by them. One work-item per slot. */
+__kernel void ml_bwd_gate_fwd(__global const float *state, __global const float *weights,
+                              __global const int *tensor_off, __global const int4 *offsets, const int n_off,
+                              const int X, const int Y, const int Z, const int S, const int c0,
+                              const int n_cells, const int n_slots, const int slot_floats,
+                              const int scratch_floats, __global float *slot_work, __global float *gate_w) {
+    const int slot = (int)get_global_id(0);
+    if (slot >= n_slots)
+        return;
+    __global const float *t[GATE_N_TENSORS];
+    ml_bwd_gate_tensors(weights, tensor_off, 0, t, 0);
+    __global float *scratch = slot_work + (size_t)slot * (size_t)slot_floats;
+    __global float *nu = scratch + scratch_floats, *w = nu + 3 * S;
+    for (int c = slot; c < n_cells; c += n_slots) {
+        const int i = c0 + c;
+        const int x = i % X, y = (i / X) % Y, z = i / (X * Y);
+        ml_bwd_nu(state, offsets, n_off, X, Y, Z, x, y, z, S, nu);
+        ml_gate_f64(t, S, ML_GH, state + (size_t)i * S, nu, w, scratch);
+        for (int k = 0; k < 3; k++)
+            gate_w[(size_t)c * 3 + k] = w[k];
+    }
+}
+
+/* The gate's adjoint from dw (n_cells x 3, the band kernels' g . E_k):
+ * dchunk[own] += dx, dnu[c] = dL/dnu / (neighbour count), which every
+ * neighbour receives (ml_bwd_gather), and the gate's weight gradients into
+ * the slot's row. */
+__kernel void ml_bwd_gate(__global const float *state, __global const float *weights,
+                          __global const int *tensor_off, __global const int4 *offsets, const int n_off,
+                          const int X, const int Y, const int Z, const int S, const int c0, const int n_cells,
+                          const int t0, const int n_slots, const int slot_floats, const int scratch_floats,
+                          const int n_weights, __global const float *dw_gate, __global float *slot_dw,
+                          __global float *slot_work, __global float *dchunk, __global float *dnu_out) {
+    const int slot = (int)get_global_id(0);
+    if (slot >= n_slots)
+        return;
+    __global const float *t[GATE_N_TENSORS];
+    __global float *dt[GATE_N_TENSORS];
+    ml_bwd_gate_tensors(weights, tensor_off, slot_dw + (size_t)slot * (size_t)n_weights, t, dt);
+    __global float *scratch = slot_work + (size_t)slot * (size_t)slot_floats;
+    __global float *nu = scratch + scratch_floats, *dnu = nu + S, *dx = dnu + S, *w = dx + S, *dw = w + 3;
+    for (int c = slot; c < n_cells; c += n_slots) {
+        const int i = c0 + c;
+        const int x = i % X, y = (i / X) % Y, z = i / (X * Y);
+        const int total = ml_bwd_nu(state, offsets, n_off, X, Y, Z, x, y, z, S, nu);
+        ml_gate_f64(t, S, ML_GH, state + (size_t)i * S, nu, w, scratch);
+        for (int k = 0; k < 3; k++)
+            dw[k] = dw_gate[(size_t)c * 3 + k];
+        for (int s = 0; s < S; s++) {
+            dnu[s] = 0.0f;
+            dx[s] = 0.0f;
+        }
+        ml_gate_f64_bwd(t, dt, S, ML_GH, w, dw, dx, dnu, scratch);
+        __global float *own = dchunk + (size_t)(i - t0) * S;
+        __global float *dn = dnu_out + (size_t)c * S;
+        for (int s = 0; s < S; s++) {
+            own[s] += dx[s];
+            dn[s] = total > 0 ? dnu[s] / (float)total : 0.0f;
+        }
+    }
+}
+
+/* Neighbour adjoints of the chunk's cells, gathered by their targets: the
+ * stencil is symmetric, so the cells that saw target i at stencil entry j
+ * are i - offset_j. One work-item per (target cell, state value), targets
+ * from cell t0 (planes the chunk's neighbours reach). Bands in order, each
+ * entry in stencil order, then the gate's nu over all entries. */
+__kernel void ml_bwd_gather(__global const float *dedge0, __global const int4 *off0, const int n0,
+                            __global const float *dedge1, __global const int4 *off1, const int n1,
+                            __global const float *dedge2, __global const int4 *off2, const int n2,
+                            __global const float *dnu, __global const int4 *off_all, const int n_all,
+                            const int X, const int Y, const int Z, const int S, const int c0,
+                            const int n_cells, const int t0, const int n_targets, __global float *dchunk) {
+    const size_t gid = get_global_id(0);
+    if (gid >= (size_t)n_targets * S)
+        return;
+    const int s = (int)(gid % S), i = t0 + (int)(gid / S);
+    const int x = i % X, y = (i / X) % Y, z = i / (X * Y);
+    __global const float *dedge[3] = {dedge0, dedge1, dedge2};
+    __global const int4 *off[3] = {off0, off1, off2};
+    const int n[3] = {n0, n1, n2};
+    float acc = 0.0f;
+    for (int k = 0; k < 4; k++) {
+        __global const int4 *o = k < 3 ? off[k] : off_all;
+        const int cnt = k < 3 ? n[k] : n_all;
+        for (int j = 0; j < cnt; j++) {
+            const int4 d = o[j];
+            const int sx = x - d.x, sy = y - d.y, sz = z - d.z;
+            if (sx < 0 || sy < 0 || sz < 0 || sx >= X || sy >= Y || sz >= Z)
+                continue;
+            const int c = sx + X * (sy + Y * sz) - c0;
+            if (c < 0 || c >= n_cells)
+                continue;
+            acc += k < 3 ? dedge[k][((size_t)c * cnt + j) * S + s] : dnu[(size_t)c * S + s];
+        }
+    }
+    dchunk[gid] += acc;
+}
+
+/* The chunk's commit, one launch: work-items [0, n_weights) sum the slots
+ * in slot order into dw; the next n_vals add dchunk into the step's dacc
+ * (from cell t0); the next n_ext add dext_chunk into dext. */
+__kernel void ml_bwd_commit(__global const float *slot_dw, const int n_slots, const int n_weights,
+                            __global float *dw, __global const float *dchunk, const int t0, const int S,
+                            const int n_vals, __global float *dacc, __global const float *dext_chunk,
+                            const int n_ext, __global float *dext) {
+    size_t id = get_global_id(0);
+    if (id < (size_t)n_weights) {
+        float sum = 0.0f;
+        for (int k = 0; k < n_slots; k++)
+            sum += slot_dw[(size_t)k * n_weights + id];
+        dw[id] += sum;
+        return;
+    }
+    id -= (size_t)n_weights;
+    if (id < (size_t)n_vals) {
+        dacc[(size_t)t0 * S + id] += dchunk[id];
+        return;
+    }
+    id -= (size_t)n_vals;
+    if (id < (size_t)n_ext)
+        dext[id] += dext_chunk[id];
+}

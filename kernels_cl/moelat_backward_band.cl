@@ -1,0 +1,152 @@
+/* One band's batched backward (engine/src/grad_cl.c): the expert's
+ * backward_fn, from its "moelat.backward.cl/1" source, once per cell of a
+ * chunk, as the host backward calls backward_cell.
+ *
+ * Built after backward_portable.h and the expert's source parts with
+ *   ML_BWD_FN  the expert's backward function
+ *   ML_NT      its tensor count
+ *
+ * One work-item is one slot: it takes the chunk's cells slot, slot +
+ * n_slots, ... in order and adds its weight gradients into its own row of
+ * slot_dw. No two work-items write the same float, and the slots are summed
+ * in slot order afterwards (ml_bwd_commit), so two runs give the same bits
+ * (no float atomics anywhere).
+ *
+ * Per cell: gather the band's in-lattice neighbours (stencil order) into the
+ * slot's work area; dout = w_k g; call ML_BWD_FN; then
+ *   dchunk[own cell] += dx             (the chunk's adjoint buffer)
+ *   dedge[cell][stencil entry] = dn_j  (summed per target by ml_bwd_gather)
+ *   dw_gate[cell][band] = g . E_k      (the gate's adjoint reads it)
+ *   dext_chunk[x, y] += dext           (cells of the input face)
+ *
+ * slot_work per slot, in floats: scratch (the expert's scratch_floats),
+ * neighbours (n_off x S), their adjoint (n_off x S), out, dout, dx (S each),
+ * dext and zeros (E each). */
+
+#ifndef ML_BWD_FN
+#error "ML_BWD_FN (the expert's backward function) must be defined"
+#endif
+
+__kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
+                          __global const float *gin,       /* N x S: dL/ds_{t+1} */
+                          __global const float *gate_w,    /* chunk cells x 3 */
+                          __global const float *weights,   /* every weight, flat */
+                          __global const int *tensor_off,  /* ML_NT offsets into weights */
+                          __global const int *dims_in,     /* S, E, hidden[8], cnf_steps, cnf_mode */
+                          __global const float *ext,       /* X x Y x E */
+                          __global const int4 *offsets,    /* the band's stencil */
+                          const int n_off, const int X, const int Y, const int Z,
+                          const int c0, const int n_cells, /* chunk: cells [c0, c0 + n_cells) */
+                          const int t0,                    /* first cell of dchunk */
+                          const int n_slots, const int slot_floats, const int scratch_floats,
+                          const int n_weights, const int band,
+                          __global float *slot_dw,         /* n_slots x n_weights */
+                          __global float *slot_work,       /* n_slots x slot_floats */
+                          __global float *dchunk,          /* from cell t0: += dL/ds_t */
+                          __global float *dedge,           /* n_cells x n_off x S */
+                          __global float *dw_gate,         /* n_cells x 3 */
+                          __global float *dext_chunk,      /* X x Y x E */
+                          __global int *status) {
+    const int slot = (int)get_global_id(0);
+    if (slot >= n_slots)
+        return;
+    moelat_expert_dims dims;
+    dims.struct_size = 0;
+    dims.state_size = dims_in[0];
+    dims.ext_size = dims_in[1];
+    for (int h = 0; h < MOELAT_MAX_HIDDEN; h++)
+        dims.hidden[h] = dims_in[2 + h];
+    dims.cnf_steps = dims_in[2 + MOELAT_MAX_HIDDEN];
+    dims.cnf_mode = dims_in[3 + MOELAT_MAX_HIDDEN];
+    const int S = dims.state_size, E = dims.ext_size;
+
+    __global const float *t[ML_NT];
+    __global float *dt[ML_NT];
+    __global float *mine = slot_dw + (size_t)slot * (size_t)n_weights;
+    for (int k = 0; k < ML_NT; k++) {
+        t[k] = weights + tensor_off[k];
+        dt[k] = mine + tensor_off[k];
+    }
+    __global float *scratch = slot_work + (size_t)slot * (size_t)slot_floats;
+    __global float *nb = scratch + scratch_floats;
+    __global float *dnb = nb + (size_t)n_off * S;
+    __global float *out = dnb + (size_t)n_off * S;
+    __global float *dout = out + S;
+    __global float *dx = dout + S;
+    __global float *dext = dx + S;
+    __global float *zeros = dext + E;
+    for (int e = 0; e < E; e++)
+        zeros[e] = 0.0f;
+
+    for (int c = slot; c < n_cells; c += n_slots) {
+        const int i = c0 + c;
+        const int x = i % X, y = (i / X) % Y, z = i / (X * Y);
+        int count = 0;
+        for (int j = 0; j < n_off; j++) {
+            const int4 o = offsets[j];
+            const int nx = x + o.x, ny = y + o.y, nz = z + o.z;
+            if (nx < 0 || ny < 0 || nz < 0 || nx >= X || ny >= Y || nz >= Z)
+                continue;
+            __global const float *src = state + ((size_t)nx + (size_t)X * ((size_t)ny + (size_t)Y * nz)) * S;
+            for (int s = 0; s < S; s++) {
+                nb[(size_t)count * S + s] = src[s];
+                dnb[(size_t)count * S + s] = 0.0f;
+            }
+            count++;
+        }
+        if (count == 0) {
+            dw_gate[(size_t)c * 3 + band] = 0.0f; /* an empty band is not run */
+            continue;
+        }
+        const float w = gate_w[(size_t)c * 3 + band];
+        __global const float *g = gin + (size_t)i * S;
+        for (int s = 0; s < S; s++) {
+            dout[s] = w * g[s];
+            dx[s] = 0.0f;
+        }
+        for (int e = 0; e < E; e++)
+            dext[e] = 0.0f;
+        moelat_grad_cell cell;
+        cell.dims = &dims;
+        cell.tensors = t;
+        cell.x = state + (size_t)i * S;
+        cell.neighbours = nb;
+        cell.count = count;
+        cell.ext = z == 0 ? ext + ((size_t)x + (size_t)X * y) * E : zeros;
+        cell.cell[0] = x;
+        cell.cell[1] = y;
+        cell.cell[2] = z;
+        cell.out = out;
+        cell.dout = dout;
+        cell.dx = dx;
+        cell.dneighbours = dnb;
+        cell.dext = dext;
+        cell.dtensors = dt;
+        cell.scratch = scratch;
+        if (ML_BWD_FN(&cell) != MOELAT_EXPERT_OK) {
+            status[0] = 1;
+            continue;
+        }
+        float d = 0.0f;
+        __global float *own = dchunk + (size_t)(i - t0) * S;
+        for (int s = 0; s < S; s++) {
+            d += g[s] * out[s];
+            own[s] += dx[s];
+        }
+        dw_gate[(size_t)c * 3 + band] = d;
+        if (z == 0)
+            for (int e = 0; e < E; e++)
+                dext_chunk[((size_t)x + (size_t)X * y) * E + e] += dext[e];
+        count = 0;
+        for (int j = 0; j < n_off; j++) {
+            const int4 o = offsets[j];
+            const int nx = x + o.x, ny = y + o.y, nz = z + o.z;
+            if (nx < 0 || ny < 0 || nz < 0 || nx >= X || ny >= Y || nz >= Z)
+                continue;
+            __global float *de = dedge + ((size_t)c * n_off + j) * S;
+            for (int s = 0; s < S; s++)
+                de[s] = dnb[(size_t)count * S + s];
+            count++;
+        }
+    }
+}

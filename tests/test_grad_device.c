@@ -1,0 +1,256 @@
+/* The batched backward on the OpenCL device (grad_cl.c) against the host
+ * backward (the float64 reference, itself checked against finite
+ * differences in test_grad): every weight tensor, dL/ds_0 and dL/d input
+ * within 1e-4 relative (norm-wise per tensor), with several chunks, with a
+ * chunk on the host, after an injected launch fault; and two device runs
+ * give the same bits.
+ *
+ * Inputs are fresh random states (sigma 0.5), input face and weights on
+ * lattices where every band has neighbours (debug 9x8x7: 6 / 26 / 48;
+ * experiment 7x6x5 at r = 3.5). The loss is L = sum c . s_T with a random
+ * c. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cl_runtime.h"
+#include "grad.h"
+#include "test_support.h"
+
+#define TOL 1e-4
+
+typedef struct grads {
+    double *dw, *ds, *de;
+    size_t nw, ns, ne;
+    char path[384];
+    long dev, host;
+    char fallback[256];
+} grads;
+
+static moelat_lattice *random_lattice(const char *preset, int X, int Y, int Z, double ratio, moelat_mode mode,
+                                      const char *tuning, uint64_t seed) {
+    moelat_config cfg;
+    ts_config(&cfg, preset, X, Y, Z);
+    cfg.mode = mode;
+    if (ratio > 0)
+        cfg.radius_ratio = ratio;
+    cfg.seed = seed;
+    size_t at = strlen(cfg.tuning);
+    snprintf(cfg.tuning + at, sizeof cfg.tuning - at, "%s%s", at ? "," : "", tuning);
+    moelat_lattice *lat = ts_lattice(&cfg);
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        if (lat->stencil.count[k] == 0)
+            fail_msg("%s %dx%dx%d: band %s is empty", preset, X, Y, Z, moelat_band_name(k));
+    char *dir = ts_tmpdir();
+    ts_perturb_weights(lat, seed, dir);
+    free(dir);
+    size_t n = moelat_cell_count(lat) * (size_t)moelat_state_size(lat);
+    float *s = malloc(n * sizeof *s);
+    size_t ne = (size_t)X * Y * MOELAT_EXT_SIZE;
+    float *e = malloc(ne * sizeof *e);
+    ts_random(s, n, 0.5, seed + 1);
+    ts_random(e, ne, 0.5, seed + 2);
+    assert_int_equal(moelat_set_states(lat, s, n), MOELAT_OK);
+    assert_int_equal(moelat_set_external_input(lat, e, ne), MOELAT_OK);
+    free(s);
+    free(e);
+    return lat;
+}
+
+static grads run(moelat_lattice *lat, int steps, uint64_t cseed) {
+    grads r;
+    moelat_grad *g = NULL;
+    if (moelat_grad_record(lat, steps, NULL, &g) != MOELAT_OK)
+        fail_msg("record: %s", moelat_last_error(lat));
+    r.nw = moelat_weights_count(lat);
+    r.ns = g->NS;
+    r.ne = (size_t)lat->X * lat->Y * lat->E;
+    r.dw = malloc(r.nw * sizeof(double));
+    r.ds = malloc(r.ns * sizeof(double));
+    r.de = malloc(r.ne * sizeof(double));
+    float *cf = malloc(r.ns * sizeof *cf);
+    ts_random(cf, r.ns, 1.0, cseed);
+    if (moelat_grad_backward(g, cf, r.ns) != MOELAT_OK)
+        fail_msg("backward: %s", moelat_last_error(lat));
+    free(cf);
+    assert_int_equal(moelat_grad_weights_f64(g, r.dw, r.nw), MOELAT_OK);
+    assert_int_equal(moelat_grad_states_f64(g, r.ds, r.ns), MOELAT_OK);
+    assert_int_equal(moelat_grad_input_f64(g, r.de, r.ne), MOELAT_OK);
+    snprintf(r.path, sizeof r.path, "%s", moelat_grad_path(g));
+    const char *fb = NULL;
+    moelat_grad_chunks(g, &r.dev, &r.host, &fb);
+    snprintf(r.fallback, sizeof r.fallback, "%s", fb);
+    moelat_grad_destroy(g);
+    return r;
+}
+
+static void grads_free(grads *r) {
+    free(r->dw);
+    free(r->ds);
+    free(r->de);
+}
+
+/* ||a - b|| / ||b|| over n values, with a floor of 1e-6 on ||b||. */
+static double rel_norm(const double *a, const double *b, size_t n) {
+    double d = 0.0, m = 0.0;
+    for (size_t v = 0; v < n; v++) {
+        d += (a[v] - b[v]) * (a[v] - b[v]);
+        m += b[v] * b[v];
+    }
+    m = sqrt(m);
+    return sqrt(d) / (m > 1e-6 ? m : 1e-6);
+}
+
+/* Every tensor, dL/ds_0 and dL/dext of dev within TOL of host. */
+static void assert_close(moelat_lattice *lat, const grads *dev, const grads *host, const char *what) {
+    ml_param_block *blocks[MOELAT_BANDS + 1];
+    int nb = ml_param_blocks(lat, blocks);
+    size_t base = 0;
+    double worst = 0.0;
+    char where[200] = "";
+    int nonzero = 0, tensors = 0;
+    for (int b = 0; b < nb; b++) {
+        for (int t = 0; t < blocks[b]->n_tensors; t++) {
+            size_t at = base + blocks[b]->offsets[t], n = ml_spec_numel(&blocks[b]->specs[t]);
+            double r = rel_norm(dev->dw + at, host->dw + at, n);
+            tensors++;
+            for (size_t v = 0; v < n; v++)
+                if (host->dw[at + v] != 0.0) {
+                    nonzero++;
+                    break;
+                }
+            if (r > worst) {
+                worst = r;
+                snprintf(where, sizeof where, "%s%s", blocks[b]->prefix, blocks[b]->specs[t].suffix);
+            }
+        }
+        base += blocks[b]->n_floats;
+    }
+    double rs = rel_norm(dev->ds, host->ds, dev->ns), re = rel_norm(dev->de, host->de, dev->ne);
+    print_message("%s: %d tensors, worst rel %.2e (%s); dL/ds_0 %.2e; dL/dext %.2e; path %s; chunk-steps "
+                  "%ld device, %ld host\n",
+                  what, tensors, worst, where, rs, re, dev->path, dev->dev, dev->host);
+    assert_true(nonzero >= tensors - 2); /* the comparison is not vacuous (dext-free bands aside) */
+    assert_true(worst <= TOL);
+    assert_true(rs <= TOL);
+    assert_true(re <= TOL);
+}
+
+/* Device (mode auto, tuning) against host (mode percell) on the same
+ * inputs; returns the device's gradients for more checks. */
+static grads compare(const char *preset, int X, int Y, int Z, double ratio, int steps, const char *tuning,
+                     const char *what) {
+    uint64_t seed = ts_seed();
+    moelat_lattice *dl = random_lattice(preset, X, Y, Z, ratio, MOELAT_MODE_AUTO, tuning, seed);
+    moelat_lattice *hl = random_lattice(preset, X, Y, Z, ratio, MOELAT_MODE_PERCELL, "", seed);
+    grads d = run(dl, steps, seed + 3), h = run(hl, steps, seed + 3);
+    if (strncmp(d.path, "device", 6) != 0)
+        fail_msg("%s: the backward did not run on the device: %s", what, d.path);
+    assert_true(strncmp(h.path, "host", 4) == 0);
+    assert_close(dl, &d, &h, what);
+    grads_free(&h);
+    moelat_lattice_destroy(dl);
+    moelat_lattice_destroy(hl);
+    return d;
+}
+
+static void test_debug_chunks(void **state) {
+    (void)state;
+    grads d = compare("debug", 9, 8, 7, 0, 2, "grad_planes=2", "debug 9x8x7, 2 steps, 4 chunks");
+    assert_int_equal(d.dev, 2 * 4);
+    assert_int_equal(d.host, 0);
+    grads_free(&d);
+}
+
+static void test_debug_one_chunk(void **state) {
+    (void)state;
+    grads d = compare("debug", 9, 8, 7, 0, 3, "grad_slots=5", "debug 9x8x7, 3 steps, one chunk, 5 slots");
+    assert_int_equal(d.host, 0);
+    grads_free(&d);
+}
+
+static void test_experiment(void **state) {
+    (void)state;
+    grads d = compare("experiment", 7, 6, 5, 0.5, 2, "grad_planes=3", "experiment 7x6x5, 2 steps");
+    grads_free(&d);
+}
+
+/* Chunk 1 on the host, the others on the device, in one step. */
+static void test_host_chunk_mix(void **state) {
+    (void)state;
+    grads d = compare("debug", 9, 8, 7, 0, 2, "grad_planes=2,grad_host_chunk=1", "debug 9x8x7, chunk 1 on the host");
+    assert_int_equal(d.dev, 2 * 3);
+    assert_int_equal(d.host, 2 * 1);
+    assert_non_null(strstr(d.fallback, "grad_host_chunk"));
+    grads_free(&d);
+}
+
+/* A launch fails: that chunk is redone on the host, named and counted,
+ * and the gradients are still the host's. */
+static void test_fault_falls_back(void **state) {
+    (void)state;
+    uint64_t seed = ts_seed();
+    moelat_lattice *dl = random_lattice("debug", 9, 8, 7, 0, MOELAT_MODE_AUTO, "grad_planes=2", seed);
+    moelat_lattice *hl = random_lattice("debug", 9, 8, 7, 0, MOELAT_MODE_PERCELL, "", seed);
+    moelat_grad *g = NULL;
+    assert_int_equal(moelat_grad_record(dl, 2, NULL, &g), MOELAT_OK);
+    moelat_grad_destroy(g); /* programs built and cached: the next launches are the backward's */
+    mlcl_fault_inject(MLCL_FAULT_ENQUEUE, 3);
+    grads d = run(dl, 2, seed + 3);
+    mlcl_fault_inject(MLCL_FAULT_NONE, 0);
+    grads h = run(hl, 2, seed + 3);
+    assert_int_equal(d.host, 1);
+    assert_int_equal(d.dev, 2 * 4 - 1);
+    assert_non_null(strstr(d.fallback, "CL_OUT_OF_RESOURCES"));
+    assert_close(dl, &d, &h, "debug 9x8x7 with a failed launch");
+    grads_free(&d);
+    grads_free(&h);
+    moelat_lattice_destroy(dl);
+    moelat_lattice_destroy(hl);
+}
+
+/* Two device runs: the same bits (no float atomics, fixed orders). */
+static void test_bitwise_repeat(void **state) {
+    (void)state;
+    uint64_t seed = ts_seed();
+    moelat_lattice *lat = random_lattice("debug", 9, 8, 7, 0, MOELAT_MODE_AUTO, "grad_planes=3", seed);
+    grads a = run(lat, 2, seed + 3), b = run(lat, 2, seed + 3);
+    assert_true(strncmp(a.path, "device", 6) == 0);
+    assert_memory_equal(a.dw, b.dw, a.nw * sizeof(double));
+    assert_memory_equal(a.ds, b.ds, a.ns * sizeof(double));
+    assert_memory_equal(a.de, b.de, a.ne * sizeof(double));
+    grads_free(&a);
+    grads_free(&b);
+    moelat_lattice_destroy(lat);
+}
+
+/* grad_device=off and mode percell keep the host, and say so. */
+static void test_host_when_asked(void **state) {
+    (void)state;
+    uint64_t seed = ts_seed();
+    moelat_lattice *lat = random_lattice("debug", 9, 8, 7, 0, MOELAT_MODE_AUTO, "grad_device=off", seed);
+    grads a = run(lat, 1, seed + 3);
+    assert_string_equal(a.path, "host (tuning grad_device=off)");
+    grads_free(&a);
+    moelat_lattice_destroy(lat);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_debug_chunks),
+        cmocka_unit_test(test_debug_one_chunk),
+        cmocka_unit_test(test_experiment),
+        cmocka_unit_test(test_host_chunk_mix),
+        cmocka_unit_test(test_fault_falls_back),
+        cmocka_unit_test(test_bitwise_repeat),
+        cmocka_unit_test(test_host_when_asked),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
