@@ -26,3 +26,10 @@ if(MOELAT_GRAD_PYTHON3)
   set_tests_properties(grad_cli PROPERTIES LABELS "grad;cli" TIMEOUT 300
                        PASS_REGULAR_EXPRESSION "PASS")
 endif()
+
+# The device backward (moelat.backward.cl/1: the same text as OpenCL C in
+# float) against the host backward of each built-in expert, the SDK example
+# and the gate.
+moelat_test(test_backward_cl SOURCES test_backward_cl.c test_support.c LABELS "grad;cl" TIMEOUT 300)
+add_dependencies(test_backward_cl moelat_expert_local moelat_expert_functional moelat_expert_distant
+                 moelat_test_diffusion)
