@@ -14,6 +14,7 @@
  * fail. */
 #define CL_TARGET_OPENCL_VERSION 120
 #include <CL/cl.h>
+#include <ctype.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -142,6 +143,104 @@ static const char k_gate_kernel[] =
     "    ml_gate_f64_bwd(tp, dp, S, gh, w, dw, dx, dnu, scratch);\n"
     "}\n";
 
+/* A CPU device compiles double happily, so the build alone would not see a
+ * stray double: this scans the text the device compiles (comments and
+ * #ifndef __OPENCL_VERSION__ blocks left out) for the word double and for
+ * floating literals without an f suffix outside MLB_C(...). */
+static void check_float_only(const char *what, const char *text) {
+    int depth = 0, skip_at = 0; /* skip_at: the #if depth of a host-only block, 0 none */
+    int in_comment = 0, line = 1;
+    int cond_depth[64], ncond = 0; /* depths of #if(n)def __OPENCL_VERSION__ */
+    for (const char *p = text; *p;) {
+        const char *end = strchr(p, '\n');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char buf[1024];
+        if (len >= sizeof buf)
+            len = sizeof buf - 1;
+        memcpy(buf, p, len);
+        buf[len] = 0;
+        /* comments out */
+        for (char *c = buf; *c; c++) {
+            if (in_comment) {
+                if (c[0] == '*' && c[1] == '/') {
+                    in_comment = 0;
+                    c[0] = c[1] = ' ';
+                } else {
+                    *c = ' ';
+                }
+            } else if (c[0] == '/' && c[1] == '*') {
+                in_comment = 1;
+                c[0] = c[1] = ' ';
+                c++;
+            } else if (c[0] == '/' && c[1] == '/') {
+                *c = 0;
+                break;
+            }
+        }
+        char *t = buf;
+        while (*t == ' ' || *t == '\t')
+            t++;
+        if (*t == '#') {
+            if (strncmp(t, "#if", 3) == 0) {
+                depth++;
+                int ocl = strstr(t, "__OPENCL_VERSION__") != NULL;
+                if (ocl && ncond < 64)
+                    cond_depth[ncond++] = depth;
+                if (!skip_at && ocl && strncmp(t, "#ifndef", 7) == 0)
+                    skip_at = depth;
+                else if (!skip_at && ocl && strncmp(t, "#if !defined", 12) == 0)
+                    skip_at = depth;
+            } else if (strncmp(t, "#else", 5) == 0) {
+                if (ncond && cond_depth[ncond - 1] == depth) {
+                    if (skip_at == depth)
+                        skip_at = 0;
+                    else if (!skip_at)
+                        skip_at = depth;
+                }
+            } else if (strncmp(t, "#endif", 6) == 0) {
+                if (ncond && cond_depth[ncond - 1] == depth)
+                    ncond--;
+                if (skip_at == depth)
+                    skip_at = 0;
+                depth--;
+            }
+        } else if (!skip_at) {
+            for (char *c = buf; *c; c++) {
+                int word_start = c == buf || !(isalnum((unsigned char)c[-1]) || c[-1] == '_');
+                if (word_start && strncmp(c, "double", 6) == 0 &&
+                    !(isalnum((unsigned char)c[6]) || c[6] == '_'))
+                    fail_msg("%s, line %d of its text: 'double' on the device: %s", what, line, buf);
+                if (!isdigit((unsigned char)*c) || !word_start)
+                    continue;
+                char *q = c;
+                int fp = 0;
+                while (isdigit((unsigned char)*q))
+                    q++;
+                if (*q == '.') {
+                    fp = 1;
+                    q++;
+                    while (isdigit((unsigned char)*q))
+                        q++;
+                }
+                if ((*q == 'e' || *q == 'E') && (isdigit((unsigned char)q[1]) ||
+                                                 ((q[1] == '-' || q[1] == '+') && isdigit((unsigned char)q[2])))) {
+                    fp = 1;
+                    q += 2;
+                    while (isdigit((unsigned char)*q))
+                        q++;
+                }
+                int wrapped = c - buf >= 6 && strncmp(c - 6, "MLB_C(", 6) == 0;
+                if (fp && *q != 'f' && *q != 'F' && !wrapped)
+                    fail_msg("%s, line %d of its text: a double literal on the device (use MLB_C): %s",
+                             what, line, buf);
+                c = q - 1;
+            }
+        }
+        line++;
+        p = end ? end + 1 : p + strlen(p);
+    }
+}
+
 /* prelude + parts + kernel into one program; a failed build prints its log. */
 static cl_program build(const clenv *e, const char *const *parts, const char *kernel,
                         const char *options, const char *what) {
@@ -150,6 +249,7 @@ static cl_program build(const clenv *e, const char *const *parts, const char *ke
     texts[n++] = moelat_backward_portable_cl;
     for (int i = 0; parts[i]; i++) {
         assert_true(n < 30);
+        check_float_only(what, parts[i]);
         texts[n++] = parts[i];
     }
     texts[n++] = kernel;
