@@ -5,6 +5,8 @@
 #       SOURCES <c files>...
 #       [CL <cl files>...]              # OpenCL C, joined in order
 #       [CL_SYMBOL <identifier>]        # default <name>_cl_source
+#       [BACKWARD_CL <files>...]        # portable backward sources, joined in order
+#       [BACKWARD_CL_SYMBOL <identifier>] # default <name>_backward_cl_source
 #       [OUTPUT_DIRECTORY <dir>])       # default ${CMAKE_BINARY_DIR}/experts
 #
 # Creates the MODULE target moelat_expert_<name>, file moelat_expert_<name>.so
@@ -12,7 +14,11 @@
 # files are embedded at build time into one NUL-terminated string
 #     extern const char <CL_SYMBOL>[];
 # for the descriptor's cl_source, each file preceded by a #line directive so
-# that OpenCL build logs name the file and line. The plugin gets hidden
+# that OpenCL build logs name the file and line. BACKWARD_CL embeds the
+# same way, into <BACKWARD_CL_SYMBOL>, the files of a backward written once
+# with moelat/backward_portable.h (list its .c files in SOURCES too): the
+# text for the source_parts of the "moelat.backward.cl/1" extension
+# (plugins/README.md). The plugin gets hidden
 # visibility (only what MOELAT_EXPORT marks is exported), C11, the ABI
 # header, libm, OpenCL::OpenCL when it has CL files, and on Linux
 # --no-undefined, so a symbol the plugin cannot resolve fails the link
@@ -45,8 +51,29 @@ endif()
 
 set(_MOELAT_ADD_EXPERT_FILE ${CMAKE_CURRENT_LIST_FILE})
 
+# Embeds files into `const char <symbol>[]` in gen (a generated C file).
+function(_moelat_embed_text name what symbol gen)
+  if(NOT symbol MATCHES "^[A-Za-z_][A-Za-z0-9_]*$")
+    message(FATAL_ERROR "moelat_add_expert(${name}): ${what} symbol \"${symbol}\" is not a C identifier")
+  endif()
+  set(abs "")
+  foreach(f ${ARGN})
+    get_filename_component(a ${f} ABSOLUTE)
+    list(APPEND abs ${a})
+  endforeach()
+  string(REPLACE ";" "|" files_arg "${abs}")
+  add_custom_command(
+    OUTPUT ${gen}
+    COMMAND ${CMAKE_COMMAND} -DMOELAT_EMBED_OUTPUT=${gen} -DMOELAT_EMBED_SYMBOL=${symbol}
+            "-DMOELAT_EMBED_FILES=${files_arg}" -P ${_MOELAT_ADD_EXPERT_FILE}
+    DEPENDS ${abs} ${_MOELAT_ADD_EXPERT_FILE}
+    COMMENT "Embedding the ${what} of expert ${name}"
+    VERBATIM)
+endfunction()
+
 function(moelat_add_expert name)
-  cmake_parse_arguments(X "" "CL_SYMBOL;OUTPUT_DIRECTORY" "SOURCES;CL" ${ARGN})
+  cmake_parse_arguments(X "" "CL_SYMBOL;BACKWARD_CL_SYMBOL;OUTPUT_DIRECTORY" "SOURCES;CL;BACKWARD_CL"
+                        ${ARGN})
   if(X_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "moelat_add_expert(${name}): unknown arguments: ${X_UNPARSED_ARGUMENTS}")
   endif()
@@ -69,26 +96,23 @@ function(moelat_add_expert name)
     if(X_CL_SYMBOL)
       set(symbol ${X_CL_SYMBOL})
     endif()
-    if(NOT symbol MATCHES "^[A-Za-z_][A-Za-z0-9_]*$")
-      message(FATAL_ERROR "moelat_add_expert(${name}): CL_SYMBOL \"${symbol}\" is not a C identifier")
-    endif()
-    set(abs_cl "")
-    foreach(f ${X_CL})
-      get_filename_component(a ${f} ABSOLUTE)
-      list(APPEND abs_cl ${a})
-    endforeach()
-    string(REPLACE ";" "|" files_arg "${abs_cl}")
     set(gen ${CMAKE_CURRENT_BINARY_DIR}/${target}_cl.c)
-    add_custom_command(
-      OUTPUT ${gen}
-      COMMAND ${CMAKE_COMMAND} -DMOELAT_EMBED_OUTPUT=${gen} -DMOELAT_EMBED_SYMBOL=${symbol}
-              "-DMOELAT_EMBED_FILES=${files_arg}" -P ${_MOELAT_ADD_EXPERT_FILE}
-      DEPENDS ${abs_cl} ${_MOELAT_ADD_EXPERT_FILE}
-      COMMENT "Embedding the OpenCL source of expert ${name}"
-      VERBATIM)
+    _moelat_embed_text(${name} "OpenCL source" ${symbol} ${gen} ${X_CL})
     list(APPEND srcs ${gen})
   elseif(X_CL_SYMBOL)
     message(FATAL_ERROR "moelat_add_expert(${name}): CL_SYMBOL without CL files")
+  endif()
+
+  if(X_BACKWARD_CL)
+    set(symbol ${name}_backward_cl_source)
+    if(X_BACKWARD_CL_SYMBOL)
+      set(symbol ${X_BACKWARD_CL_SYMBOL})
+    endif()
+    set(gen ${CMAKE_CURRENT_BINARY_DIR}/${target}_backward_cl.c)
+    _moelat_embed_text(${name} "OpenCL backward" ${symbol} ${gen} ${X_BACKWARD_CL})
+    list(APPEND srcs ${gen})
+  elseif(X_BACKWARD_CL_SYMBOL)
+    message(FATAL_ERROR "moelat_add_expert(${name}): BACKWARD_CL_SYMBOL without BACKWARD_CL files")
   endif()
 
   set(out_dir ${CMAKE_BINARY_DIR}/experts)

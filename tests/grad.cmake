@@ -11,7 +11,16 @@ add_custom_command(OUTPUT ${_diffusion_cl}
           -DMOELAT_EMBED_FILES=${PROJECT_SOURCE_DIR}/plugins/example/diffusion.cl
           -P ${PROJECT_SOURCE_DIR}/cmake/MoelatAddExpert.cmake
   DEPENDS ${PROJECT_SOURCE_DIR}/plugins/example/diffusion.cl VERBATIM)
-add_library(moelat_test_diffusion MODULE ${PROJECT_SOURCE_DIR}/plugins/example/diffusion_expert.c ${_diffusion_cl})
+set(_diffusion_bwd_cl ${CMAKE_CURRENT_BINARY_DIR}/diffusion_backward_cl_source.c)
+set(_ex ${PROJECT_SOURCE_DIR}/plugins/example)
+add_custom_command(OUTPUT ${_diffusion_bwd_cl}
+  COMMAND ${CMAKE_COMMAND} -DMOELAT_EMBED_OUTPUT=${_diffusion_bwd_cl}
+          -DMOELAT_EMBED_SYMBOL=diffusion_backward_cl_source
+          "-DMOELAT_EMBED_FILES=${_ex}/diffusion.h|${_ex}/diffusion_backward.c"
+          -P ${PROJECT_SOURCE_DIR}/cmake/MoelatAddExpert.cmake
+  DEPENDS ${_ex}/diffusion.h ${_ex}/diffusion_backward.c VERBATIM)
+add_library(moelat_test_diffusion MODULE ${_ex}/diffusion_expert.c ${_ex}/diffusion_backward.c ${_diffusion_cl}
+            ${_diffusion_bwd_cl})
 target_include_directories(moelat_test_diffusion PRIVATE ${PROJECT_SOURCE_DIR}/engine/include)
 target_link_libraries(moelat_test_diffusion PRIVATE OpenCL::OpenCL m)
 target_compile_definitions(moelat_test_diffusion PRIVATE CL_TARGET_OPENCL_VERSION=120)
@@ -26,6 +35,13 @@ if(MOELAT_GRAD_PYTHON3)
   set_tests_properties(grad_cli PROPERTIES LABELS "grad;cli" TIMEOUT 300
                        PASS_REGULAR_EXPRESSION "PASS")
 endif()
+
+# The device backward (moelat.backward.cl/1: the same text as OpenCL C in
+# float) against the host backward of each built-in expert, the SDK example
+# and the gate.
+moelat_test(test_backward_cl SOURCES test_backward_cl.c test_support.c LABELS "grad;cl" TIMEOUT 300)
+add_dependencies(test_backward_cl moelat_expert_local moelat_expert_functional moelat_expert_distant
+                 moelat_test_diffusion)
 
 # The batched backward on the OpenCL device against the host backward.
 moelat_test(test_grad_device SOURCES test_grad_device.c test_support.c LABELS grad TIMEOUT 900)

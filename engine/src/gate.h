@@ -4,10 +4,8 @@
 #ifndef MOELAT_GATE_H
 #define MOELAT_GATE_H
 
+#include "gate_tensors.h" /* GATE_* tensor indices */
 #include "params.h"
-
-/* Tensor indices of the gate block, in declaration order. */
-enum { GATE_W0, GATE_B0, GATE_W2, GATE_B2, GATE_LN_W, GATE_LN_B, GATE_N_TENSORS };
 
 /* Fills specs[GATE_N_TENSORS] for state size S and gate hidden gh. */
 void ml_gate_specs(int S, int gh, moelat_tensor_spec *specs);

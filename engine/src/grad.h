@@ -14,10 +14,12 @@
 /* ---- the gate in float64 (grad_gate.c) ---- */
 
 /* Doubles of scratch of ml_gate_f64 + ml_gate_f64_bwd (the forward's
- * values live at its start and are read by the backward). */
+ * values live at its start and are read by the backward); the device
+ * version (float) needs as many floats. */
 size_t ml_gate_f64_doubles(int S, int gh);
 /* w[MOELAT_BANDS] = softmax(L(GELU(L([LN_g(x), nu])))) in double; t: the
- * gate block's GATE_N_TENSORS tensors. */
+ * gate block's GATE_N_TENSORS tensors. The same text is OpenCL C with
+ * float and __global arrays (moelat_grad_gate_cl_parts, embedded.h). */
 void ml_gate_f64(const double *const *t, int S, int gh, const double *x, const double *nu, double *w,
                  double *scratch);
 /* Adjoint for dw (scratch from ml_gate_f64 on the same x, nu): dx += ,

@@ -1,39 +1,49 @@
+/* Guarded like a header: a device program that holds both the gate's and
+ * an expert's backward (each with backward_math first) defines these once. */
+#ifndef MOELAT_BACKWARD_MATH_C
+#define MOELAT_BACKWARD_MATH_C
+
+#ifndef __OPENCL_VERSION__
 #include "backward_math.h"
 
 #include <math.h>
-#include <string.h>
+#endif
 
-double bm_gelu(double v) { return 0.5 * v * (1.0 + erf(v * 0.70710678118654752440)); }
-
-double bm_gelu_grad(double v) {
-    /* Phi(v) + v phi(v) */
-    return 0.5 * (1.0 + erf(v * 0.70710678118654752440)) + v * 0.39894228040143267794 * exp(-0.5 * v * v);
+mlb_real bm_gelu(mlb_real v) {
+    return MLB_C(0.5) * v * (MLB_C(1.0) + erf(v * MLB_C(0.70710678118654752440)));
 }
 
-double bm_sigmoid(double v) { return 1.0 / (1.0 + exp(-v)); }
+mlb_real bm_gelu_grad(mlb_real v) {
+    /* Phi(v) + v phi(v) */
+    return MLB_C(0.5) * (MLB_C(1.0) + erf(v * MLB_C(0.70710678118654752440))) +
+           v * MLB_C(0.39894228040143267794) * exp(-MLB_C(0.5) * v * v);
+}
 
-void bm_dense(const double *W, const double *b, const double *in, int nin, double *out, int nout) {
+mlb_real bm_sigmoid(mlb_real v) { return MLB_C(1.0) / (MLB_C(1.0) + exp(-v)); }
+
+void bm_dense(MLB_G const mlb_real *W, MLB_G const mlb_real *b, MLB_G const mlb_real *in, int nin,
+              MLB_G mlb_real *out, int nout) {
     for (int o = 0; o < nout; o++) {
-        double acc = b ? b[o] : 0.0;
-        const double *row = W + (size_t)o * nin;
+        mlb_real acc = b ? b[o] : MLB_C(0.0);
+        MLB_G const mlb_real *row = W + (size_t)o * nin;
         for (int i = 0; i < nin; i++)
             acc += row[i] * in[i];
         out[o] = acc;
     }
 }
 
-void bm_dense_bwd(const double *W, const double *in, const double *dout, int nin, int nout,
-                  double *din, double *dW, double *db) {
+void bm_dense_bwd(MLB_G const mlb_real *W, MLB_G const mlb_real *in, MLB_G const mlb_real *dout,
+                  int nin, int nout, MLB_G mlb_real *din, MLB_G mlb_real *dW, MLB_G mlb_real *db) {
     for (int o = 0; o < nout; o++) {
-        double g = dout[o];
-        if (g == 0.0)
+        mlb_real g = dout[o];
+        if (g == MLB_C(0.0))
             continue; /* adds nothing anywhere */
-        const double *row = W + (size_t)o * nin;
+        MLB_G const mlb_real *row = W + (size_t)o * nin;
         if (din)
             for (int i = 0; i < nin; i++)
                 din[i] += row[i] * g;
         if (dW) {
-            double *drow = dW + (size_t)o * nin;
+            MLB_G mlb_real *drow = dW + (size_t)o * nin;
             for (int i = 0; i < nin; i++)
                 drow[i] += g * in[i];
         }
@@ -42,16 +52,16 @@ void bm_dense_bwd(const double *W, const double *in, const double *dout, int nin
     }
 }
 
-double bm_layernorm(const double *v, int n, const double *gain, const double *bias, double *xhat,
-                    double *out) {
-    double mean = 0.0, var = 0.0;
+mlb_real bm_layernorm(MLB_G const mlb_real *v, int n, MLB_G const mlb_real *gain,
+                      MLB_G const mlb_real *bias, MLB_G mlb_real *xhat, MLB_G mlb_real *out) {
+    mlb_real mean = MLB_C(0.0), var = MLB_C(0.0);
     for (int i = 0; i < n; i++)
         mean += v[i];
     mean /= n;
     for (int i = 0; i < n; i++)
         var += (v[i] - mean) * (v[i] - mean);
     var /= n; /* biased, as PyTorch's LayerNorm */
-    double inv = 1.0 / sqrt(var + 1e-5);
+    mlb_real inv = MLB_C(1.0) / sqrt(var + MLB_C(1e-5));
     for (int i = 0; i < n; i++) {
         xhat[i] = (v[i] - mean) * inv;
         out[i] = xhat[i] * gain[i] + bias[i];
@@ -59,10 +69,11 @@ double bm_layernorm(const double *v, int n, const double *gain, const double *bi
     return inv;
 }
 
-void bm_layernorm_bwd(const double *xhat, double inv, int n, const double *gain, const double *dout,
-                      double *dv, double *dgain, double *dbias, double *work) {
-    double *dxh = work;
-    double m1 = 0.0, m2 = 0.0;
+void bm_layernorm_bwd(MLB_G const mlb_real *xhat, mlb_real inv, int n, MLB_G const mlb_real *gain,
+                      MLB_G const mlb_real *dout, MLB_G mlb_real *dv, MLB_G mlb_real *dgain,
+                      MLB_G mlb_real *dbias, MLB_G mlb_real *work) {
+    MLB_G mlb_real *dxh = work;
+    mlb_real m1 = MLB_C(0.0), m2 = MLB_C(0.0);
     for (int i = 0; i < n; i++) {
         dxh[i] = dout[i] * gain[i];
         m1 += dxh[i];
@@ -79,11 +90,11 @@ void bm_layernorm_bwd(const double *xhat, double inv, int n, const double *gain,
             dv[i] += inv * (dxh[i] - m1 - xhat[i] * m2);
 }
 
-void bm_softmax(double *v, int n) {
-    double mx = v[0];
+void bm_softmax(MLB_G mlb_real *v, int n) {
+    mlb_real mx = v[0];
     for (int i = 1; i < n; i++)
         mx = v[i] > mx ? v[i] : mx;
-    double sum = 0.0;
+    mlb_real sum = MLB_C(0.0);
     for (int i = 0; i < n; i++) {
         v[i] = exp(v[i] - mx);
         sum += v[i];
@@ -92,10 +103,22 @@ void bm_softmax(double *v, int n) {
         v[i] /= sum;
 }
 
-void bm_softmax_bwd(const double *a, const double *da, int n, double *dz) {
-    double dot = 0.0;
+void bm_softmax_bwd(MLB_G const mlb_real *a, MLB_G const mlb_real *da, int n, MLB_G mlb_real *dz) {
+    mlb_real dot = MLB_C(0.0);
     for (int i = 0; i < n; i++)
         dot += a[i] * da[i];
     for (int i = 0; i < n; i++)
         dz[i] = a[i] * (da[i] - dot);
 }
+
+void bm_zero(MLB_G mlb_real *v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        v[i] = MLB_C(0.0);
+}
+
+void bm_copy(MLB_G mlb_real *dst, MLB_G const mlb_real *src, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        dst[i] = src[i];
+}
+
+#endif /* MOELAT_BACKWARD_MATH_C */

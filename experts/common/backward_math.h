@@ -1,41 +1,53 @@
-/* Float64 building blocks of the host backward: each forward helper of
- * MODEL.md's math with its adjoint. Adjoints ADD into their outputs (d*
+/* Building blocks of the backward: each forward helper of MODEL.md's math
+ * with its adjoint, in mlb_real (double on the host, float on the device:
+ * moelat/backward_portable.h). Adjoints ADD into their outputs (d*
  * arguments), so that gradients accumulate across uses of a value; a NULL
  * output is skipped. Shared by the built-in experts' backward and by the
- * engine's gate. */
+ * engine's gate, on the host and (as OpenCL C) on the device. */
 #ifndef MOELAT_BACKWARD_MATH_H
 #define MOELAT_BACKWARD_MATH_H
 
+#ifndef __OPENCL_VERSION__
 #include <stddef.h>
 
-double bm_gelu(double v);       /* exact erf form */
-double bm_gelu_grad(double v);  /* d GELU / d v */
-double bm_sigmoid(double v);
+#include "moelat/backward_portable.h"
+#endif
+
+mlb_real bm_gelu(mlb_real v);       /* exact erf form */
+mlb_real bm_gelu_grad(mlb_real v);  /* d GELU / d v */
+mlb_real bm_sigmoid(mlb_real v);
 
 /* out[o] = b[o] + sum_i W[o][i] in[i]; W is [nout][nin]; b may be NULL. */
-void bm_dense(const double *W, const double *b, const double *in, int nin, double *out, int nout);
+void bm_dense(MLB_G const mlb_real *W, MLB_G const mlb_real *b, MLB_G const mlb_real *in, int nin,
+              MLB_G mlb_real *out, int nout);
 /* Adjoint of bm_dense for dout: din += W^T dout, dW += dout in^T,
  * db += dout. */
-void bm_dense_bwd(const double *W, const double *in, const double *dout, int nin, int nout,
-                  double *din, double *dW, double *db);
+void bm_dense_bwd(MLB_G const mlb_real *W, MLB_G const mlb_real *in, MLB_G const mlb_real *dout,
+                  int nin, int nout, MLB_G mlb_real *din, MLB_G mlb_real *dW, MLB_G mlb_real *db);
 
 /* LayerNorm of v (n values, eps 1e-5) into out (may alias v); keeps the
  * normalised values in xhat (n) and returns 1/sqrt(var + eps). */
-double bm_layernorm(const double *v, int n, const double *gain, const double *bias, double *xhat,
-                    double *out);
+mlb_real bm_layernorm(MLB_G const mlb_real *v, int n, MLB_G const mlb_real *gain,
+                      MLB_G const mlb_real *bias, MLB_G mlb_real *xhat, MLB_G mlb_real *out);
 /* Adjoint: dv += d LN / d v^T dout, dgain += dout xhat, dbias += dout.
- * work holds n doubles. */
-void bm_layernorm_bwd(const double *xhat, double inv, int n, const double *gain, const double *dout,
-                      double *dv, double *dgain, double *dbias, double *work);
+ * work holds n values. */
+void bm_layernorm_bwd(MLB_G const mlb_real *xhat, mlb_real inv, int n, MLB_G const mlb_real *gain,
+                      MLB_G const mlb_real *dout, MLB_G mlb_real *dv, MLB_G mlb_real *dgain,
+                      MLB_G mlb_real *dbias, MLB_G mlb_real *work);
 
 /* In-place softmax (max-subtracted). */
-void bm_softmax(double *v, int n);
+void bm_softmax(MLB_G mlb_real *v, int n);
 /* Adjoint of a = softmax(z) for da: dz = a (da - a . da) (written, not added). */
-void bm_softmax_bwd(const double *a, const double *da, int n, double *dz);
+void bm_softmax_bwd(MLB_G const mlb_real *a, MLB_G const mlb_real *da, int n, MLB_G mlb_real *dz);
+
+/* v[0..n) = 0, and dst[0..n) = src[0..n) (memset/memcpy, which OpenCL C
+ * lacks). */
+void bm_zero(MLB_G mlb_real *v, size_t n);
+void bm_copy(MLB_G mlb_real *dst, MLB_G const mlb_real *src, size_t n);
 
 /* Hands out consecutive pieces of a scratch buffer. */
-static inline double *bm_take(double **at, size_t n) {
-    double *p = *at;
+static inline MLB_G mlb_real *bm_take(MLB_G mlb_real **at, size_t n) {
+    MLB_G mlb_real *p = *at;
     *at += n;
     return p;
 }

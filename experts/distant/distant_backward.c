@@ -1,21 +1,17 @@
-/* The distant expert in float64 and its exact adjoint (the
- * "moelat.backward.host/1" extension): E_D = CNF(x, mean_j n_j). */
-#include <string.h>
-
+/* The distant expert and its exact adjoint, E_D = CNF(x, mean_j n_j),
+ * written once for the host in float64 ("moelat.backward.host/1") and the
+ * device in float32 (the same text as OpenCL C after
+ * moelat/backward_portable.h: "moelat.backward.cl/1"). */
+#ifndef __OPENCL_VERSION__
 #include "cnf_backward.h"
 #include "distant_backward.h"
+#endif
 
 #define ODE_H(d) ((d)->hidden[0])
 
-static size_t ds_scratch_doubles(const moelat_expert_dims *d, int max_neighbours) {
-    (void)max_neighbours;
-    int S = d->state_size;
-    return 2 * (size_t)S + cnf_grad_doubles(S, ODE_H(d), d->cnf_steps);
-}
-
-static void band_mean(const moelat_grad_cell *c, double *m) {
+static void band_mean(const moelat_grad_cell *c, MLB_G mlb_real *m) {
     int S = c->dims->state_size;
-    memset(m, 0, (size_t)S * sizeof *m);
+    bm_zero(m, (size_t)S);
     for (int j = 0; j < c->count; j++)
         for (int s = 0; s < S; s++)
             m[s] += c->neighbours[(size_t)j * S + s];
@@ -23,29 +19,36 @@ static void band_mean(const moelat_grad_cell *c, double *m) {
         m[s] /= c->count;
 }
 
-static int ds_host_cell_f64(const moelat_grad_cell *c) {
-    const moelat_expert_dims *d = c->dims;
-    int S = d->state_size;
-    double *m = c->scratch;
-    band_mean(c, m);
-    cnf_f64_run(c->tensors, S, ODE_H(d), d->cnf_steps, c->x, m, c->out, m + 2 * S);
-    return MOELAT_EXPERT_OK;
-}
-
 static int ds_backward_cell(const moelat_grad_cell *c) {
     const moelat_expert_dims *d = c->dims;
     int S = d->state_size;
-    double *m = c->scratch, *dm = m + S;
+    MLB_G mlb_real *m = c->scratch, *dm = m + S;
     band_mean(c, m);
     if (c->out)
         cnf_f64_run(c->tensors, S, ODE_H(d), d->cnf_steps, c->x, m, c->out, m + 2 * S);
-    memset(dm, 0, (size_t)S * sizeof *dm);
+    bm_zero(dm, (size_t)S);
     cnf_f64_backward(c->tensors, S, ODE_H(d), d->cnf_steps, c->x, m, c->dout, c->dx, dm, c->dtensors,
                      m + 2 * S);
     /* The mean's adjoint: each neighbour gets dm / count. */
     for (int j = 0; j < c->count; j++)
         for (int s = 0; s < S; s++)
             c->dneighbours[(size_t)j * S + s] += dm[s] / c->count;
+    return MOELAT_EXPERT_OK;
+}
+
+#ifndef __OPENCL_VERSION__
+static size_t ds_scratch_doubles(const moelat_expert_dims *d, int max_neighbours) {
+    (void)max_neighbours;
+    int S = d->state_size;
+    return 2 * (size_t)S + cnf_grad_doubles(S, ODE_H(d), d->cnf_steps);
+}
+
+static int ds_host_cell_f64(const moelat_grad_cell *c) {
+    const moelat_expert_dims *d = c->dims;
+    int S = d->state_size;
+    MLB_G mlb_real *m = c->scratch;
+    band_mean(c, m);
+    cnf_f64_run(c->tensors, S, ODE_H(d), d->cnf_steps, c->x, m, c->out, m + 2 * S);
     return MOELAT_EXPERT_OK;
 }
 
@@ -62,3 +65,16 @@ static const moelat_backward_host g_backward = {
 };
 
 const moelat_backward_host *distant_backward_host(void) { return &g_backward; }
+
+/* The same backward_cell as OpenCL C: backward_math, the CNF and this file. */
+extern const char *const distant_bwd_cl_parts[];
+
+static const moelat_backward_cl g_backward_cl = {
+    .struct_size = sizeof(moelat_backward_cl),
+    .source_parts = distant_bwd_cl_parts,
+    .backward_fn = "ds_backward_cell",
+    .scratch_floats = ds_scratch_doubles,
+};
+
+const moelat_backward_cl *distant_backward_cl(void) { return &g_backward_cl; }
+#endif

@@ -187,10 +187,13 @@ static int distant_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
     return rc;
 }
 
-/* Optional extensions: the host backward ("moelat.backward.host/1"). */
+/* Optional extensions: the host backward ("moelat.backward.host/1") and
+ * the same backward as OpenCL C ("moelat.backward.cl/1"). */
 static const void *distant_get_extension(const char *id) {
     if (id && strcmp(id, MOELAT_EXT_BACKWARD_HOST) == 0)
         return distant_backward_host();
+    if (id && strcmp(id, MOELAT_EXT_BACKWARD_CL) == 0)
+        return distant_backward_cl();
     return NULL;
 }
 

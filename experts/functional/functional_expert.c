@@ -599,10 +599,13 @@ static int functional_cl_enqueue(void *p, const moelat_cl_chunk *ch) {
  * reserved at every S. */
 static size_t functional_cl_scratch(const moelat_expert_dims *d) { return (size_t)MD(d); }
 
-/* Optional extensions: the host backward ("moelat.backward.host/1"). */
+/* Optional extensions: the host backward ("moelat.backward.host/1") and
+ * the same backward as OpenCL C ("moelat.backward.cl/1"). */
 static const void *functional_get_extension(const char *id) {
     if (id && strcmp(id, MOELAT_EXT_BACKWARD_HOST) == 0)
         return functional_backward_host();
+    if (id && strcmp(id, MOELAT_EXT_BACKWARD_CL) == 0)
+        return functional_backward_cl();
     return NULL;
 }
 

@@ -1,10 +1,15 @@
 /* The functional expert's tensor layout and hidden sizes, shared by its
- * forward (functional_expert.c) and its backward (functional_backward.c). */
+ * forward (functional_expert.c) and its backward (functional_backward.c);
+ * plain C and OpenCL C alike (the device backward is built from it). */
 #ifndef MOELAT_FUNCTIONAL_EXPERT_H
 #define MOELAT_FUNCTIONAL_EXPERT_H
 
+#ifndef __OPENCL_VERSION__
 #include "cnf_host.h"
 #include "moelat/expert_abi.h"
+#else
+/* OpenCL C (the device backward): the text of cnf_tensors.h comes first. */
+#endif
 
 /* Declaration order of the tensors; functional.cl's FN_* indices match. */
 enum {
@@ -27,7 +32,11 @@ enum {
 #define MD(d) ((d)->hidden[1])
 #define ODE_H(d) ((d)->hidden[2])
 
-/* The "moelat.backward.host/1" extension (functional_backward.c). */
+#ifndef __OPENCL_VERSION__
+/* The "moelat.backward.host/1" and "moelat.backward.cl/1" extensions
+ * (functional_backward.c). */
 const moelat_backward_host *functional_backward_host(void);
+const moelat_backward_cl *functional_backward_cl(void);
+#endif
 
 #endif

@@ -1,40 +1,30 @@
-/* The local expert in float64 and its exact adjoint (the
- * "moelat.backward.host/1" extension). The forward is local_host_cell's
- * function; the backward recomputes it per cell, then reverses it. */
-#include <string.h>
-
+/* The local expert and its exact adjoint, written once for the host in
+ * float64 (the "moelat.backward.host/1" extension) and the device in
+ * float32 (the same text as OpenCL C after moelat/backward_portable.h:
+ * "moelat.backward.cl/1"). The forward is local_host_cell's function; the
+ * backward recomputes it per cell, then reverses it. */
+#ifndef __OPENCL_VERSION__
 #include "backward_math.h"
 #include "local_expert.h"
+#endif
 
 /* Forward values the backward reads. */
 typedef struct local_fwd {
-    double *a;        /* count: attention weights */
-    double *agg;      /* S */
-    double *z1, *h1;  /* h1 */
-    double *f;        /* h2 */
-    double *xf;       /* S + h2: [x, f] */
-    double *z2, *hid2;/* ph */
-    double *p, *xhat, *q; /* S: pre-norm, normalised, LN(p) */
-    double inv;
+    MLB_G mlb_real *a;        /* count: attention weights */
+    MLB_G mlb_real *agg;      /* S */
+    MLB_G mlb_real *z1, *h1;  /* h1 */
+    MLB_G mlb_real *f;        /* h2 */
+    MLB_G mlb_real *xf;       /* S + h2: [x, f] */
+    MLB_G mlb_real *z2, *hid2;/* ph */
+    MLB_G mlb_real *p, *xhat, *q; /* S: pre-norm, normalised, LN(p) */
+    mlb_real inv;
 } local_fwd;
 
-static size_t local_fwd_doubles(const moelat_expert_dims *d, int n) {
-    int S = d->state_size;
-    return (size_t)n + (size_t)(S + 2 * H1(d) + H2(d) + S + H2(d) + 2 * PH(d) + 3 * S);
-}
-
-static size_t local_scratch_doubles(const moelat_expert_dims *d, int max_neighbours) {
-    int S = d->state_size;
-    /* forward + backward work: da, dagg, dh1, dxf, dhid2, dp, LN work */
-    return local_fwd_doubles(d, max_neighbours) + (size_t)max_neighbours +
-           (size_t)(S + H1(d) + S + H2(d) + PH(d) + S + S);
-}
-
-static void local_forward(const moelat_grad_cell *c, local_fwd *w, double **at, double *out) {
+static void local_forward(const moelat_grad_cell *c, local_fwd *w, MLB_G mlb_real **at, MLB_G mlb_real *out) {
     const moelat_expert_dims *d = c->dims;
-    const double *const *t = c->tensors;
+    MLB_G const mlb_real *const *t = c->tensors;
     int S = d->state_size, h1 = H1(d), h2 = H2(d), ph = PH(d), n = c->count;
-    const double *x = c->x;
+    MLB_G const mlb_real *x = c->x;
     w->a = bm_take(at, n);
     w->agg = bm_take(at, S);
     w->z1 = bm_take(at, h1);
@@ -48,14 +38,14 @@ static void local_forward(const moelat_grad_cell *c, local_fwd *w, double **at, 
     w->q = bm_take(at, S);
 
     for (int j = 0; j < n; j++) {
-        const double *nb = c->neighbours + (size_t)j * S;
-        double dot = 0.0;
+        MLB_G const mlb_real *nb = c->neighbours + (size_t)j * S;
+        mlb_real dot = MLB_C(0.0);
         for (int s = 0; s < S; s++)
             dot += nb[s] * x[s];
         w->a[j] = dot;
     }
     bm_softmax(w->a, n);
-    memset(w->agg, 0, (size_t)S * sizeof *w->agg);
+    bm_zero(w->agg, (size_t)S);
     for (int j = 0; j < n; j++)
         for (int s = 0; s < S; s++)
             w->agg[s] += w->a[j] * c->neighbours[(size_t)j * S + s];
@@ -63,41 +53,34 @@ static void local_forward(const moelat_grad_cell *c, local_fwd *w, double **at, 
     for (int i = 0; i < h1; i++)
         w->h1[i] = bm_gelu(w->z1[i]);
     bm_dense(t[L_AGG2_W], t[L_AGG2_B], w->h1, h1, w->f, h2);
-    memcpy(w->xf, x, (size_t)S * sizeof *x);
-    memcpy(w->xf + S, w->f, (size_t)h2 * sizeof *x);
+    bm_copy(w->xf, x, (size_t)S);
+    bm_copy(w->xf + S, w->f, (size_t)h2);
     bm_dense(t[L_SP0_W], t[L_SP0_B], w->xf, S + h2, w->z2, ph);
     for (int i = 0; i < ph; i++)
         w->hid2[i] = bm_gelu(w->z2[i]);
     bm_dense(t[L_SP2_W], t[L_SP2_B], w->hid2, ph, w->p, S);
     w->inv = bm_layernorm(w->p, S, t[L_NORM_G], t[L_NORM_B], w->xhat, w->q);
-    double alpha = t[L_ALPHA][0], beta = t[L_BETA][0];
+    mlb_real alpha = t[L_ALPHA][0], beta = t[L_BETA][0];
     if (out)
         for (int s = 0; s < S; s++)
             out[s] = alpha * x[s] + beta * w->q[s];
 }
 
-static int local_host_cell_f64(const moelat_grad_cell *c) {
-    double *at = c->scratch;
-    local_fwd w;
-    local_forward(c, &w, &at, c->out);
-    return MOELAT_EXPERT_OK;
-}
-
 static int local_backward_cell(const moelat_grad_cell *c) {
     const moelat_expert_dims *d = c->dims;
-    const double *const *t = c->tensors;
-    double *const *dt = c->dtensors;
+    MLB_G const mlb_real *const *t = c->tensors;
+    MLB_G mlb_real *const *dt = c->dtensors;
     int S = d->state_size, h1 = H1(d), h2 = H2(d), ph = PH(d), n = c->count;
-    const double *x = c->x, *g = c->dout;
-    double *at = c->scratch;
+    MLB_G const mlb_real *x = c->x, *g = c->dout;
+    MLB_G mlb_real *at = c->scratch;
     local_fwd w;
     local_forward(c, &w, &at, c->out);
-    double *da = bm_take(&at, n), *dagg = bm_take(&at, S), *dh1 = bm_take(&at, h1);
-    double *dxf = bm_take(&at, S + h2), *dhid2 = bm_take(&at, ph), *dp = bm_take(&at, S);
-    double *lnw = bm_take(&at, S);
+    MLB_G mlb_real *da = bm_take(&at, n), *dagg = bm_take(&at, S), *dh1 = bm_take(&at, h1);
+    MLB_G mlb_real *dxf = bm_take(&at, S + h2), *dhid2 = bm_take(&at, ph), *dp = bm_take(&at, S);
+    MLB_G mlb_real *lnw = bm_take(&at, S);
 
     /* out = alpha x + beta q */
-    double alpha = t[L_ALPHA][0], beta = t[L_BETA][0], sa = 0.0, sb = 0.0;
+    mlb_real alpha = t[L_ALPHA][0], beta = t[L_BETA][0], sa = MLB_C(0.0), sb = MLB_C(0.0);
     for (int s = 0; s < S; s++) {
         sa += g[s] * x[s];
         sb += g[s] * w.q[s];
@@ -106,30 +89,30 @@ static int local_backward_cell(const moelat_grad_cell *c) {
     }
     dt[L_ALPHA][0] += sa;
     dt[L_BETA][0] += sb;
-    memset(dp, 0, (size_t)S * sizeof *dp);
-    memcpy(dagg, lnw, (size_t)S * sizeof *dagg); /* dagg as a temporary copy of dL/dq */
+    bm_zero(dp, (size_t)S);
+    bm_copy(dagg, lnw, (size_t)S); /* dagg as a temporary copy of dL/dq */
     bm_layernorm_bwd(w.xhat, w.inv, S, t[L_NORM_G], dagg, dp, dt[L_NORM_G], dt[L_NORM_B], lnw);
 
-    memset(dhid2, 0, (size_t)ph * sizeof *dhid2);
+    bm_zero(dhid2, (size_t)ph);
     bm_dense_bwd(t[L_SP2_W], w.hid2, dp, ph, S, dhid2, dt[L_SP2_W], dt[L_SP2_B]);
     for (int i = 0; i < ph; i++)
         dhid2[i] *= bm_gelu_grad(w.z2[i]);
-    memset(dxf, 0, (size_t)(S + h2) * sizeof *dxf);
+    bm_zero(dxf, (size_t)(S + h2));
     bm_dense_bwd(t[L_SP0_W], w.xf, dhid2, S + h2, ph, dxf, dt[L_SP0_W], dt[L_SP0_B]);
     for (int s = 0; s < S; s++)
         c->dx[s] += dxf[s];
-    memset(dh1, 0, (size_t)h1 * sizeof *dh1);
+    bm_zero(dh1, (size_t)h1);
     bm_dense_bwd(t[L_AGG2_W], w.h1, dxf + S, h1, h2, dh1, dt[L_AGG2_W], dt[L_AGG2_B]);
     for (int i = 0; i < h1; i++)
         dh1[i] *= bm_gelu_grad(w.z1[i]);
-    memset(dagg, 0, (size_t)S * sizeof *dagg);
+    bm_zero(dagg, (size_t)S);
     bm_dense_bwd(t[L_AGG0_W], w.agg, dh1, S, h1, dagg, dt[L_AGG0_W], dt[L_AGG0_B]);
 
     /* agg = sum_j a_j n_j; a = softmax(n_j . x) */
     for (int j = 0; j < n; j++) {
-        const double *nb = c->neighbours + (size_t)j * S;
-        double *dn = c->dneighbours + (size_t)j * S;
-        double acc = 0.0;
+        MLB_G const mlb_real *nb = c->neighbours + (size_t)j * S;
+        MLB_G mlb_real *dn = c->dneighbours + (size_t)j * S;
+        mlb_real acc = MLB_C(0.0);
         for (int s = 0; s < S; s++) {
             dn[s] += w.a[j] * dagg[s];
             acc += dagg[s] * nb[s];
@@ -138,13 +121,33 @@ static int local_backward_cell(const moelat_grad_cell *c) {
     }
     bm_softmax_bwd(w.a, da, n, da);
     for (int j = 0; j < n; j++) {
-        const double *nb = c->neighbours + (size_t)j * S;
-        double *dn = c->dneighbours + (size_t)j * S;
+        MLB_G const mlb_real *nb = c->neighbours + (size_t)j * S;
+        MLB_G mlb_real *dn = c->dneighbours + (size_t)j * S;
         for (int s = 0; s < S; s++) {
             dn[s] += da[j] * x[s];
             c->dx[s] += da[j] * nb[s];
         }
     }
+    return MOELAT_EXPERT_OK;
+}
+
+#ifndef __OPENCL_VERSION__
+static size_t local_fwd_doubles(const moelat_expert_dims *d, int n) {
+    int S = d->state_size;
+    return (size_t)n + (size_t)(S + 2 * H1(d) + H2(d) + S + H2(d) + 2 * PH(d) + 3 * S);
+}
+
+static size_t local_scratch_doubles(const moelat_expert_dims *d, int max_neighbours) {
+    int S = d->state_size;
+    /* forward + backward work: da, dagg, dh1, dxf, dhid2, dp, LN work */
+    return local_fwd_doubles(d, max_neighbours) + (size_t)max_neighbours +
+           (size_t)(S + H1(d) + S + H2(d) + PH(d) + S + S);
+}
+
+static int local_host_cell_f64(const moelat_grad_cell *c) {
+    MLB_G mlb_real *at = c->scratch;
+    local_fwd w;
+    local_forward(c, &w, &at, c->out);
     return MOELAT_EXPERT_OK;
 }
 
@@ -157,3 +160,16 @@ static const moelat_backward_host g_backward = {
 };
 
 const moelat_backward_host *local_backward_host(void) { return &g_backward; }
+
+/* The same backward_cell as OpenCL C: backward_math and this file. */
+extern const char *const local_bwd_cl_parts[];
+
+static const moelat_backward_cl g_backward_cl = {
+    .struct_size = sizeof(moelat_backward_cl),
+    .source_parts = local_bwd_cl_parts,
+    .backward_fn = "local_backward_cell",
+    .scratch_floats = local_scratch_doubles,
+};
+
+const moelat_backward_cl *local_backward_cl(void) { return &g_backward_cl; }
+#endif

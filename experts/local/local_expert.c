@@ -299,10 +299,13 @@ static int local_cl_step_begin(void *p, const moelat_cl_step *step) {
                                 st->cells_per_item, step->num_wait, (const cl_event *)step->wait, step->done);
 }
 
-/* Optional extensions: the host backward ("moelat.backward.host/1"). */
+/* Optional extensions: the host backward ("moelat.backward.host/1") and
+ * the same backward as OpenCL C ("moelat.backward.cl/1"). */
 static const void *local_get_extension(const char *id) {
     if (id && strcmp(id, MOELAT_EXT_BACKWARD_HOST) == 0)
         return local_backward_host();
+    if (id && strcmp(id, MOELAT_EXT_BACKWARD_CL) == 0)
+        return local_backward_cl();
     return NULL;
 }
 

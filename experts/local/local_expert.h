@@ -1,9 +1,12 @@
 /* The local expert's tensor layout and hidden sizes, shared by its forward
- * (local_expert.c) and its backward (local_backward.c). */
+ * (local_expert.c) and its backward (local_backward.c); plain C and OpenCL
+ * C alike (the device backward is built from it). */
 #ifndef MOELAT_LOCAL_EXPERT_H
 #define MOELAT_LOCAL_EXPERT_H
 
+#ifndef __OPENCL_VERSION__
 #include "moelat/expert_abi.h"
+#endif
 
 /* Declaration order of the tensors (the engine stores them in this order). */
 enum {
@@ -20,7 +23,11 @@ enum {
 #define H2(d) ((d)->hidden[1])
 #define PH(d) ((d)->hidden[2])
 
-/* The "moelat.backward.host/1" extension (local_backward.c). */
+#ifndef __OPENCL_VERSION__
+/* The "moelat.backward.host/1" and "moelat.backward.cl/1" extensions
+ * (local_backward.c). */
 const moelat_backward_host *local_backward_host(void);
+const moelat_backward_cl *local_backward_cl(void);
+#endif
 
 #endif

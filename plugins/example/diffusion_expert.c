@@ -20,13 +20,13 @@
 
 #include <moelat/expert_abi.h>
 
+#include "diffusion.h" /* T_D, N_TENSORS; the backward */
+
 /* moelat_add_expert() embeds diffusion.cl under this name. */
 extern const char diffusion_cl_source[];
 
 #define EXPERT_NAME "diffusion"
 #define D_INIT 0.1f
-
-enum { T_D, N_TENSORS }; /* declaration order of the tensors */
 
 static const moelat_host_services *g_host;
 
@@ -83,67 +83,11 @@ static int host_cell(const moelat_host_cell *c) {
     return MOELAT_EXPERT_OK;
 }
 
-/* ---- Gradients: the host backward ("moelat.backward.host/1") ----
- * The same function in double (host_cell_f64) and its adjoint
- * (backward_cell), which ADDS into dx, dneighbours and dtensors:
- *     dD += dout * (m - x),  dx += -D * dout,  dn_j += D * dout / count.
- * ext is not read, so dext gets nothing. */
-
-static size_t grad_scratch(const moelat_expert_dims *d, int max_neighbours) {
-    (void)max_neighbours;
-    return (size_t)d->state_size; /* the band mean */
-}
-
-static void band_mean(const moelat_grad_cell *c, double *m) {
-    const int S = c->dims->state_size;
-    for (int s = 0; s < S; s++)
-        m[s] = 0.0;
-    for (int j = 0; j < c->count; j++)
-        for (int s = 0; s < S; s++)
-            m[s] += c->neighbours[(size_t)j * S + s];
-    for (int s = 0; s < S; s++)
-        m[s] /= c->count;
-}
-
-static int host_cell_f64(const moelat_grad_cell *c) {
-    const int S = c->dims->state_size;
-    const double *D = c->tensors[T_D];
-    band_mean(c, c->scratch);
-    for (int s = 0; s < S; s++)
-        c->out[s] = D[s] * (c->scratch[s] - c->x[s]);
-    return MOELAT_EXPERT_OK;
-}
-
-static int backward_cell(const moelat_grad_cell *c) {
-    const int S = c->dims->state_size;
-    const double *D = c->tensors[T_D], *g = c->dout;
-    double *m = c->scratch, *dD = c->dtensors[T_D];
-    band_mean(c, m);
-    for (int s = 0; s < S; s++) {
-        if (c->out)
-            c->out[s] = D[s] * (m[s] - c->x[s]);
-        dD[s] += g[s] * (m[s] - c->x[s]);
-        c->dx[s] -= D[s] * g[s];
-    }
-    for (int j = 0; j < c->count; j++)
-        for (int s = 0; s < S; s++)
-            c->dneighbours[(size_t)j * S + s] += D[s] * g[s] / c->count;
-    return MOELAT_EXPERT_OK;
-}
-
-static const moelat_backward_host g_backward = {
-    .struct_size = sizeof(moelat_backward_host),
-    .validate = NULL, /* every configuration is differentiable */
-    .scratch_doubles = grad_scratch,
-    .host_cell_f64 = host_cell_f64,
-    .backward_cell = backward_cell,
-};
-
-static const void *get_extension(const char *id) {
-    if (id && strcmp(id, MOELAT_EXT_BACKWARD_HOST) == 0)
-        return &g_backward;
-    return NULL;
-}
+/* ---- Gradients ----
+ * diffusion_backward.c: the host backward ("moelat.backward.host/1") and
+ * the same text as OpenCL C for the engine's device backward
+ * ("moelat.backward.cl/1"). */
+static const void *get_extension(const char *id) { return diffusion_backward_extension(id); }
 
 /* ---- OpenCL path ---- */
 
@@ -293,7 +237,7 @@ static const moelat_expert_descriptor g_desc = {
     .cl_release = cl_release,
     .cl_scratch_floats = NULL,
     .cl_flags = MOELAT_CL_NO_ABSMEAN, /* the kernel reads the band mean only */
-    .get_extension = get_extension,   /* since ABI 1.4: the host backward */
+    .get_extension = get_extension,   /* since ABI 1.4: the backward */
 };
 
 MOELAT_EXPORT const moelat_expert_descriptor *MOELAT_EXPERT_ENTRY(const moelat_host_services *host) {
