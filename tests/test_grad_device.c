@@ -1,7 +1,8 @@
 /* The batched backward on the OpenCL device (grad_cl.c) against the host
  * backward (the float64 reference, itself checked against finite
  * differences in test_grad): every weight tensor, dL/ds_0 and dL/d input
- * within 1e-4 relative (norm-wise per tensor), with several chunks, with a
+ * within 1e-4 relative (norm-wise per tensor, floored at 1e-5 of the whole
+ * gradient's norm), with several chunks, with a
  * chunk on the host, after an injected launch fault; and two device runs
  * give the same bits.
  *
@@ -64,11 +65,9 @@ static moelat_lattice *random_lattice(const char *preset, int X, int Y, int Z, d
     return lat;
 }
 
-static grads run(moelat_lattice *lat, int steps, uint64_t cseed) {
+/* The backward of a recorded g from a random dL/ds_T (seed cseed). */
+static grads reverse(moelat_lattice *lat, moelat_grad *g, uint64_t cseed) {
     grads r;
-    moelat_grad *g = NULL;
-    if (moelat_grad_record(lat, steps, NULL, &g) != MOELAT_OK)
-        fail_msg("record: %s", moelat_last_error(lat));
     r.nw = moelat_weights_count(lat);
     r.ns = g->NS;
     r.ne = (size_t)lat->X * lat->Y * lat->E;
@@ -91,21 +90,33 @@ static grads run(moelat_lattice *lat, int steps, uint64_t cseed) {
     return r;
 }
 
+static grads run(moelat_lattice *lat, int steps, uint64_t cseed) {
+    moelat_grad *g = NULL;
+    if (moelat_grad_record(lat, steps, NULL, &g) != MOELAT_OK)
+        fail_msg("record: %s", moelat_last_error(lat));
+    return reverse(lat, g, cseed);
+}
+
 static void grads_free(grads *r) {
     free(r->dw);
     free(r->ds);
     free(r->de);
 }
 
-/* ||a - b|| / ||b|| over n values, with a floor of 1e-6 on ||b||. */
-static double rel_norm(const double *a, const double *b, size_t n) {
-    double d = 0.0, m = 0.0;
-    for (size_t v = 0; v < n; v++) {
-        d += (a[v] - b[v]) * (a[v] - b[v]);
+static double norm(const double *b, size_t n) {
+    double m = 0.0;
+    for (size_t v = 0; v < n; v++)
         m += b[v] * b[v];
-    }
-    m = sqrt(m);
-    return sqrt(d) / (m > 1e-6 ? m : 1e-6);
+    return sqrt(m);
+}
+
+/* ||a - b|| / max(||b||, floor) over n values. */
+static double rel_norm(const double *a, const double *b, size_t n, double floor) {
+    double d = 0.0;
+    for (size_t v = 0; v < n; v++)
+        d += (a[v] - b[v]) * (a[v] - b[v]);
+    double m = norm(b, n);
+    return sqrt(d) / (m > floor ? m : floor);
 }
 
 /* Every tensor, dL/ds_0 and dL/dext of dev within TOL of host. */
@@ -116,10 +127,16 @@ static void assert_close(moelat_lattice *lat, const grads *dev, const grads *hos
     double worst = 0.0;
     char where[200] = "";
     int nonzero = 0, tensors = 0;
+    /* A tensor whose gradient is some 10^7 below the others' (the
+     * attention logits' bias: exactly 0, as softmax ignores a shift; their
+     * first layer: sums that nearly cancel) is held to float32's rounding
+     * of the whole, not to its own size: the floor is 1e-5 of the norm of
+     * every weight's gradient. */
+    const double floor = 1e-5 * norm(host->dw, host->nw);
     for (int b = 0; b < nb; b++) {
         for (int t = 0; t < blocks[b]->n_tensors; t++) {
             size_t at = base + blocks[b]->offsets[t], n = ml_spec_numel(&blocks[b]->specs[t]);
-            double r = rel_norm(dev->dw + at, host->dw + at, n);
+            double r = rel_norm(dev->dw + at, host->dw + at, n, floor);
             tensors++;
             for (size_t v = 0; v < n; v++)
                 if (host->dw[at + v] != 0.0) {
@@ -133,11 +150,13 @@ static void assert_close(moelat_lattice *lat, const grads *dev, const grads *hos
         }
         base += blocks[b]->n_floats;
     }
-    double rs = rel_norm(dev->ds, host->ds, dev->ns), re = rel_norm(dev->de, host->de, dev->ne);
+    double rs = rel_norm(dev->ds, host->ds, dev->ns, 1e-12), re = rel_norm(dev->de, host->de, dev->ne, 1e-12);
     print_message("%s: %d tensors, worst rel %.2e (%s); dL/ds_0 %.2e; dL/dext %.2e; path %s; chunk-steps "
                   "%ld device, %ld host\n",
                   what, tensors, worst, where, rs, re, dev->path, dev->dev, dev->host);
-    assert_true(nonzero >= tensors - 2); /* the comparison is not vacuous (dext-free bands aside) */
+    /* Not vacuous: every tensor but the CNF blocks' two solver scalars
+     * (base_dt and, in euler mode, lipschitz_factor: not read) has a gradient. */
+    assert_true(nonzero >= tensors - 4);
     assert_true(worst <= TOL);
     assert_true(rs <= TOL);
     assert_true(re <= TOL);
@@ -201,9 +220,10 @@ static void test_fault_falls_back(void **state) {
     moelat_lattice *hl = random_lattice("debug", 9, 8, 7, 0, MOELAT_MODE_PERCELL, "", seed);
     moelat_grad *g = NULL;
     assert_int_equal(moelat_grad_record(dl, 2, NULL, &g), MOELAT_OK);
-    moelat_grad_destroy(g); /* programs built and cached: the next launches are the backward's */
+    /* The next launches are the backward's (its recomputation, with k = 1,
+     * has no forward steps): the third is chunk 0's band 1 in step 2. */
     mlcl_fault_inject(MLCL_FAULT_ENQUEUE, 3);
-    grads d = run(dl, 2, seed + 3);
+    grads d = reverse(dl, g, seed + 3);
     mlcl_fault_inject(MLCL_FAULT_NONE, 0);
     grads h = run(hl, 2, seed + 3);
     assert_int_equal(d.host, 1);

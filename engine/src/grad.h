@@ -35,7 +35,6 @@ typedef struct ml_grad_weights {
     double *flat;                          /* every weight */
     size_t count;
     const double **tensor[MOELAT_BANDS + 1]; /* per block, per tensor: into flat */
-    size_t block_offset[MOELAT_BANDS + 1];
 } ml_grad_weights;
 
 /* Per-thread buffers of the step functions. */

@@ -254,12 +254,13 @@ static int allocate(moelat_grad *g, ml_grad_cl *c) {
     free(all);
     ml_param_block *blocks[MOELAT_BANDS + 1];
     int nb = ml_param_blocks(lat, blocks);
-    for (int k = 0; k < nb && k <= MOELAT_BANDS; k++) {
+    size_t block_base = 0;
+    for (int k = 0; k < nb && k <= MOELAT_BANDS; block_base += blocks[k]->n_floats, k++) {
         cl_int *off = malloc((size_t)(blocks[k]->n_tensors ? blocks[k]->n_tensors : 1) * sizeof *off);
         if (!off)
             return -1;
         for (int t = 0; t < blocks[k]->n_tensors; t++)
-            off[t] = (cl_int)(g->w.block_offset[k] + blocks[k]->offsets[t]);
+            off[t] = (cl_int)(block_base + blocks[k]->offsets[t]);
         c->toff[k] = buffer(c, (size_t)(blocks[k]->n_tensors ? blocks[k]->n_tensors : 1) * sizeof *off,
                             blocks[k]->n_tensors ? off : NULL, &ok);
         free(off);
@@ -463,8 +464,8 @@ moelat_status ml_grad_cl_step(moelat_grad *g, const double *cur, const double *g
                 g->chunks_device++;
                 continue;
             }
-            snprintf(g->fallback, sizeof g->fallback, "chunk %d (planes %d-%d): %s on %s", ch, z0, z1 - 1,
-                     mlcl_error_name(e), lat->device_name);
+            snprintf(g->fallback, sizeof g->fallback, "chunk %d (planes %d-%d): %s on %.150s", ch, z0,
+                     z1 - 1, mlcl_error_name(e), lat->device_name);
             ML_WARN(BWD_LOG, "device backward of %s failed; the host redoes it", g->fallback);
         }
         if (n_host < (int)(sizeof host / sizeof host[0]))
