@@ -32,6 +32,7 @@ typedef struct ml_grad_cl {
     int on[MOELAT_BANDS];              /* band has neighbours somewhere */
     int scratch[MOELAT_BANDS + 1];     /* scratch floats per band, the gate's */
     int slot_floats, n_slots, planes, n_chunks, halo, n_all;
+    int cpu;                           /* the device is a CPU (launch_slots) */
     size_t n_weights;
     cl_mem state, gin, dacc, weights, ext, dims[MOELAT_BANDS], toff[MOELAT_BANDS + 1];
     cl_mem offsets[MOELAT_BANDS], off_all;
@@ -300,6 +301,7 @@ void ml_grad_cl_open(moelat_grad *g) {
     }
     c->b = b;
     c->q = b->ctx.queues[0];
+    c->cpu = strcmp(b->ctx.info.type, "CPU") == 0;
     c->n_weights = g->w.count;
     c->scratch[MOELAT_BANDS] = (int)ml_gate_f64_doubles(lat->S, lat->gate_hidden);
     for (int k = 0; k < MOELAT_BANDS; k++) {
@@ -369,6 +371,15 @@ static cl_int launch(ml_grad_cl *c, cl_kernel k, size_t global) {
     return mlcl_enqueue_kernel(c->q, k, 1, &global, NULL, 0, NULL, NULL);
 }
 
+/* The slot kernels: each work-item walks its own cells, with loops whose
+ * trip counts differ per cell. A CPU runtime would pack a work-group's
+ * items into vector lanes and run the group on one thread; groups of one
+ * item spread the slots over the threads instead. */
+static cl_int launch_slots(ml_grad_cl *c, cl_kernel k, size_t global) {
+    const size_t one = 1;
+    return mlcl_enqueue_kernel(c->q, k, 1, &global, c->cpu ? &one : NULL, 0, NULL, NULL);
+}
+
 /* Enqueues chunk ch (planes [z0, z1)) with its commit. */
 static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int z0, int z1) {
     moelat_lattice *lat = g->lat;
@@ -392,7 +403,7 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int z0, int z1) {
     ARG(k, 10, n_cells); ARG(k, 11, slots); ARG(k, 12, slot_floats); ARG(k, 13, gscr);
     ARG(k, 14, c->slot_work); ARG(k, 15, c->gate_w);
     if (rc == CL_SUCCESS)
-        rc = launch(c, k, (size_t)slots);
+        rc = launch_slots(c, k, (size_t)slots);
     for (cl_int band = 0; band < MOELAT_BANDS; band++) {
         if (!c->on[band])
             continue;
@@ -405,7 +416,7 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int z0, int z1) {
         ARG(k, 19, band); ARG(k, 20, c->slot_dw); ARG(k, 21, c->slot_work); ARG(k, 22, c->dchunk);
         ARG(k, 23, c->dedge[band]); ARG(k, 24, c->dw_gate); ARG(k, 25, c->dext_chunk); ARG(k, 26, c->status);
         if (rc == CL_SUCCESS)
-            rc = launch(c, k, (size_t)slots);
+            rc = launch_slots(c, k, (size_t)slots);
     }
     k = c->gate;
     ARG(k, 0, c->state); ARG(k, 1, c->weights); ARG(k, 2, c->toff[MOELAT_BANDS]); ARG(k, 3, c->off_all);
@@ -414,7 +425,7 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int z0, int z1) {
     ARG(k, 15, nw); ARG(k, 16, c->dw_gate); ARG(k, 17, c->slot_dw); ARG(k, 18, c->slot_work);
     ARG(k, 19, c->dchunk); ARG(k, 20, c->dnu);
     if (rc == CL_SUCCESS)
-        rc = launch(c, k, (size_t)slots);
+        rc = launch_slots(c, k, (size_t)slots);
     k = c->gather;
     cl_int n[MOELAT_BANDS];
     for (int b = 0; b < MOELAT_BANDS; b++) {
