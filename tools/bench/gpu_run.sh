@@ -3,6 +3,7 @@
 # lent GPU machine: OpenCL loader, headers and CLBlast unpacked by
 # .device/opencl-env.sh), then runs what is asked:
 #   tools/bench/gpu_run.sh devices | check | bench [extra bench args] | results
+#   tools/bench/gpu_run.sh grad [extra bench args]   device vs host gradients, bench --backward
 #   tools/bench/gpu_run.sh variants "<bench args>" VAR=value [VAR=value ...]
 # Output goes to stdout and, when $OUT is set, to $OUT/<what>.txt.
 # `results` makes everything tools/bench/RESULTS.md holds, in order of
@@ -58,6 +59,20 @@ results)
         sh tools/bench/scaling.sh "$E" "$ngpu" optimized 100x100x100 4 >"$T/scaling.txt" 2>&1
     fi
     cat "$T"/*.txt "$T"/*.csv ;;
+grad)
+    # The device backward against the host's (float64) on this card, then
+    # the gradient step's timing (bench --backward, extra args appended).
+    {
+        T=$(mktemp -d)
+        "$E" run --preset debug --dims 9x8x7 --steps 2 --seed 3 --mode percell --quiet --save-state "$T/t.npy"
+        for m in percell batch; do
+            "$E" grad --preset debug --dims 9x8x7 --steps 2 --seed 5 --mode $m --target "$T/t.npy" \
+                --save-grads "$T/g_$m.safetensors" --save-state-grad "$T/s_$m.npy" \
+                --save-input-grad "$T/e_$m.npy" --tune grad_planes=2
+        done
+        python3 tools/bench/grad_compare.py "$T" || true
+        "$E" bench --backward --percell-cells 0 "$@"
+    } 2>&1 | out grad ;;
 variants)
     # One bench per environment setting, in one run on one card: the way
     # to time a change against its alternative (build-time switches go
@@ -69,5 +84,5 @@ variants)
         # shellcheck disable=SC2086
         env "$v" "$E" bench $args 2>&1 | grep -v "^moelat warn"
     done | out variants ;;
-*) echo "usage: gpu_run.sh devices|check|bench [args]|results|variants ARGS VAR=value..." >&2; exit 2 ;;
+*) echo "usage: gpu_run.sh devices|check|bench [args]|results|grad [args]|variants ARGS VAR=value..." >&2; exit 2 ;;
 esac
