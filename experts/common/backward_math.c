@@ -19,37 +19,53 @@ mlb_real bm_gelu_grad(mlb_real v) {
            v * MLB_C(0.39894228040143267794) * exp(-MLB_C(0.5) * v * v);
 }
 
+mlb_real bm_gelu_cdf(mlb_real v) { return MLB_C(0.5) * (MLB_C(1.0) + erf(v * MLB_C(0.70710678118654752440))); }
+
+mlb_real bm_gelu_grad_cdf(mlb_real v, mlb_real cdf) {
+    return cdf + v * MLB_C(0.39894228040143267794) * exp(-MLB_C(0.5) * v * v);
+}
+
 mlb_real bm_sigmoid(mlb_real v) { return MLB_C(1.0) / (MLB_C(1.0) + exp(-v)); }
 
-void bm_dense(MLB_G const mlb_real *W, MLB_G const mlb_real *b, MLB_G const mlb_real *in, int nin,
-              MLB_G mlb_real *out, int nout) {
+void bm_dense_part(MLB_G const mlb_real *W, int ld, MLB_G const mlb_real *b, MLB_G const mlb_real *in, int nin,
+                   MLB_G mlb_real *out, int nout) {
     for (int o = 0; o < nout; o++) {
         mlb_real acc = b ? b[o] : MLB_C(0.0);
-        MLB_G const mlb_real *row = W + (size_t)o * nin;
+        MLB_G const mlb_real *row = W + (size_t)o * ld;
         for (int i = 0; i < nin; i++)
             acc += row[i] * in[i];
         out[o] = acc;
     }
 }
 
-void bm_dense_bwd(MLB_G const mlb_real *W, MLB_G const mlb_real *in, MLB_G const mlb_real *dout,
-                  int nin, int nout, MLB_G mlb_real *din, MLB_G mlb_real *dW, MLB_G mlb_real *db) {
+void bm_dense(MLB_G const mlb_real *W, MLB_G const mlb_real *b, MLB_G const mlb_real *in, int nin,
+              MLB_G mlb_real *out, int nout) {
+    bm_dense_part(W, nin, b, in, nin, out, nout);
+}
+
+void bm_dense_part_bwd(MLB_G const mlb_real *W, int ld, MLB_G const mlb_real *in, MLB_G const mlb_real *dout,
+                       int nin, int nout, MLB_G mlb_real *din, MLB_G mlb_real *dW, MLB_G mlb_real *db) {
     for (int o = 0; o < nout; o++) {
         mlb_real g = dout[o];
         if (g == MLB_C(0.0))
             continue; /* adds nothing anywhere */
-        MLB_G const mlb_real *row = W + (size_t)o * nin;
+        MLB_G const mlb_real *row = W + (size_t)o * ld;
         if (din)
             for (int i = 0; i < nin; i++)
                 din[i] += row[i] * g;
         if (dW) {
-            MLB_G mlb_real *drow = dW + (size_t)o * nin;
+            MLB_G mlb_real *drow = dW + (size_t)o * ld;
             for (int i = 0; i < nin; i++)
                 drow[i] += g * in[i];
         }
         if (db)
             db[o] += g;
     }
+}
+
+void bm_dense_bwd(MLB_G const mlb_real *W, MLB_G const mlb_real *in, MLB_G const mlb_real *dout,
+                  int nin, int nout, MLB_G mlb_real *din, MLB_G mlb_real *dW, MLB_G mlb_real *db) {
+    bm_dense_part_bwd(W, nin, in, dout, nin, nout, din, dW, db);
 }
 
 mlb_real bm_layernorm(MLB_G const mlb_real *v, int n, MLB_G const mlb_real *gain,

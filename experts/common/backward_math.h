@@ -15,6 +15,10 @@
 
 mlb_real bm_gelu(mlb_real v);       /* exact erf form */
 mlb_real bm_gelu_grad(mlb_real v);  /* d GELU / d v */
+/* GELU's Phi(v) (GELU(v) = v Phi(v)), and d GELU / d v from v and Phi(v):
+ * a forward that keeps Phi spares its backward the erf. */
+mlb_real bm_gelu_cdf(mlb_real v);
+mlb_real bm_gelu_grad_cdf(mlb_real v, mlb_real cdf);
 mlb_real bm_sigmoid(mlb_real v);
 
 /* out[o] = b[o] + sum_i W[o][i] in[i]; W is [nout][nin]; b may be NULL. */
@@ -24,6 +28,15 @@ void bm_dense(MLB_G const mlb_real *W, MLB_G const mlb_real *b, MLB_G const mlb_
  * db += dout. */
 void bm_dense_bwd(MLB_G const mlb_real *W, MLB_G const mlb_real *in, MLB_G const mlb_real *dout,
                   int nin, int nout, MLB_G mlb_real *din, MLB_G mlb_real *dW, MLB_G mlb_real *db);
+
+/* The same over columns [c, c + nin) of a wider matrix: W points at column
+ * c of row 0 and rows are ld apart (dW likewise). With base for b, a layer
+ * whose input is [u, v] splits into a part computed once (v's columns and
+ * the bias) and a part per u: out = base + W[:, u] u. */
+void bm_dense_part(MLB_G const mlb_real *W, int ld, MLB_G const mlb_real *b, MLB_G const mlb_real *in, int nin,
+                   MLB_G mlb_real *out, int nout);
+void bm_dense_part_bwd(MLB_G const mlb_real *W, int ld, MLB_G const mlb_real *in, MLB_G const mlb_real *dout,
+                       int nin, int nout, MLB_G mlb_real *din, MLB_G mlb_real *dW, MLB_G mlb_real *db);
 
 /* LayerNorm of v (n values, eps 1e-5) into out (may alias v); keeps the
  * normalised values in xhat (n) and returns 1/sqrt(var + eps). */

@@ -14,6 +14,7 @@
 
 typedef struct fn_fwd {
     MLB_G mlb_real *zmc;      /* count x hd: message layer 0 before GELU */
+    MLB_G mlb_real *cdf;      /* count x hd: GELU's Phi of zmc (GELU = zmc Phi) */
     MLB_G mlb_real *msg;      /* count x md: m_j */
     MLB_G mlb_real *ta;       /* count x md: tanh of attention layer 0 */
     MLB_G mlb_real *a;        /* count: softmax of e_j */
@@ -29,13 +30,14 @@ typedef struct fn_fwd {
     MLB_G mlb_real *rin;      /* 2S: [(1 - g) gnn, g cnf] */
     MLB_G mlb_real *pre, *xhat, *y; /* S: before the norm, normalised, after it */
     mlb_real inv;
+    MLB_G mlb_real *px;       /* hd: message layer 0's x columns and bias, once per cell */
+    MLB_G mlb_real *pa;       /* md: attention layer 0's x columns and bias */
     MLB_G mlb_real *work;     /* 2S + hd: per-edge inputs; then the CNF's scratch */
 } fn_fwd;
 
 static size_t fn_work_doubles(const moelat_expert_dims *d) {
-    size_t S = (size_t)d->state_size, hd = (size_t)HD(d), md = (size_t)MD(d);
-    size_t in = 2 * S > S + md ? 2 * S : S + md; /* an edge layer's input */
-    size_t edge = in + hd + md + in + hd;         /* inputs and their adjoints */
+    size_t hd = (size_t)HD(d), md = (size_t)MD(d);
+    size_t edge = 2 * (hd + md + hd + md); /* hid, dta, dhid and the sums of the last two */
     size_t cnf = cnf_grad_doubles(d->state_size, ODE_H(d), d->cnf_steps);
     return edge > cnf ? edge : cnf;
 }
@@ -46,6 +48,7 @@ static void fn_forward(const moelat_grad_cell *c, fn_fwd *w, MLB_G mlb_real **at
     int S = d->state_size, E = d->ext_size, hd = HD(d), md = MD(d), n = c->count, U = S + md + E;
     MLB_G const mlb_real *x = c->x;
     w->zmc = bm_take(at, (size_t)n * hd);
+    w->cdf = bm_take(at, (size_t)n * hd);
     w->msg = bm_take(at, (size_t)n * md);
     w->ta = bm_take(at, (size_t)n * md);
     w->a = bm_take(at, n);
@@ -67,6 +70,8 @@ static void fn_forward(const moelat_grad_cell *c, fn_fwd *w, MLB_G mlb_real **at
     w->pre = bm_take(at, S);
     w->xhat = bm_take(at, S);
     w->y = bm_take(at, S);
+    w->px = bm_take(at, hd);
+    w->pa = bm_take(at, md);
     w->work = bm_take(at, fn_work_doubles(d));
 
     bm_zero(w->act, (size_t)S);
@@ -89,19 +94,22 @@ static void fn_forward(const moelat_grad_cell *c, fn_fwd *w, MLB_G mlb_real **at
     bm_dense(t[F_G2_W], t[F_G2_B], w->hg, S / 2, w->gl, 1);
     w->g = bm_sigmoid(w->gl[0]);
 
-    int in_w = 2 * S > S + md ? 2 * S : S + md;
-    MLB_G mlb_real *in = w->work, *hid = in + in_w;
+    /* The edge layers read [n_j, x] and [m_j, x]: their x columns and bias
+     * are the same for every edge, so they are computed once per cell (as
+     * the batched forward does), and per edge only the n_j or m_j columns. */
+    MLB_G mlb_real *hid = w->work;
+    bm_dense_part(t[F_MC0_W] + S, 2 * S, t[F_MC0_B], x, S, w->px, hd);
+    bm_dense_part(t[F_AT0_W] + md, md + S, t[F_AT0_B], x, S, w->pa, md);
     for (int j = 0; j < n; j++) {
         MLB_G mlb_real *zm = w->zmc + (size_t)j * hd, *m = w->msg + (size_t)j * md, *ta = w->ta + (size_t)j * md;
-        bm_copy(in, c->neighbours + (size_t)j * S, (size_t)S);
-        bm_copy(in + S, x, (size_t)S);
-        bm_dense(t[F_MC0_W], t[F_MC0_B], in, 2 * S, zm, hd);
-        for (int i = 0; i < hd; i++)
-            hid[i] = bm_gelu(zm[i]);
+        MLB_G mlb_real *cdf = w->cdf + (size_t)j * hd;
+        bm_dense_part(t[F_MC0_W], 2 * S, w->px, c->neighbours + (size_t)j * S, S, zm, hd);
+        for (int i = 0; i < hd; i++) {
+            cdf[i] = bm_gelu_cdf(zm[i]);
+            hid[i] = zm[i] * cdf[i];
+        }
         bm_dense(t[F_MC2_W], t[F_MC2_B], hid, hd, m, md);
-        bm_copy(in, m, (size_t)md);
-        bm_copy(in + md, x, (size_t)S);
-        bm_dense(t[F_AT0_W], t[F_AT0_B], in, md + S, ta, md);
+        bm_dense_part(t[F_AT0_W], md + S, w->pa, m, md, ta, md);
         for (int i = 0; i < md; i++)
             ta[i] = tanh(ta[i]);
         bm_dense(t[F_AT2_W], t[F_AT2_B], ta, md, &w->a[j], 1);
@@ -210,40 +218,36 @@ static int fn_backward_cell(const moelat_grad_cell *c) {
         da[j] = acc;
     }
     bm_softmax_bwd(w.a, da, n, da);
-    int in_w = 2 * S > S + md ? 2 * S : S + md;
-    MLB_G mlb_real *in = w.work, *hid = in + in_w, *dta = hid + hd, *din = dta + md, *dhid = din + in_w;
+    /* Per edge only the m_j and n_j columns; the x columns' and the biases'
+     * adjoints take the sums over edges of dta and dhid, once per cell. */
+    MLB_G mlb_real *hid = w.work, *dta = hid + hd, *dhid = dta + md, *sta = dhid + hd, *shid = sta + md;
+    bm_zero(sta, md);
+    bm_zero(shid, hd);
     for (int j = 0; j < n; j++) {
         MLB_G const mlb_real *zm = w.zmc + (size_t)j * hd, *m = w.msg + (size_t)j * md, *ta = w.ta + (size_t)j * md;
         MLB_G mlb_real *dm = dmsg + (size_t)j * md, *dn = c->dneighbours + (size_t)j * S;
         /* e_j = AT2 tanh(AT0 [m_j, x]) */
         bm_zero(dta, md);
         bm_dense_bwd(t[F_AT2_W], ta, &da[j], md, 1, dta, dt[F_AT2_W], dt[F_AT2_B]);
-        for (int i = 0; i < md; i++)
+        for (int i = 0; i < md; i++) {
             dta[i] *= MLB_C(1.0) - ta[i] * ta[i];
-        bm_copy(in, m, (size_t)md);
-        bm_copy(in + md, x, (size_t)S);
-        bm_zero(din, md + S);
-        bm_dense_bwd(t[F_AT0_W], in, dta, md + S, md, din, dt[F_AT0_W], dt[F_AT0_B]);
-        for (int i = 0; i < md; i++)
-            dm[i] += din[i];
-        for (int s = 0; s < S; s++)
-            dx[s] += din[md + s];
+            sta[i] += dta[i];
+        }
+        bm_dense_part_bwd(t[F_AT0_W], md + S, m, dta, md, md, dm, dt[F_AT0_W], 0);
         /* m_j = MC2 GELU(MC0 [n_j, x]) */
+        MLB_G const mlb_real *cdf = w.cdf + (size_t)j * hd;
         for (int i = 0; i < hd; i++)
-            hid[i] = bm_gelu(zm[i]);
+            hid[i] = zm[i] * cdf[i];
         bm_zero(dhid, hd);
         bm_dense_bwd(t[F_MC2_W], hid, dm, hd, md, dhid, dt[F_MC2_W], dt[F_MC2_B]);
-        for (int i = 0; i < hd; i++)
-            dhid[i] *= bm_gelu_grad(zm[i]);
-        bm_copy(in, c->neighbours + (size_t)j * S, (size_t)S);
-        bm_copy(in + S, x, (size_t)S);
-        bm_zero(din, 2 * (size_t)S);
-        bm_dense_bwd(t[F_MC0_W], in, dhid, 2 * S, hd, din, dt[F_MC0_W], dt[F_MC0_B]);
-        for (int s = 0; s < S; s++) {
-            dn[s] += din[s];
-            dx[s] += din[S + s];
+        for (int i = 0; i < hd; i++) {
+            dhid[i] *= bm_gelu_grad_cdf(zm[i], cdf[i]);
+            shid[i] += dhid[i];
         }
+        bm_dense_part_bwd(t[F_MC0_W], 2 * S, c->neighbours + (size_t)j * S, dhid, S, hd, dn, dt[F_MC0_W], 0);
     }
+    bm_dense_part_bwd(t[F_AT0_W] + md, md + S, x, sta, S, md, dx, dt[F_AT0_W] + md, dt[F_AT0_B]);
+    bm_dense_part_bwd(t[F_MC0_W] + S, 2 * S, x, shid, S, hd, dx, dt[F_MC0_W] + S, dt[F_MC0_B]);
 
     /* g = sig(G2 GELU(G0 [x, act])) */
     MLB_G mlb_real *dgl = w.gl; /* the logit is spent */
@@ -274,8 +278,8 @@ static int fn_backward_cell(const moelat_grad_cell *c) {
 static size_t fn_fwd_doubles(const moelat_expert_dims *d, int n) {
     size_t S = (size_t)d->state_size, E = (size_t)d->ext_size;
     size_t hd = (size_t)HD(d), md = (size_t)MD(d);
-    return (size_t)n * (hd + 2 * md + 1) + 2 * S + 2 * S + S + 1 + md + 2 * (S + md + E) +
-           5 * S + 2 * S + 3 * S;
+    return (size_t)n * (2 * hd + 2 * md + 1) + 2 * S + 2 * S + S + 1 + md + 2 * (S + md + E) +
+           5 * S + 2 * S + 3 * S + hd + md;
 }
 
 static size_t fn_scratch_doubles(const moelat_expert_dims *d, int max_neighbours) {
