@@ -1,8 +1,9 @@
 /* The seam between the scheduler (step.c: what runs where) and a device
  * (how it runs there): an ops table with a context pointer, in the manner
  * of ggml's backends. The OpenCL backend (backend_cl*.c) implements it; a
- * CPU-kernel backend or a backward pass would fill another table and plug
- * in at ml_backend_open (backend.c). The lattice never sees a backend's
+ * CPU-kernel backend would fill another table and plug in at
+ * ml_backend_open (backend.c); the backward pass plugs in through the
+ * table's backward ops. The lattice never sees a backend's
  * context; only these ops and the queries below reach it.
  *
  * A device step, as the scheduler drives it:
@@ -62,6 +63,26 @@ typedef struct ml_step {
     uint64_t expert_calls[MOELAT_BANDS];
 } ml_step;
 
+struct moelat_grad;
+
+/* A backend's batched backward (grad.h): the reverse sweep's steps on the
+ * device, driven by grad.c as the scheduler drives a forward step. Every
+ * op reaches its own state through g->dev. */
+typedef struct ml_backward_ops {
+    /* Sets up the backward for g on the backend ctx: 0 with g->dev set,
+     * or -1 with g->path saying why the host runs it. */
+    int (*open)(void *ctx, struct moelat_grad *g);
+    void (*close)(struct moelat_grad *g);
+    /* A sweep's start (weights and input current, totals zeroed), one
+     * reverse step (g_out = g_in + every chunk's part; a chunk the device
+     * fails is redone on the host), and its end (the weights' and input's
+     * gradients added into g's). MOELAT_ERR_DEVICE, with g->dev closed,
+     * when the device failed past a chunk: the caller redoes the sweep. */
+    moelat_status (*begin)(struct moelat_grad *g);
+    moelat_status (*step)(struct moelat_grad *g, const double *cur, const double *g_in, double *g_out);
+    moelat_status (*end)(struct moelat_grad *g);
+} ml_backward_ops;
+
 typedef struct ml_backend_ops {
     const char *name;
     /* Sets up the device for lat; a band whose expert cannot run there is
@@ -85,6 +106,8 @@ typedef struct ml_backend_ops {
     moelat_status (*enqueue)(void *ctx, ml_step *st);
     /* host_ok: the host chunks ran (their results are in lat->next). */
     moelat_status (*finish)(void *ctx, ml_step *st, int host_ok);
+    /* The backward, or NULL where the backend has none. */
+    const ml_backward_ops *backward;
 } ml_backend_ops;
 
 /* A lattice's device: NULL ops while it has none. */
@@ -93,8 +116,9 @@ typedef struct ml_backend {
     void *ctx;
 } ml_backend;
 
-/* The OpenCL backend (backend_cl.c). */
+/* The OpenCL backend (backend_cl.c) and its backward (grad_cl.c). */
 extern const ml_backend_ops ml_backend_cl_ops;
+extern const ml_backward_ops ml_backward_cl_ops;
 
 /* Opens lat's device (the OpenCL backend today) into lat->backend. */
 moelat_status ml_backend_open(moelat_lattice *lat, ml_fallbacks *fb);

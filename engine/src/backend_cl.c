@@ -403,4 +403,5 @@ const ml_backend_ops ml_backend_cl_ops = {
     .begin_step = ml_cl_begin_step,
     .enqueue = ml_cl_enqueue,
     .finish = ml_cl_finish,
+    .backward = &ml_backward_cl_ops,
 };

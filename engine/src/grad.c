@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "grad.h"
+#include "log.h"
 
 void moelat_grad_options_default(moelat_grad_options *opt) {
     memset(opt, 0, sizeof *opt);
@@ -126,7 +127,8 @@ static moelat_status find_backwards(moelat_grad *g) {
 void moelat_grad_destroy(moelat_grad *g) {
     if (!g)
         return;
-    ml_grad_cl_close(g);
+    if (g->dev_ops)
+        g->dev_ops->close(g);
     free(g->fwd_tmp);
     ml_grad_ws_free(g);
     for (int b = 0; g->acc && b < g->n_blocks; b++) {
@@ -200,13 +202,41 @@ static moelat_status alloc_all(moelat_grad *g) {
     return MOELAT_OK;
 }
 
+/* The device's backward when the lattice computes batched and its
+ * backend has one; otherwise g->path says why the host runs it. */
+static void open_device(moelat_grad *g) {
+    moelat_lattice *lat = g->lat;
+    g->dev_ops = NULL;
+    g->dev = NULL;
+    if (lat->mode == MOELAT_MODE_PERCELL) {
+        snprintf(g->path, sizeof g->path, "host (mode percell)");
+        return;
+    }
+    if (!lat->tuning.grad_device) {
+        snprintf(g->path, sizeof g->path, "host (tuning grad_device=off)");
+        return;
+    }
+    if (!lat->backend.ops && moelat_upgrade_to_batch(lat) != MOELAT_OK) {
+        snprintf(g->path, sizeof g->path, "host (no device: %.300s)", lat->err);
+        ML_INFO("grad", "backward on the host: %s", g->path);
+        return;
+    }
+    const ml_backward_ops *ops = lat->backend.ops ? lat->backend.ops->backward : NULL;
+    if (!ops) {
+        snprintf(g->path, sizeof g->path, "host (the device backend has no backward)");
+        return;
+    }
+    if (ops->open(lat->backend.ctx, g) == 0)
+        g->dev_ops = ops;
+}
+
 /* One forward step of the recorded run: the lattice's own batched step
  * (float32, on its device) when the backward runs there, else the float64
  * host step. The device's step leaves the lattice as it found it: its
  * states, step counter and report are restored by the caller's
  * device_forward_end. */
 static moelat_status forward_step(moelat_grad *g, const double *cur, double *next, int t) {
-    if (!g->cl)
+    if (!g->dev)
         return ml_grad_step_f64(g, cur, next, t);
     moelat_lattice *lat = g->lat;
     float *f = g->fwd_tmp;
@@ -228,7 +258,7 @@ static moelat_status forward_step(moelat_grad *g, const double *cur, double *nex
 /* Around forward_step's device steps: the lattice's states, step counter
  * and statistics saved, then put back. */
 static moelat_status device_forward_begin(moelat_grad *g) {
-    if (!g->cl)
+    if (!g->dev)
         return MOELAT_OK;
     moelat_lattice *lat = g->lat;
     if (!g->fwd_tmp && !(g->fwd_tmp = malloc(2 * g->NS * sizeof(float))))
@@ -239,7 +269,7 @@ static moelat_status device_forward_begin(moelat_grad *g) {
 }
 
 static moelat_status device_forward_end(moelat_grad *g, moelat_status st) {
-    if (!g->cl)
+    if (!g->dev)
         return st;
     moelat_lattice *lat = g->lat;
     char why[sizeof lat->err];
@@ -345,7 +375,7 @@ moelat_status moelat_grad_record(moelat_lattice *lat, int steps, const moelat_gr
         if (lat->has_ext)
             for (size_t v = 0; v < (size_t)lat->X * lat->Y * lat->E; v++)
                 g->ext[v] = lat->ext[v];
-        ml_grad_cl_open(g);
+        open_device(g);
         st = ml_grad_forward(g);
     }
     free(tmp);
@@ -369,7 +399,7 @@ void moelat_grad_chunks(const moelat_grad *g, long *device, long *host, const ch
 }
 int moelat_grad_checkpoint_every(const moelat_grad *g) { return g ? g->every : 0; }
 
-/* One reverse sweep from dL/ds_T, on the device when g->cl is set. */
+/* One reverse sweep from dL/ds_T, on the device when g->dev is set. */
 static moelat_status sweep(moelat_grad *g, const double *dstate) {
     moelat_lattice *lat = g->lat;
     memcpy(g->g, dstate, g->NS * sizeof *dstate);
@@ -379,9 +409,9 @@ static moelat_status sweep(moelat_grad *g, const double *dstate) {
     g->reversed = 0;
     g->chunks_device = g->chunks_host = 0;
     moelat_status st = MOELAT_OK;
-    if (g->cl && (st = ml_grad_cl_begin(g)) != MOELAT_OK) {
+    if (g->dev && (st = g->dev_ops->begin(g)) != MOELAT_OK) {
         snprintf(g->fallback, sizeof g->fallback, "%.250s", lat->err);
-        ml_grad_cl_close(g);
+        g->dev_ops->close(g);
         return MOELAT_ERR_DEVICE;
     }
     for (int c = g->n_ckpt - 1; c >= 0; c--) {
@@ -399,7 +429,7 @@ static moelat_status sweep(moelat_grad *g, const double *dstate) {
             return st;
         for (int t = t1 - 1; t >= t0; t--) {
             const double *cur = g->seg + (size_t)(t - t0) * g->NS;
-            st = g->cl ? ml_grad_cl_step(g, cur, g->g, g->g_prev) : ml_grad_step_bwd(g, cur, g->g, g->g_prev);
+            st = g->dev ? g->dev_ops->step(g, cur, g->g, g->g_prev) : ml_grad_step_bwd(g, cur, g->g, g->g_prev);
             if (st != MOELAT_OK)
                 return st;
             double *swap = g->g;
@@ -407,7 +437,7 @@ static moelat_status sweep(moelat_grad *g, const double *dstate) {
             g->g_prev = swap;
         }
     }
-    if (g->cl && (st = ml_grad_cl_end(g)) != MOELAT_OK) {
+    if (g->dev && (st = g->dev_ops->end(g)) != MOELAT_OK) {
         snprintf(g->fallback, sizeof g->fallback, "%.250s", lat->err);
         return MOELAT_ERR_DEVICE;
     }
@@ -430,7 +460,7 @@ moelat_status moelat_grad_backward_f64(moelat_grad *g, const double *dstate, siz
                            v, v / (size_t)lat->S, v % (size_t)lat->S);
     for (;;) {
         moelat_status st = sweep(g, dstate);
-        if (st == MOELAT_ERR_DEVICE && !g->cl) {
+        if (st == MOELAT_ERR_DEVICE && !g->dev) {
             /* The device failed past a chunk's fallback and was closed:
              * the whole sweep again on the host. */
             snprintf(g->path, sizeof g->path, "host (after a device failure: %.300s)", g->fallback);

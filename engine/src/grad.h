@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "lattice_internal.h"
 #include "moelat/grad.h"
 
@@ -67,7 +68,8 @@ struct moelat_grad {
     double *dweights;         /* results: dL/dW (flat), dL/ds_0 is g, dL/dext */
     double *dext;
     int recorded, reversed;
-    struct ml_grad_cl *cl;    /* the device's backward, or NULL (host) */
+    const ml_backward_ops *dev_ops; /* the device's backward (backend.h), or NULL (host) */
+    void *dev;                /* its state, owned by dev_ops */
     char path[384];           /* where the backward runs, and why */
     long chunks_device, chunks_host; /* backward chunk-steps of the last sweep, by place */
     char fallback[256];       /* the last reason a chunk moved to the host */
@@ -99,24 +101,6 @@ moelat_status ml_grad_step_bwd(moelat_grad *g, const double *cur, const double *
  * into g->dweights and g->dext. ml_grad_step_bwd is this over every row. */
 moelat_status ml_grad_step_bwd_rows(moelat_grad *g, const double *cur, const double *g_in, int row0, int row1,
                                     double *dstate);
-
-/* ---- the batched backward on the lattice's OpenCL device (grad_cl.c) ---- */
-
-/* Sets up g->cl when the lattice computes on a device (mode batch or auto,
- * tuning grad_device on) and every band's expert has the device backward;
- * otherwise g->cl stays NULL and g->path says why the host runs it. */
-void ml_grad_cl_open(moelat_grad *g);
-void ml_grad_cl_close(moelat_grad *g);
-/* Start of a reverse sweep: weights and input uploaded, totals zeroed. */
-moelat_status ml_grad_cl_begin(moelat_grad *g);
-/* One backward step: the device's chunks, then the host's (those the
- * device refused or failed, logged and counted), g_out = g_in + both.
- * MOELAT_ERR_DEVICE when the device failed past recovery in this sweep
- * (g->cl is then closed; the caller redoes the sweep on the host). */
-moelat_status ml_grad_cl_step(moelat_grad *g, const double *cur, const double *g_in, double *g_out);
-/* End of a sweep: the device's weight and input gradients added into
- * g->dweights and g->dext. */
-moelat_status ml_grad_cl_end(moelat_grad *g);
 
 /* Bytes a gradient of T steps with checkpoints every k needs. */
 uint64_t ml_grad_bytes(const moelat_lattice *lat, int steps, int k, int n_blocks);

@@ -1,4 +1,5 @@
-/* The batched backward on the lattice's OpenCL device (grad.h): per
+/* The OpenCL backend's batched backward (ml_backward_cl_ops, the
+ * backward ops of backend.h, which grad.c drives): per
  * backward step, the lattice is cut into slabs of whole planes (chunks);
  * each chunk runs the gate forward, every band's expert backward (the
  * expert's "moelat.backward.cl/1" source, the same text as its host
@@ -69,9 +70,9 @@ static void release(ml_grad_cl *c) {
     free(c);
 }
 
-void ml_grad_cl_close(moelat_grad *g) {
-    release(g->cl);
-    g->cl = NULL;
+static void cl_close(moelat_grad *g) {
+    release(g->dev);
+    g->dev = NULL;
 }
 
 /* The device backward of band k's expert, or NULL. */
@@ -272,32 +273,14 @@ static int allocate(moelat_grad *g, ml_grad_cl *c) {
     return ok && c->tmp && c->hostacc ? 0 : -1;
 }
 
-void ml_grad_cl_open(moelat_grad *g) {
+static int cl_open(void *ctx, moelat_grad *g) {
     moelat_lattice *lat = g->lat;
-    g->cl = NULL;
-    if (lat->mode == MOELAT_MODE_PERCELL) {
-        snprintf(g->path, sizeof g->path, "host (mode percell)");
-        return;
-    }
-    if (!lat->tuning.grad_device) {
-        snprintf(g->path, sizeof g->path, "host (tuning grad_device=off)");
-        return;
-    }
-    if (!lat->backend.ops && moelat_upgrade_to_batch(lat) != MOELAT_OK) {
-        snprintf(g->path, sizeof g->path, "host (no device: %.300s)", lat->err);
-        ML_INFO(BWD_LOG, "backward on the host: %s", g->path);
-        return;
-    }
-    ml_cl_backend *b = ml_cl_of(lat);
-    if (!b) {
-        snprintf(g->path, sizeof g->path, "host (the lattice has no OpenCL device)");
-        return;
-    }
+    ml_cl_backend *b = ctx;
     const moelat_backward_cl *x[MOELAT_BANDS] = {NULL, NULL, NULL};
     ml_grad_cl *c = calloc(1, sizeof *c);
     if (!c) {
         snprintf(g->path, sizeof g->path, "host (out of memory)");
-        return;
+        return -1;
     }
     c->b = b;
     c->q = b->ctx.queues[0];
@@ -313,7 +296,7 @@ void ml_grad_cl_open(moelat_grad *g) {
                      moelat_band_name(k), lat->expert[k].desc->name, MOELAT_EXT_BACKWARD_CL);
             ML_INFO(BWD_LOG, "backward on the host: %s", g->path);
             release(c);
-            return;
+            return -1;
         }
         c->scratch[k] = (int)x[k]->scratch_floats(&lat->expert[k].dims, lat->stencil.count[k]);
     }
@@ -326,12 +309,13 @@ void ml_grad_cl_open(moelat_grad *g) {
         snprintf(g->path, sizeof g->path, "host (device backward unavailable: %.300s)", why);
         ML_WARN(BWD_LOG, "backward on the host: the device backward is unavailable: %s", why);
         release(c);
-        return;
+        return -1;
     }
-    g->cl = c;
+    g->dev = c;
     snprintf(g->path, sizeof g->path, "device %.200s (%d chunk%s of %d plane%s, %d slots)", lat->device_name,
              c->n_chunks, c->n_chunks == 1 ? "" : "s", c->planes, c->planes == 1 ? "" : "s", c->n_slots);
     ML_INFO(BWD_LOG, "backward on %s", g->path);
+    return 0;
 }
 
 static cl_int fill(ml_grad_cl *c, cl_mem m, size_t bytes) {
@@ -345,8 +329,8 @@ static cl_int write_doubles(ml_grad_cl *c, cl_mem m, const double *src, size_t n
     return clEnqueueWriteBuffer(c->q, m, CL_TRUE, 0, n * sizeof(float), c->tmp, 0, NULL, NULL);
 }
 
-moelat_status ml_grad_cl_begin(moelat_grad *g) {
-    ml_grad_cl *c = g->cl;
+static moelat_status cl_begin(moelat_grad *g) {
+    ml_grad_cl *c = g->dev;
     moelat_lattice *lat = g->lat;
     size_t ne = (size_t)lat->X * lat->Y * lat->E;
     cl_int rc = write_doubles(c, c->weights, g->w.flat, c->n_weights);
@@ -449,8 +433,8 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int z0, int z1) {
     return rc;
 }
 
-moelat_status ml_grad_cl_step(moelat_grad *g, const double *cur, const double *g_in, double *g_out) {
-    ml_grad_cl *c = g->cl;
+static moelat_status cl_step(moelat_grad *g, const double *cur, const double *g_in, double *g_out) {
+    ml_grad_cl *c = g->dev;
     moelat_lattice *lat = g->lat;
     const size_t NS = g->NS;
     cl_int rc = write_doubles(c, c->state, cur, NS);
@@ -460,7 +444,7 @@ moelat_status ml_grad_cl_step(moelat_grad *g, const double *cur, const double *g
         rc = fill(c, c->dacc, NS * sizeof(float));
     if (rc != CL_SUCCESS) {
         snprintf(g->fallback, sizeof g->fallback, "uploading a backward step: %s", mlcl_error_name(rc));
-        ml_grad_cl_close(g);
+        cl_close(g);
         return ml_fail(lat, MOELAT_ERR_DEVICE, "uploading a backward step failed: %s", mlcl_error_name(rc));
     }
     int host[4096], n_host = 0;
@@ -492,7 +476,7 @@ moelat_status ml_grad_cl_step(moelat_grad *g, const double *cur, const double *g
                 rc != CL_SUCCESS ? mlcl_error_name(rc) : "an expert's backward_fn returned an error");
         snprintf(g->fallback, sizeof g->fallback, "the device backward failed (%s)",
                  rc != CL_SUCCESS ? mlcl_error_name(rc) : "an expert's backward_fn returned an error");
-        ml_grad_cl_close(g);
+        cl_close(g);
         return ml_fail(lat, MOELAT_ERR_DEVICE, "device backward failed");
     }
     memset(c->hostacc, 0, NS * sizeof(double));
@@ -507,8 +491,8 @@ moelat_status ml_grad_cl_step(moelat_grad *g, const double *cur, const double *g
     return MOELAT_OK;
 }
 
-moelat_status ml_grad_cl_end(moelat_grad *g) {
-    ml_grad_cl *c = g->cl;
+static moelat_status cl_end(moelat_grad *g) {
+    ml_grad_cl *c = g->dev;
     moelat_lattice *lat = g->lat;
     size_t ne = (size_t)lat->X * lat->Y * lat->E;
     float *ext = c->tmp + (c->n_weights > g->NS ? c->n_weights : g->NS);
@@ -516,7 +500,7 @@ moelat_status ml_grad_cl_end(moelat_grad *g) {
     if (rc == CL_SUCCESS && ne)
         rc = clEnqueueReadBuffer(c->q, c->dext, CL_TRUE, 0, ne * sizeof(float), ext, 0, NULL, NULL);
     if (rc != CL_SUCCESS) {
-        ml_grad_cl_close(g);
+        cl_close(g);
         return ml_fail(lat, MOELAT_ERR_DEVICE, "reading the device backward's gradients failed: %s",
                        mlcl_error_name(rc));
     }
@@ -526,3 +510,11 @@ moelat_status ml_grad_cl_end(moelat_grad *g) {
         g->dext[v] += ext[v];
     return MOELAT_OK;
 }
+
+const ml_backward_ops ml_backward_cl_ops = {
+    .open = cl_open,
+    .close = cl_close,
+    .begin = cl_begin,
+    .step = cl_step,
+    .end = cl_end,
+};
