@@ -48,6 +48,7 @@ _grad_backward = _lib._fn("moelat_grad_backward", _S, _P, _F, _c.c_size_t)
 _grad_weights = _lib._fn("moelat_grad_weights", _S, _P, _F, _c.c_size_t)
 _grad_states = _lib._fn("moelat_grad_states", _S, _P, _F, _c.c_size_t)
 _grad_input = _lib._fn("moelat_grad_input", _S, _P, _F, _c.c_size_t)
+_grad_path = _lib._fn("moelat_grad_path", _c.c_char_p, _P)
 
 _warned_cuda = False
 
@@ -66,6 +67,11 @@ class _Recording:
             status = _grad_record(lat, steps, _c.byref(opt), _c.byref(self.handle))
             if status != 0:
                 raise from_status(status, (_lib.last_error(lat) or b"").decode("utf-8", "replace"))
+
+    @property
+    def path(self):
+        """Where the backward runs: "device <name> (...)" or "host (<why>)"."""
+        return (_grad_path(self.handle) or b"").decode("utf-8", "replace")
 
     def call(self, fn, array):
         with self.lattice._lock:
@@ -105,6 +111,7 @@ class LatticeFunction(torch.autograd.Function):
         lattice.states = s0
         lattice.set_external_input(None if external_input is None else _to_numpy(external_input, "external_input"))
         rec = _Recording(lattice, int(steps), int(checkpoint_every))
+        lattice._backward_path = rec.path
         out = rec.call(_grad_final_states, np.empty((lattice.num_cells, lattice.state_size), np.float32))
         ctx.rec = rec
         ctx.states_shape = states.shape
@@ -161,6 +168,13 @@ class LatticeModule(torch.nn.Module):
             states = torch.zeros((self.lattice.num_cells, self.lattice.state_size), dtype=torch.float32)
         return LatticeFunction.apply(self.lattice, self.steps, self.checkpoint_every, states, external_input,
                                      self.flat_weights())
+
+    @property
+    def backward_path(self):
+        """Where the last forward's gradient runs: "device <name> (...)" on
+        a lattice in mode batch or auto (float32, batched on its device),
+        "host (<why>)" otherwise (float64); None before a forward."""
+        return getattr(self.lattice, "_backward_path", None)
 
     def output_face(self, s_T):
         """The output face z = Z-1 of s_T: (X*Y, S), x fastest."""

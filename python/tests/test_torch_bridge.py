@@ -109,6 +109,33 @@ def test_gradients_match_engine_grad(make_lattice, rng, tmp_path):
         assert np.abs(got - want).max() <= 1e-5 * scale, name
 
 
+def test_device_backward_matches_host(make_lattice, rng):
+    """A lattice in batch mode differentiates on its OpenCL device (float32)
+    and agrees with the float64 host backward of a per-cell lattice:
+    every parameter within 1e-4 of its norm (floored at 1e-5 of the whole
+    gradient's norm), dL/ds_0 too."""
+    seed = int(rng.integers(1, 2**31))
+    host = make_lattice(DIMS, radius_ratio=0.5, mode="percell", seed=seed)
+    dev = make_lattice(DIMS, radius_ratio=0.5, mode="batch", seed=seed)
+    s0 = random_states(rng, host, 0.3)
+    probe = torch.from_numpy(rng.standard_normal((host.num_cells, host.state_size)).astype(np.float32))
+    grads, mods = [], []
+    for lat in (host, dev):
+        mod = LatticeModule(lat, steps=2)
+        s = torch.from_numpy(s0.copy()).requires_grad_()
+        (mod(s) * probe).sum().backward()
+        grads.append(({n: p.grad.detach().numpy().copy() for n, p in mod.named_parameters()}, s.grad.numpy().copy()))
+        mods.append(mod)
+    assert mods[0].backward_path.startswith("host"), mods[0].backward_path
+    assert mods[1].backward_path.startswith("device"), mods[1].backward_path
+    (hw, hs), (dw, ds) = grads
+    floor = 1e-5 * np.sqrt(sum(float((g.astype(np.float64) ** 2).sum()) for g in hw.values()))
+    for name, g in hw.items():
+        err = np.linalg.norm(dw[name] - g) / max(np.linalg.norm(g), floor)
+        assert err <= 1e-4, (name, err)
+    assert np.linalg.norm(ds - hs) / np.linalg.norm(hs) <= 1e-4
+
+
 def test_module_between_linear_layers_trains(make_lattice, rng):
     lat, core = _module(make_lattice, steps=3)  # |dz| <= 2 per step (r = 3): z = 0 reaches z = 3 at step 3
     X, Y, _ = DIMS
