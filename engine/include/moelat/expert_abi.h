@@ -316,8 +316,9 @@ typedef struct moelat_backward_host {
  * backward_portable.h). backward_fn follows the host contract exactly:
  * recompute the forward, write out when not NULL, ADD to dx, dneighbours,
  * dext and dtensors. Write the body once with backward_portable.h and both
- * extensions come from the same text (the built-in experts do). An expert
- * without this extension has its band's backward computed on the host. */
+ * extensions come from the same text (the built-in experts do). A lattice
+ * with an expert that lacks it runs its whole backward on the host
+ * (moelat_grad_path says so, naming band and expert). */
 #define MOELAT_EXT_BACKWARD_CL "moelat.backward.cl/1"
 
 typedef struct moelat_backward_cl {
