@@ -52,12 +52,21 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
         return;
     moelat_expert_dims dims;
     dims.struct_size = 0;
-    dims.state_size = dims_in[0];
-    dims.ext_size = dims_in[1];
+#ifdef ML_DIMS
+    /* The sizes as compile-time constants (the engine defines ML_DIMS as
+     * S, E, hidden[0..7], cnf_steps, cnf_mode): every loop over them has a
+     * known trip count once the expert's functions are inlined. */
+    const int known[2 + MOELAT_MAX_HIDDEN + 2] = {ML_DIMS};
+    (void)dims_in;
+#else
+    __global const int *known = dims_in;
+#endif
+    dims.state_size = known[0];
+    dims.ext_size = known[1];
     for (int h = 0; h < MOELAT_MAX_HIDDEN; h++)
-        dims.hidden[h] = dims_in[2 + h];
-    dims.cnf_steps = dims_in[2 + MOELAT_MAX_HIDDEN];
-    dims.cnf_mode = dims_in[3 + MOELAT_MAX_HIDDEN];
+        dims.hidden[h] = known[2 + h];
+    dims.cnf_steps = known[2 + MOELAT_MAX_HIDDEN];
+    dims.cnf_mode = known[3 + MOELAT_MAX_HIDDEN];
     const int S = dims.state_size, E = dims.ext_size;
 
     __global const float *t[ML_NT];

@@ -138,7 +138,14 @@ static int build(moelat_grad *g, ml_grad_cl *c, const moelat_backward_cl *x[MOEL
             return snprintf(why, whylen, "out of memory"), -1;
         ml_param_block *blocks[MOELAT_BANDS + 1];
         ml_param_blocks(lat, blocks);
-        snprintf(defines, sizeof defines, "-D ML_BWD_FN=%s -D ML_NT=%d", x[k]->backward_fn, blocks[k]->n_tensors);
+        const moelat_expert_dims *d = &lat->expert[k].dims;
+        char dims[160];
+        int at = snprintf(dims, sizeof dims, "%d,%d", d->state_size, d->ext_size);
+        for (int h = 0; h < MOELAT_MAX_HIDDEN; h++)
+            at += snprintf(dims + at, sizeof dims - (size_t)at, ",%d", d->hidden[h]);
+        snprintf(dims + at, sizeof dims - (size_t)at, ",%d,%d", d->cnf_steps, d->cnf_mode);
+        snprintf(defines, sizeof defines, "-D ML_BWD_FN=%s -D ML_NT=%d -D ML_DIMS=%s", x[k]->backward_fn,
+                 blocks[k]->n_tensors, dims);
         snprintf(name, sizeof name, "backward of expert '%s' (band %s)", lat->expert[k].desc->name,
                  moelat_band_name(k));
         int rc = ml_cl_build(c->b, name, src, defines, &c->prog[k], why, whylen);
