@@ -294,12 +294,13 @@ static void print_summary(const train_cli *c, const train_result *r, const train
     for (int i = 0; i < r->n_val; i++)
         best = fmin(best, r->val[i].loss);
     if (c->json) {
-        json_t *o = json_pack("{s:I, s:I, s:I, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:b}", "samples",
+        json_t *o = json_pack("{s:I, s:I, s:I, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:b, s:s}", "samples",
                               (json_int_t)d->B, "train_samples", (json_int_t)r->train_samples, "val_samples",
                               (json_int_t)r->val_samples, "epochs", c->o.epochs, "steps", c->o.steps,
                               "optimizer_steps", (json_int_t)r->optimizer_steps, "initial_val_loss", first,
                               "final_val_loss", last, "best_val_loss", best, "seconds", r->seconds,
-                              "samples_per_s", r->samples_per_s, "stopped_early", r->stopped_early);
+                              "samples_per_s", r->samples_per_s, "stopped_early", r->stopped_early, "backward",
+                              r->backward);
         char *s = json_dumps(o, JSON_REAL_PRECISION(9));
         printf("%s\n", s ? s : "{}");
         free(s);
@@ -308,6 +309,8 @@ static void print_summary(const train_cli *c, const train_result *r, const train
         printf("trained %llu optimizer steps in %.1f s (%.1f samples/s); validation loss %.4g -> %.4g (best %.4g)%s\n",
                (unsigned long long)r->optimizer_steps, r->seconds, r->samples_per_s, first, last, best,
                r->stopped_early ? "; stopped early (--stop-after)" : "");
+        if (r->backward[0])
+            printf("backward: %s\n", r->backward);
     }
 }
 

@@ -40,3 +40,5 @@ int tg_backward(moelat_lattice *lat, const float *dstates, size_t n_states, floa
     }
     return 0;
 }
+
+const char *tg_path(void) { return current ? moelat_grad_path(current) : ""; }

@@ -16,6 +16,8 @@ int tg_forward(moelat_lattice *lat, int T, int k, float *final, size_t count, ch
 /* dL/dW (moelat_get_weights order) of the last tg_forward from dL/ds_T. */
 int tg_backward(moelat_lattice *lat, const float *dstates, size_t n_states, float *dweights, size_t n_weights,
                 char *err, size_t errlen);
+/* Where the last recording's backward runs (moelat_grad_path), or "". */
+const char *tg_path(void);
 /* Drops what tg_forward kept. */
 void tg_release(void);
 

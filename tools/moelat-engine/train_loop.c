@@ -51,6 +51,7 @@ typedef struct trainer {
     float *g, *gsum;       /* one sample's dL/dW, the batch's sum */
     float *w;              /* the weights */
     moelat_optimizer *opt;
+    int said_backward;     /* the progress output named where the backward runs */
 } trainer;
 
 /* Runs sample b; *loss = mean over the output face of (s_T - target)^2.
@@ -70,6 +71,12 @@ static int run_sample(trainer *t, int64_t b, int grad, double *loss) {
     if (grad) {
         if (tg_forward(lat, t->o->steps, t->o->checkpoint_every_k, t->final, t->N * t->S, why, whylen) != 0)
             return -1;
+        if (!t->said_backward) {
+            snprintf(t->r->backward, sizeof t->r->backward, "%s", tg_path());
+            if (t->o->progress)
+                fprintf(stderr, "backward: %s\n", t->r->backward);
+            t->said_backward = 1;
+        }
         out = t->final + (t->N - face_cells) * t->S; /* z = Z-1 is the last plane */
     } else {
         if (moelat_step(lat, t->o->steps) != MOELAT_OK || moelat_get_outputs(lat, t->out, t->face) != MOELAT_OK) {

@@ -45,6 +45,7 @@ typedef struct train_result {
     double samples_per_s;
     int stopped_early;        /* stop_after reached */
     char failure[1024];       /* set when the loop stopped on an error */
+    char backward[384];       /* where the gradients ran (moelat_grad_path) */
 } train_result;
 
 void train_result_free(train_result *r);
