@@ -29,6 +29,13 @@ add_test(NAME bench_smoke
 set_tests_properties(bench_smoke PROPERTIES LABELS cli TIMEOUT 300
   PASS_REGULAR_EXPRESSION "\"peak_gflops\".*\"rows\".*\"queues\".*\"speedup\""
   ENVIRONMENT "XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
+# bench --backward at a tiny size: the gradient step's JSON, on the device.
+add_test(NAME bench_backward_smoke
+         COMMAND moelat-engine bench --preset debug --dims 6x5x4 --steps 1 --threads 2 --percell-cells 0
+                 --backward --json)
+set_tests_properties(bench_backward_smoke PROPERTIES LABELS "cli;grad" TIMEOUT 300
+  PASS_REGULAR_EXPRESSION "\"backward\".*\"grad_ms\".*\"ratio\".*\"path\": \"device"
+  ENVIRONMENT "XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache")
 # Tuning from --tune, the config and the environment (cli_tune.sh says what).
 add_test(NAME cli_tune COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/cli_tune.sh $<TARGET_FILE:moelat-engine>)
 set_tests_properties(cli_tune PROPERTIES LABELS cli TIMEOUT 600
