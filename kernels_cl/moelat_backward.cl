@@ -119,6 +119,7 @@ __kernel void ml_bwd_gate(__global const float *state, __global const float *wei
 __kernel void ml_bwd_gather(__global const float *dedge0, __global const int4 *off0, const int n0,
                             __global const float *dedge1, __global const int4 *off1, const int n1,
                             __global const float *dedge2, __global const int4 *off2, const int n2,
+                            const int mean_only, /* bit k: band k's dedge holds one vector per cell */
                             __global const float *dnu, __global const int4 *off_all, const int n_all,
                             const int X, const int Y, const int Z, const int S, const int c0,
                             const int n_cells, const int t0, const int n_targets, __global float *dchunk) {
@@ -142,7 +143,10 @@ __kernel void ml_bwd_gather(__global const float *dedge0, __global const int4 *o
             const int c = sx + X * (sy + Y * sz) - c0;
             if (c < 0 || c >= n_cells)
                 continue;
-            acc += k < 3 ? dedge[k][((size_t)c * cnt + j) * S + s] : dnu[(size_t)c * S + s];
+            if (k == 3 || (mean_only >> k & 1))
+                acc += (k < 3 ? dedge[k] : dnu)[(size_t)c * S + s];
+            else
+                acc += dedge[k][((size_t)c * cnt + j) * S + s];
         }
     }
     dchunk[gid] += acc;

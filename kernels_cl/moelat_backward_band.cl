@@ -15,7 +15,10 @@
  * Per cell: gather the band's in-lattice neighbours (stencil order) into the
  * slot's work area; dout = w_k g; call ML_BWD_FN; then
  *   dchunk[own cell] += dx             (the chunk's adjoint buffer)
- *   dedge[cell][stencil entry] = dn_j  (summed per target by ml_bwd_gather)
+ *   dedge[cell][stencil entry] = dn_j  (summed per target by ml_bwd_gather;
+ *                                       with ML_MEAN_ONLY, the expert's
+ *                                       MOELAT_BACKWARD_CL_MEAN_ONLY, one
+ *                                       dedge[cell] for every entry)
  *   dw_gate[cell][band] = g . E_k      (the gate's adjoint reads it)
  *   dext_chunk[x, y] += dext           (cells of the input face)
  *
@@ -146,6 +149,11 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
         if (z == 0)
             for (int e = 0; e < E; e++)
                 dext_chunk[((size_t)x + (size_t)X * y) * E + e] += dext[e];
+#ifdef ML_MEAN_ONLY
+        /* Every neighbour got the same dL/dmean / count: one vector. */
+        for (int s = 0; s < S; s++)
+            dedge[(size_t)c * S + s] = dnb[s];
+#else
         count = 0;
         for (int j = 0; j < n_off; j++) {
             const int4 o = offsets[j];
@@ -157,5 +165,6 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
                 de[s] = dnb[(size_t)count * S + s];
             count++;
         }
+#endif
     }
 }

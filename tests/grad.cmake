@@ -45,6 +45,7 @@ add_dependencies(test_backward_cl moelat_expert_local moelat_expert_functional m
 
 # The batched backward on the OpenCL device against the host backward.
 moelat_test(test_grad_device SOURCES test_grad_device.c test_support.c LABELS grad TIMEOUT 900)
+add_dependencies(test_grad_device moelat_test_diffusion)
 
 # oclgrind (API use, out-of-bounds accesses, data races) on the backward
 # kernels: one gradient step of 6x5x4 with every band populated, in two

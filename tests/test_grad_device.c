@@ -35,11 +35,19 @@ typedef struct grads {
     char fallback[256];
 } grads;
 
+/* A plugin for the local band (the SDK example, built by grad.cmake), or NULL. */
+static const char *g_local_expert;
+
 static moelat_lattice *random_lattice(const char *preset, int X, int Y, int Z, double ratio, moelat_mode mode,
                                       const char *tuning, uint64_t seed) {
     moelat_config cfg;
     ts_config(&cfg, preset, X, Y, Z);
     cfg.mode = mode;
+    if (g_local_expert) {
+        snprintf(cfg.plugin_paths[cfg.n_plugin_paths++], sizeof cfg.plugin_paths[0], "%s",
+                 MOELAT_TEST_BINARY_DIR "/plugins_grad/moelat_expert_diffusion.so");
+        snprintf(cfg.expert[0], sizeof cfg.expert[0], "%s", g_local_expert);
+    }
     if (ratio > 0)
         cfg.radius_ratio = ratio;
     cfg.seed = seed;
@@ -201,6 +209,16 @@ static void test_experiment(void **state) {
     grads_free(&d);
 }
 
+/* The SDK example on the local band: its backward_fn (written once with
+ * backward_portable.h) and its MOELAT_BACKWARD_CL_MEAN_ONLY claim. */
+static void test_sdk_example(void **state) {
+    (void)state;
+    g_local_expert = "diffusion";
+    grads d = compare("debug", 9, 8, 7, 0, 2, "grad_planes=3", "debug 9x8x7 with the SDK example, 2 steps");
+    g_local_expert = NULL;
+    grads_free(&d);
+}
+
 /* Chunk 1 on the host, the others on the device, in one step. */
 static void test_host_chunk_mix(void **state) {
     (void)state;
@@ -267,6 +285,7 @@ int main(void) {
         cmocka_unit_test(test_debug_chunks),
         cmocka_unit_test(test_debug_one_chunk),
         cmocka_unit_test(test_experiment),
+        cmocka_unit_test(test_sdk_example),
         cmocka_unit_test(test_host_chunk_mix),
         cmocka_unit_test(test_fault_falls_back),
         cmocka_unit_test(test_bitwise_repeat),

@@ -34,6 +34,7 @@ typedef struct ml_grad_cl {
     int scratch[MOELAT_BANDS + 1];     /* scratch floats per band, the gate's */
     int slot_floats, n_slots, planes, n_chunks, halo, n_all;
     int cpu;                           /* the device is a CPU (launch_slots) */
+    int mean_only;                     /* bit k: band k's expert is MOELAT_BACKWARD_CL_MEAN_ONLY */
     size_t n_weights;
     cl_mem state, gin, dacc, weights, ext, dims[MOELAT_BANDS], toff[MOELAT_BANDS + 1];
     cl_mem offsets[MOELAT_BANDS], off_all;
@@ -144,8 +145,8 @@ static int build(moelat_grad *g, ml_grad_cl *c, const moelat_backward_cl *x[MOEL
         for (int h = 0; h < MOELAT_MAX_HIDDEN; h++)
             at += snprintf(dims + at, sizeof dims - (size_t)at, ",%d", d->hidden[h]);
         snprintf(dims + at, sizeof dims - (size_t)at, ",%d,%d", d->cnf_steps, d->cnf_mode);
-        snprintf(defines, sizeof defines, "-D ML_BWD_FN=%s -D ML_NT=%d -D ML_DIMS=%s", x[k]->backward_fn,
-                 blocks[k]->n_tensors, dims);
+        snprintf(defines, sizeof defines, "-D ML_BWD_FN=%s -D ML_NT=%d -D ML_DIMS=%s%s", x[k]->backward_fn,
+                 blocks[k]->n_tensors, dims, c->mean_only >> k & 1 ? " -D ML_MEAN_ONLY" : "");
         snprintf(name, sizeof name, "backward of expert '%s' (band %s)", lat->expert[k].desc->name,
                  moelat_band_name(k));
         int rc = ml_cl_build(c->b, name, src, defines, &c->prog[k], why, whylen);
@@ -180,7 +181,11 @@ static int allocate(moelat_grad *g, ml_grad_cl *c) {
     const mlcl_device_info *dev = &c->b->ctx.info;
     const int S = lat->S, E = lat->E, XY = lat->X * lat->Y;
     int n_all = 0, halo = 0;
+    uint64_t edge_vectors = 0, max_edge = 0; /* S-vectors of neighbour adjoints per cell: all bands, the largest */
     for (int k = 0; k < MOELAT_BANDS; k++) {
+        uint64_t v = c->mean_only >> k & 1 ? 1 : (uint64_t)lat->stencil.count[k];
+        edge_vectors += v;
+        max_edge = v > max_edge ? v : max_edge;
         n_all += lat->stencil.count[k];
         for (int j = 0; j < lat->stencil.count[k]; j++) {
             int dz = lat->stencil.band[k][j].dz;
@@ -191,13 +196,10 @@ static int allocate(moelat_grad *g, ml_grad_cl *c) {
     c->halo = halo;
     /* Device memory for the chunk buffers: a quarter of it, at most. */
     uint64_t budget = dev->global_mem_bytes / 4;
-    uint64_t per_plane = (uint64_t)XY * (uint64_t)(n_all + 8) * (uint64_t)S * 4u;
+    uint64_t per_plane = (uint64_t)XY * (edge_vectors + 8) * (uint64_t)S * 4u;
     int planes = lat->tuning.grad_planes;
     if (planes <= 0) {
         planes = (int)(budget / 2 / (per_plane ? per_plane : 1));
-        uint64_t max_edge = 0;
-        for (int k = 0; k < MOELAT_BANDS; k++)
-            max_edge = (uint64_t)lat->stencil.count[k] > max_edge ? (uint64_t)lat->stencil.count[k] : max_edge;
         uint64_t by_alloc = dev->max_alloc_bytes / ((uint64_t)XY * (max_edge ? max_edge : 1) * S * 4u);
         if ((uint64_t)planes > by_alloc)
             planes = (int)by_alloc;
@@ -248,7 +250,8 @@ static int allocate(moelat_grad *g, ml_grad_cl *c) {
         memcpy(all + at, lat->stencil.band[k], (size_t)cnt * sizeof *all);
         at += cnt;
         c->offsets[k] = buffer(c, (size_t)(cnt ? cnt : 1) * sizeof(ml_offset), cnt ? lat->stencil.band[k] : NULL, &ok);
-        c->dedge[k] = buffer(c, c->on[k] ? (size_t)max_cells * cnt * S * sizeof(float) : 4, NULL, &ok);
+        size_t per_cell = c->mean_only >> k & 1 ? 1 : (size_t)cnt; /* vectors of S per cell */
+        c->dedge[k] = buffer(c, c->on[k] ? (size_t)max_cells * per_cell * S * sizeof(float) : 4, NULL, &ok);
         const moelat_expert_dims *d = &lat->expert[k].dims;
         cl_int di[2 + MOELAT_MAX_HIDDEN + 2];
         di[0] = d->state_size;
@@ -306,6 +309,8 @@ static int cl_open(void *ctx, moelat_grad *g) {
             return -1;
         }
         c->scratch[k] = (int)x[k]->scratch_floats(&lat->expert[k].dims, lat->stencil.count[k]);
+        if (x[k]->flags & MOELAT_BACKWARD_CL_MEAN_ONLY)
+            c->mean_only |= 1 << k;
     }
     char why[8192] = "";
     if (allocate(g, c) != 0)
@@ -425,9 +430,10 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int z0, int z1) {
         ARG(k, 3 * b + 1, c->offsets[b]);
         ARG(k, 3 * b + 2, n[b]);
     }
-    ARG(k, 9, c->dnu); ARG(k, 10, c->off_all); ARG(k, 11, n_all); ARG(k, 12, X); ARG(k, 13, Y);
-    ARG(k, 14, Z); ARG(k, 15, S); ARG(k, 16, c0); ARG(k, 17, n_cells); ARG(k, 18, t0); ARG(k, 19, n_targets);
-    ARG(k, 20, c->dchunk);
+    cl_int mean_only = c->mean_only;
+    ARG(k, 9, mean_only); ARG(k, 10, c->dnu); ARG(k, 11, c->off_all); ARG(k, 12, n_all); ARG(k, 13, X);
+    ARG(k, 14, Y); ARG(k, 15, Z); ARG(k, 16, S); ARG(k, 17, c0); ARG(k, 18, n_cells); ARG(k, 19, t0);
+    ARG(k, 20, n_targets); ARG(k, 21, c->dchunk);
     if (rc == CL_SUCCESS)
         rc = launch(c, k, (size_t)n_targets * S);
     k = c->commit;

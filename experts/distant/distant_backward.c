@@ -71,6 +71,7 @@ extern const char *const distant_bwd_cl_parts[];
 
 static const moelat_backward_cl g_backward_cl = {
     .struct_size = sizeof(moelat_backward_cl),
+    .flags = MOELAT_BACKWARD_CL_MEAN_ONLY, /* CNF(x, mean n_j): n_j only through the mean */
     .source_parts = distant_bwd_cl_parts,
     .backward_fn = "ds_backward_cell",
     .scratch_floats = ds_scratch_doubles,

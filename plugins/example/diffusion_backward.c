@@ -79,6 +79,9 @@ static const char *const g_backward_cl_parts[] = {diffusion_backward_cl_source, 
 
 static const moelat_backward_cl g_backward_cl = {
     .struct_size = sizeof(moelat_backward_cl),
+    /* E reads the neighbours only through their mean: every dneighbours
+     * row is the same, and the engine may keep one per cell. */
+    .flags = MOELAT_BACKWARD_CL_MEAN_ONLY,
     .source_parts = g_backward_cl_parts,
     .backward_fn = "diffusion_backward_cell",
     .scratch_floats = grad_scratch,

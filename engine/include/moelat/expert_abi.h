@@ -321,9 +321,15 @@ typedef struct moelat_backward_host {
  * (moelat_grad_path says so, naming band and expert). */
 #define MOELAT_EXT_BACKWARD_CL "moelat.backward.cl/1"
 
+/* moelat_backward_cl.flags: the expert reads its neighbours only through
+ * their mean, so backward_fn adds the same dL/dmean / count to every
+ * dneighbours[j]. The engine then keeps one S-vector per cell instead of
+ * one per neighbour (less memory; the gather reads less). */
+#define MOELAT_BACKWARD_CL_MEAN_ONLY 1u
+
 typedef struct moelat_backward_cl {
     uint32_t struct_size;
-    uint32_t reserved0;
+    uint32_t flags;                  /* MOELAT_BACKWARD_CL_* (0: none) */
     const char *const *source_parts; /* NULL-terminated OpenCL C texts */
     const char *backward_fn;         /* int backward_fn(const moelat_grad_cell *c) */
     /* Floats of scratch backward_fn needs for at most max_neighbours. */
