@@ -152,6 +152,52 @@ __kernel void ml_bwd_gather(__global const float *dedge0, __global const int4 *o
     dchunk[gid] += acc;
 }
 
+/* The same gather with one work-item per target cell and its S values in
+ * a private array (MOELAT_S): the stencil walk and its bounds checks once
+ * per cell instead of once per value, for CPU devices (a GPU keeps the
+ * kernel above: NVIDIA's compiler has miscompiled large private arrays,
+ * tools/bench/NOTES.md). The same sums in the same order. */
+__kernel void ml_bwd_gather_cells(__global const float *dedge0, __global const int4 *off0, const int n0,
+                                  __global const float *dedge1, __global const int4 *off1, const int n1,
+                                  __global const float *dedge2, __global const int4 *off2, const int n2,
+                                  const int mean_only, __global const float *dnu, __global const int4 *off_all,
+                                  const int n_all, const int X, const int Y, const int Z, const int S,
+                                  const int c0, const int n_cells, const int t0, const int n_targets,
+                                  __global float *dchunk) {
+    const int t = (int)get_global_id(0);
+    if (t >= n_targets)
+        return;
+    const int i = t0 + t;
+    const int x = i % X, y = (i / X) % Y, z = i / (X * Y);
+    __global const float *dedge[3] = {dedge0, dedge1, dedge2};
+    __global const int4 *off[3] = {off0, off1, off2};
+    const int n[3] = {n0, n1, n2};
+    float acc[MOELAT_S];
+    for (int s = 0; s < MOELAT_S; s++)
+        acc[s] = 0.0f;
+    for (int k = 0; k < 4; k++) {
+        __global const int4 *o = k < 3 ? off[k] : off_all;
+        const int cnt = k < 3 ? n[k] : n_all;
+        for (int j = 0; j < cnt; j++) {
+            const int4 d = o[j];
+            const int sx = x - d.x, sy = y - d.y, sz = z - d.z;
+            if (sx < 0 || sy < 0 || sz < 0 || sx >= X || sy >= Y || sz >= Z)
+                continue;
+            const int c = sx + X * (sy + Y * sz) - c0;
+            if (c < 0 || c >= n_cells)
+                continue;
+            __global const float *src = k == 3 ? dnu + (size_t)c * S
+                                        : (mean_only >> k & 1) ? dedge[k] + (size_t)c * S
+                                                               : dedge[k] + ((size_t)c * cnt + j) * S;
+            for (int s = 0; s < MOELAT_S; s++)
+                acc[s] += src[s];
+        }
+    }
+    __global float *dst = dchunk + (size_t)t * S;
+    for (int s = 0; s < MOELAT_S; s++)
+        dst[s] += acc[s];
+}
+
 /* The chunk's commit, one launch: work-items [0, n_weights) sum the slots
  * in slot order into dw; the next n_vals add dchunk into the step's dacc
  * (from cell t0); the next n_ext add dext_chunk into dext. */

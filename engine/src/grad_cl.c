@@ -165,7 +165,8 @@ static int build(moelat_grad *g, ml_grad_cl *c, const moelat_backward_cl *x[MOEL
     free(src);
     if (rc != 0)
         return -1;
-    const char *names[4] = {"ml_bwd_gate_fwd", "ml_bwd_gate", "ml_bwd_gather", "ml_bwd_commit"};
+    const char *names[4] = {"ml_bwd_gate_fwd", "ml_bwd_gate", c->cpu ? "ml_bwd_gather_cells" : "ml_bwd_gather",
+                            "ml_bwd_commit"};
     cl_kernel *ks[4] = {&c->gate_fwd, &c->gate, &c->gather, &c->commit};
     for (int i = 0; i < 4; i++) {
         *ks[i] = clCreateKernel(c->prog[MOELAT_BANDS], names[i], &e);
@@ -435,7 +436,7 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int z0, int z1) {
     ARG(k, 14, Y); ARG(k, 15, Z); ARG(k, 16, S); ARG(k, 17, c0); ARG(k, 18, n_cells); ARG(k, 19, t0);
     ARG(k, 20, n_targets); ARG(k, 21, c->dchunk);
     if (rc == CL_SUCCESS)
-        rc = launch(c, k, (size_t)n_targets * S);
+        rc = launch(c, k, c->cpu ? (size_t)n_targets : (size_t)n_targets * S);
     k = c->commit;
     cl_int n_vals = n_targets * S;
     ARG(k, 0, c->slot_dw); ARG(k, 1, slots); ARG(k, 2, nw); ARG(k, 3, c->dw); ARG(k, 4, c->dchunk);

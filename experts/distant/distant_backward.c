@@ -29,10 +29,12 @@ static int ds_backward_cell(const moelat_grad_cell *c) {
     bm_zero(dm, (size_t)S);
     cnf_f64_backward(c->tensors, S, ODE_H(d), d->cnf_steps, c->x, m, c->dout, c->dx, dm, c->dtensors,
                      m + 2 * S);
-    /* The mean's adjoint: each neighbour gets dm / count. */
+    /* The mean's adjoint: each neighbour gets dm / count (divided once). */
+    for (int s = 0; s < S; s++)
+        dm[s] /= c->count;
     for (int j = 0; j < c->count; j++)
         for (int s = 0; s < S; s++)
-            c->dneighbours[(size_t)j * S + s] += dm[s] / c->count;
+            c->dneighbours[(size_t)j * S + s] += dm[s];
     return MOELAT_EXPERT_OK;
 }
 

@@ -262,13 +262,18 @@ static int fn_backward_cell(const moelat_grad_cell *c) {
         dx[s] += drin[s];
         dact[s] = drin[S + s];
     }
-    /* act = mean |n_j| (d|v|/dv = sign v, 0 at 0), mean = mean n_j */
+    /* act = mean |n_j| (d|v|/dv = sign v, 0 at 0), mean = mean n_j: the
+     * divisions by n once per channel */
+    for (int s = 0; s < S; s++) {
+        dact[s] /= n;
+        dmean[s] /= n;
+    }
     for (int j = 0; j < n; j++) {
         MLB_G const mlb_real *nb = c->neighbours + (size_t)j * S;
         MLB_G mlb_real *dn = c->dneighbours + (size_t)j * S;
         for (int s = 0; s < S; s++) {
             mlb_real sg = nb[s] > 0 ? MLB_C(1.0) : (nb[s] < 0 ? -MLB_C(1.0) : MLB_C(0.0));
-            dn[s] += (dact[s] * sg + dmean[s]) / n;
+            dn[s] += dact[s] * sg + dmean[s];
         }
     }
     return MOELAT_EXPERT_OK;

@@ -112,8 +112,9 @@ def test_gradients_match_engine_grad(make_lattice, rng, tmp_path):
 def test_device_backward_matches_host(make_lattice, rng):
     """A lattice in batch mode differentiates on its OpenCL device (float32)
     and agrees with the float64 host backward of a per-cell lattice:
-    every parameter within 1e-4 of its norm (floored at 1e-5 of the whole
-    gradient's norm), dL/ds_0 too."""
+    every parameter within 1e-4 of its norm (floored at 1e-3 of the whole
+    gradient's norm: a tensor's gradient that nearly cancels is held to
+    float32's rounding of the whole), dL/ds_0 too."""
     seed = int(rng.integers(1, 2**31))
     host = make_lattice(DIMS, radius_ratio=0.5, mode="percell", seed=seed)
     dev = make_lattice(DIMS, radius_ratio=0.5, mode="batch", seed=seed)
@@ -129,7 +130,7 @@ def test_device_backward_matches_host(make_lattice, rng):
     assert mods[0].backward_path.startswith("host"), mods[0].backward_path
     assert mods[1].backward_path.startswith("device"), mods[1].backward_path
     (hw, hs), (dw, ds) = grads
-    floor = 1e-5 * np.sqrt(sum(float((g.astype(np.float64) ** 2).sum()) for g in hw.values()))
+    floor = 1e-3 * np.sqrt(sum(float((g.astype(np.float64) ** 2).sum()) for g in hw.values()))
     for name, g in hw.items():
         err = np.linalg.norm(dw[name] - g) / max(np.linalg.norm(g), floor)
         assert err <= 1e-4, (name, err)
