@@ -461,17 +461,26 @@ static void test_refuse_no_backward(void **state) {
     moelat_lattice_destroy(lat);
 }
 
+/* Every test starts with the built-in local expert: a test that fails
+ * while it has the SDK example there (test_fd_sdk_example) must not turn
+ * the next ones into failures of their own. */
+static int builtin_local(void **state) {
+    (void)state;
+    g_local_expert = NULL;
+    return 0;
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fd_debug),
-        cmocka_unit_test(test_fd_experiment),
-        cmocka_unit_test(test_fd_sdk_example),
-        cmocka_unit_test(test_checkpoint_bitwise),
-        cmocka_unit_test(test_api_reads),
-        cmocka_unit_test(test_memory_budget),
-        cmocka_unit_test(test_refuse_lipschitz),
-        cmocka_unit_test(test_refuse_no_backward),
-        cmocka_unit_test(test_refuse_slab),
+        cmocka_unit_test_setup(test_fd_debug, builtin_local),
+        cmocka_unit_test_setup(test_fd_experiment, builtin_local),
+        cmocka_unit_test_setup(test_fd_sdk_example, builtin_local),
+        cmocka_unit_test_setup(test_checkpoint_bitwise, builtin_local),
+        cmocka_unit_test_setup(test_api_reads, builtin_local),
+        cmocka_unit_test_setup(test_memory_budget, builtin_local),
+        cmocka_unit_test_setup(test_refuse_lipschitz, builtin_local),
+        cmocka_unit_test_setup(test_refuse_no_backward, builtin_local),
+        cmocka_unit_test_setup(test_refuse_slab, builtin_local),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
