@@ -204,13 +204,18 @@ static void fd_check(const char *preset, int X, int Y, int Z, double ratio, int 
             char name[200];
             snprintf(name, sizeof name, "%s%s", blocks[b]->prefix, blocks[b]->specs[t].suffix);
             int m = per_tensor < (int)numel ? per_tensor : (int)numel;
+            /* Entries past a kink are re-drawn, generously: once the
+             * allowance is spent, check_one falls back on narrower steps,
+             * whose rounding noise (about 1e-12 L / h) can pass the
+             * tolerance at h = 1e-6. Kinks are common with the SDK
+             * example (hundreds of re-draws in a run). */
             int redraw = numel > (size_t)per_tensor, draws = 0;
             for (int s = 0; s < m; s++) {
                 size_t idx, at;
                 do {
                     idx = redraw ? rnd_u64(&rs) % numel : (size_t)s;
                     at = base + blocks[b]->offsets[t] + idx;
-                } while (check_one(&st, g, c, &g->w.flat[at], dw[at], name, idx, redraw && ++draws < 20));
+                } while (check_one(&st, g, c, &g->w.flat[at], dw[at], name, idx, redraw && ++draws < 200));
                 nonzero += dw[at] != 0.0;
             }
         }
@@ -221,13 +226,13 @@ static void fd_check(const char *preset, int X, int Y, int Z, double ratio, int 
         size_t idx;
         do
             idx = rnd_u64(&rs) % g->NS;
-        while (check_one(&st, g, c, &g->ckpt[idx], ds[idx], "dL/ds_0", idx, ++draws < 100));
+        while (check_one(&st, g, c, &g->ckpt[idx], ds[idx], "dL/ds_0", idx, ++draws < 400));
     }
     for (int s = 0; s < n_ext; s++) {
         size_t idx;
         do
             idx = rnd_u64(&rs) % ne;
-        while (check_one(&st, g, c, &g->ext[idx], de[idx], "dL/dext", idx, ++draws < 200));
+        while (check_one(&st, g, c, &g->ext[idx], de[idx], "dL/dext", idx, ++draws < 800));
     }
     print_message("%s %dx%dx%d, %d steps: %d entries checked (%d over a narrower step, %d re-drawn past a "
                   "kink), worst rel %.2e at %s\n",
