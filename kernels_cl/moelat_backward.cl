@@ -35,6 +35,17 @@ static int ml_bwd_nu(__global const float *state, __global const int4 *offsets, 
     return total;
 }
 
+/* The chunk-local index of the cell that saw (x, y, z) at offset d (the
+ * stencil is symmetric: it is (x, y, z) - d), or -1 when that cell is
+ * outside the lattice or the chunk [c0, c0 + n_cells). */
+static int ml_bwd_source(int4 d, int x, int y, int z, int X, int Y, int Z, int c0, int n_cells) {
+    const int sx = x - d.x, sy = y - d.y, sz = z - d.z;
+    if (sx < 0 || sy < 0 || sz < 0 || sx >= X || sy >= Y || sz >= Z)
+        return -1;
+    const int c = sx + X * (sy + Y * sz) - c0;
+    return c >= 0 && c < n_cells ? c : -1;
+}
+
 /* Per slot work area of the gate kernels, in floats: the gate's scratch,
  * nu, dnu, dx (S each), w and dw (3 each). */
 #define ML_GATE_WORK(S, scratch) ((scratch) + 3 * (S) + 6)
@@ -136,12 +147,8 @@ __kernel void ml_bwd_gather(__global const float *dedge0, __global const int4 *o
         __global const int4 *o = k < 3 ? off[k] : off_all;
         const int cnt = k < 3 ? n[k] : n_all;
         for (int j = 0; j < cnt; j++) {
-            const int4 d = o[j];
-            const int sx = x - d.x, sy = y - d.y, sz = z - d.z;
-            if (sx < 0 || sy < 0 || sz < 0 || sx >= X || sy >= Y || sz >= Z)
-                continue;
-            const int c = sx + X * (sy + Y * sz) - c0;
-            if (c < 0 || c >= n_cells)
+            const int c = ml_bwd_source(o[j], x, y, z, X, Y, Z, c0, n_cells);
+            if (c < 0)
                 continue;
             if (k == 3 || (mean_only >> k & 1))
                 acc += (k < 3 ? dedge[k] : dnu)[(size_t)c * S + s];
@@ -179,12 +186,8 @@ __kernel void ml_bwd_gather_cells(__global const float *dedge0, __global const i
         __global const int4 *o = k < 3 ? off[k] : off_all;
         const int cnt = k < 3 ? n[k] : n_all;
         for (int j = 0; j < cnt; j++) {
-            const int4 d = o[j];
-            const int sx = x - d.x, sy = y - d.y, sz = z - d.z;
-            if (sx < 0 || sy < 0 || sz < 0 || sx >= X || sy >= Y || sz >= Z)
-                continue;
-            const int c = sx + X * (sy + Y * sz) - c0;
-            if (c < 0 || c >= n_cells)
+            const int c = ml_bwd_source(o[j], x, y, z, X, Y, Z, c0, n_cells);
+            if (c < 0)
                 continue;
             __global const float *src = k == 3 ? dnu + (size_t)c * S
                                         : (mean_only >> k & 1) ? dedge[k] + (size_t)c * S

@@ -145,19 +145,7 @@ static moelat_lattice *random_lattice(const char *preset, int X, int Y, int Z, d
     for (int k = 0; k < MOELAT_BANDS; k++)
         if (lat->stencil.count[k] == 0)
             fail_msg("%s %dx%dx%d: band %s is empty", preset, X, Y, Z, moelat_band_name(k));
-    char *dir = ts_tmpdir();
-    ts_perturb_weights(lat, seed, dir);
-    free(dir);
-    size_t n = moelat_cell_count(lat) * (size_t)moelat_state_size(lat);
-    float *s = malloc(n * sizeof *s);
-    size_t ne = (size_t)X * Y * MOELAT_EXT_SIZE;
-    float *e = malloc(ne * sizeof *e);
-    ts_random(s, n, 0.5, seed + 1);
-    ts_random(e, ne, 0.5, seed + 2);
-    assert_int_equal(moelat_set_states(lat, s, n), MOELAT_OK);
-    assert_int_equal(moelat_set_external_input(lat, e, ne), MOELAT_OK);
-    free(s);
-    free(e);
+    ts_randomize(lat, seed);
     return lat;
 }
 

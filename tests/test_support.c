@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "lattice_internal.h"
 #include "npy.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -100,6 +101,22 @@ char *ts_tmpdir(void) {
     if (!mkdtemp(t))
         fail_msg("mkdtemp failed");
     return t;
+}
+
+void ts_randomize(moelat_lattice *lat, uint64_t seed) {
+    char *dir = ts_tmpdir();
+    ts_perturb_weights(lat, seed, dir);
+    rmdir(dir);
+    free(dir);
+    size_t n = moelat_cell_count(lat) * (size_t)moelat_state_size(lat);
+    size_t ne = (size_t)lat->X * (size_t)lat->Y * MOELAT_EXT_SIZE;
+    float *s = malloc(n * sizeof *s), *e = malloc(ne * sizeof *e);
+    ts_random(s, n, 0.5, seed + 1);
+    ts_random(e, ne, 0.5, seed + 2);
+    assert_int_equal(moelat_set_states(lat, s, n), MOELAT_OK);
+    assert_int_equal(moelat_set_external_input(lat, e, ne), MOELAT_OK);
+    free(s);
+    free(e);
 }
 
 void ts_perturb_weights(moelat_lattice *lat, uint64_t seed, const char *tmpdir) {

@@ -30,6 +30,9 @@ float *ts_read_npy(const char *path, size_t expect_count);
 /* Randomises every weight: each tensor element times U(0.5, 1.5) plus
  * U(-0.05, 0.05), so tests never run on the init constants. */
 void ts_perturb_weights(moelat_lattice *lat, uint64_t seed, const char *tmpdir);
+/* Fresh random inputs from seed: weights perturbed (ts_perturb_weights),
+ * states N(0, 0.5) (seed + 1) and the input face N(0, 0.5) (seed + 2). */
+void ts_randomize(moelat_lattice *lat, uint64_t seed);
 /* The same with a chosen strength: times U(1 - a/2, 1 + a/2) plus
  * U(-a/20, a/20); a = 1 is ts_perturb_weights. */
 void ts_perturb_weights_by(moelat_lattice *lat, uint64_t seed, const char *tmpdir, double a);

@@ -240,3 +240,24 @@ int mlcl_build_with_helpers(mlcl_context *ctx, const char *program_name, const c
     free(src);
     return rc;
 }
+
+char *mlcl_join_sources(const char *const *parts, size_t n) {
+    size_t len = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (!parts[i])
+            return NULL;
+        len += strlen(parts[i]) + 1;
+    }
+    char *src = malloc(len);
+    if (!src)
+        return NULL;
+    char *at = src;
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(parts[i]);
+        memcpy(at, parts[i], l);
+        at += l;
+        *at++ = '\n';
+    }
+    *at = '\0';
+    return src;
+}

@@ -72,6 +72,9 @@ void mlcl_context_release(mlcl_context *ctx);
 /* Embedded kernels_cl/ sources, by file name ("moelat_helpers.cl"); NULL if
  * unknown. */
 const char *mlcl_embedded_source(const char *name);
+/* The n texts joined, each followed by a newline, in one allocation the
+ * caller frees; NULL when one of them is NULL or memory is short. */
+char *mlcl_join_sources(const char *const *parts, size_t n);
 
 /* Builds a program from source for ctx's device with options. Uses the
  * binary cache unless ctx->no_kernel_cache (tuning kernel_cache=off). program_name names it in

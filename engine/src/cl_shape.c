@@ -49,31 +49,9 @@ void ml_cl_shape_choose(const mlcl_device_info *dev, int row_cells, const ml_tun
 }
 
 char *ml_cl_shape_step_source(const ml_cl_shape *sh) {
-    const char *parts[3] = {mlcl_embedded_source("moelat_step.cl"), NULL, NULL};
-    int n = 1;
-    if (sh->cpu) {
-        parts[1] = mlcl_embedded_source("moelat_cpu_math.cl");
-        parts[2] = mlcl_embedded_source("moelat_step_cpu.cl");
-        n = 3;
-    }
-    size_t len = 1;
-    for (int i = 0; i < n; i++) {
-        if (!parts[i])
-            return NULL;
-        len += strlen(parts[i]) + 1;
-    }
-    char *src = malloc(len);
-    if (!src)
-        return NULL;
-    char *at = src;
-    for (int i = 0; i < n; i++) {
-        size_t l = strlen(parts[i]);
-        memcpy(at, parts[i], l);
-        at += l;
-        *at++ = '\n';
-    }
-    *at = '\0';
-    return src;
+    const char *parts[3] = {mlcl_embedded_source("moelat_step.cl"), mlcl_embedded_source("moelat_cpu_math.cl"),
+                            mlcl_embedded_source("moelat_step_cpu.cl")};
+    return mlcl_join_sources(parts, sh->cpu ? 3 : 1);
 }
 
 int ml_cl_shape_agg_vector(const ml_cl_shape *sh, int S) {

@@ -240,10 +240,14 @@ static moelat_status forward_step(moelat_grad *g, const double *cur, double *nex
         return ml_grad_step_f64(g, cur, next, t);
     moelat_lattice *lat = g->lat;
     float *f = g->fwd_tmp;
-    for (size_t v = 0; v < g->NS; v++)
-        f[v] = (float)cur[v];
     lat->step_count = g->saved_step_count + (uint64_t)t;
-    moelat_status st = moelat_set_states(lat, f, g->NS);
+    moelat_status st = MOELAT_OK;
+    if (cur != g->fwd_held) { /* else the lattice holds cur already: the last step's output */
+        for (size_t v = 0; v < g->NS; v++)
+            f[v] = (float)cur[v];
+        st = moelat_set_states(lat, f, g->NS);
+    }
+    g->fwd_held = NULL;
     if (st == MOELAT_OK)
         st = moelat_step(lat, 1);
     if (st == MOELAT_OK)
@@ -252,6 +256,7 @@ static moelat_status forward_step(moelat_grad *g, const double *cur, double *nex
         return st;
     for (size_t v = 0; v < g->NS; v++)
         next[v] = f[v];
+    g->fwd_held = next;
     return MOELAT_OK;
 }
 
@@ -265,6 +270,7 @@ static moelat_status device_forward_begin(moelat_grad *g) {
         return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");
     g->saved_step_count = lat->step_count;
     g->saved_stats = lat->stats;
+    g->fwd_held = NULL;
     return moelat_get_states(lat, g->fwd_tmp + g->NS, g->NS);
 }
 
@@ -274,6 +280,7 @@ static moelat_status device_forward_end(moelat_grad *g, moelat_status st) {
     moelat_lattice *lat = g->lat;
     char why[sizeof lat->err];
     snprintf(why, sizeof why, "%s", lat->err);
+    g->fwd_held = NULL;
     moelat_status back = moelat_set_states(lat, g->fwd_tmp + g->NS, g->NS);
     lat->step_count = g->saved_step_count;
     lat->stats = g->saved_stats;

@@ -77,6 +77,7 @@ struct moelat_grad {
      * one state and the lattice's own states, step counter and report,
      * put back after. */
     float *fwd_tmp;
+    const double *fwd_held;   /* the recorded state the lattice holds now, or NULL */
     uint64_t saved_step_count;
     ml_stats saved_stats;
 };

@@ -41,6 +41,7 @@ typedef struct ml_grad_cl {
     cl_mem slot_dw, slot_work, dchunk, dedge[MOELAT_BANDS], dw_gate, gate_w, dnu, dext_chunk, dw, dext, status;
     float *tmp;     /* N x S, or the weights when larger */
     double *hostacc;/* N x S: the host chunks' part of a step */
+    int *host_chunks; /* n_chunks: a step's chunks for the host */
 } ml_grad_cl;
 
 static void release(ml_grad_cl *c) {
@@ -68,6 +69,7 @@ static void release(ml_grad_cl *c) {
         mlcl_release_buffer(c->toff[k]);
     free(c->tmp);
     free(c->hostacc);
+    free(c->host_chunks);
     free(c);
 }
 
@@ -89,18 +91,20 @@ static const moelat_backward_cl *cl_backward_of(const moelat_lattice *lat, int k
     return x;
 }
 
-/* prelude + parts + tail, joined; NULL when out of memory. */
+/* prelude, the NULL-terminated parts, tail: one text, or NULL. */
 static char *join(const char *prelude, const char *const *parts, const char *tail) {
-    size_t n = strlen(prelude) + strlen(tail) + 3;
-    for (int i = 0; parts && parts[i]; i++)
-        n += strlen(parts[i]) + 1;
-    char *s = malloc(n), *p = s;
-    if (!s)
+    size_t n = 0;
+    while (parts && parts[n])
+        n++;
+    const char **all = malloc((n + 2) * sizeof *all);
+    if (!all)
         return NULL;
-    p += sprintf(p, "%s\n", prelude);
-    for (int i = 0; parts && parts[i]; i++)
-        p += sprintf(p, "%s\n", parts[i]);
-    sprintf(p, "%s\n", tail);
+    all[0] = prelude;
+    for (size_t i = 0; i < n; i++)
+        all[1 + i] = parts[i];
+    all[n + 1] = tail;
+    char *s = mlcl_join_sources(all, n + 2);
+    free(all);
     return s;
 }
 
@@ -281,7 +285,8 @@ static int allocate(moelat_grad *g, ml_grad_cl *c) {
     size_t tmpn = lat->N * (size_t)S > c->n_weights ? lat->N * (size_t)S : c->n_weights;
     c->tmp = malloc((tmpn + XY * (size_t)(E ? E : 1)) * sizeof(float));
     c->hostacc = malloc(lat->N * (size_t)S * sizeof(double));
-    return ok && c->tmp && c->hostacc ? 0 : -1;
+    c->host_chunks = malloc((size_t)c->n_chunks * sizeof *c->host_chunks);
+    return ok && c->tmp && c->hostacc && c->host_chunks ? 0 : -1;
 }
 
 static int cl_open(void *ctx, moelat_grad *g) {
@@ -461,7 +466,7 @@ static moelat_status cl_step(moelat_grad *g, const double *cur, const double *g_
         cl_close(g);
         return ml_fail(lat, MOELAT_ERR_DEVICE, "uploading a backward step failed: %s", mlcl_error_name(rc));
     }
-    int host[4096], n_host = 0;
+    int *host = c->host_chunks, n_host = 0;
     for (int ch = 0; ch < c->n_chunks; ch++) {
         int z0 = ch * c->planes, z1 = z0 + c->planes < lat->Z ? z0 + c->planes : lat->Z;
         if (ch == lat->tuning.grad_host_chunk) {
@@ -477,8 +482,7 @@ static moelat_status cl_step(moelat_grad *g, const double *cur, const double *g_
                      z1 - 1, mlcl_error_name(e), lat->device_name);
             ML_WARN(BWD_LOG, "device backward of %s failed; the host redoes it", g->fallback);
         }
-        if (n_host < (int)(sizeof host / sizeof host[0]))
-            host[n_host++] = ch;
+        host[n_host++] = ch;
         g->chunks_host++;
     }
     rc = clEnqueueReadBuffer(c->q, c->dacc, CL_TRUE, 0, NS * sizeof(float), c->tmp, 0, NULL, NULL);
@@ -492,6 +496,11 @@ static moelat_status cl_step(moelat_grad *g, const double *cur, const double *g_
                  rc != CL_SUCCESS ? mlcl_error_name(rc) : "an expert's backward_fn returned an error");
         cl_close(g);
         return ml_fail(lat, MOELAT_ERR_DEVICE, "device backward failed");
+    }
+    if (n_host == 0) {
+        for (size_t v = 0; v < NS; v++)
+            g_out[v] = g_in[v] + (double)c->tmp[v];
+        return MOELAT_OK;
     }
     memset(c->hostacc, 0, NS * sizeof(double));
     for (int h = 0; h < n_host; h++) {

@@ -258,10 +258,10 @@ int cmd_grad(int argc, char **argv) {
     if (write_outputs(g, lat, &a) != 0)
         goto done;
     double secs = now_s() - t0;
+    long on_dev = 0, on_host = 0;
+    const char *fb = NULL;
+    moelat_grad_chunks(g, &on_dev, &on_host, &fb);
     if (a.json) {
-        long on_dev = 0, on_host = 0;
-        const char *fb = NULL;
-        moelat_grad_chunks(g, &on_dev, &on_host, &fb);
         json_t *o = json_pack("{s:f, s:I, s:i, s:I, s:i, s:I, s:f, s:s, s:I, s:I, s:s}", "loss", L, "steps",
                               (json_int_t)a.steps, "checkpoint_every", moelat_grad_checkpoint_every(g), "cells",
                               (json_int_t)moelat_cell_count(lat), "state_size", S, "weights",
@@ -276,9 +276,6 @@ int cmd_grad(int argc, char **argv) {
     } else {
         printf("loss %.10g  (%lld steps, states recorded every %d, %.2f s)\n", L, a.steps,
                moelat_grad_checkpoint_every(g), secs);
-        long on_dev = 0, on_host = 0;
-        const char *fb = NULL;
-        moelat_grad_chunks(g, &on_dev, &on_host, &fb);
         printf("backward: %s\n", moelat_grad_path(g));
         if (on_host && on_dev)
             printf("backward: %ld chunk-steps redone on the host (last: %s)\n", on_host, fb);
