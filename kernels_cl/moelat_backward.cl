@@ -4,7 +4,7 @@
  * portable source (ml_gate_f64 / ml_gate_f64_bwd, float here) with
  *   ML_GH  the gate's hidden size
  *
- * A chunk is a slab of whole planes, cells [c0, c0 + n_cells). Its results
+ * A chunk is a run of whole rows, cells [c0, c0 + n_cells). Its results
  * go to chunk-private buffers (dchunk over planes the chunk's cells and
  * their neighbours cover, from cell t0; dext_chunk; the slots' weight
  * gradients) and only ml_bwd_commit, one launch, adds them to the step's

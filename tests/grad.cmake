@@ -48,15 +48,15 @@ moelat_test(test_grad_device SOURCES test_grad_device.c test_support.c LABELS gr
 add_dependencies(test_grad_device moelat_test_diffusion)
 
 # oclgrind (API use, out-of-bounds accesses, data races) on the backward
-# kernels: one gradient step of 6x5x4 with every band populated, in two
-# chunks of planes and 3 slots (so slots take several cells each).
+# kernels: one gradient step of 6x5x4 with every band populated, in three
+# chunks of 7 rows (ending mid-plane) and 3 slots (so slots take several cells each).
 find_program(OCLGRIND_EXE oclgrind)
 if(OCLGRIND_EXE)
   set(_grad_og_script [=[
 tmp=$(mktemp -d)
 "$1" run --preset debug --dims 6x5x4 --radius-ratio 0.9 --steps 1 --mode percell --quiet --save-state "$tmp/t.npy" >/dev/null || exit 1
 MOELAT_NO_KERNEL_CACHE=1 "$0" --log "$tmp/log" --check-api --data-races "$1" grad --preset debug --dims 6x5x4 \
-    --radius-ratio 0.9 --steps 1 --threads 1 --target "$tmp/t.npy" --tune grad_planes=2,grad_slots=3
+    --radius-ratio 0.9 --steps 1 --threads 1 --target "$tmp/t.npy" --tune grad_rows=7,grad_slots=3
 rc=$?
 if [ -s "$tmp/log" ]; then echo "oclgrind reported problems:"; head -60 "$tmp/log"; rc=1; fi
 rm -rf "$tmp"

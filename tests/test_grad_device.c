@@ -182,7 +182,7 @@ static grads compare(const char *preset, int X, int Y, int Z, double ratio, int 
 
 static void test_debug_chunks(void **state) {
     (void)state;
-    grads d = compare("debug", 9, 8, 7, 0, 2, "grad_planes=2", "debug 9x8x7, 2 steps, 4 chunks");
+    grads d = compare("debug", 9, 8, 7, 0, 2, "grad_rows=14", "debug 9x8x7, 2 steps, 4 chunks of 14 rows (ending mid-plane)");
     assert_int_equal(d.dev, 2 * 4);
     assert_int_equal(d.host, 0);
     grads_free(&d);
@@ -197,7 +197,7 @@ static void test_debug_one_chunk(void **state) {
 
 static void test_experiment(void **state) {
     (void)state;
-    grads d = compare("experiment", 7, 6, 5, 0.5, 2, "grad_planes=3", "experiment 7x6x5, 2 steps");
+    grads d = compare("experiment", 7, 6, 5, 0.5, 2, "grad_rows=13", "experiment 7x6x5, 2 steps");
     grads_free(&d);
 }
 
@@ -206,7 +206,7 @@ static void test_experiment(void **state) {
 static void test_sdk_example(void **state) {
     (void)state;
     g_local_expert = "diffusion";
-    grads d = compare("debug", 9, 8, 7, 0, 2, "grad_planes=3", "debug 9x8x7 with the SDK example, 2 steps");
+    grads d = compare("debug", 9, 8, 7, 0, 2, "grad_rows=13", "debug 9x8x7 with the SDK example, 2 steps");
     g_local_expert = NULL;
     grads_free(&d);
 }
@@ -214,7 +214,7 @@ static void test_sdk_example(void **state) {
 /* Chunk 1 on the host, the others on the device, in one step. */
 static void test_host_chunk_mix(void **state) {
     (void)state;
-    grads d = compare("debug", 9, 8, 7, 0, 2, "grad_planes=2,grad_host_chunk=1", "debug 9x8x7, chunk 1 on the host");
+    grads d = compare("debug", 9, 8, 7, 0, 2, "grad_rows=14,grad_host_chunk=1", "debug 9x8x7, chunk 1 on the host");
     assert_int_equal(d.dev, 2 * 3);
     assert_int_equal(d.host, 2 * 1);
     assert_non_null(strstr(d.fallback, "grad_host_chunk"));
@@ -226,7 +226,7 @@ static void test_host_chunk_mix(void **state) {
 static void test_fault_falls_back(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
-    moelat_lattice *dl = random_lattice("debug", 9, 8, 7, 0, MOELAT_MODE_AUTO, "grad_planes=2", seed);
+    moelat_lattice *dl = random_lattice("debug", 9, 8, 7, 0, MOELAT_MODE_AUTO, "grad_rows=12", seed);
     moelat_lattice *hl = random_lattice("debug", 9, 8, 7, 0, MOELAT_MODE_PERCELL, "", seed);
     moelat_grad *g = NULL;
     assert_int_equal(moelat_grad_record(dl, 2, NULL, &g), MOELAT_OK);
@@ -237,7 +237,7 @@ static void test_fault_falls_back(void **state) {
     mlcl_fault_inject(MLCL_FAULT_NONE, 0);
     grads h = run(hl, 2, seed + 3);
     assert_int_equal(d.host, 1);
-    assert_int_equal(d.dev, 2 * 4 - 1);
+    assert_int_equal(d.dev, 2 * 5 - 1); /* 5 chunks of 12, 12, 12, 12, 8 rows */
     assert_non_null(strstr(d.fallback, "CL_OUT_OF_RESOURCES"));
     assert_close(dl, &d, &h, "debug 9x8x7 with a failed launch");
     grads_free(&d);
@@ -250,7 +250,7 @@ static void test_fault_falls_back(void **state) {
 static void test_bitwise_repeat(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
-    moelat_lattice *lat = random_lattice("debug", 9, 8, 7, 0, MOELAT_MODE_AUTO, "grad_planes=3", seed);
+    moelat_lattice *lat = random_lattice("debug", 9, 8, 7, 0, MOELAT_MODE_AUTO, "grad_rows=13", seed);
     grads a = run(lat, 2, seed + 3), b = run(lat, 2, seed + 3);
     assert_true(strncmp(a.path, "device", 6) == 0);
     assert_memory_equal(a.dw, b.dw, a.nw * sizeof(double));

@@ -1,6 +1,8 @@
 /* The OpenCL backend's batched backward (ml_backward_cl_ops, the
  * backward ops of backend.h, which grad.c drives): per
- * backward step, the lattice is cut into slabs of whole planes (chunks);
+ * backward step, the lattice is cut into chunks of whole rows of X cells
+ * (a row is one (y, z); a chunk may end mid-plane, so one plane's edge
+ * adjoints need not fit the device);
  * each chunk runs the gate forward, every band's expert backward (the
  * expert's "moelat.backward.cl/1" source, the same text as its host
  * backward), the gate's adjoint and the gather of neighbour adjoints
@@ -12,7 +14,7 @@
  * Weight gradients are summed without float atomics: each work-item (a
  * slot) owns one row of slot_dw and takes its cells in a fixed order, and
  * the commit sums the rows in slot order. With the same device, slots and
- * planes, two runs give the same bits. */
+ * chunk rows, two runs give the same bits. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +34,7 @@ typedef struct ml_grad_cl {
     cl_kernel band[MOELAT_BANDS], gate_fwd, gate, gather, commit;
     int on[MOELAT_BANDS];              /* band has neighbours somewhere */
     int scratch[MOELAT_BANDS + 1];     /* scratch floats per band, the gate's */
-    int slot_floats, n_slots, planes, n_chunks, halo, n_all;
+    int slot_floats, n_slots, rows, n_chunks, halo, n_all;
     int cpu;                           /* the device is a CPU (launch_slots) */
     int mean_only;                     /* bit k: band k's expert is MOELAT_BACKWARD_CL_MEAN_ONLY */
     size_t n_weights;
@@ -180,7 +182,7 @@ static int build(moelat_grad *g, ml_grad_cl *c, const moelat_backward_cl *x[MOEL
     return 0;
 }
 
-/* Slots, planes per chunk and the buffers; 0, or -1 with why. */
+/* Slots, rows per chunk and the buffers; 0, or -1 with why. */
 static int allocate(moelat_grad *g, ml_grad_cl *c) {
     moelat_lattice *lat = g->lat;
     const mlcl_device_info *dev = &c->b->ctx.info;
@@ -201,19 +203,24 @@ static int allocate(moelat_grad *g, ml_grad_cl *c) {
     c->halo = halo;
     /* Device memory for the chunk buffers: a quarter of it, at most. */
     uint64_t budget = dev->global_mem_bytes / 4;
-    uint64_t per_plane = (uint64_t)XY * (edge_vectors + 8) * (uint64_t)S * 4u;
-    int planes = lat->tuning.grad_planes;
-    if (planes <= 0) {
-        planes = (int)(budget / 2 / (per_plane ? per_plane : 1));
-        uint64_t by_alloc = dev->max_alloc_bytes / ((uint64_t)XY * (max_edge ? max_edge : 1) * S * 4u);
-        if ((uint64_t)planes > by_alloc)
-            planes = (int)by_alloc;
+    const int n_rows = lat->Y * lat->Z;
+    uint64_t per_row = (uint64_t)lat->X * (edge_vectors + 8) * (uint64_t)S * 4u;
+    uint64_t rows = lat->tuning.grad_rows;
+    if (rows == 0) {
+        rows = budget / 2 / (per_row ? per_row : 1);
+        uint64_t by_alloc = dev->max_alloc_bytes / ((uint64_t)lat->X * (max_edge ? max_edge : 1) * S * 4u);
+        rows = rows > by_alloc ? by_alloc : rows;
+        if (rows > (uint64_t)lat->Y) /* whole planes when more than one fits */
+            rows -= rows % (uint64_t)lat->Y;
     }
-    planes = planes < 1 ? 1 : planes > lat->Z ? lat->Z : planes;
-    c->planes = planes;
-    c->n_chunks = (lat->Z + planes - 1) / planes;
-    const int max_cells = planes * XY;
-    const int max_targets = (planes + 2 * halo < lat->Z ? planes + 2 * halo : lat->Z) * XY;
+    rows = rows < 1 ? 1 : rows > (uint64_t)n_rows ? (uint64_t)n_rows : rows;
+    c->rows = (int)rows;
+    c->n_chunks = (n_rows + c->rows - 1) / c->rows;
+    const int max_cells = c->rows * lat->X;
+    /* A chunk's rows touch at most rows / Y + 2 planes; its neighbours'
+     * adjoints reach halo planes further each way. */
+    const int spanned = c->rows / lat->Y + 2 + 2 * halo;
+    const int max_targets = (spanned < lat->Z ? spanned : lat->Z) * XY;
 
     c->slot_floats = c->scratch[MOELAT_BANDS] + 3 * S + 6;
     for (int k = 0; k < MOELAT_BANDS; k++)
@@ -330,8 +337,8 @@ static int cl_open(void *ctx, moelat_grad *g) {
         return -1;
     }
     g->dev = c;
-    snprintf(g->path, sizeof g->path, "device %.200s (%d chunk%s of %d plane%s, %d slots)", lat->device_name,
-             c->n_chunks, c->n_chunks == 1 ? "" : "s", c->planes, c->planes == 1 ? "" : "s", c->n_slots);
+    snprintf(g->path, sizeof g->path, "device %.200s (%d chunk%s of %d row%s, %d slots)", lat->device_name,
+             c->n_chunks, c->n_chunks == 1 ? "" : "s", c->rows, c->rows == 1 ? "" : "s", c->n_slots);
     ML_INFO(BWD_LOG, "backward on %s", g->path);
     return 0;
 }
@@ -382,11 +389,12 @@ static cl_int launch_slots(ml_grad_cl *c, cl_kernel k, size_t global) {
     return mlcl_enqueue_kernel(c->q, k, 1, &global, c->cpu ? &one : NULL, 0, NULL, NULL);
 }
 
-/* Enqueues chunk ch (planes [z0, z1)) with its commit. */
-static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int z0, int z1) {
+/* Enqueues the chunk of rows [r0, r1) with its commit. */
+static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int r0, int r1) {
     moelat_lattice *lat = g->lat;
     const cl_int X = lat->X, Y = lat->Y, Z = lat->Z, S = lat->S, XY = lat->X * lat->Y;
-    const cl_int c0 = z0 * XY, n_cells = (z1 - z0) * XY;
+    const cl_int c0 = r0 * X, n_cells = (r1 - r0) * X;
+    const int z0 = r0 / Y, z1 = (r1 - 1) / Y + 1; /* the planes it touches */
     const int tz0 = z0 - c->halo > 0 ? z0 - c->halo : 0, tz1 = z1 + c->halo < Z ? z1 + c->halo : Z;
     const cl_int t0 = tz0 * XY, n_targets = (tz1 - tz0) * XY;
     const cl_int slots = c->n_slots, slot_floats = c->slot_floats, nw = (cl_int)c->n_weights;
@@ -452,6 +460,13 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int z0, int z1) {
     return rc;
 }
 
+/* Chunk ch's rows [r0, r1); row y + Y z holds cells X (y + Y z) on. */
+static void chunk_rows(const ml_grad_cl *c, const moelat_lattice *lat, int ch, int *r0, int *r1) {
+    const int n_rows = lat->Y * lat->Z;
+    *r0 = ch * c->rows;
+    *r1 = *r0 + c->rows < n_rows ? *r0 + c->rows : n_rows;
+}
+
 static moelat_status cl_step(moelat_grad *g, const double *cur, const double *g_in, double *g_out) {
     ml_grad_cl *c = g->dev;
     moelat_lattice *lat = g->lat;
@@ -468,18 +483,19 @@ static moelat_status cl_step(moelat_grad *g, const double *cur, const double *g_
     }
     int *host = c->host_chunks, n_host = 0;
     for (int ch = 0; ch < c->n_chunks; ch++) {
-        int z0 = ch * c->planes, z1 = z0 + c->planes < lat->Z ? z0 + c->planes : lat->Z;
+        int r0, r1;
+        chunk_rows(c, lat, ch, &r0, &r1);
         if (ch == lat->tuning.grad_host_chunk) {
-            snprintf(g->fallback, sizeof g->fallback, "chunk %d (planes %d-%d): tuning grad_host_chunk", ch,
-                     z0, z1 - 1);
+            snprintf(g->fallback, sizeof g->fallback, "chunk %d (rows %d-%d): tuning grad_host_chunk", ch, r0,
+                     r1 - 1);
         } else {
-            cl_int e = enqueue_chunk(g, c, z0, z1);
+            cl_int e = enqueue_chunk(g, c, r0, r1);
             if (e == CL_SUCCESS) {
                 g->chunks_device++;
                 continue;
             }
-            snprintf(g->fallback, sizeof g->fallback, "chunk %d (planes %d-%d): %s on %.150s", ch, z0,
-                     z1 - 1, mlcl_error_name(e), lat->device_name);
+            snprintf(g->fallback, sizeof g->fallback, "chunk %d (rows %d-%d): %s on %.150s", ch, r0, r1 - 1,
+                     mlcl_error_name(e), lat->device_name);
             ML_WARN(BWD_LOG, "device backward of %s failed; the host redoes it", g->fallback);
         }
         host[n_host++] = ch;
@@ -504,8 +520,9 @@ static moelat_status cl_step(moelat_grad *g, const double *cur, const double *g_
     }
     memset(c->hostacc, 0, NS * sizeof(double));
     for (int h = 0; h < n_host; h++) {
-        int z0 = host[h] * c->planes, z1 = z0 + c->planes < lat->Z ? z0 + c->planes : lat->Z;
-        moelat_status st = ml_grad_step_bwd_rows(g, cur, g_in, z0 * lat->Y, z1 * lat->Y, c->hostacc);
+        int r0, r1;
+        chunk_rows(c, lat, host[h], &r0, &r1);
+        moelat_status st = ml_grad_step_bwd_rows(g, cur, g_in, r0, r1, c->hostacc);
         if (st != MOELAT_OK)
             return st;
     }

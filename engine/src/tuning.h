@@ -21,7 +21,7 @@ typedef struct ml_tuning {
     /* The batched backward (grad_cl.c). */
     int grad_device;       /* 1 (default): on the lattice's device when it has one; 0: on the host */
     int grad_slots;        /* weight-gradient slots (work-items); 0 = engine's choice */
-    int grad_planes;       /* planes per backward chunk; 0 = from device memory */
+    int grad_rows;         /* rows of X cells per backward chunk; 0 = from device memory */
     int grad_host_chunk;   /* -1 (default); n: chunk n's backward runs on the host (tests, diagnosis) */
 } ml_tuning;
 

@@ -68,7 +68,7 @@ grad)
         for m in percell batch; do
             "$E" grad --preset debug --dims 9x8x7 --steps 2 --seed 5 --mode $m --target "$T/t.npy" \
                 --save-grads "$T/g_$m.safetensors" --save-state-grad "$T/s_$m.npy" \
-                --save-input-grad "$T/e_$m.npy" --tune grad_planes=2
+                --save-input-grad "$T/e_$m.npy" --tune grad_rows=16
         done
         python3 tools/bench/grad_compare.py "$T" || true
         "$E" bench --backward --percell-cells 0 "$@"

@@ -14,8 +14,8 @@
  *    device is up, every band's expert has the device backward
  *    ("moelat.backward.cl/1") and tuning grad_device is on (the default):
  *    the recorded steps are the lattice's own batched float32 steps, and
- *    the reverse steps run batched in float32, chunk by chunk (slabs of
- *    planes). A chunk whose device launches fail is redone on the host,
+ *    the reverse steps run batched in float32, chunk by chunk (runs of
+ *    whole rows of X cells, sized from device memory). A chunk whose device launches fail is redone on the host,
  *    logged and counted (moelat_grad_chunks); a failure the device reports
  *    later makes the whole sweep run again on the host. Weight gradients
  *    are summed in a fixed order without float atomics: two runs on the
