@@ -17,49 +17,63 @@ int cnf_grad_validate(int mode, char *err, size_t errlen) {
 }
 #endif
 
-/* Intermediates of one evaluation of f(t, v), kept for its adjoint. */
+/* Intermediates of one evaluation of f(t, v), kept for its adjoint: the
+ * forward keeps one block per step, so the backward recomputes nothing. */
 typedef struct cnf_fwd {
     MLB_G mlb_real *in, *xin;  /* [v, m] and its normalised values: 2S each */
-    MLB_G mlb_real *a0, *h;    /* H */
-    MLB_G mlb_real *a3, *h2;   /* H/2 */
+    MLB_G mlb_real *a0, *h, *c0;  /* H: layer 0, its GELU, GELU's Phi */
+    MLB_G mlb_real *a3, *h2, *c3; /* H/2: the same for layer 3 */
     MLB_G mlb_real *pre, *xout;/* S */
-    mlb_real inv_in, inv_out;
+    MLB_G mlb_real *inv;       /* 2: the input and output norms' 1/sigma */
 } cnf_fwd;
 
-static size_t fwd_doubles(int S, int H) { return (size_t)(6 * S + 3 * H); }
+static size_t fwd_doubles(int S, int H) { return (size_t)(6 * S + 3 * H + 3 * (H / 2) + 2); }
 static size_t bwd_work_doubles(int S, int H) { return (size_t)(2 * S + H + H / 2 + S + 4 * S); }
 
+/* Scratch: K forward blocks, v_0 .. v_K, f, the adjoint's work, dv, df. */
 size_t cnf_grad_doubles(int S, int H, int K) {
-    return fwd_doubles(S, H) + bwd_work_doubles(S, H) + (size_t)(K + 1) * S + 3 * (size_t)S;
+    return (size_t)K * fwd_doubles(S, H) + (size_t)(K + 1) * S + (size_t)S + bwd_work_doubles(S, H) +
+           2 * (size_t)S;
 }
 
-static void fwd_layout(cnf_fwd *w, int S, int H, MLB_G mlb_real **at) {
-    w->in = bm_take(at, 2 * (size_t)S);
-    w->xin = bm_take(at, 2 * (size_t)S);
-    w->a0 = bm_take(at, H);
-    w->h = bm_take(at, H);
-    w->a3 = bm_take(at, H / 2);
-    w->h2 = bm_take(at, H / 2);
-    w->pre = bm_take(at, S);
-    w->xout = bm_take(at, S);
+/* Step k's block of intermediates. */
+static void fwd_block(cnf_fwd *w, int S, int H, MLB_G mlb_real *scratch, int k) {
+    MLB_G mlb_real *at = scratch + (size_t)k * fwd_doubles(S, H);
+    w->in = bm_take(&at, 2 * (size_t)S);
+    w->xin = bm_take(&at, 2 * (size_t)S);
+    w->a0 = bm_take(&at, H);
+    w->h = bm_take(&at, H);
+    w->c0 = bm_take(&at, H);
+    w->a3 = bm_take(&at, H / 2);
+    w->h2 = bm_take(&at, H / 2);
+    w->c3 = bm_take(&at, H / 2);
+    w->pre = bm_take(&at, S);
+    w->xout = bm_take(&at, S);
+    w->inv = bm_take(&at, 2);
 }
 
-/* f(time, v) into f (S), keeping intermediates in w. */
+/* f(time, v) into f (S), keeping intermediates in w. GELU(a) is computed
+ * as a Phi(a) with Phi kept (the same value as bm_gelu: the halving is
+ * exact), so the adjoint needs no second erf. */
 static void cnf_f(MLB_G const mlb_real *const *t, int S, int H, mlb_real time, MLB_G const mlb_real *v,
-                  MLB_G const mlb_real *m, MLB_G mlb_real *f, cnf_fwd *w) {
+                  MLB_G const mlb_real *m, MLB_G mlb_real *f, const cnf_fwd *w) {
     bm_copy(w->in, v, (size_t)S);
     bm_copy(w->in + S, m, (size_t)S);
-    w->inv_in = bm_layernorm(w->in, 2 * S, t[CNF_IN_G], t[CNF_IN_B], w->xin, w->in);
+    w->inv[0] = bm_layernorm(w->in, 2 * S, t[CNF_IN_G], t[CNF_IN_B], w->xin, w->in);
     bm_dense(t[CNF_W0], t[CNF_B0], w->in, 2 * S, w->a0, H);
-    for (int i = 0; i < H; i++)
-        w->h[i] = bm_gelu(w->a0[i]);
+    for (int i = 0; i < H; i++) {
+        w->c0[i] = bm_gelu_cdf(w->a0[i]);
+        w->h[i] = w->a0[i] * w->c0[i];
+    }
     bm_dense(t[CNF_W3], t[CNF_B3], w->h, H, w->a3, H / 2);
-    for (int i = 0; i < H / 2; i++)
-        w->h2[i] = bm_gelu(w->a3[i]);
+    for (int i = 0; i < H / 2; i++) {
+        w->c3[i] = bm_gelu_cdf(w->a3[i]);
+        w->h2[i] = w->a3[i] * w->c3[i];
+    }
     bm_dense(t[CNF_W5], t[CNF_B5], w->h2, H / 2, w->pre, S);
     for (int i = 0; i < H / 4; i++)
         w->pre[i] += t[CNF_TIME_W][i] * time;
-    w->inv_out = bm_layernorm(w->pre, S, t[CNF_OUT_G], t[CNF_OUT_B], w->xout, f);
+    w->inv[1] = bm_layernorm(w->pre, S, t[CNF_OUT_G], t[CNF_OUT_B], w->xout, f);
     mlb_real damping = fabs(t[CNF_GAMMA][0]);
     for (int i = 0; i < S; i++)
         f[i] -= damping * v[i];
@@ -84,68 +98,62 @@ static void cnf_f_bwd(MLB_G const mlb_real *const *t, MLB_G mlb_real *const *dt,
     /* d|gamma| / d gamma = sign(gamma) (0 at 0). */
     dt[CNF_GAMMA][0] -= (gamma > 0 ? MLB_C(1.0) : (gamma < 0 ? -MLB_C(1.0) : MLB_C(0.0))) * dv_dot;
     bm_zero(dpre, (size_t)S);
-    bm_layernorm_bwd(w->xout, w->inv_out, S, t[CNF_OUT_G], df, dpre, dt[CNF_OUT_G], dt[CNF_OUT_B], lnw);
+    bm_layernorm_bwd(w->xout, w->inv[1], S, t[CNF_OUT_G], df, dpre, dt[CNF_OUT_G], dt[CNF_OUT_B], lnw);
     for (int i = 0; i < H / 4; i++)
         dt[CNF_TIME_W][i] += dpre[i] * time;
     bm_zero(dh2, (size_t)(H / 2));
     bm_dense_bwd(t[CNF_W5], w->h2, dpre, H / 2, S, dh2, dt[CNF_W5], dt[CNF_B5]);
     for (int i = 0; i < H / 2; i++)
-        dh2[i] *= bm_gelu_grad(w->a3[i]);
+        dh2[i] *= bm_gelu_grad_cdf(w->a3[i], w->c3[i]);
     bm_zero(dh, (size_t)H);
     bm_dense_bwd(t[CNF_W3], w->h, dh2, H, H / 2, dh, dt[CNF_W3], dt[CNF_B3]);
     for (int i = 0; i < H; i++)
-        dh[i] *= bm_gelu_grad(w->a0[i]);
+        dh[i] *= bm_gelu_grad_cdf(w->a0[i], w->c0[i]);
     bm_zero(din, 2 * (size_t)S);
     bm_dense_bwd(t[CNF_W0], w->in, dh, 2 * S, H, din, dt[CNF_W0], dt[CNF_B0]);
     /* din is dL/d LN_in(...): back through the input norm into [v, m]. */
     bm_zero(dc, 2 * (size_t)S);
-    bm_layernorm_bwd(w->xin, w->inv_in, 2 * S, t[CNF_IN_G], din, dc, dt[CNF_IN_G], dt[CNF_IN_B], lnw);
+    bm_layernorm_bwd(w->xin, w->inv[0], 2 * S, t[CNF_IN_G], din, dc, dt[CNF_IN_G], dt[CNF_IN_B], lnw);
     for (int i = 0; i < S; i++) {
         dv[i] += dc[i];
         dm[i] += dc[S + i];
     }
 }
 
-void cnf_f64_run(MLB_G const mlb_real *const *t, int S, int H, int K, MLB_G const mlb_real *x, MLB_G const mlb_real *m,
-                 MLB_G mlb_real *out, MLB_G mlb_real *scratch) {
-    MLB_G mlb_real *at = scratch;
-    cnf_fwd w;
-    fwd_layout(&w, S, H, &at);
-    MLB_G mlb_real *f = bm_take(&at, S);
-    bm_copy(out, x, (size_t)S);
-    for (int k = 0; k < K; k++) {
-        cnf_f(t, S, H, (mlb_real)k / K, out, m, f, &w);
-        for (int s = 0; s < S; s++)
-            out[s] += (MLB_C(1.0) / K) * f[s];
-    }
+/* The states v_0 .. v_K after the K forward blocks. */
+static MLB_G mlb_real *states_of(MLB_G mlb_real *scratch, int S, int H, int K) {
+    return scratch + (size_t)K * fwd_doubles(S, H);
 }
 
-void cnf_f64_backward(MLB_G const mlb_real *const *t, int S, int H, int K, MLB_G const mlb_real *x,
-                      MLB_G const mlb_real *m, MLB_G const mlb_real *dout, MLB_G mlb_real *dx, MLB_G mlb_real *dm,
-                      MLB_G mlb_real *const *dt, MLB_G mlb_real *scratch) {
-    MLB_G mlb_real *at = scratch;
-    cnf_fwd w;
-    fwd_layout(&w, S, H, &at);
-    MLB_G mlb_real *work = bm_take(&at, bwd_work_doubles(S, H));
-    MLB_G mlb_real *v = bm_take(&at, (size_t)(K + 1) * S); /* v_0 .. v_K */
-    MLB_G mlb_real *f = bm_take(&at, S);
-    MLB_G mlb_real *dv = bm_take(&at, S), *df = bm_take(&at, S);
+void cnf_f64_run(MLB_G const mlb_real *const *t, int S, int H, int K, MLB_G const mlb_real *x, MLB_G const mlb_real *m,
+                 MLB_G mlb_real *out, MLB_G mlb_real *scratch) {
+    MLB_G mlb_real *v = states_of(scratch, S, H, K), *f = v + (size_t)(K + 1) * S;
     const mlb_real dt_k = MLB_C(1.0) / K;
-
     bm_copy(v, x, (size_t)S);
     for (int k = 0; k < K; k++) {
+        cnf_fwd w;
+        fwd_block(&w, S, H, scratch, k);
         cnf_f(t, S, H, (mlb_real)k / K, v + (size_t)k * S, m, f, &w);
         for (int s = 0; s < S; s++)
             v[(size_t)(k + 1) * S + s] = v[(size_t)k * S + s] + dt_k * f[s];
     }
+    bm_copy(out, v + (size_t)K * S, (size_t)S);
+}
+
+void cnf_f64_backward(MLB_G const mlb_real *const *t, int S, int H, int K, MLB_G const mlb_real *dout,
+                      MLB_G mlb_real *dx, MLB_G mlb_real *dm, MLB_G mlb_real *const *dt, MLB_G mlb_real *scratch) {
+    MLB_G mlb_real *v = states_of(scratch, S, H, K);
+    MLB_G mlb_real *work = v + (size_t)(K + 2) * S; /* after v_0 .. v_K and f */
+    MLB_G mlb_real *dv = work + bwd_work_doubles(S, H), *df = dv + S;
+    const mlb_real dt_k = MLB_C(1.0) / K;
     /* v_{k+1} = v_k + dt f(t_k, v_k): dv_k = dv_{k+1} + dt J_k^T dv_{k+1}. */
     bm_copy(dv, dout, (size_t)S);
     for (int k = K - 1; k >= 0; k--) {
-        MLB_G const mlb_real *vk = v + (size_t)k * S;
-        cnf_f(t, S, H, (mlb_real)k / K, vk, m, f, &w); /* intermediates at v_k */
+        cnf_fwd w;
+        fwd_block(&w, S, H, scratch, k);
         for (int s = 0; s < S; s++)
             df[s] = dt_k * dv[s];
-        cnf_f_bwd(t, dt, S, H, (mlb_real)k / K, vk, &w, df, dv, dm, work);
+        cnf_f_bwd(t, dt, S, H, (mlb_real)k / K, v + (size_t)k * S, &w, df, dv, dm, work);
     }
     for (int s = 0; s < S; s++)
         dx[s] += dv[s];

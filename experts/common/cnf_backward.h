@@ -20,14 +20,16 @@ int cnf_grad_validate(int mode, char *err, size_t errlen);
 size_t cnf_grad_doubles(int S, int H, int K);
 
 /* out = v_K from v_0 = x with neighbour mean m (euler); t: the block's
- * CNF_N_TENSORS tensors. out may not alias x or m. */
+ * CNF_N_TENSORS tensors. out may not alias x or m. Every intermediate
+ * stays in scratch for cnf_f64_backward. */
 void cnf_f64_run(MLB_G const mlb_real *const *t, int S, int H, int K, MLB_G const mlb_real *x,
                  MLB_G const mlb_real *m, MLB_G mlb_real *out, MLB_G mlb_real *scratch);
 
 /* Adjoint for dout = dL/dv_K: dx += , dm += , dt[i] += (dt: the block's
- * tensor gradients). */
-void cnf_f64_backward(MLB_G const mlb_real *const *t, int S, int H, int K, MLB_G const mlb_real *x,
-                      MLB_G const mlb_real *m, MLB_G const mlb_real *dout, MLB_G mlb_real *dx,
-                      MLB_G mlb_real *dm, MLB_G mlb_real *const *dt, MLB_G mlb_real *scratch);
+ * tensor gradients). scratch must hold cnf_f64_run's intermediates of the
+ * same cell, untouched since. */
+void cnf_f64_backward(MLB_G const mlb_real *const *t, int S, int H, int K, MLB_G const mlb_real *dout,
+                      MLB_G mlb_real *dx, MLB_G mlb_real *dm, MLB_G mlb_real *const *dt,
+                      MLB_G mlb_real *scratch);
 
 #endif

@@ -22,13 +22,11 @@ static void band_mean(const moelat_grad_cell *c, MLB_G mlb_real *m) {
 static int ds_backward_cell(const moelat_grad_cell *c) {
     const moelat_expert_dims *d = c->dims;
     int S = d->state_size;
-    MLB_G mlb_real *m = c->scratch, *dm = m + S;
+    MLB_G mlb_real *m = c->scratch, *dm = m + S, *out = dm + S, *cnf = out + S;
     band_mean(c, m);
-    if (c->out)
-        cnf_f64_run(c->tensors, S, ODE_H(d), d->cnf_steps, c->x, m, c->out, m + 2 * S);
+    cnf_f64_run(c->tensors, S, ODE_H(d), d->cnf_steps, c->x, m, c->out ? c->out : out, cnf);
     bm_zero(dm, (size_t)S);
-    cnf_f64_backward(c->tensors, S, ODE_H(d), d->cnf_steps, c->x, m, c->dout, c->dx, dm, c->dtensors,
-                     m + 2 * S);
+    cnf_f64_backward(c->tensors, S, ODE_H(d), d->cnf_steps, c->dout, c->dx, dm, c->dtensors, cnf);
     /* The mean's adjoint: each neighbour gets dm / count (divided once). */
     for (int s = 0; s < S; s++)
         dm[s] /= c->count;
@@ -42,7 +40,7 @@ static int ds_backward_cell(const moelat_grad_cell *c) {
 static size_t ds_scratch_doubles(const moelat_expert_dims *d, int max_neighbours) {
     (void)max_neighbours;
     int S = d->state_size;
-    return 2 * (size_t)S + cnf_grad_doubles(S, ODE_H(d), d->cnf_steps);
+    return 3 * (size_t)S + cnf_grad_doubles(S, ODE_H(d), d->cnf_steps); /* m, dm, out, the CNF's */
 }
 
 static int ds_host_cell_f64(const moelat_grad_cell *c) {
@@ -50,7 +48,7 @@ static int ds_host_cell_f64(const moelat_grad_cell *c) {
     int S = d->state_size;
     MLB_G mlb_real *m = c->scratch;
     band_mean(c, m);
-    cnf_f64_run(c->tensors, S, ODE_H(d), d->cnf_steps, c->x, m, c->out, m + 2 * S);
+    cnf_f64_run(c->tensors, S, ODE_H(d), d->cnf_steps, c->x, m, c->out, m + 3 * S);
     return MOELAT_EXPERT_OK;
 }
 

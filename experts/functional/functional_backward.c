@@ -137,6 +137,7 @@ static void fn_forward(const moelat_grad_cell *c, fn_fwd *w, MLB_G mlb_real **at
         w->tc[s] = tanh(w->tc[s]);
         w->gnn[s] = (MLB_C(1.0) - w->z[s]) * x[s] + w->z[s] * w->tc[s];
     }
+    /* w->work keeps the CNF's intermediates for cnf_f64_backward. */
     cnf_f64_run(t + F_CNF, S, ODE_H(d), d->cnf_steps, x, w->mean, w->cnf, w->work);
     for (int s = 0; s < S; s++) {
         w->rin[s] = (MLB_C(1.0) - w->g) * w->gnn[s];
@@ -181,7 +182,7 @@ static int fn_backward_cell(const moelat_grad_cell *c) {
 
     /* cnf = CNF(x, mean) */
     bm_zero(dmean, S);
-    cnf_f64_backward(t + F_CNF, S, ODE_H(d), d->cnf_steps, x, w.mean, dcnf, dx, dmean, dt + F_CNF, w.work);
+    cnf_f64_backward(t + F_CNF, S, ODE_H(d), d->cnf_steps, dcnf, dx, dmean, dt + F_CNF, w.work);
 
     /* gnn = (1 - z) x + z tanh(cand), cand = CN [rr x, u], z = sig(UG xu), rr = sig(RG xu) */
     MLB_G mlb_real *dcand = tmp, *dz = dcnf, *drr = dy; /* dcnf and dy are spent */
