@@ -26,6 +26,7 @@
 
 #include <cmocka.h>
 
+#include "cl_runtime.h" /* mlcl_embedded_source */
 #include "embedded.h"
 #include "gate.h"
 #include "grad.h"
@@ -246,6 +247,10 @@ static cl_program build(const clenv *e, const char *const *parts, const char *ke
                         const char *options, const char *what) {
     const char *texts[32];
     int n = 0;
+    /* As the engine builds it: its helpers (ml_erf, which backward_math
+     * uses on the device) ahead of everything. */
+    texts[n++] = mlcl_embedded_source("moelat_helpers.cl");
+    assert_non_null(texts[0]);
     texts[n++] = moelat_backward_portable_cl;
     for (int i = 0; parts[i]; i++) {
         assert_true(n < 30);
