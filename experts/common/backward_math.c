@@ -39,35 +39,26 @@ mlb_real bm_gelu_grad_cdf(mlb_real v, mlb_real cdf) {
 
 mlb_real bm_sigmoid(mlb_real v) { return MLB_C(1.0) / (MLB_C(1.0) + exp(-v)); }
 
-/* Four outputs at a time, each with its own accumulator: a single sum is
- * a chain of dependent adds (one per add's latency), four chains overlap.
- * Every output is still summed over i in order, so the values are those
- * of the one-at-a-time loop. */
+/* Each output's sum in eight interleaved partial sums over the inputs
+ * (lane l takes inputs l, l + 8, ...), added pairwise at the end: the
+ * lanes are contiguous loads, so a compiler turns them into one vector
+ * multiply-add per eight inputs, and no add waits on the one before. */
+#define BM_LANES 8
 void bm_dense_part(MLB_G const mlb_real *W, int ld, MLB_G const mlb_real *b, MLB_G const mlb_real *in, int nin,
                    MLB_G mlb_real *out, int nout) {
-    int o = 0;
-    for (; o + 4 <= nout; o += 4) {
-        mlb_real a0 = b ? b[o] : MLB_C(0.0), a1 = b ? b[o + 1] : MLB_C(0.0);
-        mlb_real a2 = b ? b[o + 2] : MLB_C(0.0), a3 = b ? b[o + 3] : MLB_C(0.0);
-        MLB_G const mlb_real *r0 = W + (size_t)o * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
-        for (int i = 0; i < nin; i++) {
-            mlb_real v = in[i];
-            a0 += r0[i] * v;
-            a1 += r1[i] * v;
-            a2 += r2[i] * v;
-            a3 += r3[i] * v;
-        }
-        out[o] = a0;
-        out[o + 1] = a1;
-        out[o + 2] = a2;
-        out[o + 3] = a3;
-    }
-    for (; o < nout; o++) {
-        mlb_real acc = b ? b[o] : MLB_C(0.0);
+    const int body = nin - nin % BM_LANES;
+    for (int o = 0; o < nout; o++) {
         MLB_G const mlb_real *row = W + (size_t)o * ld;
-        for (int i = 0; i < nin; i++)
-            acc += row[i] * in[i];
-        out[o] = acc;
+        mlb_real lane[BM_LANES];
+        for (int l = 0; l < BM_LANES; l++)
+            lane[l] = MLB_C(0.0);
+        for (int i = 0; i < body; i += BM_LANES)
+            for (int l = 0; l < BM_LANES; l++)
+                lane[l] += row[i + l] * in[i + l];
+        for (int i = body; i < nin; i++)
+            lane[i - body] += row[i] * in[i];
+        mlb_real acc = ((lane[0] + lane[4]) + (lane[2] + lane[6])) + ((lane[1] + lane[5]) + (lane[3] + lane[7]));
+        out[o] = (b ? b[o] : MLB_C(0.0)) + acc;
     }
 }
 
