@@ -25,24 +25,22 @@ mlb_real bm_gelu(mlb_real v) {
     return MLB_C(0.5) * v * (MLB_C(1.0) + bm_erf(v * MLB_C(0.70710678118654752440)));
 }
 
-mlb_real bm_gelu_grad(mlb_real v) {
-    /* Phi(v) + v phi(v) */
-    return MLB_C(0.5) * (MLB_C(1.0) + bm_erf(v * MLB_C(0.70710678118654752440))) +
-           v * MLB_C(0.39894228040143267794) * exp(-MLB_C(0.5) * v * v);
-}
-
 mlb_real bm_gelu_cdf(mlb_real v) { return MLB_C(0.5) * (MLB_C(1.0) + bm_erf(v * MLB_C(0.70710678118654752440))); }
 
+/* Phi(v) + v phi(v), with Phi(v) given. */
 mlb_real bm_gelu_grad_cdf(mlb_real v, mlb_real cdf) {
     return cdf + v * MLB_C(0.39894228040143267794) * exp(-MLB_C(0.5) * v * v);
 }
+
+mlb_real bm_gelu_grad(mlb_real v) { return bm_gelu_grad_cdf(v, bm_gelu_cdf(v)); }
 
 mlb_real bm_sigmoid(mlb_real v) { return MLB_C(1.0) / (MLB_C(1.0) + exp(-v)); }
 
 /* Each output's sum in eight interleaved partial sums over the inputs
  * (lane l takes inputs l, l + 8, ...), added pairwise at the end: the
  * lanes are contiguous loads, so a compiler turns them into one vector
- * multiply-add per eight inputs, and no add waits on the one before. */
+ * multiply-add per eight inputs, and no add waits on the one before.
+ * The tree that adds the lanes is written out for eight. */
 #define BM_LANES 8
 void bm_dense_part(MLB_G const mlb_real *W, int ld, MLB_G const mlb_real *b, MLB_G const mlb_real *in, int nin,
                    MLB_G mlb_real *out, int nout) {
