@@ -17,7 +17,7 @@
 
 #include "io_fixture.h"
 
-#include "atomic_file.h"
+#include"base/atomic_file.h"
 
 static int setup(void **state) {
     (void)state;

@@ -21,10 +21,10 @@
 
 #include <cmocka.h>
 
-#include "atomic_file.h"
-#include "cl_runtime.h"
-#include "npy.h"
-#include "safetensors.h"
+#include"base/atomic_file.h"
+#include"backend/opencl/cl_runtime.h"
+#include "io/npy.h"
+#include "io/safetensors.h"
 #include "test_support.h"
 
 #define BIG_FLOATS (256 * 1024) /* 1 MiB: many write(2) calls past any stdio buffer */

@@ -26,13 +26,13 @@
 
 #include <cmocka.h>
 
-#include "cl_runtime.h" /* mlcl_embedded_source */
-#include "embedded.h"
-#include "gate.h"
-#include "grad.h"
+#include"backend/opencl/cl_runtime.h" /* mlcl_embedded_source */
+#include "core/embedded.h"
+#include "core/gate.h"
+#include "grad/grad.h"
 #include "moelat/moelat.h"
-#include "plugin_loader.h"
-#include "rng.h"
+#include"plugin/plugin_loader.h"
+#include "base/rng.h"
 #include "test_support.h"
 
 #define TOL 1e-4

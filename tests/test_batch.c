@@ -12,8 +12,8 @@
 
 #include <cmocka.h>
 
-#include "cl_runtime.h"
-#include "lattice_internal.h"
+#include"backend/opencl/cl_runtime.h"
+#include"core/lattice_internal.h"
 #include "test_support.h"
 
 typedef struct run {

@@ -18,7 +18,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "cl_runtime.h"
+#include"backend/opencl/cl_runtime.h"
 
 static mlcl_context g_ctx;
 static char g_tmp[256];

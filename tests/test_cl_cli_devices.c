@@ -13,7 +13,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
-#include "cl_runtime.h"
+#include"backend/opencl/cl_runtime.h"
 
 /* Runs the CLI with args; stdout into *out (malloc'd), exit status back. */
 static int run_cli(const char *args, char **out) {

@@ -14,7 +14,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include "cl_runtime.h"
+#include"backend/opencl/cl_runtime.h"
 
 static mlcl_device_info *g_devs;
 

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cl_runtime.h"
+#include"backend/opencl/cl_runtime.h"
 
 static void test_known_names(void **state) {
     (void)state;

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cl_runtime.h"
+#include"backend/opencl/cl_runtime.h"
 
 static mlcl_context g_ctx;
 static cl_kernel g_kernel;

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cl_runtime.h"
+#include"backend/opencl/cl_runtime.h"
 
 static const char *EVAL_KERNEL =
     "__kernel void eval(__global const float *x, __global float *e, __global float *g,\n"

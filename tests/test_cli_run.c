@@ -14,7 +14,7 @@
 
 #include <math.h>
 
-#include "npy.h"
+#include "io/npy.h"
 #include "test_support.h"
 
 /* Runs the engine with args; returns the exit code, stdout in *out. */

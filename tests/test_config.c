@@ -16,7 +16,7 @@
 
 #include "io_fixture.h"
 
-#include "config_parse.h"
+#include"core/config_parse.h"
 #include "moelat/moelat.h"
 
 static int setup(void **state) {

@@ -18,7 +18,7 @@
 
 #include <cmocka.h>
 
-#include "lattice_internal.h"
+#include"core/lattice_internal.h"
 #include "test_support.h"
 
 typedef struct shape_case {

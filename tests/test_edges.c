@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "cl_runtime.h"
+#include"backend/opencl/cl_runtime.h"
 #include "test_support.h"
 
 typedef struct result {

@@ -25,8 +25,8 @@
 #include <jansson.h>
 
 #include "moelat/expert_abi.h"
-#include "npy.h"
-#include "safetensors.h"
+#include "io/npy.h"
+#include "io/safetensors.h"
 #include "test_support.h"
 
 enum { B_LOCAL, B_FUNCTIONAL, B_DISTANT, N_BANDS };

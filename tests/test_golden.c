@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "lattice_internal.h"
+#include"core/lattice_internal.h"
 #include "test_support.h"
 
 #define GOLDEN MOELAT_TEST_DATA_DIR "/golden/"

@@ -20,8 +20,8 @@
 
 #include <cmocka.h>
 
-#include "grad.h"
-#include "rng.h"
+#include "grad/grad.h"
+#include "base/rng.h"
 #include "test_support.h"
 
 #define FLOOR 1e-2

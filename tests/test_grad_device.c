@@ -21,8 +21,8 @@
 
 #include <cmocka.h>
 
-#include "cl_runtime.h"
-#include "grad.h"
+#include"backend/opencl/cl_runtime.h"
+#include "grad/grad.h"
 #include "test_support.h"
 
 #define TOL 1e-4

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "lattice_internal.h"
+#include"core/lattice_internal.h"
 #include "test_support.h"
 
 static void expect_preset(const char *preset, size_t local, size_t functional, size_t distant, size_t gate) {

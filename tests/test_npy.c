@@ -16,7 +16,7 @@
 
 #include "io_fixture.h"
 
-#include "npy.h"
+#include "io/npy.h"
 
 static int setup(void **state) {
     (void)state;

@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "plugin_loader.h"
+#include"plugin/plugin_loader.h"
 
 #define PDIR MOELAT_TEST_PLUGIN_DIR
 #define IDIR MOELAT_TEST_ISOLATED_DIR

@@ -16,7 +16,7 @@
 
 #include "io_fixture.h"
 
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 static int setup(void **state) {
     (void)state;

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "lattice_internal.h"
+#include"core/lattice_internal.h"
 #include "moelat/group.h"
 #include "test_support.h"
 

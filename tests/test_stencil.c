@@ -10,8 +10,8 @@
 
 #include <stdlib.h>
 
-#include "run_table.h"
-#include "stencil.h"
+#include"core/run_table.h"
+#include "core/stencil.h"
 
 static const double ratios[3] = {0.4, 0.8, 0.99};
 

@@ -11,10 +11,10 @@
 
 #include <cmocka.h>
 
-#include "lattice_internal.h"
-#include "npy.h"
-#include "rng.h"
-#include "safetensors.h"
+#include"core/lattice_internal.h"
+#include "io/npy.h"
+#include "base/rng.h"
+#include "io/safetensors.h"
 
 void ts_config(moelat_config *cfg, const char *preset, int X, int Y, int Z) {
     char err[512];

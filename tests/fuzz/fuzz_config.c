@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "config_parse.h"
+#include"core/config_parse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -28,7 +28,7 @@ field() { sed -n "s/^  \"ms_per_step\": \([0-9.e+-]*\).*/\1/p" "$1" | head -1 | 
 halo() { sed -n 's/.*"halo_ms_per_step": \([0-9.e+-]*\).*/\1/p' "$1" | sort -g | tail -1 | awk '{printf "%.2f", $1}'; }
 devname() { sed -n 's/^ *"device": "\(.*\)",$/\1/p' "$1" | head -1; }
 
-# The preset's radius ratio (engine/src/config.c).
+# The preset's radius ratio (engine/src/core/config.c).
 case "$preset" in debug) ratio=0.3 ;; *) ratio=0.2 ;; esac
 
 run() { # devices dims [extra run options] -> json file

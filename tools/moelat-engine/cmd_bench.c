@@ -47,7 +47,7 @@ static void usage(FILE *out) {
             "usage: moelat-engine bench [options]\n\n"
             "Times per-cell steps (host, all threads; a sample of rows extrapolated for large\n"
             "lattices, marked '~') and batch steps (device) for each case, and prints ms/step,\n"
-            "speedup, million cell updates per second, useful GFLOP/s (engine/src/flops.c) and\n"
+            "speedup, million cell updates per second, useful GFLOP/s (engine/src/core/flops.c) and\n"
             "the fraction of the device's measured FP32 peak. Batch steps are timed without\n"
             "profiling events; the device time per kernel comes from as many profiled steps.\n"
             "Default cases: debug 8^3, 15^3, 30^3, experiment 40^3, and on a GPU optimized 100^3.\n\n"

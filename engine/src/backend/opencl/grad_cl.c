@@ -1,0 +1,560 @@
+/* The OpenCL backend's batched backward (ml_backward_cl_ops, the
+ * backward ops of backend.h, which grad.c drives): per
+ * backward step, the lattice is cut into chunks of whole rows of X cells
+ * (a row is one (y, z); a chunk may end mid-plane, so one plane's edge
+ * adjoints need not fit the device);
+ * each chunk runs the gate forward, every band's expert backward (the
+ * expert's "moelat.backward.cl/1" source, the same text as its host
+ * backward), the gate's adjoint and the gather of neighbour adjoints
+ * (kernels_cl/moelat_backward*.cl), into chunk-private buffers that one
+ * commit launch adds to the totals. A chunk whose launches fail is redone
+ * on the host (logged, counted in g->chunks_host); a failure the queue
+ * reports later makes the caller redo the sweep on the host.
+ *
+ * Weight gradients are summed without float atomics: each work-item (a
+ * slot) owns one row of slot_dw and takes its cells in a fixed order, and
+ * the commit sums the rows in slot order. With the same device, slots and
+ * chunk rows, two runs give the same bits. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include"backend/opencl/backend_cl.h"
+#include "core/embedded.h"
+#include "core/gate.h"
+#include "grad/grad.h"
+#include "base/log.h"
+
+#define BWD_LOG "grad"
+
+typedef struct ml_grad_cl {
+    ml_cl_backend *b;
+    cl_command_queue q;
+    cl_program prog[MOELAT_BANDS + 1]; /* bands, then the engine's */
+    cl_kernel band[MOELAT_BANDS], gate_fwd, gate, gather, commit;
+    int on[MOELAT_BANDS];              /* band has neighbours somewhere */
+    int scratch[MOELAT_BANDS + 1];     /* scratch floats per band, the gate's */
+    int slot_floats, n_slots, rows, n_chunks, halo, n_all;
+    int cpu;                           /* the device is a CPU (launch_slots) */
+    int mean_only;                     /* bit k: band k's expert is MOELAT_BACKWARD_CL_MEAN_ONLY */
+    size_t n_weights;
+    cl_mem state, gin, dacc, weights, ext, dims[MOELAT_BANDS], toff[MOELAT_BANDS + 1];
+    cl_mem offsets[MOELAT_BANDS], off_all;
+    cl_mem slot_dw, slot_work, dchunk, dedge[MOELAT_BANDS], dw_gate, gate_w, dnu, dext_chunk, dw, dext, status;
+    float *tmp;     /* N x S, or the weights when larger */
+    double *hostacc;/* N x S: the host chunks' part of a step */
+    int *host_chunks; /* n_chunks: a step's chunks for the host */
+} ml_grad_cl;
+
+static void release(ml_grad_cl *c) {
+    if (!c)
+        return;
+    if (c->q)
+        clFinish(c->q);
+    cl_kernel ks[] = {c->band[0], c->band[1], c->band[2], c->gate_fwd, c->gate, c->gather, c->commit};
+    for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++)
+        if (ks[i])
+            clReleaseKernel(ks[i]);
+    for (int k = 0; k <= MOELAT_BANDS; k++)
+        if (c->prog[k])
+            clReleaseProgram(c->prog[k]);
+    cl_mem ms[] = {c->state, c->gin, c->dacc, c->weights, c->ext, c->off_all, c->slot_dw, c->slot_work,
+                   c->dchunk, c->dw_gate, c->gate_w, c->dnu, c->dext_chunk, c->dw, c->dext, c->status};
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+        mlcl_release_buffer(ms[i]);
+    for (int k = 0; k < MOELAT_BANDS; k++) {
+        mlcl_release_buffer(c->dims[k]);
+        mlcl_release_buffer(c->offsets[k]);
+        mlcl_release_buffer(c->dedge[k]);
+    }
+    for (int k = 0; k <= MOELAT_BANDS; k++)
+        mlcl_release_buffer(c->toff[k]);
+    free(c->tmp);
+    free(c->hostacc);
+    free(c->host_chunks);
+    free(c);
+}
+
+static void cl_close(moelat_grad *g) {
+    release(g->dev);
+    g->dev = NULL;
+}
+
+/* The device backward of band k's expert, or NULL. */
+static const moelat_backward_cl *cl_backward_of(const moelat_lattice *lat, int k) {
+    const moelat_expert_descriptor *d = lat->expert[k].desc;
+    const size_t need = offsetof(moelat_expert_descriptor, get_extension) + sizeof d->get_extension;
+    if (d->struct_size < need || d->abi_minor < 4 || !d->get_extension)
+        return NULL;
+    const moelat_backward_cl *x = d->get_extension(MOELAT_EXT_BACKWARD_CL);
+    if (!x || x->struct_size < offsetof(moelat_backward_cl, reserved) || !x->source_parts || !x->backward_fn ||
+        !x->scratch_floats)
+        return NULL;
+    return x;
+}
+
+/* prelude, the NULL-terminated parts, tail: one text, or NULL. */
+static char *join(const char *prelude, const char *const *parts, const char *tail) {
+    size_t n = 0;
+    while (parts && parts[n])
+        n++;
+    const char **all = malloc((n + 2) * sizeof *all);
+    if (!all)
+        return NULL;
+    all[0] = prelude;
+    for (size_t i = 0; i < n; i++)
+        all[1 + i] = parts[i];
+    all[n + 1] = tail;
+    char *s = mlcl_join_sources(all, n + 2);
+    free(all);
+    return s;
+}
+
+static cl_mem buffer(ml_grad_cl *c, size_t bytes, const void *init, int *ok) {
+    cl_int rc = CL_SUCCESS;
+    if (!*ok)
+        return NULL;
+    cl_mem m = mlcl_create_buffer(&c->b->ctx, CL_MEM_READ_WRITE | (init ? CL_MEM_COPY_HOST_PTR : 0),
+                                  bytes ? bytes : 4, (void *)init, &rc);
+    if (rc != CL_SUCCESS || !m)
+        *ok = 0;
+    return m;
+}
+
+static int max_i(int a, int b) { return a > b ? a : b; }
+
+/* Builds the programs and kernels; 0, or -1 with why. */
+static int build(moelat_grad *g, ml_grad_cl *c, const moelat_backward_cl *x[MOELAT_BANDS], char *why,
+                 size_t whylen) {
+    moelat_lattice *lat = g->lat;
+    const char *prelude = moelat_backward_portable_cl_parts[0];
+    const char *const *gate_parts = moelat_grad_gate_cl_parts;
+    const char *band_src = mlcl_embedded_source("moelat_backward_band.cl");
+    const char *engine_src = mlcl_embedded_source("moelat_backward.cl");
+    if (!prelude || !gate_parts || !band_src || !engine_src) {
+        snprintf(why, whylen, "the backward kernel sources are missing from this build");
+        return -1;
+    }
+    char defines[256], name[160];
+    cl_int e = CL_SUCCESS;
+    for (int k = 0; k < MOELAT_BANDS; k++) {
+        if (!c->on[k])
+            continue;
+        char *src = join(prelude, x[k]->source_parts, band_src);
+        if (!src)
+            return snprintf(why, whylen, "out of memory"), -1;
+        ml_param_block *blocks[MOELAT_BANDS + 1];
+        ml_param_blocks(lat, blocks);
+        const moelat_expert_dims *d = &lat->expert[k].dims;
+        char dims[160];
+        int at = snprintf(dims, sizeof dims, "%d,%d", d->state_size, d->ext_size);
+        for (int h = 0; h < MOELAT_MAX_HIDDEN; h++)
+            at += snprintf(dims + at, sizeof dims - (size_t)at, ",%d", d->hidden[h]);
+        snprintf(dims + at, sizeof dims - (size_t)at, ",%d,%d", d->cnf_steps, d->cnf_mode);
+        snprintf(defines, sizeof defines, "-D ML_BWD_FN=%s -D ML_NT=%d -D ML_DIMS=%s%s", x[k]->backward_fn,
+                 blocks[k]->n_tensors, dims, c->mean_only >> k & 1 ? " -D ML_MEAN_ONLY" : "");
+        snprintf(name, sizeof name, "backward of expert '%s' (band %s)", lat->expert[k].desc->name,
+                 moelat_band_name(k));
+        int rc = ml_cl_build(c->b, name, src, defines, &c->prog[k], why, whylen);
+        free(src);
+        if (rc != 0)
+            return -1;
+        c->band[k] = clCreateKernel(c->prog[k], "ml_bwd_band", &e);
+        if (e != CL_SUCCESS)
+            return snprintf(why, whylen, "creating kernel ml_bwd_band of %s: %s", name, mlcl_error_name(e)), -1;
+    }
+    char *src = join(prelude, gate_parts, engine_src);
+    if (!src)
+        return snprintf(why, whylen, "out of memory"), -1;
+    snprintf(defines, sizeof defines, "-D ML_GH=%d", lat->gate_hidden);
+    int rc = ml_cl_build(c->b, "moelat_backward.cl", src, defines, &c->prog[MOELAT_BANDS], why, whylen);
+    free(src);
+    if (rc != 0)
+        return -1;
+    const char *names[4] = {"ml_bwd_gate_fwd", "ml_bwd_gate", c->cpu ? "ml_bwd_gather_cells" : "ml_bwd_gather",
+                            "ml_bwd_commit"};
+    cl_kernel *ks[4] = {&c->gate_fwd, &c->gate, &c->gather, &c->commit};
+    for (int i = 0; i < 4; i++) {
+        *ks[i] = clCreateKernel(c->prog[MOELAT_BANDS], names[i], &e);
+        if (e != CL_SUCCESS)
+            return snprintf(why, whylen, "creating kernel %s: %s", names[i], mlcl_error_name(e)), -1;
+    }
+    return 0;
+}
+
+/* Slots, rows per chunk and the buffers; 0, or -1 with why. */
+static int allocate(moelat_grad *g, ml_grad_cl *c) {
+    moelat_lattice *lat = g->lat;
+    const mlcl_device_info *dev = &c->b->ctx.info;
+    const int S = lat->S, E = lat->E, XY = lat->X * lat->Y;
+    int n_all = 0, halo = 0;
+    uint64_t edge_vectors = 0, max_edge = 0; /* S-vectors of neighbour adjoints per cell: all bands, the largest */
+    for (int k = 0; k < MOELAT_BANDS; k++) {
+        uint64_t v = c->mean_only >> k & 1 ? 1 : (uint64_t)lat->stencil.count[k];
+        edge_vectors += v;
+        max_edge = v > max_edge ? v : max_edge;
+        n_all += lat->stencil.count[k];
+        for (int j = 0; j < lat->stencil.count[k]; j++) {
+            int dz = lat->stencil.band[k][j].dz;
+            halo = max_i(halo, dz < 0 ? -dz : dz);
+        }
+    }
+    c->n_all = n_all;
+    c->halo = halo;
+    /* Device memory for the chunk buffers: a quarter of it, at most. */
+    uint64_t budget = dev->global_mem_bytes / 4;
+    const int n_rows = lat->Y * lat->Z;
+    uint64_t per_row = (uint64_t)lat->X * (edge_vectors + 8) * (uint64_t)S * 4u;
+    uint64_t rows = lat->tuning.grad_rows;
+    if (rows == 0) {
+        rows = budget / 2 / (per_row ? per_row : 1);
+        uint64_t by_alloc = dev->max_alloc_bytes / ((uint64_t)lat->X * (max_edge ? max_edge : 1) * S * 4u);
+        rows = rows > by_alloc ? by_alloc : rows;
+        if (rows > (uint64_t)lat->Y) /* whole planes when more than one fits */
+            rows -= rows % (uint64_t)lat->Y;
+    }
+    rows = rows < 1 ? 1 : rows > (uint64_t)n_rows ? (uint64_t)n_rows : rows;
+    c->rows = (int)rows;
+    c->n_chunks = (n_rows + c->rows - 1) / c->rows;
+    const int max_cells = c->rows * lat->X;
+    /* A chunk's rows touch at most rows / Y + 2 planes; its neighbours'
+     * adjoints reach halo planes further each way. */
+    const int spanned = c->rows / lat->Y + 2 + 2 * halo;
+    const int max_targets = (spanned < lat->Z ? spanned : lat->Z) * XY;
+
+    c->slot_floats = c->scratch[MOELAT_BANDS] + 3 * S + 6;
+    for (int k = 0; k < MOELAT_BANDS; k++)
+        if (c->on[k])
+            c->slot_floats = max_i(c->slot_floats,
+                                   c->scratch[k] + 2 * lat->stencil.count[k] * S + 3 * S + 2 * E);
+    int slots = lat->tuning.grad_slots;
+    if (slots <= 0)
+        slots = strcmp(dev->type, "GPU") == 0 ? 65536 : (int)dev->compute_units * 4;
+    uint64_t per_slot = ((uint64_t)c->n_weights + (uint64_t)c->slot_floats) * 4u;
+    if (lat->tuning.grad_slots <= 0 && (uint64_t)slots * per_slot > budget / 2)
+        slots = (int)(budget / 2 / per_slot);
+    slots = slots < 1 ? 1 : slots > max_cells ? max_cells : slots;
+    c->n_slots = slots;
+
+    int ok = 1;
+    size_t ns = lat->N * (size_t)S * sizeof(float), ne = (size_t)XY * (E ? E : 1) * sizeof(float);
+    c->state = buffer(c, ns, NULL, &ok);
+    c->gin = buffer(c, ns, NULL, &ok);
+    c->dacc = buffer(c, ns, NULL, &ok);
+    c->weights = buffer(c, c->n_weights * sizeof(float), NULL, &ok);
+    c->ext = buffer(c, ne, NULL, &ok);
+    c->dw = buffer(c, c->n_weights * sizeof(float), NULL, &ok);
+    c->dext = buffer(c, ne, NULL, &ok);
+    c->dext_chunk = buffer(c, ne, NULL, &ok);
+    c->slot_dw = buffer(c, (size_t)slots * c->n_weights * sizeof(float), NULL, &ok);
+    c->slot_work = buffer(c, (size_t)slots * (size_t)c->slot_floats * sizeof(float), NULL, &ok);
+    c->dchunk = buffer(c, (size_t)max_targets * S * sizeof(float), NULL, &ok);
+    c->dw_gate = buffer(c, (size_t)max_cells * 3 * sizeof(float), NULL, &ok);
+    c->gate_w = buffer(c, (size_t)max_cells * 3 * sizeof(float), NULL, &ok);
+    c->dnu = buffer(c, (size_t)max_cells * S * sizeof(float), NULL, &ok);
+    c->status = buffer(c, sizeof(cl_int), NULL, &ok);
+    ml_offset *all = malloc((size_t)(n_all ? n_all : 1) * sizeof *all);
+    if (!all)
+        return -1;
+    int at = 0;
+    for (int k = 0; k < MOELAT_BANDS; k++) {
+        int cnt = lat->stencil.count[k];
+        memcpy(all + at, lat->stencil.band[k], (size_t)cnt * sizeof *all);
+        at += cnt;
+        c->offsets[k] = buffer(c, (size_t)(cnt ? cnt : 1) * sizeof(ml_offset), cnt ? lat->stencil.band[k] : NULL, &ok);
+        size_t per_cell = c->mean_only >> k & 1 ? 1 : (size_t)cnt; /* vectors of S per cell */
+        c->dedge[k] = buffer(c, c->on[k] ? (size_t)max_cells * per_cell * S * sizeof(float) : 4, NULL, &ok);
+        const moelat_expert_dims *d = &lat->expert[k].dims;
+        cl_int di[2 + MOELAT_MAX_HIDDEN + 2];
+        di[0] = d->state_size;
+        di[1] = d->ext_size;
+        for (int h = 0; h < MOELAT_MAX_HIDDEN; h++)
+            di[2 + h] = d->hidden[h];
+        di[2 + MOELAT_MAX_HIDDEN] = d->cnf_steps;
+        di[3 + MOELAT_MAX_HIDDEN] = d->cnf_mode;
+        c->dims[k] = buffer(c, sizeof di, di, &ok);
+    }
+    c->off_all = buffer(c, (size_t)(n_all ? n_all : 1) * sizeof(ml_offset), n_all ? all : NULL, &ok);
+    free(all);
+    ml_param_block *blocks[MOELAT_BANDS + 1];
+    int nb = ml_param_blocks(lat, blocks);
+    size_t block_base = 0;
+    for (int k = 0; k < nb && k <= MOELAT_BANDS; block_base += blocks[k]->n_floats, k++) {
+        cl_int *off = malloc((size_t)(blocks[k]->n_tensors ? blocks[k]->n_tensors : 1) * sizeof *off);
+        if (!off)
+            return -1;
+        for (int t = 0; t < blocks[k]->n_tensors; t++)
+            off[t] = (cl_int)(block_base + blocks[k]->offsets[t]);
+        c->toff[k] = buffer(c, (size_t)(blocks[k]->n_tensors ? blocks[k]->n_tensors : 1) * sizeof *off,
+                            blocks[k]->n_tensors ? off : NULL, &ok);
+        free(off);
+    }
+    size_t tmpn = lat->N * (size_t)S > c->n_weights ? lat->N * (size_t)S : c->n_weights;
+    c->tmp = malloc((tmpn + XY * (size_t)(E ? E : 1)) * sizeof(float));
+    c->hostacc = malloc(lat->N * (size_t)S * sizeof(double));
+    c->host_chunks = malloc((size_t)c->n_chunks * sizeof *c->host_chunks);
+    return ok && c->tmp && c->hostacc && c->host_chunks ? 0 : -1;
+}
+
+static int cl_open(void *ctx, moelat_grad *g) {
+    moelat_lattice *lat = g->lat;
+    ml_cl_backend *b = ctx;
+    const moelat_backward_cl *x[MOELAT_BANDS] = {NULL, NULL, NULL};
+    ml_grad_cl *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(g->path, sizeof g->path, "host (out of memory)");
+        return -1;
+    }
+    c->b = b;
+    c->q = b->ctx.queues[0];
+    c->cpu = strcmp(b->ctx.info.type, "CPU") == 0;
+    c->n_weights = g->w.count;
+    c->scratch[MOELAT_BANDS] = (int)ml_gate_f64_doubles(lat->S, lat->gate_hidden);
+    for (int k = 0; k < MOELAT_BANDS; k++) {
+        c->on[k] = lat->stencil.count[k] > 0;
+        if (!c->on[k])
+            continue;
+        if (!(x[k] = cl_backward_of(lat, k))) {
+            snprintf(g->path, sizeof g->path, "host (band %s: expert '%s' has no device backward, extension %s)",
+                     moelat_band_name(k), lat->expert[k].desc->name, MOELAT_EXT_BACKWARD_CL);
+            ML_INFO(BWD_LOG, "backward on the host: %s", g->path);
+            release(c);
+            return -1;
+        }
+        c->scratch[k] = (int)x[k]->scratch_floats(&lat->expert[k].dims, lat->stencil.count[k]);
+        if (x[k]->flags & MOELAT_BACKWARD_CL_MEAN_ONLY)
+            c->mean_only |= 1 << k;
+    }
+    char why[8192] = "";
+    if (allocate(g, c) != 0)
+        snprintf(why, sizeof why, "allocating the backward's device buffers failed");
+    else
+        build(g, c, x, why, sizeof why);
+    if (why[0]) {
+        snprintf(g->path, sizeof g->path, "host (device backward unavailable: %.300s)", why);
+        ML_WARN(BWD_LOG, "backward on the host: the device backward is unavailable: %s", why);
+        release(c);
+        return -1;
+    }
+    g->dev = c;
+    snprintf(g->path, sizeof g->path, "device %.200s (%d chunk%s of %d row%s, %d slots)", lat->device_name,
+             c->n_chunks, c->n_chunks == 1 ? "" : "s", c->rows, c->rows == 1 ? "" : "s", c->n_slots);
+    ML_INFO(BWD_LOG, "backward on %s", g->path);
+    return 0;
+}
+
+static cl_int fill(ml_grad_cl *c, cl_mem m, size_t bytes) {
+    const float zero = 0.0f;
+    return clEnqueueFillBuffer(c->q, m, &zero, sizeof zero, 0, bytes, 0, NULL, NULL);
+}
+
+static cl_int write_doubles(ml_grad_cl *c, cl_mem m, const double *src, size_t n) {
+    for (size_t v = 0; v < n; v++)
+        c->tmp[v] = (float)src[v];
+    return clEnqueueWriteBuffer(c->q, m, CL_TRUE, 0, n * sizeof(float), c->tmp, 0, NULL, NULL);
+}
+
+static moelat_status cl_begin(moelat_grad *g) {
+    ml_grad_cl *c = g->dev;
+    moelat_lattice *lat = g->lat;
+    size_t ne = (size_t)lat->X * lat->Y * lat->E;
+    cl_int rc = write_doubles(c, c->weights, g->w.flat, c->n_weights);
+    if (rc == CL_SUCCESS && ne)
+        rc = write_doubles(c, c->ext, g->ext, ne);
+    if (rc == CL_SUCCESS)
+        rc = fill(c, c->dw, c->n_weights * sizeof(float));
+    if (rc == CL_SUCCESS)
+        rc = fill(c, c->dext, (ne ? ne : 1) * sizeof(float));
+    if (rc == CL_SUCCESS) {
+        cl_int zero = 0;
+        rc = clEnqueueWriteBuffer(c->q, c->status, CL_TRUE, 0, sizeof zero, &zero, 0, NULL, NULL);
+    }
+    g->chunks_device = g->chunks_host = 0;
+    g->fallback[0] = '\0';
+    return ml_cl_check(c->b, rc, "starting the device backward");
+}
+
+#define ARG(k, i, v) (rc == CL_SUCCESS ? (rc = clSetKernelArg((k), (i), sizeof(v), &(v))) : rc)
+
+static cl_int launch(ml_grad_cl *c, cl_kernel k, size_t global) {
+    return mlcl_enqueue_kernel(c->q, k, 1, &global, NULL, 0, NULL, NULL);
+}
+
+/* The slot kernels: each work-item walks its own cells, with loops whose
+ * trip counts differ per cell. A CPU runtime would pack a work-group's
+ * items into vector lanes and run the group on one thread; groups of one
+ * item spread the slots over the threads instead. */
+static cl_int launch_slots(ml_grad_cl *c, cl_kernel k, size_t global) {
+    const size_t one = 1;
+    return mlcl_enqueue_kernel(c->q, k, 1, &global, c->cpu ? &one : NULL, 0, NULL, NULL);
+}
+
+/* Enqueues the chunk of rows [r0, r1) with its commit. */
+static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int r0, int r1) {
+    moelat_lattice *lat = g->lat;
+    const cl_int X = lat->X, Y = lat->Y, Z = lat->Z, S = lat->S, XY = lat->X * lat->Y;
+    const cl_int c0 = r0 * X, n_cells = (r1 - r0) * X;
+    const int z0 = r0 / Y, z1 = (r1 - 1) / Y + 1; /* the planes it touches */
+    const int tz0 = z0 - c->halo > 0 ? z0 - c->halo : 0, tz1 = z1 + c->halo < Z ? z1 + c->halo : Z;
+    const cl_int t0 = tz0 * XY, n_targets = (tz1 - tz0) * XY;
+    const cl_int slots = c->n_slots, slot_floats = c->slot_floats, nw = (cl_int)c->n_weights;
+    const cl_int ne = XY * lat->E, n_all = c->n_all;
+    cl_int rc = fill(c, c->slot_dw, (size_t)slots * c->n_weights * sizeof(float));
+    if (rc == CL_SUCCESS)
+        rc = fill(c, c->dchunk, (size_t)n_targets * S * sizeof(float));
+    if (rc == CL_SUCCESS)
+        rc = fill(c, c->dext_chunk, (size_t)(ne ? ne : 1) * sizeof(float));
+    if (rc == CL_SUCCESS)
+        rc = fill(c, c->dw_gate, (size_t)n_cells * 3 * sizeof(float));
+    cl_kernel k = c->gate_fwd;
+    cl_int gscr = c->scratch[MOELAT_BANDS];
+    ARG(k, 0, c->state); ARG(k, 1, c->weights); ARG(k, 2, c->toff[MOELAT_BANDS]); ARG(k, 3, c->off_all);
+    ARG(k, 4, n_all); ARG(k, 5, X); ARG(k, 6, Y); ARG(k, 7, Z); ARG(k, 8, S); ARG(k, 9, c0);
+    ARG(k, 10, n_cells); ARG(k, 11, slots); ARG(k, 12, slot_floats); ARG(k, 13, gscr);
+    ARG(k, 14, c->slot_work); ARG(k, 15, c->gate_w);
+    if (rc == CL_SUCCESS)
+        rc = launch_slots(c, k, (size_t)slots);
+    for (cl_int band = 0; band < MOELAT_BANDS; band++) {
+        if (!c->on[band])
+            continue;
+        k = c->band[band];
+        cl_int n_off = lat->stencil.count[band], scr = c->scratch[band];
+        ARG(k, 0, c->state); ARG(k, 1, c->gin); ARG(k, 2, c->gate_w); ARG(k, 3, c->weights);
+        ARG(k, 4, c->toff[band]); ARG(k, 5, c->dims[band]); ARG(k, 6, c->ext); ARG(k, 7, c->offsets[band]);
+        ARG(k, 8, n_off); ARG(k, 9, X); ARG(k, 10, Y); ARG(k, 11, Z); ARG(k, 12, c0); ARG(k, 13, n_cells);
+        ARG(k, 14, t0); ARG(k, 15, slots); ARG(k, 16, slot_floats); ARG(k, 17, scr); ARG(k, 18, nw);
+        ARG(k, 19, band); ARG(k, 20, c->slot_dw); ARG(k, 21, c->slot_work); ARG(k, 22, c->dchunk);
+        ARG(k, 23, c->dedge[band]); ARG(k, 24, c->dw_gate); ARG(k, 25, c->dext_chunk); ARG(k, 26, c->status);
+        if (rc == CL_SUCCESS)
+            rc = launch_slots(c, k, (size_t)slots);
+    }
+    k = c->gate;
+    ARG(k, 0, c->state); ARG(k, 1, c->weights); ARG(k, 2, c->toff[MOELAT_BANDS]); ARG(k, 3, c->off_all);
+    ARG(k, 4, n_all); ARG(k, 5, X); ARG(k, 6, Y); ARG(k, 7, Z); ARG(k, 8, S); ARG(k, 9, c0);
+    ARG(k, 10, n_cells); ARG(k, 11, t0); ARG(k, 12, slots); ARG(k, 13, slot_floats); ARG(k, 14, gscr);
+    ARG(k, 15, nw); ARG(k, 16, c->dw_gate); ARG(k, 17, c->slot_dw); ARG(k, 18, c->slot_work);
+    ARG(k, 19, c->dchunk); ARG(k, 20, c->dnu);
+    if (rc == CL_SUCCESS)
+        rc = launch_slots(c, k, (size_t)slots);
+    k = c->gather;
+    cl_int n[MOELAT_BANDS];
+    for (int b = 0; b < MOELAT_BANDS; b++) {
+        n[b] = c->on[b] ? lat->stencil.count[b] : 0;
+        ARG(k, 3 * b, c->dedge[b]);
+        ARG(k, 3 * b + 1, c->offsets[b]);
+        ARG(k, 3 * b + 2, n[b]);
+    }
+    cl_int mean_only = c->mean_only;
+    ARG(k, 9, mean_only); ARG(k, 10, c->dnu); ARG(k, 11, c->off_all); ARG(k, 12, n_all); ARG(k, 13, X);
+    ARG(k, 14, Y); ARG(k, 15, Z); ARG(k, 16, S); ARG(k, 17, c0); ARG(k, 18, n_cells); ARG(k, 19, t0);
+    ARG(k, 20, n_targets); ARG(k, 21, c->dchunk);
+    if (rc == CL_SUCCESS)
+        rc = launch(c, k, c->cpu ? (size_t)n_targets : (size_t)n_targets * S);
+    k = c->commit;
+    cl_int n_vals = n_targets * S;
+    ARG(k, 0, c->slot_dw); ARG(k, 1, slots); ARG(k, 2, nw); ARG(k, 3, c->dw); ARG(k, 4, c->dchunk);
+    ARG(k, 5, t0); ARG(k, 6, S); ARG(k, 7, n_vals); ARG(k, 8, c->dacc); ARG(k, 9, c->dext_chunk);
+    ARG(k, 10, ne); ARG(k, 11, c->dext);
+    if (rc == CL_SUCCESS)
+        rc = launch(c, k, (size_t)nw + (size_t)n_vals + (size_t)ne);
+    return rc;
+}
+
+/* Chunk ch's rows [r0, r1); row y + Y z holds cells X (y + Y z) on. */
+static void chunk_rows(const ml_grad_cl *c, const moelat_lattice *lat, int ch, int *r0, int *r1) {
+    const int n_rows = lat->Y * lat->Z;
+    *r0 = ch * c->rows;
+    *r1 = *r0 + c->rows < n_rows ? *r0 + c->rows : n_rows;
+}
+
+static moelat_status cl_step(moelat_grad *g, const double *cur, const double *g_in, double *g_out) {
+    ml_grad_cl *c = g->dev;
+    moelat_lattice *lat = g->lat;
+    const size_t NS = g->NS;
+    cl_int rc = write_doubles(c, c->state, cur, NS);
+    if (rc == CL_SUCCESS)
+        rc = write_doubles(c, c->gin, g_in, NS);
+    if (rc == CL_SUCCESS)
+        rc = fill(c, c->dacc, NS * sizeof(float));
+    if (rc != CL_SUCCESS) {
+        snprintf(g->fallback, sizeof g->fallback, "uploading a backward step: %s", mlcl_error_name(rc));
+        cl_close(g);
+        return ml_fail(lat, MOELAT_ERR_DEVICE, "uploading a backward step failed: %s", mlcl_error_name(rc));
+    }
+    int *host = c->host_chunks, n_host = 0;
+    for (int ch = 0; ch < c->n_chunks; ch++) {
+        int r0, r1;
+        chunk_rows(c, lat, ch, &r0, &r1);
+        if (ch == lat->tuning.grad_host_chunk) {
+            snprintf(g->fallback, sizeof g->fallback, "chunk %d (rows %d-%d): tuning grad_host_chunk", ch, r0,
+                     r1 - 1);
+        } else {
+            cl_int e = enqueue_chunk(g, c, r0, r1);
+            if (e == CL_SUCCESS) {
+                g->chunks_device++;
+                continue;
+            }
+            snprintf(g->fallback, sizeof g->fallback, "chunk %d (rows %d-%d): %s on %.150s", ch, r0, r1 - 1,
+                     mlcl_error_name(e), lat->device_name);
+            ML_WARN(BWD_LOG, "device backward of %s failed; the host redoes it", g->fallback);
+        }
+        host[n_host++] = ch;
+        g->chunks_host++;
+    }
+    rc = clEnqueueReadBuffer(c->q, c->dacc, CL_TRUE, 0, NS * sizeof(float), c->tmp, 0, NULL, NULL);
+    cl_int bad = 0;
+    if (rc == CL_SUCCESS)
+        rc = clEnqueueReadBuffer(c->q, c->status, CL_TRUE, 0, sizeof bad, &bad, 0, NULL, NULL);
+    if (rc != CL_SUCCESS || bad) {
+        ML_WARN(BWD_LOG, "device backward failed (%s); the sweep is redone on the host",
+                rc != CL_SUCCESS ? mlcl_error_name(rc) : "an expert's backward_fn returned an error");
+        snprintf(g->fallback, sizeof g->fallback, "the device backward failed (%s)",
+                 rc != CL_SUCCESS ? mlcl_error_name(rc) : "an expert's backward_fn returned an error");
+        cl_close(g);
+        return ml_fail(lat, MOELAT_ERR_DEVICE, "device backward failed");
+    }
+    if (n_host == 0) {
+        for (size_t v = 0; v < NS; v++)
+            g_out[v] = g_in[v] + (double)c->tmp[v];
+        return MOELAT_OK;
+    }
+    memset(c->hostacc, 0, NS * sizeof(double));
+    for (int h = 0; h < n_host; h++) {
+        int r0, r1;
+        chunk_rows(c, lat, host[h], &r0, &r1);
+        moelat_status st = ml_grad_step_bwd_rows(g, cur, g_in, r0, r1, c->hostacc);
+        if (st != MOELAT_OK)
+            return st;
+    }
+    for (size_t v = 0; v < NS; v++)
+        g_out[v] = g_in[v] + c->hostacc[v] + (double)c->tmp[v];
+    return MOELAT_OK;
+}
+
+static moelat_status cl_end(moelat_grad *g) {
+    ml_grad_cl *c = g->dev;
+    moelat_lattice *lat = g->lat;
+    size_t ne = (size_t)lat->X * lat->Y * lat->E;
+    float *ext = c->tmp + (c->n_weights > g->NS ? c->n_weights : g->NS);
+    cl_int rc = clEnqueueReadBuffer(c->q, c->dw, CL_TRUE, 0, c->n_weights * sizeof(float), c->tmp, 0, NULL, NULL);
+    if (rc == CL_SUCCESS && ne)
+        rc = clEnqueueReadBuffer(c->q, c->dext, CL_TRUE, 0, ne * sizeof(float), ext, 0, NULL, NULL);
+    if (rc != CL_SUCCESS) {
+        cl_close(g);
+        return ml_fail(lat, MOELAT_ERR_DEVICE, "reading the device backward's gradients failed: %s",
+                       mlcl_error_name(rc));
+    }
+    for (size_t v = 0; v < c->n_weights; v++)
+        g->dweights[v] += c->tmp[v];
+    for (size_t v = 0; v < ne; v++)
+        g->dext[v] += ext[v];
+    return MOELAT_OK;
+}
+
+const ml_backward_ops ml_backward_cl_ops = {
+    .open = cl_open,
+    .close = cl_close,
+    .begin = cl_begin,
+    .step = cl_step,
+    .end = cl_end,
+};

@@ -1,0 +1,154 @@
+/* Parsing of the tuning string (tuning.h). Switches accept 0/1/on/off
+ * everywhere, so that one knob never reads "0" as on and another as off. */
+#include "core/tuning.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char ml_tuning_known_keys[] =
+    "agg_vector, agg_absmean, work_group, gate_cells, cl_options, kernel_cache, upgrade_check, "
+    "functional_gemm, functional_cells, functional_split, distant_cells, local_cells, cl_shape, "
+    "grad_device, grad_slots, grad_rows, grad_host_chunk";
+
+/* 1, 0, or -1 when v is not a switch value. */
+static int parse_switch(const char *v) {
+    if (strcmp(v, "1") == 0 || strcmp(v, "on") == 0)
+        return 1;
+    if (strcmp(v, "0") == 0 || strcmp(v, "off") == 0)
+        return 0;
+    return -1;
+}
+
+/* A whole number in [lo, hi], or -1. */
+static int parse_int(const char *v, int lo, int hi) {
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (!*v || *end || n < lo || n > hi)
+        return -1;
+    return (int)n;
+}
+
+static int one_of(int v, const int *allowed, int n) {
+    for (int i = 0; i < n; i++)
+        if (v == allowed[i])
+            return 1;
+    return 0;
+}
+
+static int bad(char *err, size_t errlen, const char *key, const char *val, const char *want) {
+    snprintf(err, errlen, "tuning: %s=%s: expected %s", key, val, want);
+    return -1;
+}
+
+static int set_key(ml_tuning *t, const char *key, const char *val, char *err, size_t errlen) {
+    static const int pow2_cells[] = {1, 2, 4};
+    static const int vectors[] = {1, 4, 8, 16};
+    int n;
+    if (strcmp(key, "agg_vector") == 0) {
+        if ((n = parse_int(val, 1, 16)) < 0 || !one_of(n, vectors, 4))
+            return bad(err, errlen, key, val, "1, 4, 8 or 16");
+        t->agg_vector = n;
+    } else if (strcmp(key, "agg_absmean") == 0) {
+        if (strcmp(val, "all") != 0 && strcmp(val, "declared") != 0)
+            return bad(err, errlen, key, val, "'all' or 'declared'");
+        t->agg_absmean_all = strcmp(val, "all") == 0;
+    } else if (strcmp(key, "work_group") == 0) {
+        if ((n = parse_int(val, 32, 256)) < 0 || (n & (n - 1)) != 0)
+            return bad(err, errlen, key, val, "a power of two from 32 to 256");
+        t->work_group = n;
+    } else if (strcmp(key, "gate_cells") == 0) {
+        if ((n = parse_int(val, 1, 4)) < 0 || !one_of(n, pow2_cells, 3))
+            return bad(err, errlen, key, val, "1, 2 or 4");
+        t->gate_cells = n;
+    } else if (strcmp(key, "cl_options") == 0) {
+        if (strlen(val) >= sizeof t->cl_options)
+            return bad(err, errlen, key, val, "at most 255 characters");
+        snprintf(t->cl_options, sizeof t->cl_options, "%s", val);
+    } else if (strcmp(key, "kernel_cache") == 0 || strcmp(key, "upgrade_check") == 0 ||
+               strcmp(key, "functional_split") == 0) {
+        if ((n = parse_switch(val)) < 0)
+            return bad(err, errlen, key, val, "0, 1, on or off");
+        if (key[0] == 'k')
+            t->kernel_cache = n;
+        else if (key[0] == 'u')
+            t->upgrade_check = n;
+    } else if (strcmp(key, "functional_gemm") == 0) {
+        if (strcmp(val, "clblast") != 0 && strcmp(val, "kernel") != 0)
+            return bad(err, errlen, key, val, "'clblast' or 'kernel'");
+    } else if (strcmp(key, "functional_cells") == 0) {
+        if (parse_int(val, 1, 16) < 0)
+            return bad(err, errlen, key, val, "a whole number from 1 to 16");
+    } else if (strcmp(key, "distant_cells") == 0 || strcmp(key, "local_cells") == 0) {
+        if ((n = parse_int(val, 1, 4)) < 0 || !one_of(n, pow2_cells, 3))
+            return bad(err, errlen, key, val, "1, 2 or 4");
+    } else if (strcmp(key, "cl_shape") == 0) {
+        if (strcmp(val, "gpu") != 0 && strcmp(val, "cpu") != 0)
+            return bad(err, errlen, key, val, "'gpu' or 'cpu'");
+        t->cl_shape = strcmp(val, "cpu") == 0;
+    } else if (strcmp(key, "grad_device") == 0) {
+        if ((n = parse_switch(val)) < 0)
+            return bad(err, errlen, key, val, "0, 1, on or off");
+        t->grad_device = n;
+    } else if (strcmp(key, "grad_slots") == 0) {
+        if ((n = parse_int(val, 1, 1 << 20)) < 0)
+            return bad(err, errlen, key, val, "a whole number from 1 to 1048576");
+        t->grad_slots = n;
+    } else if (strcmp(key, "grad_rows") == 0) {
+        if ((n = parse_int(val, 1, 1 << 20)) < 0)
+            return bad(err, errlen, key, val, "a whole number from 1 to 1048576");
+        t->grad_rows = n;
+    } else if (strcmp(key, "grad_host_chunk") == 0) {
+        if ((n = parse_int(val, 0, 1 << 20)) < 0)
+            return bad(err, errlen, key, val, "a chunk number from 0");
+        t->grad_host_chunk = n;
+    } else {
+        snprintf(err, errlen, "tuning: unknown key '%.64s' (known: %s)", key, ml_tuning_known_keys);
+        return -1;
+    }
+    return 0;
+}
+
+static void set_defaults(ml_tuning *t) {
+    memset(t, 0, sizeof *t);
+    t->kernel_cache = 1;
+    t->upgrade_check = 1;
+    t->cl_shape = -1;
+    t->grad_device = 1;
+    t->grad_host_chunk = -1;
+}
+
+int ml_tuning_parse(const char *s, ml_tuning *t, char *err, size_t errlen) {
+    set_defaults(t);
+    if (!s)
+        return 0;
+    const char *p = s;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        if (len > 0) {
+            char item[512];
+            if (len >= sizeof item) {
+                snprintf(err, errlen, "tuning: entry '%.40s...' is too long", p);
+                goto fail;
+            }
+            memcpy(item, p, len);
+            item[len] = '\0';
+            char *eq = strchr(item, '=');
+            if (!eq || eq == item) {
+                snprintf(err, errlen, "tuning: entry '%s' is not key=value (known keys: %s)", item,
+                         ml_tuning_known_keys);
+                goto fail;
+            }
+            *eq = '\0';
+            if (set_key(t, item, eq + 1, err, errlen) != 0)
+                goto fail;
+        }
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+fail:
+    set_defaults(t);
+    return -1;
+}
