@@ -1,4 +1,4 @@
-/* The engine's part of the batched backward (engine/src/grad_cl.c): the
+/* The engine's part of the batched backward (engine/src/backend/opencl/grad_cl.c): the
  * gate forward and adjoint, the gather of neighbour adjoints and the
  * commit of a chunk. Built after backward_portable.h and the gate's
  * portable source (ml_gate_f64 / ml_gate_f64_bwd, float here) with

@@ -1,4 +1,4 @@
-/* One band's batched backward (engine/src/grad_cl.c): the expert's
+/* One band's batched backward (engine/src/backend/opencl/grad_cl.c): the expert's
  * backward_fn, from its "moelat.backward.cl/1" source, once per cell of a
  * chunk, as the host backward calls backward_cell.
  *

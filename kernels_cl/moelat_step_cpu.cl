@@ -3,7 +3,7 @@
  * cells of a chunk row (mlc_row_cells), one per vector lane, with each
  * gate weight read once for them; no barriers, no local memory. The same
  * function and arguments as ml_gate_combine (moelat_step.cl); the host
- * enqueues mlc_items(extent) work-items (engine/src/cl_shape.c). */
+ * enqueues mlc_items(extent) work-items (engine/src/backend/opencl/cl_shape.c). */
 __kernel void ml_gate_combine_cpu(__global const float *states, __global float *next, int4 dims, int4 origin,
                                   int4 extent, int n_cells, __global const float *nu, __global const float *out0,
                                   __global const float *out1, __global const float *out2,
