@@ -67,3 +67,8 @@ exit $rc
   set_tests_properties(grad_oclgrind PROPERTIES LABELS "grad;oclgrind" TIMEOUT 900
     PASS_REGULAR_EXPRESSION "backward: device")
 endif()
+
+# A recording against later changes of its lattice (input, weights, other
+# recordings; checkpoints every 1, 2, T; host and device), the engine built
+# once for a training loop, and a recording that outlives its lattice.
+moelat_test(test_grad_tape SOURCES test_grad_tape.c test_support.c LABELS grad TIMEOUT 600)

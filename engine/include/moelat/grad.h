@@ -7,7 +7,8 @@
  * for every weight, dL/ds_0 and dL/d(external input). States between
  * checkpoints are recomputed, so memory is O(N*S*(T/k + k)). The lattice
  * itself is not changed (its states, step counter and report are put
- * back).
+ * back; a recording's own weights and input are used in its backward even
+ * when the lattice holds others by then).
  *
  * Where it runs (moelat_grad_path says which, and why):
  *  - On the lattice's OpenCL device, when its mode is batch or auto, the
@@ -66,7 +67,22 @@ MOELAT_API uint64_t moelat_grad_memory(moelat_lattice *lat, int steps, int k);
  * memory budget (with the estimate and a k that fits). */
 MOELAT_API moelat_status moelat_grad_record(moelat_lattice *lat, int steps, const moelat_grad_options *opt,
                                  moelat_grad **out);
+/* Ends a recording (its memory is kept by the lattice for the next one).
+ * Safe after the lattice was destroyed: a recording that outlives its
+ * lattice refuses every other call with MOELAT_ERR_INVALID. */
 MOELAT_API void moelat_grad_destroy(moelat_grad *g);
+/* The message of the recording's last refusal (its lattice's last error,
+ * or why an orphaned recording refuses). */
+MOELAT_API const char *moelat_grad_last_error(const moelat_grad *g);
+
+/* The lattice's gradient engine: what lasts between recordings (per-thread
+ * workspaces, accumulators, the device backward's programs and buffers) is
+ * built by the first recording and rebuilt only when the lattice's device
+ * changes. builds counts those builds, recording_allocs the recordings
+ * that needed new memory (one of the last length is reused): a training
+ * loop's counts stop growing after its first sample. */
+MOELAT_API moelat_status moelat_grad_engine_counts(moelat_lattice *lat, uint64_t *builds,
+                                                   uint64_t *recording_allocs);
 
 MOELAT_API int moelat_grad_steps(const moelat_grad *g);
 /* Where the backward runs: "device <name> (chunks, slots)" or "host

@@ -30,6 +30,8 @@ moelat_status ml_backend_open(moelat_lattice *lat, ml_fallbacks *fb) {
 void ml_backend_close(moelat_lattice *lat) {
     if (!lat->backend.ops)
         return;
+    if (lat->grad_detach) /* the gradient engine's device half goes first */
+        lat->grad_detach(lat, 0);
     lat->backend.ops->destroy(lat->backend.ctx);
     lat->backend.ops = NULL;
     lat->backend.ctx = NULL;

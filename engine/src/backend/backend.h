@@ -64,19 +64,22 @@ typedef struct ml_step {
 } ml_step;
 
 struct moelat_grad;
+struct ml_grad_engine;
 
 /* A backend's batched backward (grad.h): the reverse sweep's steps on the
  * device, driven by grad.c as the scheduler drives a forward step. Every
- * op reaches its own state through g->dev. */
+ * op reaches its own state through g->eng->dev. */
 typedef struct ml_backward_ops {
-    /* Sets up the backward for g on the backend ctx: 0 with g->dev set,
-     * or -1 with g->path saying why the host runs it. */
-    int (*open)(void *ctx, struct moelat_grad *g);
-    void (*close)(struct moelat_grad *g);
+    /* Builds the backward for the lattice's gradient engine e on the
+     * backend ctx, once (its programs, kernels and buffers last for every
+     * recording): 0 with e->dev set, or -1 with e->dev_why saying why the
+     * host runs it. close releases it. */
+    int (*open)(void *ctx, struct ml_grad_engine *e);
+    void (*close)(struct ml_grad_engine *e);
     /* A sweep's start (weights and input current, totals zeroed), one
      * reverse step (g_out = g_in + every chunk's part; a chunk the device
      * fails is redone on the host), and its end (the weights' and input's
-     * gradients added into g's). MOELAT_ERR_DEVICE, with g->dev closed,
+     * gradients added into g's). MOELAT_ERR_DEVICE, with g->eng->dev closed,
      * when the device failed past a chunk: the caller redoes the sweep. */
     moelat_status (*begin)(struct moelat_grad *g);
     moelat_status (*step)(struct moelat_grad *g, const double *cur, const double *g_in, double *g_out);

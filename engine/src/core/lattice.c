@@ -225,6 +225,8 @@ fail:
 void moelat_lattice_destroy(moelat_lattice *lat) {
     if (!lat)
         return;
+    if (lat->grad_detach) /* live recordings are orphaned, not left dangling */
+        lat->grad_detach(lat, 1);
     ml_backend_close(lat);
     ml_percell_free(lat);
     if (lat->pool)

@@ -101,6 +101,15 @@ struct moelat_lattice {
     int batch_threshold;
     ml_backend backend;       /* the device; no ops until batch is enabled */
     ml_residency res;         /* where the states, input and weights live */
+    /* Bumped whenever the host writes the weights or the input: a gradient
+     * recording compares them with its own to know whether the lattice
+     * still holds its run's weights and input. */
+    uint64_t weights_gen, input_gen;
+    /* The gradient engine (grad/grad.h), built by the first recording, and
+     * how it is told that the backend closes (whole = 0) or the lattice
+     * goes (whole = 1); NULL while there is none. */
+    struct ml_grad_engine *grad;
+    void (*grad_detach)(moelat_lattice *lat, int whole);
     char device_name[256];
 
     ml_stats stats;
@@ -109,6 +118,11 @@ struct moelat_lattice {
     struct ml_percell_ws *ws; /* per-worker scratch of the host path */
     int n_ws;
 };
+
+/* One step that the lattice does not count: its step counter and report
+ * are as before (a failure's message names step as_step + 1). The
+ * gradient engine's recorded steps are these (step.c). */
+moelat_status ml_step_uncounted(moelat_lattice *lat, uint64_t as_step);
 
 /* Sets lat->err and returns status. */
 moelat_status ml_fail(moelat_lattice *lat, moelat_status status, const char *fmt, ...)

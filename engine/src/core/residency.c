@@ -21,10 +21,14 @@ moelat_status ml_res_host_states(moelat_lattice *lat) {
 
 void ml_res_host_wrote_states(moelat_lattice *lat) { lat->res.states = ML_ON_HOST; }
 
-void ml_res_host_wrote_input(moelat_lattice *lat) { lat->res.input = ML_ON_HOST; }
+void ml_res_host_wrote_input(moelat_lattice *lat) {
+    lat->res.input = ML_ON_HOST;
+    lat->input_gen++;
+}
 
 moelat_status ml_res_host_wrote_weights(moelat_lattice *lat) {
     lat->res.weights = ML_ON_HOST;
+    lat->weights_gen++;
     if (!lat->backend.ops)
         return MOELAT_OK;
     moelat_status st = lat->backend.ops->upload_weights(lat->backend.ctx);

@@ -156,6 +156,16 @@ moelat_status moelat_step(moelat_lattice *lat, int n) {
     return MOELAT_OK;
 }
 
+moelat_status ml_step_uncounted(moelat_lattice *lat, uint64_t as_step) {
+    uint64_t count = lat->step_count;
+    ml_stats stats = lat->stats;
+    lat->step_count = as_step;
+    moelat_status st = moelat_step(lat, 1);
+    lat->step_count = count;
+    lat->stats = stats;
+    return st;
+}
+
 moelat_status moelat_set_mode(moelat_lattice *lat, moelat_mode mode) {
     if (mode != MOELAT_MODE_PERCELL && mode != MOELAT_MODE_BATCH && mode != MOELAT_MODE_AUTO)
         return ml_fail(lat, MOELAT_ERR_INVALID, "unknown mode %d", (int)mode);

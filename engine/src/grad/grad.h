@@ -49,42 +49,90 @@ typedef struct ml_grad_acc {
     double **dtensor[MOELAT_BANDS + 1]; /* per block, per tensor: into dweights */
 } ml_grad_acc;
 
-struct moelat_grad {
+/* The gradient engine of one lattice (lat->grad): what lasts from one
+ * recording to the next, built with the lattice's first recording and
+ * kept until the lattice is destroyed. The host half (backward
+ * extensions, per-thread workspaces, per-block accumulators) depends only
+ * on the lattice's experts, threads and weights' layout, which never
+ * change; the device half (programs, kernels, device buffers) on the
+ * backend it was built on, and is dropped when that backend closes
+ * (ml_grad_engine_detach) and rebuilt on the next one. */
+typedef struct ml_grad_engine {
     moelat_lattice *lat;
-    int steps, every;         /* T and k */
-    int n_ckpt;               /* ceil(T / k) */
-    size_t NS;                /* N x S */
     const moelat_backward_host *bwd[MOELAT_BANDS]; /* NULL for a band with no neighbour anywhere */
-    ml_grad_weights w;
-    double *ext;              /* X x Y x E (zeros when the lattice has none) */
-    double *ckpt;             /* n_ckpt x NS: s_0, s_k, s_2k, ... */
-    double *seg;              /* every x NS: one segment's states, recomputed */
-    double *final;            /* NS: s_T */
-    double *g, *g_prev;       /* NS: dL/ds_t while reversing */
+    size_t w_count;           /* every weight */
     int n_blocks;             /* backward row blocks: the thread count */
     ml_grad_acc *acc;         /* n_blocks */
     ml_grad_ws *ws;           /* one per pool worker */
     int n_ws;
+    const ml_backward_ops *dev_ops; /* the device's backward (backend.h), or NULL */
+    void *dev;                /* its state, owned by dev_ops */
+    const void *dev_for;      /* the backend context dev was tried on */
+    char dev_why[384];        /* where the device backward runs, or why it does not */
+    float *swap;              /* weights_count + X Y E floats: the lattice's own weights
+                                 and input while a recording's are swapped in */
+    uint64_t lat_w_gen, lat_ext_gen; /* the lattice's generations while swapped out */
+    int lat_has_ext;
+    uint64_t builds;          /* host halves and device halves built */
+    uint64_t tape_allocs;     /* recordings allocated (a reused one is not counted) */
+    struct moelat_grad *tapes;/* live recordings, linked through next */
+    struct moelat_grad *spare;/* a destroyed recording kept for the next one */
+} ml_grad_engine;
+
+/* One recording (a tape): the run's own inputs, its checkpointed states,
+ * s_T, and the adjoints of its last backward. Cheap next to the engine;
+ * after moelat_grad_destroy the engine keeps one for reuse. A recording
+ * whose lattice was destroyed is orphaned (lat NULL): every call but
+ * destroy fails with err saying so. */
+struct moelat_grad {
+    moelat_lattice *lat;
+    ml_grad_engine *eng;
+    struct moelat_grad *next; /* the engine's list of live recordings */
+    int steps, every;         /* T and k */
+    int n_ckpt;               /* ceil(T / k) */
+    size_t NS;                /* N x S */
+    ml_grad_weights w;        /* the recording's weights in double */
+    double *ext;              /* X x Y x E (zeros when the lattice has none) */
+    float *f_w, *f_ext;       /* the same as the lattice held them (float32), for device steps */
+    int has_ext;
+    uint64_t w_gen, ext_gen;  /* the lattice's weights and input generations they were */
+    double *ckpt;             /* n_ckpt x NS: s_0, s_k, s_2k, ... */
+    double *seg;              /* every x NS: one segment's states, recomputed */
+    double *final;            /* NS: s_T */
+    double *g, *g_prev;       /* NS: dL/ds_t while reversing */
+    double *dstate_in;        /* NS: moelat_grad_backward's dL/ds_T in double */
     double *dweights;         /* results: dL/dW (flat), dL/ds_0 is g, dL/dext */
     double *dext;
     int recorded, reversed;
-    const ml_backward_ops *dev_ops; /* the device's backward (backend.h), or NULL (host) */
-    void *dev;                /* its state, owned by dev_ops */
+    int on_device;            /* this recording's steps run on the engine's device */
     char path[384];           /* where the backward runs, and why */
     long chunks_device, chunks_host; /* backward chunk-steps of the last sweep, by place */
     char fallback[256];       /* the last reason a chunk moved to the host */
+    char err[512];            /* an orphaned recording's refusal */
     /* The device's forward steps (grad.c's forward_step): a float copy of
-     * one state and the lattice's own states, step counter and report,
-     * put back after. */
+     * one state, and the lattice's own states, put back after. */
     float *fwd_tmp;
     const double *fwd_held;   /* the recorded state the lattice holds now, or NULL */
-    uint64_t saved_step_count;
-    ml_stats saved_stats;
+    int swapped_w, swapped_ext; /* the recording's weights / input are swapped into the lattice */
 };
 
-/* Allocates per-thread workspaces (g->ws); 0 or -1 with lat->err set. */
-int ml_grad_ws_create(moelat_grad *g);
-void ml_grad_ws_free(moelat_grad *g);
+/* Drops the engine's device half (whole = 0: the backend is closing) or
+ * the whole engine, orphaning its live recordings (whole = 1: the lattice
+ * is being destroyed). Installed as lat->grad_detach. */
+void ml_grad_engine_detach(moelat_lattice *lat, int whole);
+
+/* The lattice's engine, built on first use (grad_engine.c). */
+moelat_status ml_grad_engine_get(moelat_lattice *lat, ml_grad_engine **out);
+/* Where recording g runs: the engine's device backward (built on first use
+ * per backend) or the host; sets g->on_device and g->path. */
+void ml_grad_engine_choose_path(ml_grad_engine *e, moelat_grad *g);
+/* A recording of steps steps with checkpoints every k: the engine's spare
+ * when it has that shape, else a new one; linked into e->tapes. */
+moelat_status ml_grad_tape_get(ml_grad_engine *e, int steps, int every, moelat_grad **out);
+
+/* Allocates per-thread workspaces (e->ws); 0 or -1 with lat->err set. */
+int ml_grad_ws_create(ml_grad_engine *e);
+void ml_grad_ws_free(ml_grad_engine *e);
 
 /* next = one float64 step from cur. MOELAT_OK, or the failure's status
  * with lat->err set (step, from 0, names the step in the message). */

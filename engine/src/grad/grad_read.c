@@ -8,7 +8,7 @@
 
 static moelat_status check(moelat_grad *g, const void *dst, size_t count, size_t want, const char *what,
                            int need_backward) {
-    if (!g)
+    if (!g || !g->lat) /* an orphaned recording: moelat_grad_last_error says so */
         return MOELAT_ERR_INVALID;
     if (!dst || count != want)
         return ml_fail(g->lat, MOELAT_ERR_INVALID, "%s: room for %zu values given, it has %zu", what, count,
@@ -28,13 +28,13 @@ static void to_float(float *dst, const double *src, size_t n) {
 
 #define READERS(fname, what, src, want, need_bwd)                                            \
     moelat_status fname(moelat_grad *g, float *dst, size_t count) {                          \
-        moelat_status st = check(g, dst, count, g ? (want) : 0, what, need_bwd);             \
+        moelat_status st = check(g, dst, count, g && g->lat ? (want) : 0, what, need_bwd);             \
         if (st == MOELAT_OK)                                                                 \
             to_float(dst, (src), count);                                                     \
         return st;                                                                           \
     }                                                                                        \
     moelat_status fname##_f64(moelat_grad *g, double *dst, size_t count) {                   \
-        moelat_status st = check(g, dst, count, g ? (want) : 0, what, need_bwd);             \
+        moelat_status st = check(g, dst, count, g && g->lat ? (want) : 0, what, need_bwd);             \
         if (st == MOELAT_OK)                                                                 \
             memcpy(dst, (src), count * sizeof *dst);                                         \
         return st;                                                                           \
@@ -47,7 +47,7 @@ READERS(moelat_grad_states, "dL/ds_0", g->g, g->NS, 1)
 READERS(moelat_grad_input, "dL/d input", g->dext, EXT_COUNT, 1)
 
 moelat_status moelat_grad_tensor(moelat_grad *g, const char *name, float *dst, size_t count) {
-    if (!g)
+    if (!g || !g->lat)
         return MOELAT_ERR_INVALID;
     if (!name)
         return ml_fail(g->lat, MOELAT_ERR_INVALID, "no tensor name given");
@@ -71,7 +71,7 @@ moelat_status moelat_grad_tensor(moelat_grad *g, const char *name, float *dst, s
 }
 
 moelat_status moelat_grad_save_weights(moelat_grad *g, const char *path) {
-    if (!g)
+    if (!g || !g->lat)
         return MOELAT_ERR_INVALID;
     if (!path)
         return ml_fail(g->lat, MOELAT_ERR_INVALID, "no file name given for the weight gradients");

@@ -42,27 +42,27 @@ static void ws_free(ml_grad_ws *w) {
     free(w->gate);
 }
 
-void ml_grad_ws_free(moelat_grad *g) {
-    for (int t = 0; t < g->n_ws; t++)
-        ws_free(&g->ws[t]);
-    free(g->ws);
-    g->ws = NULL;
-    g->n_ws = 0;
+void ml_grad_ws_free(ml_grad_engine *e) {
+    for (int t = 0; t < e->n_ws; t++)
+        ws_free(&e->ws[t]);
+    free(e->ws);
+    e->ws = NULL;
+    e->n_ws = 0;
 }
 
-int ml_grad_ws_create(moelat_grad *g) {
-    moelat_lattice *lat = g->lat;
+int ml_grad_ws_create(ml_grad_engine *e) {
+    moelat_lattice *lat = e->lat;
     int n = ml_pool_size(lat->pool), S = lat->S;
-    g->ws = calloc((size_t)n, sizeof *g->ws);
-    if (!g->ws)
+    e->ws = calloc((size_t)n, sizeof *e->ws);
+    if (!e->ws)
         return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for gradient workspaces"), -1;
-    g->n_ws = n;
+    e->n_ws = n;
     for (int t = 0; t < n; t++) {
-        ml_grad_ws *w = &g->ws[t];
+        ml_grad_ws *w = &e->ws[t];
         int ok = 1;
         for (int k = 0; k < MOELAT_BANDS; k++) {
             size_t cnt = (size_t)(lat->stencil.count[k] > 0 ? lat->stencil.count[k] : 1);
-            size_t sd = g->bwd[k] ? g->bwd[k]->scratch_doubles(&lat->expert[k].dims, (int)cnt) : 1;
+            size_t sd = e->bwd[k] ? e->bwd[k]->scratch_doubles(&lat->expert[k].dims, (int)cnt) : 1;
             w->nb[k] = malloc(cnt * (size_t)S * sizeof(double));
             w->dnb[k] = malloc(cnt * (size_t)S * sizeof(double));
             w->idx[k] = malloc(cnt * sizeof(size_t));
@@ -76,7 +76,7 @@ int ml_grad_ws_create(moelat_grad *g) {
         w->dext_junk = malloc((size_t)(lat->E > 0 ? lat->E : 1) * sizeof(double));
         w->gate = malloc(ml_gate_f64_doubles(S, lat->gate_hidden) * sizeof(double));
         if (!ok || !w->dE || !w->nu || !w->dnu || !w->dext_junk || !w->gate) {
-            ml_grad_ws_free(g);
+            ml_grad_ws_free(e);
             return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for gradient workspaces"), -1;
         }
     }
@@ -163,7 +163,7 @@ static void fwd_row(void *vctx, int r, int worker) {
     fwd_ctx *ctx = vctx;
     moelat_grad *g = ctx->g;
     moelat_lattice *lat = g->lat;
-    ml_grad_ws *w = &g->ws[worker];
+    ml_grad_ws *w = &g->eng->ws[worker];
     const int S = lat->S, y = r % lat->Y, z = r / lat->Y;
     double zeros[MOELAT_EXT_SIZE] = {0};
     ctx->fail[r] = SIZE_MAX;
@@ -178,7 +178,7 @@ static void fwd_row(void *vctx, int r, int worker) {
             if (count[k] == 0)
                 continue;
             moelat_grad_cell c = grad_cell(g, w, k, x, y, z, ctx->cur, count[k], zeros);
-            if (g->bwd[k]->host_cell_f64(&c) != MOELAT_EXPERT_OK) {
+            if (g->eng->bwd[k]->host_cell_f64(&c) != MOELAT_EXPERT_OK) {
                 ctx->fail[r] = i;
                 ctx->fail_band[r] = k;
                 return;
@@ -241,12 +241,12 @@ static void bwd_block(void *vctx, int b, int worker) {
     bwd_ctx *ctx = vctx;
     moelat_grad *g = ctx->g;
     moelat_lattice *lat = g->lat;
-    ml_grad_ws *w = &g->ws[worker];
-    ml_grad_acc *acc = &g->acc[b];
+    ml_grad_ws *w = &g->eng->ws[worker];
+    ml_grad_acc *acc = &g->eng->acc[b];
     const int S = lat->S, E = lat->E, gh = lat->gate_hidden;
     double zeros[MOELAT_EXT_SIZE] = {0};
-    int r0 = ctx->row0 + (int)((int64_t)ctx->rows * b / g->n_blocks);
-    int r1 = ctx->row0 + (int)((int64_t)ctx->rows * (b + 1) / g->n_blocks);
+    int r0 = ctx->row0 + (int)((int64_t)ctx->rows * b / g->eng->n_blocks);
+    int r1 = ctx->row0 + (int)((int64_t)ctx->rows * (b + 1) / g->eng->n_blocks);
     memset(acc->dstate, 0, g->NS * sizeof(double));
     memset(acc->dweights, 0, g->w.count * sizeof(double));
     memset(acc->dext, 0, (size_t)lat->X * lat->Y * E * sizeof(double));
@@ -272,7 +272,7 @@ static void bwd_block(void *vctx, int b, int worker) {
                 c.dneighbours = w->dnb[k];
                 c.dext = z == 0 ? acc->dext + ((size_t)x + (size_t)lat->X * y) * E : w->dext_junk;
                 c.dtensors = acc->dtensor[k];
-                if (g->bwd[k]->backward_cell(&c) != MOELAT_EXPERT_OK) {
+                if (g->eng->bwd[k]->backward_cell(&c) != MOELAT_EXPERT_OK) {
                     ctx->failed[b] = k + 1;
                     return;
                 }
@@ -298,12 +298,12 @@ static void bwd_block(void *vctx, int b, int worker) {
 moelat_status ml_grad_step_bwd_rows(moelat_grad *g, const double *cur, const double *g_in, int row0, int row1,
                                     double *dstate) {
     moelat_lattice *lat = g->lat;
-    int *failed = calloc((size_t)g->n_blocks, sizeof *failed);
+    int *failed = calloc((size_t)g->eng->n_blocks, sizeof *failed);
     if (!failed)
         return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");
     bwd_ctx ctx = {g, cur, g_in, row0, row1 - row0, failed};
-    ml_pool_run(lat->pool, g->n_blocks, bwd_block, &ctx);
-    for (int b = 0; b < g->n_blocks; b++)
+    ml_pool_run(lat->pool, g->eng->n_blocks, bwd_block, &ctx);
+    for (int b = 0; b < g->eng->n_blocks; b++)
         if (failed[b]) {
             int k = failed[b] - 1;
             free(failed);
@@ -314,21 +314,21 @@ moelat_status ml_grad_step_bwd_rows(moelat_grad *g, const double *cur, const dou
     /* Fixed-order reduction: block 0, 1, ... added to what dstate holds. */
     for (size_t v = 0; v < g->NS; v++) {
         double s = dstate[v];
-        for (int b = 0; b < g->n_blocks; b++)
-            s += g->acc[b].dstate[v];
+        for (int b = 0; b < g->eng->n_blocks; b++)
+            s += g->eng->acc[b].dstate[v];
         dstate[v] = s;
     }
     for (size_t v = 0; v < g->w.count; v++) {
         double s = 0.0;
-        for (int b = 0; b < g->n_blocks; b++)
-            s += g->acc[b].dweights[v];
+        for (int b = 0; b < g->eng->n_blocks; b++)
+            s += g->eng->acc[b].dweights[v];
         g->dweights[v] += s;
     }
     size_t ne = (size_t)lat->X * lat->Y * lat->E;
     for (size_t v = 0; v < ne; v++) {
         double s = 0.0;
-        for (int b = 0; b < g->n_blocks; b++)
-            s += g->acc[b].dext[v];
+        for (int b = 0; b < g->eng->n_blocks; b++)
+            s += g->eng->acc[b].dext[v];
         g->dext[v] += s;
     }
     return MOELAT_OK;

@@ -75,9 +75,17 @@ static void release(ml_grad_cl *c) {
     free(c);
 }
 
-static void cl_close(moelat_grad *g) {
-    release(g->dev);
-    g->dev = NULL;
+static void cl_close(ml_grad_engine *e) {
+    release(e->dev);
+    e->dev = NULL;
+}
+
+/* A device failure past a chunk's fallback: the device half is closed and
+ * the lattice's later recordings run on the host until its backend is
+ * opened again. */
+static void give_up(moelat_grad *g) {
+    snprintf(g->eng->dev_why, sizeof g->eng->dev_why, "host (after a device failure: %.300s)", g->fallback);
+    cl_close(g->eng);
 }
 
 /* The device backward of band k's expert, or NULL. */
@@ -124,9 +132,9 @@ static cl_mem buffer(ml_grad_cl *c, size_t bytes, const void *init, int *ok) {
 static int max_i(int a, int b) { return a > b ? a : b; }
 
 /* Builds the programs and kernels; 0, or -1 with why. */
-static int build(moelat_grad *g, ml_grad_cl *c, const moelat_backward_cl *x[MOELAT_BANDS], char *why,
+static int build(ml_grad_engine *eng, ml_grad_cl *c, const moelat_backward_cl *x[MOELAT_BANDS], char *why,
                  size_t whylen) {
-    moelat_lattice *lat = g->lat;
+    moelat_lattice *lat = eng->lat;
     const char *prelude = moelat_backward_portable_cl_parts[0];
     const char *const *gate_parts = moelat_grad_gate_cl_parts;
     const char *band_src = mlcl_embedded_source("moelat_backward_band.cl");
@@ -183,8 +191,8 @@ static int build(moelat_grad *g, ml_grad_cl *c, const moelat_backward_cl *x[MOEL
 }
 
 /* Slots, rows per chunk and the buffers; 0, or -1 with why. */
-static int allocate(moelat_grad *g, ml_grad_cl *c) {
-    moelat_lattice *lat = g->lat;
+static int allocate(ml_grad_engine *e, ml_grad_cl *c) {
+    moelat_lattice *lat = e->lat;
     const mlcl_device_info *dev = &c->b->ctx.info;
     const int S = lat->S, E = lat->E, XY = lat->X * lat->Y;
     int n_all = 0, halo = 0;
@@ -296,28 +304,28 @@ static int allocate(moelat_grad *g, ml_grad_cl *c) {
     return ok && c->tmp && c->hostacc && c->host_chunks ? 0 : -1;
 }
 
-static int cl_open(void *ctx, moelat_grad *g) {
-    moelat_lattice *lat = g->lat;
+static int cl_open(void *ctx, ml_grad_engine *e) {
+    moelat_lattice *lat = e->lat;
     ml_cl_backend *b = ctx;
     const moelat_backward_cl *x[MOELAT_BANDS] = {NULL, NULL, NULL};
     ml_grad_cl *c = calloc(1, sizeof *c);
     if (!c) {
-        snprintf(g->path, sizeof g->path, "host (out of memory)");
+        snprintf(e->dev_why, sizeof e->dev_why, "host (out of memory)");
         return -1;
     }
     c->b = b;
     c->q = b->ctx.queues[0];
     c->cpu = strcmp(b->ctx.info.type, "CPU") == 0;
-    c->n_weights = g->w.count;
+    c->n_weights = e->w_count;
     c->scratch[MOELAT_BANDS] = (int)ml_gate_f64_doubles(lat->S, lat->gate_hidden);
     for (int k = 0; k < MOELAT_BANDS; k++) {
         c->on[k] = lat->stencil.count[k] > 0;
         if (!c->on[k])
             continue;
         if (!(x[k] = cl_backward_of(lat, k))) {
-            snprintf(g->path, sizeof g->path, "host (band %s: expert '%s' has no device backward, extension %s)",
+            snprintf(e->dev_why, sizeof e->dev_why, "host (band %s: expert '%s' has no device backward, extension %s)",
                      moelat_band_name(k), lat->expert[k].desc->name, MOELAT_EXT_BACKWARD_CL);
-            ML_INFO(BWD_LOG, "backward on the host: %s", g->path);
+            ML_INFO(BWD_LOG, "backward on the host: %s", e->dev_why);
             release(c);
             return -1;
         }
@@ -326,20 +334,20 @@ static int cl_open(void *ctx, moelat_grad *g) {
             c->mean_only |= 1 << k;
     }
     char why[8192] = "";
-    if (allocate(g, c) != 0)
+    if (allocate(e, c) != 0)
         snprintf(why, sizeof why, "allocating the backward's device buffers failed");
     else
-        build(g, c, x, why, sizeof why);
+        build(e, c, x, why, sizeof why);
     if (why[0]) {
-        snprintf(g->path, sizeof g->path, "host (device backward unavailable: %.300s)", why);
+        snprintf(e->dev_why, sizeof e->dev_why, "host (device backward unavailable: %.300s)", why);
         ML_WARN(BWD_LOG, "backward on the host: the device backward is unavailable: %s", why);
         release(c);
         return -1;
     }
-    g->dev = c;
-    snprintf(g->path, sizeof g->path, "device %.200s (%d chunk%s of %d row%s, %d slots)", lat->device_name,
+    e->dev = c;
+    snprintf(e->dev_why, sizeof e->dev_why, "device %.200s (%d chunk%s of %d row%s, %d slots)", lat->device_name,
              c->n_chunks, c->n_chunks == 1 ? "" : "s", c->rows, c->rows == 1 ? "" : "s", c->n_slots);
-    ML_INFO(BWD_LOG, "backward on %s", g->path);
+    ML_INFO(BWD_LOG, "backward on %s", e->dev_why);
     return 0;
 }
 
@@ -355,7 +363,7 @@ static cl_int write_doubles(ml_grad_cl *c, cl_mem m, const double *src, size_t n
 }
 
 static moelat_status cl_begin(moelat_grad *g) {
-    ml_grad_cl *c = g->dev;
+    ml_grad_cl *c = g->eng->dev;
     moelat_lattice *lat = g->lat;
     size_t ne = (size_t)lat->X * lat->Y * lat->E;
     cl_int rc = write_doubles(c, c->weights, g->w.flat, c->n_weights);
@@ -468,7 +476,7 @@ static void chunk_rows(const ml_grad_cl *c, const moelat_lattice *lat, int ch, i
 }
 
 static moelat_status cl_step(moelat_grad *g, const double *cur, const double *g_in, double *g_out) {
-    ml_grad_cl *c = g->dev;
+    ml_grad_cl *c = g->eng->dev;
     moelat_lattice *lat = g->lat;
     const size_t NS = g->NS;
     cl_int rc = write_doubles(c, c->state, cur, NS);
@@ -478,7 +486,7 @@ static moelat_status cl_step(moelat_grad *g, const double *cur, const double *g_
         rc = fill(c, c->dacc, NS * sizeof(float));
     if (rc != CL_SUCCESS) {
         snprintf(g->fallback, sizeof g->fallback, "uploading a backward step: %s", mlcl_error_name(rc));
-        cl_close(g);
+        give_up(g);
         return ml_fail(lat, MOELAT_ERR_DEVICE, "uploading a backward step failed: %s", mlcl_error_name(rc));
     }
     int *host = c->host_chunks, n_host = 0;
@@ -510,7 +518,7 @@ static moelat_status cl_step(moelat_grad *g, const double *cur, const double *g_
                 rc != CL_SUCCESS ? mlcl_error_name(rc) : "an expert's backward_fn returned an error");
         snprintf(g->fallback, sizeof g->fallback, "the device backward failed (%s)",
                  rc != CL_SUCCESS ? mlcl_error_name(rc) : "an expert's backward_fn returned an error");
-        cl_close(g);
+        give_up(g);
         return ml_fail(lat, MOELAT_ERR_DEVICE, "device backward failed");
     }
     if (n_host == 0) {
@@ -532,7 +540,7 @@ static moelat_status cl_step(moelat_grad *g, const double *cur, const double *g_
 }
 
 static moelat_status cl_end(moelat_grad *g) {
-    ml_grad_cl *c = g->dev;
+    ml_grad_cl *c = g->eng->dev;
     moelat_lattice *lat = g->lat;
     size_t ne = (size_t)lat->X * lat->Y * lat->E;
     float *ext = c->tmp + (c->n_weights > g->NS ? c->n_weights : g->NS);
@@ -540,7 +548,8 @@ static moelat_status cl_end(moelat_grad *g) {
     if (rc == CL_SUCCESS && ne)
         rc = clEnqueueReadBuffer(c->q, c->dext, CL_TRUE, 0, ne * sizeof(float), ext, 0, NULL, NULL);
     if (rc != CL_SUCCESS) {
-        cl_close(g);
+        snprintf(g->fallback, sizeof g->fallback, "reading the gradients: %s", mlcl_error_name(rc));
+        give_up(g);
         return ml_fail(lat, MOELAT_ERR_DEVICE, "reading the device backward's gradients failed: %s",
                        mlcl_error_name(rc));
     }
