@@ -7,7 +7,8 @@ arrives as records of the loggers "moelat.<module>" (see _logbridge).
 """
 from . import _lib, _logbridge
 from .errors import (ClosedLatticeError, DeviceError, FormatError, InvalidArgumentError, MismatchError,
-                     MoelatError, MoelatIOError, NonFiniteError, OutOfMemoryError, PluginError, StateDictError)
+                     MoelatError, MoelatIOError, MoelatTypeError, MoelatValueError, NonFiniteError, OutOfMemoryError,
+                     PluginError, StateDictError)
 from .lattice import Lattice3D
 from .spatial import BatchSpatialOptimizer, create_batch_optimized_spatial_optimizer, upgrade_lattice_to_batch
 from .weights import IncompatibleKeys
@@ -20,7 +21,7 @@ _logbridge.install()
 
 __all__ = [
     "Lattice3D", "upgrade_lattice_to_batch", "create_batch_optimized_spatial_optimizer", "BatchSpatialOptimizer",
-    "IncompatibleKeys", "MoelatError", "InvalidArgumentError", "MoelatIOError", "FormatError", "OutOfMemoryError",
+    "IncompatibleKeys", "MoelatError", "MoelatTypeError", "MoelatValueError", "InvalidArgumentError", "MoelatIOError", "FormatError", "OutOfMemoryError",
     "DeviceError", "PluginError", "NonFiniteError", "MismatchError", "ClosedLatticeError", "StateDictError",
     "LIBRARY_PATH", "BANDS",
 ]

@@ -15,7 +15,18 @@ class MoelatError(Exception):
             self.status = status
 
 
-class InvalidArgumentError(MoelatError, ValueError):
+class MoelatTypeError(MoelatError, TypeError):
+    """An argument of the wrong type (found on the Python side)."""
+
+
+class MoelatValueError(MoelatError, ValueError):
+    """An argument of the right type and a wrong value."""
+
+
+class InvalidArgumentError(MoelatValueError):
+    """The engine's MOELAT_ERR_INVALID, and the Python side's own refusals
+    of a value (out of range, NUL in a string, unknown option value)."""
+
     status = 1
 
 
@@ -23,7 +34,7 @@ class MoelatIOError(MoelatError, OSError):
     status = 2
 
 
-class FormatError(MoelatError, ValueError):
+class FormatError(MoelatValueError):
     status = 3
 
 
@@ -39,7 +50,7 @@ class PluginError(MoelatError, RuntimeError):
     status = 6
 
 
-class NonFiniteError(MoelatError, FloatingPointError, ValueError):
+class NonFiniteError(MoelatValueError, FloatingPointError):
     status = 7
 
 
@@ -47,8 +58,10 @@ class MismatchError(MoelatError, RuntimeError):
     status = 8
 
 
-class ClosedLatticeError(MoelatError, ValueError):
-    """An operation on a lattice after close()."""
+class ClosedLatticeError(MoelatValueError):
+    """An operation on a lattice after close(), or on what depended on it
+    (a gradient recording) once close() freed it; the message names what
+    was closed. A ValueError, as an operation on a closed file."""
 
 
 class StateDictError(MoelatError, RuntimeError):

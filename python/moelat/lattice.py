@@ -1,7 +1,7 @@
 """Lattice3D: the prototype's lattice API over libmoelat."""
 import ctypes
 import json
-import numbers
+import itertools
 import os
 import tempfile
 import threading
@@ -9,42 +9,19 @@ import threading
 import numpy as np
 
 from . import _lib, _logbridge
-from .errors import ClosedLatticeError, InvalidArgumentError, NonFiniteError, from_status
+from . import _check
+from .errors import ClosedLatticeError, InvalidArgumentError, MoelatTypeError, NonFiniteError, from_status
 from .weights import WeightsMixin
 
 _MODES = {"percell": 0, "batch": 1, "auto": 2}
 _CNF = {"euler": 0, "lipschitz": 1}
 _BAND_NAMES = ("local", "functional", "distant")
 _ERR_LEN = 2048
-# Tuning knobs the engine reads from the environment when it builds the
-# batch path (README's environment table).
-def _check(status, message_fn):
+
+
+def _status(status, message_fn):
     if status != 0:
         raise from_status(status, message_fn())
-
-
-def _int(name, value, low=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
-    if low is not None and value < low:
-        raise InvalidArgumentError(f"{name} must be >= {low}, got {value}")
-    return int(value)
-
-
-def _dims3(name, value):
-    if isinstance(value, str):
-        parts = value.lower().split("x")
-        try:
-            value = tuple(int(p) for p in parts)
-        except ValueError:
-            raise InvalidArgumentError(f"{name} '{value}' is not XxYxZ") from None
-    try:
-        dims = tuple(value)
-    except TypeError:
-        raise TypeError(f"{name} must be (X, Y, Z), not {type(value).__name__}") from None
-    if len(dims) != 3:
-        raise InvalidArgumentError(f"{name} must have 3 entries (X, Y, Z), got {len(dims)}")
-    return tuple(_int(f"{name}[{i}]", d, 1) for i, d in enumerate(dims))
 
 
 def _float32(name, data, shapes):
@@ -52,7 +29,7 @@ def _float32(name, data, shapes):
     (flattened to the first); refuses non-float dtypes and NaN or Inf."""
     arr = _as_numpy(data)
     if arr.dtype.kind != "f":
-        raise TypeError(f"{name} must hold floating-point values, got dtype {arr.dtype}")
+        raise MoelatTypeError(f"{name} must hold floating-point values, got dtype {arr.dtype}")
     if arr.shape not in shapes:
         raise InvalidArgumentError(f"{name} has shape {arr.shape}, expected " + " or ".join(str(s) for s in shapes))
     out = np.ascontiguousarray(arr, dtype=np.float32).reshape(shapes[0])
@@ -76,7 +53,7 @@ def _as_numpy(data):
     try:
         return np.asarray(data)
     except Exception as e:  # noqa: BLE001 - ragged lists and the like
-        raise TypeError(f"cannot read {type(data).__name__} as an array: {e}") from None
+        raise MoelatTypeError(f"cannot read {type(data).__name__} as an array: {e}") from None
 
 
 class Lattice3D(WeightsMixin):
@@ -94,31 +71,38 @@ class Lattice3D(WeightsMixin):
     (list), hidden ({"h1": 12, ...}: the hidden sizes), tuning
     ({"gate_cells": 2, ...} or "gate_cells=2,...": the README's tuning keys,
     the config's tuning string; an unknown key raises, naming the known ones).
-    One lattice may be shared between threads: calls into it are serialised.
+    One lattice may be shared between threads: each method is one atomic
+    call under the lattice's lock (forward's set-input, steps and read
+    included), so calls from several threads run one after the other.
+    Integers are range-checked and strings and paths refused with a NUL
+    before they reach the engine (python/README.md, "Rules").
     spatial_optimizer_factory(dimensions, moe_processor) returns what
     create_batch_optimized_spatial_optimizer() returns; its settings apply.
     """
 
     def __init__(self, dimensions=None, preset="debug", config=None, spatial_optimizer_factory=None, **options):
+        # close() (also from __del__) needs these whatever fails below.
         self._lat = None
         self._lock = threading.RLock()
+        self._dependents = {}
+        self._tokens = itertools.count()
+        self._name = "Lattice3D"
         _logbridge.sync_levels()
         cfg = _lib.Config()
         err = ctypes.create_string_buffer(_ERR_LEN)
-        if not isinstance(preset, str):
-            raise TypeError(f"preset must be a string, not {type(preset).__name__}")
-        _check(_lib.config_preset(preset.encode(), ctypes.byref(cfg), err, _ERR_LEN), lambda: err.value.decode())
+        preset_b = _check.text("preset", preset, _lib.Config.preset.size)
+        _status(_lib.config_preset(preset_b, ctypes.byref(cfg), err, _ERR_LEN), lambda: err.value.decode())
         if config is not None:
             self._merge_config(cfg, config, err)
         if dimensions is not None:
-            cfg.dims[:] = _dims3("dimensions", dimensions)
+            cfg.dims[:] = _check.dims3("dimensions", dimensions, 1, _check.DIM_MAX)
         optimizer = None
         if spatial_optimizer_factory is not None:
             if not callable(spatial_optimizer_factory):
-                raise TypeError("spatial_optimizer_factory must be callable")
+                raise MoelatTypeError("spatial_optimizer_factory must be callable")
             optimizer = spatial_optimizer_factory(tuple(cfg.dims), None)
             if optimizer is None or not hasattr(optimizer, "options"):
-                raise TypeError(
+                raise MoelatTypeError(
                     "spatial_optimizer_factory must return what create_batch_optimized_spatial_optimizer() returns"
                 )
             options = {**optimizer.options, **options}
@@ -128,7 +112,7 @@ class Lattice3D(WeightsMixin):
         if mode == "percell":
             cfg.mode = _MODES["percell"]  # the library's default is auto: no device opened for nothing
         lat = ctypes.c_void_p()
-        _check(_lib.lattice_create(ctypes.byref(cfg), ctypes.byref(lat), err, _ERR_LEN), lambda: err.value.decode())
+        _status(_lib.lattice_create(ctypes.byref(cfg), ctypes.byref(lat), err, _ERR_LEN), lambda: err.value.decode())
         self._lat = lat
         self.spatial_optimizer = optimizer
         c = _lib.lattice_config(lat).contents
@@ -136,6 +120,7 @@ class Lattice3D(WeightsMixin):
         self.preset = c.preset.decode()
         self.num_cells = int(_lib.cell_count(lat))
         self.state_size = int(_lib.state_size(lat))
+        self._name = f"Lattice3D {self.preset} {'x'.join(map(str, self.dimensions))}"
         self._layout = None
         if mode is not None and mode != "percell":
             self._call(_lib.set_mode, _MODES[mode])
@@ -144,90 +129,99 @@ class Lattice3D(WeightsMixin):
     @staticmethod
     def _merge_config(cfg, config, err):
         if isinstance(config, dict):
+            # Checked here (non-finite numbers, NUL, types) so that a refusal
+            # names the key; the engine's own messages name the file, which
+            # for a dict is a temporary one: they say "config" instead.
+            text = json.dumps(_check.json_value("config", config), allow_nan=False)
             fd, path = tempfile.mkstemp(suffix=".json", prefix="moelat-config-")
             try:
                 with os.fdopen(fd, "w") as f:
-                    json.dump(config, f)
-                _check(_lib.config_load_json(path.encode(), ctypes.byref(cfg), err, _ERR_LEN),
-                       lambda: err.value.decode())
+                    f.write(text)
+                _status(_lib.config_load_json(os.fsencode(path), ctypes.byref(cfg), err, _ERR_LEN),
+                        lambda: err.value.decode("utf-8", "replace").replace(path, "config"))
             finally:
                 os.unlink(path)
-        elif isinstance(config, (str, os.PathLike)):
-            _check(_lib.config_load_json(os.fsencode(config), ctypes.byref(cfg), err, _ERR_LEN),
-                   lambda: err.value.decode())
+        elif isinstance(config, (str, bytes, os.PathLike)):
+            _status(_lib.config_load_json(_check.path("config", config), ctypes.byref(cfg), err, _ERR_LEN),
+                    lambda: err.value.decode("utf-8", "replace"))
         else:
-            raise TypeError(f"config must be a JSON file's path or a dict, not {type(config).__name__}")
+            raise MoelatTypeError(f"config must be a JSON file's path or a dict, not {type(config).__name__}")
 
     @staticmethod
     def _apply_options(cfg, options):
         mode = None
         for key, value in options.items():
             if key == "seed":
-                cfg.seed = _int(key, value, 0)
+                cfg.seed = _check.integer(key, value, 0, _check.SEED_MAX)
             elif key == "radius_ratio":
-                if not isinstance(value, numbers.Real) or not value > 0:
-                    raise InvalidArgumentError(f"radius_ratio must be a positive number, got {value!r}")
-                cfg.radius_ratio = float(value)
+                cfg.radius_ratio = _check.real(key, value, *_check.RADIUS_RATIO)
             elif key == "cnf_mode":
-                if value not in _CNF:
-                    raise InvalidArgumentError(f"cnf_mode must be one of {sorted(_CNF)}, got {value!r}")
-                cfg.cnf_mode = _CNF[value]
+                cfg.cnf_mode = _CNF[_check.choice(key, value, _CNF)]
             elif key == "state_size":
-                cfg.state_size = _int(key, value, 1)
-            elif key in ("threads", "queues", "batch_threshold"):
-                setattr(cfg, key, _int(key, value, 0))
+                cfg.state_size = _check.integer(key, value, 1, _check.SIZE_MAX)
+            elif key == "threads":
+                cfg.threads = _check.integer(key, value, 0, _check.THREADS_MAX)
+            elif key == "queues":
+                cfg.queues = _check.integer(key, value, 0, _check.QUEUES_MAX)
+            elif key == "batch_threshold":
+                cfg.batch_threshold = _check.integer(key, value, 0, _check.INT32_MAX)
             elif key == "chunk":
-                cfg.chunk[:] = _dims3("chunk", value)
+                cfg.chunk[:] = _check.dims3("chunk", value, 0, _check.DIM_MAX)
             elif key == "profile":
                 cfg.profile = 1 if value else 0
             elif key == "device":
-                if not isinstance(value, (str, int)) or len(str(value).encode()) >= 128:
-                    raise InvalidArgumentError(f"device must be an index or a name under 128 bytes, got {value!r}")
-                cfg.device = str(value).encode()
+                if isinstance(value, str):
+                    cfg.device = _check.text(key, value, _lib.Config.device.size)
+                else:
+                    cfg.device = str(_check.integer(key, value, 0, _check.INT32_MAX)).encode()
             elif key == "mode":
-                if value not in _MODES:
-                    raise InvalidArgumentError(f"mode must be one of {sorted(_MODES)}, got {value!r}")
-                mode = value
+                mode = _check.choice(key, value, _MODES)
             elif key == "experts":
-                for band, name in dict(value).items():
-                    if band not in _BAND_NAMES:
-                        raise InvalidArgumentError(f"unknown band '{band}' (bands: {', '.join(_BAND_NAMES)})")
-                    if not isinstance(name, str) or len(name.encode()) >= 64:
-                        raise InvalidArgumentError(f"expert name for band {band} must be a string under 64 bytes")
-                    cfg.expert[_BAND_NAMES.index(band)].value = name.encode()
+                for band, name in _check.mapping(key, value):
+                    _check.choice("experts band", band, _BAND_NAMES)
+                    cfg.expert[_BAND_NAMES.index(band)].value = _check.text(f"experts[{band!r}]", name, 64)
             elif key == "plugin_paths":
-                paths = [value] if isinstance(value, (str, os.PathLike)) else list(value)
+                paths = [value] if isinstance(value, (str, bytes, os.PathLike)) else value
+                if not isinstance(paths, (list, tuple)):
+                    raise MoelatTypeError(f"plugin_paths must be a path or a list of paths, not {type(value).__name__}")
                 if len(paths) > _lib.MAX_PLUGIN_PATHS:
                     raise InvalidArgumentError(f"at most {_lib.MAX_PLUGIN_PATHS} plugin paths, got {len(paths)}")
                 for i, p in enumerate(paths):
-                    b = os.fsencode(p)
-                    if len(b) >= 512:
-                        raise InvalidArgumentError(f"plugin path {p!r} is 512 bytes or longer")
-                    cfg.plugin_paths[i].value = b
+                    cfg.plugin_paths[i].value = _check.path(f"plugin_paths[{i}]", p, 512)
                 cfg.n_plugin_paths = len(paths)
             elif key == "hidden":
-                for name, size in dict(value).items():
-                    _check(_lib.config_set_hidden(ctypes.byref(cfg), str(name).encode(), _int(f"hidden[{name}]", size, 1)),
-                           lambda: f"cannot set hidden size '{name}'")
+                for name, size in _check.mapping(key, value):
+                    name_b = _check.text("hidden size name", name, 32)
+                    size = _check.integer(f"hidden[{name!r}]", size, 1, _check.SIZE_MAX)
+                    _status(_lib.config_set_hidden(ctypes.byref(cfg), name_b, size),
+                            lambda: f"cannot set hidden size {name!r} (a name of [a-z0-9_]+, at most 16 sizes)")
             elif key == "tuning":
-                items = value.items() if isinstance(value, dict) else (
-                    kv.split("=", 1) for kv in str(value).split(",") if kv.strip())
+                if isinstance(value, dict):
+                    items = value.items()
+                elif isinstance(value, str):
+                    items = (kv.split("=", 1) for kv in value.split(",") if kv.strip())
+                else:
+                    raise MoelatTypeError(f"tuning must be a dict or a string, not {type(value).__name__}")
                 text = ",".join(f"{str(k).strip().lower()}={str(v).strip()}" for k, v in items)
-                if len(text.encode()) >= 512:
-                    raise InvalidArgumentError(f"tuning string of {len(text)} characters, at most 511")
-                cfg.tuning = text.encode()
+                cfg.tuning = _check.text("tuning", text, 512)
             else:
-                raise TypeError(f"Lattice3D() got an unexpected option '{key}'")
+                raise MoelatTypeError(f"Lattice3D() got an unexpected option '{key}'")
         return mode
 
     # ---- life cycle ------------------------------------------------------
     def close(self):
-        """Frees the engine's lattice; later calls raise ClosedLatticeError."""
+        """Frees the engine's lattice; later calls raise ClosedLatticeError.
+        What depends on it (gradient recordings) is freed first, and raises
+        ClosedLatticeError when used afterwards."""
         lock = getattr(self, "_lock", None)
         if lock is None:
             return
         with lock:
             lat, self._lat = self._lat, None
+            dependents = list(self._dependents.values())
+            self._dependents.clear()
+            for handle, destroy, _what in reversed(dependents):
+                destroy(handle)
             if lat:
                 _lib.lattice_destroy(lat)
 
@@ -249,7 +243,7 @@ class Lattice3D(WeightsMixin):
 
     def _handle(self):
         if not self._lat:
-            raise ClosedLatticeError("operation on a closed lattice")
+            raise ClosedLatticeError(f"operation on a closed lattice ({self._name}: close() was called)")
         return self._lat
 
     def _call(self, fn, *args):
@@ -259,6 +253,40 @@ class Lattice3D(WeightsMixin):
             status = fn(lat, *args)
             if status != 0:
                 raise from_status(status, (_lib.last_error(lat) or b"").decode("utf-8", "replace"))
+
+    # ---- objects that depend on the lattice ------------------------------
+    # A C object made from the lattice (a moelat_grad) must be destroyed
+    # before the lattice. The lattice keeps each one's raw handle here, not
+    # a weak reference to its Python owner: a cyclic collection clears weak
+    # references before it runs finalisers, so a lattice collected in the
+    # same cycle as a recording would not see it. close() destroys what is
+    # still registered, then the lattice; the owner's own release finds its
+    # entry gone and does nothing.
+    def _adopt(self, handle, destroy, what):
+        """Registers handle (destroyed with destroy(handle)); returns its
+        token. Call with the lock held, right after making handle."""
+        with self._lock:
+            if not self._lat:
+                destroy(handle)
+                self._handle()
+            token = next(self._tokens)
+            self._dependents[token] = (handle, destroy, what)
+            return token
+
+    def _dependent(self, token, what):
+        """The handle registered under token; ClosedLatticeError naming
+        what once close() has freed it. Call with the lock held."""
+        entry = self._dependents.get(token)
+        if entry is None:
+            raise ClosedLatticeError(f"the {what} was freed when its lattice ({self._name}) was closed")
+        return entry[0]
+
+    def _release(self, token):
+        """Destroys the handle under token, unless close() already did."""
+        with self._lock:
+            entry = self._dependents.pop(token, None)
+            if entry is not None:
+                entry[1](entry[0])
 
     # ---- modes -------------------------------------------------------------
     def set_batch_enabled(self, enabled=True):
@@ -279,9 +307,7 @@ class Lattice3D(WeightsMixin):
 
     @mode.setter
     def mode(self, value):
-        if value not in _MODES:
-            raise InvalidArgumentError(f"mode must be one of {sorted(_MODES)}, got {value!r}")
-        self._call(_lib.set_mode, _MODES[value])
+        self._call(_lib.set_mode, _MODES[_check.choice("mode", value, _MODES)])
 
     @property
     def device(self):
@@ -294,6 +320,11 @@ class Lattice3D(WeightsMixin):
             return int(_lib.step_count(self._handle()))
 
     # ---- stepping and states ----------------------------------------------
+    def _input_array(self, external_input):
+        X, Y, _ = self.dimensions
+        return _float32("external_input", external_input,
+                        [(X * Y, _lib.EXT_SIZE), (Y, X, _lib.EXT_SIZE), (X * Y * _lib.EXT_SIZE,)])
+
     def set_external_input(self, external_input):
         """External input of the z = 0 face: (Y, X, 16), (X*Y, 16) or flat,
         x fastest; None clears it."""
@@ -301,19 +332,27 @@ class Lattice3D(WeightsMixin):
         if external_input is None:
             self._call(_lib.set_external_input, None, 0)
             return
-        X, Y, _ = self.dimensions
-        arr = _float32("external_input", external_input,
-                       [(X * Y, _lib.EXT_SIZE), (Y, X, _lib.EXT_SIZE), (X * Y * _lib.EXT_SIZE,)])
+        arr = self._input_array(external_input)
         self._call(_lib.set_external_input, _lib.floats(arr), arr.size)
 
     def forward(self, external_input=None, steps=1):
         """Runs `steps` synchronous steps with external_input on the input
-        face (None: no input) and returns the states, (N, S) float32."""
-        steps = _int("steps", steps, 0)
-        self.set_external_input(external_input)
-        if steps:
-            self._call(_lib.step, steps)
-        return self.states
+        face (None: no input) and returns the states, (N, S) float32. One
+        atomic call: no other thread's call into this lattice runs between
+        setting the input, the steps and reading the states."""
+        steps = _check.integer("steps", steps, 0, _check.INT32_MAX)
+        self._handle()
+        arr = None if external_input is None else self._input_array(external_input)
+        out = np.empty((self.num_cells, self.state_size), dtype=np.float32)
+        with self._lock:
+            if arr is None:
+                self._call(_lib.set_external_input, None, 0)
+            else:
+                self._call(_lib.set_external_input, _lib.floats(arr), arr.size)
+            if steps:
+                self._call(_lib.step, steps)
+            self._call(_lib.get_states, _lib.floats(out), out.size)
+        return out
 
     __call__ = forward
 
@@ -340,19 +379,19 @@ class Lattice3D(WeightsMixin):
         return out
 
     def load_states(self, path):
-        self._call(_lib.load_states, os.fsencode(path))
+        self._call(_lib.load_states, _check.path("path", path))
 
     def save_states(self, path):
-        self._call(_lib.save_states, os.fsencode(path))
+        self._call(_lib.save_states, _check.path("path", path))
 
     # ---- checkpoints -------------------------------------------------------
     def save_checkpoint(self, directory):
         """States, input, step counter, config and weights into directory."""
-        self._call(_lib.save_checkpoint, os.fsencode(directory))
+        self._call(_lib.save_checkpoint, _check.path("directory", directory))
 
     def resume(self, directory):
         """Continues from a checkpoint of a lattice with the same model."""
-        self._call(_lib.resume_checkpoint, os.fsencode(directory))
+        self._call(_lib.resume_checkpoint, _check.path("directory", directory))
 
     # ---- report -------------------------------------------------------------
     def get_batch_performance(self):
@@ -370,7 +409,9 @@ class Lattice3D(WeightsMixin):
             _lib.reset_report(self._handle())
 
     def __repr__(self):
-        if self.closed:
-            return "<moelat.Lattice3D closed>"
-        X, Y, Z = self.dimensions
-        return f"<moelat.Lattice3D {self.preset} {X}x{Y}x{Z} S={self.state_size} mode={self.mode} device={self.device!r}>"
+        with self._lock:
+            if self.closed:
+                return "<moelat.Lattice3D closed>"
+            X, Y, Z = self.dimensions
+            return (f"<moelat.Lattice3D {self.preset} {X}x{Y}x{Z} S={self.state_size} mode={self.mode} "
+                    f"device={self.device!r}>")

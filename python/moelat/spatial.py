@@ -1,6 +1,7 @@
 """The prototype's batch helpers: upgrade_lattice_to_batch and the spatial
 optimizer factory's product."""
-from .errors import InvalidArgumentError
+from . import _check
+from .errors import MoelatTypeError
 
 
 class BatchSpatialOptimizer:
@@ -12,10 +13,8 @@ class BatchSpatialOptimizer:
         self.dimensions = tuple(dimensions)
         self.moe_processor = moe_processor
         self.enable_batch = bool(enable_batch)
-        if isinstance(batch_threshold, bool) or not isinstance(batch_threshold, int) or batch_threshold < 0:
-            raise InvalidArgumentError(f"batch_threshold must be an integer >= 0, got {batch_threshold!r}")
-        self.batch_threshold = batch_threshold
-        self.options = {"batch_threshold": batch_threshold, **options}
+        self.batch_threshold = _check.integer("batch_threshold", batch_threshold, 0, _check.INT32_MAX)
+        self.options = {"batch_threshold": self.batch_threshold, **options}
 
     def __repr__(self):
         return f"BatchSpatialOptimizer(dimensions={self.dimensions}, enable_batch={self.enable_batch}, " \
@@ -38,7 +37,8 @@ def upgrade_lattice_to_batch(lattice):
     from .lattice import Lattice3D
 
     if not isinstance(lattice, Lattice3D):
-        raise TypeError(f"upgrade_lattice_to_batch takes a Lattice3D, not {type(lattice).__name__}")
-    lattice._call(_lib.upgrade_to_batch)
-    lattice._call(_lib.set_mode, 1)
+        raise MoelatTypeError(f"upgrade_lattice_to_batch takes a Lattice3D, not {type(lattice).__name__}")
+    with lattice._lock:
+        lattice._call(_lib.upgrade_to_batch)
+        lattice._call(_lib.set_mode, 1)
     return lattice

@@ -15,8 +15,8 @@ import tempfile
 
 import numpy as np
 
-from . import _lib
-from .errors import FormatError, InvalidArgumentError, NonFiniteError, StateDictError
+from . import _check, _lib
+from .errors import FormatError, InvalidArgumentError, MoelatTypeError, NonFiniteError, StateDictError
 
 IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
@@ -47,9 +47,12 @@ def read_safetensors_header(path):
 
 class WeightsMixin:
     def _weight_layout(self):
+        with self._lock:
+            return self._weight_layout_locked()
+
+    def _weight_layout_locked(self):
         if self._layout is None:
-            with self._lock:
-                total = int(_lib.weights_count(self._handle()))
+            total = int(_lib.weights_count(self._handle()))
             with tempfile.TemporaryDirectory(prefix="moelat-layout-") as d:
                 path = os.path.join(d, "w.safetensors")
                 self.save_weights(path)
@@ -66,17 +69,18 @@ class WeightsMixin:
 
     def load_weights(self, path):
         """Loads a safetensors file (names as the original PyTorch modules)."""
-        self._call(_lib.load_weights, os.fsencode(path))
+        self._call(_lib.load_weights, _check.path("path", path))
 
     def save_weights(self, path):
-        self._call(_lib.save_weights, os.fsencode(path))
+        self._call(_lib.save_weights, _check.path("path", path))
 
     def state_dict(self):
         """The weights under the original PyTorch module names: an ordered
         dict of float32 numpy arrays (views of one fresh copy)."""
-        layout = self._weight_layout()
-        flat = np.empty(sum(e[3] for e in layout), dtype=np.float32)
-        self._call(_lib.get_weights, _lib.floats(flat), flat.size)
+        with self._lock:
+            layout = self._weight_layout()
+            flat = np.empty(sum(e[3] for e in layout), dtype=np.float32)
+            self._call(_lib.get_weights, _lib.floats(flat), flat.size)
         return collections.OrderedDict(
             (name, flat[first:first + count].reshape(shape)) for name, shape, first, count in layout
         )
@@ -85,11 +89,17 @@ class WeightsMixin:
         """Loads weights from numpy arrays or PyTorch tensors under the
         original names. strict: unknown or missing names raise (as PyTorch);
         otherwise missing ones keep their values. Wrong shapes always raise.
-        Returns (missing_keys, unexpected_keys)."""
+        Returns (missing_keys, unexpected_keys). One atomic call: the
+        weights kept for missing names are read under the same lock hold
+        that writes the result."""
+        if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
+            raise MoelatTypeError(f"state_dict must be a mapping, not {type(state_dict).__name__}")
+        with self._lock:
+            return self._load_state_dict_locked(state_dict, strict)
+
+    def _load_state_dict_locked(self, state_dict, strict):
         from .lattice import _as_numpy
 
-        if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
-            raise TypeError(f"state_dict must be a mapping, not {type(state_dict).__name__}")
         layout = self._weight_layout()
         known = {e[0] for e in layout}
         missing = [e[0] for e in layout if e[0] not in state_dict]
@@ -110,7 +120,7 @@ class WeightsMixin:
                 continue
             value = _as_numpy(state_dict[name])
             if value.dtype.kind not in "fiu":
-                raise TypeError(f"state_dict['{name}'] has dtype {value.dtype}, expected a floating-point tensor")
+                raise MoelatTypeError(f"state_dict['{name}'] has dtype {value.dtype}, expected a floating-point tensor")
             # A learnable scalar is stored as [] and read from [] or [1].
             ok = value.shape == shape or (shape == () and value.shape == (1,))
             if not ok:
