@@ -53,7 +53,9 @@ def sync_levels():
     for name in list(logging.Logger.manager.loggerDict):
         if name.startswith(ROOT + ".") and name not in _PYTHON_ONLY:
             module = name[len(ROOT) + 1:]
-            if 0 < len(module.encode()) < 32:
+            # A name with NUL would reach the engine cut at the NUL, as
+            # another module's: no engine module has such a name.
+            if 0 < len(module.encode()) < 32 and "\0" not in module:
                 want[module] = to_engine_level(logging.getLogger(name).getEffectiveLevel())
     for module, level in want.items():
         if _sent.get(module) != level:

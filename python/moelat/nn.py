@@ -19,72 +19,16 @@ keys are the prototype's), so any torch optimizer trains them.
 Tensors are float32 on the CPU. A CUDA tensor is copied to the CPU for the
 engine (with a warning, once) and the result is moved back to its device.
 """
-import ctypes
 import warnings
 
 import numpy as np
 import torch
 
-from . import _lib
-from .errors import from_status
-
-_c = ctypes
-_P = _c.c_void_p
-_F = _c.POINTER(_c.c_float)
-_S = _c.c_int
-
-
-class GradOptions(_c.Structure):
-    """Mirror of moelat_grad_options (moelat/grad.h)."""
-
-    _fields_ = [("struct_size", _c.c_uint32), ("checkpoint_every", _c.c_int32), ("memory_budget", _c.c_uint64)]
-
-
-_grad_options_default = _lib._fn("moelat_grad_options_default", None, _c.POINTER(GradOptions))
-_grad_record = _lib._fn("moelat_grad_record", _S, _P, _c.c_int, _c.POINTER(GradOptions), _c.POINTER(_P))
-_grad_destroy = _lib._fn("moelat_grad_destroy", None, _P)
-_grad_final_states = _lib._fn("moelat_grad_final_states", _S, _P, _F, _c.c_size_t)
-_grad_backward = _lib._fn("moelat_grad_backward", _S, _P, _F, _c.c_size_t)
-_grad_weights = _lib._fn("moelat_grad_weights", _S, _P, _F, _c.c_size_t)
-_grad_states = _lib._fn("moelat_grad_states", _S, _P, _F, _c.c_size_t)
-_grad_input = _lib._fn("moelat_grad_input", _S, _P, _F, _c.c_size_t)
-_grad_path = _lib._fn("moelat_grad_path", _c.c_char_p, _P)
+from . import _check, _lib
+from ._grad import Recording
+from .errors import MoelatTypeError
 
 _warned_cuda = False
-
-
-class _Recording:
-    """One recorded forward (a moelat_grad), freed with the autograd graph."""
-
-    def __init__(self, lattice, steps, checkpoint_every):
-        self.lattice = lattice
-        self.handle = _P()
-        opt = GradOptions()
-        _grad_options_default(_c.byref(opt))
-        opt.checkpoint_every = checkpoint_every
-        with lattice._lock:
-            lat = lattice._handle()
-            status = _grad_record(lat, steps, _c.byref(opt), _c.byref(self.handle))
-            if status != 0:
-                raise from_status(status, (_lib.last_error(lat) or b"").decode("utf-8", "replace"))
-
-    @property
-    def path(self):
-        """Where the backward runs: "device <name> (...)" or "host (<why>)"."""
-        return (_grad_path(self.handle) or b"").decode("utf-8", "replace")
-
-    def call(self, fn, array):
-        with self.lattice._lock:
-            status = fn(self.handle, _lib.floats(array), array.size)
-            if status != 0:
-                lat = self.lattice._handle()
-                raise from_status(status, (_lib.last_error(lat) or b"").decode("utf-8", "replace"))
-        return array
-
-    def __del__(self):
-        if self.handle:
-            _grad_destroy(self.handle)
-            self.handle = _P()
 
 
 def _to_numpy(t, name):
@@ -107,12 +51,16 @@ class LatticeFunction(torch.autograd.Function):
         device = states.device
         w = _to_numpy(weights, "weights")
         s0 = _to_numpy(states, "states")
-        lattice._call(_lib.set_weights, _lib.floats(w), w.size)
-        lattice.states = s0
-        lattice.set_external_input(None if external_input is None else _to_numpy(external_input, "external_input"))
-        rec = _Recording(lattice, int(steps), int(checkpoint_every))
-        lattice._backward_path = rec.path
-        out = rec.call(_grad_final_states, np.empty((lattice.num_cells, lattice.state_size), np.float32))
+        x = None if external_input is None else _to_numpy(external_input, "external_input")
+        # One atomic call on the lattice: no other thread's call runs
+        # between setting weights, states and input and recording.
+        with lattice._lock:
+            lattice._call(_lib.set_weights, _lib.floats(w), w.size)
+            lattice.states = s0
+            lattice.set_external_input(x)
+            rec = Recording(lattice, steps, checkpoint_every)
+            lattice._backward_path = rec.path
+            out = rec.final_states()
         ctx.rec = rec
         ctx.states_shape = states.shape
         ctx.has_input = external_input is not None
@@ -121,16 +69,15 @@ class LatticeFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        rec, lattice = ctx.rec, ctx.rec.lattice
+        rec = ctx.rec
         device = grad_out.device
         g = _to_numpy(grad_out, "grad_output").reshape(-1)
-        rec.call(_grad_backward, g)
-        dw = rec.call(_grad_weights, np.empty(int(_lib.weights_count(lattice._handle())), np.float32))
-        ds = rec.call(_grad_states, np.empty((lattice.num_cells, lattice.state_size), np.float32))
-        dx = None
-        if ctx.has_input and ctx.needs_input_grad[4]:
-            X, Y, _ = lattice.dimensions
-            dx = rec.call(_grad_input, np.empty((Y, X, _lib.EXT_SIZE), np.float32))
+        with rec.lattice._lock:
+            rec.backward(g)
+            dw = rec.weights_grad()
+            ds = rec.states_grad()
+            dx = rec.input_grad() if ctx.has_input and ctx.needs_input_grad[4] else None
+        if dx is not None:
             dx = torch.from_numpy(dx).reshape(ctx.input_shape).to(device)
         ds = torch.from_numpy(ds).reshape(ctx.states_shape).to(device) if ctx.needs_input_grad[3] else None
         dw = torch.from_numpy(dw).to(device) if ctx.needs_input_grad[5] else None
@@ -144,10 +91,14 @@ class LatticeModule(torch.nn.Module):
     external_input) runs `steps` steps and returns s_T, (N, S)."""
 
     def __init__(self, lattice, steps=1, checkpoint_every=0):
+        from .lattice import Lattice3D
+
         super().__init__()
-        self.lattice = lattice
-        self.steps = int(steps)
-        self.checkpoint_every = int(checkpoint_every)
+        if not isinstance(lattice, Lattice3D):
+            raise MoelatTypeError(f"LatticeModule takes a Lattice3D, not {type(lattice).__name__}")
+        self.lattice = lattice  # kept alive by the module; close() it and forward raises ClosedLatticeError
+        self.steps = _check.integer("steps", steps, 1, _check.INT32_MAX)
+        self.checkpoint_every = _check.integer("checkpoint_every", checkpoint_every, 0, _check.INT32_MAX)
         self._names = []
         for name, value in lattice.state_dict().items():
             *path, leaf = name.split(".")

@@ -61,3 +61,17 @@ def test_engine_warning_is_a_record_not_stderr(tmp_path):
     assert any(name == "moelat.batch" and level == "WARNING" and "falling back" in msg
                for name, level, msg in out["records"]), out
     assert "falling back" not in proc.stderr
+
+
+def test_logger_name_with_nul_reaches_no_module():
+    from moelat import _logbridge
+
+    bad = logging.getLogger("moelat.batch\0junk")
+    bad.setLevel(logging.DEBUG)
+    try:
+        _logbridge.sync_levels()
+        assert not any("\0" in m for m in _logbridge._sent)
+        assert _logbridge._sent.get("batch", -1) != 3  # not turned to debug through the cut name
+    finally:
+        bad.setLevel(logging.NOTSET)
+        del logging.Logger.manager.loggerDict["moelat.batch\0junk"]

@@ -194,3 +194,17 @@ def test_readme_training_section(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "grad True" in proc.stdout
+
+
+def test_module_checks_its_arguments(make_lattice):
+    import moelat
+
+    lat = make_lattice(DIMS, radius_ratio=0.5, mode="percell")
+    with pytest.raises(moelat.MoelatValueError, match=r"steps must be an integer from 1 to 2147483647"):
+        LatticeModule(lat, steps=2**32 + 1)
+    with pytest.raises(moelat.MoelatTypeError, match="steps"):
+        LatticeModule(lat, steps=True)
+    with pytest.raises(moelat.MoelatValueError, match="checkpoint_every"):
+        LatticeModule(lat, checkpoint_every=2**31)
+    with pytest.raises(moelat.MoelatTypeError, match="Lattice3D"):
+        LatticeModule("lattice")
