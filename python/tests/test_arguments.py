@@ -189,7 +189,7 @@ def test_python_refusals_are_moelat_errors(make_lattice):
         lambda: lat.load_weights(3),
         lambda: moelat.upgrade_lattice_to_batch("lattice"),
     ]
-    for i, case in enumerate(cases):
+    for case in cases:
         with pytest.raises(MoelatTypeError):
             case()
     for case in (lambda: setattr(lat, "mode", ["batch"]), lambda: moelat.Lattice3D(SMALL, cnf_mode={})):
