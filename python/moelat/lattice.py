@@ -181,9 +181,11 @@ class Lattice3D(WeightsMixin):
                     _check.choice("experts band", band, _BAND_NAMES)
                     cfg.expert[_BAND_NAMES.index(band)].value = _check.text(f"experts[{band!r}]", name, 64)
             elif key == "plugin_paths":
-                paths = [value] if isinstance(value, (str, bytes, os.PathLike)) else value
-                if not isinstance(paths, (list, tuple)):
-                    raise MoelatTypeError(f"plugin_paths must be a path or a list of paths, not {type(value).__name__}")
+                try:
+                    paths = [value] if isinstance(value, (str, bytes, os.PathLike)) else list(value)
+                except TypeError:
+                    raise MoelatTypeError(
+                        f"plugin_paths must be a path or a list of paths, not {type(value).__name__}") from None
                 if len(paths) > _lib.MAX_PLUGIN_PATHS:
                     raise InvalidArgumentError(f"at most {_lib.MAX_PLUGIN_PATHS} plugin paths, got {len(paths)}")
                 for i, p in enumerate(paths):

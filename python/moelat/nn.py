@@ -16,6 +16,11 @@ dL/ds_0 and dL/d(external input). LatticeModule holds the lattice's
 weights as nn.Parameters under the original module names (its state_dict()
 keys are the prototype's), so any torch optimizer trains them.
 
+Each output's autograd graph holds the engine's recording of its forward,
+and the recording holds the lattice: closing the lattice frees the
+recording too, and a later backward() raises ClosedLatticeError naming it
+(python/README.md, "Rules").
+
 Tensors are float32 on the CPU. A CUDA tensor is copied to the CPU for the
 engine (with a warning, once) and the result is moved back to its device.
 """
@@ -115,6 +120,9 @@ class LatticeModule(torch.nn.Module):
         return torch.cat([params[n].reshape(-1) for n in self._names])
 
     def forward(self, states=None, external_input=None):
+        for name, t in (("states", states), ("external_input", external_input)):
+            if t is not None and not isinstance(t, torch.Tensor):
+                raise MoelatTypeError(f"{name} must be a torch.Tensor or None, not {type(t).__name__}")
         if states is None:
             states = torch.zeros((self.lattice.num_cells, self.lattice.state_size), dtype=torch.float32)
         return LatticeFunction.apply(self.lattice, self.steps, self.checkpoint_every, states, external_input,

@@ -208,3 +208,5 @@ def test_module_checks_its_arguments(make_lattice):
         LatticeModule(lat, checkpoint_every=2**31)
     with pytest.raises(moelat.MoelatTypeError, match="Lattice3D"):
         LatticeModule("lattice")
+    with pytest.raises(moelat.MoelatTypeError, match="states must be a torch.Tensor"):
+        LatticeModule(lat)(np.zeros((lat.num_cells, lat.state_size), np.float32))
