@@ -225,3 +225,11 @@ __kernel void ml_bwd_commit(__global const float *slot_dw, const int n_slots, co
     if (id < (size_t)n_ext)
         dext[id] += dext_chunk[id];
 }
+
+/* dL/ds_t = dL/ds_{t+1} + the step's adjoint contributions: gin += dacc,
+ * so the adjoint stays on the device from one reverse step to the next. */
+__kernel void ml_bwd_accumulate(__global float *gin, __global const float *dacc, const int n) {
+    const int i = get_global_id(0);
+    if (i < n)
+        gin[i] += dacc[i];
+}

@@ -76,10 +76,12 @@ typedef struct ml_backward_ops {
      * host runs it. close releases it. */
     int (*open)(void *ctx, struct ml_grad_engine *e);
     void (*close)(struct ml_grad_engine *e);
-    /* A sweep's start (weights and input current, totals zeroed), one
-     * reverse step (g_out = g_in + every chunk's part; a chunk the device
-     * fails is redone on the host), and its end (the weights' and input's
-     * gradients added into g's). MOELAT_ERR_DEVICE, with g->eng->dev closed,
+    /* A sweep's start (the recording's weights and input and dL/ds_T
+     * (g->g) uploaded, totals zeroed), one reverse step from state cur
+     * (the adjoint stays on the device between steps; g_in / g_out are
+     * the host's buffers, used only when a chunk the device fails is
+     * redone on the host), and its end (dL/ds_0 into g->g, the weights'
+     * and input's gradients added into g's). MOELAT_ERR_DEVICE, with g->eng->dev closed,
      * when the device failed past a chunk: the caller redoes the sweep. */
     moelat_status (*begin)(struct moelat_grad *g);
     moelat_status (*step)(struct moelat_grad *g, const double *cur, const double *g_in, double *g_out);

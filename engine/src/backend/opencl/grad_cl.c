@@ -31,7 +31,7 @@ typedef struct ml_grad_cl {
     ml_cl_backend *b;
     cl_command_queue q;
     cl_program prog[MOELAT_BANDS + 1]; /* bands, then the engine's */
-    cl_kernel band[MOELAT_BANDS], gate_fwd, gate, gather, commit;
+    cl_kernel band[MOELAT_BANDS], gate_fwd, gate, gather, commit, accumulate;
     int on[MOELAT_BANDS];              /* band has neighbours somewhere */
     int scratch[MOELAT_BANDS + 1];     /* scratch floats per band, the gate's */
     int slot_floats, n_slots, rows, n_chunks, halo, n_all;
@@ -51,7 +51,7 @@ static void release(ml_grad_cl *c) {
         return;
     if (c->q)
         clFinish(c->q);
-    cl_kernel ks[] = {c->band[0], c->band[1], c->band[2], c->gate_fwd, c->gate, c->gather, c->commit};
+    cl_kernel ks[] = {c->band[0], c->band[1], c->band[2], c->gate_fwd, c->gate, c->gather, c->commit, c->accumulate};
     for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++)
         if (ks[i])
             clReleaseKernel(ks[i]);
@@ -179,10 +179,10 @@ static int build(ml_grad_engine *eng, ml_grad_cl *c, const moelat_backward_cl *x
     free(src);
     if (rc != 0)
         return -1;
-    const char *names[4] = {"ml_bwd_gate_fwd", "ml_bwd_gate", c->cpu ? "ml_bwd_gather_cells" : "ml_bwd_gather",
-                            "ml_bwd_commit"};
-    cl_kernel *ks[4] = {&c->gate_fwd, &c->gate, &c->gather, &c->commit};
-    for (int i = 0; i < 4; i++) {
+    const char *names[5] = {"ml_bwd_gate_fwd", "ml_bwd_gate", c->cpu ? "ml_bwd_gather_cells" : "ml_bwd_gather",
+                            "ml_bwd_commit", "ml_bwd_accumulate"};
+    cl_kernel *ks[5] = {&c->gate_fwd, &c->gate, &c->gather, &c->commit, &c->accumulate};
+    for (int i = 0; i < 5; i++) {
         *ks[i] = clCreateKernel(c->prog[MOELAT_BANDS], names[i], &e);
         if (e != CL_SUCCESS)
             return snprintf(why, whylen, "creating kernel %s: %s", names[i], mlcl_error_name(e)), -1;
@@ -369,6 +369,8 @@ static moelat_status cl_begin(moelat_grad *g) {
     cl_int rc = write_doubles(c, c->weights, g->w.flat, c->n_weights);
     if (rc == CL_SUCCESS && ne)
         rc = write_doubles(c, c->ext, g->ext, ne);
+    if (rc == CL_SUCCESS) /* dL/ds_T: from here on the adjoint lives in c->gin */
+        rc = write_doubles(c, c->gin, g->g, g->NS);
     if (rc == CL_SUCCESS)
         rc = fill(c, c->dw, c->n_weights * sizeof(float));
     if (rc == CL_SUCCESS)
@@ -475,13 +477,18 @@ static void chunk_rows(const ml_grad_cl *c, const moelat_lattice *lat, int ch, i
     *r1 = *r0 + c->rows < n_rows ? *r0 + c->rows : n_rows;
 }
 
+/* One reverse step: the state s_t is uploaded, the adjoint dL/ds_{t+1}
+ * is already on the device (c->gin) and becomes dL/ds_t there (gin +=
+ * dacc); nothing is read back unless a chunk runs on the host, whose rows
+ * need the adjoint on the host. Failures a kernel reports through
+ * c->status are read once, at the sweep's end. g_in and g_out, the host's
+ * adjoint buffers, are used only for such host chunks. */
 static moelat_status cl_step(moelat_grad *g, const double *cur, const double *g_in, double *g_out) {
+    (void)g_in;
     ml_grad_cl *c = g->eng->dev;
     moelat_lattice *lat = g->lat;
     const size_t NS = g->NS;
     cl_int rc = write_doubles(c, c->state, cur, NS);
-    if (rc == CL_SUCCESS)
-        rc = write_doubles(c, c->gin, g_in, NS);
     if (rc == CL_SUCCESS)
         rc = fill(c, c->dacc, NS * sizeof(float));
     if (rc != CL_SUCCESS) {
@@ -509,34 +516,45 @@ static moelat_status cl_step(moelat_grad *g, const double *cur, const double *g_
         host[n_host++] = ch;
         g->chunks_host++;
     }
-    rc = clEnqueueReadBuffer(c->q, c->dacc, CL_TRUE, 0, NS * sizeof(float), c->tmp, 0, NULL, NULL);
-    cl_int bad = 0;
-    if (rc == CL_SUCCESS)
-        rc = clEnqueueReadBuffer(c->q, c->status, CL_TRUE, 0, sizeof bad, &bad, 0, NULL, NULL);
-    if (rc != CL_SUCCESS || bad) {
-        ML_WARN(BWD_LOG, "device backward failed (%s); the sweep is redone on the host",
-                rc != CL_SUCCESS ? mlcl_error_name(rc) : "an expert's backward_fn returned an error");
-        snprintf(g->fallback, sizeof g->fallback, "the device backward failed (%s)",
-                 rc != CL_SUCCESS ? mlcl_error_name(rc) : "an expert's backward_fn returned an error");
-        give_up(g);
-        return ml_fail(lat, MOELAT_ERR_DEVICE, "device backward failed");
-    }
     if (n_host == 0) {
-        for (size_t v = 0; v < NS; v++)
-            g_out[v] = g_in[v] + (double)c->tmp[v];
-        return MOELAT_OK;
+        cl_kernel k = c->accumulate;
+        cl_int n = (cl_int)NS;
+        ARG(k, 0, c->gin); ARG(k, 1, c->dacc); ARG(k, 2, n);
+        if (rc == CL_SUCCESS)
+            rc = launch(c, k, NS);
+        if (rc == CL_SUCCESS)
+            return MOELAT_OK;
+    } else {
+        /* The host's rows need dL/ds_{t+1}: the adjoint and the device's
+         * part come back, the host adds its rows, the sum goes up again. */
+        float *dev_part = c->tmp;
+        double *gin = g_out; /* dL/ds_{t+1} in double, then overwritten by dL/ds_t */
+        rc = clEnqueueReadBuffer(c->q, c->gin, CL_TRUE, 0, NS * sizeof(float), dev_part, 0, NULL, NULL);
+        if (rc == CL_SUCCESS) {
+            for (size_t v = 0; v < NS; v++)
+                gin[v] = dev_part[v];
+            rc = clEnqueueReadBuffer(c->q, c->dacc, CL_TRUE, 0, NS * sizeof(float), dev_part, 0, NULL, NULL);
+        }
+        if (rc == CL_SUCCESS) {
+            memset(c->hostacc, 0, NS * sizeof(double));
+            for (int h = 0; h < n_host; h++) {
+                int r0, r1;
+                chunk_rows(c, lat, host[h], &r0, &r1);
+                moelat_status st = ml_grad_step_bwd_rows(g, cur, gin, r0, r1, c->hostacc);
+                if (st != MOELAT_OK)
+                    return st;
+            }
+            for (size_t v = 0; v < NS; v++)
+                g_out[v] = gin[v] + c->hostacc[v] + (double)dev_part[v];
+            rc = write_doubles(c, c->gin, g_out, NS);
+        }
+        if (rc == CL_SUCCESS)
+            return MOELAT_OK;
     }
-    memset(c->hostacc, 0, NS * sizeof(double));
-    for (int h = 0; h < n_host; h++) {
-        int r0, r1;
-        chunk_rows(c, lat, host[h], &r0, &r1);
-        moelat_status st = ml_grad_step_bwd_rows(g, cur, g_in, r0, r1, c->hostacc);
-        if (st != MOELAT_OK)
-            return st;
-    }
-    for (size_t v = 0; v < NS; v++)
-        g_out[v] = g_in[v] + c->hostacc[v] + (double)c->tmp[v];
-    return MOELAT_OK;
+    snprintf(g->fallback, sizeof g->fallback, "the device backward failed (%s)", mlcl_error_name(rc));
+    ML_WARN(BWD_LOG, "%s; the sweep is redone on the host", g->fallback);
+    give_up(g);
+    return ml_fail(lat, MOELAT_ERR_DEVICE, "device backward failed");
 }
 
 static moelat_status cl_end(moelat_grad *g) {
@@ -544,7 +562,23 @@ static moelat_status cl_end(moelat_grad *g) {
     moelat_lattice *lat = g->lat;
     size_t ne = (size_t)lat->X * lat->Y * lat->E;
     float *ext = c->tmp + (c->n_weights > g->NS ? c->n_weights : g->NS);
-    cl_int rc = clEnqueueReadBuffer(c->q, c->dw, CL_TRUE, 0, c->n_weights * sizeof(float), c->tmp, 0, NULL, NULL);
+    cl_int bad = 0;
+    cl_int rc = clEnqueueReadBuffer(c->q, c->status, CL_TRUE, 0, sizeof bad, &bad, 0, NULL, NULL);
+    if (rc == CL_SUCCESS && bad) {
+        snprintf(g->fallback, sizeof g->fallback, "the device backward failed (an expert's backward_fn "
+                                                  "returned an error)");
+        ML_WARN(BWD_LOG, "%s; the sweep is redone on the host", g->fallback);
+        give_up(g);
+        return ml_fail(lat, MOELAT_ERR_DEVICE, "device backward failed");
+    }
+    /* dL/ds_0 */
+    if (rc == CL_SUCCESS)
+        rc = clEnqueueReadBuffer(c->q, c->gin, CL_TRUE, 0, g->NS * sizeof(float), c->tmp, 0, NULL, NULL);
+    if (rc == CL_SUCCESS)
+        for (size_t v = 0; v < g->NS; v++)
+            g->g[v] = c->tmp[v];
+    if (rc == CL_SUCCESS)
+        rc = clEnqueueReadBuffer(c->q, c->dw, CL_TRUE, 0, c->n_weights * sizeof(float), c->tmp, 0, NULL, NULL);
     if (rc == CL_SUCCESS && ne)
         rc = clEnqueueReadBuffer(c->q, c->dext, CL_TRUE, 0, ne * sizeof(float), ext, 0, NULL, NULL);
     if (rc != CL_SUCCESS) {
