@@ -371,7 +371,7 @@ static void fill_tensor(const moelat_tensor_spec *s, float *v) {
 /* The dims the engine gives band expert desc under preset (lattice.c). */
 static void preset_dims(const char *preset, const moelat_expert_descriptor *desc,
                         moelat_expert_dims *d) {
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     char err[256];
     assert_int_equal(moelat_config_preset(preset, &cfg, err, sizeof err), MOELAT_OK);
     memset(d, 0, sizeof *d);
@@ -630,7 +630,7 @@ static void check_gate(const char *preset) {
     const clenv *e = cl_get();
     if (!e)
         skip();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     char err[256];
     assert_int_equal(moelat_config_preset(preset, &cfg, err, sizeof err), MOELAT_OK);
     const int S = cfg.state_size, gh = moelat_config_hidden(&cfg, "gate_hidden", 0);

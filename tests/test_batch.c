@@ -67,10 +67,10 @@ static void free_run(float **s, int n) {
 /* Batch vs per-cell after 1 and 5 steps: max abs < 1e-5, mean < 1e-6. */
 static void compare_debug(int X, int Y, int Z) {
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", X, Y, Z);
     float *h[5], *d[5];
-    moelat_report rep;
+    moelat_report rep = MOELAT_REPORT_INIT;
     run_case(&cfg, MOELAT_MODE_PERCELL, seed, 5, h, NULL);
     run_case(&cfg, MOELAT_MODE_BATCH, seed, 5, d, &rep);
     assert_true(rep.batch_chunks > 0);
@@ -101,7 +101,7 @@ static void test_debug_9x8x7(void **state) {
 static void test_experiment_12(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "experiment", 12, 12, 12);
     float *h[1], *d[1];
     run_case(&cfg, MOELAT_MODE_PERCELL, seed, 1, h, NULL);
@@ -129,10 +129,10 @@ static void test_experiment_12(void **state) {
 static void test_profile(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 7, 6, 5);
     float *plain[1], *timed[1];
-    moelat_report rep;
+    moelat_report rep = MOELAT_REPORT_INIT;
     run_case(&cfg, MOELAT_MODE_BATCH, seed, 1, plain, &rep);
     assert_true(rep.batch_chunks > 0);
     assert_int_equal(rep.profiled, 0);
@@ -157,7 +157,7 @@ static void test_profile(void **state) {
  * hence nu and the gate, are NaN), found from the stencil; the per-cell
  * path stops with the same message, and both keep the step-0 states. */
 static void nonfinite_batch(const char *tuning) {
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 7, 7);
     snprintf(cfg.tuning, sizeof cfg.tuning, "%s", tuning);
     cfg.mode = MOELAT_MODE_BATCH;
@@ -223,14 +223,14 @@ static void test_nonfinite_batch(void **state) {
 static void test_mixed_step(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     cfg.chunk[0] = 9;
     cfg.chunk[1] = 8;
     cfg.chunk[2] = 2; /* chunks of 144, 144, 144 and 72 cells */
     cfg.batch_threshold = 100;
     float *h[2], *d[2], *m[2];
-    moelat_report rep;
+    moelat_report rep = MOELAT_REPORT_INIT;
     run_case(&cfg, MOELAT_MODE_PERCELL, seed, 2, h, NULL);
     run_case(&cfg, MOELAT_MODE_BATCH, seed, 2, m, &rep);
     assert_int_equal(rep.batch_chunks, 6);
@@ -256,13 +256,13 @@ static void test_mixed_step(void **state) {
  * fallback whose reason holds `reason` and the chunk counts given. */
 static void enqueue_fault_case(int n, const char *reason, int percell_chunks, int batch_chunks) {
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     cfg.chunk[0] = 9;
     cfg.chunk[1] = 8;
     cfg.chunk[2] = 4;
     float *h[2], *d[2];
-    moelat_report rep;
+    moelat_report rep = MOELAT_REPORT_INIT;
     long live = mlcl_live_buffers();
     run_case(&cfg, MOELAT_MODE_PERCELL, seed, 2, h, NULL);
     mlcl_fault_inject(MLCL_FAULT_ENQUEUE, n);
@@ -302,7 +302,7 @@ static void test_prefix_fault(void **state) {
 static void test_alloc_fault(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     cfg.chunk[0] = 9;
     cfg.chunk[1] = 8;
@@ -332,7 +332,7 @@ static void test_alloc_fault(void **state) {
  * band's (local and distant declare MOELAT_CL_NO_ABSMEAN): the |n| prefix
  * reads then skip the endpoints of other bands' runs. */
 static void inf_reach(int all_abs) {
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7); /* r = 2.7: every band populated */
     snprintf(cfg.tuning, sizeof cfg.tuning, "%s", all_abs ? "agg_absmean=all" : "");
     cfg.mode = MOELAT_MODE_BATCH;
@@ -413,10 +413,10 @@ static void test_inf_reach(void **state) {
 static void test_build_fault(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     float *h[1], *d[1];
-    moelat_report rep;
+    moelat_report rep = MOELAT_REPORT_INIT;
     run_case(&cfg, MOELAT_MODE_PERCELL, seed, 1, h, NULL);
     snprintf(cfg.tuning, sizeof cfg.tuning, "kernel_cache=off");
     mlcl_fault_inject(MLCL_FAULT_BUILD, 2); /* the first expert's program */
@@ -434,7 +434,7 @@ static void test_build_fault(void **state) {
 /* Switching modes between steps keeps one trajectory. */
 static void test_mode_switch(void **state) {
     (void)state;
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     moelat_lattice *a = ts_lattice(&cfg), *b = ts_lattice(&cfg);
     assert_int_equal(moelat_step(a, 3), MOELAT_OK);
@@ -465,7 +465,7 @@ static void test_mode_switch(void **state) {
 static void test_residency(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     moelat_lattice *h = ts_lattice(&cfg), *d = ts_lattice(&cfg);
     const size_t n = moelat_cell_count(d) * 24, plane = (size_t)9 * 8 * 24, ne = (size_t)9 * 8 * MOELAT_EXT_SIZE;
@@ -479,7 +479,7 @@ static void test_residency(void **state) {
     for (int i = 0; i < 2; i++)
         assert_int_equal(moelat_set_states(both[i], x, n), MOELAT_OK);
     assert_int_equal(moelat_set_mode(d, MOELAT_MODE_BATCH), MOELAT_OK);
-    moelat_report rep;
+    moelat_report rep = MOELAT_REPORT_INIT;
     moelat_get_report(d, &rep);
     assert_int_equal(rep.steps, 0);
     assert_int_equal(rep.batch_chunks, 0);

@@ -86,7 +86,7 @@ static void step_ok(moelat_lattice *lat, int n) {
 /* 10 steps straight against 5 + checkpoint + resume in a fresh lattice + 5. */
 static void resume_case(moelat_mode mode) {
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     cfg.seed = seed % 1000003;
     cfg.mode = mode;
@@ -125,7 +125,7 @@ static void resume_case(moelat_mode mode) {
     printf("# %s: 10 steps == 5 + checkpoint + resume + 5, bitwise (%zu floats)\n",
            mode == MOELAT_MODE_BATCH ? "batch" : "per-cell", n);
     if (mode == MOELAT_MODE_BATCH) {
-        moelat_report rep;
+        moelat_report rep = MOELAT_REPORT_INIT;
         moelat_get_report(c, &rep);
         assert_true(rep.batch_chunks > 0);
         assert_int_equal(rep.fallbacks, 0);
@@ -178,7 +178,7 @@ static void expect_refusal(const moelat_config *cfg, const char *dir, const char
 static void test_refusals(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     cfg.seed = 42;
     char *dir = ts_tmpdir();
@@ -253,7 +253,7 @@ static void write_text(const char *path, const char *text) {
 static void test_damaged(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     char *dir = ts_tmpdir();
     moelat_lattice *b = make_lattice(&cfg, seed);
@@ -323,7 +323,7 @@ static void test_damaged(void **state) {
 static void test_killed_save(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     moelat_lattice *r = make_lattice(&cfg, seed);
     step_ok(r, 3);
@@ -393,7 +393,7 @@ static void test_killed_save(void **state) {
 static void test_save_details(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     char *dir = ts_tmpdir();
     char sub[2048];
@@ -409,7 +409,7 @@ static void test_save_details(void **state) {
     assert_int_equal(count_files(sub, "states-"), 1);
     assert_int_equal(count_files(sub, "input-"), 0);
     assert_int_equal(count_files(sub, "notes.txt"), 1);
-    moelat_config got;
+    moelat_config got = MOELAT_CONFIG_INIT;
     uint64_t step = 99;
     char err[1024];
     ts_config(&got, "experiment", 3, 3, 3);
@@ -499,7 +499,7 @@ static void test_cli_killed_run(void **state) {
     }
     /* Until a checkpoint past step 6 exists; then kill wherever it is. */
     uint64_t step = 0;
-    moelat_config got;
+    moelat_config got = MOELAT_CONFIG_INIT;
     char err[1024];
     for (int tries = 0; tries < 1200; tries++) {
         ts_config(&got, "debug", 1, 1, 1);

@@ -59,8 +59,9 @@ static void test_presets(void **state) {
     };
     static const char *hn[7] = {"h1", "h2", "ph", "hd", "md", "ode_hidden", "gate_hidden"};
     for (int p = 0; p < 3; p++) {
-        moelat_config c;
+        moelat_config c = MOELAT_CONFIG_INIT;
         memset(&c, 0xa5, sizeof c);
+        c.struct_size = sizeof c;
         preset_or_fail(want[p].name, &c);
         assert_string_equal(c.preset, want[p].name);
         for (int i = 0; i < 3; i++)
@@ -98,7 +99,7 @@ static void test_presets(void **state) {
 
 static void test_unknown_preset(void **state) {
     (void)state;
-    moelat_config c, copy;
+    moelat_config c = MOELAT_CONFIG_INIT, copy = MOELAT_CONFIG_INIT;
     preset_or_fail("experiment", &c);
     copy = c;
     char err[512] = "";
@@ -113,7 +114,7 @@ static void test_unknown_preset(void **state) {
 
 static void test_radius(void **state) {
     (void)state;
-    moelat_config c;
+    moelat_config c = MOELAT_CONFIG_INIT;
     preset_or_fail("debug", &c);
     for (int rep = 0; rep < 50; rep++) {
         c.dims[0] = 1 + (int32_t)(rnd() % 2000);
@@ -142,7 +143,7 @@ static void test_radius(void **state) {
 
 static void test_hidden_api(void **state) {
     (void)state;
-    moelat_config c;
+    moelat_config c = MOELAT_CONFIG_INIT;
     preset_or_fail("debug", &c);
     int32_t v = 1 + (int32_t)(rnd() % 500);
     assert_int_equal(moelat_config_set_hidden(&c, "h1", v), MOELAT_OK);
@@ -188,7 +189,7 @@ static void test_json_overrides(void **state) {
                  "  \"plugin_paths\": [\"/a\", \"/b/c\"]\n}\n",
                  X, Y, Z, S, rr, h1, ode, steps, seed, threads, bt, cx, q);
         const char *path = write_json("over.json", text);
-        moelat_config c;
+        moelat_config c = MOELAT_CONFIG_INIT;
         preset_or_fail(rep % 2 ? "experiment" : "debug", &c);
         char err[512];
         if (moelat_config_load_json(path, &c, err, sizeof err) != MOELAT_OK)
@@ -231,7 +232,7 @@ static void test_preset_first(void **state) {
     snprintf(text, sizeof text,
              "{\"seed\": 77, \"dims\": \"%dx3x4\", \"device\": 2, \"preset\": \"optimized\"}", X);
     const char *path = write_json("preset.json", text);
-    moelat_config c;
+    moelat_config c = MOELAT_CONFIG_INIT;
     preset_or_fail("debug", &c);
     c.threads = 5;
     char err[512];
@@ -314,7 +315,7 @@ static void test_bad_json(void **state) {
         char name[32];
         snprintf(name, sizeof name, "bad%zu.json", i);
         const char *path = write_json(name, bad_jsons[i].text);
-        moelat_config c, copy;
+        moelat_config c = MOELAT_CONFIG_INIT, copy = MOELAT_CONFIG_INIT;
         preset_or_fail("debug", &c);
         c.seed = rnd();
         copy = c;
@@ -341,7 +342,7 @@ static void test_syntax_error(void **state) {
         strcat(text, "\n");
     strcat(text, "  \"seed\": 12,,\n}\n");
     const char *path = write_json("syntax.json", text);
-    moelat_config c, copy;
+    moelat_config c = MOELAT_CONFIG_INIT, copy = MOELAT_CONFIG_INIT;
     preset_or_fail("debug", &c);
     copy = c;
     char err[512] = "", want[320];
@@ -365,7 +366,7 @@ static void test_syntax_error(void **state) {
 
 static void test_load_string(void **state) {
     (void)state;
-    moelat_config c;
+    moelat_config c = MOELAT_CONFIG_INIT;
     preset_or_fail("debug", &c);
     char err[512];
     const char *t = "{\"seed\": 99, \"mode\": \"batch\"}";
@@ -409,7 +410,7 @@ static void test_parse_dims(void **state) {
 
 static void test_validate(void **state) {
     (void)state;
-    moelat_config base, c;
+    moelat_config base = MOELAT_CONFIG_INIT, c = MOELAT_CONFIG_INIT;
     preset_or_fail("experiment", &base);
     char err[512];
     assert_int_equal(ml_config_validate(&base, err, sizeof err), 0);
@@ -460,7 +461,7 @@ static void test_validate(void **state) {
  * the JSON key "tuning" takes a string only. */
 static void test_tuning(void **state) {
     (void)state;
-    moelat_config base, c;
+    moelat_config base = MOELAT_CONFIG_INIT, c = MOELAT_CONFIG_INIT;
     preset_or_fail("debug", &base);
     char err[1024];
     static const char *const sw[] = {"0", "1", "on", "off"};

@@ -35,7 +35,7 @@ typedef struct shape_case {
  * engine's stderr during creation and stepping is copied there. */
 static void run_case(const shape_case *c, moelat_mode mode, const char *shape, uint64_t seed, float **out,
                      char *log, size_t cap, moelat_report *rep) {
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, c->preset, c->dims[0], c->dims[1], c->dims[2]);
     cfg.mode = mode;
     snprintf(cfg.tuning, sizeof cfg.tuning, "cl_shape=%s", shape);
@@ -104,7 +104,7 @@ static void compare_shape(const shape_case *c, const char *shape) {
     float *h[8], *d[8];
     assert_true(c->steps <= 8);
     static char log[1 << 16];
-    moelat_report rep;
+    moelat_report rep = MOELAT_REPORT_INIT;
     run_case(c, MOELAT_MODE_PERCELL, shape, seed, h, NULL, 0, NULL);
     run_case(c, MOELAT_MODE_BATCH, shape, seed, d, log, sizeof log, &rep);
     int cpu = strcmp(shape, "cpu") == 0;

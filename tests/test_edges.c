@@ -38,6 +38,7 @@ static result run_mode(const moelat_config *base, moelat_mode mode, uint64_t see
     free(dir);
     result r;
     memset(&r, 0, sizeof r);
+    moelat_report_init(&r.rep);
     r.n = moelat_cell_count(lat) * (size_t)moelat_state_size(lat);
     r.init = malloc(r.n * sizeof(float));
     r.states = malloc(r.n * sizeof(float));
@@ -101,7 +102,7 @@ static void compare_paths(const moelat_config *cfg, int steps, int expect_change
 }
 
 static void thin(int X, int Y, int Z, double radius_ratio, int expect_change) {
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", X, Y, Z);
     cfg.radius_ratio = radius_ratio;
     /* Chunks of a few cells would stay on the host under the default. */
@@ -148,7 +149,7 @@ static void test_all_bands_empty(void **state) {
 /* S = 2, 6, 10: not multiples of 4 (vector widths), S/2 odd for 6 and 10.
  * floor(ode_hidden / 4) <= S and gate_hidden follow S. */
 static void odd_state(int S, int steps, double atol) {
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     cfg.state_size = S;
     int ode = 4 * S; /* even, and floor(ode / 4) = S */
@@ -185,7 +186,7 @@ static void test_state_size_config(void **state) {
     char *dir = ts_tmpdir();
     char path[1024], err[1024];
     snprintf(path, sizeof path, "%s/s6.json", dir);
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     FILE *f = fopen(path, "w");
     fputs("{\"state_size\": 6, \"hidden\": {\"ode_hidden\": 24, \"gate_hidden\": 6}}", f);
@@ -214,7 +215,7 @@ static void test_state_size_config(void **state) {
 static void test_zero_steps(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     result h = run_mode(&cfg, MOELAT_MODE_PERCELL, seed, 0);
     result d = run_mode(&cfg, MOELAT_MODE_BATCH, seed, 0);
@@ -260,7 +261,7 @@ static void test_zero_steps(void **state) {
 static void test_states_alloc_refused(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     long live = mlcl_live_buffers();
 

@@ -25,7 +25,7 @@ typedef struct golden_case {
 
 static moelat_lattice *load_case(const char *name, moelat_mode mode) {
     char path[1024], err[1024];
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 1, 1, 1);
     snprintf(path, sizeof path, GOLDEN "%s/config.json", name);
     if (moelat_config_load_json(path, &cfg, err, sizeof err) != MOELAT_OK)

@@ -137,7 +137,7 @@ static uint64_t rnd_u64(uint64_t *s) {
 static const char *g_local_expert; /* a plugin for the local band, or NULL */
 
 static moelat_lattice *random_lattice(const char *preset, int X, int Y, int Z, double ratio, uint64_t seed) {
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, preset, X, Y, Z);
     if (g_local_expert) {
         snprintf(cfg.plugin_paths[cfg.n_plugin_paths++], sizeof cfg.plugin_paths[0], "%s",
@@ -383,7 +383,7 @@ static void test_api_reads(void **state) {
  * refused with the least. */
 static void test_memory_budget(void **state) {
     (void)state;
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     moelat_lattice *lat = ts_lattice(&cfg);
     const int T = 16;
@@ -412,7 +412,7 @@ static void test_memory_budget(void **state) {
 /* Lipschitz CNF mode is refused, naming the band and the mode. */
 static void test_refuse_lipschitz(void **state) {
     (void)state;
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     cfg.cnf_mode = MOELAT_CNF_LIPSCHITZ;
     moelat_lattice *lat = ts_lattice(&cfg);
@@ -428,7 +428,7 @@ static void test_refuse_lipschitz(void **state) {
  * whole lattice. */
 static void test_refuse_slab(void **state) {
     (void)state;
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     moelat_lattice *lat = ts_lattice(&cfg);
     assert_int_equal(moelat_lattice_set_active_planes(lat, 0, 3), MOELAT_OK);
@@ -442,7 +442,7 @@ static void test_refuse_slab(void **state) {
 /* An expert without the backward extension: refused, naming band and plugin. */
 static void test_refuse_no_backward(void **state) {
     (void)state;
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     snprintf(cfg.plugin_paths[cfg.n_plugin_paths++], sizeof cfg.plugin_paths[0], "%s",
              MOELAT_TEST_BINARY_DIR "/plugins_mixed/good.so");

@@ -40,7 +40,7 @@ static const char *g_local_expert;
 
 static moelat_lattice *random_lattice(const char *preset, int X, int Y, int Z, double ratio, moelat_mode mode,
                                       const char *tuning, uint64_t seed) {
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, preset, X, Y, Z);
     cfg.mode = mode;
     if (g_local_expert) {

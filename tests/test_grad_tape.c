@@ -34,7 +34,7 @@ typedef struct grads {
 } grads;
 
 static moelat_lattice *random_lattice(moelat_mode mode, uint64_t seed) {
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     cfg.mode = mode;
     cfg.seed = seed;

@@ -20,7 +20,7 @@ static void test_stencil_and_sums(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
     srand((unsigned)seed);
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7); /* r = 2.7: 6 / 26 / 48 interior neighbours */
     moelat_lattice *lat = ts_lattice(&cfg);
     const int32_t want[MOELAT_BANDS] = {6, 26, 48};
@@ -87,7 +87,7 @@ static void test_host_expert_and_gate(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
     srand((unsigned)seed);
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     moelat_lattice *lat = ts_lattice(&cfg);
     const int S = moelat_state_size(lat);

@@ -15,7 +15,7 @@
 #include "test_support.h"
 
 static float *run_with_threads(int threads, const float *init, uint64_t seed, int steps) {
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     cfg.threads = threads;
     cfg.seed = seed;
@@ -50,7 +50,7 @@ static void test_thread_invariance(void **state) {
 static void test_two_lattices(void **state) {
     (void)state;
     /* Interleaved stepping of two lattices gives what each gives alone. */
-    moelat_config a, b;
+    moelat_config a = MOELAT_CONFIG_INIT, b = MOELAT_CONFIG_INIT;
     ts_config(&a, "debug", 9, 8, 7);
     ts_config(&b, "debug", 7, 6, 5);
     b.seed = 99;
@@ -93,7 +93,7 @@ static void test_weights_roundtrip(void **state) {
     snprintf(wpath, sizeof wpath, "%s/w.safetensors", dir);
     snprintf(spath, sizeof spath, "%s/s.npy", dir);
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     cfg.seed = seed;
     moelat_lattice *a = ts_lattice(&cfg);
@@ -113,7 +113,7 @@ static void test_weights_roundtrip(void **state) {
     assert_memory_equal(x, y, n * sizeof(float));
 
     /* A states file of another shape is refused and changes nothing. */
-    moelat_config other;
+    moelat_config other = MOELAT_CONFIG_INIT;
     ts_config(&other, "debug", 7, 8, 9);
     moelat_lattice *c = ts_lattice(&other);
     assert_int_equal(moelat_save_states(c, spath), MOELAT_OK);
@@ -122,7 +122,7 @@ static void test_weights_roundtrip(void **state) {
     assert_int_equal(moelat_get_states(b, x, n), MOELAT_OK);
     assert_memory_equal(x, y, n * sizeof(float));
     /* Weights of another preset are refused naming a tensor. */
-    moelat_config exp;
+    moelat_config exp = MOELAT_CONFIG_INIT;
     ts_config(&exp, "experiment", 4, 4, 4);
     moelat_lattice *e = ts_lattice(&exp);
     assert_int_equal(moelat_save_weights(e, wpath), MOELAT_OK);
@@ -145,7 +145,7 @@ static void test_weights_roundtrip(void **state) {
 static void test_outputs_and_input(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     moelat_lattice *a = ts_lattice(&cfg), *b = ts_lattice(&cfg);
     size_t ne = 9 * 8 * MOELAT_EXT_SIZE;
@@ -177,7 +177,7 @@ static void test_outputs_and_input(void **state) {
 
 static void test_nonfinite_stops(void **state) {
     (void)state;
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     moelat_lattice *lat = ts_lattice(&cfg);
     size_t n = moelat_cell_count(lat) * 24;
@@ -197,7 +197,7 @@ static void test_nonfinite_stops(void **state) {
 
 static void test_bad_config(void **state) {
     (void)state;
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     snprintf(cfg.expert[1], sizeof cfg.expert[1], "nosuchexpert");
     char err[2048];

@@ -16,7 +16,7 @@
 #include "test_support.h"
 
 static void run_case(const char *expert, moelat_mode mode, moelat_status want, const char *fragment) {
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     snprintf(cfg.plugin_paths[cfg.n_plugin_paths++], sizeof cfg.plugin_paths[0], "%s", MOELAT_MISBEHAVE_DIR);
     snprintf(cfg.expert[0], sizeof cfg.expert[0], "%s", expert);

@@ -14,7 +14,7 @@
 #include "test_support.h"
 
 static void expect_preset(const char *preset, size_t local, size_t functional, size_t distant, size_t gate) {
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, preset, 4, 4, 4); /* small lattice: counts do not depend on dims */
     cfg.threads = 1;
     moelat_lattice *lat = ts_lattice(&cfg);
@@ -36,7 +36,7 @@ static void test_names_match_golden(void **state) {
     (void)state;
     /* The golden weights come from the independent reference with the
      * PyTorch names: loading them proves the names and shapes match. */
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     moelat_lattice *lat = ts_lattice(&cfg);
     assert_int_equal(moelat_load_weights(lat, MOELAT_TEST_DATA_DIR "/golden/debug_9x8x7/weights.safetensors"), MOELAT_OK);

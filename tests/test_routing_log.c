@@ -17,7 +17,7 @@
 /* Steps 9x8x7 (every band populated) from fresh random states in mode and
  * returns the report. */
 static void routed(moelat_mode mode, uint64_t seed, int steps, moelat_report *rep) {
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     cfg.mode = mode;
     cfg.seed = seed;
@@ -31,7 +31,7 @@ static void routed(moelat_mode mode, uint64_t seed, int steps, moelat_report *re
     assert_int_equal(moelat_get_report(lat, rep), MOELAT_OK);
     /* A reset clears them; the step count stays. */
     moelat_reset_report(lat);
-    moelat_report after;
+    moelat_report after = MOELAT_REPORT_INIT;
     moelat_get_report(lat, &after);
     assert_int_equal(after.routed_cells, 0);
     assert_true(after.gate_weight_mean[0] == 0.0 && after.gate_top_share[2] == 0.0);
@@ -42,7 +42,7 @@ static void routed(moelat_mode mode, uint64_t seed, int steps, moelat_report *re
 static void test_routing_both_paths(void **state) {
     (void)state;
     uint64_t seed = ts_seed();
-    moelat_report host, dev;
+    moelat_report host = MOELAT_REPORT_INIT, dev = MOELAT_REPORT_INIT;
     routed(MOELAT_MODE_PERCELL, seed, 3, &host);
     routed(MOELAT_MODE_BATCH, seed, 3, &dev);
     assert_true(dev.batch_chunks > 0 && host.batch_chunks == 0);
@@ -80,7 +80,7 @@ static void on_log(void *arg, const char *module, int level, const char *message
 
 static int upgrade_and_count(seen *s) {
     memset(s, 0, sizeof *s);
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     cfg.seed = ts_seed();
     moelat_lattice *lat = ts_lattice(&cfg);
@@ -117,7 +117,7 @@ static void test_log_callback_levels(void **state) {
     assert_int_equal(moelat_set_log_level("batch", 3), MOELAT_OK);
     moelat_set_log_callback(NULL, NULL);
     seen before = s;
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     moelat_lattice *lat = ts_lattice(&cfg);
     assert_int_equal(moelat_upgrade_to_batch(lat), MOELAT_OK);

@@ -15,7 +15,7 @@
 #define STEPS 2
 
 static moelat_lattice *make(const char *plugin_dir, moelat_mode mode) {
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     char err[1024];
     if (moelat_config_preset("debug", &cfg, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "consumer: preset: %s\n", err);
@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
         max_diff = d > max_diff || isnan(d) ? d : max_diff;
         moved += fabs((double)a[i] - init[i]);
     }
-    moelat_report rep;
+    moelat_report rep = MOELAT_REPORT_INIT;
     if (rc == 0 && moelat_get_report(dev, &rep) != MOELAT_OK)
         rc = 1;
     if (rc == 0 && !(max_diff <= 1e-4)) {

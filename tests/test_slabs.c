@@ -73,7 +73,7 @@ static void test_split_and_halo(void **state) {
 
 /* mode < 0: the config's default. */
 static moelat_lattice *make_mode(uint64_t seed, int mode) {
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7); /* r = 2.7: every band populated, halo 2 */
     cfg.seed = seed;
     cfg.threads = 2;
@@ -156,7 +156,7 @@ static void test_active_planes(void **state) {
 /* A group of n host slabs (thin ones included) against one lattice. */
 static void group_vs_single(int n, int uneven) {
     uint64_t seed = ts_seed();
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 7);
     cfg.seed = seed;
     cfg.threads = 1;
@@ -199,9 +199,9 @@ static void group_vs_single(int n, int uneven) {
     /* Every slab stepped only its planes: together, each cell once a step. */
     uint64_t cells = 0;
     for (int i = 0; i < n; i++) {
-        moelat_slab_info info;
+        moelat_slab_info info = MOELAT_SLAB_INFO_INIT;
         assert_int_equal(moelat_group_slab_info(g, i, &info), MOELAT_OK);
-        moelat_report rep;
+        moelat_report rep = MOELAT_REPORT_INIT;
         moelat_get_report(moelat_group_lattice(g, i), &rep);
         /* With automatic balancing the split may change after step 1. */
         if (uneven)
@@ -321,7 +321,7 @@ static void test_group_thin_slabs(void **state) {
 
 static void test_group_errors(void **state) {
     (void)state;
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     ts_config(&cfg, "debug", 9, 8, 3);
     cfg.mode = MOELAT_MODE_PERCELL;
     const char *devs[4] = {"0", "0", "0", "0"};

@@ -18,6 +18,7 @@
 
 void ts_config(moelat_config *cfg, const char *preset, int X, int Y, int Z) {
     char err[512];
+    moelat_config_init(cfg);
     if (moelat_config_preset(preset, cfg, err, sizeof err) != MOELAT_OK)
         fail_msg("preset %s: %s", preset, err);
     cfg->dims[0] = X;

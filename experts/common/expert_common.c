@@ -75,26 +75,35 @@ static void trim(const char **b, const char **e) {
         (*e)--;
 }
 
+/* The end of the entry at p: the first comma not escaped by a backslash
+ * (inside a value '\,' is a comma and '\\' a backslash, as the engine
+ * parses it), or the string's end. */
+static const char *entry_end(const char *p) {
+    while (*p && *p != ',')
+        p += p[0] == '\\' && (p[1] == ',' || p[1] == '\\') ? 2 : 1;
+    return p;
+}
+
 int ec_tuning_value(const char *tuning, const char *key, char *buf, size_t cap) {
     int found = 0;
     size_t klen = strlen(key);
     for (const char *p = tuning ? tuning : ""; *p;) {
-        const char *end = strchr(p, ',');
-        if (!end)
-            end = p + strlen(p);
+        const char *end = entry_end(p);
         const char *eq = memchr(p, '=', (size_t)(end - p));
         const char *kb = p, *ke = eq ? eq : end;
         trim(&kb, &ke);
         if (eq && (size_t)(ke - kb) == klen && memcmp(kb, key, klen) == 0) {
             const char *vb = eq + 1, *ve = end;
             trim(&vb, &ve);
-            size_t n = (size_t)(ve - vb);
-            if (cap > 0) {
-                if (n >= cap)
-                    n = cap - 1;
-                memcpy(buf, vb, n);
-                buf[n] = '\0';
+            size_t n = 0;
+            for (const char *v = vb; v < ve; v++) {
+                if (v[0] == '\\' && v + 1 < ve && (v[1] == ',' || v[1] == '\\'))
+                    v++;
+                if (n + 1 < cap)
+                    buf[n++] = *v;
             }
+            if (cap > 0)
+                buf[n] = '\0';
             found = 1; /* keep going: a later setting wins */
         }
         p = *end ? end + 1 : end;

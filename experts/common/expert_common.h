@@ -35,7 +35,8 @@ const char *ec_join_cl_parts_after(const char *first, const char *const *parts);
 const char *ec_tuning(const moelat_cl_setup *setup);
 
 /* Copies the value of key in tuning (the last one when repeated; spaces
- * around keys and values ignored) into buf; 1 when present, else 0. */
+ * around keys and values ignored; '\,' and '\\' inside a value unescaped
+ * to a comma and a backslash) into buf; 1 when present, else 0. */
 int ec_tuning_value(const char *tuning, const char *key, char *buf, size_t cap);
 
 /* A cells-per-work-group knob: its value when it is from 1 to max (and a

@@ -10,7 +10,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    moelat_config cfg, before;
+    moelat_config cfg = MOELAT_CONFIG_INIT, before = MOELAT_CONFIG_INIT;
     char err[1024];
     if (moelat_config_preset("debug", &cfg, err, sizeof err) != MOELAT_OK)
         __builtin_trap();

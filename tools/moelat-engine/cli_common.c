@@ -181,6 +181,7 @@ int cli_model_opt(cli_model_opts *o, int argc, char **argv, int *i, const char *
 
 int cli_build_config(const cli_model_opts *o, moelat_config *cfg, const char *cmd) {
     char err[1024];
+    moelat_config_init(cfg);
     if (moelat_config_preset(o->preset ? o->preset : "debug", cfg, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine %s: %s\n", cmd, err);
         return -1;

@@ -1,5 +1,6 @@
 /* The CLI's tuning string: the documented MOELAT_* tuning variables that
- * neither the config file's "tuning" nor a --tune sets, then the file's,
+ * neither the config file's "tuning" nor a --tune sets (each the whole
+ * value of its own key, escaped: moelat_tuning_append), then the file's,
  * then every --tune, joined in that order so that the library (which lets
  * a later key win) takes --tune over the file over the environment. The library itself reads none of these
  * variables: a program linking libmoelat sets moelat_config.tuning. */
@@ -8,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "moelat/util.h"
 
 /* Each tuning variable and its key; the switches that say "no" invert. */
 static const struct {
@@ -33,12 +36,16 @@ static const struct {
     {"MOELAT_GRAD_HOST_CHUNK", "grad_host_chunk", 0},
 };
 
-/* Appends "key=value" to buf (with a comma when it is not empty); -1 when
- * it does not fit. */
+/* Appends an entry ("key=value,..." already escaped) to buf, with a comma
+ * when buf is not empty; -1 when it does not fit. */
 static int append(char *buf, size_t cap, const char *item) {
     size_t at = strlen(buf);
     int n = snprintf(buf + at, cap - at, "%s%s", at ? "," : "", item);
-    return n < 0 || (size_t)n >= cap - at ? -1 : 0;
+    if (n < 0 || (size_t)n >= cap - at) {
+        buf[at] = '\0';
+        return -1;
+    }
+    return 0;
 }
 
 /* The key for an inverted switch's value: MOELAT_NO_X=1 means x=off. */
@@ -50,44 +57,48 @@ static const char *inverted_value(const char *v) {
     return NULL;
 }
 
-/* 1 when list ("key=value,...") sets key. */
-static int sets_key(const char *list, const char *key) {
-    size_t n = strlen(key);
-    for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
-        if (strncmp(p, key, n) == 0 && p[n] == '=')
-            return 1;
-    return 0;
-}
-
 /* 1 when the config file or a --tune sets key: the environment's value
  * is then not even checked. */
 static int set_explicitly(const cli_model_opts *o, const moelat_config *cfg, const char *key) {
-    if (sets_key(cfg->tuning, key))
+    if (moelat_tuning_value(cfg->tuning, key, NULL, 0))
         return 1;
     for (int i = 0; i < o->n_tune; i++)
-        if (sets_key(o->tune[i], key))
+        if (moelat_tuning_value(o->tune[i], key, NULL, 0))
             return 1;
     return 0;
 }
 
 int cli_merge_tuning(const cli_model_opts *o, moelat_config *cfg, const char *cmd) {
     char merged[sizeof cfg->tuning] = "";
-    char item[sizeof cfg->tuning + 64];
+    char used[256] = ""; /* the variables merged, for the message when the whole is too long */
     for (size_t i = 0; i < sizeof k_vars / sizeof k_vars[0]; i++) {
-        const char *v = getenv(k_vars[i].var);
+        const char *var = k_vars[i].var, *v = getenv(var);
         if (!v || !*v || set_explicitly(o, cfg, k_vars[i].key))
             continue;
-        if (k_vars[i].inverted) {
-            const char *w = inverted_value(v);
-            if (!w) {
-                fprintf(stderr, "moelat-engine %s: %s=%s: expected 0, 1, on or off\n", cmd, k_vars[i].var, v);
-                return -1;
-            }
-            v = w;
+        const char *value = v;
+        if (k_vars[i].inverted && !(value = inverted_value(v))) {
+            fprintf(stderr, "moelat-engine %s: %s=%s: expected 0, 1, on or off\n", cmd, var, v);
+            return -1;
         }
-        snprintf(item, sizeof item, "%s=%s", k_vars[i].key, v);
-        if (append(merged, sizeof merged, item) != 0)
-            goto too_long;
+        /* A variable is one value, its own key's: a comma in it is part of
+         * the value (escaped), never the start of another key. */
+        char one[sizeof cfg->tuning] = "", why[1024];
+        if (moelat_tuning_append(one, sizeof one, k_vars[i].key, value) != MOELAT_OK) {
+            fprintf(stderr, "moelat-engine %s: %s: its value (%zu bytes) exceeds the tuning string's %zu bytes\n",
+                    cmd, var, strlen(v), sizeof one - 1);
+            return -1;
+        }
+        if (moelat_tuning_check(one, why, sizeof why) != MOELAT_OK) {
+            fprintf(stderr, "moelat-engine %s: %s=%.300s: %s\n", cmd, var, v, why);
+            return -1;
+        }
+        if (append(merged, sizeof merged, one) != 0) {
+            fprintf(stderr,
+                    "moelat-engine %s: %s (%zu bytes) does not fit in the tuning string (%zu bytes) after %s\n",
+                    cmd, var, strlen(v), sizeof merged - 1, used);
+            return -1;
+        }
+        snprintf(used + strlen(used), sizeof used - strlen(used), "%s%s", used[0] ? ", " : "", var);
     }
     if (cfg->tuning[0] && append(merged, sizeof merged, cfg->tuning) != 0)
         goto too_long;
@@ -97,7 +108,7 @@ int cli_merge_tuning(const cli_model_opts *o, moelat_config *cfg, const char *cm
     memcpy(cfg->tuning, merged, sizeof merged);
     return 0;
 too_long:
-    fprintf(stderr, "moelat-engine %s: the tuning from the environment, the config and --tune exceeds %zu bytes\n",
-            cmd, sizeof cfg->tuning - 1);
+    fprintf(stderr, "moelat-engine %s: the tuning of %s%sthe config and --tune exceeds %zu bytes\n", cmd,
+            used[0] ? used : "", used[0] ? ", " : "", sizeof cfg->tuning - 1);
     return -1;
 }

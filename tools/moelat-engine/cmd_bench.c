@@ -80,7 +80,7 @@ static moelat_lattice *make(const bench_case *c, const cli_model_opts *mo, int m
     o.profile = profile;
     o.dims = NULL;
     o.mode = mode == MOELAT_MODE_BATCH ? "batch" : "percell";
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     if (cli_build_config(&o, &cfg, "bench") != 0)
         return NULL;
     memcpy(cfg.dims, c->dims, sizeof cfg.dims);
@@ -234,7 +234,7 @@ static int run_case(const bench_case *c, const cli_model_opts *mo, int steps, si
         moelat_lattice_destroy(dev);
         return -1;
     }
-    moelat_report r;
+    moelat_report r = MOELAT_REPORT_INIT;
     moelat_get_report(dev, &r);
     moelat_lattice_destroy(dev);
     double per = 1.0 / (double)steps;
@@ -314,7 +314,7 @@ int cmd_bench(int argc, char **argv) {
     cli_cpu_runtime_threads(mo.threads);
     /* The device and its peak. */
     char err[4096];
-    moelat_device_info dev;
+    moelat_device_info dev = MOELAT_DEVICE_INFO_INIT;
     if (moelat_select_device(mo.device, &dev, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine bench: %s\n", err);
         return 1;
@@ -334,7 +334,7 @@ int cmd_bench(int argc, char **argv) {
         snprintf(buf, sizeof buf, "%s", case_list);
         for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok && n < 8; tok = strtok_r(NULL, ",", &save)) {
             char *colon = strchr(tok, ':');
-            moelat_config cfg;
+            moelat_config cfg = MOELAT_CONFIG_INIT;
             if (colon)
                 *colon = '\0';
             if (moelat_config_preset(tok, &cfg, err, sizeof err) != MOELAT_OK ||
@@ -348,7 +348,7 @@ int cmd_bench(int argc, char **argv) {
         }
     } else if (preset || dims) {
         snprintf(cases[0].preset, sizeof cases[0].preset, "%s", preset ? preset : "debug");
-        moelat_config cfg;
+        moelat_config cfg = MOELAT_CONFIG_INIT;
         if (moelat_config_preset(cases[0].preset, &cfg, err, sizeof err) != MOELAT_OK) {
             fprintf(stderr, "moelat-engine bench: %s\n", err);
             return 2;

@@ -320,7 +320,7 @@ int cmd_check(int argc, char **argv) {
             return 2;
         }
     }
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     if (cli_build_config(&mo, &cfg, "check") != 0) {
         if (json)
             print_json_failure("invalid model options (the reason is on stderr)");

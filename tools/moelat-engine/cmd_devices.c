@@ -124,7 +124,7 @@ int cmd_devices(int argc, char **argv) {
     moelat_device_info *devs = NULL;
     int n = 0;
     char err[1024];
-    if (moelat_list_devices(&devs, &n, err, sizeof err) != MOELAT_OK) {
+    if (moelat_list_devices(&devs, &n, sizeof *devs, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine devices: %s\n", err);
         return 1;
     }

@@ -145,7 +145,7 @@ static int config_file_keys(const char *path, explicit_fields *x) {
  * from the command line and --config on top; execution fields as usual. */
 static int resume_config(cli_model_opts *mo, const char *dir, moelat_config *cfg) {
     char err[2048];
-    moelat_config ck;
+    moelat_config ck = MOELAT_CONFIG_INIT;
     if (moelat_config_preset("debug", &ck, err, sizeof err) != MOELAT_OK ||
         moelat_checkpoint_config(dir, &ck, NULL, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine run: --resume: %s\n", err);
@@ -285,7 +285,7 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "moelat-engine run: --checkpoint-every needs --checkpoint-dir (or --resume)\n");
         return 2;
     }
-    moelat_config cfg;
+    moelat_config cfg = MOELAT_CONFIG_INIT;
     if (resume ? resume_config(&mo, resume, &cfg) != 0 : cli_build_config(&mo, &cfg, "run") != 0)
         return 2;
     /* Before any work: inputs must be regular files, outputs replaceable,
@@ -421,7 +421,7 @@ int cmd_run(int argc, char **argv) {
         median = step_ms[first + (steps - first) / 2];
     }
     double cps = median > 0 ? (double)N / (median * 1e-3) : 0;
-    moelat_report rep;
+    moelat_report rep = MOELAT_REPORT_INIT;
     moelat_get_report(lat, &rep);
     const moelat_config *c = moelat_lattice_config(lat);
     if (json) {

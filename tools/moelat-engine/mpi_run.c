@@ -557,7 +557,7 @@ static int run_rank(rank_ctx *r, const moelat_config *cfg_in, const run_opts *o)
         r->info.z0 = r->z0[me];
         r->info.z1 = r->z1[me];
         snprintf(r->info.device, sizeof r->info.device, "rank %d: %s", me, moelat_device_name(r->lat));
-        moelat_report rep;
+        moelat_report rep = MOELAT_REPORT_INIT;
         moelat_get_report(r->lat, &rep);
         moelat_slab_info *infos = me == 0 ? calloc((size_t)r->size, sizeof *infos) : NULL;
         moelat_report *reps = me == 0 ? calloc((size_t)r->size, sizeof *reps) : NULL;

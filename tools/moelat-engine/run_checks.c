@@ -160,7 +160,7 @@ int run_check_memory(const moelat_config *cfg, int verbose) {
     double host = host_available(), dev = 0;
     char devname[256] = "";
     if (cfg->mode == MOELAT_MODE_BATCH) {
-        moelat_device_info d;
+        moelat_device_info d = MOELAT_DEVICE_INFO_INIT;
         char err[1024];
         if (moelat_select_device(cfg->device, &d, err, sizeof err) == MOELAT_OK) {
             dev = (double)d.global_mem_bytes;
@@ -202,7 +202,7 @@ int run_check_memory(const moelat_config *cfg, int verbose) {
 }
 
 int run_check_device(const char *spec) {
-    moelat_device_info d;
+    moelat_device_info d = MOELAT_DEVICE_INFO_INIT;
     char err[2048];
     if (moelat_select_device(spec, &d, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine run: --devices: '%s': %s\n", spec, err);

@@ -178,6 +178,8 @@ int run_group(const moelat_config *cfg, const run_opts *o) {
     if (run_saves_report(&sv) != 0)
         goto done;
     for (int i = 0; i < n; i++) {
+        moelat_slab_info_init(&info[i]);
+        moelat_report_init(&rep[i]);
         moelat_group_slab_info(g, i, &info[i]);
         moelat_get_report(moelat_group_lattice(g, i), &rep[i]);
     }

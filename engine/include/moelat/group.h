@@ -84,6 +84,7 @@ MOELAT_API moelat_status moelat_group_save_checkpoint(moelat_group *g, const cha
 MOELAT_API moelat_status moelat_group_resume_checkpoint(moelat_group *g, const char *dir, unsigned flags);
 
 typedef struct moelat_slab_info {
+    uint32_t struct_size;   /* sizeof(moelat_slab_info) of the caller */
     int32_t z0, z1;         /* planes owned */
     char device[256];
     uint64_t steps;         /* steps timed (since the last split) */
@@ -92,6 +93,17 @@ typedef struct moelat_slab_info {
     double cells_per_ms;    /* measured throughput of the last step */
 } moelat_slab_info;
 
+/* Layout 1 is the whole struct above. */
+#define MOELAT_SLAB_INFO_SIZE_V1 sizeof(moelat_slab_info)
+#define MOELAT_SLAB_INFO_INIT {.struct_size = (uint32_t)sizeof(moelat_slab_info)}
+
+static inline void moelat_slab_info_init(moelat_slab_info *s) {
+    memset(s, 0, sizeof *s);
+    s->struct_size = (uint32_t)sizeof *s;
+}
+
+/* Slab i's planes, device and timings, within info->struct_size (set it
+ * first: moelat_slab_info_init). */
 MOELAT_API moelat_status moelat_group_slab_info(const moelat_group *g, int i, moelat_slab_info *info);
 /* Slab i's lattice (its own report, device name, ...). */
 MOELAT_API moelat_lattice *moelat_group_lattice(moelat_group *g, int i);

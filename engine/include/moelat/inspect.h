@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "moelat/expert_abi.h"
 #include "moelat/moelat.h"
@@ -86,6 +87,7 @@ MOELAT_API double moelat_host_time_sample(moelat_lattice *lat, size_t max_cells,
 /* ---- OpenCL devices --------------------------------------------------- */
 
 typedef struct moelat_device_info {
+    uint32_t struct_size; /* sizeof(moelat_device_info) of the caller */
     int index; /* across all platforms, in listing order */
     char platform_name[128];
     char platform_version[128];
@@ -103,11 +105,25 @@ typedef struct moelat_device_info {
     int fp16;
 } moelat_device_info;
 
-/* Every OpenCL device, in a malloc'd array the caller frees with free(). */
-MOELAT_API moelat_status moelat_list_devices(moelat_device_info **out, int *count, char *err, size_t errlen);
+/* Layout 1 is the whole struct above. */
+#define MOELAT_DEVICE_INFO_SIZE_V1 sizeof(moelat_device_info)
+#define MOELAT_DEVICE_INFO_INIT {.struct_size = (uint32_t)sizeof(moelat_device_info)}
+
+static inline void moelat_device_info_init(moelat_device_info *d) {
+    memset(d, 0, sizeof *d);
+    d->struct_size = (uint32_t)sizeof *d;
+}
+
+/* Every OpenCL device, in a malloc'd array the caller frees with free().
+ * Each element is struct_size bytes, the caller's sizeof(moelat_device_info)
+ * (so that indexing the array works whichever layout the caller has), and
+ * has its struct_size set. */
+MOELAT_API moelat_status moelat_list_devices(moelat_device_info **out, int *count, uint32_t struct_size, char *err,
+                                             size_t errlen);
 /* The device a lattice would take for spec (an index or a case-insensitive
  * name substring; NULL or "" means $MOELAT_DEVICE, else the first GPU,
- * else the first device); the error lists the devices that exist. */
+ * else the first device); the error lists the devices that exist. out's
+ * struct_size must be set (moelat_device_info_init). */
 MOELAT_API moelat_status moelat_select_device(const char *spec, moelat_device_info *out, char *err, size_t errlen);
 /* Measured peak single-precision GFLOP/s of a device (index or name
  * substring; NULL or "" as moelat_lattice_create chooses); -1 when the

@@ -1,14 +1,45 @@
 /*
  * libmoelat public API: a 3D lattice of cells whose update is a mixture of
  * experts (see docs/MODEL.md). Handles are opaque; every call that can fail
- * returns a moelat_status and leaves a message in moelat_last_error().
- * There is no global mutable state: lattices are independent.
+ * returns a moelat_status with a message (see "Errors" below). There is no
+ * global mutable state: lattices are independent.
+ *
+ * Errors, one convention for every part of the library (lattice, config,
+ * gradients, optimizer, groups, training):
+ *  - A call that can fail returns a moelat_status: MOELAT_OK (0) or one of
+ *    the MOELAT_ERR_* below; moelat_status_name() gives its name.
+ *  - Its message names what failed (the argument, file, key, tensor or
+ *    struct and the value it refused). A call on an object keeps it on the
+ *    object until that object's next failing call: moelat_last_error(lat)
+ *    for a lattice and the moelat_grad recorded from it (grad.h),
+ *    moelat_optimizer_last_error(opt) (optim.h), moelat_group_last_error(g)
+ *    (group.h); each object type added later has a *_last_error of its own.
+ *    A call that creates an object or works without one (moelat_*_create,
+ *    moelat_config_*, moelat_checkpoint_config, ...) writes it into the
+ *    caller's err buffer of errlen bytes (always NUL-terminated, cut to fit;
+ *    err may be NULL), since there is no object to hold it.
+ *  - A failed call changes none of its outputs, nor the object, unless its
+ *    comment says otherwise (moelat_step keeps the failing step's states).
+ *
+ * Versioned structs: every struct a caller allocates and passes in
+ * (moelat_config, moelat_report here, moelat_device_info in inspect.h,
+ * moelat_slab_info in group.h, moelat_grad_options in grad.h) begins with
+ * uint32_t struct_size, the size of the struct as the caller was compiled.
+ * Set it with the struct's *_INIT initializer or *_init() function (both
+ * are in the headers, so the size is the caller's own). The library reads
+ * and writes only the fields that lie wholly within struct_size: a program
+ * built against an older, smaller layout keeps working with a newer
+ * library, which leaves the fields it added at their defaults. A
+ * struct_size below the first versioned layout (MOELAT_*_SIZE_V1) or above
+ * the library's own layout (moelat_struct_size()) is refused with
+ * MOELAT_ERR_INVALID naming the struct. Fields are only ever appended.
  */
 #ifndef MOELAT_H
 #define MOELAT_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "moelat/api.h"
 
@@ -17,6 +48,10 @@ extern "C" {
 #endif
 
 #define MOELAT_VERSION "0.1.0"
+/* The library's ABI version: its soversion (libmoelat.so.1). 1: versioned
+ * public structs (struct_size first), moelat_list_devices' element size,
+ * escaped commas in tuning values (moelat_version() says more). */
+#define MOELAT_ABI_VERSION 1
 #define MOELAT_BANDS 3     /* local, functional, distant */
 #define MOELAT_EXT_SIZE 16 /* external inputs per cell of the input face */
 #define MOELAT_MAX_PLUGIN_PATHS 8
@@ -33,6 +68,22 @@ typedef enum moelat_status {
     MOELAT_ERR_MISMATCH = 8   /* batch and per-cell results disagree */
 } moelat_status;
 
+/* "MOELAT_OK", "MOELAT_ERR_INVALID", ... for a status, or NULL for a
+ * number that is none (statuses are numbered from 0 without gaps, so
+ * counting up until NULL lists them all). */
+MOELAT_API const char *moelat_status_name(int status);
+
+/* The library's version, ABI version and what changed in that ABI, as one
+ * line: "moelat 0.1.0, ABI 1 (libmoelat.so.1): ...". */
+MOELAT_API const char *moelat_version(void);
+
+/* The size in bytes of a public struct as this library lays it out, by its
+ * C name ("moelat_config", "moelat_report", "moelat_device_info",
+ * "moelat_slab_info", "moelat_grad_options", "moelat_hidden_size",
+ * "moelat_path_stats"); 0 for a name it does not know. Bindings that mirror
+ * the structs (python/moelat/_lib.py) compare their sizes with these. */
+MOELAT_API uint32_t moelat_struct_size(const char *name);
+
 typedef enum moelat_mode {
     MOELAT_MODE_PERCELL = 0,
     MOELAT_MODE_BATCH = 1,
@@ -46,9 +97,11 @@ typedef struct moelat_hidden_size {
     int32_t value;
 } moelat_hidden_size;
 
-/* Model and execution settings. Fill with moelat_config_preset(), then
- * override fields or merge a JSON file with moelat_config_load_json(). */
+/* Model and execution settings. Start from MOELAT_CONFIG_INIT or
+ * moelat_config_init() (struct_size), fill with moelat_config_preset(),
+ * then override fields or merge a JSON file with moelat_config_load_json(). */
 typedef struct moelat_config {
+    uint32_t struct_size;         /* sizeof(moelat_config) of the caller */
     char preset[32];
     int32_t dims[3];              /* X, Y, Z */
     int32_t state_size;           /* S */
@@ -75,24 +128,39 @@ typedef struct moelat_config {
     char device[128];             /* index or name substring; "" = MOELAT_DEVICE or default */
     char plugin_paths[MOELAT_MAX_PLUGIN_PATHS][512]; /* searched before the defaults */
     int32_t n_plugin_paths;
-    /* Tuning knobs, "key=value,..." (README's table): agg_vector,
-     * agg_absmean, work_group, gate_cells, cl_options, kernel_cache,
-     * upgrade_check and the experts' functional_gemm, functional_cells,
-     * functional_split, distant_cells, local_cells. "" = every default;
-     * an unknown key or a bad value fails validation. */
+    /* Tuning knobs, "key=value,..." (README's table: agg_vector,
+     * cl_options, upgrade_check, the experts' functional_gemm, ...).
+     * "" = every default; an unknown key or a bad value fails validation. A comma or a
+     * backslash inside a value is written '\,' or '\\'
+     * (moelat_tuning_append in util.h does it). Layout 2. */
     char tuning[512];
 } moelat_config;
+
+/* Layout 1, the smallest struct_size accepted: up to n_plugin_paths
+ * (without tuning, which then stays ""). */
+#define MOELAT_CONFIG_SIZE_V1 offsetof(moelat_config, tuning)
+#define MOELAT_CONFIG_INIT {.struct_size = (uint32_t)sizeof(moelat_config)}
+
+/* Zeroes cfg and sets its struct_size: the first call on a config. */
+static inline void moelat_config_init(moelat_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->struct_size = (uint32_t)sizeof *cfg;
+}
 
 /* Names of the bands, index 0..2. */
 MOELAT_API const char *moelat_band_name(int band);
 
-/* Fills cfg with a preset: "debug", "experiment" or "optimized". */
+/* Fills cfg with a preset: "debug", "experiment" or "optimized" (every
+ * field within cfg->struct_size, which must be set: moelat_config_init). */
 MOELAT_API moelat_status moelat_config_preset(const char *name, moelat_config *cfg,
                                    char *err, size_t errlen);
-/* Merges a JSON config file into cfg ("preset" first, then other keys). */
+/* Merges a JSON config file into cfg ("preset" first, then other keys).
+ * A key whose field lies past cfg->struct_size is refused. */
 MOELAT_API moelat_status moelat_config_load_json(const char *path, moelat_config *cfg,
                                       char *err, size_t errlen);
-/* Looks up a named hidden size; returns fallback when absent. */
+/* Looks up a named hidden size; returns fallback when absent. This and
+ * moelat_config_radius read only fields of layout 1 and, having no status
+ * to return, do not check struct_size. */
 MOELAT_API int32_t moelat_config_hidden(const moelat_config *cfg, const char *name, int32_t fallback);
 /* Sets (adds or replaces) a named hidden size. */
 MOELAT_API moelat_status moelat_config_set_hidden(moelat_config *cfg, const char *name, int32_t value);
@@ -126,11 +194,13 @@ typedef struct moelat_lattice moelat_lattice;
 
 /* Creates a lattice: loads the experts, builds the stencil, initialises
  * weights and states from cfg->seed. On failure *out is NULL and err holds
- * the reason. */
+ * the reason. Fields past cfg->struct_size take their defaults. */
 MOELAT_API moelat_status moelat_lattice_create(const moelat_config *cfg, moelat_lattice **out,
                                     char *err, size_t errlen);
 MOELAT_API void moelat_lattice_destroy(moelat_lattice *lat);
 MOELAT_API const char *moelat_last_error(const moelat_lattice *lat);
+/* The lattice's config in the library's layout (its struct_size says how
+ * large); a caller built against a smaller layout reads its own fields. */
 MOELAT_API const moelat_config *moelat_lattice_config(const moelat_lattice *lat);
 
 MOELAT_API size_t moelat_cell_count(const moelat_lattice *lat);
@@ -178,6 +248,7 @@ typedef struct moelat_path_stats {
 #define MOELAT_MAX_FALLBACK_REASONS 8
 
 typedef struct moelat_report {
+    uint32_t struct_size;                 /* sizeof(moelat_report) of the caller */
     uint64_t steps;
     uint64_t total_chunks_processed;
     uint64_t batch_chunks;
@@ -197,7 +268,7 @@ typedef struct moelat_report {
     int32_t n_fallback_reasons;
     char fallback_reason[MOELAT_MAX_FALLBACK_REASONS][256];
     uint64_t fallback_count[MOELAT_MAX_FALLBACK_REASONS];
-    /* Routing statistics over the cell updates since the last reset (both
+    /* Layout 2 from here. Routing statistics over the cell updates since the last reset (both
      * paths): the gate's softmax weight of each band averaged over cells and
      * steps, and the share of cell updates in which that band's weight is
      * the largest (ties go to the lower band). Both sum to 1 when
@@ -206,7 +277,7 @@ typedef struct moelat_report {
     uint64_t routed_cells;                /* cell updates counted */
     double gate_weight_mean[MOELAT_BANDS];
     double gate_top_share[MOELAT_BANDS];
-    /* Which path the steps ran on: "batch", "percell", "mixed" (chunks on
+    /* Layout 3 from here. Which path the steps ran on: "batch", "percell", "mixed" (chunks on
      * both) or "none" (no step yet), and why the mode chose it ("device
      * NAME passed the upgrade check", "no OpenCL device: ...", "mode
      * percell asked for"). */
@@ -214,6 +285,19 @@ typedef struct moelat_report {
     char path_reason[256];
 } moelat_report;
 
+/* Layout 1, the smallest struct_size accepted: up to fallback_count;
+ * layout 2 adds the routing statistics, layout 3 the path. */
+#define MOELAT_REPORT_SIZE_V1 offsetof(moelat_report, routed_cells)
+#define MOELAT_REPORT_SIZE_V2 offsetof(moelat_report, path)
+#define MOELAT_REPORT_INIT {.struct_size = (uint32_t)sizeof(moelat_report)}
+
+static inline void moelat_report_init(moelat_report *r) {
+    memset(r, 0, sizeof *r);
+    r->struct_size = (uint32_t)sizeof *r;
+}
+
+/* Fills the fields of report within report->struct_size (set it first:
+ * MOELAT_REPORT_INIT or moelat_report_init); nothing past it is written. */
 MOELAT_API moelat_status moelat_get_report(const moelat_lattice *lat, moelat_report *report);
 MOELAT_API void moelat_reset_report(moelat_lattice *lat);
 
@@ -247,7 +331,7 @@ MOELAT_API moelat_status moelat_resume_checkpoint(moelat_lattice *lat, const cha
 MOELAT_API moelat_status moelat_resume_checkpoint_ex(moelat_lattice *lat, const char *dir, unsigned flags);
 
 /* Reads a checkpoint's model config into cfg (model fields replaced,
- * execution fields kept) and its step into *step (may be NULL), so that a
+ * execution fields kept; cfg->struct_size set) and its step into *step (may be NULL), so that a
  * caller can create the matching lattice before resuming. */
 MOELAT_API moelat_status moelat_checkpoint_config(const char *dir, moelat_config *cfg, uint64_t *step,
                                        char *err, size_t errlen);

@@ -18,7 +18,7 @@ extern "C" {
 MOELAT_API moelat_status moelat_parse_dims(const char *s, int32_t out[3], char *err, size_t errlen);
 
 /* Checks a complete config as moelat_lattice_create does, without
- * creating anything; the first problem goes to err. */
+ * creating anything (struct_size included); the first problem goes to err. */
 MOELAT_API moelat_status moelat_config_validate(const moelat_config *cfg, char *err, size_t errlen);
 
 /* Reads a float32 C-order .npy file whose shape must equal expect (ndim
@@ -38,6 +38,24 @@ MOELAT_API moelat_status moelat_npy_load(const char *path, float **data, int *nd
  * rename), under the engine's rules for saves. */
 MOELAT_API moelat_status moelat_write_file_atomic(const char *path, const void *data, size_t len, char *err,
                                                   size_t errlen);
+
+/* ---- Tuning strings ("key=value,...", moelat_config.tuning) ----------
+ * A value runs to the next comma that is not escaped: inside a value '\,'
+ * stands for a comma and '\\' for a backslash (any other backslash is
+ * itself). A key given twice takes its last value. */
+
+/* Checks a tuning string as moelat_lattice_create does: every key known,
+ * every value in range; the first problem goes to err. */
+MOELAT_API moelat_status moelat_tuning_check(const char *tuning, char *err, size_t errlen);
+/* Appends key=value to the tuning string in buf (cap bytes, holding a
+ * string), with a comma before it when buf is not empty and the value's
+ * commas and backslashes escaped, so that the whole value, and nothing
+ * else, is key's. MOELAT_ERR_INVALID (buf unchanged) when it does not fit
+ * or key is empty or holds '=', ',' or '\'. */
+MOELAT_API moelat_status moelat_tuning_append(char *buf, size_t cap, const char *key, const char *value);
+/* The value of key in tuning (its last setting), unescaped, into buf (cap
+ * bytes, cut to fit): 1 when tuning sets key, else 0 (buf ""). */
+MOELAT_API int moelat_tuning_value(const char *tuning, const char *key, char *buf, size_t cap);
 
 /* Ranges of the config's numeric values, checked when a config file or
  * option is parsed and by moelat_config_validate (README, "Files and

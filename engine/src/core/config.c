@@ -3,6 +3,7 @@
  * validated as a whole before it replaces the caller's: a failed load never
  * leaves a half-applied config behind. */
 #include"base/file_util.h"
+#include "core/abi.h"
 #include"core/config_parse.h"
 #include "core/tuning.h"
 
@@ -58,7 +59,13 @@ moelat_status moelat_config_preset(const char *name, moelat_config *cfg, char *e
         ml_errf(err, errlen, "preset '%s': no config to fill", name);
         return MOELAT_ERR_INVALID;
     }
+    size_t n = ml_abi_size(ML_ABI_CONFIG, cfg->struct_size, err, errlen);
+    if (!n)
+        return MOELAT_ERR_INVALID;
+    moelat_config *user = cfg, full;
+    cfg = &full;
     memset(cfg, 0, sizeof *cfg);
+    cfg->struct_size = (uint32_t)sizeof *cfg;
     snprintf(cfg->preset, sizeof cfg->preset, "%s", p->name);
     for (int i = 0; i < 3; i++)
         cfg->dims[i] = p->dim;
@@ -80,6 +87,7 @@ moelat_status moelat_config_preset(const char *name, moelat_config *cfg, char *e
     cfg->cnf_steps = 3;
     cfg->seed = 1234;
     cfg->mode = MOELAT_MODE_AUTO; /* batched wherever a device passes the upgrade check */
+    ml_abi_export(user, cfg, n);
     return MOELAT_OK;
 }
 
@@ -113,7 +121,8 @@ int32_t moelat_config_hidden(const moelat_config *cfg, const char *name, int32_t
 }
 
 moelat_status moelat_config_set_hidden(moelat_config *cfg, const char *name, int32_t value) {
-    if (!cfg || !valid_hidden_name(name) || value < 1)
+    /* The hidden sizes are fields of layout 1: changed in place. */
+    if (!cfg || !ml_abi_size(ML_ABI_CONFIG, cfg->struct_size, NULL, 0) || !valid_hidden_name(name) || value < 1)
         return MOELAT_ERR_INVALID;
     int n = hidden_count(cfg);
     for (int i = 0; i < n; i++) {
@@ -766,7 +775,17 @@ moelat_status moelat_config_load_json(const char *path, moelat_config *cfg, char
         free(buf);
         return MOELAT_ERR_IO;
     }
-    moelat_status s = ml_config_load_string(buf, size, path, cfg, err, errlen);
+    /* Merged in the library's layout, then written back within the
+     * caller's struct_size (a key past it is refused). */
+    moelat_config full;
+    moelat_status s = ml_config_import(&full, cfg, err, errlen);
+    if (s == MOELAT_OK)
+        s = ml_config_load_string(buf, size, path, &full, err, errlen);
+    if (s == MOELAT_OK && (s = ml_config_export(cfg, &full, err, errlen)) != MOELAT_OK) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", err ? err : "");
+        ml_errf(err, errlen, "%s: %s", path, why);
+    }
     free(buf);
     return s;
 }

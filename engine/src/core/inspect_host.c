@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include"backend/opencl/cl_runtime.h"
+#include "core/abi.h"
 #include"core/config_parse.h"
 #include "moelat/inspect.h"
 #include "moelat/util.h"
@@ -15,6 +16,7 @@
 
 static void copy_info(const mlcl_device_info *s, moelat_device_info *d) {
     memset(d, 0, sizeof *d);
+    d->struct_size = (uint32_t)sizeof *d;
     d->index = s->index;
     snprintf(d->platform_name, sizeof d->platform_name, "%s", s->platform_name);
     snprintf(d->platform_version, sizeof d->platform_version, "%s", s->platform_version);
@@ -38,33 +40,48 @@ moelat_status moelat_select_device(const char *spec, moelat_device_info *out, ch
         snprintf(err, errlen, "moelat_select_device: no output");
         return MOELAT_ERR_INVALID;
     }
+    size_t size = ml_abi_size(ML_ABI_DEVICE_INFO, out->struct_size, err, errlen);
+    if (!size)
+        return MOELAT_ERR_INVALID;
     if (mlcl_select_device(spec, &dev, err, errlen) != 0)
         return MOELAT_ERR_DEVICE;
-    copy_info(&dev, out);
+    moelat_device_info full;
+    copy_info(&dev, &full);
+    ml_abi_export(out, &full, size);
     return MOELAT_OK;
 }
 
-moelat_status moelat_list_devices(moelat_device_info **out, int *count, char *err, size_t errlen) {
+moelat_status moelat_list_devices(moelat_device_info **out, int *count, uint32_t struct_size, char *err,
+                                  size_t errlen) {
     if (!out || !count) {
         snprintf(err, errlen, "moelat_list_devices: no output");
         return MOELAT_ERR_INVALID;
     }
     *out = NULL;
     *count = 0;
+    /* Elements of the caller's size, so that its d[i] finds element i. */
+    size_t size = ml_abi_size(ML_ABI_DEVICE_INFO, struct_size, err, errlen);
+    if (!size)
+        return MOELAT_ERR_INVALID;
     mlcl_device_info *devs = NULL;
     int n = 0;
     if (mlcl_list_devices(&devs, &n, err, errlen) != 0)
         return MOELAT_ERR_DEVICE;
-    moelat_device_info *d = calloc((size_t)(n > 0 ? n : 1), sizeof *d);
+    unsigned char *d = calloc((size_t)(n > 0 ? n : 1), struct_size);
     if (!d) {
         free(devs);
         snprintf(err, errlen, "moelat_list_devices: out of memory");
         return MOELAT_ERR_NOMEM;
     }
-    for (int i = 0; i < n; i++)
-        copy_info(&devs[i], &d[i]);
+    for (int i = 0; i < n; i++) {
+        moelat_device_info full;
+        copy_info(&devs[i], &full);
+        unsigned char *e = d + (size_t)i * struct_size;
+        memcpy(e, &struct_size, sizeof struct_size);
+        ml_abi_export(e, &full, size);
+    }
     free(devs);
-    *out = d;
+    *out = (moelat_device_info *)d;
     *count = n;
     return MOELAT_OK;
 }
@@ -138,7 +155,10 @@ moelat_status moelat_parse_dims(const char *s, int32_t out[3], char *err, size_t
 }
 
 moelat_status moelat_config_validate(const moelat_config *cfg, char *err, size_t errlen) {
-    return ml_config_validate(cfg, err, errlen) == 0 ? MOELAT_OK : MOELAT_ERR_INVALID;
+    moelat_config full;
+    if (ml_config_import(&full, cfg, err, errlen) != MOELAT_OK)
+        return MOELAT_ERR_INVALID;
+    return ml_config_validate(&full, err, errlen) == 0 ? MOELAT_OK : MOELAT_ERR_INVALID;
 }
 
 moelat_status moelat_npy_read(const char *path, float *dst, int ndim, const int64_t *expect, char *err,

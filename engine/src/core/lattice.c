@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/abi.h"
 #include"core/config_parse.h"
 #include "core/gate.h"
 #include"core/lattice_internal.h"
@@ -113,7 +114,7 @@ static int default_threads(void) {
     return n > 0 ? (int)n : 1;
 }
 
-moelat_status moelat_lattice_create(const moelat_config *cfg, moelat_lattice **out, char *err,
+moelat_status moelat_lattice_create(const moelat_config *user_cfg, moelat_lattice **out, char *err,
                                     size_t errlen) {
     *out = NULL;
     char dummy[2];
@@ -121,6 +122,11 @@ moelat_status moelat_lattice_create(const moelat_config *cfg, moelat_lattice **o
         err = dummy;
         errlen = sizeof dummy;
     }
+    /* The caller's fields in the library's layout, later ones at their defaults. */
+    moelat_config full;
+    if (ml_config_import(&full, user_cfg, err, errlen) != MOELAT_OK)
+        return MOELAT_ERR_INVALID;
+    const moelat_config *cfg = &full;
     if (ml_config_validate(cfg, err, errlen) != 0)
         return MOELAT_ERR_INVALID;
     moelat_lattice *lat = calloc(1, sizeof *lat);

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/abi.h"
 #include"core/lattice_internal.h"
 #include "base/log.h"
 
@@ -69,7 +70,15 @@ static void path_stats(moelat_path_stats *p, uint64_t chunks, uint64_t cells, do
     p->avg_cells_per_ms = ms > 0 ? (double)cells / ms : 0.0;
 }
 
-moelat_status moelat_get_report(const moelat_lattice *lat, moelat_report *r) {
+moelat_status moelat_get_report(const moelat_lattice *lat, moelat_report *user) {
+    if (!user)
+        return ml_fail((moelat_lattice *)lat, MOELAT_ERR_INVALID, "moelat_get_report: no report");
+    char why[256];
+    size_t n = ml_abi_size(ML_ABI_REPORT, user->struct_size, why, sizeof why);
+    if (!n)
+        return ml_fail((moelat_lattice *)lat, MOELAT_ERR_INVALID, "%s", why);
+    /* Filled in the library's layout, then copied within the caller's. */
+    moelat_report full, *r = &full;
     const ml_stats *s = &lat->stats;
     memset(r, 0, sizeof *r);
     r->steps = s->steps;
@@ -107,6 +116,7 @@ moelat_status moelat_get_report(const moelat_lattice *lat, moelat_report *r) {
              : s->percell_chunks                  ? "percell"
                                                   : "none");
     snprintf(r->path_reason, sizeof r->path_reason, "%s", lat->path_why);
+    ml_abi_export(user, r, n);
     return MOELAT_OK;
 }
 

@@ -2,6 +2,8 @@
  * everywhere, so that one knob never reads "0" as on and another as off. */
 #include "core/tuning.h"
 
+#include "moelat/util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,37 +120,107 @@ static void set_defaults(ml_tuning *t) {
     t->grad_host_chunk = -1;
 }
 
+/* The entry at p, up to the first comma not escaped by a backslash, into
+ * item (cap bytes) with '\,' and '\\' unescaped (moelat/util.h); returns
+ * where the next entry starts. *too_long when it did not fit. */
+static const char *next_entry(const char *p, char *item, size_t cap, int *too_long) {
+    size_t n = 0;
+    *too_long = 0;
+    while (*p && *p != ',') {
+        char c = *p;
+        if (c == '\\' && (p[1] == ',' || p[1] == '\\'))
+            c = *++p;
+        if (n + 1 < cap)
+            item[n++] = c;
+        else
+            *too_long = 1;
+        p++;
+    }
+    item[n] = '\0';
+    return *p == ',' ? p + 1 : p;
+}
+
 int ml_tuning_parse(const char *s, ml_tuning *t, char *err, size_t errlen) {
     set_defaults(t);
     if (!s)
         return 0;
-    const char *p = s;
-    while (*p) {
-        size_t len = strcspn(p, ",");
-        if (len > 0) {
-            char item[512];
-            if (len >= sizeof item) {
-                snprintf(err, errlen, "tuning: entry '%.40s...' is too long", p);
-                goto fail;
-            }
-            memcpy(item, p, len);
-            item[len] = '\0';
-            char *eq = strchr(item, '=');
-            if (!eq || eq == item) {
-                snprintf(err, errlen, "tuning: entry '%s' is not key=value (known keys: %s)", item,
-                         ml_tuning_known_keys);
-                goto fail;
-            }
-            *eq = '\0';
-            if (set_key(t, item, eq + 1, err, errlen) != 0)
-                goto fail;
+    for (const char *p = s; *p;) {
+        char item[512];
+        int too_long;
+        const char *entry = p;
+        p = next_entry(p, item, sizeof item, &too_long);
+        if (too_long) {
+            snprintf(err, errlen, "tuning: entry '%.40s...' is too long", entry);
+            goto fail;
         }
-        p += len;
-        if (*p == ',')
-            p++;
+        if (!item[0])
+            continue;
+        char *eq = strchr(item, '=');
+        if (!eq || eq == item) {
+            snprintf(err, errlen, "tuning: entry '%s' is not key=value (known keys: %s)", item,
+                     ml_tuning_known_keys);
+            goto fail;
+        }
+        *eq = '\0';
+        if (set_key(t, item, eq + 1, err, errlen) != 0)
+            goto fail;
     }
     return 0;
 fail:
     set_defaults(t);
     return -1;
+}
+
+moelat_status moelat_tuning_check(const char *tuning, char *err, size_t errlen) {
+    ml_tuning t;
+    char dummy[2];
+    if (!err) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    return ml_tuning_parse(tuning, &t, err, errlen) == 0 ? MOELAT_OK : MOELAT_ERR_INVALID;
+}
+
+int moelat_tuning_value(const char *tuning, const char *key, char *buf, size_t cap) {
+    int found = 0;
+    if (buf && cap)
+        buf[0] = '\0';
+    if (!key)
+        return 0;
+    size_t klen = strlen(key);
+    for (const char *p = tuning ? tuning : ""; *p;) {
+        char item[1024];
+        int too_long;
+        p = next_entry(p, item, sizeof item, &too_long);
+        if (strncmp(item, key, klen) == 0 && item[klen] == '=') {
+            found = 1; /* a later setting wins */
+            if (buf && cap)
+                snprintf(buf, cap, "%s", item + klen + 1);
+        }
+    }
+    return found;
+}
+
+moelat_status moelat_tuning_append(char *buf, size_t cap, const char *key, const char *value) {
+    if (!buf || !key || !*key || strpbrk(key, "=,\\") || !value)
+        return MOELAT_ERR_INVALID;
+    size_t at = strnlen(buf, cap);
+    if (at >= cap)
+        return MOELAT_ERR_INVALID;
+    size_t need = at + (at ? 1 : 0) + strlen(key) + 1;
+    for (const char *v = value; *v; v++)
+        need += *v == ',' || *v == '\\' ? 2 : 1;
+    if (need + 1 > cap)
+        return MOELAT_ERR_INVALID;
+    char *o = buf + at;
+    if (at)
+        *o++ = ',';
+    o += sprintf(o, "%s=", key);
+    for (const char *v = value; *v; v++) {
+        if (*v == ',' || *v == '\\')
+            *o++ = '\\';
+        *o++ = *v;
+    }
+    *o = '\0';
+    return MOELAT_OK;
 }

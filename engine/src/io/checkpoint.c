@@ -21,6 +21,7 @@
 #include"base/atomic_file.h"
 #include"io/ckpt_manifest.h"
 #include"base/file_util.h"
+#include "core/abi.h"
 #include"core/config_parse.h"
 #include"core/lattice_internal.h"
 #include "io/npy.h"
@@ -423,9 +424,15 @@ moelat_status moelat_checkpoint_config(const char *dir, moelat_config *cfg, uint
         snprintf(err, errlen, "checkpoint: no config to fill");
         return MOELAT_ERR_INVALID;
     }
+    /* In the library's layout, written back within the caller's. */
+    moelat_config full;
+    if (ml_config_import(&full, cfg, err, errlen) != MOELAT_OK)
+        return MOELAT_ERR_INVALID;
     if (read_manifest(dir, &m, err, errlen) != 0)
         return MOELAT_ERR_FORMAT;
-    moelat_status st = read_config(dir, &m, cfg, cfg, err, errlen);
+    moelat_status st = read_config(dir, &m, &full, &full, err, errlen);
+    if (st == MOELAT_OK)
+        st = ml_config_export(cfg, &full, err, errlen);
     if (st == MOELAT_OK && step)
         *step = m.step;
     return st;

@@ -17,6 +17,7 @@
 
 #include"backend/opencl/cl_runtime.h"
 #include"core/lattice_internal.h"
+#include "core/abi.h"
 #include "moelat/group.h"
 #include "io/npy.h"
 
@@ -98,6 +99,11 @@ moelat_status moelat_group_create(const moelat_config *cfg, const char *const *d
         snprintf(err, errlen, "a group needs at least one device, got %d", n);
         return MOELAT_ERR_INVALID;
     }
+    /* The caller's config in the library's layout. */
+    moelat_config c;
+    if (ml_config_import(&c, cfg, err, errlen) != MOELAT_OK)
+        return MOELAT_ERR_INVALID;
+    cfg = &c;
     moelat_group *g = calloc(1, sizeof *g);
     if (!g || !(g->slabs = calloc((size_t)n, sizeof *g->slabs)) || !(g->z0 = calloc((size_t)n, sizeof *g->z0)) ||
         !(g->z1 = calloc((size_t)n, sizeof *g->z1))) {
@@ -116,7 +122,6 @@ moelat_status moelat_group_create(const moelat_config *cfg, const char *const *d
         moelat_group_destroy(g);
         return st;
     }
-    moelat_config c = *cfg;
     if (c.threads <= 0) {
         /* The slabs step at once: share the cores rather than oversubscribe. */
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -462,7 +467,11 @@ moelat_status moelat_group_get_outputs(moelat_group *g, float *dst, size_t count
 
 moelat_status moelat_group_slab_info(const moelat_group *g, int i, moelat_slab_info *info) {
     if (i < 0 || i >= g->n)
-        return MOELAT_ERR_INVALID;
-    *info = g->slabs[i].info;
+        return gfail((moelat_group *)g, MOELAT_ERR_INVALID, "slab %d of %d", i, g->n);
+    char why[256];
+    size_t n = info ? ml_abi_size(ML_ABI_SLAB_INFO, info->struct_size, why, sizeof why) : 0;
+    if (!n)
+        return gfail((moelat_group *)g, MOELAT_ERR_INVALID, "%s", info ? why : "moelat_group_slab_info: no info");
+    ml_abi_export(info, &g->slabs[i].info, n);
     return MOELAT_OK;
 }
