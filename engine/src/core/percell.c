@@ -16,6 +16,7 @@
 
 typedef struct ml_percell_ws {
     float *nbr[MOELAT_BANDS];     /* gathered neighbours, count x S */
+    size_t *idx[MOELAT_BANDS];    /* their cells */
     float *expert_scratch[MOELAT_BANDS];
     float *expert_out;            /* S */
     float *nu;                    /* S */
@@ -26,6 +27,7 @@ typedef struct ml_percell_ws {
 static void ws_free(ml_percell_ws *w) {
     for (int k = 0; k < MOELAT_BANDS; k++) {
         free(w->nbr[k]);
+        free(w->idx[k]);
         free(w->expert_scratch[k]);
     }
     free(w->expert_out);
@@ -46,9 +48,10 @@ static int ensure_workspaces(moelat_lattice *lat) {
         for (int k = 0; k < MOELAT_BANDS; k++) {
             size_t cnt = (size_t)(lat->stencil.count[k] > 0 ? lat->stencil.count[k] : 1);
             ws[t].nbr[k] = malloc(cnt * (size_t)S * sizeof(float));
+            ws[t].idx[k] = malloc(cnt * sizeof(size_t));
             size_t sf = lat->expert[k].scratch_floats;
             ws[t].expert_scratch[k] = malloc((sf ? sf : 1) * sizeof(float));
-            ok = ok && ws[t].nbr[k] && ws[t].expert_scratch[k];
+            ok = ok && ws[t].nbr[k] && ws[t].idx[k] && ws[t].expert_scratch[k];
         }
         ws[t].expert_out = malloc((size_t)S * sizeof(float));
         ws[t].nu = malloc((size_t)S * sizeof(float));
@@ -93,16 +96,9 @@ typedef struct cell_failure {
 static int gather_band(const moelat_lattice *lat, ml_percell_ws *w, int k, int x, int y, int z,
                        const float *states) {
     const int S = lat->S;
-    const ml_offset *off = lat->stencil.band[k];
-    int c = 0;
-    for (int j = 0; j < lat->stencil.count[k]; j++) {
-        int nx = x + off[j].dx, ny = y + off[j].dy, nz = z + off[j].dz;
-        if (nx < 0 || ny < 0 || nz < 0 || nx >= lat->X || ny >= lat->Y || nz >= lat->Z)
-            continue;
-        const float *n = states + ((size_t)nx + (size_t)lat->X * ((size_t)ny + (size_t)lat->Y * nz)) * S;
-        memcpy(w->nbr[k] + (size_t)c * S, n, (size_t)S * sizeof(float));
-        c++;
-    }
+    int c = ml_stencil_neighbours(&lat->stencil, k, lat->X, lat->Y, lat->Z, x, y, z, w->idx[k]);
+    for (int j = 0; j < c; j++)
+        memcpy(w->nbr[k] + (size_t)j * S, states + w->idx[k][j] * S, (size_t)S * sizeof(float));
     return c;
 }
 

@@ -60,3 +60,15 @@ void ml_stencil_free(ml_stencil *st) {
         st->count[k] = 0;
     }
 }
+
+int ml_stencil_neighbours(const ml_stencil *st, int k, int X, int Y, int Z, int x, int y, int z, size_t *idx) {
+    const ml_offset *off = st->band[k];
+    int c = 0;
+    for (int j = 0; j < st->count[k]; j++) {
+        int nx = x + off[j].dx, ny = y + off[j].dy, nz = z + off[j].dz;
+        if (nx < 0 || ny < 0 || nz < 0 || nx >= X || ny >= Y || nz >= Z)
+            continue;
+        idx[c++] = (size_t)nx + (size_t)X * ((size_t)ny + (size_t)Y * nz);
+    }
+    return c;
+}

@@ -88,17 +88,9 @@ int ml_grad_ws_create(ml_grad_engine *e) {
 static int gather(const moelat_lattice *lat, ml_grad_ws *w, int k, int x, int y, int z,
                   const double *st) {
     const int S = lat->S;
-    const ml_offset *off = lat->stencil.band[k];
-    int c = 0;
-    for (int j = 0; j < lat->stencil.count[k]; j++) {
-        int nx = x + off[j].dx, ny = y + off[j].dy, nz = z + off[j].dz;
-        if (nx < 0 || ny < 0 || nz < 0 || nx >= lat->X || ny >= lat->Y || nz >= lat->Z)
-            continue;
-        size_t ni = (size_t)nx + (size_t)lat->X * ((size_t)ny + (size_t)lat->Y * nz);
-        memcpy(w->nb[k] + (size_t)c * S, st + ni * S, (size_t)S * sizeof(double));
-        w->idx[k][c] = ni;
-        c++;
-    }
+    int c = ml_stencil_neighbours(&lat->stencil, k, lat->X, lat->Y, lat->Z, x, y, z, w->idx[k]);
+    for (int j = 0; j < c; j++)
+        memcpy(w->nb[k] + (size_t)j * S, st + w->idx[k][j] * S, (size_t)S * sizeof(double));
     return c;
 }
 
