@@ -47,6 +47,30 @@ env MOELAT_GATE_CELLS=3 "$engine" run $model --config "$tmp/c.json" >/dev/null 2
 echo '{"tuning": "gate_cells=9"}' >"$tmp/bad.json"
 expect_fail "bad config tuning" "gate_cells=9" "$engine" run $model --config "$tmp/bad.json"
 
+# A tuning variable is one value, its own key's: a comma in it never starts
+# another key, and its errors name the variable.
+MOELAT_CL_OPTIONS='-DX=1,upgrade_check=off' MOELAT_LOG=warn "$engine" run $model --mode batch \
+    >/dev/null 2>"$tmp/err" || fail "MOELAT_CL_OPTIONS with a comma: $(cat "$tmp/err")"
+grep -q "upgrade_check=off" "$tmp/err" && fail "a comma in MOELAT_CL_OPTIONS turned the upgrade check off"
+MOELAT_CL_OPTIONS='-DA=1,-DB=2' "$engine" run $model --mode batch >/dev/null 2>"$tmp/err" ||
+    fail "MOELAT_CL_OPTIONS='-DA=1,-DB=2' was not taken as one value: $(cat "$tmp/err")"
+expect_fail "comma in a switch variable" "MOELAT_GATE_CELLS=2,upgrade_check=off" \
+    env MOELAT_GATE_CELLS=2,upgrade_check=off "$engine" run $model
+expect_fail "bad environment value names its variable" "MOELAT_GATE_CELLS=3" env MOELAT_GATE_CELLS=3 "$engine" run $model
+long=$(head -c 300 /dev/zero | tr '\0' 'x')
+expect_fail "cl_options over 255 bytes" "MOELAT_CL_OPTIONS=-Dxxxx" env MOELAT_CL_OPTIONS="-D$long" "$engine" run $model
+grep -qF "at most 255 characters" "$tmp/err" || fail "the cl_options limit is not given: $(cat "$tmp/err")"
+expect_fail "over-long variable" "MOELAT_CL_OPTIONS: its value (602 bytes) exceeds" \
+    env MOELAT_CL_OPTIONS="-D$long$long" "$engine" run $model
+# Over the string's 511 bytes with --tune: the message names the variables merged.
+mid=$(head -c 240 /dev/zero | tr '\0' 'y')
+many=$(for i in 1 2 3 4 5 6 7 8 9 10 11 12; do printf 'functional_gemm=kernel,'; done)
+expect_fail "environment and --tune together too long" "the tuning of MOELAT_CL_OPTIONS, the config and --tune exceeds 511 bytes" \
+    env MOELAT_CL_OPTIONS="-D$mid" "$engine" run $model --tune "${many}gate_cells=2"
+# A --tune or config value escapes its commas itself.
+"$engine" run $model --mode batch --tune 'cl_options=-DX=1\,upgrade_check=off' >/dev/null 2>"$tmp/err" ||
+    fail "--tune with an escaped comma: $(cat "$tmp/err")"
+
 # upgrade_check: MOELAT_NO_UPGRADE_CHECK=1 and --tune upgrade_check=off skip
 # the sample check (a warning says so); =0 and on keep it.
 for case in "1 -" "on -" "0 keep" "off keep"; do

@@ -73,10 +73,20 @@ class HiddenSize(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char * 32), ("value", ctypes.c_int32)]
 
 
-class Config(ctypes.Structure):
+class _Versioned(ctypes.Structure):
+    """A versioned struct (moelat.h): struct_size, first, is this mirror's
+    size unless given, so the library fills exactly this layout."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("struct_size", ctypes.sizeof(type(self)))
+        super().__init__(*args, **kwargs)
+
+
+class Config(_Versioned):
     """Mirror of moelat_config (moelat.h); field order and types must match."""
 
     _fields_ = [
+        ("struct_size", ctypes.c_uint32),
         ("preset", ctypes.c_char * 32),
         ("dims", ctypes.c_int32 * 3),
         ("state_size", ctypes.c_int32),
@@ -112,10 +122,11 @@ class PathStats(ctypes.Structure):
     ]
 
 
-class Report(ctypes.Structure):
+class Report(_Versioned):
     """Mirror of moelat_report (moelat.h)."""
 
     _fields_ = [
+        ("struct_size", ctypes.c_uint32),
         ("steps", ctypes.c_uint64),
         ("total_chunks_processed", ctypes.c_uint64),
         ("batch_chunks", ctypes.c_uint64),
@@ -197,6 +208,67 @@ get_weights = _fn("moelat_get_weights", _S, _P, _F, _c.c_size_t)
 set_weights = _fn("moelat_set_weights", _S, _P, _F, _c.c_size_t)
 set_log_callback = _fn("moelat_set_log_callback", None, LOG_CALLBACK, _c.c_void_p)
 set_log_level = _fn("moelat_set_log_level", _S, _c.c_char_p, _c.c_int)
+struct_size = _fn("moelat_struct_size", _c.c_uint32, _c.c_char_p)
+status_name = _fn("moelat_status_name", _c.c_char_p, _c.c_int)
+version = _fn("moelat_version", _c.c_char_p)
+
+# moelat_status by name (moelat.h), and the exception class of each error
+# (errors.py): both checked against the library at import.
+STATUS = {
+    "MOELAT_OK": 0,
+    "MOELAT_ERR_INVALID": 1,
+    "MOELAT_ERR_IO": 2,
+    "MOELAT_ERR_FORMAT": 3,
+    "MOELAT_ERR_NOMEM": 4,
+    "MOELAT_ERR_DEVICE": 5,
+    "MOELAT_ERR_PLUGIN": 6,
+    "MOELAT_ERR_NONFINITE": 7,
+    "MOELAT_ERR_MISMATCH": 8,
+}
+_STATUS_CLASSES = {
+    "MOELAT_ERR_INVALID": "InvalidArgumentError",
+    "MOELAT_ERR_IO": "MoelatIOError",
+    "MOELAT_ERR_FORMAT": "FormatError",
+    "MOELAT_ERR_NOMEM": "OutOfMemoryError",
+    "MOELAT_ERR_DEVICE": "DeviceError",
+    "MOELAT_ERR_PLUGIN": "PluginError",
+    "MOELAT_ERR_NONFINITE": "NonFiniteError",
+    "MOELAT_ERR_MISMATCH": "MismatchError",
+}
+
+
+def _check_abi():
+    """ImportError naming every struct whose mirror's size differs from the
+    library's, and every status whose number differs."""
+    from . import errors
+
+    problems = []
+    for cname, mirror in (("moelat_config", Config), ("moelat_report", Report),
+                          ("moelat_hidden_size", HiddenSize), ("moelat_path_stats", PathStats)):
+        theirs = struct_size(cname.encode())
+        if theirs != ctypes.sizeof(mirror):
+            problems.append(f"{cname} is {theirs} bytes in the library, {ctypes.sizeof(mirror)} in its mirror "
+                            f"moelat._lib.{mirror.__name__}")
+    theirs = {}
+    while True:
+        name = status_name(len(theirs))
+        if name is None:
+            break
+        theirs[name.decode()] = len(theirs)
+    for name in sorted(set(theirs) | set(STATUS), key=lambda n: theirs.get(n, STATUS.get(n))):
+        if theirs.get(name) != STATUS.get(name):
+            problems.append(f"status {name} is {theirs.get(name, 'absent')} in the library, "
+                            f"{STATUS.get(name, 'absent')} in moelat._lib.STATUS")
+    for name, cls in _STATUS_CLASSES.items():
+        got = getattr(getattr(errors, cls, None), "status", None)
+        if got != theirs.get(name):
+            problems.append(f"{cls}.status is {got}, the library's {name} is {theirs.get(name, 'absent')}")
+    if problems:
+        raise ImportError(f"moelat: {LIBRARY_PATH} ({version().decode()}) does not match this package: "
+                          + "; ".join(problems))
+
+
+_check_abi()
 
 
 def floats(array):
