@@ -7,3 +7,5 @@ add_test(NAME train_cli COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/train_cli.sh $<TA
                                    ${MOELAT_TRAIN_PYTHON})
 set_tests_properties(train_cli PROPERTIES LABELS train TIMEOUT 600 PASS_REGULAR_EXPRESSION "PASS"
   ENVIRONMENT "XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache;POCL_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/pocl-cache")
+# The library's trainer (moelat/train.h): callback loss, save/resume, refusals.
+moelat_test(test_train SOURCES test_train.c test_support.c LABELS train TIMEOUT 120)

@@ -41,7 +41,7 @@ PYEOF
 RUN="--data $T/carry $MODEL --epochs 2 --lr 3e-3 --warmup 2 --cosine --quiet"
 "$ENGINE" train $RUN --save-weights "$T/straight.safetensors" >/dev/null || fail "straight run"
 "$ENGINE" train $RUN --checkpoint-dir "$T/ck" --stop-after 7 >/dev/null || fail "interrupted run"
-grep -q '"optimizer_step": 7' "$T/ck/train.json" || fail "the checkpoint is not at optimizer step 7"
+grep -q '"optimizer_step": 7' "$T/ck/manifest.json" || fail "the checkpoint is not at optimizer step 7"
 "$ENGINE" train $RUN --resume "$T/ck" --save-weights "$T/resumed.safetensors" --json >"$T/resumed.json" ||
     fail "resumed run"
 cmp "$T/straight.safetensors" "$T/resumed.safetensors" || fail "resumed weights differ from the straight run's"
@@ -78,14 +78,14 @@ expect_refusal "targets of another state size" "targets.npy: shape (8, 6, 6, 23)
 expect_refusal "an empty data set" "holds no sample" --data "$T/empty" $MODEL
 expect_refusal "no data option" "exactly one of --data" $MODEL
 expect_refusal "a bad learning rate" "option --lr wants a number" --data "$T/carry" $MODEL --lr -1
-cp "$T/ck/train.json" "$T/manifest.before"
+cp "$T/ck/manifest.json" "$T/manifest.before"
 # A fresh run whose loss overflows at its first sample, pointed at the
 # directory of the good checkpoint: it stops, and that checkpoint stays.
 expect_refusal "a non-finite loss" "the loss is inf" --data "$T/huge" $MODEL --val-fraction 0 \
     --checkpoint-dir "$T/ck" --checkpoint-every 1
 grep -q "sample" "$T/e" && grep -q "optimizer step 1 (epoch 1, batch 1)" "$T/e" && grep -q "last good checkpoint is kept" "$T/e" ||
     fail "the message does not name the sample, the step and the checkpoint"
-cmp "$T/ck/train.json" "$T/manifest.before" || fail "the failed run replaced the last good checkpoint"
+cmp "$T/ck/manifest.json" "$T/manifest.before" || fail "the failed run replaced the last good checkpoint"
 "$ENGINE" train $RUN --resume "$T/ck" --save-weights "$T/again.safetensors" >/dev/null || fail "resume after failure"
 cmp "$T/straight.safetensors" "$T/again.safetensors" || fail "the kept checkpoint no longer resumes bit-exactly"
 echo "ok: the kept checkpoint still resumes bit-exactly"

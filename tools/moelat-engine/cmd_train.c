@@ -1,6 +1,7 @@
 /* moelat-engine train: fit the lattice's weights to a data set of input
- * faces and target output faces (train_loop.c), or make the synthetic
- * data set (train_data.c). */
+ * faces and target output faces with the library's trainer
+ * (moelat/train.h), or make the synthetic data set (train_data.c). Here:
+ * the options, the progress bar, the summary, the CSV and the PNG. */
 #include <errno.h>
 #include <libgen.h>
 #include <math.h>
@@ -14,9 +15,9 @@
 #include "cli.h"
 #include "cli_common.h"
 #include "loss_plot.h"
+#include "moelat/train.h"
 #include "moelat/util.h"
 #include "train_data.h"
-#include "train_loop.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -67,10 +68,10 @@ static void usage(FILE *out) {
 
 /* Options of train beyond the model's. */
 typedef struct train_cli {
-    const char *data, *make_data, *state, *weights, *save_weights, *loss_csv, *loss_png;
+    const char *data, *make_data, *state, *weights, *save_weights, *loss_csv, *loss_png, *checkpoint_dir, *resume;
     long long samples;
-    int json, quiet, cosine;
-    train_options o;
+    int32_t json, quiet;
+    moelat_train_params p;
 } train_cli;
 
 static int parse_double(const char *s, double lo, double hi, double *out) {
@@ -93,36 +94,37 @@ static int train_opt(train_cli *c, int argc, char **argv, int *i) {
         {"--data", offsetof(train_cli, data)},           {"--make-data", offsetof(train_cli, make_data)},
         {"--state", offsetof(train_cli, state)},         {"--weights", offsetof(train_cli, weights)},
         {"--save-weights", offsetof(train_cli, save_weights)}, {"--loss-csv", offsetof(train_cli, loss_csv)},
-        {"--loss-png", offsetof(train_cli, loss_png)},   {"--checkpoint-dir", offsetof(train_cli, o.checkpoint_dir)},
-        {"--resume", offsetof(train_cli, o.resume_dir)},
+        {"--loss-png", offsetof(train_cli, loss_png)},   {"--checkpoint-dir", offsetof(train_cli, checkpoint_dir)},
+        {"--resume", offsetof(train_cli, resume)},
     };
     static const struct {
         const char *name;
         size_t offset;
         double lo, hi;
     } reals[] = {
-        {"--lr", offsetof(train_cli, o.opt.lr), 1e-12, 10},
-        {"--weight-decay", offsetof(train_cli, o.opt.weight_decay), 0, 1},
-        {"--beta1", offsetof(train_cli, o.opt.beta1), 0, 0.999999},
-        {"--beta2", offsetof(train_cli, o.opt.beta2), 0, 0.999999999},
-        {"--eps", offsetof(train_cli, o.opt.eps), 1e-30, 1},
-        {"--momentum", offsetof(train_cli, o.opt.momentum), 0, 0.999999},
-        {"--clip-norm", offsetof(train_cli, o.opt.clip_norm), 0, 1e30},
-        {"--min-lr", offsetof(train_cli, o.opt.min_lr), 0, 10},
-        {"--val-fraction", offsetof(train_cli, o.val_fraction), 0, 0.9},
+        {"--lr", offsetof(train_cli, p.optimizer.lr), 1e-12, 10},
+        {"--weight-decay", offsetof(train_cli, p.optimizer.weight_decay), 0, 1},
+        {"--beta1", offsetof(train_cli, p.optimizer.beta1), 0, 0.999999},
+        {"--beta2", offsetof(train_cli, p.optimizer.beta2), 0, 0.999999999},
+        {"--eps", offsetof(train_cli, p.optimizer.eps), 1e-30, 1},
+        {"--momentum", offsetof(train_cli, p.optimizer.momentum), 0, 0.999999},
+        {"--clip-norm", offsetof(train_cli, p.optimizer.clip_norm), 0, 1e30},
+        {"--min-lr", offsetof(train_cli, p.optimizer.min_lr), 0, 10},
+        {"--val-fraction", offsetof(train_cli, p.val_fraction), 0, 0.9},
     };
+    /* size: of the field (4 or 8 bytes, signed or not as its range says). */
     static const struct {
         const char *name;
-        size_t offset;
+        size_t offset, size;
         long long lo, hi;
     } ints[] = {
-        {"--steps", offsetof(train_cli, o.steps), 1, 100000},
-        {"--grad-checkpoint-every", offsetof(train_cli, o.checkpoint_every_k), 1, 100000},
-        {"--epochs", offsetof(train_cli, o.epochs), 1, 1000000},
-        {"--batch-size", offsetof(train_cli, o.batch_size), 1, 1000000},
-        {"--checkpoint-every", offsetof(train_cli, o.checkpoint_every), 1, 1000000000},
-        {"--stop-after", offsetof(train_cli, o.stop_after), 1, 1000000000},
-        {"--warmup", offsetof(train_cli, o.opt.warmup_steps), 0, 1000000000},
+        {"--steps", offsetof(train_cli, p.steps), 4, 1, 100000},
+        {"--grad-checkpoint-every", offsetof(train_cli, p.grad_checkpoint_every), 4, 1, 100000},
+        {"--epochs", offsetof(train_cli, p.epochs), 4, 1, 1000000},
+        {"--batch-size", offsetof(train_cli, p.batch_size), 4, 1, 1000000},
+        {"--checkpoint-every", offsetof(train_cli, p.checkpoint_every), 4, 1, 1000000000},
+        {"--stop-after", offsetof(train_cli, p.stop_after), 8, 1, 1000000000},
+        {"--warmup", offsetof(train_cli, p.optimizer.warmup_steps), 8, 0, 1000000000},
     };
     char *base = (char *)c;
     for (size_t k = 0; k < sizeof paths / sizeof paths[0]; k++)
@@ -155,10 +157,13 @@ static int train_opt(train_cli *c, int argc, char **argv, int *i) {
                         *i + 1 < argc ? "'" : "");
                 return -1;
             }
-            if (strcmp(a, "--warmup") == 0)
-                c->o.opt.warmup_steps = v;
-            else
-                *(int *)(base + ints[k].offset) = (int)v;
+            if (ints[k].size == 8) {
+                int64_t v64 = v; /* stop_after's uint64_t holds the same bits for v >= 0 */
+                memcpy(base + ints[k].offset, &v64, sizeof v64);
+            } else {
+                int32_t v32 = (int32_t)v;
+                memcpy(base + ints[k].offset, &v32, sizeof v32);
+            }
             ++*i;
             return 1;
         }
@@ -177,15 +182,15 @@ static int train_opt(train_cli *c, int argc, char **argv, int *i) {
             fprintf(stderr, "moelat-engine train: option --optimizer wants adamw or sgd, got '%s'\n", v);
             return -1;
         }
-        double lr = c->o.opt.lr, wd = c->o.opt.weight_decay;
-        moelat_optimizer_defaults(&c->o.opt, strcmp(v, "sgd") == 0 ? MOELAT_OPT_SGD : MOELAT_OPT_ADAMW);
-        c->o.opt.lr = lr;
-        c->o.opt.weight_decay = wd;
+        double lr = c->p.optimizer.lr, wd = c->p.optimizer.weight_decay;
+        moelat_optimizer_defaults(&c->p.optimizer, strcmp(v, "sgd") == 0 ? MOELAT_OPT_SGD : MOELAT_OPT_ADAMW);
+        c->p.optimizer.lr = lr;
+        c->p.optimizer.weight_decay = wd;
         ++*i;
         return 1;
     }
-    int *flag = strcmp(a, "--json") == 0 ? &c->json : strcmp(a, "--quiet") == 0 ? &c->quiet
-                : strcmp(a, "--cosine") == 0 ? &c->cosine : NULL;
+    int32_t *flag = strcmp(a, "--json") == 0 ? &c->json : strcmp(a, "--quiet") == 0 ? &c->quiet
+                    : strcmp(a, "--cosine") == 0 ? &c->p.cosine : NULL;
     if (flag) {
         *flag = 1;
         return 1;
@@ -208,8 +213,10 @@ static int output_dir_ok(const char *opt, const char *path) {
     return ok ? 0 : -1;
 }
 
-static int write_csv(const char *path, const train_result *r) {
-    size_t cap = 64 + (size_t)(r->n_train + r->n_val) * 96, len = 0;
+static int write_csv(const char *path, const moelat_trainer *t) {
+    const moelat_train_point *tr, *va;
+    size_t nt = moelat_trainer_history(t, 0, &tr), nv = moelat_trainer_history(t, 1, &va);
+    size_t cap = 64 + (nt + nv) * 96, len = 0;
     char *buf = malloc(cap), err[1024];
     if (!buf) {
         fprintf(stderr, "moelat-engine train: --loss-csv: out of memory\n");
@@ -217,15 +224,14 @@ static int write_csv(const char *path, const train_result *r) {
     }
     len += (size_t)snprintf(buf + len, cap - len, "kind,epoch,batch,samples,loss,lr\n");
     /* Interleaved by samples seen: each validation row after the batches it follows. */
-    int v = 0;
-    for (int t = 0; t <= r->n_train; t++) {
-        for (; v < r->n_val && (t == r->n_train || r->val[v].samples < r->train[t].samples); v++)
-            len += (size_t)snprintf(buf + len, cap - len, "val,%d,,%llu,%.9g,%.9g\n", r->val[v].epoch,
-                                    (unsigned long long)r->val[v].samples, r->val[v].loss, r->val[v].lr);
-        if (t < r->n_train)
-            len += (size_t)snprintf(buf + len, cap - len, "train,%d,%d,%llu,%.9g,%.9g\n", r->train[t].epoch + 1,
-                                    r->train[t].batch + 1, (unsigned long long)r->train[t].samples, r->train[t].loss,
-                                    r->train[t].lr);
+    size_t v = 0;
+    for (size_t i = 0; i <= nt; i++) {
+        for (; v < nv && (i == nt || va[v].samples < tr[i].samples); v++)
+            len += (size_t)snprintf(buf + len, cap - len, "val,%d,,%llu,%.9g,%.9g\n", va[v].epoch,
+                                    (unsigned long long)va[v].samples, va[v].loss, va[v].lr);
+        if (i < nt)
+            len += (size_t)snprintf(buf + len, cap - len, "train,%d,%d,%llu,%.9g,%.9g\n", tr[i].epoch + 1,
+                                    tr[i].batch + 1, (unsigned long long)tr[i].samples, tr[i].loss, tr[i].lr);
     }
     int rc = moelat_write_file_atomic(path, buf, len, err, sizeof err) == MOELAT_OK ? 0 : -1;
     if (rc != 0)
@@ -234,19 +240,23 @@ static int write_csv(const char *path, const train_result *r) {
     return rc;
 }
 
-static int write_png(const char *path, const train_result *r) {
-    double *tx = malloc((size_t)(r->n_train + 1) * sizeof(double)), *ty = malloc((size_t)(r->n_train + 1) * sizeof(double));
-    double *vx = malloc((size_t)(r->n_val + 1) * sizeof(double)), *vy = malloc((size_t)(r->n_val + 1) * sizeof(double));
+static int write_png(const char *path, const moelat_trainer *t) {
+    const moelat_train_point *tr, *va;
+    size_t nt = moelat_trainer_history(t, 0, &tr), nv = moelat_trainer_history(t, 1, &va);
+    double *tx = malloc((nt + 1) * sizeof(double)), *ty = malloc((nt + 1) * sizeof(double));
+    double *vx = malloc((nv + 1) * sizeof(double)), *vy = malloc((nv + 1) * sizeof(double));
     int rc = -1;
     char err[1024];
     if (tx && ty && vx && vy) {
-        for (int i = 0; i < r->n_train; i++)
-            tx[i] = (double)r->train[i].samples, ty[i] = r->train[i].loss;
-        for (int i = 0; i < r->n_val; i++)
-            vx[i] = (double)r->val[i].samples, vy[i] = r->val[i].loss;
-        rc = loss_plot_write(path, "moelat-engine train", tx, ty, r->n_train, vx, vy, r->n_val, err, sizeof err);
+        for (size_t i = 0; i < nt; i++)
+            tx[i] = (double)tr[i].samples, ty[i] = tr[i].loss;
+        for (size_t i = 0; i < nv; i++)
+            vx[i] = (double)va[i].samples, vy[i] = va[i].loss;
+        rc = loss_plot_write(path, "moelat-engine train", tx, ty, (int)nt, vx, vy, (int)nv, err, sizeof err);
         if (rc != 0)
             fprintf(stderr, "moelat-engine train: --loss-png: %s\n", err);
+    } else {
+        fprintf(stderr, "moelat-engine train: --loss-png: out of memory\n");
     }
     free(tx);
     free(ty);
@@ -278,51 +288,83 @@ static float *load_state(moelat_lattice *lat, const char *path) {
         free(s);
         return NULL;
     }
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(s[i])) {
-            fprintf(stderr, "moelat-engine train: --state %s: value %zu (cell %zu, channel %zu) is %g\n", path, i,
-                    i / (size_t)moelat_state_size(lat), i % (size_t)moelat_state_size(lat), s[i]);
-            free(s);
-            return NULL;
-        }
     return s;
 }
 
-static void print_summary(const train_cli *c, const train_result *r, const train_data *d) {
-    double first = r->n_val ? r->val[0].loss : NAN, last = r->n_val ? r->val[r->n_val - 1].loss : NAN;
-    double best = INFINITY;
-    for (int i = 0; i < r->n_val; i++)
-        best = fmin(best, r->val[i].loss);
+/* A number, or null where it is not finite (JSON has no NaN). */
+static json_t *num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
+static void print_summary(const train_cli *c, const moelat_train_summary *s) {
     if (c->json) {
-        json_t *o = json_pack("{s:I, s:I, s:I, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:b, s:s}", "samples",
-                              (json_int_t)d->B, "train_samples", (json_int_t)r->train_samples, "val_samples",
-                              (json_int_t)r->val_samples, "epochs", c->o.epochs, "steps", c->o.steps,
-                              "optimizer_steps", (json_int_t)r->optimizer_steps, "initial_val_loss", first,
-                              "final_val_loss", last, "best_val_loss", best, "seconds", r->seconds,
-                              "samples_per_s", r->samples_per_s, "stopped_early", r->stopped_early, "backward",
-                              r->backward);
-        char *s = json_dumps(o, JSON_REAL_PRECISION(9));
-        printf("%s\n", s ? s : "{}");
-        free(s);
+        json_t *o = json_pack("{s:I, s:I, s:I, s:i, s:i, s:I, s:o, s:o, s:o, s:o, s:o, s:b, s:s}", "samples",
+                              (json_int_t)s->samples, "train_samples", (json_int_t)s->train_samples, "val_samples",
+                              (json_int_t)s->val_samples, "epochs", c->p.epochs, "steps", c->p.steps,
+                              "optimizer_steps", (json_int_t)s->optimizer_steps, "initial_val_loss",
+                              num(s->initial_val_loss), "final_val_loss", num(s->final_val_loss), "best_val_loss",
+                              num(s->best_val_loss), "seconds", num(s->seconds), "samples_per_s",
+                              num(s->samples_per_s), "stopped_early", s->stopped_early, "backward", s->backward);
+        char *txt = o ? json_dumps(o, JSON_REAL_PRECISION(9)) : NULL;
+        if (!txt) /* only out of memory */
+            fprintf(stderr, "moelat-engine train: --json: out of memory\n");
+        else
+            printf("%s\n", txt);
+        free(txt);
         json_decref(o);
     } else {
         printf("trained %llu optimizer steps in %.1f s (%.1f samples/s); validation loss %.4g -> %.4g (best %.4g)%s\n",
-               (unsigned long long)r->optimizer_steps, r->seconds, r->samples_per_s, first, last, best,
-               r->stopped_early ? "; stopped early (--stop-after)" : "");
-        if (r->backward[0])
-            printf("backward: %s\n", r->backward);
+               (unsigned long long)s->optimizer_steps, s->seconds, s->samples_per_s, s->initial_val_loss,
+               s->final_val_loss, s->best_val_loss, s->stopped_early ? "; stopped early (--stop-after)" : "");
+        if (s->backward[0])
+            printf("backward: %s\n", s->backward);
     }
+}
+
+/* The progress bar on stderr, fed by the trainer's events. */
+typedef struct progress_bar {
+    int on, epochs;
+    double running; /* the epoch's training loss, smoothed */
+} progress_bar;
+
+static void on_event(void *user, const moelat_train_event *ev) {
+    progress_bar *b = user;
+    if (ev->kind == MOELAT_TRAIN_EVENT_BACKWARD) {
+        if (b->on)
+            fprintf(stderr, "backward: %s\n", ev->backward);
+    } else if (ev->kind == MOELAT_TRAIN_EVENT_BATCH) {
+        b->running = isfinite(b->running) ? 0.9 * b->running + 0.1 * ev->loss : ev->loss;
+        if (!b->on)
+            return;
+        int width = 24, fill = ev->batches ? (ev->batch * width) / ev->batches : width;
+        fprintf(stderr, "\repoch %d/%d [", ev->epoch + 1, b->epochs);
+        for (int i = 0; i < width; i++)
+            fputc(i < fill ? '#' : '.', stderr);
+        fprintf(stderr, "] batch %d/%d  loss %.4g  %.1f samples/s   ", ev->batch, ev->batches, b->running,
+                ev->seconds > 0 ? (double)ev->samples_here / ev->seconds : 0.0);
+        fflush(stderr);
+    } else if (ev->kind == MOELAT_TRAIN_EVENT_VALIDATION && ev->epoch > 0) {
+        if (b->on)
+            fprintf(stderr, "\repoch %d/%d: training loss %.4g, validation loss %.4g%30s\n", ev->epoch, b->epochs,
+                    b->running, ev->loss, "");
+        b->running = NAN;
+    }
+}
+
+/* The data set DIR/inputs.npy, DIR/targets.npy. */
+static moelat_dataset *load_data(const char *dir) {
+    char in[4200], tg[4200], err[2048];
+    snprintf(in, sizeof in, "%s/inputs.npy", dir);
+    snprintf(tg, sizeof tg, "%s/targets.npy", dir);
+    moelat_dataset *ds = NULL;
+    if (moelat_dataset_load(in, tg, &ds, err, sizeof err) != MOELAT_OK)
+        fprintf(stderr, "moelat-engine train: --data: %s\n", err);
+    return ds;
 }
 
 int cmd_train(int argc, char **argv) {
     cli_model_opts mo;
     cli_model_opts_init(&mo);
     train_cli c = {.samples = 96};
-    c.o.steps = 2;
-    c.o.epochs = 10;
-    c.o.batch_size = 8;
-    c.o.val_fraction = 0.2;
-    moelat_optimizer_defaults(&c.o.opt, MOELAT_OPT_ADAMW);
+    moelat_train_params_default(&c.p);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
@@ -358,54 +400,70 @@ int cmd_train(int argc, char **argv) {
     for (size_t k = 0; k < 3; k++)
         if (outs[k][1] && output_dir_ok(outs[k][0], outs[k][1]) != 0)
             return 1;
+    moelat_dataset *ds = load_data(c.data);
+    if (!ds)
+        return 1;
     char err[2048];
     moelat_lattice *lat = NULL;
-    if (moelat_lattice_create(&cfg, &lat, err, sizeof err) != MOELAT_OK) {
-        fprintf(stderr, "moelat-engine train: %s\n", err);
-        return 1;
-    }
-    train_data d = {0};
-    train_result r = {0};
+    moelat_trainer *t = NULL;
     float *init = NULL;
     int rc = 1;
-    if (train_data_load(c.data, cfg.dims[0], cfg.dims[1], cfg.state_size, &d, err, sizeof err) != 0) {
-        fprintf(stderr, "moelat-engine train: --data: %s\n", err);
+    if (moelat_lattice_create(&cfg, &lat, err, sizeof err) != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine train: %s\n", err);
+        goto out;
+    }
+    progress_bar bar = {.on = !c.quiet && !c.json && isatty(STDERR_FILENO), .epochs = c.p.epochs, .running = NAN};
+    c.p.seed = cfg.seed;
+    c.p.checkpoint_dir = c.checkpoint_dir;
+    c.p.progress = on_event;
+    c.p.progress_user = &bar;
+    if (moelat_trainer_create(lat, &c.p, &t, err, sizeof err) != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine train: %s\n", err);
+        goto out;
+    }
+    if (moelat_trainer_set_data(t, ds) != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine train: --data: %s\n", moelat_trainer_last_error(t));
         goto out;
     }
     if (c.weights && moelat_load_weights(lat, c.weights) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine train: --weights: %s\n", moelat_last_error(lat));
         goto out;
     }
-    if (c.state && !(init = load_state(lat, c.state)))
+    if (c.state && (!(init = load_state(lat, c.state)) ||
+                    moelat_trainer_set_initial_states(t, init, moelat_cell_count(lat) * (size_t)moelat_state_size(lat)) !=
+                        MOELAT_OK)) {
+        if (init)
+            fprintf(stderr, "moelat-engine train: --state %s: %s\n", c.state, moelat_trainer_last_error(t));
         goto out;
-    c.o.init_states = init;
-    c.o.shuffle_seed = cfg.seed;
-    c.o.progress = !c.quiet && !c.json && isatty(STDERR_FILENO);
-    if (c.cosine) {
-        int64_t n_train = d.B - (int64_t)ceil((double)d.B * c.o.val_fraction);
-        c.o.opt.total_steps = (int64_t)c.o.epochs * ((n_train + c.o.batch_size - 1) / c.o.batch_size);
     }
-    if (train_run(lat, &d, &c.o, &r) != 0) {
-        fprintf(stderr, "moelat-engine train: %s\n", r.failure);
+    if (c.resume && moelat_trainer_resume(t, c.resume) != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine train: %s\n", moelat_trainer_last_error(t));
+        goto out;
+    }
+    if (moelat_trainer_fit(t) != MOELAT_OK) {
+        if (bar.on)
+            fputc('\n', stderr);
+        fprintf(stderr, "moelat-engine train: %s\n", moelat_trainer_last_error(t));
         rc = 1;
     } else {
         rc = 0;
     }
     /* Whatever the outcome, the history and the weights reached are saved. */
-    if (c.loss_csv && write_csv(c.loss_csv, &r) != 0)
+    if (c.loss_csv && write_csv(c.loss_csv, t) != 0)
         rc = 1;
-    if (c.loss_png && write_png(c.loss_png, &r) != 0)
+    if (c.loss_png && write_png(c.loss_png, t) != 0)
         rc = 1;
     if (rc == 0 && c.save_weights && moelat_save_weights(lat, c.save_weights) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine train: --save-weights: %s\n", moelat_last_error(lat));
         rc = 1;
     }
-    if (rc == 0)
-        print_summary(&c, &r, &d);
+    moelat_train_summary sum = MOELAT_TRAIN_SUMMARY_INIT;
+    if (rc == 0 && moelat_trainer_summary(t, &sum) == MOELAT_OK)
+        print_summary(&c, &sum);
 out:
-    train_result_free(&r);
-    train_data_free(&d);
-    free(init);
+    moelat_trainer_destroy(t);
     moelat_lattice_destroy(lat);
+    moelat_dataset_destroy(ds);
+    free(init);
     return rc;
 }

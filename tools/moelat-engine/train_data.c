@@ -1,4 +1,4 @@
-/* Loading and making the data of `moelat-engine train` (train_data.h). */
+/* The synthetic data set of `moelat-engine train` (train_data.h). */
 #include "train_data.h"
 
 #include <errno.h>
@@ -10,96 +10,6 @@
 
 #include "moelat/moelat.h"
 #include "moelat/util.h"
-
-const float *train_input(const train_data *d, int64_t b) {
-    return d->inputs + (size_t)b * (size_t)(d->Y * d->X * MOELAT_EXT_SIZE);
-}
-const float *train_target(const train_data *d, int64_t b) { return d->targets + (size_t)b * (size_t)(d->Y * d->X * d->S); }
-
-void train_data_free(train_data *d) {
-    free(d->inputs);
-    free(d->targets);
-    memset(d, 0, sizeof *d);
-}
-
-static int first_nonfinite(const float *v, size_t n, size_t *at) {
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(v[i])) {
-            *at = i;
-            return 1;
-        }
-    return 0;
-}
-
-static int read4(const char *dir, const char *name, float **data, int64_t shape[4], char *err, size_t errlen) {
-    char path[4096];
-    int ndim = 0;
-    int64_t sh[8];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    if (moelat_npy_load(path, data, &ndim, sh, err, errlen) != MOELAT_OK)
-        return -1;
-    if (ndim != 4) {
-        snprintf(err, errlen, "%s: %d dimensions, expected 4", path, ndim);
-        free(*data);
-        *data = NULL;
-        return -1;
-    }
-    memcpy(shape, sh, 4 * sizeof shape[0]);
-    return 0;
-}
-
-int train_data_load(const char *dir, int X, int Y, int S, train_data *d, char *err, size_t errlen) {
-    memset(d, 0, sizeof *d);
-    int64_t si[4], st[4];
-    if (read4(dir, "inputs.npy", &d->inputs, si, err, errlen) != 0)
-        return -1;
-    if (read4(dir, "targets.npy", &d->targets, st, err, errlen) != 0) {
-        train_data_free(d);
-        return -1;
-    }
-    const char *bad = NULL;
-    char why[256] = "";
-    if (si[0] < 1) {
-        bad = "inputs.npy";
-        snprintf(why, sizeof why, "holds no sample");
-    } else if (si[1] != Y || si[2] != X || si[3] != MOELAT_EXT_SIZE) {
-        bad = "inputs.npy";
-        snprintf(why, sizeof why, "shape (%lld, %lld, %lld, %lld), the lattice needs (B, %d, %d, %d)",
-                 (long long)si[0], (long long)si[1], (long long)si[2], (long long)si[3], Y, X, MOELAT_EXT_SIZE);
-    } else if (st[1] != Y || st[2] != X || st[3] != S) {
-        bad = "targets.npy";
-        snprintf(why, sizeof why, "shape (%lld, %lld, %lld, %lld), the lattice needs (B, %d, %d, %d)",
-                 (long long)st[0], (long long)st[1], (long long)st[2], (long long)st[3], Y, X, S);
-    } else if (st[0] != si[0]) {
-        bad = "targets.npy";
-        snprintf(why, sizeof why, "%lld samples but inputs.npy has %lld", (long long)st[0], (long long)si[0]);
-    }
-    if (bad) {
-        snprintf(err, errlen, "%s/%s: %s", dir, bad, why);
-        train_data_free(d);
-        return -1;
-    }
-    d->B = si[0];
-    d->Y = Y;
-    d->X = X;
-    d->S = S;
-    size_t at;
-    size_t per_in = (size_t)Y * X * MOELAT_EXT_SIZE, per_t = (size_t)Y * X * S;
-    if (first_nonfinite(d->inputs, (size_t)d->B * per_in, &at)) {
-        snprintf(err, errlen, "%s/inputs.npy: sample %zu holds %g at (y %zu, x %zu, e %zu)", dir, at / per_in,
-                 d->inputs[at], at % per_in / ((size_t)X * MOELAT_EXT_SIZE), at % ((size_t)X * MOELAT_EXT_SIZE) / MOELAT_EXT_SIZE,
-                 at % MOELAT_EXT_SIZE);
-        train_data_free(d);
-        return -1;
-    }
-    if (first_nonfinite(d->targets, (size_t)d->B * per_t, &at)) {
-        snprintf(err, errlen, "%s/targets.npy: sample %zu holds %g at (y %zu, x %zu, s %zu)", dir, at / per_t,
-                 d->targets[at], at % per_t / ((size_t)X * S), at % ((size_t)X * S) / (size_t)S, at % (size_t)S);
-        train_data_free(d);
-        return -1;
-    }
-    return 0;
-}
 
 /* splitmix64, then Box-Muller: a small generator of our own so that the
  * data depend on the seed alone. */

@@ -4,6 +4,7 @@
  *   weights-<step>-<gen>.safetensors
  *   states-<step>-<gen>.npy       (Z, Y, X, S)
  *   input-<step>-<gen>.npy        (Y, X, E), only when an input is set
+ *   optimizer-<step>-<gen>.safetensors  a training checkpoint's (io/checkpoint.h)
  * <gen> grows with every save into the directory, so a save never replaces
  * a file the current manifest names: killed at any point, the directory
  * still holds the previous checkpoint, complete. */
@@ -19,6 +20,7 @@
 #include <xxhash.h>
 
 #include"base/atomic_file.h"
+#include"io/checkpoint.h"
 #include"io/ckpt_manifest.h"
 #include"base/file_util.h"
 #include "core/abi.h"
@@ -26,8 +28,8 @@
 #include"core/lattice_internal.h"
 #include "io/npy.h"
 
-static const char *const file_kinds[] = {"config", "weights", "states", "input"};
-#define N_KINDS 4
+static const char *const file_kinds[] = {"config", "weights", "states", "input", "optimizer"};
+#define N_KINDS 5
 
 uint64_t moelat_weights_digest(moelat_lattice *lat) {
     ml_param_block *blocks[MOELAT_BANDS + 1];
@@ -102,7 +104,7 @@ static uint64_t next_generation(const char *dir) {
 
 /* After the new manifest is in place: drops data files it does not name
  * and temporary files left by interrupted saves. */
-static void remove_stale(const char *dir, const ckpt_manifest *m) {
+static void remove_stale(const char *dir, const ckpt_manifest *m, const char *keep) {
     DIR *d = opendir(dir);
     if (!d)
         return;
@@ -113,7 +115,8 @@ static void remove_stale(const char *dir, const ckpt_manifest *m) {
         int ours = parse_name(n, &g) >= 0 ||
                    strncmp(n, CKPT_MANIFEST ".tmp.", sizeof CKPT_MANIFEST ".tmp." - 1) == 0;
         if (!ours || strcmp(n, m->config) == 0 || strcmp(n, m->weights) == 0 ||
-            strcmp(n, m->states) == 0 || (m->input[0] && strcmp(n, m->input) == 0))
+            strcmp(n, m->states) == 0 || (m->input[0] && strcmp(n, m->input) == 0) ||
+            (keep && strcmp(n, keep) == 0))
             continue;
         char path[4096];
         if (join(path, sizeof path, dir, n) == 0)
@@ -274,8 +277,7 @@ static moelat_status write_json(moelat_lattice *lat, const char *path, json_t *o
     return MOELAT_OK;
 }
 
-/* XXH64 of a whole file's bytes. */
-static int file_xxh(const char *path, uint64_t *h, char *err, size_t errlen) {
+int ckpt_file_xxh(const char *path, uint64_t *h, char *err, size_t errlen) {
     size_t len;
     char *text = ml_read_regular(path, &len, err, errlen);
     if (!text)
@@ -285,39 +287,48 @@ static int file_xxh(const char *path, uint64_t *h, char *err, size_t errlen) {
     return 0;
 }
 
-moelat_status moelat_save_checkpoint(moelat_lattice *lat, const char *dir) {
-    if (!lat)
-        return MOELAT_ERR_INVALID;
-    if (!dir || !*dir)
-        return ml_fail(lat, MOELAT_ERR_INVALID, "checkpoint: no directory given");
+int ckpt_begin(const char *dir, uint64_t *gen, char *err, size_t errlen) {
+    if (!dir || !*dir) {
+        snprintf(err, errlen, "no directory given");
+        return -1;
+    }
+    if (mkdir_p(dir, err, errlen) != 0)
+        return -1;
+    *gen = next_generation(dir);
+    return 0;
+}
+
+moelat_status ckpt_save_gen(moelat_lattice *lat, const char *dir, uint64_t gen, const ckpt_save_opts *o) {
+    static const ckpt_save_opts none;
+    if (!o)
+        o = &none;
     char err[1024];
-    if (mkdir_p(dir, err, sizeof err) != 0)
-        return ml_fail(lat, MOELAT_ERR_IO, "checkpoint: %s", err);
     moelat_status synced = ml_res_host_states(lat);
     if (synced != MOELAT_OK)
         return synced;
 
     ckpt_manifest m;
     memset(&m, 0, sizeof m);
-    m.step = lat->step_count;
-    m.gen = next_generation(dir);
+    m.step = o->set_step ? o->step : lat->step_count;
+    m.gen = gen;
     m.seed = lat->cfg.seed;
     m.weights_digest = moelat_weights_digest(lat);
     unsigned long long st = (unsigned long long)m.step, g = (unsigned long long)m.gen;
     snprintf(m.config, sizeof m.config, "config-%llu-%llu.json", st, g);
     snprintf(m.weights, sizeof m.weights, "weights-%llu-%llu.safetensors", st, g);
     snprintf(m.states, sizeof m.states, "states-%llu-%llu.npy", st, g);
-    if (lat->has_ext)
+    if (lat->has_ext && !o->no_input)
         snprintf(m.input, sizeof m.input, "input-%llu-%llu.npy", st, g);
 
+    const float *states = o->states ? o->states : lat->states;
     char path[4096];
     int64_t sshape[4] = {lat->Z, lat->Y, lat->X, lat->S};
     int64_t ishape[3] = {lat->Y, lat->X, lat->E};
     if (join(path, sizeof path, dir, m.states) != 0)
         return ml_fail(lat, MOELAT_ERR_INVALID, "checkpoint: directory name too long: %.200s", dir);
-    if (npy_write(path, lat->states, 4, sshape, err, sizeof err) != 0)
+    if (npy_write(path, states, 4, sshape, err, sizeof err) != 0)
         return ml_fail(lat, MOELAT_ERR_IO, "checkpoint: %s", err);
-    m.states_xxh = xxh_floats(lat->states, lat->N * (size_t)lat->S);
+    m.states_xxh = xxh_floats(states, lat->N * (size_t)lat->S);
     memcpy(m.states_shape, sshape, sizeof sshape);
     memcpy(m.input_shape, ishape, sizeof ishape);
     if (m.input[0]) {
@@ -333,24 +344,38 @@ moelat_status moelat_save_checkpoint(moelat_lattice *lat, const char *dir) {
         snprintf(why, sizeof why, "%s", lat->err);
         return ml_fail(lat, s, "checkpoint: %s", why);
     }
-    if (file_xxh(path, &m.weights_xxh, err, sizeof err) != 0)
+    if (ckpt_file_xxh(path, &m.weights_xxh, err, sizeof err) != 0)
         return ml_fail(lat, MOELAT_ERR_IO, "checkpoint: %s", err);
     join(path, sizeof path, dir, m.config);
     if ((s = write_json(lat, path, config_json(&lat->cfg), &m.config_xxh)) != MOELAT_OK)
         return s;
 
-    json_t *man = ckpt_manifest_json(&m, MOELAT_VERSION);
+    json_t *man = ckpt_manifest_json_ex(&m, MOELAT_VERSION, o->key, o->value);
     if (!man)
         return ml_fail(lat, MOELAT_ERR_NOMEM, "checkpoint: out of memory");
     join(path, sizeof path, dir, CKPT_MANIFEST);
     if ((s = write_json(lat, path, man, NULL)) != MOELAT_OK)
         return s;
-    remove_stale(dir, &m);
+    remove_stale(dir, &m, o->keep);
     return MOELAT_OK;
 }
 
-static int read_manifest(const char *dir, ckpt_manifest *m, char *err, size_t errlen) {
+moelat_status moelat_save_checkpoint(moelat_lattice *lat, const char *dir) {
+    if (!lat)
+        return MOELAT_ERR_INVALID;
+    if (!dir || !*dir)
+        return ml_fail(lat, MOELAT_ERR_INVALID, "checkpoint: no directory given");
+    char err[1024];
+    uint64_t gen;
+    if (ckpt_begin(dir, &gen, err, sizeof err) != 0)
+        return ml_fail(lat, MOELAT_ERR_IO, "checkpoint: %s", err);
+    return ckpt_save_gen(lat, dir, gen, NULL);
+}
+
+int ckpt_read(const char *dir, ckpt_manifest *m, const char *key, json_t **value, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
+    if (value)
+        *value = NULL;
     char path[4096];
     if (!dir || join(path, sizeof path, dir, CKPT_MANIFEST) != 0) {
         snprintf(err, errlen, "checkpoint: bad directory name");
@@ -372,9 +397,13 @@ static int read_manifest(const char *dir, ckpt_manifest *m, char *err, size_t er
     char *text = ml_read_regular(path, &len, err, errlen);
     if (!text)
         return -1;
-    int rc = ckpt_manifest_parse(text, len, path, m, err, errlen);
+    int rc = ckpt_manifest_parse_ex(text, len, path, m, key, value, err, errlen);
     free(text);
     return rc;
+}
+
+static int read_manifest(const char *dir, ckpt_manifest *m, char *err, size_t errlen) {
+    return ckpt_read(dir, m, NULL, NULL, err, errlen);
 }
 
 /* The checkpoint's model config over a copy of base. */
@@ -438,6 +467,14 @@ moelat_status moelat_checkpoint_config(const char *dir, moelat_config *cfg, uint
     return st;
 }
 
+int ckpt_config_diff(const char *dir, const ckpt_manifest *m, const moelat_config *cur, char *out, size_t len,
+                     char *err, size_t errlen) {
+    moelat_config ck;
+    if (read_config(dir, m, cur, &ck, err, errlen) != MOELAT_OK)
+        return -1;
+    return config_diff(&ck, cur, out, len);
+}
+
 /* Reads a float32 .npy of known shape and checks the manifest's checksum. */
 static moelat_status read_checked(moelat_lattice *lat, const char *dir, const char *name,
                                   int ndim, const int64_t *shape, uint64_t xxh, float **out) {
@@ -473,7 +510,7 @@ static moelat_status check_weights_file(moelat_lattice *lat, const char *dir,
     char path[4096], err[1024];
     uint64_t h;
     join(path, sizeof path, dir, m->weights);
-    if (file_xxh(path, &h, err, sizeof err) != 0)
+    if (ckpt_file_xxh(path, &h, err, sizeof err) != 0)
         return ml_fail(lat, MOELAT_ERR_FORMAT, "checkpoint: %s", err);
     if (h != m->weights_xxh) {
         char a[17], b[17];

@@ -38,6 +38,10 @@ static json_t *file_entry(const char *name, const int64_t *shape, int ndim, uint
 }
 
 json_t *ckpt_manifest_json(const ckpt_manifest *m, const char *engine) {
+    return ckpt_manifest_json_ex(m, engine, NULL, NULL);
+}
+
+json_t *ckpt_manifest_json_ex(const ckpt_manifest *m, const char *engine, const char *key, json_t *value) {
     char digest[17], seed[24], cfg_x[17], w_x[17];
     ckpt_hex(digest, m->weights_digest);
     ckpt_hex(cfg_x, m->config_xxh);
@@ -51,6 +55,10 @@ json_t *ckpt_manifest_json(const ckpt_manifest *m, const char *engine) {
         file_entry(m->states, m->states_shape, 4, m->states_xxh), "input",
         m->input[0] ? file_entry(m->input, m->input_shape, 3, m->input_xxh) : json_null());
     uint64_t h;
+    if (o && key && (!value || json_object_get(o, key) || json_object_set(o, key, value) != 0)) {
+        json_decref(o);
+        return NULL;
+    }
     if (!o || canonical_hash(o, &h) != 0) {
         json_decref(o);
         return NULL;
@@ -141,7 +149,14 @@ static const char *read_fields(json_t *o, ckpt_manifest *m) {
 
 int ckpt_manifest_parse(const char *text, size_t len, const char *name, ckpt_manifest *m,
                         char *err, size_t errlen) {
+    return ckpt_manifest_parse_ex(text, len, name, m, NULL, NULL, err, errlen);
+}
+
+int ckpt_manifest_parse_ex(const char *text, size_t len, const char *name, ckpt_manifest *m,
+                           const char *key, json_t **value, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
+    if (value)
+        *value = NULL;
     json_error_t je;
     json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     if (!o) {
@@ -160,7 +175,7 @@ int ckpt_manifest_parse(const char *text, size_t len, const char *name, ckpt_man
         json_decref(o);
         return -1;
     }
-    uint64_t said, h;
+    uint64_t said, h = 0;
     if (get_hex(json_object_get(o, SELF_KEY), &said) != 0) {
         ml_errf(err, errlen, "%s: key '" SELF_KEY "' is not 16 hex digits", name);
         json_decref(o);
@@ -168,6 +183,9 @@ int ckpt_manifest_parse(const char *text, size_t len, const char *name, ckpt_man
     }
     json_object_del(o, SELF_KEY);
     int rc = canonical_hash(o, &h);
+    json_t *got = rc == 0 && key && value && h == said ? json_object_get(o, key) : NULL;
+    if (got)
+        *value = json_incref(got);
     json_decref(o);
     if (rc != 0) {
         ml_errf(err, errlen, "%s: out of memory checking the manifest", name);

@@ -30,11 +30,19 @@ typedef struct ckpt_manifest {
 /* The manifest as JSON, with its "manifest_xxh64" self-checksum; NULL when
  * out of memory. engine is the version string recorded. */
 json_t *ckpt_manifest_json(const ckpt_manifest *m, const char *engine);
+/* The same with one more key (a training checkpoint's "train"), which the
+ * self-checksum covers; value is borrowed. key NULL: none. */
+json_t *ckpt_manifest_json_ex(const ckpt_manifest *m, const char *engine, const char *key, json_t *value);
 
 /* Parses and verifies a manifest's bytes; name prefixes every message
  * ("<name>: key 'step' is not ..."). 0 on success. */
 int ckpt_manifest_parse(const char *text, size_t len, const char *name, ckpt_manifest *m,
                         char *err, size_t errlen);
+/* The same, and *value (when key and value are given) receives a new
+ * reference to key's value once the checksum holds, or NULL when the
+ * manifest has no such key. */
+int ckpt_manifest_parse_ex(const char *text, size_t len, const char *name, ckpt_manifest *m,
+                           const char *key, json_t **value, char *err, size_t errlen);
 
 /* "%016" PRIx64 of a checksum. */
 void ckpt_hex(char out[17], uint64_t v);

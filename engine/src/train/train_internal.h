@@ -1,0 +1,67 @@
+/* The trainer's state, shared by train.c (the loop), train_ckpt.c (its
+ * checkpoints) and train_data.c (data sets). */
+#ifndef MOELAT_TRAIN_INTERNAL_H
+#define MOELAT_TRAIN_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moelat/grad.h"
+#include "moelat/optim.h"
+#include "moelat/train.h"
+
+#define ML_DS_MAX_DIM 7
+
+struct moelat_dataset {
+    int64_t B;
+    int in_ndim, tg_ndim;                  /* per sample */
+    int64_t in_shape[ML_DS_MAX_DIM], tg_shape[ML_DS_MAX_DIM];
+    size_t in_size, tg_size;               /* floats per sample */
+    float *inputs, *targets;
+    char in_name[1024], tg_name[1024];     /* files, or "inputs"/"targets" */
+    uint64_t fingerprint;
+};
+
+typedef struct ml_train_history {
+    moelat_train_point *v;
+    size_t n, cap;
+} ml_train_history;
+
+struct moelat_trainer {
+    moelat_lattice *lat;
+    moelat_train_params p;
+    char checkpoint_dir[4096];
+    moelat_optimizer_config opt_cfg; /* in effect (cosine's total_steps) */
+    moelat_optimizer *opt;
+    const moelat_dataset *ds;
+    int64_t n_train, n_val;
+    int32_t nb;                     /* mini-batches per epoch */
+    size_t N, S, n_weights, face;   /* face: values of the output face */
+    float *states0;                 /* N x S initial states */
+    int have_states0;               /* set by the caller (else zeros) */
+    float *sT, *dstates, *g, *gsum, *w, *out;
+    int64_t *order;
+    moelat_grad *rec;               /* the current recording */
+    /* Position: epoch, next mini-batch (nb: the epoch's validation is
+     * pending), training samples seen. */
+    int32_t epoch, batch;
+    uint64_t samples;
+    uint64_t extra_steps;           /* optimizer steps of moelat_trainer_batch */
+    ml_train_history train, val;
+    double seconds;
+    uint64_t samples_timed;
+    int stopped_early;
+    char backward[384];
+    char err[2048];
+};
+
+/* printf into t->err; returns status. */
+moelat_status ml_train_fail(moelat_trainer *t, moelat_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int ml_train_history_add(ml_train_history *h, moelat_train_point p);
+/* Training samples seen after epoch e's first b mini-batches. */
+uint64_t ml_train_samples_at(const moelat_trainer *t, int64_t e, int64_t b);
+/* The JSON name of a loss kind. */
+const char *ml_train_loss_name(int32_t kind);
+
+#endif
