@@ -140,7 +140,9 @@ typedef struct moelat_cl_setup {
      * -D MOELAT_WG=<work_group>, which the helpers' ml_wg_* functions use:
      * kernels calling them must be enqueued with this local size. */
     int32_t work_group;
-    /* Since 1.4: the lattice's tuning string ("key=value,..."; never NULL). */
+    /* Since 1.4: the lattice's tuning string ("key=value,..."; never NULL).
+     * An entry ends at the first comma not escaped by a backslash; inside a
+     * value '\,' is a comma and '\\' a backslash (moelat/util.h). */
     const char *tuning;
 } moelat_cl_setup;
 

@@ -13,7 +13,8 @@
  *    object until that object's next failing call: moelat_last_error(lat)
  *    for a lattice and the moelat_grad recorded from it (grad.h),
  *    moelat_optimizer_last_error(opt) (optim.h), moelat_group_last_error(g)
- *    (group.h); each object type added later has a *_last_error of its own.
+ *    (group.h), moelat_trainer_last_error(t) (train.h); each object type
+ *    added later has a *_last_error of its own.
  *    A call that creates an object or works without one (moelat_*_create,
  *    moelat_config_*, moelat_checkpoint_config, ...) writes it into the
  *    caller's err buffer of errlen bytes (always NUL-terminated, cut to fit;
@@ -23,10 +24,13 @@
  *
  * Versioned structs: every struct a caller allocates and passes in
  * (moelat_config, moelat_report here, moelat_device_info in inspect.h,
- * moelat_slab_info in group.h, moelat_grad_options in grad.h) begins with
+ * moelat_slab_info in group.h, moelat_grad_options in grad.h, the
+ * trainer's in train.h) begins with
  * uint32_t struct_size, the size of the struct as the caller was compiled.
  * Set it with the struct's *_INIT initializer or *_init() function (both
- * are in the headers, so the size is the caller's own). The library reads
+ * are in the headers, so the size is the caller's own; the library
+ * functions moelat_grad_options_default and moelat_train_params_default set
+ * the size of the library's own layout). The library reads
  * and writes only the fields that lie wholly within struct_size: a program
  * built against an older, smaller layout keeps working with a newer
  * library, which leaves the fields it added at their defaults. A

@@ -28,7 +28,8 @@ typedef struct ml_tuning {
 /* The keys, comma-separated, for messages and help. */
 extern const char ml_tuning_known_keys[];
 
-/* Parses s (NULL or "" = every default). A key given twice takes its last
+/* Parses s (NULL or "" = every default; '\,' and '\\' inside a value are
+ * a comma and a backslash, moelat/util.h). A key given twice takes its last
  * value (the CLI appends --tune after the environment). 0, or -1 with a
  * message naming the key and what it accepts; t holds the defaults then. */
 int ml_tuning_parse(const char *s, ml_tuning *t, char *err, size_t errlen);
