@@ -5,12 +5,13 @@
 The names follow the original PyTorch prototype's guide; the engine's log
 arrives as records of the loggers "moelat.<module>" (see _logbridge).
 """
-from . import _lib, _logbridge
+from . import _lib, _logbridge, capi
 from .errors import (ClosedLatticeError, DeviceError, FormatError, InvalidArgumentError, MismatchError,
                      MoelatError, MoelatIOError, MoelatTypeError, MoelatValueError, NonFiniteError, OutOfMemoryError,
                      PluginError, StateDictError)
 from .lattice import Lattice3D
 from .spatial import BatchSpatialOptimizer, create_batch_optimized_spatial_optimizer, upgrade_lattice_to_batch
+from .trainer import History, Trainer, TrainEvent, TrainPoint
 from .weights import IncompatibleKeys
 
 __version__ = "0.1.0"
@@ -23,5 +24,5 @@ __all__ = [
     "Lattice3D", "upgrade_lattice_to_batch", "create_batch_optimized_spatial_optimizer", "BatchSpatialOptimizer",
     "IncompatibleKeys", "MoelatError", "MoelatTypeError", "MoelatValueError", "InvalidArgumentError", "MoelatIOError", "FormatError", "OutOfMemoryError",
     "DeviceError", "PluginError", "NonFiniteError", "MismatchError", "ClosedLatticeError", "StateDictError",
-    "LIBRARY_PATH", "BANDS",
+    "LIBRARY_PATH", "BANDS", "Trainer", "TrainPoint", "TrainEvent", "History", "capi",
 ]

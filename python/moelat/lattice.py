@@ -10,7 +10,8 @@ import numpy as np
 
 from . import _lib, _logbridge
 from . import _check
-from .errors import ClosedLatticeError, InvalidArgumentError, MoelatTypeError, NonFiniteError, from_status
+from .errors import (ClosedLatticeError, InvalidArgumentError, MoelatError, MoelatTypeError, NonFiniteError,
+                     from_status)
 from .weights import WeightsMixin
 
 _MODES = {"percell": 0, "batch": 1, "auto": 2}
@@ -86,6 +87,7 @@ class Lattice3D(WeightsMixin):
         self._lock = threading.RLock()
         self._dependents = {}
         self._tokens = itertools.count()
+        self._callouts = 0  # calls in progress that run Python callbacks (a Trainer's fit)
         self._name = "Lattice3D"
         _logbridge.sync_levels()
         cfg = _lib.Config()
@@ -219,6 +221,11 @@ class Lattice3D(WeightsMixin):
         if lock is None:
             return
         with lock:
+            if getattr(self, "_callouts", 0):
+                # Only this thread can get here (it holds the lock): from a
+                # callback of a call that is still using the lattice.
+                raise MoelatError(f"close() of {self._name} from a callback of a call that is using it "
+                                  "(a Trainer's progress or loss): close it once that call has returned")
             lat, self._lat = self._lat, None
             dependents = list(self._dependents.values())
             self._dependents.clear()
