@@ -13,33 +13,23 @@ import ctypes
 import numpy as np
 
 from . import _check, _lib
+from .capi import grad as _capi
+from .capi.grad import GradOptions  # noqa: F401 - kept importable from here
 from .errors import ClosedLatticeError, from_status
 
 _c = ctypes
 _P = _c.c_void_p
-_F = _c.POINTER(_c.c_float)
-_S = _c.c_int
 
-
-class GradOptions(_c.Structure):
-    """Mirror of moelat_grad_options (moelat/grad.h)."""
-
-    _fields_ = [("struct_size", _c.c_uint32), ("checkpoint_every", _c.c_int32), ("memory_budget", _c.c_uint64)]
-
-
-_options_default = _lib._fn("moelat_grad_options_default", None, _c.POINTER(GradOptions))
-_record = _lib._fn("moelat_grad_record", _S, _P, _c.c_int, _c.POINTER(GradOptions), _c.POINTER(_P))
-_destroy = _lib._fn("moelat_grad_destroy", None, _P)
-_final_states = _lib._fn("moelat_grad_final_states", _S, _P, _F, _c.c_size_t)
-_backward = _lib._fn("moelat_grad_backward", _S, _P, _F, _c.c_size_t)
-_weights = _lib._fn("moelat_grad_weights", _S, _P, _F, _c.c_size_t)
-_states = _lib._fn("moelat_grad_states", _S, _P, _F, _c.c_size_t)
-_input = _lib._fn("moelat_grad_input", _S, _P, _F, _c.c_size_t)
-_path = _lib._fn("moelat_grad_path", _c.c_char_p, _P)
-try:  # newer libraries keep a recording's own last error
-    _last_error = _lib._fn("moelat_grad_last_error", _c.c_char_p, _P)
-except ImportError:
-    _last_error = None
+_options_default = _capi.options_default
+_record = _capi.record
+_destroy = _capi.destroy
+_final_states = _capi.final_states
+_backward = _capi.backward
+_weights = _capi.weights
+_states = _capi.states
+_input = _capi.input
+_path = _capi.path
+_last_error = _capi.last_error
 
 WHAT = "gradient recording"
 
@@ -81,8 +71,7 @@ class Recording:
             g = self._handle()
             status = fn(g, _lib.floats(array), array.size)
             if status != 0:
-                msg = _last_error(g) if _last_error is not None else _lib.last_error(self.lattice._handle())
-                raise from_status(status, (msg or b"").decode("utf-8", "replace"))
+                raise from_status(status, (_last_error(g) or b"").decode("utf-8", "replace"))
         return array
 
     def _shape_states(self):

@@ -29,8 +29,10 @@ import warnings
 import numpy as np
 import torch
 
-from . import _check, _lib
+from . import _check
 from ._grad import Recording
+from .capi import core as _core
+from .capi._common import floats as _floats
 from .errors import MoelatTypeError
 
 _warned_cuda = False
@@ -60,7 +62,7 @@ class LatticeFunction(torch.autograd.Function):
         # One atomic call on the lattice: no other thread's call runs
         # between setting weights, states and input and recording.
         with lattice._lock:
-            lattice._call(_lib.set_weights, _lib.floats(w), w.size)
+            lattice._call(_core.set_weights, _floats(w), w.size)
             lattice.states = s0
             lattice.set_external_input(x)
             rec = Recording(lattice, steps, checkpoint_every)
