@@ -18,4 +18,7 @@ from . import core, grad, optim, train  # noqa: F401
 from ._abi import CHECKED, LIBRARY_STATUS_NAMES, UNCHECKED, check  # noqa: F401
 from ._common import LIBRARY_PATH  # noqa: F401
 
+__all__ = ["core", "grad", "optim", "train", "check", "CHECKED", "UNCHECKED", "LIBRARY_STATUS_NAMES",
+           "LIBRARY_PATH"]
+
 check()
