@@ -3,7 +3,6 @@
  * (moelat/train.h), or make the synthetic data set (train_data.c). Here:
  * the options, the progress bar, the summary, the CSV and the PNG. */
 #include <errno.h>
-#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,11 +12,13 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "train_ranks.h"
 #include "cli_common.h"
 #include "loss_plot.h"
 #include "moelat/train.h"
 #include "moelat/util.h"
 #include "train_data.h"
+#include "train_paths.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -72,7 +73,35 @@ typedef struct train_cli {
     long long samples;
     int32_t json, quiet;
     moelat_train_params p;
+    /* The optimizer: its kind, and the values given for it (bit k of
+     * og_given: the option of opt_field k), applied over the kind's
+     * defaults once every option is read, so their order does not matter. */
+    int32_t kind;
+    moelat_optimizer_config og;
+    uint32_t og_given;
 } train_cli;
+
+/* The optimizer's options, by bit of og_given. */
+enum { OG_LR, OG_WD, OG_BETA1, OG_BETA2, OG_EPS, OG_MOMENTUM, OG_CLIP, OG_MIN_LR, OG_WARMUP };
+
+static void apply_optimizer(train_cli *c) {
+    moelat_optimizer_config *o = &c->p.optimizer;
+    const moelat_optimizer_config *g = &c->og;
+    moelat_optimizer_defaults(o, (moelat_optimizer_kind)c->kind);
+#define TAKE(bit, field)                                                                                             \
+    if (c->og_given & (1u << (bit)))                                                                                 \
+    o->field = g->field
+    TAKE(OG_LR, lr);
+    TAKE(OG_WD, weight_decay);
+    TAKE(OG_BETA1, beta1);
+    TAKE(OG_BETA2, beta2);
+    TAKE(OG_EPS, eps);
+    TAKE(OG_MOMENTUM, momentum);
+    TAKE(OG_CLIP, clip_norm);
+    TAKE(OG_MIN_LR, min_lr);
+    TAKE(OG_WARMUP, warmup_steps);
+#undef TAKE
+}
 
 static int parse_double(const char *s, double lo, double hi, double *out) {
     char *end;
@@ -101,16 +130,17 @@ static int train_opt(train_cli *c, int argc, char **argv, int *i) {
         const char *name;
         size_t offset;
         double lo, hi;
+        int og_bit; /* -1: not the optimizer's */
     } reals[] = {
-        {"--lr", offsetof(train_cli, p.optimizer.lr), 1e-12, 10},
-        {"--weight-decay", offsetof(train_cli, p.optimizer.weight_decay), 0, 1},
-        {"--beta1", offsetof(train_cli, p.optimizer.beta1), 0, 0.999999},
-        {"--beta2", offsetof(train_cli, p.optimizer.beta2), 0, 0.999999999},
-        {"--eps", offsetof(train_cli, p.optimizer.eps), 1e-30, 1},
-        {"--momentum", offsetof(train_cli, p.optimizer.momentum), 0, 0.999999},
-        {"--clip-norm", offsetof(train_cli, p.optimizer.clip_norm), 0, 1e30},
-        {"--min-lr", offsetof(train_cli, p.optimizer.min_lr), 0, 10},
-        {"--val-fraction", offsetof(train_cli, p.val_fraction), 0, 0.9},
+        {"--lr", offsetof(train_cli, og.lr), 1e-12, 10, OG_LR},
+        {"--weight-decay", offsetof(train_cli, og.weight_decay), 0, 1, OG_WD},
+        {"--beta1", offsetof(train_cli, og.beta1), 0, 0.999999, OG_BETA1},
+        {"--beta2", offsetof(train_cli, og.beta2), 0, 0.999999999, OG_BETA2},
+        {"--eps", offsetof(train_cli, og.eps), 1e-30, 1, OG_EPS},
+        {"--momentum", offsetof(train_cli, og.momentum), 0, 0.999999, OG_MOMENTUM},
+        {"--clip-norm", offsetof(train_cli, og.clip_norm), 0, 1e30, OG_CLIP},
+        {"--min-lr", offsetof(train_cli, og.min_lr), 0, 10, OG_MIN_LR},
+        {"--val-fraction", offsetof(train_cli, p.val_fraction), 0, 0.9, -1},
     };
     /* size: of the field (4 or 8 bytes, signed or not as its range says). */
     static const struct {
@@ -124,7 +154,7 @@ static int train_opt(train_cli *c, int argc, char **argv, int *i) {
         {"--batch-size", offsetof(train_cli, p.batch_size), 4, 1, 1000000},
         {"--checkpoint-every", offsetof(train_cli, p.checkpoint_every), 4, 1, 1000000000},
         {"--stop-after", offsetof(train_cli, p.stop_after), 8, 1, 1000000000},
-        {"--warmup", offsetof(train_cli, p.optimizer.warmup_steps), 8, 0, 1000000000},
+        {"--warmup", offsetof(train_cli, og.warmup_steps), 8, 0, 1000000000},
     };
     char *base = (char *)c;
     for (size_t k = 0; k < sizeof paths / sizeof paths[0]; k++)
@@ -145,6 +175,8 @@ static int train_opt(train_cli *c, int argc, char **argv, int *i) {
                         *i + 1 < argc ? "'" : "");
                 return -1;
             }
+            if (reals[k].og_bit >= 0)
+                c->og_given |= 1u << reals[k].og_bit;
             ++*i;
             return 1;
         }
@@ -160,6 +192,8 @@ static int train_opt(train_cli *c, int argc, char **argv, int *i) {
             if (ints[k].size == 8) {
                 int64_t v64 = v; /* stop_after's uint64_t holds the same bits for v >= 0 */
                 memcpy(base + ints[k].offset, &v64, sizeof v64);
+                if (ints[k].offset == offsetof(train_cli, og.warmup_steps))
+                    c->og_given |= 1u << OG_WARMUP;
             } else {
                 int32_t v32 = (int32_t)v;
                 memcpy(base + ints[k].offset, &v32, sizeof v32);
@@ -182,10 +216,7 @@ static int train_opt(train_cli *c, int argc, char **argv, int *i) {
             fprintf(stderr, "moelat-engine train: option --optimizer wants adamw or sgd, got '%s'\n", v);
             return -1;
         }
-        double lr = c->p.optimizer.lr, wd = c->p.optimizer.weight_decay;
-        moelat_optimizer_defaults(&c->p.optimizer, strcmp(v, "sgd") == 0 ? MOELAT_OPT_SGD : MOELAT_OPT_ADAMW);
-        c->p.optimizer.lr = lr;
-        c->p.optimizer.weight_decay = wd;
+        c->kind = strcmp(v, "sgd") == 0 ? MOELAT_OPT_SGD : MOELAT_OPT_ADAMW;
         ++*i;
         return 1;
     }
@@ -196,21 +227,6 @@ static int train_opt(train_cli *c, int argc, char **argv, int *i) {
         return 1;
     }
     return 0;
-}
-
-/* The directory of an output file exists and is writable: checked before
- * any work so that a long run does not end in a failed save. */
-static int output_dir_ok(const char *opt, const char *path) {
-    char *copy = strdup(path);
-    if (!copy)
-        return -1;
-    const char *dir = dirname(copy);
-    int ok = access(dir, W_OK | X_OK) == 0;
-    if (!ok)
-        fprintf(stderr, "moelat-engine train: %s %s: its directory %s is not writable: %s\n", opt, path, dir,
-                strerror(errno));
-    free(copy);
-    return ok ? 0 : -1;
 }
 
 static int write_csv(const char *path, const moelat_trainer *t) {
@@ -380,6 +396,7 @@ int cmd_train(int argc, char **argv) {
             return 2;
         }
     }
+    apply_optimizer(&c);
     if (!c.data == !c.make_data) {
         fprintf(stderr, "moelat-engine train: give exactly one of --data DIR and --make-data DIR (see --help)\n");
         return 2;
@@ -396,18 +413,27 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
 #endif
-    const char *outs[][2] = {{"--save-weights", c.save_weights}, {"--loss-csv", c.loss_csv}, {"--loss-png", c.loss_png}};
-    for (size_t k = 0; k < 3; k++)
-        if (outs[k][1] && output_dir_ok(outs[k][0], outs[k][1]) != 0)
+    /* Every output before any work (a long run must not end in a failed
+     * save), and the inputs read later. */
+    const char *outs[][2] = {{"--save-weights", c.save_weights}, {"--loss-csv", c.loss_csv},
+                             {"--loss-png", c.loss_png}, {"--checkpoint-dir", c.checkpoint_dir}};
+    for (size_t k = 0; k < 4; k++)
+        if (outs[k][1] && train_check_output("train", outs[k][0], outs[k][1], k == 3) != 0)
             return 1;
+    char err[2048];
+    const char *ins[][2] = {{"--state", c.state}, {"--weights", c.weights}};
+    for (size_t k = 0; k < 2; k++)
+        if (ins[k][1] && moelat_file_check_input(ins[k][1], err, sizeof err) != MOELAT_OK) {
+            fprintf(stderr, "moelat-engine train: %s: %s\n", ins[k][0], err);
+            return 1;
+        }
     moelat_dataset *ds = load_data(c.data);
     if (!ds)
         return 1;
-    char err[2048];
     moelat_lattice *lat = NULL;
     moelat_trainer *t = NULL;
     float *init = NULL;
-    int rc = 1;
+    int rc = 1, rank = 0;
     if (moelat_lattice_create(&cfg, &lat, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine train: %s\n", err);
         goto out;
@@ -417,6 +443,15 @@ int cmd_train(int argc, char **argv) {
     c.p.checkpoint_dir = c.checkpoint_dir;
     c.p.progress = on_event;
     c.p.progress_user = &bar;
+    /* Under mpirun each rank trains on its part of every mini-batch; rank
+     * 0 alone saves checkpoints and writes and prints the results. */
+    if ((rank = train_ranks_begin(&c.p)) < 0)
+        goto out;
+    if (rank > 0) {
+        c.p.checkpoint_dir = NULL;
+        c.loss_csv = c.loss_png = c.save_weights = NULL;
+        bar.on = 0;
+    }
     if (moelat_trainer_create(lat, &c.p, &t, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, "moelat-engine train: %s\n", err);
         goto out;
@@ -458,9 +493,10 @@ int cmd_train(int argc, char **argv) {
         rc = 1;
     }
     moelat_train_summary sum = MOELAT_TRAIN_SUMMARY_INIT;
-    if (rc == 0 && moelat_trainer_summary(t, &sum) == MOELAT_OK)
+    if (rc == 0 && rank == 0 && moelat_trainer_summary(t, &sum) == MOELAT_OK)
         print_summary(&c, &sum);
 out:
+    train_ranks_end(rc);
     moelat_trainer_destroy(t);
     moelat_lattice_destroy(lat);
     moelat_dataset_destroy(ds);

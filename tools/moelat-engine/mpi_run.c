@@ -17,6 +17,7 @@
 #include "moelat/util.h"
 #include "run_checks.h"
 #include "run_slabs.h"
+#include "train_ranks.h"
 
 #define MSG_FLOATS (1 << 26) /* one message's floats: counts stay ints */
 
@@ -612,4 +613,75 @@ int run_mpi(const moelat_config *cfg, const run_opts *o) {
     free(r.z1);
     MPI_Finalize();
     return worst;
+}
+
+/* ---- data-parallel training (train_ranks.h) ---- */
+
+typedef struct train_ranks_ctx {
+    int rank, size;
+    double *all; /* size x count: every rank's values */
+    size_t cap;
+} train_ranks_ctx;
+
+static train_ranks_ctx g_train_ranks;
+
+/* The trainer's reduce: every rank's values gathered, summed in rank order
+ * (the same order, so the same bits, on every rank and every run). */
+static moelat_status train_reduce(void *user, double *v, size_t count) {
+    train_ranks_ctx *c = user;
+    if (count > (size_t)INT_MAX)
+        return MOELAT_ERR_INVALID;
+    if (c->cap < count * (size_t)c->size) {
+        double *all = realloc(c->all, count * (size_t)c->size * sizeof *all);
+        if (!all)
+            return MOELAT_ERR_NOMEM;
+        c->all = all;
+        c->cap = count * (size_t)c->size;
+    }
+    if (mpi_check(MPI_Allgather(v, (int)count, MPI_DOUBLE, c->all, (int)count, MPI_DOUBLE, MPI_COMM_WORLD),
+                  "MPI_Allgather", c->rank))
+        return MOELAT_ERR_DEVICE;
+    for (size_t k = 0; k < count; k++) {
+        double s = 0.0;
+        for (int r = 0; r < c->size; r++)
+            s += c->all[(size_t)r * count + k];
+        v[k] = s;
+    }
+    return MOELAT_OK;
+}
+
+int train_ranks_begin(moelat_train_params *p) {
+    p->rank = 0;
+    p->ranks = 1;
+    if (!run_mpi_launched())
+        return 0;
+    int provided = 0;
+    if (mpi_check(MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread", -1))
+        return -1;
+    train_ranks_ctx *c = &g_train_ranks;
+    MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &c->size);
+    p->rank = c->rank;
+    p->ranks = c->size;
+    p->reduce = train_reduce;
+    p->reduce_user = c;
+    return c->rank;
+}
+
+void train_ranks_end(int rc) {
+    if (!run_mpi_launched())
+        return;
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized)
+        return;
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized)
+        return;
+    if (rc != 0 && g_train_ranks.size > 1)
+        MPI_Abort(MPI_COMM_WORLD, rc);
+    free(g_train_ranks.all);
+    g_train_ranks.all = NULL;
+    MPI_Finalize();
 }

@@ -145,6 +145,18 @@ typedef struct moelat_train_params {
                                        (with a checkpoint when checkpoint_dir is set) */
     moelat_train_progress_fn progress; /* may be NULL */
     void *progress_user;
+    /* Data parallelism over ranks (MPI processes or any others, each with
+     * its own lattice, the same weights, data and parameters): every
+     * mini-batch is cut into `ranks` contiguous parts, this trainer runs
+     * part `rank` of it, and reduce sums `count` doubles over all ranks in
+     * place (the gradients, the loss and a failure flag), giving every rank
+     * the same result; each rank then takes the same optimizer step.
+     * Summing in a fixed order (say, an all-gather and a sum in rank
+     * order) makes two runs on the same ranks identical to the bit.
+     * Validation runs on every rank whole. ranks 0 or 1: one rank. */
+    int32_t rank, ranks;
+    moelat_status (*reduce)(void *user, double *values, size_t count);
+    void *reduce_user;
 } moelat_train_params;
 
 /* Layout 1, the smallest struct_size accepted. */

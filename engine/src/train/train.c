@@ -91,6 +91,11 @@ static const char *check_params(const moelat_train_params *p, char *why, size_t 
         snprintf(why, len, "checkpoint_dir is empty or longer than 4000 bytes");
     else if (p->cosine != 0 && p->cosine != 1)
         snprintf(why, len, "cosine %d is neither 0 nor 1", p->cosine);
+    else if (p->ranks < 0 || p->ranks > 1000000 || p->rank < 0 || p->rank >= (p->ranks > 1 ? p->ranks : 1))
+        snprintf(why, len, "rank %d of %d ranks: ranks must be in [0, 1000000] and rank in [0, ranks)", p->rank,
+                 p->ranks);
+    else if (p->ranks > 1 && !p->reduce)
+        snprintf(why, len, "%d ranks need a reduce function", p->ranks);
     else
         return NULL;
     return why;
@@ -106,6 +111,7 @@ void moelat_trainer_destroy(moelat_trainer *t) {
     free(t->dstates);
     free(t->g);
     free(t->gsum);
+    free(t->red);
     free(t->w);
     free(t->out);
     free(t->order);
@@ -159,7 +165,8 @@ moelat_status moelat_trainer_create(moelat_lattice *lat, const moelat_train_para
     t->g = malloc(t->n_weights * sizeof(float));
     t->gsum = malloc(t->n_weights * sizeof(float));
     t->w = malloc(t->n_weights * sizeof(float));
-    if (!t->states0 || !t->sT || !t->dstates || !t->out || !t->g || !t->gsum || !t->w) {
+    t->red = malloc((t->n_weights + 2) * sizeof(double));
+    if (!t->states0 || !t->sT || !t->dstates || !t->out || !t->g || !t->gsum || !t->w || !t->red) {
         ml_errf(err, errlen, "out of memory for the training buffers (%zu weights, %zu cells)", t->n_weights, t->N);
         moelat_trainer_destroy(t);
         return MOELAT_ERR_NOMEM;
@@ -370,19 +377,50 @@ static moelat_status run_sample(moelat_trainer *t, int64_t b, int grad, double *
     return MOELAT_OK;
 }
 
-/* One mini-batch: gradients summed over its samples, one optimizer step. */
+/* Sums this rank's gradients (gsum), loss sum and failure flag over every
+ * rank (params.reduce). MOELAT_OK, this rank's own failure, or a refusal
+ * naming another rank's; every rank calls it once per mini-batch, failed
+ * or not, so that none waits for a rank that stopped. */
+static moelat_status reduce_ranks(moelat_trainer *t, moelat_status mine, double *loss_sum) {
+    size_t nw = t->n_weights;
+    for (size_t k = 0; k < nw; k++)
+        t->red[k] = mine == MOELAT_OK ? (double)t->gsum[k] : 0.0;
+    t->red[nw] = *loss_sum;
+    t->red[nw + 1] = mine == MOELAT_OK ? 0.0 : 1.0;
+    moelat_status st = t->p.reduce(t->p.reduce_user, t->red, nw + 2);
+    if (mine != MOELAT_OK)
+        return mine;
+    if (st != MOELAT_OK)
+        return ml_train_fail(t, st, "summing the gradients over %d ranks failed (status %d)", t->p.ranks, (int)st);
+    if (t->red[nw + 1] != 0.0)
+        return ml_train_fail(t, MOELAT_ERR_INVALID, "%.0f other rank(s) failed in this mini-batch (their "
+                             "messages say why)", t->red[nw + 1]);
+    for (size_t k = 0; k < nw; k++)
+        t->gsum[k] = (float)t->red[k];
+    *loss_sum = t->red[nw];
+    return MOELAT_OK;
+}
+
+/* One mini-batch: gradients summed over its samples (this rank's part of
+ * them, then over the ranks), one optimizer step. */
 static moelat_status run_batch(moelat_trainer *t, const int64_t *ids, size_t n, double *mean_loss) {
     memset(t->gsum, 0, t->n_weights * sizeof(float));
     double sum = 0;
-    moelat_status st;
-    for (size_t i = 0; i < n; i++) {
+    moelat_status st = MOELAT_OK;
+    int ranks = t->p.ranks > 1 ? t->p.ranks : 1;
+    size_t i0 = n * (size_t)t->p.rank / (size_t)ranks, i1 = n * ((size_t)t->p.rank + 1) / (size_t)ranks;
+    for (size_t i = i0; i < i1 && st == MOELAT_OK; i++) {
         double l;
         if ((st = run_sample(t, ids[i], 1, &l)) != MOELAT_OK)
-            return st;
+            break;
         sum += l;
         for (size_t k = 0; k < t->n_weights; k++)
             t->gsum[k] += t->g[k];
     }
+    if (ranks > 1)
+        st = reduce_ranks(t, st, &sum);
+    if (st != MOELAT_OK)
+        return st;
     *mean_loss = sum / (double)n;
     for (size_t k = 0; k < t->n_weights; k++)
         if (!isfinite(t->gsum[k]))

@@ -40,6 +40,7 @@ struct moelat_trainer {
     float *states0;                 /* N x S initial states */
     int have_states0;               /* set by the caller (else zeros) */
     float *sT, *dstates, *g, *gsum, *w, *out;
+    double *red;                    /* n_weights + 2: params.reduce's values */
     int64_t *order;
     moelat_grad *rec;               /* the current recording */
     /* Position: epoch, next mini-batch (nb: the epoch's validation is
