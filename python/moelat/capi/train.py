@@ -51,6 +51,9 @@ class TrainEvent(c.Structure):
 # moelat_train_progress_fn: (user, const moelat_train_event *)
 PROGRESS_FN = c.CFUNCTYPE(None, c.c_void_p, c.POINTER(TrainEvent))
 
+# moelat_train_params.reduce: (user, double *values, size_t count) -> status
+REDUCE_FN = c.CFUNCTYPE(c.c_int, c.c_void_p, c.POINTER(c.c_double), c.c_size_t)
+
 
 class TrainParams(c.Structure):
     """Mirror of moelat_train_params; params_default() fills it."""
@@ -74,6 +77,10 @@ class TrainParams(c.Structure):
         ("stop_after", c.c_uint64),
         ("progress", PROGRESS_FN),
         ("progress_user", c.c_void_p),
+        ("rank", c.c_int32),
+        ("ranks", c.c_int32),
+        ("reduce", REDUCE_FN),
+        ("reduce_user", c.c_void_p),
     ]
 
 
