@@ -44,26 +44,29 @@ UNCHECKED = []
 LIBRARY_STATUS_NAMES = {}
 
 
-def _buffer(mirror, fill):
+def _buffer(init, mirror, fill):
+    """A buffer of the mirror's size and _SLACK more, filled with fill, and
+    a pointer to it of the type init takes."""
     n = ctypes.sizeof(mirror) + _SLACK
     buf = (ctypes.c_ubyte * n)()
     ctypes.memset(buf, fill, n)
-    return buf, ctypes.cast(buf, ctypes.POINTER(mirror))
+    return buf, ctypes.cast(buf, init.argtypes[0])
 
 
 def _written_size(init, mirror):
     """struct_size as the library's init function writes it."""
-    buf, ptr = _buffer(mirror, 0)
+    buf, ptr = _buffer(init, mirror, 0)
     init(ptr)
     return ctypes.c_uint32.from_buffer(buf).value, buf
 
 
-def _written_extent(init, mirror):
-    """The end of the bytes init writes (for a struct it clears whole)."""
+def _written_extent(init, mirror, *args):
+    """The end of the bytes init(ptr, *args) writes (for a struct it
+    clears whole)."""
     ends = []
     for fill in (0xA5, 0x5A):
-        buf, ptr = _buffer(mirror, fill)
-        init(ptr)
+        buf, ptr = _buffer(init, mirror, fill)
+        init(ptr, *args)
         ends.append(len(bytes(buf).rstrip(bytes([fill]))))
     return max(ends), buf
 
@@ -130,7 +133,7 @@ def check_structs():
     # moelat_optimizer_config: the extent its default writes, for both kinds
     mine = ctypes.sizeof(optim.OptimizerConfig)
     for kind in (optim.ADAMW, optim.SGD):
-        theirs, buf = _written_extent(lambda p: optim.defaults(p, kind), optim.OptimizerConfig)
+        theirs, buf = _written_extent(optim.defaults, optim.OptimizerConfig, kind)
         if theirs != mine:
             _refuse("moelat_optimizer_config", "optim", mine, theirs, "bytes written by moelat_optimizer_defaults")
         _check_fields("moelat_optimizer_config",
