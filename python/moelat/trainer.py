@@ -80,11 +80,11 @@ def _indices(name, value):
     arr = _as_numpy(value)
     if arr.ndim == 0:
         arr = arr.reshape(1)
+    if arr.size == 0:
+        raise InvalidArgumentError(f"{name} holds no sample index")
     if arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.dtype == np.bool_:
         raise MoelatTypeError(f"{name} must be a sequence of sample indices (integers), got "
                               f"{arr.ndim}-dimensional dtype {arr.dtype}")
-    if arr.size == 0:
-        raise InvalidArgumentError(f"{name} holds no sample index")
     if arr.dtype.kind == "u" and arr.size and int(arr.max()) > _INT64_MAX:
         raise InvalidArgumentError(f"{name}: sample index {int(arr.max())} is out of range")
     return np.ascontiguousarray(arr, dtype=np.int64)
