@@ -82,6 +82,15 @@ typedef struct report_v2 {
     double gate_top_share[MOELAT_BANDS];
 } report_v2;
 
+typedef struct report_v3 {
+    REPORT_V1_FIELDS
+    uint64_t routed_cells;
+    double gate_weight_mean[MOELAT_BANDS];
+    double gate_top_share[MOELAT_BANDS];
+    char path[16];
+    char path_reason[256];
+} report_v3;
+
 #define CANARY 0xC5
 #define CANARY_BYTES 4096
 
@@ -116,6 +125,8 @@ static void test_layouts_are_prefixes(void **state) {
     assert_true(sizeof(config_v1) >= MOELAT_CONFIG_SIZE_V1);
     assert_int_equal(sizeof(report_v1), MOELAT_REPORT_SIZE_V1);
     assert_int_equal(sizeof(report_v2), MOELAT_REPORT_SIZE_V2);
+    assert_true(sizeof(report_v3) >= MOELAT_REPORT_SIZE_V3);
+    assert_int_equal(offsetof(report_v3, path_reason), offsetof(moelat_report, path_reason));
     assert_int_equal(offsetof(report_v2, routed_cells), offsetof(moelat_report, routed_cells));
     assert_int_equal(offsetof(config_v1, device), offsetof(moelat_config, device));
 }
@@ -217,6 +228,16 @@ static void test_old_reports(void **state) {
     assert_canary(b.canary, "moelat_get_report into layout 2");
     assert_memory_equal((const char *)&b.s + 4, (const char *)&full + 4, sizeof b.s - 4);
     assert_int_equal(b.s.routed_cells, 2 * 6 * 5 * 4);
+
+    /* Layout 3 (up to the path): the gradient engine's counts are not
+     * written into it. */
+    GUARDED(report_v3) d;
+    memset(&d, CANARY, sizeof d);
+    d.s.struct_size = sizeof d.s;
+    assert_int_equal(moelat_get_report(lat, (moelat_report *)&d.s), MOELAT_OK);
+    assert_canary(d.canary, "moelat_get_report into layout 3");
+    assert_string_equal(d.s.path, "percell");
+    assert_memory_equal((const char *)&d.s + 4, (const char *)&full + 4, MOELAT_REPORT_SIZE_V3 - 4);
 
     /* Between two layouts: only the smaller one's fields are written. */
     GUARDED(report_v2) c;

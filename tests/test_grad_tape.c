@@ -203,6 +203,11 @@ static void test_engine_built_once(void **state) {
     }
     assert_int_equal(builds, builds0);
     assert_int_equal(allocs, allocs0);
+    moelat_report r = MOELAT_REPORT_INIT;
+    assert_int_equal(moelat_get_report(lat, &r), MOELAT_OK);
+    assert_int_equal(r.grad_builds, builds0);
+    assert_int_equal(r.grad_recording_allocs, allocs0);
+    assert_int_equal(r.steps, 0); /* recorded steps are not the lattice's */
     moelat_lattice_destroy(lat);
 }
 

@@ -150,6 +150,8 @@ class Report(_Versioned):
         ("gate_top_share", ctypes.c_double * BANDS),
         ("path", ctypes.c_char * 16),
         ("path_reason", ctypes.c_char * 256),
+        ("grad_builds", ctypes.c_uint64),
+        ("grad_recording_allocs", ctypes.c_uint64),
     ]
 
 

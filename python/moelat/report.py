@@ -21,6 +21,8 @@ def report_dict(r):
         "path": r.path.decode("utf-8", "replace"),
         "path_reason": r.path_reason.decode("utf-8", "replace"),
         "steps": int(r.steps),
+        "grad_builds": int(r.grad_builds),
+        "grad_recording_allocs": int(r.grad_recording_allocs),
         "total_chunks_processed": int(r.total_chunks_processed),
         "batch_chunks": int(r.batch_chunks),
         "percell_chunks": int(r.percell_chunks),

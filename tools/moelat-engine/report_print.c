@@ -37,6 +37,8 @@ json_t *report_to_json(const moelat_report *r) {
                      "fallback_reasons", reasons);
     json_object_set_new(o, "routed_cells", json_integer((json_int_t)r->routed_cells));
     json_object_set_new(o, "routing", routing);
+    json_object_set_new(o, "grad_builds", json_integer((json_int_t)r->grad_builds));
+    json_object_set_new(o, "grad_recording_allocs", json_integer((json_int_t)r->grad_recording_allocs));
     return o;
 }
 

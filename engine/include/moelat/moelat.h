@@ -287,12 +287,20 @@ typedef struct moelat_report {
      * percell asked for"). */
     char path[16];
     char path_reason[256];
+    /* Layout 4 from here. The gradient engine (moelat/grad.h): how often
+     * what lasts between recordings was built (its host half, and its
+     * device half per device), and how many recordings needed new memory.
+     * Neither grows after a training loop's first sample. */
+    uint64_t grad_builds;
+    uint64_t grad_recording_allocs;
 } moelat_report;
 
 /* Layout 1, the smallest struct_size accepted: up to fallback_count;
- * layout 2 adds the routing statistics, layout 3 the path. */
+ * layout 2 adds the routing statistics, layout 3 the path, layout 4 the
+ * gradient engine's counts. */
 #define MOELAT_REPORT_SIZE_V1 offsetof(moelat_report, routed_cells)
 #define MOELAT_REPORT_SIZE_V2 offsetof(moelat_report, path)
+#define MOELAT_REPORT_SIZE_V3 offsetof(moelat_report, grad_builds)
 #define MOELAT_REPORT_INIT {.struct_size = (uint32_t)sizeof(moelat_report)}
 
 static inline void moelat_report_init(moelat_report *r) {

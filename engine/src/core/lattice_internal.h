@@ -109,6 +109,10 @@ struct moelat_lattice {
      * how it is told that the backend closes (whole = 0) or the lattice
      * goes (whole = 1); NULL while there is none. */
     struct ml_grad_engine *grad;
+    /* Its builds and new recordings, for the report (written by grad/ only). */
+    struct {
+        uint64_t builds, recording_allocs;
+    } grad_counts;
     void (*grad_detach)(moelat_lattice *lat, int whole);
     char device_name[256];
 

@@ -116,6 +116,8 @@ moelat_status moelat_get_report(const moelat_lattice *lat, moelat_report *user) 
              : s->percell_chunks                  ? "percell"
                                                   : "none");
     snprintf(r->path_reason, sizeof r->path_reason, "%s", lat->path_why);
+    r->grad_builds = lat->grad_counts.builds;
+    r->grad_recording_allocs = lat->grad_counts.recording_allocs;
     ml_abi_export(user, r, n);
     return MOELAT_OK;
 }

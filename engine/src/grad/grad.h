@@ -73,8 +73,6 @@ typedef struct ml_grad_engine {
                                  and input while a recording's are swapped in */
     uint64_t lat_w_gen, lat_ext_gen; /* the lattice's generations while swapped out */
     int lat_has_ext;
-    uint64_t builds;          /* host halves and device halves built */
-    uint64_t tape_allocs;     /* recordings allocated (a reused one is not counted) */
     struct moelat_grad *tapes;/* live recordings, linked through next */
     struct moelat_grad *spare;/* a destroyed recording kept for the next one */
 } ml_grad_engine;

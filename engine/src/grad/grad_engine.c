@@ -170,7 +170,7 @@ moelat_status ml_grad_engine_get(moelat_lattice *lat, ml_grad_engine **out) {
         engine_free(e);
         return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for the gradient engine");
     }
-    e->builds = 1;
+    lat->grad_counts.builds++;
     lat->grad = e;
     lat->grad_detach = ml_grad_engine_detach;
     *out = e;
@@ -204,7 +204,7 @@ void ml_grad_engine_choose_path(ml_grad_engine *e, moelat_grad *g) {
         e->dev_for = lat->backend.ctx;
         e->dev_ops = ops;
         if (ops->open(lat->backend.ctx, e) == 0)
-            e->builds++;
+            lat->grad_counts.builds++;
     }
     snprintf(g->path, sizeof g->path, "%s", e->dev_why);
     g->on_device = e->dev != NULL;
@@ -260,7 +260,7 @@ moelat_status ml_grad_tape_get(ml_grad_engine *e, int steps, int every, moelat_g
             tape_free(g);
             return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for the gradient buffers");
         }
-        e->tape_allocs++;
+        lat->grad_counts.recording_allocs++;
     }
     g->lat = lat;
     g->eng = e;
@@ -293,8 +293,8 @@ moelat_status moelat_grad_engine_counts(moelat_lattice *lat, uint64_t *builds, u
     if (!lat)
         return MOELAT_ERR_INVALID;
     if (builds)
-        *builds = lat->grad ? lat->grad->builds : 0;
+        *builds = lat->grad_counts.builds;
     if (recording_allocs)
-        *recording_allocs = lat->grad ? lat->grad->tape_allocs : 0;
+        *recording_allocs = lat->grad_counts.recording_allocs;
     return MOELAT_OK;
 }
