@@ -99,6 +99,7 @@ class _Callbacks:
     def __init__(self, loss, states_shape):
         self.loss = loss
         self.progress = None
+        self.reduce = None
         self.states_shape = states_shape
         self.target_shape = None
         self.pending = None
@@ -131,6 +132,23 @@ class _Callbacks:
                 out = np.ctypeslib.as_array(dL_ds_T, shape=(count,))
                 out[:] = np.asarray(g, dtype=np.float32).reshape(-1)
             loss_out[0] = value
+            return core.OK
+        except BaseException as e:  # noqa: BLE001 - carried to the caller, raised there
+            if self.pending is None:
+                self.pending = e
+            return core.ERR_INVALID
+
+    def on_reduce(self, _user, values, count):
+        try:
+            if self.pending is not None:
+                raise self.pending
+            view = np.ctypeslib.as_array(values, shape=(count,))
+            out = self.reduce(view)
+            if out is not None and out is not view:
+                out = np.asarray(out, dtype=np.float64).reshape(-1)
+                if out.size != count:
+                    raise InvalidArgumentError(f"reduce returned {out.size} values, it was given {count}")
+                view[:] = out
             return core.OK
         except BaseException as e:  # noqa: BLE001 - carried to the caller, raised there
             if self.pending is None:
@@ -180,6 +198,15 @@ class Trainer:
     (moelat/grad.h). progress: a callable receiving each TrainEvent (also
     per call: fit(progress=...)).
 
+    Data parallelism (moelat_train_params' rank, ranks, reduce): ranks
+    trainers, each on its own lattice with the same weights, data and
+    options (one per process or thread), each run part `rank` of every
+    mini-batch; reduce(values) must sum the float64 array values over all
+    ranks in place (or return the sums), the same on every rank (an
+    all-gather summed in rank order gives identical bits run to run), e.g.
+    with mpi4py: comm.Allreduce(MPI.IN_PLACE, values). Validation runs
+    whole on every rank; give checkpoint_dir to one rank only.
+
     An error raises the MoelatError subclass of the library's status with
     the trainer's message; an exception raised by a callback is raised
     from the call it interrupted (a Python loss's stops the call at once;
@@ -191,7 +218,7 @@ class Trainer:
                  loss="output_face_mse", optimizer="adamw", lr=None, weight_decay=None, betas=None, eps=None,
                  momentum=None, clip_norm=None, warmup=None, cosine=False, min_lr=None, total_steps=None, seed=None,
                  checkpoint_dir=None, checkpoint_every=None, stop_after=None, grad_checkpoint_every=None,
-                 memory_budget=None, progress=None):
+                 memory_budget=None, progress=None, rank=None, ranks=None, reduce=None):
         from .lattice import Lattice3D
 
         self._token = None  # the finaliser runs even if __init__ fails
@@ -211,6 +238,9 @@ class Trainer:
                                        ("memory_budget", memory_budget, 0, _UINT64_MAX)):
             if value is not None:
                 setattr(p, name, _check.integer(name, value, low, high))
+        for name, value in (("ranks", ranks), ("rank", rank)):
+            if value is not None:
+                setattr(p, name, _check.integer(name, value, 0, 1000000))
         if val_fraction is not None:
             p.val_fraction = _check.real("val_fraction", val_fraction, 0.0, 0.9)
         p.cosine = 1 if cosine else 0
@@ -246,6 +276,12 @@ class Trainer:
         else:
             raise MoelatTypeError(f"loss must be 'output_face_mse', 'all_cells_mse' or a callable, "
                                   f"not {type(loss).__name__}")
+        if reduce is not None:
+            if not callable(reduce):
+                raise MoelatTypeError(f"reduce must be callable or None, not {type(reduce).__name__}")
+            self._cb.reduce = reduce
+            self._c_reduce = _train.REDUCE_FN(self._cb.on_reduce)
+            p.reduce = self._c_reduce
         self._c_progress = _train.PROGRESS_FN(self._cb.on_progress)
         p.progress = self._c_progress
         self.progress = progress
