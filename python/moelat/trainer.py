@@ -414,14 +414,16 @@ class Trainer:
         stop_after): a validation pass first when none was made. progress:
         a callable receiving each TrainEvent (this call only; default the
         Trainer's). Returns summary()."""
-        self._run("fit", _train.trainer_fit, progress=progress)
-        return self.summary()
+        with self.lattice._lock:  # the summary of this call, whatever other threads do next
+            self._run("fit", _train.trainer_fit, progress=progress)
+            return self.summary()
 
     def epoch(self, progress=None):
         """The rest of the current epoch (whatever epochs says), its
         validation pass and its checkpoint. Returns summary()."""
-        self._run("epoch", _train.trainer_epoch, progress=progress)
-        return self.summary()
+        with self.lattice._lock:  # the summary of this call, whatever other threads do next
+            self._run("epoch", _train.trainer_epoch, progress=progress)
+            return self.summary()
 
     def batch(self, indices):
         """One optimizer step over the given samples (gradients summed in
@@ -513,14 +515,18 @@ class Trainer:
     def close(self):
         """Destroys the trainer now, then its data set (a no-op once done;
         after the lattice's close() only the data set is left to free)."""
-        if self._busy is not None:
-            raise MoelatError(f"Trainer.close() called from a callback of Trainer.{self._busy}()")
-        token, self._token = self._token, None
-        if token is not None:
-            self.lattice._release(token)
-        ds, self._ds = self._ds, None
-        if ds:
-            _train.dataset_destroy(ds)
+        lattice = getattr(self, "lattice", None)
+        if lattice is None:  # __init__ failed before it had one
+            return
+        with lattice._lock:  # another thread's call on the trainer finishes first
+            if self._busy is not None:
+                raise MoelatError(f"Trainer.close() called from a callback of Trainer.{self._busy}()")
+            token, self._token = self._token, None
+            if token is not None:
+                lattice._release(token)
+            ds, self._ds = self._ds, None
+            if ds:
+                _train.dataset_destroy(ds)
 
     def __del__(self):
         try:

@@ -463,3 +463,42 @@ def test_ranks_in_threads(tmp_path, data):
         moelat.Trainer(one, ranks=2)
     with pytest.raises(moelat.InvalidArgumentError, match=r"rank 2 of 2 ranks"):
         moelat.Trainer(one, ranks=2, rank=2, reduce=lambda v: None)
+
+
+def test_other_threads_wait_for_a_call(data):
+    """fit() holds the lattice's lock: another thread's lattice and trainer
+    calls, close() included, run once it has returned."""
+    import threading
+
+    lat = lattice()
+    t = moelat.Trainer(lat, epochs=2, batch_size=2, val_fraction=0.25)
+    t.set_data(data[0])
+    seen, threads = [], []
+
+    def other():
+        seen.append(t.summary()["optimizer_steps"])
+        seen.append(lat.states.shape)
+        t.close()
+        seen.append(t.closed)
+
+    def progress(ev):
+        if ev.kind == "batch" and not threads:
+            threads.append(threading.Thread(target=other))
+            threads[0].start()
+
+    t.fit(progress=progress)
+    threads[0].join(60)
+    assert seen == [4, (lat.num_cells, lat.state_size), True]
+    with pytest.raises(moelat.ClosedLatticeError, match="the trainer was closed"):
+        t.fit()
+
+
+def test_trainer_and_lattice_collected_in_one_cycle(data):
+    lat = lattice()
+    t = moelat.Trainer(lat, epochs=1, batch_size=2)
+    t.set_data(data[0])
+    lat.trainer, t.me = t, t  # a cycle through both
+    ref = weakref.ref(lat)
+    del lat, t
+    gc.collect()
+    assert ref() is None
