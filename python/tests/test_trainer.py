@@ -333,7 +333,7 @@ def test_close_lattice_while_trainer_alive(monkeypatch, data):
     t.batch([0])
     ours = [("trainer", lat._dependents[t._token][0]), ("lattice", lat._lat.value)]
     lat.close()
-    assert calls == ours
+    assert [c for c in calls if c in ours] == ours  # (a collection may free other tests' lattices)
     for call in (t.fit, t.epoch, lambda: t.batch([0]), t.evaluate, lambda: t.save("x"), t.summary,
                  lambda: t.history, lambda: t.set_data(*data[1:])):
         with pytest.raises(moelat.ClosedLatticeError, match=r"the trainer was freed when its lattice \(Lattice3D"):
