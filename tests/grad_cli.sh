@@ -1,8 +1,8 @@
 #!/bin/sh
 # moelat-engine grad: a good run's outputs (names, shapes, non-zero
 # gradients) and its misuse (target of the wrong dtype or shape, NaN in the
-# loss, a plugin without backward, lipschitz mode, over the memory budget):
-# a clear error, a non-zero exit and no file written.
+# loss, a plugin without backward, lipschitz mode, over the memory budget,
+# a bad output path): a clear error, a non-zero exit and no file written.
 # usage: grad_cli.sh ENGINE PYTHON3 TEST_PLUGIN_SO
 set -u
 ENGINE=$1 PY=$2 NOBWD=$3
@@ -44,6 +44,12 @@ expect_refusal "plugin without backward" "band distant: expert 'test_good'" --ta
 expect_refusal "lipschitz" "lipschitz" --target "$T/target.npy" --cnf-mode lipschitz
 expect_refusal "memory budget" "MiB" --target "$T/target.npy" --steps 30 --checkpoint-every 1 --memory-budget 1
 expect_refusal "no target" "required"
+# Output paths are checked before any work: nothing computed, nothing written.
+mkfifo "$T/fifo"
+expect_refusal "--save-state-grad in a missing directory" "--save-state-grad.*no/dir/x.npy" \
+    --target "$T/target.npy" --save-state-grad "$T/no/dir/x.npy"
+expect_refusal "--save-input-grad a FIFO" "is a FIFO" --target "$T/target.npy" --save-input-grad "$T/fifo"
+expect_refusal "--save-grads a directory" "is a directory" --target "$T/target.npy" --save-grads "$T"
 
 # a good run: the files have the weights' names and shapes
 "$ENGINE" run --dims 9x8x7 --steps 0 --save-weights "$T/w.safetensors" >/dev/null 2>&1 ||

@@ -11,6 +11,18 @@
 #                unknown devices, a lattice larger than memory
 #   nonfinite    NaN/Inf in states, input and weights refused at load
 #   messages     missing and empty option values, check --json on failure
+# and the training classes of issue 33 (train and grad; registered by
+# tests/train.cmake):
+#   train_options     optimizer options keep their values whatever their
+#                     order around --optimizer
+#   train_outputs     every output path of train and grad is checked before
+#                     any work
+#   train_fifo        FIFOs among train's inputs and checkpoint files are
+#                     refused, not waited on
+#   train_checkpoint  an edited training checkpoint is refused, naming what
+#                     is wrong (also when its self-checksum was forged)
+#   train_resume      a resume with other data or result-changing options
+#                     is refused, naming each difference
 # Fresh seed and inputs each run on 9x8x7 (debug, r = 2.7: every band
 # populated). Debian's python3 (with numpy) writes and edits the files.
 # usage: reliability_cli.sh ENGINE CLASS
@@ -52,6 +64,85 @@ $py - "$tmp/in.npy" "$seed" <<'PY'
 import sys, numpy as np
 np.save(sys.argv[1], np.random.default_rng(int(sys.argv[2])).normal(size=(8, 9, 16)).astype(np.float32))
 PY
+
+
+# The training classes: 8 samples of the synthetic task on 5x4x3 (debug,
+# per cell: the float64 host path, fast), 6 of them training in 3
+# mini-batches of 2.
+train_setup() {
+    tdims="--dims 5x4x3 --seed $seed --threads 2"
+    tm="$tdims --mode percell --quiet"
+    tr="--epochs 2 --batch-size 2 --val-fraction 0.25 --lr 3e-3"
+    run 0 train --make-data "$tmp/d" --samples 8 $tdims
+}
+# forge DIR PYTHON: edits DIR's manifest as PYTHON says (m: the manifest
+# as a dict, t: its "train" object, d: the directory) and writes it back
+# with its self-checksum recomputed as the engine computes it (XXH64 of
+# the keys-sorted compact form without "manifest_xxh64"), so that only
+# the range and consistency checks can catch the edit.
+forge() {
+    $py - "$1" <<PY
+import json, os, sys
+d = sys.argv[1]
+M64 = (1 << 64) - 1
+P1, P2, P3, P4, P5 = 11400714785074694791, 14029467366897019727, 1609587929392839161, 9650029242287828579, 2870177450012600261
+def rotl(x, r): return ((x << r) | (x >> (64 - r))) & M64
+def rnd(a, v): return (rotl((a + v * P2) & M64, 31) * P1) & M64
+def merge(h, v): return (((h ^ rnd(0, v)) * P1) + P4) & M64
+def u(b, i, n): return int.from_bytes(b[i:i + n], "little")
+def xxh64(b):
+    n, i = len(b), 0
+    if n >= 32:
+        v = [(P1 + P2) & M64, P2, 0, (-P1) & M64]
+        while i + 32 <= n:
+            v = [rnd(v[k], u(b, i + 8 * k, 8)) for k in range(4)]
+            i += 32
+        h = (rotl(v[0], 1) + rotl(v[1], 7) + rotl(v[2], 12) + rotl(v[3], 18)) & M64
+        for x in v:
+            h = merge(h, x)
+    else:
+        h = P5
+    h = (h + n) & M64
+    while i + 8 <= n:
+        h = (rotl(h ^ rnd(0, u(b, i, 8)), 27) * P1 + P4) & M64
+        i += 8
+    if i + 4 <= n:
+        h = (rotl(h ^ ((u(b, i, 4) * P1) & M64), 23) * P2 + P3) & M64
+        i += 4
+    while i < n:
+        h = (rotl(h ^ ((b[i] * P5) & M64), 11) * P1) & M64
+        i += 1
+    h = ((h ^ (h >> 33)) * P2) & M64
+    h = ((h ^ (h >> 29)) * P3) & M64
+    return h ^ (h >> 32)
+def real(x):  # jansson's "%.17g", with ".0" where needed and a bare exponent
+    s = "%.17g" % x
+    if "." not in s and "e" not in s:
+        s += ".0"
+    if "e" in s:
+        a, e = s.split("e")
+        s = a + "e" + ("-" if e[0] == "-" else "") + (e.lstrip("+-").lstrip("0") or "0")
+    return s
+def canon(v):
+    if isinstance(v, dict):
+        return "{" + ",".join(json.dumps(k) + ":" + canon(v[k]) for k in sorted(v)) + "}"
+    if isinstance(v, list):
+        return "[" + ",".join(canon(x) for x in v) + "]"
+    if isinstance(v, bool) or v is None:
+        return json.dumps(v)
+    if isinstance(v, float):
+        return real(v)
+    return json.dumps(v)
+path = os.path.join(d, "manifest.json")
+m = json.load(open(path))
+said = m.pop("manifest_xxh64")
+assert "%016x" % xxh64(canon(m).encode()) == said, "forge: the canonical form differs from the engine's"
+t = m["train"]
+$2
+m["manifest_xxh64"] = "%016x" % xxh64(canon(m).encode())
+open(path, "w").write(json.dumps(m, indent=2))
+PY
+}
 
 case $what in
 saves)
@@ -251,6 +342,235 @@ messages)
     run nonzero check $mod --steps 1 --json --state "$tmp/bad.npy"
     $py -c "import json, sys; o = json.load(open(sys.argv[1])); assert o['pass'] is False and 'bad.npy' in o['error'], o" \
         "$tmp/out" || fail "check --json printed no JSON failure: $(cat "$tmp/out")"
+    ;;
+train_options)
+    train_setup
+    # opt NAME VALUE OPTIONS...: the run's checkpoint must record VALUE
+    # for the optimizer setting NAME.
+    opt() {
+        oname=$1 ovalue=$2
+        shift 2
+        rm -rf "$tmp/ck"
+        run 0 train --data "$tmp/d" $tm --epochs 1 --batch-size 6 --val-fraction 0.25 --checkpoint-dir "$tmp/ck" "$@"
+        $py - "$tmp/ck/manifest.json" "$oname" "$ovalue" "$*" <<'PY' || fail "$oname: $*"
+import json, sys
+o = json.load(open(sys.argv[1]))["train"]["options"]["optimizer"]
+got, want = o[sys.argv[2]], float(sys.argv[3])
+assert got == want, "%s: %s recorded %r, given %r" % (sys.argv[4], sys.argv[2], got, want)
+PY
+        echo "  $*: $oname $ovalue"
+    }
+    for order in before after; do
+        for spec in "momentum 0.5 sgd" "clip_norm 0.7 sgd" "warmup_steps 3 sgd" "clip_norm 0.7 adamw" \
+                    "warmup_steps 3 adamw" "beta1 0.8 adamw" "beta2 0.99 adamw" "eps 1e-06 adamw" \
+                    "min_lr 1e-05 adamw" "lr 0.002 sgd" "weight_decay 0.001 sgd"; do
+            set -- $spec
+            flag=--$(echo "$1" | sed -e 's/_steps$//' -e 's/_/-/g')
+            if [ $order = before ]; then
+                opt "$1" "$2" "$flag" "$2" --optimizer "$3"
+            else
+                opt "$1" "$2" --optimizer "$3" "$flag" "$2"
+            fi
+        done
+    done
+    # The defaults of the optimizer chosen where nothing was given; the
+    # last --optimizer wins.
+    opt momentum 0.9 --optimizer sgd
+    opt momentum 0 --momentum 0 --optimizer adamw --optimizer sgd
+    opt beta1 0.9 --optimizer sgd --optimizer adamw
+    ;;
+train_outputs)
+    train_setup
+    # refused OPTION TEXT ARGS...: refused before any training (the witness
+    # --loss-csv, or for a bad --loss-csv the checkpoint directory, stays
+    # unwritten), naming the option and TEXT.
+    refused() {
+        o=$1 text=$2
+        shift 2
+        rm -rf "$tmp/w.csv" "$tmp/wck"
+        witness="--loss-csv $tmp/w.csv"
+        [ "$o" != --loss-csv ] || witness="--checkpoint-dir $tmp/wck"
+        run nonzero train --data "$tmp/d" $tm $tr $witness "$@"
+        says "$o"
+        says "$text"
+        [ ! -e "$tmp/w.csv" ] && [ ! -e "$tmp/wck" ] || fail "trained before refusing: $*"
+        echo "  $*: $(head -c 200 "$tmp/err")"
+    }
+    mkfifo "$tmp/fifo"
+    mkdir "$tmp/dir" "$tmp/ro_dir"
+    printf 'keep' >"$tmp/ro.safetensors"
+    chmod 444 "$tmp/ro.safetensors"
+    printf 'x' >"$tmp/plain"
+    refused --save-weights "is a directory" --save-weights "$tmp/dir"
+    refused --save-weights "is a FIFO" --save-weights "$tmp/fifo"
+    refused --save-weights "read-only (mode 0444)" --save-weights "$tmp/ro.safetensors"
+    refused --save-weights "No such file or directory" --save-weights "$tmp/no/dir/w.safetensors"
+    refused --loss-csv "is a FIFO" --loss-csv "$tmp/fifo"
+    refused --loss-csv "No such file or directory" --loss-csv "$tmp/no/l.csv"
+    refused --loss-png "is a directory" --loss-png "$tmp/dir"
+    refused --checkpoint-dir "is a regular file, not a directory" --checkpoint-dir "$tmp/plain"
+    refused --checkpoint-dir "is a regular file, not a directory" --checkpoint-dir "$tmp/plain/ck"
+    mkdir "$tmp/fck"
+    mkfifo "$tmp/fck/manifest.json"
+    refused --checkpoint-dir "is a FIFO" --checkpoint-dir "$tmp/fck"
+    if [ "$(id -u)" -eq 0 ]; then
+        mknod "$tmp/null" c 1 3
+        refused --save-weights "is a character device" --save-weights "$tmp/null"
+        [ -c "$tmp/null" ] || fail "the character device was replaced"
+    else
+        chmod 555 "$tmp/ro_dir"
+        refused --checkpoint-dir "is not writable" --checkpoint-dir "$tmp/ro_dir/ck"
+        refused --save-weights "not writable" --save-weights "$tmp/ro_dir/w.safetensors"
+    fi
+    [ "$(cat "$tmp/ro.safetensors")" = keep ] || fail "the read-only file was replaced"
+    # A checkpoint directory whose parents are missing is created, as run's is.
+    run 0 train --data "$tmp/d" $tm $tr --checkpoint-dir "$tmp/new/a/ck"
+    [ -s "$tmp/new/a/ck/manifest.json" ] || fail "no checkpoint in the new directory"
+    # grad: a bad output anywhere refuses the whole run before any work.
+    run 0 run $mod --mode percell --steps 0 --save-state "$tmp/target.npy"
+    for bad in "--save-state-grad $tmp/no/dir/x.npy" "--save-input-grad $tmp/fifo" "--save-grads $tmp/dir"; do
+        rm -f "$tmp/g.safetensors"
+        run nonzero grad $mod --target "$tmp/target.npy" --save-grads "$tmp/g.safetensors" $bad
+        says "${bad%% *}"
+        [ ! -e "$tmp/g.safetensors" ] || fail "grad wrote --save-grads before refusing $bad"
+        [ ! -s "$tmp/out" ] || fail "grad computed before refusing $bad: $(cat "$tmp/out")"
+        echo "  grad $bad: $(head -c 200 "$tmp/err")"
+    done
+    ;;
+train_fifo)
+    train_setup
+    mkfifo "$tmp/p"
+    mkdir "$tmp/fd"
+    cp "$tmp/d/targets.npy" "$tmp/fd/targets.npy"
+    mkfifo "$tmp/fd/inputs.npy"
+    run nonzero train --data "$tmp/fd" $tm $tr
+    says "is a FIFO, not a regular file"
+    for o in --state --weights; do
+        run nonzero train --data "$tmp/d" $tm $tr $o "$tmp/p"
+        says "is a FIFO, not a regular file"
+    done
+    run 0 train --data "$tmp/d" $tm $tr --checkpoint-dir "$tmp/ck"
+    # A FIFO among the checkpoint's files, or named train.json (the
+    # earlier layout's manifest) beside them: never waited on.
+    for f in manifest.json config- weights- states- optimizer- train.json; do
+        rm -rf "$tmp/c2"
+        cp -r "$tmp/ck" "$tmp/c2"
+        name=$(cd "$tmp/c2" && ls | grep "^$f" | head -n 1)
+        [ -n "$name" ] || name=$f
+        rm -f "$tmp/c2/$name"
+        mkfifo "$tmp/c2/$name"
+        if [ $f = train.json ]; then
+            run 0 train --data "$tmp/d" $tm $tr --resume "$tmp/c2"
+            run 0 train --data "$tmp/d" $tm $tr --checkpoint-dir "$tmp/c2"
+        else
+            run nonzero train --data "$tmp/d" $tm $tr --resume "$tmp/c2"
+            says "is a FIFO"
+            run nonzero train --data "$tmp/d" $tm $tr --resume "$tmp/c2" --checkpoint-dir "$tmp/c2"
+            says "is a FIFO"
+        fi
+        echo "  $name: $(head -c 200 "$tmp/err")"
+    done
+    ;;
+train_checkpoint)
+    train_setup
+    run 0 train --data "$tmp/d" $tm $tr --checkpoint-dir "$tmp/early" --stop-after 2
+    run 0 train --data "$tmp/d" $tdims --mode percell --quiet --seed $((seed + 1)) $tr --checkpoint-dir "$tmp/other" \
+        --stop-after 4
+    run 0 train --data "$tmp/d" $tm $tr --checkpoint-dir "$tmp/ck" --stop-after 4
+    run 0 train --data "$tmp/d" $tm $tr --resume "$tmp/ck" --save-weights "$tmp/good.safetensors"
+    # edit HOW NAME TEXT PYTHON: a copy of the checkpoint edited by PYTHON,
+    # resumed: must fail, saying TEXT. HOW plain: PYTHON sees d (the copy),
+    # early, other (two more checkpoints), m (the manifest), t (its
+    # "train"), mf(dir) (a manifest) and save() (writes m back as it is);
+    # HOW forged: PYTHON edits m and t, and the manifest's self-checksum is
+    # recomputed (forge), so only the range and consistency checks remain.
+    edit() {
+        rm -rf "$tmp/ed"
+        cp -r "$tmp/ck" "$tmp/ed"
+        if [ "$1" = forged ]; then
+            forge "$tmp/ed" "$4"
+        else
+            printf '%s\n' "$4" >"$tmp/edit.py"
+            $py - "$tmp/ed" "$tmp/early" "$tmp/other" "$tmp/edit.py" <<'PY'
+import json, os, shutil, sys
+d, early, other = sys.argv[1:4]
+m = json.load(open(os.path.join(d, "manifest.json")))
+t = m["train"]
+def save():
+    json.dump(m, open(os.path.join(d, "manifest.json"), "w"), indent=2)
+def mf(where):
+    return json.load(open(os.path.join(where, "manifest.json")))
+exec(open(sys.argv[4]).read())
+PY
+        fi
+        run nonzero train --data "$tmp/d" $tm $tr --resume "$tmp/ed"
+        says "$3"
+        echo "  $2 ($1): $(head -c 300 "$tmp/err")"
+    }
+    edited="the manifest was edited"
+    edit plain "batch" "$edited" 't["batch"] += 1; save()'
+    edit plain "epoch" "$edited" 't["epoch"] = 5; save()'
+    edit plain "optimizer step" "$edited" 't["optimizer_step"] += 1; save()'
+    edit plain "samples" "$edited" 't["samples"] += 2; save()'
+    edit plain "a loss" "$edited" 't["history"]["train"][1][3] *= 0.5; save()'
+    edit plain "a duplicate key" "duplicate object key" \
+        'p = os.path.join(d, "manifest.json"); s = open(p).read(); open(p, "w").write(s.replace("\"train\": {", "\"train\": {\"epoch\": 0,", 1))'
+    edit forged "batch" "key 'train.batch' is 4, outside [0, 3]" 't["batch"] = 4'
+    edit forged "epoch past --epochs" "key 'train.epoch' is 3, past this run's 2 epochs" 't["epoch"] = 3'
+    edit forged "epoch INT64_MAX" "key 'train.epoch' is 9223372036854775807, past" 't["epoch"] = 2**63 - 1'
+    edit forged "epoch 2^32+1" "key 'train.epoch' is 4294967297, past" 't["epoch"] = 2**32 + 1'
+    edit forged "epoch 2^64" "too big" 't["epoch"] = 2**64'
+    edit forged "optimizer step" "key 'train.optimizer_step' is 5" 't["optimizer_step"] += 1'
+    edit forged "samples" "key 'train.samples' is 10" 't["samples"] += 2'
+    edit forged "a dropped point" "key 'train.history.train' holds 3 points" 't["history"]["train"].pop()'
+    edit forged "a NaN loss" "key 'train.history.train' point 1" 't["history"]["train"][1][3] = None'
+    edit forged "a validation point" "key 'train.history.validation' point 1" 't["history"]["validation"][1][2] += 1'
+    edit forged "a negative count" "not a non-negative integer" 't["extra_steps"] = -1'
+    edit forged "a run checkpoint" "not a training checkpoint" 'del m["train"]'
+    edit plain "moments from an earlier position" "manifest says" \
+        'shutil.copy(os.path.join(early, mf(early)["train"]["optimizer_state"]["file"]), os.path.join(d, t["optimizer_state"]["file"]))'
+    edit plain "moments of another seed" "manifest says" \
+        'shutil.copy(os.path.join(other, mf(other)["train"]["optimizer_state"]["file"]), os.path.join(d, t["optimizer_state"]["file"]))'
+    edit plain "a flipped moment" "manifest says" \
+        'p = os.path.join(d, t["optimizer_state"]["file"]); b = bytearray(open(p, "rb").read()); b[-5] ^= 0x40; open(p, "wb").write(b)'
+    edit plain "weights" "manifest says" \
+        'p = os.path.join(d, m["weights"]); b = bytearray(open(p, "rb").read()); b[-5] ^= 1; open(p, "wb").write(b)'
+    # The untouched checkpoint still resumes, to the same weights.
+    run 0 train --data "$tmp/d" $tm $tr --resume "$tmp/ck" --save-weights "$tmp/again.safetensors"
+    cmp -s "$tmp/good.safetensors" "$tmp/again.safetensors" || fail "the untouched checkpoint resumed differently"
+    ;;
+train_resume)
+    train_setup
+    run 0 train --make-data "$tmp/d2" --samples 8 $tdims --seed $((seed + 1))
+    run 0 train --make-data "$tmp/d6" --samples 6 $tdims
+    run 0 run $mod --dims 5x4x3 --mode percell --steps 0 --save-state "$tmp/s.npy"
+    run 0 train --data "$tmp/d" $tm $tr --checkpoint-dir "$tmp/ck" --stop-after 4
+    # other WHAT TEXT ARGS...: resuming with ARGS (after the run's own) is
+    # refused, naming TEXT.
+    other() {
+        item=$1 text=$2
+        shift 2
+        run nonzero train --data "$tmp/d" $tm $tr --resume "$tmp/ck" "$@"
+        says "$text"
+        echo "  $item: $(head -c 300 "$tmp/err")"
+    }
+    other "another data set" "checkpoint data set 8 samples" --data "$tmp/d2"
+    other "fewer samples" "this run 6 samples" --data "$tmp/d6"
+    other "batch size" "checkpoint batch size 2, this run 3" --batch-size 3
+    other "steps" "checkpoint steps per sample 2, this run 3" --steps 3
+    other "validation fraction" "checkpoint validation fraction 0.25, this run 0.5" --val-fraction 0.5
+    other "seed" "checkpoint shuffle seed $seed, this run $((seed + 1))" --seed $((seed + 1))
+    other "radius ratio" "checkpoint radius ratio" --radius-ratio 0.77
+    other "mode" "checkpoint mode percell, this run auto" --mode auto
+    other "initial states" "checkpoint initial states" --state "$tmp/s.npy"
+    other "an optimizer setting" "optimizer setting 'lr'" --lr 1e-3
+    other "fewer epochs than done" "past this run's 1 epochs" --epochs 1
+    # Every difference at once.
+    other "three at once" "checkpoint steps per sample 2, this run 3; checkpoint batch size 2, this run 3" \
+        --batch-size 3 --steps 3 --mode auto
+    says "checkpoint mode percell, this run auto"
+    # More epochs continue the same run.
+    run 0 train --data "$tmp/d" $tm $tr --resume "$tmp/ck" --epochs 3
     ;;
 *)
     fail "unknown class '$what'"

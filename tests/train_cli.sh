@@ -4,7 +4,7 @@
 # ends with bitwise the weights of the uninterrupted run; the CSV and PNG
 # are written; misuse (mismatched shapes, an empty data set, a non-finite
 # loss) is refused with a clear message, and the last good checkpoint is
-# kept.
+# kept; a run killed while checkpointing resumes bit-exactly.
 # usage: train_cli.sh ENGINE PYTHON3
 set -u
 ENGINE=$1 PY=$2
@@ -35,6 +35,18 @@ png = open(d + "/loss.png", "rb").read()
 assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, len(png)
 print("ok: validation loss %.4g -> %.4g" % (s["initial_val_loss"], s["final_val_loss"]))
 PYEOF
+
+# No validation samples: the summary is still the whole JSON object, with
+# null for the losses it has none of.
+"$ENGINE" train --data "$T/carry" $MODEL --mode percell --epochs 1 --batch-size 16 --val-fraction 0 --json \
+    >"$T/v0.json" || fail "training without validation"
+"$PY" - "$T/v0.json" <<'PYEOF' || fail "--json --val-fraction 0: $(cat "$T/v0.json")"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["val_samples"] == 0 and s["train_samples"] == 48 and s["optimizer_steps"] == 3, s
+assert s["final_val_loss"] is None and s["backward"].startswith("host"), s
+PYEOF
+echo "ok: --json --val-fraction 0: $(cat "$T/v0.json")"
 
 # 2. Bit-exact resume: 2 epochs straight, against 7 optimizer steps (mid
 # second epoch, after a checkpoint at the first epoch's end) then --resume.
@@ -89,7 +101,45 @@ cmp "$T/ck/manifest.json" "$T/manifest.before" || fail "the failed run replaced 
 "$ENGINE" train $RUN --resume "$T/ck" --save-weights "$T/again.safetensors" >/dev/null || fail "resume after failure"
 cmp "$T/straight.safetensors" "$T/again.safetensors" || fail "the kept checkpoint no longer resumes bit-exactly"
 echo "ok: the kept checkpoint still resumes bit-exactly"
-# 4. The README's training example, as written (its directory moved here).
+# 4. Killed (SIGKILL) while checkpointing: at each file of the third save
+# (MOELAT_TEST_KILL_BEFORE_RENAME kills the process once that file is
+# complete but not yet renamed), and at a moment of the kernel's choosing;
+# the directory resumes to bitwise the uninterrupted run's weights.
+KRUN="--data $T/carry $MODEL --mode percell --batch-size 8 --lr 3e-3 --quiet"
+"$ENGINE" train $KRUN --epochs 2 --save-weights "$T/k2.safetensors" >/dev/null || fail "straight run of 2 epochs"
+for f in optimizer-0-3. states-0-3. weights-0-3. config-0-3.; do
+    rm -rf "$T/kck"
+    MOELAT_TEST_KILL_BEFORE_RENAME=$f "$ENGINE" train $KRUN --epochs 2 --checkpoint-dir "$T/kck" \
+        --checkpoint-every 1 >/dev/null 2>&1
+    rc=$?
+    [ $rc -eq 137 ] || fail "the run was not killed before renaming $f (exit $rc)"
+    grep -q '"optimizer_step": 2,' "$T/kck/manifest.json" || fail "killed at $f: the checkpoint is not step 2's"
+    "$ENGINE" train $KRUN --epochs 2 --resume "$T/kck" --save-weights "$T/kr.safetensors" >"$T/o" 2>"$T/e" ||
+        { cat "$T/e"; fail "resume after a kill at $f"; }
+    cmp -s "$T/k2.safetensors" "$T/kr.safetensors" || fail "killed at $f: the resumed weights differ"
+    echo "ok: killed before renaming ${f}*: resumed from step 2, bitwise"
+done
+"$ENGINE" train $KRUN --epochs 50 --stop-after 16 --save-weights "$T/k16.safetensors" >/dev/null ||
+    fail "straight run of 16 steps"
+rm -rf "$T/kck"
+"$ENGINE" train $KRUN --epochs 50 --stop-after 16 --checkpoint-dir "$T/kck" --checkpoint-every 1 >/dev/null 2>&1 &
+pid=$!
+i=0
+until grep -Eq '"optimizer_step": ([3-9]|[1-9][0-9]+),' "$T/kck/manifest.json" 2>/dev/null || [ $i -ge 3000 ]; do
+    sleep 0.01
+    i=$((i + 1))
+done
+kill -9 $pid 2>/dev/null
+wait $pid
+rc=$?
+[ $rc -eq 137 ] || fail "the run ended before it was killed (exit $rc)"
+at=$(sed -n 's/.*"optimizer_step": \([0-9]*\),.*/\1/p' "$T/kck/manifest.json")
+"$ENGINE" train $KRUN --epochs 50 --stop-after 16 --resume "$T/kck" --save-weights "$T/kr.safetensors" \
+    >"$T/o" 2>"$T/e" || { cat "$T/e"; fail "resume after kill -9"; }
+cmp -s "$T/k16.safetensors" "$T/kr.safetensors" || fail "killed at step $at: the resumed weights differ"
+echo "ok: kill -9 during checkpointing (last checkpoint: step $at), resumed to step 16, bitwise"
+
+# 5. The README's training example, as written (its directory moved here).
 README=$(dirname "$0")/../README.md
 sed -n '/<!-- train-example/,/<!-- \/train-example/p' "$README" | grep -v '<!--' |
     sed -e "s|build/tools/moelat-engine|\"$ENGINE\"|" -e "s|/tmp/moelat-carry|$T/readme|g" >"$T/readme.sh"

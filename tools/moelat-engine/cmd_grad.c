@@ -1,7 +1,7 @@
 /* moelat-engine grad: L = 0.5 * sum (s_T - target)^2 after T steps and its
  * exact gradients (moelat/grad.h): dL/dW, dL/ds_0, dL/d input. Every
- * input is checked and every result computed before the first file is
- * written; each file is written atomically. */
+ * input and output path is checked before any work, every result computed
+ * before the first file is written; each file is written atomically. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +14,7 @@
 #include "cli_common.h"
 #include "moelat/grad.h"
 #include "moelat/util.h"
+#include "train_paths.h"
 
 #define CMD "moelat-engine grad"
 
@@ -221,6 +222,18 @@ int cmd_grad(int argc, char **argv) {
     if (cli_build_config(&mo, &cfg, "grad") != 0)
         return 2;
     char err[2048];
+    const char *outs[][2] = {{"--save-grads", a.save_grads}, {"--save-state-grad", a.save_state},
+                             {"--save-input-grad", a.save_input}};
+    for (size_t k = 0; k < 3; k++)
+        if (outs[k][1] && train_check_output("grad", outs[k][0], outs[k][1], 0) != 0)
+            return 1;
+    const char *ins[][2] = {{"--target", a.target}, {"--weights", a.weights}, {"--state", a.state},
+                            {"--input", a.input}};
+    for (size_t k = 0; k < 4; k++)
+        if (ins[k][1] && moelat_file_check_input(ins[k][1], err, sizeof err) != MOELAT_OK) {
+            fprintf(stderr, CMD ": %s: %s\n", ins[k][0], err);
+            return 1;
+        }
     moelat_lattice *lat = NULL;
     if (moelat_lattice_create(&cfg, &lat, err, sizeof err) != MOELAT_OK) {
         fprintf(stderr, CMD ": %s\n", err);

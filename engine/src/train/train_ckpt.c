@@ -351,10 +351,10 @@ static int get_point(json_t *e, int null_loss, moelat_train_point *p) {
 static int check_progress(const moelat_trainer *t, const ck_train *c, ml_train_history *th, ml_train_history *vh,
                           char *why, size_t len) {
     int64_t nb = t->nb;
-    if (c->epoch > t->p.epochs)
-        return bad(why, len, "key 'train.epoch' is %lld, past this run's %d epochs", (long long)c->epoch,
-                   t->p.epochs);
-    if (c->batch > nb || (c->epoch == t->p.epochs && c->batch != 0))
+    if (c->epoch > t->p.epochs || (c->epoch == t->p.epochs && c->batch > 0))
+        return bad(why, len, "key 'train.epoch' is %lld%s, past this run's %d epochs", (long long)c->epoch,
+                   c->epoch == t->p.epochs ? " (a mini-batch into it)" : "", t->p.epochs);
+    if (c->batch > nb)
         return bad(why, len, "key 'train.batch' is %lld, outside [0, %lld] (mini-batches per epoch)",
                    (long long)c->batch, (long long)nb);
     uint64_t want = ml_train_samples_at(t, c->epoch, c->batch);
