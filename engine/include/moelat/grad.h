@@ -40,6 +40,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "moelat/api.h"
 #include "moelat/moelat.h"
@@ -56,6 +57,17 @@ typedef struct moelat_grad_options {
     uint64_t memory_budget;   /* bytes; 0 = half the physical memory */
 } moelat_grad_options;
 
+/* Layout 1, the smallest struct_size moelat_grad_record accepts (fields
+ * are only appended; the library reads those within struct_size). */
+#define MOELAT_GRAD_OPTIONS_SIZE_V1 (offsetof(moelat_grad_options, memory_budget) + sizeof(uint64_t))
+#define MOELAT_GRAD_OPTIONS_INIT {.struct_size = (uint32_t)sizeof(moelat_grad_options)}
+/* The defaults (every field 0) in the caller's own layout: prefer it, or
+ * MOELAT_GRAD_OPTIONS_INIT, to moelat_grad_options_default, which writes
+ * the library's layout and so suits only callers built with this header. */
+static inline void moelat_grad_options_init(moelat_grad_options *opt) {
+    memset(opt, 0, sizeof *opt);
+    opt->struct_size = (uint32_t)sizeof *opt;
+}
 MOELAT_API void moelat_grad_options_default(moelat_grad_options *opt);
 
 /* Bytes a gradient of steps steps with checkpoints every k needs. */

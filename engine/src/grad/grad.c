@@ -240,9 +240,11 @@ moelat_status moelat_grad_record(moelat_lattice *lat, int steps, const moelat_gr
         return MOELAT_ERR_INVALID;
     if (steps < 1)
         return ml_fail(lat, MOELAT_ERR_INVALID, "gradients need at least 1 step, not %d", steps);
-    if (opt && opt->struct_size < sizeof *opt)
-        return ml_fail(lat, MOELAT_ERR_INVALID, "moelat_grad_options: struct_size %u, expected %zu",
-                       opt->struct_size, sizeof *opt);
+    if (opt && (opt->struct_size < MOELAT_GRAD_OPTIONS_SIZE_V1 || opt->struct_size > sizeof *opt))
+        return ml_fail(lat, MOELAT_ERR_INVALID,
+                       "moelat_grad_options: struct_size %u is outside [%zu, %zu] (set it with "
+                       "MOELAT_GRAD_OPTIONS_INIT or moelat_grad_options_init())",
+                       opt->struct_size, (size_t)MOELAT_GRAD_OPTIONS_SIZE_V1, sizeof *opt);
     if (opt && opt->checkpoint_every < 0)
         return ml_fail(lat, MOELAT_ERR_INVALID, "checkpoint interval %d must be >= 1 (0: automatic)",
                        opt->checkpoint_every);
