@@ -9,6 +9,8 @@
 
 #include "base/file_util.h"
 #include "moelat/grad.h"
+#include "moelat/optim.h"
+#include "moelat/train.h"
 #include "moelat/group.h"
 #include "moelat/inspect.h"
 
@@ -107,6 +109,11 @@ uint32_t moelat_struct_size(const char *name) {
         {"moelat_grad_options", sizeof(moelat_grad_options)},
         {"moelat_hidden_size", sizeof(moelat_hidden_size)},
         {"moelat_path_stats", sizeof(moelat_path_stats)},
+        {"moelat_optimizer_config", sizeof(moelat_optimizer_config)},
+        {"moelat_train_params", sizeof(moelat_train_params)},
+        {"moelat_train_summary", sizeof(moelat_train_summary)},
+        {"moelat_train_point", sizeof(moelat_train_point)},
+        {"moelat_train_event", sizeof(moelat_train_event)},
     };
     for (size_t i = 0; name && i < sizeof k_sizes / sizeof k_sizes[0]; i++)
         if (strcmp(name, k_sizes[i].name) == 0)
