@@ -1,10 +1,9 @@
-/* Opening a lattice's device backend, and the fallback list the backends
- * hand to the scheduler (backend.h). */
+/* Opening a device backend over a lattice's view, the fallback list the
+ * backends hand to the scheduler, and the view's error sink (backend.h). */
 #include "backend/backend.h"
 
+#include <stdarg.h>
 #include <stdio.h>
-
-#include"core/lattice_internal.h"
 
 void ml_fallbacks_add(ml_fallbacks *fb, const char *reason) {
     if (fb->n < ML_MAX_STEP_FALLBACKS)
@@ -12,27 +11,33 @@ void ml_fallbacks_add(ml_fallbacks *fb, const char *reason) {
     fb->n++;
 }
 
-moelat_status ml_backend_open(moelat_lattice *lat, ml_fallbacks *fb) {
-    if (lat->backend.ops)
+moelat_status ml_view_fail(const ml_backend_view *v, moelat_status status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v->err, v->err_size, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+moelat_status ml_backend_open(const ml_backend_view *view, ml_fallbacks *fb, ml_backend *be) {
+    if (be->ops)
         return MOELAT_OK;
     /* The one device backend so far; a CPU-kernel backend would be chosen
-     * here (by the config's device, say). */
+     * here (by the view's device, say). */
     const ml_backend_ops *ops = &ml_backend_cl_ops;
     void *ctx = NULL;
-    moelat_status st = ops->create(lat, fb, &ctx);
+    moelat_status st = ops->create(view, fb, &ctx);
     if (st != MOELAT_OK)
         return st;
-    lat->backend.ops = ops;
-    lat->backend.ctx = ctx;
+    be->ops = ops;
+    be->ctx = ctx;
     return MOELAT_OK;
 }
 
-void ml_backend_close(moelat_lattice *lat) {
-    if (!lat->backend.ops)
+void ml_backend_close(ml_backend *be) {
+    if (!be->ops)
         return;
-    if (lat->grad_detach) /* the gradient engine's device half goes first */
-        lat->grad_detach(lat, 0);
-    lat->backend.ops->destroy(lat->backend.ctx);
-    lat->backend.ops = NULL;
-    lat->backend.ctx = NULL;
+    be->ops->destroy(be->ctx);
+    be->ops = NULL;
+    be->ctx = NULL;
 }

@@ -233,7 +233,7 @@ void moelat_lattice_destroy(moelat_lattice *lat) {
         return;
     if (lat->grad_detach) /* live recordings are orphaned, not left dangling */
         lat->grad_detach(lat, 1);
-    ml_backend_close(lat);
+    ml_lattice_close_device(lat);
     ml_percell_free(lat);
     if (lat->pool)
         ml_pool_destroy(lat->pool);

@@ -1,9 +1,10 @@
 /* The lattice object behind the public handle, shared by the files that
  * implement one part of it: lattice.c (API, states, files), step.c (the
  * scheduler: mode, which chunk runs where, host chunks, stats), percell.c
- * (host path), backend*.c (the device, behind backend.h's ops table),
- * residency.c (where states, input and weights live), planes.c, report.c.
- * ARCHITECTURE.md follows a step through them. */
+ * (host path), device.c (the device: the view its backend gets, opening
+ * and closing it behind backend.h's ops table), residency.c (where
+ * states, input and weights live), planes.c, report.c. No backend reads
+ * it. ARCHITECTURE.md follows a step through them. */
 #ifndef MOELAT_LATTICE_INTERNAL_H
 #define MOELAT_LATTICE_INTERNAL_H
 
@@ -19,9 +20,6 @@
 #include"plugin/plugin_loader.h"
 #include "core/stencil.h"
 #include "core/tuning.h"
-
-/* Most plane ranges one step delivers (moelat_lattice_deliver_planes). */
-#define ML_MAX_DELIVER 4
 
 /* One expert serving one band. */
 typedef struct ml_expert_slot {
@@ -87,19 +85,14 @@ struct moelat_lattice {
     int32_t active_z0, active_z1; /* planes a step updates (planes.c) */
     /* Planes the next step delivers to the caller (planes.c); done: the
      * batch path read them during the step. */
-    struct {
-        int32_t z0, z1;
-        float *dst;
-        moelat_planes_ready ready;
-        void *arg;
-        int done; /* dst holds the planes and ready was called */
-    } deliver[ML_MAX_DELIVER];
+    ml_plane_delivery deliver[ML_MAX_DELIVER];
     int n_deliver;
     int32_t chunk_size[3];
 
     moelat_mode mode;
     int batch_threshold;
     ml_backend backend;       /* the device; no ops until batch is enabled */
+    ml_backend_view view;     /* what the backend sees of the lattice (device.c) */
     ml_residency res;         /* where the states, input and weights live */
     /* Bumped whenever the host writes the weights or the input: a gradient
      * recording compares them with its own to know whether the lattice
@@ -154,8 +147,17 @@ void ml_pool_destroy(ml_thread_pool *pool);
 int ml_pool_size(const ml_thread_pool *pool);
 void ml_pool_run(ml_thread_pool *pool, int n, void (*fn)(void *ctx, int i, int worker), void *ctx);
 
-/* The OpenCL backend's inspection, for `check`, `bench` and the tests
- * (backend_cl_inspect.c); every one is 0 / an error without a device. */
+/* The lattice's device (device.c): the view its backend gets, filled
+ * from the lattice (again whenever its chunks or active planes change);
+ * opening the backend over it (nothing when one is open); closing it (the
+ * gradient engine's device half first; nothing when none is open). */
+void ml_lattice_view_update(moelat_lattice *lat);
+moelat_status ml_lattice_open_device(moelat_lattice *lat, ml_fallbacks *fb);
+void ml_lattice_close_device(moelat_lattice *lat);
+
+/* The backend's inspection (its inspect ops, through device.c), for
+ * `check`, `bench` and the tests; every one is 0 / an error without a
+ * device. */
 /* Each expert's device output for one chunk (n_cells x S per band, chunk
  * order) from the current states, without the gate; with gated non-NULL
  * (and every expert on the device) also the gate and update on those

@@ -17,6 +17,7 @@ moelat_status moelat_lattice_set_active_planes(moelat_lattice *lat, int32_t z0, 
         return st;
     lat->active_z0 = z0;
     lat->active_z1 = z1;
+    ml_lattice_view_update(lat);
     return MOELAT_OK;
 }
 
@@ -29,6 +30,7 @@ moelat_status ml_lattice_rechunk(moelat_lattice *lat, const int32_t size[3], int
     lat->chunks = c;
     lat->n_chunks = n;
     memmove(lat->chunk_size, size, sizeof lat->chunk_size); /* size may be lat->chunk_size */
+    ml_lattice_view_update(lat); /* an open backend reads the new chunks */
     return MOELAT_OK;
 }
 

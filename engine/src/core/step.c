@@ -64,7 +64,9 @@ static moelat_status step_device(moelat_lattice *lat) {
         s = ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");
         goto out;
     }
+    st.ranges = lat->deliver;
     st.n_ranges = lat->n_deliver;
+    st.host_next = lat->next;
     for (int c = 0; c < lat->n_chunks; c++) {
         if (chunk_wants_device(lat, &lat->chunks[c]))
             st.dev[st.n_dev++] = c;
@@ -103,6 +105,7 @@ static moelat_status step_device(moelat_lattice *lat) {
         }
     }
 out:
+    lat->stats.planes_early += st.planes_early;
     record_fallbacks(lat, &st.fb);
     free(st.dev);
     free(st.host);
@@ -196,7 +199,7 @@ moelat_status moelat_set_mode(moelat_lattice *lat, moelat_mode mode) {
 
 /* Closes a device that failed to come up; the host's copies stay current. */
 static moelat_status give_up_device(moelat_lattice *lat, moelat_status st) {
-    ml_backend_close(lat);
+    ml_lattice_close_device(lat);
     ml_res_device_closed(lat);
     return st;
 }
@@ -209,7 +212,7 @@ moelat_status moelat_upgrade_to_batch(moelat_lattice *lat) {
         return st;
     ml_fallbacks fb;
     memset(&fb, 0, sizeof fb);
-    st = ml_backend_open(lat, &fb);
+    st = ml_lattice_open_device(lat, &fb);
     if (st != MOELAT_OK)
         return st;
     record_fallbacks(lat, &fb);

@@ -35,6 +35,7 @@ static moelat_status device_step(moelat_lattice *lat, float *dev) {
     memset(&st, 0, sizeof st);
     st.dev = malloc((size_t)lat->n_chunks * sizeof *st.dev);
     st.host = malloc((size_t)lat->n_chunks * sizeof *st.host);
+    st.host_next = lat->next;
     moelat_status s = st.dev && st.host ? ml_res_device_inputs(lat) : ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");
     for (int c = 0; c < lat->n_chunks && s == MOELAT_OK; c++)
         st.dev[st.n_dev++] = c;

@@ -4,18 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include"backend/opencl/backend_cl.h"
+#include "backend/opencl/backend_cl.h"
 #include "base/log.h"
-#include"core/run_table.h"
-
-ml_cl_backend *ml_cl_of(const moelat_lattice *lat) {
-    return lat->backend.ops == &ml_backend_cl_ops ? lat->backend.ctx : NULL;
-}
+#include "core/run_table.h"
 
 moelat_status ml_cl_check(ml_cl_backend *b, cl_int rc, const char *what) {
     if (rc == CL_SUCCESS)
         return MOELAT_OK;
-    return ml_fail(b->lat, MOELAT_ERR_DEVICE, "%s on %s failed: %s", what, b->lat->device_name, mlcl_error_name(rc));
+    return ml_view_fail(b->v, MOELAT_ERR_DEVICE, "%s on %s failed: %s", what, b->ctx.info.name, mlcl_error_name(rc));
 }
 
 void ml_cl_release_set(ml_chunk_set *s) {
@@ -81,11 +77,11 @@ static void cl_destroy(void *ctx) {
 }
 
 static moelat_status alloc_sets(ml_cl_backend *b, int max_cells) {
-    const moelat_lattice *lat = b->lat;
+    const ml_backend_view *v = b->v;
     cl_int rc = CL_SUCCESS;
-    size_t fl = (size_t)max_cells * lat->S * sizeof(float);
+    size_t fl = (size_t)max_cells * v->S * sizeof(float);
     size_t in = (size_t)max_cells * sizeof(cl_int);
-    int want = lat->n_chunks < ML_CL_MAX_SETS ? lat->n_chunks : ML_CL_MAX_SETS;
+    int want = v->n_chunks < ML_CL_MAX_SETS ? v->n_chunks : ML_CL_MAX_SETS;
     if (want < 1)
         want = 1;
     for (int i = 0; i < want; i++) {
@@ -99,8 +95,8 @@ static moelat_status alloc_sets(ml_cl_backend *b, int max_cells) {
                 s->count[k] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, in, NULL, &rc);
             if (rc == CL_SUCCESS)
                 s->out[k] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, fl, NULL, &rc);
-            const moelat_expert_descriptor *d = lat->expert[k].desc;
-            size_t per_cell = d->cl_scratch_floats ? d->cl_scratch_floats(&lat->expert[k].dims) : 0;
+            const moelat_expert_descriptor *d = v->expert[k].desc;
+            size_t per_cell = d->cl_scratch_floats ? d->cl_scratch_floats(v->expert[k].dims) : 0;
             if (rc == CL_SUCCESS && per_cell > 0)
                 s->scratch[k] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE,
                                                    (size_t)max_cells * per_cell * sizeof(float), NULL, &rc);
@@ -109,7 +105,7 @@ static moelat_status alloc_sets(ml_cl_backend *b, int max_cells) {
             s->nu = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, fl, NULL, &rc);
         if (rc != CL_SUCCESS) {
             /* Fewer sets still work; none does not. */
-            ml_fail(b->lat, MOELAT_ERR_DEVICE, "allocating chunk buffers for %d cells failed: %s", max_cells,
+            ml_view_fail(v, MOELAT_ERR_DEVICE, "allocating chunk buffers for %d cells failed: %s", max_cells,
                     mlcl_error_name(rc));
             if (i == 0) {
                 release_sets(b);
@@ -123,22 +119,22 @@ static moelat_status alloc_sets(ml_cl_backend *b, int max_cells) {
     return MOELAT_OK;
 }
 
-static int max_chunk_cells(const moelat_lattice *lat) {
+static int max_chunk_cells(const ml_backend_view *v) {
     int m = 1;
-    for (int c = 0; c < lat->n_chunks; c++)
-        if (lat->chunks[c].n_cells > m)
-            m = lat->chunks[c].n_cells;
+    for (int c = 0; c < v->n_chunks; c++)
+        if (v->chunks[c].n_cells > m)
+            m = v->chunks[c].n_cells;
     return m;
 }
 
 static moelat_status upload_stencil(ml_cl_backend *b) {
-    const moelat_lattice *lat = b->lat;
+    const ml_stencil *sten = b->v->stencil;
     for (int k = 0; k < MOELAT_BANDS; k++) {
         cl_int rc;
-        size_t n = (size_t)(lat->stencil.count[k] > 0 ? lat->stencil.count[k] : 1);
+        size_t n = (size_t)(sten->count[k] > 0 ? sten->count[k] : 1);
         b->offsets[k] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n * sizeof(ml_offset),
-                                           lat->stencil.count[k] > 0 ? (void *)lat->stencil.band[k]
-                                                                     : (void *)&(ml_offset){0, 0, 0, 0},
+                                           sten->count[k] > 0 ? (void *)sten->band[k]
+                                                              : (void *)&(ml_offset){0, 0, 0, 0},
                                            &rc);
         if (ml_cl_check(b, rc, "uploading the stencil") != MOELAT_OK)
             return MOELAT_ERR_DEVICE;
@@ -150,21 +146,21 @@ static moelat_status upload_stencil(ml_cl_backend *b) {
  * that those get the memory first. Any failure leaves every band summed
  * neighbour by neighbour, which is slower but the same function. */
 static void setup_prefix(ml_cl_backend *b) {
-    const moelat_lattice *lat = b->lat;
-    size_t bytes = lat->N * (size_t)lat->S * sizeof(float);
+    const ml_backend_view *v = b->v;
+    size_t bytes = v->N * (size_t)v->S * sizeof(float);
     cl_int *rows = NULL, *segs = NULL;
     int n_rows = 0, n_segs = 0, direct = 0;
     cl_int rc = CL_SUCCESS;
     const char *why = NULL;
     b->direct = (1 << MOELAT_BANDS) - 1;
     b->n_rows = 0;
-    b->prefix_halo = moelat_lattice_halo_depth(lat);
+    b->prefix_halo = v->halo;
     /* Two state buffers and two prefix buffers must fit. */
     if (4 * (cl_ulong)bytes > b->ctx.info.global_mem_bytes || (cl_ulong)bytes > b->ctx.info.max_alloc_bytes) {
         why = "the prefix buffers do not fit in device memory";
         goto out;
     }
-    if (ml_run_table_build(&lat->stencil, &rows, &n_rows, &segs, &n_segs, &direct) != 0) {
+    if (ml_run_table_build(v->stencil, &rows, &n_rows, &segs, &n_segs, &direct) != 0) {
         why = "out of host memory building the run table";
         goto out;
     }
@@ -201,15 +197,15 @@ out:
 }
 
 static moelat_status create_params(ml_cl_backend *b) {
-    const moelat_lattice *lat = b->lat;
+    const ml_backend_view *v = b->v;
     cl_int rc;
     for (int k = 0; k < MOELAT_BANDS; k++) {
-        size_t n = lat->expert[k].params.n_floats;
+        size_t n = v->expert[k].params->n_floats;
         b->params[k] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_ONLY, (n ? n : 1) * sizeof(float), NULL, &rc);
         if (ml_cl_check(b, rc, "allocating expert parameters") != MOELAT_OK)
             return MOELAT_ERR_DEVICE;
     }
-    b->gate = mlcl_create_buffer(&b->ctx, CL_MEM_READ_ONLY, lat->gate.n_floats * sizeof(float), NULL, &rc);
+    b->gate = mlcl_create_buffer(&b->ctx, CL_MEM_READ_ONLY, v->gate->n_floats * sizeof(float), NULL, &rc);
     return ml_cl_check(b, rc, "allocating gate parameters");
 }
 
@@ -217,12 +213,12 @@ static moelat_status create_params(ml_cl_backend *b) {
  * device (two buffers); say so plainly when they cannot, rather than with
  * the driver's error code. */
 static moelat_status create_buffers(ml_cl_backend *b) {
-    moelat_lattice *lat = b->lat;
+    const ml_backend_view *v = b->v;
     const mlcl_device_info *dev = &b->ctx.info;
     cl_int rc;
-    size_t bytes = lat->N * (size_t)lat->S * sizeof(float);
+    size_t bytes = v->N * (size_t)v->S * sizeof(float);
     if ((cl_ulong)bytes > dev->max_alloc_bytes || 2 * (cl_ulong)bytes > dev->global_mem_bytes)
-        return ml_fail(lat, MOELAT_ERR_DEVICE,
+        return ml_view_fail(v, MOELAT_ERR_DEVICE,
                        "states of %zu bytes exceed what %s holds (largest buffer %llu bytes, memory %llu bytes, two "
                        "state buffers needed); use --mode percell or a smaller lattice",
                        bytes, dev->name, (unsigned long long)dev->max_alloc_bytes,
@@ -230,11 +226,10 @@ static moelat_status create_buffers(ml_cl_backend *b) {
     for (int i = 0; i < 2; i++) {
         b->states[i] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, bytes, NULL, &rc);
         if (rc != CL_SUCCESS)
-            return ml_fail(lat, MOELAT_ERR_DEVICE, "allocating %zu bytes of states on %s failed: %s", bytes,
+            return ml_view_fail(v, MOELAT_ERR_DEVICE, "allocating %zu bytes of states on %s failed: %s", bytes,
                            dev->name, mlcl_error_name(rc));
     }
-    b->ext = mlcl_create_buffer(&b->ctx, CL_MEM_READ_ONLY, (size_t)lat->X * lat->Y * lat->E * sizeof(float), NULL,
-                                &rc);
+    b->ext = mlcl_create_buffer(&b->ctx, CL_MEM_READ_ONLY, (size_t)v->X * v->Y * v->E * sizeof(float), NULL, &rc);
     if (ml_cl_check(b, rc, "allocating the external input") != MOELAT_OK)
         return MOELAT_ERR_DEVICE;
     b->check = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, ML_CL_CHECK_INTS * sizeof(cl_int), NULL, &rc);
@@ -245,67 +240,67 @@ static moelat_status create_buffers(ml_cl_backend *b) {
  * (allocated after the chunk sets, whose allocation order the fault tests
  * count), read back at the end of every device step. */
 static moelat_status create_route(ml_cl_backend *b) {
-    moelat_lattice *lat = b->lat;
+    const ml_backend_view *v = b->v;
     cl_int rc;
-    b->route = mlcl_create_buffer(&b->ctx, CL_MEM_WRITE_ONLY, lat->N * MOELAT_BANDS * sizeof(float), NULL, &rc);
+    b->route = mlcl_create_buffer(&b->ctx, CL_MEM_WRITE_ONLY, v->N * MOELAT_BANDS * sizeof(float), NULL, &rc);
     if (ml_cl_check(b, rc, "allocating the gate weights") != MOELAT_OK)
         return MOELAT_ERR_DEVICE;
-    if (!(b->route_host = malloc(lat->N * MOELAT_BANDS * sizeof(float))))
-        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory for the gate weights");
+    if (!(b->route_host = malloc(v->N * MOELAT_BANDS * sizeof(float))))
+        return ml_view_fail(v, MOELAT_ERR_NOMEM, "out of memory for the gate weights");
     return MOELAT_OK;
 }
 
 /* The chunk scratch sets; on an allocation failure halve the chunks and
  * retry. */
 static moelat_status create_sets(ml_cl_backend *b) {
-    moelat_lattice *lat = b->lat;
+    const ml_backend_view *v = b->v;
     for (;;) {
-        b->max_chunk_cells = max_chunk_cells(lat);
+        b->max_chunk_cells = max_chunk_cells(v);
         if (alloc_sets(b, b->max_chunk_cells) == MOELAT_OK)
             return MOELAT_OK;
         int32_t size[3];
-        memcpy(size, lat->chunk_size, sizeof size);
+        memcpy(size, v->chunk_size, sizeof size);
         int axis = size[2] > 1 ? 2 : size[1] > 1 ? 1 : 0;
         if (size[axis] <= 1)
             return MOELAT_ERR_DEVICE;
         size[axis] = (size[axis] + 1) / 2;
-        ML_WARN("batch", "%s; retrying with chunks of %dx%dx%d", lat->err, size[0], size[1], size[2]);
-        if (ml_lattice_rechunk(lat, size, lat->active_z0, lat->active_z1) != MOELAT_OK)
+        ML_WARN("batch", "%s; retrying with chunks of %dx%dx%d", v->err, size[0], size[1], size[2]);
+        if (v->rechunk(v->core, size) != MOELAT_OK)
             return MOELAT_ERR_NOMEM;
     }
 }
 
-static moelat_status cl_create(moelat_lattice *lat, ml_fallbacks *fb, void **out) {
+static moelat_status cl_create(const ml_backend_view *v, ml_fallbacks *fb, void **out) {
     *out = NULL;
     ml_cl_backend *b = calloc(1, sizeof *b);
     if (!b)
-        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");
-    b->lat = lat;
+        return ml_view_fail(v, MOELAT_ERR_NOMEM, "out of memory");
+    b->v = v;
     char err[4096];
     mlcl_device_info dev;
-    if (mlcl_select_device(lat->cfg.device, &dev, err, sizeof err) != 0) {
+    if (mlcl_select_device(v->device, &dev, err, sizeof err) != 0) {
         free(b);
-        return ml_fail(lat, MOELAT_ERR_DEVICE, "%s", err);
+        return ml_view_fail(v, MOELAT_ERR_DEVICE, "%s", err);
     }
-    int nq = lat->cfg.queues > 0 ? lat->cfg.queues : 2;
+    int nq = v->queues > 0 ? v->queues : 2;
     if (nq > MLCL_MAX_QUEUES)
         nq = MLCL_MAX_QUEUES;
-    if (mlcl_context_create(&dev, nq, lat->cfg.profile, &b->ctx, err, sizeof err) != 0) {
+    if (mlcl_context_create(&dev, nq, v->profile, &b->ctx, err, sizeof err) != 0) {
         free(b);
-        return ml_fail(lat, MOELAT_ERR_DEVICE, "%s", err);
+        return ml_view_fail(v, MOELAT_ERR_DEVICE, "%s", err);
     }
-    snprintf(lat->device_name, sizeof lat->device_name, "%s", dev.name);
-    b->ctx.no_kernel_cache = !lat->tuning.kernel_cache;
-    b->work_group = ml_cl_work_group(lat->S, lat->tuning.work_group, dev.max_work_group_size);
+    snprintf(v->device_name, v->device_name_size, "%s", dev.name);
+    b->ctx.no_kernel_cache = !v->tuning->kernel_cache;
+    b->work_group = ml_cl_work_group(v->S, v->tuning->work_group, dev.max_work_group_size);
 
-    /* Default chunks from the device's memory unless the user chose them. */
-    if (!(lat->cfg.chunk[0] > 0 && lat->cfg.chunk[1] > 0 && lat->cfg.chunk[2] > 0)) {
+    /* Default chunks from the device's memory unless the config chose them. */
+    if (!v->chunks_fixed) {
         int32_t size[3];
-        ml_chunks_default_size(lat->cfg.dims, lat->S, dev.global_mem_bytes, size);
-        if (memcmp(size, lat->chunk_size, sizeof size) != 0 &&
-            ml_lattice_rechunk(lat, size, lat->active_z0, lat->active_z1) != MOELAT_OK)
-            ML_WARN("batch", "%s: keeping chunks of %dx%dx%d", lat->err, lat->chunk_size[0], lat->chunk_size[1],
-                    lat->chunk_size[2]);
+        const int32_t dims[3] = {v->X, v->Y, v->Z};
+        ml_chunks_default_size(dims, v->S, dev.global_mem_bytes, size);
+        if (memcmp(size, v->chunk_size, sizeof size) != 0 && v->rechunk(v->core, size) != MOELAT_OK)
+            ML_WARN("batch", "%s: keeping chunks of %dx%dx%d", v->err, v->chunk_size[0], v->chunk_size[1],
+                    v->chunk_size[2]);
     }
     moelat_status st = create_buffers(b);
     if (st == MOELAT_OK)
@@ -316,8 +311,8 @@ static moelat_status cl_create(moelat_lattice *lat, ml_fallbacks *fb, void **out
         st = ml_cl_build_engine(b);
     if (st == MOELAT_OK)
         st = create_sets(b);
-    if (st == MOELAT_OK && !(b->host_expert_out = malloc((size_t)b->max_chunk_cells * lat->S * sizeof(float))))
-        st = ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");
+    if (st == MOELAT_OK && !(b->host_expert_out = malloc((size_t)b->max_chunk_cells * v->S * sizeof(float))))
+        st = ml_view_fail(v, MOELAT_ERR_NOMEM, "out of memory");
     if (st == MOELAT_OK)
         st = create_route(b);
     if (st != MOELAT_OK) {
@@ -327,8 +322,8 @@ static moelat_status cl_create(moelat_lattice *lat, ml_fallbacks *fb, void **out
     setup_prefix(b);
     for (int k = 0; k < MOELAT_BANDS; k++)
         ml_cl_prepare_expert(b, k, fb);
-    ML_INFO("batch", "device %s, %d queues, %d chunks of up to %d cells (%dx%dx%d)", dev.name, nq, lat->n_chunks,
-            b->max_chunk_cells, lat->chunk_size[0], lat->chunk_size[1], lat->chunk_size[2]);
+    ML_INFO("batch", "device %s, %d queues, %d chunks of up to %d cells (%dx%dx%d)", dev.name, nq, v->n_chunks,
+            b->max_chunk_cells, v->chunk_size[0], v->chunk_size[1], v->chunk_size[2]);
     *out = b;
     return MOELAT_OK;
 }
@@ -341,7 +336,7 @@ static moelat_status write_buffer(ml_cl_backend *b, cl_mem buf, size_t off, size
 
 static moelat_status cl_upload_states(void *ctx, const float *states) {
     ml_cl_backend *b = ctx;
-    return write_buffer(b, b->states[b->cur], 0, b->lat->N * (size_t)b->lat->S * sizeof(float), states,
+    return write_buffer(b, b->states[b->cur], 0, b->v->N * (size_t)b->v->S * sizeof(float), states,
                         "uploading states");
 }
 
@@ -349,27 +344,27 @@ static moelat_status cl_sync_states(void *ctx, float *states) {
     ml_cl_backend *b = ctx;
     return ml_cl_check(b,
                        clEnqueueReadBuffer(b->ctx.queues[0], b->states[b->cur], CL_TRUE, 0,
-                                           b->lat->N * (size_t)b->lat->S * sizeof(float), states, 0, NULL, NULL),
+                                           b->v->N * (size_t)b->v->S * sizeof(float), states, 0, NULL, NULL),
                        "reading states back");
 }
 
 static moelat_status cl_upload_input(void *ctx, const float *ext) {
     ml_cl_backend *b = ctx;
-    const moelat_lattice *lat = b->lat;
-    return write_buffer(b, b->ext, 0, (size_t)lat->X * lat->Y * lat->E * sizeof(float), ext,
+    const ml_backend_view *v = b->v;
+    return write_buffer(b, b->ext, 0, (size_t)v->X * v->Y * v->E * sizeof(float), ext,
                         "uploading the external input");
 }
 
 static moelat_status cl_upload_weights(void *ctx) {
     ml_cl_backend *b = ctx;
-    const moelat_lattice *lat = b->lat;
+    const ml_backend_view *v = b->v;
     for (int k = 0; k < MOELAT_BANDS; k++) {
-        size_t n = lat->expert[k].params.n_floats;
-        if (n && write_buffer(b, b->params[k], 0, n * sizeof(float), lat->expert[k].params.data,
-                              "uploading expert parameters") != MOELAT_OK)
+        const ml_param_block *p = v->expert[k].params;
+        if (p->n_floats && write_buffer(b, b->params[k], 0, p->n_floats * sizeof(float), p->data,
+                                        "uploading expert parameters") != MOELAT_OK)
             return MOELAT_ERR_DEVICE;
     }
-    return write_buffer(b, b->gate, 0, lat->gate.n_floats * sizeof(float), lat->gate.data,
+    return write_buffer(b, b->gate, 0, v->gate->n_floats * sizeof(float), v->gate->data,
                         "uploading gate parameters");
 }
 
@@ -404,4 +399,5 @@ const ml_backend_ops ml_backend_cl_ops = {
     .enqueue = ml_cl_enqueue,
     .finish = ml_cl_finish,
     .backward = &ml_backward_cl_ops,
+    .inspect = &ml_cl_inspect_ops,
 };

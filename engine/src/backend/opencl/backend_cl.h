@@ -6,8 +6,10 @@
  *   backend_cl_step.c     begin_step / enqueue / finish of a device step
  *   backend_cl_inspect.c  one chunk stage by stage (inspect.c's
  *                         moelat_device_stages, `check --experts`)
- * Nothing outside these files (and early_reads.c, and grad_cl.c for the
- * backward's context and queue) reads this struct.
+ *   early_reads.c         delivered planes read while the step runs
+ * Nothing outside these files (and grad_cl.c, for the backward's context
+ * and queue) reads this struct. The backend sees its lattice only through
+ * the view it was created with (backend.h's ml_backend_view).
  *
  * States stay on the device in two buffers (Jacobi double buffering); a
  * step reads states[cur] and writes states[1 - cur]. */
@@ -15,10 +17,9 @@
 #define MOELAT_BACKEND_CL_H
 
 #include "backend/backend.h"
-#include"backend/opencl/cl_runtime.h"
-#include"backend/opencl/cl_shape.h"
-#include"base/early_reads.h"
-#include"core/lattice_internal.h"
+#include "backend/opencl/cl_runtime.h"
+#include "backend/opencl/cl_shape.h"
+#include "backend/opencl/early_reads.h"
 
 #define ML_CL_MAX_SETS 8 /* chunk scratch sets in flight */
 #define ML_CL_CHECK_INTS 6 /* the finite check: cells, lowest cell, lowest per stage (3 experts, combine) */
@@ -41,7 +42,7 @@ typedef struct ml_step_events {
 } ml_step_events;
 
 typedef struct ml_cl_backend {
-    moelat_lattice *lat;
+    const ml_backend_view *v; /* the lattice as the backend sees it */
     mlcl_context ctx;
     cl_program program;
     cl_kernel k_prefix, k_aggregate, k_gate;
@@ -82,20 +83,18 @@ typedef struct ml_cl_backend {
     ml_early_reads early;
 } ml_cl_backend;
 
-/* The lattice's OpenCL backend, or NULL when it has none. */
-ml_cl_backend *ml_cl_of(const moelat_lattice *lat);
-
-/* MOELAT_OK, or MOELAT_ERR_DEVICE with lat->err naming what failed. */
+/* MOELAT_OK, or MOELAT_ERR_DEVICE with the view's error naming what
+ * failed. */
 moelat_status ml_cl_check(ml_cl_backend *b, cl_int rc, const char *what);
 
 /* One release for a chunk set's buffers and event. */
 void ml_cl_release_set(ml_chunk_set *s);
 
 /* backend_cl_tuning.c: the choices a build depends on. */
-int ml_cl_aggregate_vector(const moelat_lattice *lat);
-int ml_cl_absmean_bands(const moelat_lattice *lat);
+int ml_cl_aggregate_vector(const ml_backend_view *v);
+int ml_cl_absmean_bands(const ml_backend_view *v);
 int ml_cl_work_group(int S, int wanted, size_t device_max);
-int ml_cl_gate_cells_wanted(const moelat_lattice *lat);
+int ml_cl_gate_cells_wanted(const ml_backend_view *v);
 const char *ml_cl_lane_mask_option(const mlcl_device_info *dev, int work_group, const char *extra);
 
 /* backend_cl_program.c */
@@ -130,5 +129,8 @@ int ml_cl_expert_step_begin(ml_cl_backend *b, int k, cl_command_queue q, cl_even
 moelat_status ml_cl_begin_step(void *ctx, ml_step *st);
 moelat_status ml_cl_enqueue(void *ctx, ml_step *st);
 moelat_status ml_cl_finish(void *ctx, ml_step *st, int host_ok);
+
+/* backend_cl_inspect.c: the inspection ops. */
+extern const ml_inspect_ops ml_cl_inspect_ops;
 
 #endif

@@ -1,62 +1,59 @@
-/* The OpenCL backend's per-chunk outputs for `check --experts` and the
- * tests: the aggregation, each expert and (optionally) the gate of one
- * chunk, read back one by one. */
+/* The OpenCL backend's inspection ops (backend.h's ml_inspect_ops), for
+ * `check --experts` and the tests: the aggregation, each expert and
+ * (optionally) the gate of one chunk, read back one by one. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include"backend/opencl/backend_cl.h"
+#include "backend/opencl/backend_cl.h"
 
 /* The gate and update of chunk c on q from the outputs and aggregates in
  * s, into the next-states buffer (which the next step overwrites; the
  * current states stay current), read back as n_cells x S in chunk order. */
 static moelat_status gate_chunk_output(ml_cl_backend *b, const ml_chunk *c, ml_chunk_set *s, cl_command_queue q,
                              float *gated) {
-    moelat_lattice *lat = b->lat;
+    const ml_backend_view *v = b->v;
     for (int k = 0; k < MOELAT_BANDS; k++)
         if (!b->expert_on_device[k])
-            return ml_fail(lat, MOELAT_ERR_DEVICE, "the gate needs every expert on the device ('%s' is not)",
-                           lat->expert[k].desc->name);
+            return ml_view_fail(v, MOELAT_ERR_DEVICE, "the gate needs every expert on the device ('%s' is not)",
+                                v->expert[k].desc->name);
     cl_mem next = b->states[1 - b->cur];
     cl_int e = ml_cl_enqueue_gate(b, c, s, next, q, 0, NULL, NULL);
     if (ml_cl_check(b, e, "enqueueing ml_gate_combine") != MOELAT_OK)
         return MOELAT_ERR_DEVICE;
     /* The chunk's planes, then its box out of them. */
-    const size_t S = (size_t)lat->S, plane = (size_t)lat->X * lat->Y * S;
+    const size_t S = (size_t)v->S, plane = (size_t)v->X * v->Y * S;
     float *planes = malloc(plane * (size_t)c->extent[2] * sizeof(float));
     if (!planes)
-        return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory reading the gate's states");
+        return ml_view_fail(v, MOELAT_ERR_NOMEM, "out of memory reading the gate's states");
     e = clEnqueueReadBuffer(q, next, CL_TRUE, plane * (size_t)c->origin[2] * sizeof(float),
                             plane * (size_t)c->extent[2] * sizeof(float), planes, 0, NULL, NULL);
     if (e == CL_SUCCESS)
         for (int ci = 0; ci < c->n_cells; ci++) {
             int xyz[3];
             ml_chunk_cell_xyz(c, ci, xyz);
-            size_t at = (size_t)xyz[0] + (size_t)lat->X * ((size_t)xyz[1] + (size_t)lat->Y * (xyz[2] - c->origin[2]));
+            size_t at = (size_t)xyz[0] + (size_t)v->X * ((size_t)xyz[1] + (size_t)v->Y * (xyz[2] - c->origin[2]));
             memcpy(gated + (size_t)ci * S, planes + at * S, S * sizeof(float));
         }
     free(planes);
     return ml_cl_check(b, e, "reading the gate's states");
 }
 
-moelat_status ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *const out[MOELAT_BANDS],
-                            float *const mean[MOELAT_BANDS], float *const absmean[MOELAT_BANDS], float *gated) {
-    ml_cl_backend *b = ml_cl_of(lat);
-    if (!b)
-        return ml_fail(lat, MOELAT_ERR_DEVICE, "batch mode is not enabled");
-    moelat_status st = ml_res_device_inputs(lat);
-    if (st != MOELAT_OK)
-        return st;
-    const ml_chunk *c = &lat->chunks[chunk];
+static moelat_status cl_expert_outputs(void *ctx, int chunk, float *const out[MOELAT_BANDS],
+                                       float *const mean[MOELAT_BANDS], float *const absmean[MOELAT_BANDS],
+                                       float *gated) {
+    ml_cl_backend *b = ctx;
+    const ml_backend_view *v = b->v;
+    const ml_chunk *c = &v->chunks[chunk];
     ml_chunk_set *s = &b->sets[chunk % b->n_sets];
     cl_command_queue q = b->ctx.queues[0];
     for (int k = 0; k < MOELAT_BANDS; k++) {
-        if (!b->expert_on_device[k] || !lat->expert[k].desc->cl_step_begin)
+        if (!b->expert_on_device[k] || !v->expert[k].desc->cl_step_begin)
             continue;
         cl_event done = NULL;
         if (ml_cl_expert_step_begin(b, k, q, &done) != MOELAT_EXPERT_OK)
-            return ml_fail(lat, MOELAT_ERR_DEVICE, "expert '%s' failed its precomputation",
-                           lat->expert[k].desc->name);
+            return ml_view_fail(v, MOELAT_ERR_DEVICE, "expert '%s' failed its precomputation",
+                                v->expert[k].desc->name);
         if (done)
             clReleaseEvent(done);
     }
@@ -69,7 +66,7 @@ moelat_status ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *con
     e = ml_cl_enqueue_aggregate(b, c, s, q, 0, NULL, NULL);
     if (ml_cl_check(b, e, "enqueueing ml_aggregate") != MOELAT_OK)
         return MOELAT_ERR_DEVICE;
-    size_t bytes = (size_t)c->n_cells * lat->S * sizeof(float);
+    size_t bytes = (size_t)c->n_cells * v->S * sizeof(float);
     for (int k = 0; k < MOELAT_BANDS; k++) {
         e = clEnqueueReadBuffer(q, s->mean[k], CL_TRUE, 0, bytes, mean[k], 0, NULL, NULL);
         if (e == CL_SUCCESS && (b->absmask >> k & 1))
@@ -87,11 +84,11 @@ moelat_status ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *con
         }
         cl_event done = NULL, first = NULL;
         moelat_cl_chunk ch = ml_cl_chunk_call(b, k, c, s, q, NULL, 0, &done, &first);
-        int rc = lat->expert[k].desc->cl_enqueue(b->expert_state[k], &ch);
+        int rc = v->expert[k].desc->cl_enqueue(b->expert_state[k], &ch);
         if (first)
             clReleaseEvent(first);
         if (rc != MOELAT_EXPERT_OK)
-            return ml_fail(lat, MOELAT_ERR_DEVICE, "expert '%s' failed to enqueue", lat->expert[k].desc->name);
+            return ml_view_fail(v, MOELAT_ERR_DEVICE, "expert '%s' failed to enqueue", v->expert[k].desc->name);
         if (done)
             clReleaseEvent(done);
         e = clEnqueueReadBuffer(q, s->out[k], CL_TRUE, 0, bytes, out[k], 0, NULL, NULL);
@@ -101,17 +98,24 @@ moelat_status ml_batch_expert_outputs(moelat_lattice *lat, int chunk, float *con
     return gated ? gate_chunk_output(b, c, s, q, gated) : MOELAT_OK;
 }
 
-int ml_batch_expert_on_device(const moelat_lattice *lat, int band) {
-    const ml_cl_backend *b = ml_cl_of(lat);
-    return b && b->expert_on_device[band];
+static int cl_expert_on_device(const void *ctx, int band) {
+    const ml_cl_backend *b = ctx;
+    return b->expert_on_device[band];
 }
 
-int ml_batch_queues(const moelat_lattice *lat) {
-    const ml_cl_backend *b = ml_cl_of(lat);
-    return b ? b->ctx.n_queues : 0;
+static int cl_queues(const void *ctx) {
+    const ml_cl_backend *b = ctx;
+    return b->ctx.n_queues;
 }
 
-int ml_batch_absmean_bands(const moelat_lattice *lat) {
-    const ml_cl_backend *b = ml_cl_of(lat);
-    return b ? b->absmask : 0;
+static int cl_absmean_bands(const void *ctx) {
+    const ml_cl_backend *b = ctx;
+    return b->absmask;
 }
+
+const ml_inspect_ops ml_cl_inspect_ops = {
+    .expert_outputs = cl_expert_outputs,
+    .expert_on_device = cl_expert_on_device,
+    .queues = cl_queues,
+    .absmean_bands = cl_absmean_bands,
+};

@@ -1,6 +1,6 @@
 /* Arguments and launch sizes of the engine's kernels (moelat_step.cl) and
  * the calls that hand a chunk to an expert. */
-#include"backend/opencl/backend_cl.h"
+#include "backend/opencl/backend_cl.h"
 #include "core/gate.h"
 
 #define SET_ARG(k, i, v)                                                        \
@@ -11,9 +11,9 @@
     } while (0)
 
 static cl_int set_aggregate_args(ml_cl_backend *b, const ml_chunk *c, ml_chunk_set *s) {
-    const moelat_lattice *lat = b->lat;
+    const ml_backend_view *v = b->v;
     cl_kernel k = b->k_aggregate;
-    cl_int4 dims = {{lat->X, lat->Y, lat->Z, 0}};
+    cl_int4 dims = {{v->X, v->Y, v->Z, 0}};
     cl_int4 origin = {{c->origin[0], c->origin[1], c->origin[2], 0}};
     cl_int4 extent = {{c->extent[0], c->extent[1], c->extent[2], 0}};
     cl_int n = c->n_cells;
@@ -38,7 +38,7 @@ static cl_int set_aggregate_args(ml_cl_backend *b, const ml_chunk *c, ml_chunk_s
     SET_ARG(k, a++, direct);
     SET_ARG(k, a++, absmask);
     for (int band = 0; band < MOELAT_BANDS; band++) {
-        cl_int cnt = lat->stencil.count[band];
+        cl_int cnt = v->stencil->count[band];
         SET_ARG(k, a++, b->offsets[band]);
         SET_ARG(k, a++, cnt);
     }
@@ -53,9 +53,9 @@ static cl_int set_aggregate_args(ml_cl_backend *b, const ml_chunk *c, ml_chunk_s
 }
 
 static cl_int set_gate_args(ml_cl_backend *b, const ml_chunk *c, ml_chunk_set *s, cl_mem next) {
-    const moelat_lattice *lat = b->lat;
+    const ml_backend_view *v = b->v;
     cl_kernel k = b->k_gate;
-    cl_int4 dims = {{lat->X, lat->Y, lat->Z, 0}};
+    cl_int4 dims = {{v->X, v->Y, v->Z, 0}};
     cl_int4 origin = {{c->origin[0], c->origin[1], c->origin[2], 0}};
     cl_int4 extent = {{c->extent[0], c->extent[1], c->extent[2], 0}};
     cl_int n = c->n_cells;
@@ -73,7 +73,7 @@ static cl_int set_gate_args(ml_cl_backend *b, const ml_chunk *c, ml_chunk_set *s
         SET_ARG(k, a++, s->count[band]);
     SET_ARG(k, a++, b->gate);
     for (int t = 0; t < GATE_N_TENSORS; t++) {
-        cl_int off = (cl_int)lat->gate.offsets[t];
+        cl_int off = (cl_int)v->gate->offsets[t];
         SET_ARG(k, a++, off);
     }
     SET_ARG(k, a++, b->check);
@@ -95,7 +95,7 @@ cl_int ml_cl_enqueue_aggregate(ml_cl_backend *b, const ml_chunk *c, ml_chunk_set
     if (e != CL_SUCCESS)
         return e;
     size_t local = (size_t)b->work_group;
-    size_t global = round_to_wg(b, (size_t)c->n_cells * (size_t)(b->lat->S / b->agg_vector));
+    size_t global = round_to_wg(b, (size_t)c->n_cells * (size_t)(b->v->S / b->agg_vector));
     return mlcl_enqueue_kernel(q, b->k_aggregate, 1, &global, &local, n_wait, wait, done);
 }
 
@@ -115,21 +115,21 @@ cl_int ml_cl_enqueue_gate(ml_cl_backend *b, const ml_chunk *c, ml_chunk_set *s, 
  * every band is summed directly). */
 cl_int ml_cl_enqueue_prefix(ml_cl_backend *b, cl_command_queue q, cl_uint n_wait, const cl_event *wait,
                             cl_event *done) {
-    const moelat_lattice *lat = b->lat;
+    const ml_backend_view *v = b->v;
     if (!b->prefix[0]) {
         *done = NULL;
         return CL_SUCCESS;
     }
     cl_kernel k = b->k_prefix;
-    cl_int4 dims = {{lat->X, lat->Y, lat->Z, 0}};
+    cl_int4 dims = {{v->X, v->Y, v->Z, 0}};
     /* Only the planes the active ones read (a slab and its halos): the
      * other planes of a slab owner's lattice are never aggregated. */
     int32_t h = b->prefix_halo;
-    int32_t z0 = lat->active_z0 > h ? lat->active_z0 - h : 0;
-    int32_t z1 = lat->active_z1 + h < lat->Z ? lat->active_z1 + h : lat->Z;
-    cl_int2 rows = {{z0 * lat->Y, z1 * lat->Y}};
+    int32_t z0 = v->active_z0 > h ? v->active_z0 - h : 0;
+    int32_t z1 = v->active_z1 + h < v->Z ? v->active_z1 + h : v->Z;
+    cl_int2 rows = {{z0 * v->Y, z1 * v->Y}};
     size_t local = (size_t)b->work_group;
-    size_t global = round_to_wg(b, (size_t)(rows.s[1] - rows.s[0]) * lat->S);
+    size_t global = round_to_wg(b, (size_t)(rows.s[1] - rows.s[0]) * v->S);
     int a = 0;
     SET_ARG(k, a++, b->states[b->cur]);
     SET_ARG(k, a++, dims);
@@ -148,7 +148,7 @@ moelat_cl_chunk ml_cl_chunk_call(const ml_cl_backend *b, int k, const ml_chunk *
         .states = b->states[b->cur],
         .ext = b->ext,
         .offsets = b->offsets[k],
-        .n_offsets = b->lat->stencil.count[k],
+        .n_offsets = b->v->stencil->count[k],
         .origin = {c->origin[0], c->origin[1], c->origin[2]},
         .extent = {c->extent[0], c->extent[1], c->extent[2]},
         .n_cells = c->n_cells,
@@ -174,5 +174,5 @@ int ml_cl_expert_step_begin(ml_cl_backend *b, int k, cl_command_queue q, cl_even
         .wait = NULL,
         .done = done,
     };
-    return b->lat->expert[k].desc->cl_step_begin(b->expert_state[k], &st);
+    return b->v->expert[k].desc->cl_step_begin(b->expert_state[k], &st);
 }

@@ -4,17 +4,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include"backend/opencl/backend_cl.h"
+#include "backend/opencl/backend_cl.h"
 #include "base/log.h"
 
 int ml_cl_build(ml_cl_backend *b, const char *name, const char *source, const char *defines, cl_program *out,
                 char *err, size_t errlen) {
-    const moelat_lattice *lat = b->lat;
+    const ml_backend_view *v = b->v;
     char opts[4096];
-    const char *extra = lat->tuning.cl_options;
+    const char *extra = v->tuning->cl_options;
     const char *lane_mask = ml_cl_lane_mask_option(&b->ctx.info, b->work_group, extra);
     int n = snprintf(opts, sizeof opts,
-                     "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_WG=%d -D MOELAT_LOCAL_MEM=%llu %s %s %s %s", lat->S,
+                     "-cl-std=CL1.2 -D MOELAT_S=%d -D MOELAT_WG=%d -D MOELAT_LOCAL_MEM=%llu %s %s %s %s", v->S,
                      b->work_group, (unsigned long long)b->ctx.info.local_mem_bytes, defines, lane_mask,
                      b->shape.option, extra);
     if (n < 0 || (size_t)n >= sizeof opts) {
@@ -25,25 +25,24 @@ int ml_cl_build(ml_cl_backend *b, const char *name, const char *source, const ch
 }
 
 moelat_status ml_cl_build_engine(ml_cl_backend *b) {
-    moelat_lattice *lat = b->lat;
+    const ml_backend_view *v = b->v;
     /* CPU-shaped or work-group step kernels (cl_shape.h): the source and
      * the gate kernel's name follow. */
-    ml_cl_shape_choose(&b->ctx.info, lat->chunk_size[0] < lat->X ? lat->chunk_size[0] : lat->X,
-                       &lat->tuning, &b->shape);
+    ml_cl_shape_choose(&b->ctx.info, v->chunk_size[0] < v->X ? v->chunk_size[0] : v->X, v->tuning, &b->shape);
     char *step = ml_cl_shape_step_source(&b->shape);
     if (!step)
-        return ml_fail(lat, MOELAT_ERR_DEVICE, "kernel sources are missing from this build or out of memory");
+        return ml_view_fail(v, MOELAT_ERR_DEVICE, "kernel sources are missing from this build or out of memory");
     char defines[256];
-    b->agg_vector = ml_cl_aggregate_vector(lat);
-    if (lat->tuning.agg_vector <= 0)
-        b->agg_vector = ml_cl_shape_agg_vector(&b->shape, lat->S);
-    b->absmask = ml_cl_absmean_bands(lat);
+    b->agg_vector = ml_cl_aggregate_vector(v);
+    if (v->tuning->agg_vector <= 0)
+        b->agg_vector = ml_cl_shape_agg_vector(&b->shape, v->S);
+    b->absmask = ml_cl_absmean_bands(v);
     ML_INFO("batch", "aggregation: %d state value%s per work-item", b->agg_vector, b->agg_vector > 1 ? "s" : "");
-    snprintf(defines, sizeof defines, "-D MOELAT_GH=%d -D ML_AGG_V=%d -D ML_GATE_CELLS=%d", lat->gate_hidden,
-             b->agg_vector, ml_cl_gate_cells_wanted(lat));
-    if (*ml_cl_lane_mask_option(&b->ctx.info, b->work_group, lat->tuning.cl_options))
+    snprintf(defines, sizeof defines, "-D MOELAT_GH=%d -D ML_AGG_V=%d -D ML_GATE_CELLS=%d", v->gate_hidden,
+             b->agg_vector, ml_cl_gate_cells_wanted(v));
+    if (*ml_cl_lane_mask_option(&b->ctx.info, b->work_group, v->tuning->cl_options))
         ML_INFO("batch", "lane index masked to its range (ML_LANE_MASK, on NVIDIA)");
-    int built = ml_cl_build(b, "moelat_step.cl", step, defines, &b->program, lat->err, sizeof lat->err);
+    int built = ml_cl_build(b, "moelat_step.cl", step, defines, &b->program, v->err, v->err_size);
     free(step);
     if (built != 0)
         return MOELAT_ERR_DEVICE;
@@ -80,8 +79,8 @@ static void to_host(ml_fallbacks *fb, const char *who, const moelat_expert_descr
 }
 
 void ml_cl_prepare_expert(ml_cl_backend *b, int k, ml_fallbacks *fb) {
-    const moelat_lattice *lat = b->lat;
-    const ml_expert_slot *e = &lat->expert[k];
+    const ml_backend_view *v = b->v;
+    const ml_view_expert *e = &v->expert[k];
     const moelat_expert_descriptor *d = e->desc;
     b->expert_on_device[k] = 0;
     b->desc[k] = d;
@@ -91,10 +90,10 @@ void ml_cl_prepare_expert(ml_cl_backend *b, int k, ml_fallbacks *fb) {
     }
     char defines[1024];
     int pos = snprintf(defines, sizeof defines, "-D MOELAT_E=%d -D MOELAT_CNF_STEPS=%d -D MOELAT_CNF_MODE=%d",
-                       lat->E, e->dims.cnf_steps, e->dims.cnf_mode);
+                       v->E, e->dims->cnf_steps, e->dims->cnf_mode);
     for (int h = 0; h < MOELAT_MAX_HIDDEN && d->hidden_names[h] && pos < (int)sizeof defines - 100; h++)
         pos += snprintf(defines + pos, sizeof defines - (size_t)pos, " -D MOELAT_H_%s=%d", d->hidden_names[h],
-                        e->dims.hidden[h]);
+                        e->dims->hidden[h]);
     char name[128], err[8192];
     snprintf(name, sizeof name, "expert_%s", d->name);
     if (ml_cl_build(b, name, d->cl_source, defines, &b->expert_program[k], err, sizeof err) != 0) {
@@ -107,14 +106,14 @@ void ml_cl_prepare_expert(ml_cl_backend *b, int k, ml_fallbacks *fb) {
         .context = b->ctx.context,
         .device = b->ctx.info.device,
         .program = b->expert_program[k],
-        .dims = &e->dims,
+        .dims = e->dims,
         .params = b->params[k],
-        .tensor_offsets = e->params.offsets,
-        .n_tensors = e->params.n_tensors,
-        .lattice = {lat->X, lat->Y, lat->Z},
+        .tensor_offsets = e->params->offsets,
+        .n_tensors = e->params->n_tensors,
+        .lattice = {v->X, v->Y, v->Z},
         .max_chunk_cells = b->max_chunk_cells,
         .work_group = b->work_group,
-        .tuning = lat->cfg.tuning,
+        .tuning = v->tuning_text,
     };
     if (d->cl_prepare(&setup, &b->expert_state[k]) != MOELAT_EXPERT_OK) {
         b->expert_state[k] = NULL;

@@ -16,9 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include"backend/opencl/backend_cl.h"
-#include "core/percell.h"
-#include "core/residency.h"
+#include "backend/opencl/backend_cl.h"
 
 /* Keeps ev (and first, its expert's first command, when not NULL) for the
  * step's accounting; the caller keeps its own references. */
@@ -84,7 +82,7 @@ static void finish_queues(ml_cl_backend *b) {
 static void abort_step(ml_cl_backend *b, ml_step *st) {
     release_pre(b);
     account_events(&b->se, st);
-    ml_early_reads_end(b->lat, &b->early, b->ctx.transfer);
+    ml_early_reads_end(&b->early, b->ctx.transfer);
     if (b->step_start) {
         /* Its work may still run; the event only loses our reference. */
         clReleaseEvent(b->step_start);
@@ -97,13 +95,13 @@ static void abort_step(ml_cl_backend *b, ml_step *st) {
  * MOELAT_ERR_DEVICE: the upload failed; another status: the expert did. */
 static moelat_status host_expert_chunk(ml_cl_backend *b, int k, const ml_chunk *c, ml_chunk_set *s,
                                        cl_command_queue q, cl_event wait, cl_event *done, int *expert_failed) {
-    moelat_lattice *lat = b->lat;
-    moelat_status st = ml_percell_expert_chunk(lat, k, c, lat->states, b->host_expert_out);
+    const ml_backend_view *v = b->v;
+    moelat_status st = v->host_expert(v->core, k, c, b->host_expert_out);
     if (st != MOELAT_OK) {
         *expert_failed = 1; /* no device fallback helps */
         return st;
     }
-    cl_int rc = clEnqueueWriteBuffer(q, s->out[k], CL_FALSE, 0, (size_t)c->n_cells * lat->S * sizeof(float),
+    cl_int rc = clEnqueueWriteBuffer(q, s->out[k], CL_FALSE, 0, (size_t)c->n_cells * v->S * sizeof(float),
                                      b->host_expert_out, wait ? 1 : 0, wait ? &wait : NULL, done);
     if (rc == CL_SUCCESS)
         rc = clWaitForEvents(1, done); /* host_expert_out is reused by the next chunk */
@@ -111,12 +109,12 @@ static moelat_status host_expert_chunk(ml_cl_backend *b, int k, const ml_chunk *
 }
 
 /* Enqueues chunk ci on queue slot qi. MOELAT_OK; or a status with
- * *expert_failed 0 when its device work could not be enqueued (lat->err
- * says why; nothing of it writes the next buffer), 1 when an expert
+ * *expert_failed 0 when its device work could not be enqueued (the view's
+ * error says why; nothing of it writes the next buffer), 1 when an expert
  * evaluated on the host failed (the step cannot go on). */
 static moelat_status enqueue_chunk(ml_cl_backend *b, int ci, int qi, int *expert_failed) {
-    moelat_lattice *lat = b->lat;
-    const ml_chunk *c = &lat->chunks[ci];
+    const ml_backend_view *v = b->v;
+    const ml_chunk *c = &v->chunks[ci];
     ml_chunk_set *s = &b->sets[ci % b->n_sets];
     int nq = b->ctx.n_queues;
     cl_command_queue q = b->ctx.queues[qi % nq];
@@ -156,12 +154,12 @@ static moelat_status enqueue_chunk(ml_cl_backend *b, int ci, int qi, int *expert
                 waits[nw++] = b->pre[p];
         moelat_cl_chunk ch = ml_cl_chunk_call(b, k, c, s, qk, waits, nw, &ex[k], &ex_first[k]);
         if (mlcl_fault_hit(MLCL_FAULT_ENQUEUE)) {
-            ml_fail(lat, MOELAT_ERR_DEVICE, "expert '%s' enqueue failed: CL_OUT_OF_RESOURCES (injected)",
-                    lat->expert[k].desc->name);
+            ml_view_fail(v, MOELAT_ERR_DEVICE, "expert '%s' enqueue failed: CL_OUT_OF_RESOURCES (injected)",
+                         v->expert[k].desc->name);
             goto out;
         }
-        if (lat->expert[k].desc->cl_enqueue(b->expert_state[k], &ch) != MOELAT_EXPERT_OK) {
-            ml_fail(lat, MOELAT_ERR_DEVICE, "expert '%s' failed to enqueue chunk %d", lat->expert[k].desc->name, ci);
+        if (v->expert[k].desc->cl_enqueue(b->expert_state[k], &ch) != MOELAT_EXPERT_OK) {
+            ml_view_fail(v, MOELAT_ERR_DEVICE, "expert '%s' failed to enqueue chunk %d", v->expert[k].desc->name, ci);
             goto out;
         }
         keep_span(&b->se, ex_first[k], ex[k], (ml_time_kind)k);
@@ -194,18 +192,19 @@ out:
     return rc;
 }
 
-/* Writes host-computed chunks of lat->next into the device's next buffer. */
-static moelat_status upload_host_chunks(ml_cl_backend *b, const int *ids, int n) {
-    const moelat_lattice *lat = b->lat;
+/* Writes the host chunks' results (st->host_next) into the device's next
+ * buffer. */
+static moelat_status upload_host_chunks(ml_cl_backend *b, const ml_step *st) {
+    const ml_backend_view *v = b->v;
     cl_command_queue q = b->ctx.queues[0];
-    size_t row = (size_t)lat->X * lat->S * sizeof(float);
-    size_t slice = row * (size_t)lat->Y;
-    for (int i = 0; i < n; i++) {
-        const ml_chunk *c = &lat->chunks[ids[i]];
-        size_t origin[3] = {(size_t)c->origin[0] * lat->S * sizeof(float), (size_t)c->origin[1], (size_t)c->origin[2]};
-        size_t region[3] = {(size_t)c->extent[0] * lat->S * sizeof(float), (size_t)c->extent[1], (size_t)c->extent[2]};
+    size_t row = (size_t)v->X * v->S * sizeof(float);
+    size_t slice = row * (size_t)v->Y;
+    for (int i = 0; i < st->n_host; i++) {
+        const ml_chunk *c = &v->chunks[st->host[i]];
+        size_t origin[3] = {(size_t)c->origin[0] * v->S * sizeof(float), (size_t)c->origin[1], (size_t)c->origin[2]};
+        size_t region[3] = {(size_t)c->extent[0] * v->S * sizeof(float), (size_t)c->extent[1], (size_t)c->extent[2]};
         cl_int e = clEnqueueWriteBufferRect(q, b->states[1 - b->cur], CL_FALSE, origin, origin, region, row, slice,
-                                            row, slice, lat->next, 0, NULL, NULL);
+                                            row, slice, st->host_next, 0, NULL, NULL);
         if (ml_cl_check(b, e, "uploading host chunks") != MOELAT_OK)
             return MOELAT_ERR_DEVICE;
     }
@@ -258,7 +257,7 @@ static moelat_status check_finite(ml_cl_backend *b) {
     for (int k = 0; k < MOELAT_BANDS && band < 0; k++)
         if (res[2 + k] == res[1])
             band = k;
-    return ml_fail_nonfinite(b->lat, (size_t)res[1], band);
+    return b->v->nonfinite(b->v->core, (size_t)res[1], band);
 }
 
 /* Moves every device chunk of st to its host list. */
@@ -270,10 +269,10 @@ static void all_to_host(ml_step *st) {
 
 moelat_status ml_cl_begin_step(void *ctx, ml_step *st) {
     ml_cl_backend *b = ctx;
-    moelat_lattice *lat = b->lat;
+    const ml_backend_view *v = b->v;
     b->started = 0;
     memset(&b->se, 0, sizeof b->se);
-    if (ml_early_reads_plan(lat, st->n_ranges, st->dev, st->n_dev, st->host, st->n_host, &b->early) != 0)
+    if (ml_early_reads_plan(v, b->ctx.info.name, st, &b->early) != 0)
         for (int r = 0; r < ML_MAX_DELIVER; r++)
             b->early.blocked[r] = 1; /* out of memory: read after the step */
     if (st->n_dev == 0)
@@ -281,26 +280,26 @@ moelat_status ml_cl_begin_step(void *ctx, ml_step *st) {
     if (start_device_step(b) != MOELAT_OK) {
         /* No device chunk can aggregate without it: this step they all
          * run on the host. */
-        ml_fallbacks_add(&st->fb, lat->err);
+        ml_fallbacks_add(&st->fb, v->err);
         all_to_host(st);
-        moelat_status s = ml_res_host_states(lat);
+        moelat_status s = v->host_states(v->core);
         if (s != MOELAT_OK)
             abort_step(b, st);
         return s;
     }
     b->started = 1;
     for (int k = 0; k < MOELAT_BANDS; k++) {
-        if (!b->expert_on_device[k] || !lat->expert[k].desc->cl_step_begin)
+        if (!b->expert_on_device[k] || !v->expert[k].desc->cl_step_begin)
             continue;
         cl_command_queue q = b->ctx.queues[(1 + k) % b->ctx.n_queues];
         if (ml_cl_expert_step_begin(b, k, q, &b->pre[k]) != MOELAT_EXPERT_OK) {
             /* Without its precomputation the expert cannot run: host. */
             char reason[256];
             snprintf(reason, sizeof reason, "expert '%s' failed its per-step precomputation: band %s runs on the host",
-                     lat->expert[k].desc->name, moelat_band_name(k));
+                     v->expert[k].desc->name, moelat_band_name(k));
             ml_fallbacks_add(&st->fb, reason);
             b->expert_on_device[k] = 0;
-            moelat_status s = ml_res_host_states(lat);
+            moelat_status s = v->host_states(v->core);
             if (s != MOELAT_OK) {
                 abort_step(b, st);
                 return s;
@@ -314,13 +313,13 @@ moelat_status ml_cl_begin_step(void *ctx, ml_step *st) {
 
 moelat_status ml_cl_enqueue(void *ctx, ml_step *st) {
     ml_cl_backend *b = ctx;
-    moelat_lattice *lat = b->lat;
+    const ml_backend_view *v = b->v;
     for (int i = 0; i < st->n_dev; i++) {
         int expert_failed = 0;
         moelat_status er = enqueue_chunk(b, st->dev[i], i, &expert_failed);
         if (er == MOELAT_OK) {
-            ml_early_reads_chunk_done(lat, &b->early, st->dev[i], b->sets[st->dev[i] % b->n_sets].last,
-                                      b->ctx.transfer, b->states[1 - b->cur]);
+            ml_early_reads_chunk_done(&b->early, st->dev[i], b->sets[st->dev[i] % b->n_sets].last, b->ctx.transfer,
+                                      b->states[1 - b->cur]);
             continue;
         }
         if (expert_failed) {
@@ -331,16 +330,16 @@ moelat_status ml_cl_enqueue(void *ctx, ml_step *st) {
         /* Its device work failed: this chunk runs on the host. Work of it
          * already enqueued may still use the chunk's scratch set: drain
          * the queues before another chunk reuses it. */
-        ml_fallbacks_add(&st->fb, lat->err);
+        ml_fallbacks_add(&st->fb, v->err);
         finish_queues(b);
-        moelat_status s = ml_res_host_states(lat);
+        moelat_status s = v->host_states(v->core);
         if (s != MOELAT_OK) {
             abort_step(b, st);
             return s;
         }
         /* Move it to the host list; the last device chunk takes its slot
          * and is enqueued next. */
-        ml_early_reads_chunk_on_host(lat, &b->early, st->dev[i]);
+        ml_early_reads_chunk_on_host(&b->early, st->dev[i]);
         st->host[st->n_host++] = st->dev[i];
         st->dev[i--] = st->dev[--st->n_dev];
     }
@@ -361,14 +360,14 @@ moelat_status ml_cl_enqueue(void *ctx, ml_step *st) {
 
 moelat_status ml_cl_finish(void *ctx, ml_step *st, int host_ok) {
     ml_cl_backend *b = ctx;
-    moelat_lattice *lat = b->lat;
+    const ml_backend_view *v = b->v;
     moelat_status rc = MOELAT_OK;
-    ml_early_reads_wait(lat, &b->early);
+    ml_early_reads_wait(&b->early, &st->planes_early);
     for (int q = 0; q < b->ctx.n_queues; q++)
         if (ml_cl_check(b, clFinish(b->ctx.queues[q]), "finishing the step") != MOELAT_OK)
             rc = MOELAT_ERR_DEVICE;
     if (rc == MOELAT_OK && host_ok && st->n_host > 0)
-        rc = upload_host_chunks(b, st->host, st->n_host);
+        rc = upload_host_chunks(b, st);
     if (rc != MOELAT_OK || !host_ok) {
         abort_step(b, st);
         return rc;
@@ -382,8 +381,8 @@ moelat_status ml_cl_finish(void *ctx, ml_step *st, int host_ok) {
      * ahead of the finite check's blocking read (which waits for it). */
     cl_int route_e = CL_SUCCESS;
     if (b->started) {
-        size_t at = (size_t)lat->X * lat->Y * (size_t)lat->active_z0 * MOELAT_BANDS;
-        size_t n = (size_t)lat->X * lat->Y * (size_t)(lat->active_z1 - lat->active_z0) * MOELAT_BANDS;
+        size_t at = (size_t)v->X * v->Y * (size_t)v->active_z0 * MOELAT_BANDS;
+        size_t n = (size_t)v->X * v->Y * (size_t)(v->active_z1 - v->active_z0) * MOELAT_BANDS;
         route_e = clEnqueueReadBuffer(b->ctx.queues[0], b->route, CL_FALSE, at * sizeof(float), n * sizeof(float),
                                       b->route_host + at, 0, NULL, NULL);
         rc = check_finite(b);
@@ -392,7 +391,7 @@ moelat_status ml_cl_finish(void *ctx, ml_step *st, int host_ok) {
         else if (rc == MOELAT_OK)
             rc = MOELAT_ERR_DEVICE;
     }
-    ml_early_reads_end(lat, &b->early, b->ctx.transfer);
+    ml_early_reads_end(&b->early, b->ctx.transfer);
     /* A failing finite check keeps the last finite states current, as the
      * host path does: the failed step's output is not swapped in. */
     if (rc == MOELAT_OK) {

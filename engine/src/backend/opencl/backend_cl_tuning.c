@@ -2,31 +2,31 @@
  * else the defaults the measurements in tools/bench/NOTES.md chose. */
 #include <string.h>
 
-#include"backend/opencl/backend_cl.h"
+#include "backend/opencl/backend_cl.h"
 #include "base/log.h"
 
 /* State values per work-item of ml_aggregate (moelat_step.cl's ML_AGG_V):
  * a float4 when S allows, or the tuning's agg_vector when it divides S
  * (tools/bench/NOTES.md items 21-22). */
-int ml_cl_aggregate_vector(const moelat_lattice *lat) {
-    int v = lat->tuning.agg_vector;
-    if (v > 0) {
-        if (lat->S % v == 0)
-            return v;
-        ML_WARN("batch", "tuning agg_vector=%d does not divide the state size %d: ignored", v, lat->S);
+int ml_cl_aggregate_vector(const ml_backend_view *v) {
+    int n = v->tuning->agg_vector;
+    if (n > 0) {
+        if (v->S % n == 0)
+            return n;
+        ML_WARN("batch", "tuning agg_vector=%d does not divide the state size %d: ignored", n, v->S);
     }
-    return lat->S % 4 == 0 ? 4 : 1;
+    return v->S % 4 == 0 ? 4 : 1;
 }
 
 /* Bands whose mean of |n_j| the aggregation computes: those whose expert
  * does not declare MOELAT_CL_NO_ABSMEAN (tuning agg_absmean=all: every
  * band, as before the flag, for timing and tests). */
-int ml_cl_absmean_bands(const moelat_lattice *lat) {
-    if (lat->tuning.agg_absmean_all)
+int ml_cl_absmean_bands(const ml_backend_view *v) {
+    if (v->tuning->agg_absmean_all)
         return (1 << MOELAT_BANDS) - 1;
     int mask = 0;
     for (int k = 0; k < MOELAT_BANDS; k++)
-        if (!(lat->expert[k].desc->cl_flags & MOELAT_CL_NO_ABSMEAN))
+        if (!(v->expert[k].desc->cl_flags & MOELAT_CL_NO_ABSMEAN))
             mask |= 1 << k;
     return mask;
 }
@@ -49,8 +49,8 @@ int ml_cl_work_group(int S, int wanted, size_t device_max) {
 /* The gate's cells per work-group to ask the kernel for (it halves them
  * where its local arrays would not fit): 4 (tools/bench/NOTES.md item 35
  * has the measurements), or the tuning's gate_cells. */
-int ml_cl_gate_cells_wanted(const moelat_lattice *lat) {
-    return lat->tuning.gate_cells > 0 ? lat->tuning.gate_cells : 4;
+int ml_cl_gate_cells_wanted(const ml_backend_view *v) {
+    return v->tuning->gate_cells > 0 ? v->tuning->gate_cells : 4;
 }
 
 /* The masked lane index (moelat_helpers.cl's ML_LANE_MASK) on NVIDIA's

@@ -10,8 +10,8 @@
 
 #include <stddef.h>
 
-#include"backend/opencl/cl_runtime.h"
-#include"core/lattice_internal.h"
+#include "backend/opencl/cl_runtime.h"
+#include "core/chunks.h"
 #include "core/tuning.h"
 
 typedef struct ml_cl_shape {
