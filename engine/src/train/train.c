@@ -365,9 +365,8 @@ static moelat_status run_sample(moelat_trainer *t, int64_t b, int grad, double *
     st = moelat_grad_backward(t->rec, t->dstates, ns);
     if (st == MOELAT_OK)
         st = moelat_grad_weights(t->rec, t->g, t->n_weights);
-    /* The recording lives until the next one (as the CLI's loop kept it):
-     * the device backward's plan depends on the memory it finds free, so
-     * an earlier release could change the gradients' rounding. */
+    /* The recording lives until the next one starts (record) or the
+     * trainer is destroyed. */
     if (st != MOELAT_OK)
         return ml_train_fail(t, st, "%s", moelat_last_error(lat));
     for (size_t k = 0; k < t->n_weights; k++)
