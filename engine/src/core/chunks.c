@@ -1,7 +1,7 @@
 /* Box chunks: the unit of scheduling for both paths. */
 #include <stdlib.h>
 
-#include"core/lattice_internal.h"
+#include "core/chunks.h"
 
 static int32_t div_up(int32_t a, int32_t b) { return (a + b - 1) / b; }
 
