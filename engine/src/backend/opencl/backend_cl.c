@@ -106,7 +106,7 @@ static moelat_status alloc_sets(ml_cl_backend *b, int max_cells) {
         if (rc != CL_SUCCESS) {
             /* Fewer sets still work; none does not. */
             ml_view_fail(v, MOELAT_ERR_DEVICE, "allocating chunk buffers for %d cells failed: %s", max_cells,
-                    mlcl_error_name(rc));
+                         mlcl_error_name(rc));
             if (i == 0) {
                 release_sets(b);
                 return MOELAT_ERR_DEVICE;
@@ -219,15 +219,15 @@ static moelat_status create_buffers(ml_cl_backend *b) {
     size_t bytes = v->N * (size_t)v->S * sizeof(float);
     if ((cl_ulong)bytes > dev->max_alloc_bytes || 2 * (cl_ulong)bytes > dev->global_mem_bytes)
         return ml_view_fail(v, MOELAT_ERR_DEVICE,
-                       "states of %zu bytes exceed what %s holds (largest buffer %llu bytes, memory %llu bytes, two "
-                       "state buffers needed); use --mode percell or a smaller lattice",
-                       bytes, dev->name, (unsigned long long)dev->max_alloc_bytes,
-                       (unsigned long long)dev->global_mem_bytes);
+                            "states of %zu bytes exceed what %s holds (largest buffer %llu bytes, memory %llu bytes, "
+                            "two state buffers needed); use --mode percell or a smaller lattice",
+                            bytes, dev->name, (unsigned long long)dev->max_alloc_bytes,
+                            (unsigned long long)dev->global_mem_bytes);
     for (int i = 0; i < 2; i++) {
         b->states[i] = mlcl_create_buffer(&b->ctx, CL_MEM_READ_WRITE, bytes, NULL, &rc);
         if (rc != CL_SUCCESS)
             return ml_view_fail(v, MOELAT_ERR_DEVICE, "allocating %zu bytes of states on %s failed: %s", bytes,
-                           dev->name, mlcl_error_name(rc));
+                                dev->name, mlcl_error_name(rc));
     }
     b->ext = mlcl_create_buffer(&b->ctx, CL_MEM_READ_ONLY, (size_t)v->X * v->Y * v->E * sizeof(float), NULL, &rc);
     if (ml_cl_check(b, rc, "allocating the external input") != MOELAT_OK)
