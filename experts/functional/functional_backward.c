@@ -42,16 +42,21 @@ static size_t fn_work_doubles(const moelat_expert_dims *d) {
     return edge > cnf ? edge : cnf;
 }
 
-static void fn_forward(const moelat_grad_cell *c, fn_fwd *w, MLB_G mlb_real **at, MLB_G mlb_real *out) {
-    const moelat_expert_dims *d = c->dims;
-    MLB_G const mlb_real *const *t = c->tensors;
-    int S = d->state_size, E = d->ext_size, hd = HD(d), md = MD(d), n = c->count, U = S + md + E;
-    MLB_G const mlb_real *x = c->x;
+/* The per-edge arrays of the forward, for n edges (the host backward
+ * keeps every edge; the device's work-group kernel recomputes them and
+ * takes none). */
+static void fn_layout_edges(const moelat_expert_dims *d, int n, fn_fwd *w, MLB_G mlb_real **at) {
+    int hd = HD(d), md = MD(d);
     w->zmc = bm_take(at, (size_t)n * hd);
     w->cdf = bm_take(at, (size_t)n * hd);
     w->msg = bm_take(at, (size_t)n * md);
     w->ta = bm_take(at, (size_t)n * md);
     w->a = bm_take(at, n);
+}
+
+/* The per-cell arrays of the forward. */
+static void fn_layout_cell(const moelat_expert_dims *d, fn_fwd *w, MLB_G mlb_real **at) {
+    int S = d->state_size, E = d->ext_size, hd = HD(d), md = MD(d), U = S + md + E;
     w->act = bm_take(at, S);
     w->mean = bm_take(at, S);
     w->xa = bm_take(at, 2 * (size_t)S);
@@ -73,7 +78,11 @@ static void fn_forward(const moelat_grad_cell *c, fn_fwd *w, MLB_G mlb_real **at
     w->px = bm_take(at, hd);
     w->pa = bm_take(at, md);
     w->work = bm_take(at, fn_work_doubles(d));
+}
 
+/* act = mean_j |n_j| and mean = mean_j n_j of c's neighbours. */
+static void fn_fwd_means(const moelat_grad_cell *c, fn_fwd *w) {
+    int S = c->dims->state_size, n = c->count;
     bm_zero(w->act, (size_t)S);
     bm_zero(w->mean, (size_t)S);
     for (int j = 0; j < n; j++)
@@ -86,6 +95,15 @@ static void fn_forward(const moelat_grad_cell *c, fn_fwd *w, MLB_G mlb_real **at
         w->act[s] /= n;
         w->mean[s] /= n;
     }
+}
+
+/* From act: the gate g; and the edge layers' x columns with their biases,
+ * the same for every edge of the cell (px, pa). */
+static void fn_fwd_gate(const moelat_grad_cell *c, fn_fwd *w) {
+    const moelat_expert_dims *d = c->dims;
+    MLB_G const mlb_real *const *t = c->tensors;
+    int S = d->state_size, hd = HD(d), md = MD(d);
+    MLB_G const mlb_real *x = c->x;
     bm_copy(w->xa, x, (size_t)S);
     bm_copy(w->xa + S, w->act, (size_t)S);
     bm_dense(t[F_G0_W], t[F_G0_B], w->xa, 2 * S, w->zg, S / 2);
@@ -97,9 +115,16 @@ static void fn_forward(const moelat_grad_cell *c, fn_fwd *w, MLB_G mlb_real **at
     /* The edge layers read [n_j, x] and [m_j, x]: their x columns and bias
      * are the same for every edge, so they are computed once per cell (as
      * the batched forward does), and per edge only the n_j or m_j columns. */
-    MLB_G mlb_real *hid = w->work;
     bm_dense_part(t[F_MC0_W] + S, 2 * S, t[F_MC0_B], x, S, w->px, hd);
     bm_dense_part(t[F_AT0_W] + md, md + S, t[F_AT0_B], x, S, w->pa, md);
+}
+
+/* Every edge's message and attention logit, their softmax and M. */
+static void fn_fwd_edges(const moelat_grad_cell *c, fn_fwd *w) {
+    const moelat_expert_dims *d = c->dims;
+    MLB_G const mlb_real *const *t = c->tensors;
+    int S = d->state_size, hd = HD(d), md = MD(d), n = c->count;
+    MLB_G mlb_real *hid = w->work;
     for (int j = 0; j < n; j++) {
         MLB_G mlb_real *zm = w->zmc + (size_t)j * hd, *m = w->msg + (size_t)j * md, *ta = w->ta + (size_t)j * md;
         MLB_G mlb_real *cdf = w->cdf + (size_t)j * hd;
@@ -119,7 +144,14 @@ static void fn_forward(const moelat_grad_cell *c, fn_fwd *w, MLB_G mlb_real **at
     for (int j = 0; j < n; j++)
         for (int i = 0; i < md; i++)
             w->M[i] += w->a[j] * w->msg[(size_t)j * md + i];
+}
 
+/* From M: the GRU, the CNF, the result layer; out when not NULL. */
+static void fn_fwd_tail(const moelat_grad_cell *c, fn_fwd *w, MLB_G mlb_real *out) {
+    const moelat_expert_dims *d = c->dims;
+    MLB_G const mlb_real *const *t = c->tensors;
+    int S = d->state_size, E = d->ext_size, md = MD(d), U = S + md + E;
+    MLB_G const mlb_real *x = c->x;
     bm_copy(w->xu, x, (size_t)S);
     bm_copy(w->xu + S, w->M, (size_t)md);
     for (int i = 0; i < E; i++)
@@ -150,21 +182,49 @@ static void fn_forward(const moelat_grad_cell *c, fn_fwd *w, MLB_G mlb_real **at
             out[s] = bm_gelu(w->y[s]);
 }
 
-static int fn_backward_cell(const moelat_grad_cell *c) {
+static void fn_forward(const moelat_grad_cell *c, fn_fwd *w, MLB_G mlb_real **at, MLB_G mlb_real *out) {
+    fn_layout_edges(c->dims, c->count, w, at);
+    fn_layout_cell(c->dims, w, at);
+    fn_fwd_means(c, w);
+    fn_fwd_gate(c, w);
+    fn_fwd_edges(c, w);
+    fn_fwd_tail(c, w, out);
+}
+
+/* The backward's per-cell vectors; dg is dL/dg. */
+typedef struct fn_bwd {
+    MLB_G mlb_real *dM, *du, *dxu, *dcnf, *dgnn, *dy, *dact, *dmean, *tmp, *drin, *dhg;
+    mlb_real dg;
+} fn_bwd;
+
+static void fn_bwd_layout_cell(const moelat_expert_dims *d, fn_bwd *b, MLB_G mlb_real **at) {
+    int S = d->state_size, E = d->ext_size, md = MD(d), U = S + md + E;
+    b->dM = bm_take(at, md);
+    b->du = bm_take(at, U);
+    b->dxu = bm_take(at, U);
+    b->dcnf = bm_take(at, S);
+    b->dgnn = bm_take(at, S);
+    b->dy = bm_take(at, S);
+    b->dact = bm_take(at, S);
+    b->dmean = bm_take(at, S);
+    b->tmp = bm_take(at, S);
+    b->drin = bm_take(at, 2 * (size_t)S);
+    b->dhg = bm_take(at, S);
+}
+
+/* The reverse of fn_fwd_tail: from dout to dL/dM (b->dM), dL/dg (b->dg),
+ * dL/dmean (b->dmean, not yet divided by the count); adds to dx, dext and
+ * the per-cell layers' weight gradients. */
+static void fn_bwd_tail(const moelat_grad_cell *c, const fn_fwd *wp, fn_bwd *b) {
     const moelat_expert_dims *d = c->dims;
     MLB_G const mlb_real *const *t = c->tensors;
     MLB_G mlb_real *const *dt = c->dtensors;
-    int S = d->state_size, E = d->ext_size, hd = HD(d), md = MD(d), n = c->count, U = S + md + E;
+    int S = d->state_size, E = d->ext_size, md = MD(d), U = S + md + E;
     MLB_G const mlb_real *x = c->x;
     MLB_G mlb_real *dx = c->dx;
-    MLB_G mlb_real *at = c->scratch;
-    fn_fwd w;
-    fn_forward(c, &w, &at, c->out);
-    MLB_G mlb_real *da = bm_take(&at, n), *dmsg = bm_take(&at, (size_t)n * md), *dM = bm_take(&at, md);
-    MLB_G mlb_real *du = bm_take(&at, U), *dxu = bm_take(&at, U);
-    MLB_G mlb_real *dcnf = bm_take(&at, S), *dgnn = bm_take(&at, S), *dy = bm_take(&at, S);
-    MLB_G mlb_real *dact = bm_take(&at, S), *dmean = bm_take(&at, S), *tmp = bm_take(&at, S);
-    MLB_G mlb_real *drin = bm_take(&at, 2 * (size_t)S), *dhg = bm_take(&at, S);
+    fn_fwd w = *wp;
+    MLB_G mlb_real *dM = b->dM, *du = b->du, *dxu = b->dxu, *dcnf = b->dcnf, *dgnn = b->dgnn, *dy = b->dy;
+    MLB_G mlb_real *dmean = b->dmean, *tmp = b->tmp, *drin = b->drin;
 
     /* out = GELU(y), y = LN(pre), pre = RP0 rin */
     for (int s = 0; s < S; s++)
@@ -179,6 +239,7 @@ static int fn_backward_cell(const moelat_grad_cell *c) {
         dcnf[s] = w.g * drin[S + s];
         dg += -w.gnn[s] * drin[s] + w.cnf[s] * drin[S + s];
     }
+    b->dg = dg;
 
     /* cnf = CNF(x, mean) */
     bm_zero(dmean, S);
@@ -208,7 +269,21 @@ static int fn_backward_cell(const moelat_grad_cell *c) {
     for (int i = 0; i < E; i++)
         if (c->dext)
             c->dext[i] += du[S + md + i] + dxu[S + md + i];
+}
 
+/* The reverse of fn_fwd_edges (and of the edge layers' x columns): adds
+ * to dx, dneighbours and the edge layers' weight gradients. da and dmsg
+ * hold count and count x md values. */
+static void fn_bwd_edges(const moelat_grad_cell *c, const fn_fwd *wp, const fn_bwd *b, MLB_G mlb_real *da,
+                         MLB_G mlb_real *dmsg) {
+    const moelat_expert_dims *d = c->dims;
+    MLB_G const mlb_real *const *t = c->tensors;
+    MLB_G mlb_real *const *dt = c->dtensors;
+    int S = d->state_size, hd = HD(d), md = MD(d), n = c->count;
+    MLB_G const mlb_real *x = c->x;
+    MLB_G mlb_real *dx = c->dx;
+    fn_fwd w = *wp;
+    MLB_G const mlb_real *dM = b->dM;
     /* M = sum_j a_j m_j, a = softmax(e) */
     for (int j = 0; j < n; j++) {
         mlb_real acc = MLB_C(0.0);
@@ -249,10 +324,23 @@ static int fn_backward_cell(const moelat_grad_cell *c) {
     }
     bm_dense_part_bwd(t[F_AT0_W] + md, md + S, x, sta, S, md, dx, dt[F_AT0_W] + md, dt[F_AT0_B]);
     bm_dense_part_bwd(t[F_MC0_W] + S, 2 * S, x, shid, S, hd, dx, dt[F_MC0_W] + S, dt[F_MC0_B]);
+}
 
+/* The reverse of fn_fwd_gate's g from b->dg: adds to dx and the gate's
+ * weight gradients; b->dact = dL/dact and b->dmean, both divided by the
+ * neighbour count (what every neighbour receives, with act's sign). The
+ * forward's gl is spent. */
+static void fn_bwd_gate(const moelat_grad_cell *c, const fn_fwd *wp, fn_bwd *b) {
+    const moelat_expert_dims *d = c->dims;
+    MLB_G const mlb_real *const *t = c->tensors;
+    MLB_G mlb_real *const *dt = c->dtensors;
+    int S = d->state_size, n = c->count;
+    MLB_G mlb_real *dx = c->dx;
+    fn_fwd w = *wp;
+    MLB_G mlb_real *dhg = b->dhg, *drin = b->drin, *dact = b->dact, *dmean = b->dmean;
     /* g = sig(G2 GELU(G0 [x, act])) */
     MLB_G mlb_real *dgl = w.gl; /* the logit is spent */
-    dgl[0] = dg * w.g * (MLB_C(1.0) - w.g);
+    dgl[0] = b->dg * w.g * (MLB_C(1.0) - w.g);
     bm_zero(dhg, S / 2);
     bm_dense_bwd(t[F_G2_W], w.hg, dgl, S / 2, 1, dhg, dt[F_G2_W], dt[F_G2_B]);
     for (int i = 0; i < S / 2; i++)
@@ -269,12 +357,26 @@ static int fn_backward_cell(const moelat_grad_cell *c) {
         dact[s] /= n;
         dmean[s] /= n;
     }
+}
+
+static int fn_backward_cell(const moelat_grad_cell *c) {
+    const moelat_expert_dims *d = c->dims;
+    int S = d->state_size, md = MD(d), n = c->count;
+    MLB_G mlb_real *at = c->scratch;
+    fn_fwd w;
+    fn_forward(c, &w, &at, c->out);
+    MLB_G mlb_real *da = bm_take(&at, n), *dmsg = bm_take(&at, (size_t)n * md);
+    fn_bwd b;
+    fn_bwd_layout_cell(d, &b, &at);
+    fn_bwd_tail(c, &w, &b);
+    fn_bwd_edges(c, &w, &b, da, dmsg);
+    fn_bwd_gate(c, &w, &b);
     for (int j = 0; j < n; j++) {
         MLB_G const mlb_real *nb = c->neighbours + (size_t)j * S;
         MLB_G mlb_real *dn = c->dneighbours + (size_t)j * S;
         for (int s = 0; s < S; s++) {
             mlb_real sg = nb[s] > 0 ? MLB_C(1.0) : (nb[s] < 0 ? -MLB_C(1.0) : MLB_C(0.0));
-            dn[s] += dact[s] * sg + dmean[s];
+            dn[s] += b.dact[s] * sg + b.dmean[s];
         }
     }
     return MOELAT_EXPERT_OK;
@@ -319,11 +421,30 @@ const moelat_backward_host *functional_backward_host(void) { return &g_backward;
 /* The same backward_cell as OpenCL C: backward_math, the CNF and this file. */
 extern const char *const functional_bwd_cl_parts[];
 
+/* Local memory of fn_bwd_band_wg (functional_backward_wg.cl) at lanes
+ * per group, in bytes: its lane rows and the cell's vectors. */
+static uint64_t fn_wg_local_bytes(const moelat_expert_dims *d, int lanes) {
+    uint64_t S = (uint64_t)d->state_size, hd = (uint64_t)HD(d), md = (uint64_t)MD(d), L = (uint64_t)lanes;
+    uint64_t rows = L * (2 * (hd + 1) + 4 * (md + 1) + 4);
+    return 4 * (rows + 2 * hd + 3 * md + 2 * S + 5);
+}
+
+/* 32 lanes (one tile of 32 edges; a warp on NVIDIA), fewer where the
+ * device allows fewer or its local memory holds less. */
+static int fn_band_work_group(const moelat_expert_dims *d, int max_lanes, uint64_t local_mem_bytes) {
+    int lanes = 32;
+    while (lanes > 1 && (lanes > max_lanes || fn_wg_local_bytes(d, lanes) > local_mem_bytes))
+        lanes /= 2;
+    return lanes >= 8 && lanes <= max_lanes && fn_wg_local_bytes(d, lanes) <= local_mem_bytes ? lanes : 0;
+}
+
 static const moelat_backward_cl g_backward_cl = {
     .struct_size = sizeof(moelat_backward_cl),
     .source_parts = functional_bwd_cl_parts,
     .backward_fn = "fn_backward_cell",
     .scratch_floats = fn_scratch_doubles,
+    .band_kernel = "fn_bwd_band_wg",
+    .band_work_group = fn_band_work_group,
 };
 
 const moelat_backward_cl *functional_backward_cl(void) { return &g_backward_cl; }

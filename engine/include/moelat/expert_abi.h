@@ -336,7 +336,21 @@ typedef struct moelat_backward_cl {
     const char *backward_fn;         /* int backward_fn(const moelat_grad_cell *c) */
     /* Floats of scratch backward_fn needs for at most max_neighbours. */
     size_t (*scratch_floats)(const moelat_expert_dims *dims, int max_neighbours);
-    void *reserved[4];
+    /* Optional (former reserved slots, so older plugins read NULL): a
+     * kernel of source_parts that runs the band's backward with a
+     * work-group of lanes per cell instead of the engine's one work-item
+     * per cell (kernels_cl/moelat_backward_band.cl says what it must do).
+     * The engine calls band_work_group(dims, max_lanes, local_mem_bytes)
+     * for its lanes per group (a power of two up to max_lanes, fitting in
+     * local_mem_bytes; 0 declines), builds the band's program with
+     * -D ML_BWD_WG=<lanes>, and launches band_kernel with ml_bwd_band's
+     * arguments, n_slots work-groups of that many lanes: work-group g owns
+     * row g of slot_dw and takes cells g, g + n_slots, ... Should it not
+     * build or not run at that many lanes, the engine's kernel serves the
+     * band. */
+    const char *band_kernel;
+    int (*band_work_group)(const moelat_expert_dims *dims, int max_lanes, uint64_t local_mem_bytes);
+    void *reserved[2];
 } moelat_backward_cl;
 
 typedef const moelat_expert_descriptor *(*moelat_expert_entry_fn)(

@@ -33,6 +33,8 @@ typedef struct ml_grad_cl {
     cl_program prog[MOELAT_BANDS + 1]; /* bands, then the engine's */
     cl_kernel band[MOELAT_BANDS], gate_fwd, gate, gather, commit, accumulate;
     int on[MOELAT_BANDS];              /* band has neighbours somewhere */
+    int lanes[MOELAT_BANDS];           /* > 0: band[k] is the expert's band_kernel with work-groups of that
+                                        * many lanes; 0: the engine's ml_bwd_band */
     int scratch[MOELAT_BANDS + 1];     /* scratch floats per band, the gate's */
     int slot_floats, n_slots, rows, n_chunks, halo, n_all;
     int cpu;                           /* the device is a CPU (launch_slots) */
@@ -95,10 +97,29 @@ static const moelat_backward_cl *cl_backward_of(const moelat_lattice *lat, int k
     if (d->struct_size < need || d->abi_minor < 4 || !d->get_extension)
         return NULL;
     const moelat_backward_cl *x = d->get_extension(MOELAT_EXT_BACKWARD_CL);
-    if (!x || x->struct_size < offsetof(moelat_backward_cl, reserved) || !x->source_parts || !x->backward_fn ||
+    if (!x || x->struct_size < offsetof(moelat_backward_cl, band_kernel) || !x->source_parts || !x->backward_fn ||
         !x->scratch_floats)
         return NULL;
     return x;
+}
+
+/* Lanes per work-group of band k's own band kernel, or 0 for the engine's
+ * ml_bwd_band: the expert must name one (band_kernel, band_work_group),
+ * and for now the lattice must ask for work-group kernels (tuning
+ * cl_shape=gpu): PoCL runs the engine's kernel faster, and the
+ * functional band kernel, right under oclgrind, gave NaN on PoCL for some
+ * inputs (tools/bench/NOTES.md item 57); until a GPU run checks it, the
+ * default stays the engine's kernel everywhere. */
+static int band_lanes(const ml_grad_cl *c, const moelat_lattice *lat, int k, const moelat_backward_cl *x) {
+    const size_t need = offsetof(moelat_backward_cl, band_work_group) + sizeof x->band_work_group;
+    if (x->struct_size < need || !x->band_kernel || !x->band_work_group)
+        return 0;
+    if (lat->tuning.cl_shape != 0)
+        return 0;
+    const mlcl_device_info *dev = &c->b->ctx.info;
+    int max = dev->max_work_group_size > 1024 ? 1024 : (int)dev->max_work_group_size;
+    int lanes = x->band_work_group(&lat->expert[k].dims, max, (uint64_t)dev->local_mem_bytes);
+    return lanes > 0 && lanes <= max && (lanes & (lanes - 1)) == 0 ? lanes : 0;
 }
 
 /* prelude, the NULL-terminated parts, tail: one text, or NULL. */
@@ -159,17 +180,55 @@ static int build(ml_grad_engine *eng, ml_grad_cl *c, const moelat_backward_cl *x
         for (int h = 0; h < MOELAT_MAX_HIDDEN; h++)
             at += snprintf(dims + at, sizeof dims - (size_t)at, ",%d", d->hidden[h]);
         snprintf(dims + at, sizeof dims - (size_t)at, ",%d,%d", d->cnf_steps, d->cnf_mode);
-        snprintf(defines, sizeof defines, "-D ML_BWD_FN=%s -D ML_NT=%d -D ML_DIMS=%s%s", x[k]->backward_fn,
-                 blocks[k]->n_tensors, dims, c->mean_only >> k & 1 ? " -D ML_MEAN_ONLY" : "");
         snprintf(name, sizeof name, "backward of expert '%s' (band %s)", lat->expert[k].desc->name,
                  moelat_band_name(k));
-        int rc = ml_cl_build(c->b, name, src, defines, &c->prog[k], why, whylen);
+        int rc = -1;
+        if (c->lanes[k] > 0) {
+            /* With the expert's band kernel; should that not build or
+             * not run at its lanes, the engine's kernel alone. */
+            snprintf(defines, sizeof defines, "-D ML_BWD_FN=%s -D ML_NT=%d -D ML_DIMS=%s%s -D ML_BWD_WG=%d",
+                     x[k]->backward_fn, blocks[k]->n_tensors, dims, c->mean_only >> k & 1 ? " -D ML_MEAN_ONLY" : "",
+                     c->lanes[k]);
+            rc = ml_cl_build(c->b, name, src, defines, &c->prog[k], why, whylen);
+            size_t wg = 0;
+            if (rc == 0)
+                c->band[k] = clCreateKernel(c->prog[k], x[k]->band_kernel, &e);
+            if (rc == 0 && (e != CL_SUCCESS ||
+                            clGetKernelWorkGroupInfo(c->band[k], c->b->ctx.info.device, CL_KERNEL_WORK_GROUP_SIZE,
+                                                     sizeof wg, &wg, NULL) != CL_SUCCESS ||
+                            wg < (size_t)c->lanes[k])) {
+                snprintf(why, whylen, "kernel %s: %s, %zu lanes at most", x[k]->band_kernel,
+                         e != CL_SUCCESS ? mlcl_error_name(e) : "created", wg);
+                rc = -1;
+            }
+            if (rc != 0) {
+                ML_WARN(BWD_LOG, "%s: its band kernel is unavailable (%.300s); the engine's runs", name, why);
+                why[0] = '\0';
+                if (c->band[k])
+                    clReleaseKernel(c->band[k]);
+                if (c->prog[k])
+                    clReleaseProgram(c->prog[k]);
+                c->band[k] = NULL;
+                c->prog[k] = NULL;
+                c->lanes[k] = 0;
+            } else {
+                ML_INFO(BWD_LOG, "%s: kernel %s, work-groups of %d lanes", name, x[k]->band_kernel, c->lanes[k]);
+            }
+        }
+        if (rc != 0) {
+            snprintf(defines, sizeof defines, "-D ML_BWD_FN=%s -D ML_NT=%d -D ML_DIMS=%s%s", x[k]->backward_fn,
+                     blocks[k]->n_tensors, dims, c->mean_only >> k & 1 ? " -D ML_MEAN_ONLY" : "");
+            rc = ml_cl_build(c->b, name, src, defines, &c->prog[k], why, whylen);
+            if (rc == 0)
+                c->band[k] = clCreateKernel(c->prog[k], "ml_bwd_band", &e);
+            if (rc == 0 && e != CL_SUCCESS) {
+                snprintf(why, whylen, "creating kernel ml_bwd_band of %s: %s", name, mlcl_error_name(e));
+                rc = -1;
+            }
+        }
         free(src);
         if (rc != 0)
             return -1;
-        c->band[k] = clCreateKernel(c->prog[k], "ml_bwd_band", &e);
-        if (e != CL_SUCCESS)
-            return snprintf(why, whylen, "creating kernel ml_bwd_band of %s: %s", name, mlcl_error_name(e)), -1;
     }
     char *src = join(prelude, gate_parts, engine_src);
     if (!src)
@@ -330,6 +389,7 @@ static int cl_open(void *ctx, ml_grad_engine *e) {
             return -1;
         }
         c->scratch[k] = (int)x[k]->scratch_floats(&lat->expert[k].dims, lat->stencil.count[k]);
+        c->lanes[k] = band_lanes(c, lat, k, x[k]);
         if (x[k]->flags & MOELAT_BACKWARD_CL_MEAN_ONLY)
             c->mean_only |= 1 << k;
     }
@@ -345,8 +405,13 @@ static int cl_open(void *ctx, ml_grad_engine *e) {
         return -1;
     }
     e->dev = c;
-    snprintf(e->dev_why, sizeof e->dev_why, "device %.200s (%d chunk%s of %d row%s, %d slots)", lat->device_name,
-             c->n_chunks, c->n_chunks == 1 ? "" : "s", c->rows, c->rows == 1 ? "" : "s", c->n_slots);
+    char groups[160] = "";
+    for (int k = 0, at = 0; k < MOELAT_BANDS; k++)
+        if (c->lanes[k] > 0 && at < (int)sizeof groups)
+            at += snprintf(groups + at, sizeof groups - (size_t)at, ", %s in work-groups of %d", moelat_band_name(k),
+                           c->lanes[k]);
+    snprintf(e->dev_why, sizeof e->dev_why, "device %.200s (%d chunk%s of %d row%s, %d slots%s)", lat->device_name,
+             c->n_chunks, c->n_chunks == 1 ? "" : "s", c->rows, c->rows == 1 ? "" : "s", c->n_slots, groups);
     ML_INFO(BWD_LOG, "backward on %s", e->dev_why);
     return 0;
 }
@@ -435,8 +500,16 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int r0, int r1) {
         ARG(k, 14, t0); ARG(k, 15, slots); ARG(k, 16, slot_floats); ARG(k, 17, scr); ARG(k, 18, nw);
         ARG(k, 19, band); ARG(k, 20, c->slot_dw); ARG(k, 21, c->slot_work); ARG(k, 22, c->dchunk);
         ARG(k, 23, c->dedge[band]); ARG(k, 24, c->dw_gate); ARG(k, 25, c->dext_chunk); ARG(k, 26, c->status);
-        if (rc == CL_SUCCESS)
+        if (c->lanes[band] > 0) {
+            /* The expert's kernel: a work-group per slot row, at most one per cell. */
+            const cl_int groups = slots < n_cells ? slots : n_cells;
+            const size_t local = (size_t)c->lanes[band], global = (size_t)groups * local;
+            ARG(k, 15, groups);
+            if (rc == CL_SUCCESS)
+                rc = mlcl_enqueue_kernel(c->q, k, 1, &global, &local, 0, NULL, NULL);
+        } else if (rc == CL_SUCCESS) {
             rc = launch_slots(c, k, (size_t)slots);
+        }
     }
     k = c->gate;
     ARG(k, 0, c->state); ARG(k, 1, c->weights); ARG(k, 2, c->toff[MOELAT_BANDS]); ARG(k, 3, c->off_all);
