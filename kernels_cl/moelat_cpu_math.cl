@@ -95,7 +95,7 @@ inline mlc_f mlc_erf(mlc_f x) {
     return clamp(c * p / q, (mlc_f)-1.0f, (mlc_f)1.0f);
 }
 
-inline mlc_f mlc_gelu(mlc_f v) { return 0.5f * v * (1.0f + mlc_erf(v * 0.70710678118654752f)); }
+inline mlc_f mlc_gelu(mlc_f v) { return ML_GELU(v, mlc_erf); } /* moelat_helpers.cl's GELU */
 inline mlc_f mlc_sigmoid(mlc_f v) { return 1.0f / (1.0f + mlc_exp(-v)); }
 inline mlc_f mlc_tanh(mlc_f v) { return 1.0f - 2.0f / (mlc_exp(2.0f * v) + 1.0f); }
 

@@ -6,7 +6,6 @@
 #ifndef MOELAT_HELPERS_CL
 #define MOELAT_HELPERS_CL
 
-/* Exact (erf) GELU, as docs/MODEL.md specifies. */
 /* erf as x P(x^2) / Q(x^2) on [-3.925, 3.925], a rational fit of this
  * project (absolute error below 3.5e-7 in float32). The fit is 1 + 1 ulp at
  * 3.925, where erf rounds to 1 in float, so clamping its result to [-1, 1]
@@ -30,7 +29,12 @@ inline float ml_erf(float x) {
  * for very negative x, giving -1). */
 inline float ml_tanh(float x) { return 1.0f - 2.0f / (exp(2.0f * x) + 1.0f); }
 
-inline float ml_gelu(float v) { return 0.5f * v * (1.0f + ml_erf(v * 0.70710678118654752f)); }
+/* GELU, 0.5 v (1 + erf(v / sqrt 2)) (docs/MODEL.md): the device's one
+ * definition, for float here and for the CPU-shaped kernels' vectors
+ * (moelat_cpu_math.cl's mlc_gelu), each with its erf. The host's is
+ * engine/sdk/backward_math.c's bm_gelu, which on the device is this. */
+#define ML_GELU(v, erf_fn) (0.5f * (v) * (1.0f + erf_fn((v) * 0.70710678118654752f)))
+inline float ml_gelu(float v) { return ML_GELU(v, ml_erf); }
 
 inline float ml_sigmoid(float v) { return 1.0f / (1.0f + exp(-v)); }
 

@@ -1,5 +1,7 @@
 /* Guarded like a header: a device program that holds both the gate's and
- * an expert's backward (each with backward_math first) defines these once. */
+ * an expert's backward (each with backward_math first) defines these once;
+ * a host unit that compiles the per-cell forward's copies includes it from
+ * backward_math.h. */
 #ifndef MOELAT_BACKWARD_MATH_C
 #define MOELAT_BACKWARD_MATH_C
 
@@ -9,44 +11,70 @@
 #include <math.h>
 #endif
 
-/* erf: on the device, the rational fit of the engine's forward kernels
- * (moelat_helpers.cl's ml_erf, which the engine puts in every program it
- * builds), so the backward differentiates the function the device's steps
- * computed, without a library call per value (the library's erf and exp
- * were about a quarter of the backward on PoCL). The host keeps the C
- * library's erf in double. */
-#ifdef __OPENCL_VERSION__
-#define bm_erf ml_erf
-#else
-#define bm_erf erf
-#endif
+/* bm_erf (backward_math.h): on the device, the rational fit of the
+ * engine's forward kernels (moelat_helpers.cl's ml_erf, which the engine
+ * puts in every program it builds), so the backward differentiates the
+ * function the device's steps computed, without a library call per value
+ * (the library's erf and exp were about a quarter of the backward on
+ * PoCL). The host keeps the C library's erf (erff in float32). */
 
-mlb_real bm_gelu(mlb_real v) {
+/* GELU, 0.5 v (1 + erf(v / sqrt 2)): the C text of every host GELU (the
+ * experts' ec_gelu and float paths, the engine's gate, the float64
+ * backward). The device's is moelat_helpers.cl's ml_gelu, the same
+ * expression with ml_erf. */
+BM_API mlb_real bm_gelu(mlb_real v) {
+#ifdef __OPENCL_VERSION__
+    return ml_gelu(v);
+#else
     return MLB_C(0.5) * v * (MLB_C(1.0) + bm_erf(v * MLB_C(0.70710678118654752440)));
+#endif
 }
 
-mlb_real bm_gelu_cdf(mlb_real v) { return MLB_C(0.5) * (MLB_C(1.0) + bm_erf(v * MLB_C(0.70710678118654752440))); }
+BM_API mlb_real bm_gelu_cdf(mlb_real v) {
+    return MLB_C(0.5) * (MLB_C(1.0) + bm_erf(v * MLB_C(0.70710678118654752440)));
+}
 
 /* Phi(v) + v phi(v), with Phi(v) given. */
-mlb_real bm_gelu_grad_cdf(mlb_real v, mlb_real cdf) {
-    return cdf + v * MLB_C(0.39894228040143267794) * exp(-MLB_C(0.5) * v * v);
+BM_API mlb_real bm_gelu_grad_cdf(mlb_real v, mlb_real cdf) {
+    return cdf + v * MLB_C(0.39894228040143267794) * bm_exp(-MLB_C(0.5) * v * v);
 }
 
-mlb_real bm_gelu_grad(mlb_real v) { return bm_gelu_grad_cdf(v, bm_gelu_cdf(v)); }
+BM_API mlb_real bm_gelu_grad(mlb_real v) { return bm_gelu_grad_cdf(v, bm_gelu_cdf(v)); }
 
-mlb_real bm_sigmoid(mlb_real v) { return MLB_C(1.0) / (MLB_C(1.0) + exp(-v)); }
+BM_API mlb_real bm_sigmoid(mlb_real v) { return MLB_C(1.0) / (MLB_C(1.0) + bm_exp(-v)); }
 
+#if defined(MLB_DENSE_FMA) || defined(MLB_DENSE_CHAIN)
+/* The per-cell host forward's sums: one chain per output from its bias, in
+ * input order (fused multiply-adds in float32, as the device's forward
+ * kernels; plain ones for the CNF's double). */
+#ifdef MLB_DENSE_FMA
+#define BM_MAC(w, x, acc) bm_fma(w, x, acc)
+#else
+#define BM_MAC(w, x, acc) ((acc) + (w) * (x))
+#endif
+BM_API void bm_dense_part(MLB_G const mlb_tensor *W, int ld, MLB_G const mlb_tensor *b, MLB_G const mlb_real *in,
+                          int nin, MLB_G mlb_real *out, int nout) {
+    for (int o = 0; o < nout; o++) {
+        mlb_real acc = b ? b[o] : MLB_C(0.0);
+        MLB_G const mlb_tensor *row = W + (size_t)o * ld;
+        for (int i = 0; i < nin; i++)
+            acc = BM_MAC(row[i], in[i], acc);
+        out[o] = acc;
+    }
+}
+#undef BM_MAC
+#else
 /* Each output's sum in eight interleaved partial sums over the inputs
  * (lane l takes inputs l, l + 8, ...), added pairwise at the end: the
  * lanes are contiguous loads, so a compiler turns them into one vector
  * multiply-add per eight inputs, and no add waits on the one before.
  * The tree that adds the lanes is written out for eight. */
 #define BM_LANES 8
-void bm_dense_part(MLB_G const mlb_real *W, int ld, MLB_G const mlb_real *b, MLB_G const mlb_real *in, int nin,
-                   MLB_G mlb_real *out, int nout) {
+BM_API void bm_dense_part(MLB_G const mlb_tensor *W, int ld, MLB_G const mlb_tensor *b, MLB_G const mlb_real *in,
+                          int nin, MLB_G mlb_real *out, int nout) {
     const int body = nin - nin % BM_LANES;
     for (int o = 0; o < nout; o++) {
-        MLB_G const mlb_real *row = W + (size_t)o * ld;
+        MLB_G const mlb_tensor *row = W + (size_t)o * ld;
         mlb_real lane[BM_LANES];
         for (int l = 0; l < BM_LANES; l++)
             lane[l] = MLB_C(0.0);
@@ -59,19 +87,20 @@ void bm_dense_part(MLB_G const mlb_real *W, int ld, MLB_G const mlb_real *b, MLB
         out[o] = (b ? b[o] : MLB_C(0.0)) + acc;
     }
 }
+#endif
 
-void bm_dense(MLB_G const mlb_real *W, MLB_G const mlb_real *b, MLB_G const mlb_real *in, int nin,
-              MLB_G mlb_real *out, int nout) {
+BM_API void bm_dense(MLB_G const mlb_tensor *W, MLB_G const mlb_tensor *b, MLB_G const mlb_real *in, int nin,
+                     MLB_G mlb_real *out, int nout) {
     bm_dense_part(W, nin, b, in, nin, out, nout);
 }
 
-void bm_dense_part_bwd(MLB_G const mlb_real *W, int ld, MLB_G const mlb_real *in, MLB_G const mlb_real *dout,
-                       int nin, int nout, MLB_G mlb_real *din, MLB_G mlb_real *dW, MLB_G mlb_real *db) {
+BM_API void bm_dense_part_bwd(MLB_G const mlb_tensor *W, int ld, MLB_G const mlb_real *in, MLB_G const mlb_real *dout,
+                              int nin, int nout, MLB_G mlb_real *din, MLB_G mlb_real *dW, MLB_G mlb_real *db) {
     for (int o = 0; o < nout; o++) {
         mlb_real g = dout[o];
         if (g == MLB_C(0.0))
             continue; /* adds nothing anywhere */
-        MLB_G const mlb_real *row = W + (size_t)o * ld;
+        MLB_G const mlb_tensor *row = W + (size_t)o * ld;
         if (din)
             for (int i = 0; i < nin; i++)
                 din[i] += row[i] * g;
@@ -85,13 +114,13 @@ void bm_dense_part_bwd(MLB_G const mlb_real *W, int ld, MLB_G const mlb_real *in
     }
 }
 
-void bm_dense_bwd(MLB_G const mlb_real *W, MLB_G const mlb_real *in, MLB_G const mlb_real *dout,
-                  int nin, int nout, MLB_G mlb_real *din, MLB_G mlb_real *dW, MLB_G mlb_real *db) {
+BM_API void bm_dense_bwd(MLB_G const mlb_tensor *W, MLB_G const mlb_real *in, MLB_G const mlb_real *dout,
+                         int nin, int nout, MLB_G mlb_real *din, MLB_G mlb_real *dW, MLB_G mlb_real *db) {
     bm_dense_part_bwd(W, nin, in, dout, nin, nout, din, dW, db);
 }
 
-mlb_real bm_layernorm(MLB_G const mlb_real *v, int n, MLB_G const mlb_real *gain,
-                      MLB_G const mlb_real *bias, MLB_G mlb_real *xhat, MLB_G mlb_real *out) {
+BM_API mlb_real bm_layernorm(MLB_G const mlb_real *v, int n, MLB_G const mlb_tensor *gain,
+                             MLB_G const mlb_tensor *bias, MLB_G mlb_real *xhat, MLB_G mlb_real *out) {
     mlb_real mean = MLB_C(0.0), var = MLB_C(0.0);
     for (int i = 0; i < n; i++)
         mean += v[i];
@@ -99,7 +128,7 @@ mlb_real bm_layernorm(MLB_G const mlb_real *v, int n, MLB_G const mlb_real *gain
     for (int i = 0; i < n; i++)
         var += (v[i] - mean) * (v[i] - mean);
     var /= n; /* biased, as PyTorch's LayerNorm */
-    mlb_real inv = MLB_C(1.0) / sqrt(var + MLB_C(1e-5));
+    mlb_real inv = MLB_C(1.0) / bm_sqrt(var + MLB_C(1e-5));
     for (int i = 0; i < n; i++) {
         xhat[i] = (v[i] - mean) * inv;
         out[i] = xhat[i] * gain[i] + bias[i];
@@ -107,9 +136,9 @@ mlb_real bm_layernorm(MLB_G const mlb_real *v, int n, MLB_G const mlb_real *gain
     return inv;
 }
 
-void bm_layernorm_bwd(MLB_G const mlb_real *xhat, mlb_real inv, int n, MLB_G const mlb_real *gain,
-                      MLB_G const mlb_real *dout, MLB_G mlb_real *dv, MLB_G mlb_real *dgain,
-                      MLB_G mlb_real *dbias, MLB_G mlb_real *work) {
+BM_API void bm_layernorm_bwd(MLB_G const mlb_real *xhat, mlb_real inv, int n, MLB_G const mlb_tensor *gain,
+                             MLB_G const mlb_real *dout, MLB_G mlb_real *dv, MLB_G mlb_real *dgain,
+                             MLB_G mlb_real *dbias, MLB_G mlb_real *work) {
     MLB_G mlb_real *dxh = work;
     mlb_real m1 = MLB_C(0.0), m2 = MLB_C(0.0);
     for (int i = 0; i < n; i++) {
@@ -128,20 +157,20 @@ void bm_layernorm_bwd(MLB_G const mlb_real *xhat, mlb_real inv, int n, MLB_G con
             dv[i] += inv * (dxh[i] - m1 - xhat[i] * m2);
 }
 
-void bm_softmax(MLB_G mlb_real *v, int n) {
+BM_API void bm_softmax(MLB_G mlb_real *v, int n) {
     mlb_real mx = v[0];
     for (int i = 1; i < n; i++)
         mx = v[i] > mx ? v[i] : mx;
     mlb_real sum = MLB_C(0.0);
     for (int i = 0; i < n; i++) {
-        v[i] = exp(v[i] - mx);
+        v[i] = bm_exp(v[i] - mx);
         sum += v[i];
     }
     for (int i = 0; i < n; i++)
         v[i] /= sum;
 }
 
-void bm_softmax_bwd(MLB_G const mlb_real *a, MLB_G const mlb_real *da, int n, MLB_G mlb_real *dz) {
+BM_API void bm_softmax_bwd(MLB_G const mlb_real *a, MLB_G const mlb_real *da, int n, MLB_G mlb_real *dz) {
     mlb_real dot = MLB_C(0.0);
     for (int i = 0; i < n; i++)
         dot += a[i] * da[i];
@@ -149,12 +178,12 @@ void bm_softmax_bwd(MLB_G const mlb_real *a, MLB_G const mlb_real *da, int n, ML
         dz[i] = a[i] * (da[i] - dot);
 }
 
-void bm_zero(MLB_G mlb_real *v, size_t n) {
+BM_API void bm_zero(MLB_G mlb_real *v, size_t n) {
     for (size_t i = 0; i < n; i++)
         v[i] = MLB_C(0.0);
 }
 
-void bm_copy(MLB_G mlb_real *dst, MLB_G const mlb_real *src, size_t n) {
+BM_API void bm_copy(MLB_G mlb_real *dst, MLB_G const mlb_real *src, size_t n) {
     for (size_t i = 0; i < n; i++)
         dst[i] = src[i];
 }

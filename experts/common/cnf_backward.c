@@ -1,3 +1,9 @@
+/* The CNF block of MODEL.md: its forward, written once, and its exact
+ * adjoint. The forward serves three instantiations: the float path's
+ * cnf_host_run (cnf_host.c includes this file with
+ * MLB_HOST_F32_TENSORS and CNF_FORWARD_ONLY: float tensors, double
+ * arithmetic, both modes), the gradient's float64 cnf_f64_run and, as
+ * OpenCL C, the device backward's (moelat/backward_portable.h). */
 #ifndef __OPENCL_VERSION__
 #include "cnf_backward.h"
 
@@ -6,6 +12,7 @@
 
 #include "backward_math.h"
 
+#ifndef CNF_FORWARD_ONLY
 int cnf_grad_validate(int mode, char *err, size_t errlen) {
     if (mode != 0) {
         snprintf(err, errlen,
@@ -16,6 +23,9 @@ int cnf_grad_validate(int mode, char *err, size_t errlen) {
     return 0;
 }
 #endif
+#endif
+
+/* ---- the forward ---- */
 
 /* Intermediates of one evaluation of f(t, v), kept for its adjoint: the
  * forward keeps one block per step, so the backward recomputes nothing. */
@@ -28,13 +38,6 @@ typedef struct cnf_fwd {
 } cnf_fwd;
 
 static size_t fwd_doubles(int S, int H) { return (size_t)(6 * S + 3 * H + 3 * (H / 2) + 2); }
-static size_t bwd_work_doubles(int S, int H) { return (size_t)(2 * S + H + H / 2 + S + 4 * S); }
-
-/* Scratch: K forward blocks, v_0 .. v_K, f, the adjoint's work, dv, df. */
-size_t cnf_grad_doubles(int S, int H, int K) {
-    return (size_t)K * fwd_doubles(S, H) + (size_t)(K + 1) * S + (size_t)S + bwd_work_doubles(S, H) +
-           2 * (size_t)S;
-}
 
 /* Step k's block of intermediates. */
 static void fwd_block(cnf_fwd *w, int S, int H, MLB_G mlb_real *scratch, int k) {
@@ -52,31 +55,84 @@ static void fwd_block(cnf_fwd *w, int S, int H, MLB_G mlb_real *scratch, int k) 
     w->inv = bm_take(&at, 2);
 }
 
-/* f(time, v) into f (S), keeping intermediates in w. GELU(a) is computed
- * as a Phi(a) with Phi kept (the same value as bm_gelu: the halving is
- * exact), so the adjoint needs no second erf. */
-static void cnf_f(MLB_G const mlb_real *const *t, int S, int H, mlb_real time, MLB_G const mlb_real *v,
+/* h = GELU(a) over n values. For the adjoint as a Phi(a) with Phi kept in
+ * c (the same value as bm_gelu: the halving is exact), so that it needs no
+ * second erf; the forward alone takes bm_gelu itself. */
+static void cnf_gelu(MLB_G const mlb_real *a, MLB_G mlb_real *c, MLB_G mlb_real *h, int n) {
+    for (int i = 0; i < n; i++) {
+#ifdef CNF_FORWARD_ONLY
+        (void)c;
+        h[i] = bm_gelu(a[i]);
+#else
+        c[i] = bm_gelu_cdf(a[i]);
+        h[i] = a[i] * c[i];
+#endif
+    }
+}
+
+/* f(time, v) into f (S), keeping intermediates in w. */
+static void cnf_f(MLB_G const mlb_tensor *const *t, int S, int H, mlb_real time, MLB_G const mlb_real *v,
                   MLB_G const mlb_real *m, MLB_G mlb_real *f, const cnf_fwd *w) {
     bm_copy(w->in, v, (size_t)S);
     bm_copy(w->in + S, m, (size_t)S);
     w->inv[0] = bm_layernorm(w->in, 2 * S, t[CNF_IN_G], t[CNF_IN_B], w->xin, w->in);
     bm_dense(t[CNF_W0], t[CNF_B0], w->in, 2 * S, w->a0, H);
-    for (int i = 0; i < H; i++) {
-        w->c0[i] = bm_gelu_cdf(w->a0[i]);
-        w->h[i] = w->a0[i] * w->c0[i];
-    }
+    cnf_gelu(w->a0, w->c0, w->h, H);
     bm_dense(t[CNF_W3], t[CNF_B3], w->h, H, w->a3, H / 2);
-    for (int i = 0; i < H / 2; i++) {
-        w->c3[i] = bm_gelu_cdf(w->a3[i]);
-        w->h2[i] = w->a3[i] * w->c3[i];
-    }
+    cnf_gelu(w->a3, w->c3, w->h2, H / 2);
     bm_dense(t[CNF_W5], t[CNF_B5], w->h2, H / 2, w->pre, S);
+    /* pad_S(T t): the time embedding fills the first floor(H/4) entries. */
     for (int i = 0; i < H / 4; i++)
         w->pre[i] += t[CNF_TIME_W][i] * time;
     w->inv[1] = bm_layernorm(w->pre, S, t[CNF_OUT_G], t[CNF_OUT_B], w->xout, f);
-    mlb_real damping = fabs(t[CNF_GAMMA][0]);
+    mlb_real damping = bm_fabs(t[CNF_GAMMA][0]);
     for (int i = 0; i < S; i++)
         f[i] -= damping * v[i];
+}
+
+static mlb_real cnf_clamp(mlb_real v, mlb_real lo, mlb_real hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+/* The K steps from v_0 = v[0..S) with neighbour mean m: v_{k+1} = v_k +
+ * dt_k f(k / K, v_k). keep: v holds v_0 .. v_K and blocks has one block of
+ * intermediates per step (for the adjoint); else v is updated in place and
+ * one block serves every evaluation. mode 1 (lipschitz, not with keep)
+ * takes dt_k from a finite difference of f along eps_s = 1e-4 (-1)^s, with
+ * ve and fe (S each) as its work; mode 0 (euler) dt_k = 1/K. f holds S. */
+static void cnf_steps(MLB_G const mlb_tensor *const *t, int S, int H, int K, int mode, int keep,
+                      MLB_G mlb_real *v, MLB_G const mlb_real *m, MLB_G mlb_real *f, MLB_G mlb_real *ve,
+                      MLB_G mlb_real *fe, MLB_G mlb_real *blocks) {
+    for (int k = 0; k < K; k++) {
+        cnf_fwd w;
+        fwd_block(&w, S, H, blocks, keep ? k : 0);
+        MLB_G mlb_real *vk = keep ? v + (size_t)k * S : v, *vn = keep ? vk + S : v;
+        mlb_real time = (mlb_real)k / K;
+        cnf_f(t, S, H, time, vk, m, f, &w);
+        mlb_real dt = MLB_C(1.0) / K;
+        if (mode == 1) {
+            for (int s = 0; s < S; s++)
+                ve[s] = vk[s] + ((s % 2) ? -MLB_C(1e-4) : MLB_C(1e-4));
+            cnf_f(t, S, H, time, ve, m, fe, &w);
+            mlb_real num = MLB_C(0.0);
+            for (int s = 0; s < S; s++)
+                num += (fe[s] - f[s]) * (fe[s] - f[s]);
+            mlb_real lk = bm_sqrt(num) / (MLB_C(1e-4) * bm_sqrt((mlb_real)S) + MLB_C(1e-8));
+            mlb_real lambda = cnf_clamp(t[CNF_LAMBDA][0], MLB_C(0.1), MLB_C(1.0));
+            dt = cnf_clamp(lambda / (lk + MLB_C(1e-6)), MLB_C(0.001), MLB_C(0.5));
+        }
+        for (int s = 0; s < S; s++)
+            vn[s] = vk[s] + dt * f[s];
+    }
+}
+
+#ifndef CNF_FORWARD_ONLY
+/* ---- the adjoint (euler) ---- */
+
+static size_t bwd_work_doubles(int S, int H) { return (size_t)(2 * S + H + H / 2 + S + 4 * S); }
+
+/* Scratch: K forward blocks, v_0 .. v_K, f, the adjoint's work, dv, df. */
+size_t cnf_grad_doubles(int S, int H, int K) {
+    return (size_t)K * fwd_doubles(S, H) + (size_t)(K + 1) * S + (size_t)S + bwd_work_doubles(S, H) +
+           2 * (size_t)S;
 }
 
 /* Adjoint of cnf_f (w from the forward at the same v) for df. */
@@ -90,7 +146,7 @@ static void cnf_f_bwd(MLB_G const mlb_real *const *t, MLB_G mlb_real *const *dt,
     MLB_G mlb_real *lnw = dpre + S;      /* 2S */
     MLB_G mlb_real *dc = lnw + 2 * S;    /* 2S */
     mlb_real gamma = t[CNF_GAMMA][0];
-    mlb_real damping = fabs(gamma), dv_dot = MLB_C(0.0);
+    mlb_real damping = bm_fabs(gamma), dv_dot = MLB_C(0.0);
     for (int i = 0; i < S; i++) {
         dv[i] -= damping * df[i];
         dv_dot += df[i] * v[i];
@@ -128,15 +184,8 @@ static MLB_G mlb_real *states_of(MLB_G mlb_real *scratch, int S, int H, int K) {
 void cnf_f64_run(MLB_G const mlb_real *const *t, int S, int H, int K, MLB_G const mlb_real *x, MLB_G const mlb_real *m,
                  MLB_G mlb_real *out, MLB_G mlb_real *scratch) {
     MLB_G mlb_real *v = states_of(scratch, S, H, K), *f = v + (size_t)(K + 1) * S;
-    const mlb_real dt_k = MLB_C(1.0) / K;
     bm_copy(v, x, (size_t)S);
-    for (int k = 0; k < K; k++) {
-        cnf_fwd w;
-        fwd_block(&w, S, H, scratch, k);
-        cnf_f(t, S, H, (mlb_real)k / K, v + (size_t)k * S, m, f, &w);
-        for (int s = 0; s < S; s++)
-            v[(size_t)(k + 1) * S + s] = v[(size_t)k * S + s] + dt_k * f[s];
-    }
+    cnf_steps(t, S, H, K, 0, 1, v, m, f, 0, 0, scratch);
     bm_copy(out, v + (size_t)K * S, (size_t)S);
 }
 
@@ -158,3 +207,4 @@ void cnf_f64_backward(MLB_G const mlb_real *const *t, int S, int H, int K, MLB_G
     for (int s = 0; s < S; s++)
         dx[s] += dv[s];
 }
+#endif /* CNF_FORWARD_ONLY */

@@ -1,8 +1,10 @@
+#define MLB_HOST_FLOAT32 1 /* ec_*'s math: backward_math's text in float32 */
 #include "expert_common.h"
+
+#include "backward_math.h"
 
 #include <limits.h>
 #include <stddef.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,48 +174,21 @@ __attribute__((destructor)) static void ec_free_cl_source(void) {
     g_cl_source = NULL;
 }
 
-/* ---- host math ---- */
+/* ---- host math: backward_math's text, compiled here in float32 ---- */
 
-float ec_gelu(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
+float ec_gelu(float v) { return bm_gelu(v); }
 
-float ec_sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
+float ec_sigmoid(float v) { return bm_sigmoid(v); }
 
 void ec_dense(const float *W, const float *b, const float *in, int nin, float *out, int nout) {
-    for (int o = 0; o < nout; o++) {
-        float acc = b ? b[o] : 0.0f;
-        const float *row = W + (size_t)o * nin;
-        for (int i = 0; i < nin; i++)
-            acc = fmaf(row[i], in[i], acc);
-        out[o] = acc;
-    }
+    bm_dense(W, b, in, nin, out, nout);
 }
 
 void ec_layernorm(float *v, int n, const float *gain, const float *bias) {
-    float mean = 0.0f;
-    for (int i = 0; i < n; i++)
-        mean += v[i];
-    mean /= (float)n;
-    float var = 0.0f;
-    for (int i = 0; i < n; i++)
-        var += (v[i] - mean) * (v[i] - mean);
-    var /= (float)n; /* biased variance, as PyTorch's LayerNorm */
-    float inv = 1.0f / sqrtf(var + 1e-5f);
-    for (int i = 0; i < n; i++)
-        v[i] = (v[i] - mean) * inv * gain[i] + bias[i];
+    (void)bm_layernorm(v, n, gain, bias, v, v);
 }
 
-void ec_softmax(float *v, int n) {
-    float mx = v[0];
-    for (int i = 1; i < n; i++)
-        mx = v[i] > mx ? v[i] : mx;
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++) {
-        v[i] = expf(v[i] - mx);
-        sum += v[i];
-    }
-    for (int i = 0; i < n; i++)
-        v[i] /= sum;
-}
+void ec_softmax(float *v, int n) { bm_softmax(v, n); }
 
 /* ---- tensor specs ---- */
 

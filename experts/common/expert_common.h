@@ -48,7 +48,10 @@ int ec_cells_knob(const char *tuning, const char *key, int max, int pow2);
  * chooses"; a set but invalid value is logged). */
 int ec_switch_knob(const char *tuning, const char *key);
 
-/* ---- host math (float32, as the device computes it) ---- */
+/* ---- host math (float32, as the device computes it) ----
+ * engine/sdk/backward_math.c's functions in float32 (MLB_HOST_FLOAT32):
+ * a unit that defines it before including backward_math.h gets the same
+ * ones as bm_*, for a forward written once for this path and float64. */
 
 float ec_gelu(float v);    /* exact erf form */
 float ec_sigmoid(float v);

@@ -1,30 +1,17 @@
-/* The distant expert and its exact adjoint, E_D = CNF(x, mean_j n_j),
- * written once for the host in float64 ("moelat.backward.host/1") and the
- * device in float32 (the same text as OpenCL C after
- * moelat/backward_portable.h: "moelat.backward.cl/1"). */
+/* The distant expert's exact adjoint, E_D = CNF(x, mean_j n_j), written
+ * once for the host in float64 ("moelat.backward.host/1") and the device
+ * in float32 (the same text as OpenCL C after moelat/backward_portable.h:
+ * "moelat.backward.cl/1"); its forward is distant_backward.h's. */
 #ifndef __OPENCL_VERSION__
 #include "cnf_backward.h"
-#include "distant_backward.h"
+#include "distant_backward.h" /* ds_forward */
 #endif
-
-#define ODE_H(d) ((d)->hidden[0])
-
-static void band_mean(const moelat_grad_cell *c, MLB_G mlb_real *m) {
-    int S = c->dims->state_size;
-    bm_zero(m, (size_t)S);
-    for (int j = 0; j < c->count; j++)
-        for (int s = 0; s < S; s++)
-            m[s] += c->neighbours[(size_t)j * S + s];
-    for (int s = 0; s < S; s++)
-        m[s] /= c->count;
-}
 
 static int ds_backward_cell(const moelat_grad_cell *c) {
     const moelat_expert_dims *d = c->dims;
     int S = d->state_size;
     MLB_G mlb_real *m = c->scratch, *dm = m + S, *out = dm + S, *cnf = out + S;
-    band_mean(c, m);
-    cnf_f64_run(c->tensors, S, ODE_H(d), d->cnf_steps, c->x, m, c->out ? c->out : out, cnf);
+    ds_forward(d, c->tensors, c->x, c->neighbours, c->count, m, c->out ? c->out : out, cnf);
     bm_zero(dm, (size_t)S);
     cnf_f64_backward(c->tensors, S, ODE_H(d), d->cnf_steps, c->dout, c->dx, dm, c->dtensors, cnf);
     /* The mean's adjoint: each neighbour gets dm / count (divided once). */
@@ -45,10 +32,8 @@ static size_t ds_scratch_doubles(const moelat_expert_dims *d, int max_neighbours
 
 static int ds_host_cell_f64(const moelat_grad_cell *c) {
     const moelat_expert_dims *d = c->dims;
-    int S = d->state_size;
     MLB_G mlb_real *m = c->scratch;
-    band_mean(c, m);
-    cnf_f64_run(c->tensors, S, ODE_H(d), d->cnf_steps, c->x, m, c->out, m + 3 * S);
+    ds_forward(d, c->tensors, c->x, c->neighbours, c->count, m, c->out, m + 3 * d->state_size);
     return MOELAT_EXPERT_OK;
 }
 

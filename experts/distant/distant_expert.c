@@ -1,5 +1,6 @@
 /* The distant expert (docs/MODEL.md, "The distant expert"): a CNF block integrated
  * from the cell's state with the distant band's neighbour mean fixed. */
+#define MLB_HOST_FLOAT32 1 /* this unit's backward_math is float32: host_cell's */
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,12 +8,10 @@
 
 #include "cnf_host.h"
 #include "cpu_shape.h"
-#include "distant_backward.h"
+#include "distant_backward.h" /* ds_forward, ODE_H */
 #include "expert_common.h"
 
 extern const char *const distant_cl_parts[];
-
-#define ODE_H(d) ((d)->hidden[0])
 
 static int distant_validate(const moelat_expert_dims *d, char *err, size_t errlen) {
     if (!d || d->state_size < 1) {
@@ -41,17 +40,11 @@ static size_t distant_scratch(const moelat_expert_dims *d, int max_neighbours) {
     return (size_t)d->state_size + cnf_scratch_floats(d->state_size, ODE_H(d));
 }
 
+/* The float32 per-cell path: distant_backward.h's forward, the mean in
+ * float and the CNF in double (cnf_host_run). */
 static int distant_host_cell(const moelat_host_cell *c) {
-    const moelat_expert_dims *d = c->dims;
-    int S = d->state_size;
     float *m = c->scratch; /* mean_j n_j, S */
-    memset(m, 0, (size_t)S * sizeof *m);
-    for (int j = 0; j < c->count; j++)
-        for (int s = 0; s < S; s++)
-            m[s] += c->neighbours[(size_t)j * S + s];
-    for (int s = 0; s < S; s++)
-        m[s] /= (float)c->count;
-    cnf_host_run(c->tensors, S, ODE_H(d), d->cnf_steps, d->cnf_mode, c->x, m, c->out, m + S);
+    ds_forward(c->dims, c->tensors, c->x, c->neighbours, c->count, m, c->out, m + c->dims->state_size);
     return MOELAT_EXPERT_OK;
 }
 

@@ -1,70 +1,14 @@
-/* The local expert and its exact adjoint, written once for the host in
- * float64 (the "moelat.backward.host/1" extension) and the device in
- * float32 (the same text as OpenCL C after moelat/backward_portable.h:
- * "moelat.backward.cl/1"). The forward is local_host_cell's function; the
- * backward recomputes it per cell, then reverses it. */
+/* The local expert's exact adjoint, written once for the host in float64
+ * (the "moelat.backward.host/1" extension) and the device in float32 (the
+ * same text as OpenCL C after moelat/backward_portable.h:
+ * "moelat.backward.cl/1"). The forward is local_forward.h's, the text
+ * host_cell runs in float; the backward recomputes it per cell, then
+ * reverses it. */
 #ifndef __OPENCL_VERSION__
 #include "backward_math.h"
 #include "local_expert.h"
+#include "local_forward.h"
 #endif
-
-/* Forward values the backward reads. */
-typedef struct local_fwd {
-    MLB_G mlb_real *a;        /* count: attention weights */
-    MLB_G mlb_real *agg;      /* S */
-    MLB_G mlb_real *z1, *h1;  /* h1 */
-    MLB_G mlb_real *f;        /* h2 */
-    MLB_G mlb_real *xf;       /* S + h2: [x, f] */
-    MLB_G mlb_real *z2, *hid2;/* ph */
-    MLB_G mlb_real *p, *xhat, *q; /* S: pre-norm, normalised, LN(p) */
-    mlb_real inv;
-} local_fwd;
-
-static void local_forward(const moelat_grad_cell *c, local_fwd *w, MLB_G mlb_real **at, MLB_G mlb_real *out) {
-    const moelat_expert_dims *d = c->dims;
-    MLB_G const mlb_real *const *t = c->tensors;
-    int S = d->state_size, h1 = H1(d), h2 = H2(d), ph = PH(d), n = c->count;
-    MLB_G const mlb_real *x = c->x;
-    w->a = bm_take(at, n);
-    w->agg = bm_take(at, S);
-    w->z1 = bm_take(at, h1);
-    w->h1 = bm_take(at, h1);
-    w->f = bm_take(at, h2);
-    w->xf = bm_take(at, S + h2);
-    w->z2 = bm_take(at, ph);
-    w->hid2 = bm_take(at, ph);
-    w->p = bm_take(at, S);
-    w->xhat = bm_take(at, S);
-    w->q = bm_take(at, S);
-
-    for (int j = 0; j < n; j++) {
-        MLB_G const mlb_real *nb = c->neighbours + (size_t)j * S;
-        mlb_real dot = MLB_C(0.0);
-        for (int s = 0; s < S; s++)
-            dot += nb[s] * x[s];
-        w->a[j] = dot;
-    }
-    bm_softmax(w->a, n);
-    bm_zero(w->agg, (size_t)S);
-    for (int j = 0; j < n; j++)
-        for (int s = 0; s < S; s++)
-            w->agg[s] += w->a[j] * c->neighbours[(size_t)j * S + s];
-    bm_dense(t[L_AGG0_W], t[L_AGG0_B], w->agg, S, w->z1, h1);
-    for (int i = 0; i < h1; i++)
-        w->h1[i] = bm_gelu(w->z1[i]);
-    bm_dense(t[L_AGG2_W], t[L_AGG2_B], w->h1, h1, w->f, h2);
-    bm_copy(w->xf, x, (size_t)S);
-    bm_copy(w->xf + S, w->f, (size_t)h2);
-    bm_dense(t[L_SP0_W], t[L_SP0_B], w->xf, S + h2, w->z2, ph);
-    for (int i = 0; i < ph; i++)
-        w->hid2[i] = bm_gelu(w->z2[i]);
-    bm_dense(t[L_SP2_W], t[L_SP2_B], w->hid2, ph, w->p, S);
-    w->inv = bm_layernorm(w->p, S, t[L_NORM_G], t[L_NORM_B], w->xhat, w->q);
-    mlb_real alpha = t[L_ALPHA][0], beta = t[L_BETA][0];
-    if (out)
-        for (int s = 0; s < S; s++)
-            out[s] = alpha * x[s] + beta * w->q[s];
-}
 
 static int local_backward_cell(const moelat_grad_cell *c) {
     const moelat_expert_dims *d = c->dims;
@@ -74,7 +18,7 @@ static int local_backward_cell(const moelat_grad_cell *c) {
     MLB_G const mlb_real *x = c->x, *g = c->dout;
     MLB_G mlb_real *at = c->scratch;
     local_fwd w;
-    local_forward(c, &w, &at, c->out);
+    local_forward(d, t, x, c->neighbours, n, &w, &at, c->out);
     MLB_G mlb_real *da = bm_take(&at, n), *dagg = bm_take(&at, S), *dh1 = bm_take(&at, h1);
     MLB_G mlb_real *dxf = bm_take(&at, S + h2), *dhid2 = bm_take(&at, ph), *dp = bm_take(&at, S);
     MLB_G mlb_real *lnw = bm_take(&at, S);
@@ -132,22 +76,17 @@ static int local_backward_cell(const moelat_grad_cell *c) {
 }
 
 #ifndef __OPENCL_VERSION__
-static size_t local_fwd_doubles(const moelat_expert_dims *d, int n) {
-    int S = d->state_size;
-    return (size_t)n + (size_t)(S + 2 * H1(d) + H2(d) + S + H2(d) + 2 * PH(d) + 3 * S);
-}
-
 static size_t local_scratch_doubles(const moelat_expert_dims *d, int max_neighbours) {
     int S = d->state_size;
     /* forward + backward work: da, dagg, dh1, dxf, dhid2, dp, LN work */
-    return local_fwd_doubles(d, max_neighbours) + (size_t)max_neighbours +
+    return local_fwd_values(d, max_neighbours) + (size_t)max_neighbours +
            (size_t)(S + H1(d) + S + H2(d) + PH(d) + S + S);
 }
 
 static int local_host_cell_f64(const moelat_grad_cell *c) {
     MLB_G mlb_real *at = c->scratch;
     local_fwd w;
-    local_forward(c, &w, &at, c->out);
+    local_forward(c->dims, c->tensors, c->x, c->neighbours, c->count, &w, &at, c->out);
     return MOELAT_EXPERT_OK;
 }
 

@@ -1,17 +1,19 @@
 /* The local expert (docs/MODEL.md, "The local expert"): attention over the local band
  * by unscaled dot products with the cell's state, two small MLPs and a
  * residual mix alpha x + beta LN(p). */
+#define MLB_HOST_FLOAT32 1 /* this unit's backward_math is float32: host_cell's */
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backward_math.h"
 #include "cpu_shape.h"
 #include "expert_common.h"
+#include "local_expert.h"
+#include "local_forward.h"
 
 extern const char *const local_cl_parts[];
-
-#include "local_expert.h"
 
 static int local_validate(const moelat_expert_dims *d, char *err, size_t errlen) {
     if (!d || d->state_size < 1) {
@@ -43,53 +45,15 @@ static int local_tensors(const moelat_expert_dims *d, moelat_tensor_spec *out, i
 }
 
 static size_t local_scratch(const moelat_expert_dims *d, int max_neighbours) {
-    int S = d->state_size;
-    return (size_t)max_neighbours + (size_t)(S + H1(d) + H2(d) + S + H2(d) + PH(d) + S);
+    return local_fwd_values(d, max_neighbours);
 }
 
+/* The float32 per-cell path: local_forward.h's forward, compiled here in
+ * float (the float64 backward compiles the same text). */
 static int local_host_cell(const moelat_host_cell *c) {
-    const moelat_expert_dims *d = c->dims;
-    const float *const *t = c->tensors;
-    int S = d->state_size, h1 = H1(d), h2 = H2(d), ph = PH(d);
-    const float *x = c->x;
-
-    float *a = c->scratch;        /* count attention weights */
-    float *agg = a + c->count;    /* S */
-    float *hid1 = agg + S;        /* h1 */
-    float *f = hid1 + h1;         /* h2 */
-    float *xf = f + h2;           /* [x, f], S + h2 */
-    float *hid2 = xf + S + h2;    /* ph */
-    float *p = hid2 + ph;         /* S */
-
-    for (int j = 0; j < c->count; j++) {
-        const float *n = c->neighbours + (size_t)j * S;
-        float dot = 0.0f;
-        for (int s = 0; s < S; s++)
-            dot += n[s] * x[s];
-        a[j] = dot;
-    }
-    ec_softmax(a, c->count);
-    memset(agg, 0, (size_t)S * sizeof *agg);
-    for (int j = 0; j < c->count; j++)
-        for (int s = 0; s < S; s++)
-            agg[s] += a[j] * c->neighbours[(size_t)j * S + s];
-
-    ec_dense(t[L_AGG0_W], t[L_AGG0_B], agg, S, hid1, h1);
-    for (int i = 0; i < h1; i++)
-        hid1[i] = ec_gelu(hid1[i]);
-    ec_dense(t[L_AGG2_W], t[L_AGG2_B], hid1, h1, f, h2);
-
-    memcpy(xf, x, (size_t)S * sizeof *xf);
-    memcpy(xf + S, f, (size_t)h2 * sizeof *xf);
-    ec_dense(t[L_SP0_W], t[L_SP0_B], xf, S + h2, hid2, ph);
-    for (int i = 0; i < ph; i++)
-        hid2[i] = ec_gelu(hid2[i]);
-    ec_dense(t[L_SP2_W], t[L_SP2_B], hid2, ph, p, S);
-    ec_layernorm(p, S, t[L_NORM_G], t[L_NORM_B]);
-
-    float alpha = t[L_ALPHA][0], beta = t[L_BETA][0];
-    for (int s = 0; s < S; s++)
-        c->out[s] = alpha * x[s] + beta * p[s];
+    float *at = c->scratch;
+    local_fwd w;
+    local_forward(c->dims, c->tensors, c->x, c->neighbours, c->count, &w, &at, c->out);
     return MOELAT_EXPERT_OK;
 }
 

@@ -1,8 +1,10 @@
+#define MLB_HOST_FLOAT32 1 /* this unit's backward_math is float32 (the gate's GELU, LayerNorm, softmax) */
 #include "core/gate.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "backward_math.h"
 
 #include "moelat/moelat.h"
 
@@ -28,46 +30,27 @@ void ml_gate_specs(int S, int gh, moelat_tensor_spec *specs) {
     spec(&specs[GATE_LN_B], "context_norm.bias", 1, S, 0, MOELAT_INIT_CONST, 0, 0.0f);
 }
 
-static float gelu(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
-
 void ml_gate_host(const ml_param_block *gate, int S, int gh, const float *x, const float *nu,
                   float *w, float *scratch) {
     float *in = scratch;          /* [LN_g(x), nu]: 2S */
     float *hidden = scratch + 2 * S; /* gh */
+    float *xhat = hidden + gh;    /* S */
     const float *const *t = (const float *const *)gate->tensors;
 
-    float mean = 0.0f, var = 0.0f;
+    (void)bm_layernorm(x, S, t[GATE_LN_W], t[GATE_LN_B], xhat, in);
     for (int s = 0; s < S; s++)
-        mean += x[s];
-    mean /= (float)S;
-    for (int s = 0; s < S; s++)
-        var += (x[s] - mean) * (x[s] - mean);
-    var /= (float)S;
-    float inv = 1.0f / sqrtf(var + 1e-5f);
-    for (int s = 0; s < S; s++) {
-        in[s] = (x[s] - mean) * inv * t[GATE_LN_W][s] + t[GATE_LN_B][s];
         in[S + s] = nu[s];
-    }
     for (int o = 0; o < gh; o++) {
         float acc = t[GATE_B0][o];
         for (int i = 0; i < 2 * S; i++)
             acc += t[GATE_W0][o * 2 * S + i] * in[i];
-        hidden[o] = gelu(acc);
+        hidden[o] = bm_gelu(acc);
     }
-    float logits[MOELAT_BANDS], max = -INFINITY;
     for (int k = 0; k < MOELAT_BANDS; k++) {
         float acc = t[GATE_B2][k];
         for (int i = 0; i < gh; i++)
             acc += t[GATE_W2][k * gh + i] * hidden[i];
-        logits[k] = acc;
-        if (acc > max)
-            max = acc;
+        w[k] = acc;
     }
-    float sum = 0.0f;
-    for (int k = 0; k < MOELAT_BANDS; k++) {
-        w[k] = expf(logits[k] - max);
-        sum += w[k];
-    }
-    for (int k = 0; k < MOELAT_BANDS; k++)
-        w[k] /= sum;
+    bm_softmax(w, MOELAT_BANDS);
 }
