@@ -202,7 +202,15 @@ static int build(ml_grad_engine *eng, ml_grad_cl *c, const moelat_backward_cl *x
                 rc = -1;
             }
             if (rc != 0) {
-                ML_WARN(BWD_LOG, "%s: its band kernel is unavailable (%.300s); the engine's runs", name, why);
+                ML_WARN(BWD_LOG, "%s: its band kernel is unavailable; the engine's runs. Why, with the build "
+                        "log:", name);
+                /* Line by line: a build log is longer than one log message. */
+                for (char *line = why, *end; line && *line; line = end ? end + 1 : NULL) {
+                    end = strchr(line, '\n');
+                    if (end)
+                        *end = '\0';
+                    ML_WARN(BWD_LOG, "  %s", line);
+                }
                 why[0] = '\0';
                 if (c->band[k])
                     clReleaseKernel(c->band[k]);
