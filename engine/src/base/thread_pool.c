@@ -3,9 +3,10 @@
  * each item's result does not depend on which thread computes it. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 
-#include"core/lattice_internal.h"
+#include "base/thread_pool.h"
 
 struct ml_thread_pool {
     int n_threads;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "base/thread_pool.h"
 #include "core/chunks.h"
 #include "moelat/moelat.h"
 #include "core/params.h"
@@ -30,7 +31,6 @@ typedef struct ml_expert_slot {
     size_t scratch_floats;     /* for the band's largest neighbourhood */
 } ml_expert_slot;
 
-typedef struct ml_thread_pool ml_thread_pool;
 
 /* Routing statistics: sums of the gate's weights and counts of the band
  * with the largest weight over the cell updates counted. */
@@ -140,12 +140,6 @@ moelat_status ml_finish_deliveries(moelat_lattice *lat, moelat_status step);
  * (ml_chunks_make_range with its halo depth) and keeps size as its chunk
  * box (planes.c). MOELAT_ERR_NOMEM leaves everything as it was. */
 moelat_status ml_lattice_rechunk(moelat_lattice *lat, const int32_t size[3], int32_t z0, int32_t z1);
-
-/* Thread pool (thread_pool.c): runs fn(ctx, i, worker) for i in [0, n). */
-ml_thread_pool *ml_pool_create(int n_threads);
-void ml_pool_destroy(ml_thread_pool *pool);
-int ml_pool_size(const ml_thread_pool *pool);
-void ml_pool_run(ml_thread_pool *pool, int n, void (*fn)(void *ctx, int i, int worker), void *ctx);
 
 /* The lattice's device (device.c): the view its backend gets, filled
  * from the lattice (again whenever its chunks or active planes change);
