@@ -28,53 +28,13 @@ const char *run_bytes(double b, char *buf, unsigned len) {
 
 int run_check_output(const char *opt, const char *path, int is_dir) {
     char err[1200];
-    if (!is_dir) {
-        if (moelat_file_check_output(path, err, sizeof err) != MOELAT_OK) {
-            fprintf(stderr, "moelat-engine run: %s %s: %s\n", opt, path, err);
-            return -1;
-        }
-        return 0;
-    }
-    /* The directory, or the nearest ancestor that exists: the save creates
-     * the rest. */
-    char p[4096];
-    if (snprintf(p, sizeof p, "%s", path) >= (int)sizeof p) {
-        fprintf(stderr, "moelat-engine run: %s: directory name too long\n", opt);
+    moelat_status st = is_dir ? moelat_file_check_output_dir(path, NULL, err, sizeof err)
+                              : moelat_file_check_output(path, err, sizeof err);
+    if (st != MOELAT_OK) {
+        fprintf(stderr, "moelat-engine run: %s %s: %s\n", opt, path, err);
         return -1;
     }
-    for (;;) {
-        struct stat st;
-        if (stat(p, &st) == 0) {
-            if (!S_ISDIR(st.st_mode)) {
-                fprintf(stderr, "moelat-engine run: %s %s: %s is %s, not a directory\n", opt, path,
-                        p, moelat_file_type_name(st.st_mode));
-                return -1;
-            }
-            if (access(p, W_OK | X_OK) != 0) {
-                fprintf(stderr, "moelat-engine run: %s %s: directory %s is not writable: %s\n",
-                        opt, path, p, strerror(errno));
-                return -1;
-            }
-            return 0;
-        }
-        /* ENOTDIR: a file on the way, reported when the walk reaches it. */
-        if (errno != ENOENT && errno != ENOTDIR) {
-            fprintf(stderr, "moelat-engine run: %s %s: cannot inspect %s: %s\n", opt, path, p,
-                    strerror(errno));
-            return -1;
-        }
-        char *slash = strrchr(p, '/');
-        while (slash && slash > p && slash[1] == '\0') { /* trailing slashes */
-            *slash = '\0';
-            slash = strrchr(p, '/');
-        }
-        if (!slash)
-            snprintf(p, sizeof p, ".");
-        else if (slash == p)
-            p[1] = '\0';
-        else
-            *slash = '\0';
-    }
+    return 0;
 }
 
 typedef struct mem_estimate {

@@ -77,6 +77,12 @@ MOELAT_API moelat_status moelat_file_check_input(const char *path, char *err, si
  * its type named), refuse read-only ones, write symlinks through to their
  * target, and need a writable directory. */
 MOELAT_API moelat_status moelat_file_check_output(const char *path, char *err, size_t errlen);
+/* Whether saves into directory dir would be allowed, writing nothing: dir,
+ * or the nearest ancestor that exists (a save creates the rest), must be a
+ * writable directory; when dir exists and manifest is not NULL, dir/manifest
+ * must pass moelat_file_check_output. */
+MOELAT_API moelat_status moelat_file_check_output_dir(const char *dir, const char *manifest, char *err,
+                                                      size_t errlen);
 /* "a FIFO", "a directory", ... for a stat st_mode. */
 MOELAT_API const char *moelat_file_type_name(unsigned mode);
 

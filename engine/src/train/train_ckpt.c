@@ -22,6 +22,7 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "train/train_ckpt.h"
+#include "moelat/util.h"
 
 #define TRAIN_KEY "train"
 #define TRAIN_FORMAT "moelat-train"
@@ -105,42 +106,9 @@ moelat_status moelat_trainer_save(moelat_trainer *t, const char *dir) {
 }
 
 moelat_status ml_train_check_dir(moelat_trainer *t, const char *dir) {
-    char p[4096], err[1200];
-    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p)
-        return ml_train_fail(t, MOELAT_ERR_INVALID, "checkpoint directory %.200s...: name too long", dir);
-    /* The directory, or the nearest ancestor that exists: a save creates the rest. */
-    for (int first = 1;; first = 0) {
-        struct stat sb;
-        if (stat(p, &sb) == 0) {
-            if (!S_ISDIR(sb.st_mode))
-                return ml_train_fail(t, MOELAT_ERR_IO, "checkpoint directory %s: %s is %s, not a directory", dir, p,
-                                     ml_file_type_name(sb.st_mode));
-            if (access(p, W_OK | X_OK) != 0)
-                return ml_train_fail(t, MOELAT_ERR_IO, "checkpoint directory %s: %s is not writable: %s", dir, p,
-                                     strerror(errno));
-            if (first) {
-                char man[4200];
-                snprintf(man, sizeof man, "%s/%s", dir, CKPT_MANIFEST);
-                if (atomic_check_target(man, err, sizeof err) != 0)
-                    return ml_train_fail(t, MOELAT_ERR_IO, "checkpoint directory %s: %s", dir, err);
-            }
-            return MOELAT_OK;
-        }
-        if (errno != ENOENT && errno != ENOTDIR)
-            return ml_train_fail(t, MOELAT_ERR_IO, "checkpoint directory %s: cannot inspect %s: %s", dir, p,
-                                 strerror(errno));
-        char *slash = strrchr(p, '/');
-        while (slash && slash > p && slash[1] == '\0') { /* trailing slashes */
-            *slash = '\0';
-            slash = strrchr(p, '/');
-        }
-        if (!slash)
-            snprintf(p, sizeof p, ".");
-        else if (slash == p)
-            p[1] = '\0';
-        else
-            *slash = '\0';
-    }
+    char err[1200];
+    moelat_status st = moelat_file_check_output_dir(dir, CKPT_MANIFEST, err, sizeof err);
+    return st == MOELAT_OK ? MOELAT_OK : ml_train_fail(t, st, "checkpoint directory %s: %s", dir, err);
 }
 
 /* ---- Reading ---------------------------------------------------------- */
