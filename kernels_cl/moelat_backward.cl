@@ -13,12 +13,31 @@
  * order; there are no float atomics. */
 
 /* nu of cell (x, y, z): the mean of every neighbour of every band (all
- * three stencils, concatenated in offsets), into nu; returns the count. */
+ * three stencils, concatenated in offsets), into nu; returns the count.
+ * With lanes, lane by state value, each value's sum in stencil order. */
 static int ml_bwd_nu(__global const float *state, __global const int4 *offsets, int n_off, int X, int Y, int Z,
                      int x, int y, int z, int S, __global float *nu) {
+    int total = 0;
+#if BM_LANES > 1
+    BM_FOR(s, S) {
+        float acc = 0.0f;
+        for (int j = 0; j < n_off; j++) {
+            const int4 o = offsets[j];
+            const int nx = x + o.x, ny = y + o.y, nz = z + o.z;
+            if (nx < 0 || ny < 0 || nz < 0 || nx >= X || ny >= Y || nz >= Z)
+                continue;
+            acc += state[((size_t)nx + (size_t)X * ((size_t)ny + (size_t)Y * nz)) * S + s];
+        }
+        nu[s] = acc;
+    }
+    for (int j = 0; j < n_off; j++) { /* the count, in every lane */
+        const int4 o = offsets[j];
+        const int nx = x + o.x, ny = y + o.y, nz = z + o.z;
+        total += nx >= 0 && ny >= 0 && nz >= 0 && nx < X && ny < Y && nz < Z;
+    }
+#else
     for (int s = 0; s < S; s++)
         nu[s] = 0.0f;
-    int total = 0;
     for (int j = 0; j < n_off; j++) {
         const int4 o = offsets[j];
         const int nx = x + o.x, ny = y + o.y, nz = z + o.z;
@@ -29,9 +48,11 @@ static int ml_bwd_nu(__global const float *state, __global const int4 *offsets, 
             nu[s] += src[s];
         total++;
     }
+#endif
     if (total > 0)
-        for (int s = 0; s < S; s++)
+        BM_FOR(s, S)
             nu[s] /= (float)total;
+    BM_SYNC;
     return total;
 }
 
@@ -60,13 +81,14 @@ static void ml_bwd_gate_tensors(__global const float *weights, __global const in
 }
 
 /* The gate's weights w (n_cells x 3) of the chunk's cells: the band
- * kernels scale their adjoint by them. One work-item per slot. */
+ * kernels scale their adjoint by them. One slot (a work-item, or a
+ * work-group of ML_BWD_LANES) per slot row. */
 __kernel void ml_bwd_gate_fwd(__global const float *state, __global const float *weights,
                               __global const int *tensor_off, __global const int4 *offsets, const int n_off,
                               const int X, const int Y, const int Z, const int S, const int c0,
                               const int n_cells, const int n_slots, const int slot_floats,
                               const int scratch_floats, __global float *slot_work, __global float *gate_w) {
-    const int slot = (int)get_global_id(0);
+    const int slot = (int)(get_global_id(0) / BM_LANES);
     if (slot >= n_slots)
         return;
     __global const float *t[GATE_N_TENSORS];
@@ -78,8 +100,9 @@ __kernel void ml_bwd_gate_fwd(__global const float *state, __global const float 
         const int x = i % X, y = (i / X) % Y, z = i / (X * Y);
         ml_bwd_nu(state, offsets, n_off, X, Y, Z, x, y, z, S, nu);
         ml_gate_f64(t, S, ML_GH, state + (size_t)i * S, nu, w, scratch);
-        for (int k = 0; k < 3; k++)
+        BM_FOR(k, 3)
             gate_w[(size_t)c * 3 + k] = w[k];
+        BM_SYNC;
     }
 }
 
@@ -93,7 +116,7 @@ __kernel void ml_bwd_gate(__global const float *state, __global const float *wei
                           const int t0, const int n_slots, const int slot_floats, const int scratch_floats,
                           const int n_weights, __global const float *dw_gate, __global float *slot_dw,
                           __global float *slot_work, __global float *dchunk, __global float *dnu_out) {
-    const int slot = (int)get_global_id(0);
+    const int slot = (int)(get_global_id(0) / BM_LANES);
     if (slot >= n_slots)
         return;
     __global const float *t[GATE_N_TENSORS];
@@ -106,19 +129,21 @@ __kernel void ml_bwd_gate(__global const float *state, __global const float *wei
         const int x = i % X, y = (i / X) % Y, z = i / (X * Y);
         const int total = ml_bwd_nu(state, offsets, n_off, X, Y, Z, x, y, z, S, nu);
         ml_gate_f64(t, S, ML_GH, state + (size_t)i * S, nu, w, scratch);
-        for (int k = 0; k < 3; k++)
+        BM_FOR(k, 3)
             dw[k] = dw_gate[(size_t)c * 3 + k];
-        for (int s = 0; s < S; s++) {
+        BM_FOR(s, S) {
             dnu[s] = 0.0f;
             dx[s] = 0.0f;
         }
+        BM_SYNC;
         ml_gate_f64_bwd(t, dt, S, ML_GH, w, dw, dx, dnu, scratch);
         __global float *own = dchunk + (size_t)(i - t0) * S;
         __global float *dn = dnu_out + (size_t)c * S;
-        for (int s = 0; s < S; s++) {
+        BM_FOR(s, S) {
             own[s] += dx[s];
             dn[s] = total > 0 ? dnu[s] / (float)total : 0.0f;
         }
+        BM_SYNC;
     }
 }
 

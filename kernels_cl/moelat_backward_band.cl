@@ -6,11 +6,14 @@
  *   ML_BWD_FN  the expert's backward function
  *   ML_NT      its tensor count
  *
- * One work-item is one slot: it takes the chunk's cells slot, slot +
- * n_slots, ... in order and adds its weight gradients into its own row of
- * slot_dw. No two work-items write the same float, and the slots are summed
- * in slot order afterwards (ml_bwd_commit), so two runs give the same bits
- * (no float atomics anywhere).
+ * One slot, a work-item or (with ML_BWD_LANES > 1, for an expert written
+ * for lanes: MOELAT_BACKWARD_CL_COOPERATIVE) a work-group of that many
+ * lanes, takes the chunk's cells slot, slot + n_slots, ... in order and
+ * adds its weight gradients into its own row of slot_dw. No two slots
+ * write the same float, within a slot each float has one lane
+ * (backward_math.h's rules), and the slots are summed in slot order
+ * afterwards (ml_bwd_commit), so two runs give the same bits (no float
+ * atomics anywhere).
  *
  * Per cell: gather the band's in-lattice neighbours (stencil order) into the
  * slot's work area; dout = w_k g; call ML_BWD_FN; then
@@ -50,7 +53,7 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
                           __global float *dw_gate,         /* n_cells x 3 */
                           __global float *dext_chunk,      /* X x Y x E */
                           __global int *status) {
-    const int slot = (int)get_global_id(0);
+    const int slot = (int)(get_global_id(0) / BM_LANES);
     if (slot >= n_slots)
         return;
     moelat_expert_dims dims;
@@ -87,12 +90,14 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
     __global float *dx = dout + S;
     __global float *dext = dx + S;
     __global float *zeros = dext + E;
-    for (int e = 0; e < E; e++)
+    BM_FOR(e, E)
         zeros[e] = 0.0f;
 
     for (int c = slot; c < n_cells; c += n_slots) {
         const int i = c0 + c;
         const int x = i % X, y = (i / X) % Y, z = i / (X * Y);
+        /* The in-lattice neighbours in stencil order, lane by state value
+         * (every lane counts alike). */
         int count = 0;
         for (int j = 0; j < n_off; j++) {
             const int4 o = offsets[j];
@@ -100,24 +105,25 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
             if (nx < 0 || ny < 0 || nz < 0 || nx >= X || ny >= Y || nz >= Z)
                 continue;
             __global const float *src = state + ((size_t)nx + (size_t)X * ((size_t)ny + (size_t)Y * nz)) * S;
-            for (int s = 0; s < S; s++) {
+            BM_FOR(s, S) {
                 nb[(size_t)count * S + s] = src[s];
                 dnb[(size_t)count * S + s] = 0.0f;
             }
             count++;
         }
         if (count == 0) {
-            dw_gate[(size_t)c * 3 + band] = 0.0f; /* an empty band is not run */
+            BM_ONE dw_gate[(size_t)c * 3 + band] = 0.0f; /* an empty band is not run */
             continue;
         }
         const float w = gate_w[(size_t)c * 3 + band];
         __global const float *g = gin + (size_t)i * S;
-        for (int s = 0; s < S; s++) {
+        BM_FOR(s, S) {
             dout[s] = w * g[s];
             dx[s] = 0.0f;
         }
-        for (int e = 0; e < E; e++)
+        BM_FOR(e, E)
             dext[e] = 0.0f;
+        BM_SYNC;
         moelat_grad_cell cell;
         cell.dims = &dims;
         cell.tensors = t;
@@ -136,22 +142,23 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
         cell.dtensors = dt;
         cell.scratch = scratch;
         if (ML_BWD_FN(&cell) != MOELAT_EXPERT_OK) {
-            status[0] = 1;
+            BM_ONE status[0] = 1;
+            BM_SYNC;
             continue;
         }
         float d = 0.0f;
-        __global float *own = dchunk + (size_t)(i - t0) * S;
-        for (int s = 0; s < S; s++) {
+        for (int s = 0; s < S; s++)
             d += g[s] * out[s];
+        __global float *own = dchunk + (size_t)(i - t0) * S;
+        BM_FOR(s, S)
             own[s] += dx[s];
-        }
-        dw_gate[(size_t)c * 3 + band] = d;
+        BM_ONE dw_gate[(size_t)c * 3 + band] = d;
         if (z == 0)
-            for (int e = 0; e < E; e++)
+            BM_FOR(e, E)
                 dext_chunk[((size_t)x + (size_t)X * y) * E + e] += dext[e];
 #ifdef ML_MEAN_ONLY
         /* Every neighbour got the same dL/dmean / count: one vector. */
-        for (int s = 0; s < S; s++)
+        BM_FOR(s, S)
             dedge[(size_t)c * S + s] = dnb[s];
 #else
         count = 0;
@@ -161,10 +168,11 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
             if (nx < 0 || ny < 0 || nz < 0 || nx >= X || ny >= Y || nz >= Z)
                 continue;
             __global float *de = dedge + ((size_t)c * n_off + j) * S;
-            for (int s = 0; s < S; s++)
+            BM_FOR(s, S)
                 de[s] = dnb[(size_t)count * S + s];
             count++;
         }
 #endif
+        BM_SYNC; /* the next cell's neighbours overwrite nb and dnb */
     }
 }

@@ -68,6 +68,37 @@ exit $rc
            COMMAND sh -c "${_grad_og_script}" ${OCLGRIND_EXE} $<TARGET_FILE:moelat-engine>)
   set_tests_properties(grad_oclgrind PROPERTIES LABELS "grad;oclgrind" TIMEOUT 900
     PASS_REGULAR_EXPRESSION "backward: device")
+
+  # The same kernels with slots of 4 lanes (the GPU shape: every band and
+  # the gate run one cell on a work-group, backward_math.h's lanes), under
+  # oclgrind's race checks, and their gradients against the host's
+  # (tools/bench/grad_compare.py, 1e-4 per tensor). PoCL's CPU devices
+  # compute wrong gradients with lanes, oclgrind and GPUs do not: this is
+  # where CI checks them.
+  find_package(Python3 COMPONENTS Interpreter)
+  if(Python3_Interpreter_FOUND)
+    set(_grad_og_lanes_script [=[
+tmp=$(mktemp -d)
+A="--preset debug --dims 6x5x4 --radius-ratio 0.9 --steps 1 --threads 1 --target $tmp/t.npy"
+"$1" run --preset debug --dims 6x5x4 --radius-ratio 0.9 --steps 1 --seed 11 --mode percell --quiet --save-state "$tmp/t.npy" >/dev/null || exit 1
+"$1" grad $A --mode percell --save-grads "$tmp/g_percell.safetensors" --save-state-grad "$tmp/s_percell.npy" \
+    --save-input-grad "$tmp/e_percell.npy" >/dev/null || exit 1
+MOELAT_NO_KERNEL_CACHE=1 "$0" --log "$tmp/log" --check-api --data-races "$1" grad $A \
+    --tune grad_rows=7,grad_slots=3,grad_lanes=4 --save-grads "$tmp/g_batch.safetensors" \
+    --save-state-grad "$tmp/s_batch.npy" --save-input-grad "$tmp/e_batch.npy" || exit 1
+rc=0
+if [ -s "$tmp/log" ]; then echo "oclgrind reported problems:"; head -60 "$tmp/log"; rc=1; fi
+"$2" "$3" "$tmp" || rc=1
+rm -rf "$tmp"
+exit $rc
+]=])
+    add_test(NAME grad_oclgrind_lanes
+             COMMAND sh -c "${_grad_og_lanes_script}" ${OCLGRIND_EXE} $<TARGET_FILE:moelat-engine>
+                     ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/tools/bench/grad_compare.py)
+    set_tests_properties(grad_oclgrind_lanes PROPERTIES LABELS "grad;oclgrind" TIMEOUT 900
+      PASS_REGULAR_EXPRESSION "4 lanes: local functional distant gate.*gradients agree"
+      FAIL_REGULAR_EXPRESSION "oclgrind reported problems|DISAGREE")
+  endif()
 endif()
 
 # A recording against later changes of its lattice (input, weights, other

@@ -326,6 +326,83 @@ static void test_band_kernel_repeat(void **state) {
     moelat_lattice_destroy(lat);
 }
 
+/* Slots of lanes (work-groups running one cell's backward together, the
+ * GPU default; grad_lanes asks for them on a CPU device too): every band
+ * and the gate on lanes, with more lanes than state values (debug, S =
+ * 24, at 32), fewer (experiment, S = 64, at 8), chunks ending mid-plane,
+ * few slots taking many cells each, a host chunk beside, the SDK
+ * example's expert (not written for lanes) beside them, and the same
+ * bits twice. */
+static void assert_lanes(const grads *d, const char *which) {
+    if (!strstr(d->path, which))
+        fail_msg("expected '%s' in the backward's path: %s", which, d->path);
+}
+
+/* PoCL's CPU devices give wrong gradients from the lanes' barriers where
+ * oclgrind (grad_oclgrind_lanes) agrees with the host: lanes are for GPUs
+ * (the default there), and these tests run on other devices only. */
+static int lanes_testable(void) {
+    moelat_lattice *lat = random_lattice("debug", 9, 8, 7, 0, MOELAT_MODE_AUTO, "", 1);
+    const char *dev = lat->device_name;
+    int cpu = strstr(dev, "pthread") || strstr(dev, "cpu-") || strstr(dev, "CPU") || !dev[0];
+    if (cpu)
+        print_message("lanes tests skipped on CPU device '%s' (grad_oclgrind_lanes checks lanes)\n", dev);
+    moelat_lattice_destroy(lat);
+    return !cpu;
+}
+
+static void test_lanes_debug(void **state) {
+    (void)state;
+    if (!lanes_testable())
+        skip();
+    grads d = compare("debug", 9, 8, 7, 0, 2, "grad_lanes=32,grad_rows=14",
+                      "debug 9x8x7, 32 lanes, 4 chunks of 14 rows");
+    assert_lanes(&d, "32 lanes: local functional distant gate");
+    assert_int_equal(d.dev, 2 * 4);
+    grads_free(&d);
+    d = compare("debug", 9, 8, 7, 0, 3, "grad_lanes=4,grad_slots=5,grad_rows=14,grad_host_chunk=2",
+                "debug 9x8x7, 4 lanes, 5 slots, chunk 2 on the host");
+    assert_lanes(&d, "4 lanes: local functional distant gate");
+    assert_int_equal(d.host, 3);
+    grads_free(&d);
+}
+
+static void test_lanes_experiment(void **state) {
+    (void)state;
+    if (!lanes_testable())
+        skip();
+    grads d = compare("experiment", 7, 6, 5, 0.5, 2, "grad_lanes=8,grad_rows=13", "experiment 7x6x5, 8 lanes");
+    assert_lanes(&d, "8 lanes: local functional distant gate");
+    grads_free(&d);
+}
+
+static void test_lanes_sdk_example(void **state) {
+    (void)state;
+    if (!lanes_testable())
+        skip();
+    g_local_expert = "diffusion";
+    grads d = compare("debug", 9, 8, 7, 0, 2, "grad_lanes=16", "debug 9x8x7, 16 lanes, the SDK example's local band");
+    g_local_expert = NULL;
+    assert_lanes(&d, "16 lanes: functional distant gate");
+    grads_free(&d);
+}
+
+static void test_lanes_repeat(void **state) {
+    (void)state;
+    if (!lanes_testable())
+        skip();
+    uint64_t seed = ts_seed();
+    moelat_lattice *lat = random_lattice("debug", 9, 8, 7, 0, MOELAT_MODE_AUTO, "grad_lanes=8,grad_rows=13", seed);
+    grads a = run(lat, 2, seed + 3), b = run(lat, 2, seed + 3);
+    assert_lanes(&a, "8 lanes");
+    assert_memory_equal(a.dw, b.dw, a.nw * sizeof(double));
+    assert_memory_equal(a.ds, b.ds, a.ns * sizeof(double));
+    assert_memory_equal(a.de, b.de, a.ne * sizeof(double));
+    grads_free(&a);
+    grads_free(&b);
+    moelat_lattice_destroy(lat);
+}
+
 /* grad_device=off and mode percell keep the host, and say so. */
 static void test_host_when_asked(void **state) {
     (void)state;
@@ -347,6 +424,10 @@ int main(void) {
         cmocka_unit_test(test_fault_falls_back),
         cmocka_unit_test(test_bitwise_repeat),
         cmocka_unit_test(test_host_when_asked),
+        cmocka_unit_test(test_lanes_debug),
+        cmocka_unit_test(test_lanes_experiment),
+        cmocka_unit_test(test_lanes_sdk_example),
+        cmocka_unit_test(test_lanes_repeat),
         cmocka_unit_test(test_band_kernel_debug),
         cmocka_unit_test(test_band_kernel_experiment),
         cmocka_unit_test(test_band_kernel_repeat),

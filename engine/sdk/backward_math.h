@@ -73,6 +73,16 @@ typedef mlb_real mlb_tensor;
 #define bm_tanh tanh
 #endif
 
+/* Lanes (BM_FOR, BM_ONE, BM_SYNC): moelat/backward_portable.h; the
+ * float32 host instantiations, which do not include it, run one lane. */
+#ifndef BM_FOR
+#define BM_LANES 1
+#define BM_LANE 0
+#define BM_SYNC ((void)0)
+#define BM_FOR(i, n) for (int i = 0; i < (int)(n); i++)
+#define BM_ONE if (1)
+#endif
+
 BM_API mlb_real bm_gelu(mlb_real v);       /* exact erf form: the one C GELU */
 BM_API mlb_real bm_gelu_grad(mlb_real v);  /* d GELU / d v */
 /* GELU's Phi(v) (GELU(v) = v Phi(v)), and d GELU / d v from v and Phi(v):
@@ -109,6 +119,14 @@ BM_API mlb_real bm_layernorm(MLB_G const mlb_real *v, int n, MLB_G const mlb_ten
 BM_API void bm_layernorm_bwd(MLB_G const mlb_real *xhat, mlb_real inv, int n, MLB_G const mlb_tensor *gain,
                              MLB_G const mlb_real *dout, MLB_G mlb_real *dv, MLB_G mlb_real *dgain,
                              MLB_G mlb_real *dbias, MLB_G mlb_real *work);
+
+/* One lane's own copies, for work a lane does alone (one edge of a
+ * cell): out = b + W[:, 0..nin) in with bm_dense_part's arithmetic, and
+ * bm_dense_part_bwd's din alone (din += W^T dout), no lanes, no sync. */
+BM_API void bm_dense_part_1(MLB_G const mlb_tensor *W, int ld, MLB_G const mlb_real *b, MLB_G const mlb_real *in,
+                            int nin, MLB_G mlb_real *out, int nout);
+BM_API void bm_dense_part_bwd_in_1(MLB_G const mlb_tensor *W, int ld, MLB_G const mlb_real *dout, int nin, int nout,
+                                   MLB_G mlb_real *din);
 
 /* In-place softmax (max-subtracted). */
 BM_API void bm_softmax(MLB_G mlb_real *v, int n);

@@ -59,7 +59,7 @@ static void fwd_block(cnf_fwd *w, int S, int H, MLB_G mlb_real *scratch, int k) 
  * c (the same value as bm_gelu: the halving is exact), so that it needs no
  * second erf; the forward alone takes bm_gelu itself. */
 static void cnf_gelu(MLB_G const mlb_real *a, MLB_G mlb_real *c, MLB_G mlb_real *h, int n) {
-    for (int i = 0; i < n; i++) {
+    BM_FOR(i, n) {
 #ifdef CNF_FORWARD_ONLY
         (void)c;
         h[i] = bm_gelu(a[i]);
@@ -68,6 +68,7 @@ static void cnf_gelu(MLB_G const mlb_real *a, MLB_G mlb_real *c, MLB_G mlb_real 
         h[i] = a[i] * c[i];
 #endif
     }
+    BM_SYNC;
 }
 
 /* f(time, v) into f (S), keeping intermediates in w. */
@@ -75,19 +76,25 @@ static void cnf_f(MLB_G const mlb_tensor *const *t, int S, int H, mlb_real time,
                   MLB_G const mlb_real *m, MLB_G mlb_real *f, const cnf_fwd *w) {
     bm_copy(w->in, v, (size_t)S);
     bm_copy(w->in + S, m, (size_t)S);
-    w->inv[0] = bm_layernorm(w->in, 2 * S, t[CNF_IN_G], t[CNF_IN_B], w->xin, w->in);
+    const mlb_real inv_in = bm_layernorm(w->in, 2 * S, t[CNF_IN_G], t[CNF_IN_B], w->xin, w->in);
     bm_dense(t[CNF_W0], t[CNF_B0], w->in, 2 * S, w->a0, H);
     cnf_gelu(w->a0, w->c0, w->h, H);
     bm_dense(t[CNF_W3], t[CNF_B3], w->h, H, w->a3, H / 2);
     cnf_gelu(w->a3, w->c3, w->h2, H / 2);
     bm_dense(t[CNF_W5], t[CNF_B5], w->h2, H / 2, w->pre, S);
     /* pad_S(T t): the time embedding fills the first floor(H/4) entries. */
-    for (int i = 0; i < H / 4; i++)
+    BM_FOR(i, H / 4)
         w->pre[i] += t[CNF_TIME_W][i] * time;
-    w->inv[1] = bm_layernorm(w->pre, S, t[CNF_OUT_G], t[CNF_OUT_B], w->xout, f);
+    BM_SYNC;
+    const mlb_real inv_out = bm_layernorm(w->pre, S, t[CNF_OUT_G], t[CNF_OUT_B], w->xout, f);
+    BM_ONE {
+        w->inv[0] = inv_in;
+        w->inv[1] = inv_out;
+    }
     mlb_real damping = bm_fabs(t[CNF_GAMMA][0]);
-    for (int i = 0; i < S; i++)
+    BM_FOR(i, S)
         f[i] -= damping * v[i];
+    BM_SYNC;
 }
 
 static mlb_real cnf_clamp(mlb_real v, mlb_real lo, mlb_real hi) { return v < lo ? lo : (v > hi ? hi : v); }
@@ -109,8 +116,9 @@ static void cnf_steps(MLB_G const mlb_tensor *const *t, int S, int H, int K, int
         cnf_f(t, S, H, time, vk, m, f, &w);
         mlb_real dt = MLB_C(1.0) / K;
         if (mode == 1) {
-            for (int s = 0; s < S; s++)
+            BM_FOR(s, S)
                 ve[s] = vk[s] + ((s % 2) ? -MLB_C(1e-4) : MLB_C(1e-4));
+            BM_SYNC;
             cnf_f(t, S, H, time, ve, m, fe, &w);
             mlb_real num = MLB_C(0.0);
             for (int s = 0; s < S; s++)
@@ -119,8 +127,9 @@ static void cnf_steps(MLB_G const mlb_tensor *const *t, int S, int H, int K, int
             mlb_real lambda = cnf_clamp(t[CNF_LAMBDA][0], MLB_C(0.1), MLB_C(1.0));
             dt = cnf_clamp(lambda / (lk + MLB_C(1e-6)), MLB_C(0.001), MLB_C(0.5));
         }
-        for (int s = 0; s < S; s++)
+        BM_FOR(s, S)
             vn[s] = vk[s] + dt * f[s];
+        BM_SYNC;
     }
 }
 
@@ -147,33 +156,38 @@ static void cnf_f_bwd(MLB_G const mlb_real *const *t, MLB_G mlb_real *const *dt,
     MLB_G mlb_real *dc = lnw + 2 * S;    /* 2S */
     mlb_real gamma = t[CNF_GAMMA][0];
     mlb_real damping = bm_fabs(gamma), dv_dot = MLB_C(0.0);
-    for (int i = 0; i < S; i++) {
-        dv[i] -= damping * df[i];
+    for (int i = 0; i < S; i++)
         dv_dot += df[i] * v[i];
-    }
+    BM_FOR(i, S)
+        dv[i] -= damping * df[i];
     /* d|gamma| / d gamma = sign(gamma) (0 at 0). */
-    dt[CNF_GAMMA][0] -= (gamma > 0 ? MLB_C(1.0) : (gamma < 0 ? -MLB_C(1.0) : MLB_C(0.0))) * dv_dot;
+    BM_ONE dt[CNF_GAMMA][0] -= (gamma > 0 ? MLB_C(1.0) : (gamma < 0 ? -MLB_C(1.0) : MLB_C(0.0))) * dv_dot;
+    BM_SYNC;
     bm_zero(dpre, (size_t)S);
     bm_layernorm_bwd(w->xout, w->inv[1], S, t[CNF_OUT_G], df, dpre, dt[CNF_OUT_G], dt[CNF_OUT_B], lnw);
-    for (int i = 0; i < H / 4; i++)
+    BM_FOR(i, H / 4)
         dt[CNF_TIME_W][i] += dpre[i] * time;
+    BM_SYNC;
     bm_zero(dh2, (size_t)(H / 2));
     bm_dense_bwd(t[CNF_W5], w->h2, dpre, H / 2, S, dh2, dt[CNF_W5], dt[CNF_B5]);
-    for (int i = 0; i < H / 2; i++)
+    BM_FOR(i, H / 2)
         dh2[i] *= bm_gelu_grad_cdf(w->a3[i], w->c3[i]);
+    BM_SYNC;
     bm_zero(dh, (size_t)H);
     bm_dense_bwd(t[CNF_W3], w->h, dh2, H, H / 2, dh, dt[CNF_W3], dt[CNF_B3]);
-    for (int i = 0; i < H; i++)
+    BM_FOR(i, H)
         dh[i] *= bm_gelu_grad_cdf(w->a0[i], w->c0[i]);
+    BM_SYNC;
     bm_zero(din, 2 * (size_t)S);
     bm_dense_bwd(t[CNF_W0], w->in, dh, 2 * S, H, din, dt[CNF_W0], dt[CNF_B0]);
     /* din is dL/d LN_in(...): back through the input norm into [v, m]. */
     bm_zero(dc, 2 * (size_t)S);
     bm_layernorm_bwd(w->xin, w->inv[0], 2 * S, t[CNF_IN_G], din, dc, dt[CNF_IN_G], dt[CNF_IN_B], lnw);
-    for (int i = 0; i < S; i++) {
+    BM_FOR(i, S) {
         dv[i] += dc[i];
         dm[i] += dc[S + i];
     }
+    BM_SYNC;
 }
 
 /* The states v_0 .. v_K after the K forward blocks. */
@@ -200,11 +214,13 @@ void cnf_f64_backward(MLB_G const mlb_real *const *t, int S, int H, int K, MLB_G
     for (int k = K - 1; k >= 0; k--) {
         cnf_fwd w;
         fwd_block(&w, S, H, scratch, k);
-        for (int s = 0; s < S; s++)
+        BM_FOR(s, S)
             df[s] = dt_k * dv[s];
+        BM_SYNC;
         cnf_f_bwd(t, dt, S, H, (mlb_real)k / K, v + (size_t)k * S, &w, df, dv, dm, work);
     }
-    for (int s = 0; s < S; s++)
+    BM_FOR(s, S)
         dx[s] += dv[s];
+    BM_SYNC;
 }
 #endif /* CNF_FORWARD_ONLY */

@@ -15,11 +15,12 @@ static int ds_backward_cell(const moelat_grad_cell *c) {
     bm_zero(dm, (size_t)S);
     cnf_f64_backward(c->tensors, S, ODE_H(d), d->cnf_steps, c->dout, c->dx, dm, c->dtensors, cnf);
     /* The mean's adjoint: each neighbour gets dm / count (divided once). */
-    for (int s = 0; s < S; s++)
+    BM_FOR(s, S)
         dm[s] /= c->count;
-    for (int j = 0; j < c->count; j++)
-        for (int s = 0; s < S; s++)
-            c->dneighbours[(size_t)j * S + s] += dm[s];
+    BM_SYNC;
+    BM_FOR(e, c->count * S)
+        c->dneighbours[e] += dm[e % S];
+    BM_SYNC;
     return MOELAT_EXPERT_OK;
 }
 
@@ -56,7 +57,8 @@ extern const char *const distant_bwd_cl_parts[];
 
 static const moelat_backward_cl g_backward_cl = {
     .struct_size = sizeof(moelat_backward_cl),
-    .flags = MOELAT_BACKWARD_CL_MEAN_ONLY, /* CNF(x, mean n_j): n_j only through the mean */
+    /* CNF(x, mean n_j): n_j only through the mean; written for lanes */
+    .flags = MOELAT_BACKWARD_CL_MEAN_ONLY | MOELAT_BACKWARD_CL_COOPERATIVE,
     .source_parts = distant_bwd_cl_parts,
     .backward_fn = "ds_backward_cell",
     .scratch_floats = ds_scratch_doubles,

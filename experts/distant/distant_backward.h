@@ -32,11 +32,12 @@ static inline void ds_forward(const moelat_expert_dims *d, MLB_G const mlb_tenso
                               MLB_G mlb_real *cnf) {
     int S = d->state_size;
     bm_zero(m, (size_t)S);
-    for (int j = 0; j < count; j++)
-        for (int s = 0; s < S; s++)
+    BM_FOR(s, S) { /* each value's sum in neighbour order */
+        for (int j = 0; j < count; j++)
             m[s] += nbrs[(size_t)j * S + s];
-    for (int s = 0; s < S; s++)
         m[s] /= count;
+    }
+    BM_SYNC;
 #ifdef MLB_HOST_FLOAT32
     cnf_host_run(t, S, ODE_H(d), d->cnf_steps, d->cnf_mode, x, m, out, cnf);
 #else

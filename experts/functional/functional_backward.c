@@ -15,6 +15,7 @@
 typedef struct fn_fwd {
     MLB_G mlb_real *zmc;      /* count x hd: message layer 0 before GELU */
     MLB_G mlb_real *cdf;      /* count x hd: GELU's Phi of zmc (GELU = zmc Phi) */
+    MLB_G mlb_real *hid;      /* count x hd: GELU(zmc), message layer 2's input */
     MLB_G mlb_real *msg;      /* count x md: m_j */
     MLB_G mlb_real *ta;       /* count x md: tanh of attention layer 0 */
     MLB_G mlb_real *a;        /* count: softmax of e_j */
@@ -43,12 +44,14 @@ static size_t fn_work_doubles(const moelat_expert_dims *d) {
 }
 
 /* The per-edge arrays of the forward, for n edges (the host backward
- * keeps every edge; the device's work-group kernel recomputes them and
- * takes none). */
+ * keeps every edge, and so do lanes, each edge's rows its lane's; the
+ * device's fn_bwd_band_wg recomputes them and takes none). The backward
+ * reuses them for the edges' adjoints (fn_bwd_edges). */
 static void fn_layout_edges(const moelat_expert_dims *d, int n, fn_fwd *w, MLB_G mlb_real **at) {
     int hd = HD(d), md = MD(d);
     w->zmc = bm_take(at, (size_t)n * hd);
     w->cdf = bm_take(at, (size_t)n * hd);
+    w->hid = bm_take(at, (size_t)n * hd);
     w->msg = bm_take(at, (size_t)n * md);
     w->ta = bm_take(at, (size_t)n * md);
     w->a = bm_take(at, n);
@@ -85,16 +88,16 @@ static void fn_fwd_means(const moelat_grad_cell *c, fn_fwd *w) {
     int S = c->dims->state_size, n = c->count;
     bm_zero(w->act, (size_t)S);
     bm_zero(w->mean, (size_t)S);
-    for (int j = 0; j < n; j++)
-        for (int s = 0; s < S; s++) {
+    BM_FOR(s, S) { /* each value's sums in neighbour order */
+        for (int j = 0; j < n; j++) {
             mlb_real v = c->neighbours[(size_t)j * S + s];
             w->act[s] += fabs(v);
             w->mean[s] += v;
         }
-    for (int s = 0; s < S; s++) {
         w->act[s] /= n;
         w->mean[s] /= n;
     }
+    BM_SYNC;
 }
 
 /* From act: the gate g; and the edge layers' x columns with their biases,
@@ -107,8 +110,9 @@ static void fn_fwd_gate(const moelat_grad_cell *c, fn_fwd *w) {
     bm_copy(w->xa, x, (size_t)S);
     bm_copy(w->xa + S, w->act, (size_t)S);
     bm_dense(t[F_G0_W], t[F_G0_B], w->xa, 2 * S, w->zg, S / 2);
-    for (int i = 0; i < S / 2; i++)
+    BM_FOR(i, S / 2)
         w->hg[i] = bm_gelu(w->zg[i]);
+    BM_SYNC;
     bm_dense(t[F_G2_W], t[F_G2_B], w->hg, S / 2, w->gl, 1);
     w->g = bm_sigmoid(w->gl[0]);
 
@@ -119,31 +123,34 @@ static void fn_fwd_gate(const moelat_grad_cell *c, fn_fwd *w) {
     bm_dense_part(t[F_AT0_W] + md, md + S, t[F_AT0_B], x, S, w->pa, md);
 }
 
-/* Every edge's message and attention logit, their softmax and M. */
+/* Every edge's message and attention logit, their softmax and M. With
+ * lanes, lane by edge: an edge's layers are one lane's work, its rows of
+ * the per-edge arrays that lane's alone. */
 static void fn_fwd_edges(const moelat_grad_cell *c, fn_fwd *w) {
     const moelat_expert_dims *d = c->dims;
     MLB_G const mlb_real *const *t = c->tensors;
     int S = d->state_size, hd = HD(d), md = MD(d), n = c->count;
-    MLB_G mlb_real *hid = w->work;
-    for (int j = 0; j < n; j++) {
+    BM_FOR(j, n) {
         MLB_G mlb_real *zm = w->zmc + (size_t)j * hd, *m = w->msg + (size_t)j * md, *ta = w->ta + (size_t)j * md;
-        MLB_G mlb_real *cdf = w->cdf + (size_t)j * hd;
-        bm_dense_part(t[F_MC0_W], 2 * S, w->px, c->neighbours + (size_t)j * S, S, zm, hd);
+        MLB_G mlb_real *cdf = w->cdf + (size_t)j * hd, *hid = w->hid + (size_t)j * hd;
+        bm_dense_part_1(t[F_MC0_W], 2 * S, w->px, c->neighbours + (size_t)j * S, S, zm, hd);
         for (int i = 0; i < hd; i++) {
             cdf[i] = bm_gelu_cdf(zm[i]);
             hid[i] = zm[i] * cdf[i];
         }
-        bm_dense(t[F_MC2_W], t[F_MC2_B], hid, hd, m, md);
-        bm_dense_part(t[F_AT0_W], md + S, w->pa, m, md, ta, md);
+        bm_dense_part_1(t[F_MC2_W], hd, t[F_MC2_B], hid, hd, m, md);
+        bm_dense_part_1(t[F_AT0_W], md + S, w->pa, m, md, ta, md);
         for (int i = 0; i < md; i++)
             ta[i] = tanh(ta[i]);
-        bm_dense(t[F_AT2_W], t[F_AT2_B], ta, md, &w->a[j], 1);
+        bm_dense_part_1(t[F_AT2_W], md, t[F_AT2_B], ta, md, &w->a[j], 1);
     }
+    BM_SYNC;
     bm_softmax(w->a, n);
     bm_zero(w->M, (size_t)md);
-    for (int j = 0; j < n; j++)
-        for (int i = 0; i < md; i++)
+    BM_FOR(i, md)
+        for (int j = 0; j < n; j++)
             w->M[i] += w->a[j] * w->msg[(size_t)j * md + i];
+    BM_SYNC;
 }
 
 /* From M: the GRU, the CNF, the result layer; out when not NULL. */
@@ -154,32 +161,37 @@ static void fn_fwd_tail(const moelat_grad_cell *c, fn_fwd *w, MLB_G mlb_real *ou
     MLB_G const mlb_real *x = c->x;
     bm_copy(w->xu, x, (size_t)S);
     bm_copy(w->xu + S, w->M, (size_t)md);
-    for (int i = 0; i < E; i++)
+    BM_FOR(i, E)
         w->xu[S + md + i] = c->ext ? c->ext[i] : MLB_C(0.0);
+    BM_SYNC;
     bm_copy(w->xu2, w->xu, (size_t)U);
     bm_dense(t[F_UG_W], t[F_UG_B], w->xu, U, w->z, S);
     bm_dense(t[F_RG_W], t[F_RG_B], w->xu, U, w->sr, S);
-    for (int s = 0; s < S; s++) {
+    BM_FOR(s, S) {
         w->z[s] = bm_sigmoid(w->z[s]);
         w->sr[s] = bm_sigmoid(w->sr[s]);
         w->xu2[s] = w->sr[s] * x[s];
     }
+    BM_SYNC;
     bm_dense(t[F_CN_W], t[F_CN_B], w->xu2, U, w->tc, S);
-    for (int s = 0; s < S; s++) {
+    BM_FOR(s, S) {
         w->tc[s] = tanh(w->tc[s]);
         w->gnn[s] = (MLB_C(1.0) - w->z[s]) * x[s] + w->z[s] * w->tc[s];
     }
+    BM_SYNC;
     /* w->work keeps the CNF's intermediates for cnf_f64_backward. */
     cnf_f64_run(t + F_CNF, S, ODE_H(d), d->cnf_steps, x, w->mean, w->cnf, w->work);
-    for (int s = 0; s < S; s++) {
+    BM_FOR(s, S) {
         w->rin[s] = (MLB_C(1.0) - w->g) * w->gnn[s];
         w->rin[S + s] = w->g * w->cnf[s];
     }
+    BM_SYNC;
     bm_dense(t[F_RP0_W], t[F_RP0_B], w->rin, 2 * S, w->pre, S);
     w->inv = bm_layernorm(w->pre, S, t[F_RP1_G], t[F_RP1_B], w->xhat, w->y);
     if (out)
-        for (int s = 0; s < S; s++)
+        BM_FOR(s, S)
             out[s] = bm_gelu(w->y[s]);
+    BM_SYNC;
 }
 
 static void fn_forward(const moelat_grad_cell *c, fn_fwd *w, MLB_G mlb_real **at, MLB_G mlb_real *out) {
@@ -227,19 +239,22 @@ static void fn_bwd_tail(const moelat_grad_cell *c, const fn_fwd *wp, fn_bwd *b) 
     MLB_G mlb_real *dmean = b->dmean, *tmp = b->tmp, *drin = b->drin;
 
     /* out = GELU(y), y = LN(pre), pre = RP0 rin */
-    for (int s = 0; s < S; s++)
+    BM_FOR(s, S)
         dy[s] = c->dout[s] * bm_gelu_grad(w.y[s]);
+    BM_SYNC;
     bm_zero(tmp, S);
     bm_layernorm_bwd(w.xhat, w.inv, S, t[F_RP1_G], dy, tmp, dt[F_RP1_G], dt[F_RP1_B], dgnn);
     bm_zero(drin, 2 * (size_t)S);
     bm_dense_bwd(t[F_RP0_W], w.rin, tmp, 2 * S, S, drin, dt[F_RP0_W], dt[F_RP0_B]);
     mlb_real dg = MLB_C(0.0);
-    for (int s = 0; s < S; s++) {
+    for (int s = 0; s < S; s++)
+        dg += -w.gnn[s] * drin[s] + w.cnf[s] * drin[S + s];
+    b->dg = dg;
+    BM_FOR(s, S) {
         dgnn[s] = (MLB_C(1.0) - w.g) * drin[s];
         dcnf[s] = w.g * drin[S + s];
-        dg += -w.gnn[s] * drin[s] + w.cnf[s] * drin[S + s];
     }
-    b->dg = dg;
+    BM_SYNC;
 
     /* cnf = CNF(x, mean) */
     bm_zero(dmean, S);
@@ -247,33 +262,40 @@ static void fn_bwd_tail(const moelat_grad_cell *c, const fn_fwd *wp, fn_bwd *b) 
 
     /* gnn = (1 - z) x + z tanh(cand), cand = CN [rr x, u], z = sig(UG xu), rr = sig(RG xu) */
     MLB_G mlb_real *dcand = tmp, *dz = dcnf, *drr = dy; /* dcnf and dy are spent */
-    for (int s = 0; s < S; s++) {
+    BM_FOR(s, S) {
         dx[s] += (MLB_C(1.0) - w.z[s]) * dgnn[s];
         dz[s] = dgnn[s] * (w.tc[s] - x[s]) * w.z[s] * (MLB_C(1.0) - w.z[s]);
         dcand[s] = dgnn[s] * w.z[s] * (MLB_C(1.0) - w.tc[s] * w.tc[s]);
     }
+    BM_SYNC;
     bm_zero(du, U);
     bm_dense_bwd(t[F_CN_W], w.xu2, dcand, U, S, du, dt[F_CN_W], dt[F_CN_B]);
-    for (int s = 0; s < S; s++) {
+    BM_FOR(s, S) {
         dx[s] += du[s] * w.sr[s];
         drr[s] = du[s] * x[s] * w.sr[s] * (MLB_C(1.0) - w.sr[s]);
         du[s] = MLB_C(0.0); /* du now collects dL/d[x, M, ext] of xu */
     }
+    BM_SYNC;
     bm_zero(dxu, U);
     bm_dense_bwd(t[F_UG_W], w.xu, dz, U, S, dxu, dt[F_UG_W], dt[F_UG_B]);
     bm_dense_bwd(t[F_RG_W], w.xu, drr, U, S, dxu, dt[F_RG_W], dt[F_RG_B]);
-    for (int s = 0; s < S; s++)
+    BM_FOR(s, S)
         dx[s] += dxu[s];
-    for (int i = 0; i < md; i++)
+    BM_FOR(i, md)
         dM[i] = du[S + i] + dxu[S + i];
-    for (int i = 0; i < E; i++)
-        if (c->dext)
+    if (c->dext)
+        BM_FOR(i, E)
             c->dext[i] += du[S + md + i] + dxu[S + md + i];
+    BM_SYNC;
 }
 
 /* The reverse of fn_fwd_edges (and of the edge layers' x columns): adds
  * to dx, dneighbours and the edge layers' weight gradients. da and dmsg
- * hold count and count x md values. */
+ * hold count and count x md values. The edges' adjoints replace their
+ * forward rows (dL/d tanh-input over ta, dL/d zmc over hid, and GELU(zmc)
+ * moves over cdf): first every edge alone (lane by edge), then each weight
+ * element's terms over the edges in edge order (lane by element), the
+ * order the host's one loop over edges takes. */
 static void fn_bwd_edges(const moelat_grad_cell *c, const fn_fwd *wp, const fn_bwd *b, MLB_G mlb_real *da,
                          MLB_G mlb_real *dmsg) {
     const moelat_expert_dims *d = c->dims;
@@ -285,7 +307,7 @@ static void fn_bwd_edges(const moelat_grad_cell *c, const fn_fwd *wp, const fn_b
     fn_fwd w = *wp;
     MLB_G const mlb_real *dM = b->dM;
     /* M = sum_j a_j m_j, a = softmax(e) */
-    for (int j = 0; j < n; j++) {
+    BM_FOR(j, n) {
         mlb_real acc = MLB_C(0.0);
         for (int i = 0; i < md; i++) {
             dmsg[(size_t)j * md + i] = w.a[j] * dM[i];
@@ -293,35 +315,91 @@ static void fn_bwd_edges(const moelat_grad_cell *c, const fn_fwd *wp, const fn_b
         }
         da[j] = acc;
     }
+    BM_SYNC;
     bm_softmax_bwd(w.a, da, n, da);
-    /* Per edge only the m_j and n_j columns; the x columns' and the biases'
-     * adjoints take the sums over edges of dta and dhid, once per cell. */
-    MLB_G mlb_real *hid = w.work, *dta = hid + hd, *dhid = dta + md, *sta = dhid + hd, *shid = sta + md;
-    bm_zero(sta, md);
-    bm_zero(shid, hd);
-    for (int j = 0; j < n; j++) {
-        MLB_G const mlb_real *zm = w.zmc + (size_t)j * hd, *m = w.msg + (size_t)j * md, *ta = w.ta + (size_t)j * md;
-        MLB_G mlb_real *dm = dmsg + (size_t)j * md, *dn = c->dneighbours + (size_t)j * S;
-        /* e_j = AT2 tanh(AT0 [m_j, x]) */
-        bm_zero(dta, md);
-        bm_dense_bwd(t[F_AT2_W], ta, &da[j], md, 1, dta, dt[F_AT2_W], dt[F_AT2_B]);
+    /* e_j = AT2 tanh(AT0 [m_j, x]): AT2's gradients read ta, which the
+     * edges' pass below replaces. */
+    BM_FOR(i, md)
+        for (int j = 0; j < n; j++)
+            if (da[j] != MLB_C(0.0))
+                dt[F_AT2_W][i] += da[j] * w.ta[(size_t)j * md + i];
+    BM_ONE
+        for (int j = 0; j < n; j++)
+            if (da[j] != MLB_C(0.0))
+                dt[F_AT2_B][0] += da[j];
+    BM_SYNC;
+    MLB_G const mlb_real *A2 = t[F_AT2_W], *W2 = t[F_MC2_W];
+    BM_FOR(j, n) {
+        MLB_G mlb_real *dta = w.ta + (size_t)j * md, *dm = dmsg + (size_t)j * md;
+        MLB_G mlb_real *zm = w.zmc + (size_t)j * hd, *cdf = w.cdf + (size_t)j * hd;
+        MLB_G mlb_real *dhid = w.hid + (size_t)j * hd; /* GELU(zmc) is in cdf's place from here on */
+        const mlb_real g = da[j];
         for (int i = 0; i < md; i++) {
-            dta[i] *= MLB_C(1.0) - ta[i] * ta[i];
-            sta[i] += dta[i];
+            const mlb_real v = g != MLB_C(0.0) ? MLB_C(0.0) + A2[i] * g : MLB_C(0.0);
+            dta[i] = v * (MLB_C(1.0) - dta[i] * dta[i]);
         }
-        bm_dense_part_bwd(t[F_AT0_W], md + S, m, dta, md, md, dm, dt[F_AT0_W], 0);
+        bm_dense_part_bwd_in_1(t[F_AT0_W], md + S, dta, md, md, dm);
         /* m_j = MC2 GELU(MC0 [n_j, x]) */
-        MLB_G const mlb_real *cdf = w.cdf + (size_t)j * hd;
-        for (int i = 0; i < hd; i++)
-            hid[i] = zm[i] * cdf[i];
-        bm_zero(dhid, hd);
-        bm_dense_bwd(t[F_MC2_W], hid, dm, hd, md, dhid, dt[F_MC2_W], dt[F_MC2_B]);
         for (int i = 0; i < hd; i++) {
-            dhid[i] *= bm_gelu_grad_cdf(zm[i], cdf[i]);
-            shid[i] += dhid[i];
+            mlb_real acc = MLB_C(0.0);
+            for (int k = 0; k < md; k++)
+                if (dm[k] != MLB_C(0.0))
+                    acc += W2[(size_t)k * hd + i] * dm[k];
+            const mlb_real v = zm[i], p = cdf[i];
+            cdf[i] = v * p;
+            dhid[i] = acc * bm_gelu_grad_cdf(v, p);
         }
-        bm_dense_part_bwd(t[F_MC0_W], 2 * S, c->neighbours + (size_t)j * S, dhid, S, hd, dn, dt[F_MC0_W], 0);
+        bm_dense_part_bwd_in_1(t[F_MC0_W], 2 * S, dhid, S, hd, c->dneighbours + (size_t)j * S);
     }
+    BM_SYNC;
+    /* Per element, over the edges: AT0's m columns, MC2, MC0's n columns;
+     * and the sums of dta and dhid for the x columns and biases, which
+     * are the same for every edge and so are taken once per cell. */
+    MLB_G mlb_real *sta = w.work, *shid = sta + md;
+    BM_FOR(e, md * md) {
+        const int k = e / md, q = e - k * md;
+        MLB_G mlb_real *dw = dt[F_AT0_W] + (size_t)k * (md + S) + q;
+        for (int j = 0; j < n; j++) {
+            const mlb_real g = w.ta[(size_t)j * md + k];
+            if (g != MLB_C(0.0))
+                *dw += g * w.msg[(size_t)j * md + q];
+        }
+    }
+    BM_FOR(e, md * hd) {
+        const int k = e / hd, o = e - k * hd;
+        MLB_G mlb_real *dw = dt[F_MC2_W] + (size_t)k * hd + o;
+        for (int j = 0; j < n; j++) {
+            const mlb_real g = dmsg[(size_t)j * md + k];
+            if (g != MLB_C(0.0))
+                *dw += g * w.cdf[(size_t)j * hd + o];
+        }
+    }
+    BM_FOR(k, md)
+        for (int j = 0; j < n; j++)
+            if (dmsg[(size_t)j * md + k] != MLB_C(0.0))
+                dt[F_MC2_B][k] += dmsg[(size_t)j * md + k];
+    BM_FOR(e, hd * S) {
+        const int o = e / S, q = e - o * S;
+        MLB_G mlb_real *dw = dt[F_MC0_W] + (size_t)o * 2 * S + q;
+        for (int j = 0; j < n; j++) {
+            const mlb_real g = w.hid[(size_t)j * hd + o];
+            if (g != MLB_C(0.0))
+                *dw += g * c->neighbours[(size_t)j * S + q];
+        }
+    }
+    BM_FOR(k, md) {
+        mlb_real acc = MLB_C(0.0);
+        for (int j = 0; j < n; j++)
+            acc += w.ta[(size_t)j * md + k];
+        sta[k] = acc;
+    }
+    BM_FOR(o, hd) {
+        mlb_real acc = MLB_C(0.0);
+        for (int j = 0; j < n; j++)
+            acc += w.hid[(size_t)j * hd + o];
+        shid[o] = acc;
+    }
+    BM_SYNC;
     bm_dense_part_bwd(t[F_AT0_W] + md, md + S, x, sta, S, md, dx, dt[F_AT0_W] + md, dt[F_AT0_B]);
     bm_dense_part_bwd(t[F_MC0_W] + S, 2 * S, x, shid, S, hd, dx, dt[F_MC0_W] + S, dt[F_MC0_B]);
 }
@@ -340,23 +418,24 @@ static void fn_bwd_gate(const moelat_grad_cell *c, const fn_fwd *wp, fn_bwd *b) 
     MLB_G mlb_real *dhg = b->dhg, *drin = b->drin, *dact = b->dact, *dmean = b->dmean;
     /* g = sig(G2 GELU(G0 [x, act])) */
     MLB_G mlb_real *dgl = w.gl; /* the logit is spent */
-    dgl[0] = b->dg * w.g * (MLB_C(1.0) - w.g);
+    BM_ONE dgl[0] = b->dg * w.g * (MLB_C(1.0) - w.g);
+    BM_SYNC;
     bm_zero(dhg, S / 2);
     bm_dense_bwd(t[F_G2_W], w.hg, dgl, S / 2, 1, dhg, dt[F_G2_W], dt[F_G2_B]);
-    for (int i = 0; i < S / 2; i++)
+    BM_FOR(i, S / 2)
         dhg[i] *= bm_gelu_grad(w.zg[i]);
+    BM_SYNC;
     bm_zero(drin, 2 * (size_t)S);
     bm_dense_bwd(t[F_G0_W], w.xa, dhg, 2 * S, S / 2, drin, dt[F_G0_W], dt[F_G0_B]);
-    for (int s = 0; s < S; s++) {
-        dx[s] += drin[s];
-        dact[s] = drin[S + s];
-    }
     /* act = mean |n_j| (d|v|/dv = sign v, 0 at 0), mean = mean n_j: the
      * divisions by n once per channel */
-    for (int s = 0; s < S; s++) {
+    BM_FOR(s, S) {
+        dx[s] += drin[s];
+        dact[s] = drin[S + s];
         dact[s] /= n;
         dmean[s] /= n;
     }
+    BM_SYNC;
 }
 
 static int fn_backward_cell(const moelat_grad_cell *c) {
@@ -371,14 +450,13 @@ static int fn_backward_cell(const moelat_grad_cell *c) {
     fn_bwd_tail(c, &w, &b);
     fn_bwd_edges(c, &w, &b, da, dmsg);
     fn_bwd_gate(c, &w, &b);
-    for (int j = 0; j < n; j++) {
-        MLB_G const mlb_real *nb = c->neighbours + (size_t)j * S;
-        MLB_G mlb_real *dn = c->dneighbours + (size_t)j * S;
-        for (int s = 0; s < S; s++) {
-            mlb_real sg = nb[s] > 0 ? MLB_C(1.0) : (nb[s] < 0 ? -MLB_C(1.0) : MLB_C(0.0));
-            dn[s] += b.dact[s] * sg + b.dmean[s];
-        }
+    BM_FOR(e, n * S) {
+        const int s = e % S;
+        const mlb_real v = c->neighbours[e];
+        mlb_real sg = v > 0 ? MLB_C(1.0) : (v < 0 ? -MLB_C(1.0) : MLB_C(0.0));
+        c->dneighbours[e] += b.dact[s] * sg + b.dmean[s];
     }
+    BM_SYNC;
     return MOELAT_EXPERT_OK;
 }
 
@@ -386,7 +464,7 @@ static int fn_backward_cell(const moelat_grad_cell *c) {
 static size_t fn_fwd_doubles(const moelat_expert_dims *d, int n) {
     size_t S = (size_t)d->state_size, E = (size_t)d->ext_size;
     size_t hd = (size_t)HD(d), md = (size_t)MD(d);
-    return (size_t)n * (2 * hd + 2 * md + 1) + 2 * S + 2 * S + S + 1 + md + 2 * (S + md + E) +
+    return (size_t)n * (3 * hd + 2 * md + 1) + 2 * S + 2 * S + S + 1 + md + 2 * (S + md + E) +
            5 * S + 2 * S + 3 * S + hd + md;
 }
 
@@ -440,6 +518,7 @@ static int fn_band_work_group(const moelat_expert_dims *d, int max_lanes, uint64
 
 static const moelat_backward_cl g_backward_cl = {
     .struct_size = sizeof(moelat_backward_cl),
+    .flags = MOELAT_BACKWARD_CL_COOPERATIVE,
     .source_parts = functional_bwd_cl_parts,
     .backward_fn = "fn_backward_cell",
     .scratch_floats = fn_scratch_doubles,

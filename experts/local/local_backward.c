@@ -28,32 +28,40 @@ static int local_backward_cell(const moelat_grad_cell *c) {
     for (int s = 0; s < S; s++) {
         sa += g[s] * x[s];
         sb += g[s] * w.q[s];
+    }
+    BM_FOR(s, S) {
         c->dx[s] += alpha * g[s];
         lnw[s] = beta * g[s]; /* dL/dq, held in lnw until the norm's adjoint */
     }
-    dt[L_ALPHA][0] += sa;
-    dt[L_BETA][0] += sb;
+    BM_ONE {
+        dt[L_ALPHA][0] += sa;
+        dt[L_BETA][0] += sb;
+    }
+    BM_SYNC;
     bm_zero(dp, (size_t)S);
     bm_copy(dagg, lnw, (size_t)S); /* dagg as a temporary copy of dL/dq */
     bm_layernorm_bwd(w.xhat, w.inv, S, t[L_NORM_G], dagg, dp, dt[L_NORM_G], dt[L_NORM_B], lnw);
 
     bm_zero(dhid2, (size_t)ph);
     bm_dense_bwd(t[L_SP2_W], w.hid2, dp, ph, S, dhid2, dt[L_SP2_W], dt[L_SP2_B]);
-    for (int i = 0; i < ph; i++)
+    BM_FOR(i, ph)
         dhid2[i] *= bm_gelu_grad(w.z2[i]);
+    BM_SYNC;
     bm_zero(dxf, (size_t)(S + h2));
     bm_dense_bwd(t[L_SP0_W], w.xf, dhid2, S + h2, ph, dxf, dt[L_SP0_W], dt[L_SP0_B]);
-    for (int s = 0; s < S; s++)
+    BM_FOR(s, S)
         c->dx[s] += dxf[s];
+    BM_SYNC;
     bm_zero(dh1, (size_t)h1);
     bm_dense_bwd(t[L_AGG2_W], w.h1, dxf + S, h1, h2, dh1, dt[L_AGG2_W], dt[L_AGG2_B]);
-    for (int i = 0; i < h1; i++)
+    BM_FOR(i, h1)
         dh1[i] *= bm_gelu_grad(w.z1[i]);
+    BM_SYNC;
     bm_zero(dagg, (size_t)S);
     bm_dense_bwd(t[L_AGG0_W], w.agg, dh1, S, h1, dagg, dt[L_AGG0_W], dt[L_AGG0_B]);
 
     /* agg = sum_j a_j n_j; a = softmax(n_j . x) */
-    for (int j = 0; j < n; j++) {
+    BM_FOR(j, n) { /* lane by neighbour: its row of dneighbours */
         MLB_G const mlb_real *nb = c->neighbours + (size_t)j * S;
         MLB_G mlb_real *dn = c->dneighbours + (size_t)j * S;
         mlb_real acc = MLB_C(0.0);
@@ -63,15 +71,17 @@ static int local_backward_cell(const moelat_grad_cell *c) {
         }
         da[j] = acc;
     }
+    BM_SYNC;
     bm_softmax_bwd(w.a, da, n, da);
-    for (int j = 0; j < n; j++) {
-        MLB_G const mlb_real *nb = c->neighbours + (size_t)j * S;
+    BM_FOR(j, n) {
         MLB_G mlb_real *dn = c->dneighbours + (size_t)j * S;
-        for (int s = 0; s < S; s++) {
+        for (int s = 0; s < S; s++)
             dn[s] += da[j] * x[s];
-            c->dx[s] += da[j] * nb[s];
-        }
     }
+    BM_FOR(s, S) /* each value's sum in neighbour order */
+        for (int j = 0; j < n; j++)
+            c->dx[s] += da[j] * c->neighbours[(size_t)j * S + s];
+    BM_SYNC;
     return MOELAT_EXPERT_OK;
 }
 
@@ -105,6 +115,7 @@ extern const char *const local_bwd_cl_parts[];
 
 static const moelat_backward_cl g_backward_cl = {
     .struct_size = sizeof(moelat_backward_cl),
+    .flags = MOELAT_BACKWARD_CL_COOPERATIVE,
     .source_parts = local_bwd_cl_parts,
     .backward_fn = "local_backward_cell",
     .scratch_floats = local_scratch_doubles,

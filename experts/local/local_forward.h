@@ -47,33 +47,38 @@ static void local_forward(const moelat_expert_dims *d, MLB_G const mlb_tensor *c
     w->xhat = bm_take(at, S);
     w->q = bm_take(at, S);
 
-    for (int j = 0; j < n; j++) {
+    BM_FOR(j, n) {
         MLB_G const mlb_real *nb = nbrs + (size_t)j * S;
         mlb_real dot = MLB_C(0.0);
         for (int s = 0; s < S; s++)
             dot += nb[s] * x[s];
         w->a[j] = dot;
     }
+    BM_SYNC;
     bm_softmax(w->a, n);
     bm_zero(w->agg, (size_t)S);
-    for (int j = 0; j < n; j++)
-        for (int s = 0; s < S; s++)
+    BM_FOR(s, S) /* each value's sum in neighbour order */
+        for (int j = 0; j < n; j++)
             w->agg[s] += w->a[j] * nbrs[(size_t)j * S + s];
+    BM_SYNC;
     bm_dense(t[L_AGG0_W], t[L_AGG0_B], w->agg, S, w->z1, h1);
-    for (int i = 0; i < h1; i++)
+    BM_FOR(i, h1)
         w->h1[i] = bm_gelu(w->z1[i]);
+    BM_SYNC;
     bm_dense(t[L_AGG2_W], t[L_AGG2_B], w->h1, h1, w->f, h2);
     bm_copy(w->xf, x, (size_t)S);
     bm_copy(w->xf + S, w->f, (size_t)h2);
     bm_dense(t[L_SP0_W], t[L_SP0_B], w->xf, S + h2, w->z2, ph);
-    for (int i = 0; i < ph; i++)
+    BM_FOR(i, ph)
         w->hid2[i] = bm_gelu(w->z2[i]);
+    BM_SYNC;
     bm_dense(t[L_SP2_W], t[L_SP2_B], w->hid2, ph, w->p, S);
     w->inv = bm_layernorm(w->p, S, t[L_NORM_G], t[L_NORM_B], w->xhat, w->q);
     mlb_real alpha = t[L_ALPHA][0], beta = t[L_BETA][0];
     if (out)
-        for (int s = 0; s < S; s++)
+        BM_FOR(s, S)
             out[s] = alpha * x[s] + beta * w->q[s];
+    BM_SYNC;
 }
 
 #endif

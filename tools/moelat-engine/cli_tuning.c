@@ -32,6 +32,7 @@ static const struct {
     {"MOELAT_CL_SHAPE", "cl_shape", 0},
     {"MOELAT_GRAD_DEVICE", "grad_device", 0},
     {"MOELAT_GRAD_SLOTS", "grad_slots", 0},
+    {"MOELAT_GRAD_LANES", "grad_lanes", 0},
     {"MOELAT_GRAD_ROWS", "grad_rows", 0},
     {"MOELAT_GRAD_HOST_CHUNK", "grad_host_chunk", 0},
 };

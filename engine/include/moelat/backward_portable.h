@@ -65,4 +65,34 @@ typedef double mlb_real;
 
 #endif
 
+/* Lanes: on the device, the engine may run one cell's backward on a
+ * work-group of ML_BWD_LANES work-items instead of one, every lane calling
+ * backward_fn with the same cell (an expert opts in with
+ * MOELAT_BACKWARD_CL_COOPERATIVE). The engine's backward_math functions
+ * (engine/sdk/backward_math.h) then split their outputs over the lanes and
+ * end with BM_SYNC, and a backward text written for lanes follows three
+ * rules:
+ *   - write shared arrays (scratch, the cell's d* arrays) only in
+ *     BM_FOR loops (element i belongs to lane i % BM_LANES) or BM_ONE
+ *     blocks, and end each such phase with BM_SYNC before anything reads
+ *     what it wrote or overwrites what it read;
+ *   - a scalar (a dot product, a norm) is computed by every lane alike,
+ *     from arrays no lane is writing;
+ *   - every lane takes the same branches and loops (they depend only on
+ *     sizes and on values every lane computed alike).
+ * On the host, and on the device with one lane, BM_FOR is a plain loop,
+ * BM_ONE always true and BM_SYNC nothing: one text, the same arithmetic
+ * per element in every instantiation. */
+#if defined(__OPENCL_VERSION__) && defined(ML_BWD_LANES) && ML_BWD_LANES > 1
+#define BM_LANES ML_BWD_LANES
+#define BM_LANE ((int)get_local_id(0))
+#define BM_SYNC barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE)
+#else
+#define BM_LANES 1
+#define BM_LANE 0
+#define BM_SYNC ((void)0)
+#endif
+#define BM_FOR(i, n) for (int i = BM_LANE; i < (int)(n); i += BM_LANES)
+#define BM_ONE if (BM_LANE == 0)
+
 #endif /* MOELAT_BACKWARD_PORTABLE_H */

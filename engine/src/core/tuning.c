@@ -11,7 +11,7 @@
 const char ml_tuning_known_keys[] =
     "agg_vector, agg_absmean, work_group, gate_cells, cl_options, kernel_cache, upgrade_check, "
     "functional_gemm, functional_cells, functional_split, distant_cells, local_cells, cl_shape, "
-    "grad_device, grad_slots, grad_rows, grad_host_chunk";
+    "grad_device, grad_slots, grad_lanes, grad_rows, grad_host_chunk";
 
 /* 1, 0, or -1 when v is not a switch value. */
 static int parse_switch(const char *v) {
@@ -96,6 +96,11 @@ static int set_key(ml_tuning *t, const char *key, const char *val, char *err, si
         if ((n = parse_int(val, 1, 1 << 20)) < 0)
             return bad(err, errlen, key, val, "a whole number from 1 to 1048576");
         t->grad_slots = n;
+    } else if (strcmp(key, "grad_lanes") == 0) {
+        static const int pow2_lanes[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+        if ((n = parse_int(val, 1, 256)) < 0 || !one_of(n, pow2_lanes, 9))
+            return bad(err, errlen, key, val, "a power of two from 1 to 256");
+        t->grad_lanes = n;
     } else if (strcmp(key, "grad_rows") == 0) {
         if ((n = parse_int(val, 1, 1 << 20)) < 0)
             return bad(err, errlen, key, val, "a whole number from 1 to 1048576");

@@ -20,7 +20,8 @@ typedef struct ml_tuning {
                             * 1: CPU-shaped kernels ("cpu"); cl_shape.h, experts/common/cpu_shape.h */
     /* The batched backward (grad_cl.c). */
     int grad_device;       /* 1 (default): on the lattice's device when it has one; 0: on the host */
-    int grad_slots;        /* weight-gradient slots (work-items); 0 = engine's choice */
+    int grad_slots;        /* weight-gradient slots (work-items or work-groups); 0 = engine's choice */
+    int grad_lanes;        /* lanes per slot of a backward written for lanes; 0 = engine's choice */
     int grad_rows;         /* rows of X cells per backward chunk; 0 = from device memory */
     int grad_host_chunk;   /* -1 (default); n: chunk n's backward runs on the host (tests, diagnosis) */
 } ml_tuning;

@@ -18,11 +18,13 @@ size_t ml_gate_f64_doubles(int S, int gh) {
 void ml_gate_f64(MLB_G const mlb_real *const *t, int S, int gh, MLB_G const mlb_real *x,
                  MLB_G const mlb_real *nu, MLB_G mlb_real *w, MLB_G mlb_real *scratch) {
     MLB_G mlb_real *in = scratch, *xhat = in + 2 * S, *inv = xhat + S, *z0 = inv + 1, *h = z0 + gh;
-    *inv = bm_layernorm(x, S, t[GATE_LN_W], t[GATE_LN_B], xhat, in);
+    const mlb_real iv = bm_layernorm(x, S, t[GATE_LN_W], t[GATE_LN_B], xhat, in);
+    BM_ONE *inv = iv;
     bm_copy(in + S, nu, (size_t)S);
     bm_dense(t[GATE_W0], t[GATE_B0], in, 2 * S, z0, gh);
-    for (int i = 0; i < gh; i++)
+    BM_FOR(i, gh)
         h[i] = bm_gelu(z0[i]);
+    BM_SYNC;
     bm_dense(t[GATE_W2], t[GATE_B2], h, gh, w, MOELAT_BANDS);
     bm_softmax(w, MOELAT_BANDS);
 }
@@ -35,11 +37,13 @@ void ml_gate_f64_bwd(MLB_G const mlb_real *const *t, MLB_G mlb_real *const *dt, 
     bm_softmax_bwd(w, dw, MOELAT_BANDS, dl);
     bm_zero(dh, (size_t)gh);
     bm_dense_bwd(t[GATE_W2], h, dl, gh, MOELAT_BANDS, dh, dt[GATE_W2], dt[GATE_B2]);
-    for (int i = 0; i < gh; i++)
+    BM_FOR(i, gh)
         dh[i] *= bm_gelu_grad(z0[i]);
+    BM_SYNC;
     bm_zero(din, 2 * (size_t)S);
     bm_dense_bwd(t[GATE_W0], in, dh, 2 * S, gh, din, dt[GATE_W0], dt[GATE_B0]);
-    for (int s = 0; s < S; s++)
+    BM_FOR(s, S)
         dnu[s] += din[S + s];
+    BM_SYNC;
     bm_layernorm_bwd(xhat, *inv, S, t[GATE_LN_W], din, dx, dt[GATE_LN_W], dt[GATE_LN_B], lnw);
 }

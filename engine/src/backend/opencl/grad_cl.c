@@ -11,10 +11,14 @@
  * on the host (logged, counted in g->chunks_host); a failure the queue
  * reports later makes the caller redo the sweep on the host.
  *
- * Weight gradients are summed without float atomics: each work-item (a
- * slot) owns one row of slot_dw and takes its cells in a fixed order, and
- * the commit sums the rows in slot order. With the same device, slots and
- * chunk rows, two runs give the same bits. */
+ * Weight gradients are summed without float atomics: each slot owns one
+ * row of slot_dw and takes its cells in a fixed order, and the commit sums
+ * the rows in slot order. A slot is one work-item, or, on a GPU, a
+ * work-group of lanes that runs one cell's backward together, each output
+ * element of each phase one lane's (engine/sdk/backward_math.h): the gate
+ * always, an expert's band when it declares MOELAT_BACKWARD_CL_COOPERATIVE.
+ * With the same device, slots, lanes and chunk rows, two runs give the
+ * same bits. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +40,8 @@ typedef struct ml_grad_cl {
     int lanes[MOELAT_BANDS];           /* > 0: band[k] is the expert's band_kernel with work-groups of that
                                         * many lanes; 0: the engine's ml_bwd_band */
     int scratch[MOELAT_BANDS + 1];     /* scratch floats per band, the gate's */
+    int lanes_of[MOELAT_BANDS + 1];    /* lanes per slot of band k's ml_bwd_band, the gate's: 1 or c->coop */
+    int coop;                          /* lanes per slot for backwards written for lanes */
     int slot_floats, n_slots, rows, n_chunks, halo, n_all;
     int cpu;                           /* the device is a CPU (launch_slots) */
     int mean_only;                     /* bit k: band k's expert is MOELAT_BACKWARD_CL_MEAN_ONLY */
@@ -152,6 +158,37 @@ static cl_mem buffer(ml_grad_cl *c, size_t bytes, const void *init, int *ok) {
 
 static int max_i(int a, int b) { return a > b ? a : b; }
 
+/* Whether kernel k runs work-groups of lanes on this device. */
+static int fits_lanes(const ml_grad_cl *c, cl_kernel k, int lanes) {
+    size_t wg = 0;
+    return clGetKernelWorkGroupInfo(k, c->b->ctx.info.device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL) ==
+               CL_SUCCESS &&
+           wg >= (size_t)lanes;
+}
+
+/* Builds src and creates kernel `kernel` from it: 0; 1 (with why) when it
+ * cannot run work-groups of lanes (released again); -1 with why. */
+static int build_kernel(ml_grad_cl *c, const char *name, const char *src, const char *defines, const char *kernel,
+                        cl_program *prog, cl_kernel *k, int lanes, char *why, size_t whylen) {
+    cl_int e = CL_SUCCESS;
+    if (ml_cl_build(c->b, name, src, defines, prog, why, whylen) != 0)
+        return -1;
+    *k = clCreateKernel(*prog, kernel, &e);
+    if (e != CL_SUCCESS) {
+        snprintf(why, whylen, "creating kernel %s of %s: %s", kernel, name, mlcl_error_name(e));
+        return -1;
+    }
+    if (lanes > 1 && !fits_lanes(c, *k, lanes)) {
+        snprintf(why, whylen, "kernel %s runs fewer than %d lanes per work-group here", kernel, lanes);
+        clReleaseKernel(*k);
+        clReleaseProgram(*prog);
+        *k = NULL;
+        *prog = NULL;
+        return 1;
+    }
+    return 0;
+}
+
 /* Builds the programs and kernels; 0, or -1 with why. */
 static int build(ml_grad_engine *eng, ml_grad_cl *c, const moelat_backward_cl *x[MOELAT_BANDS], char *why,
                  size_t whylen) {
@@ -224,14 +261,19 @@ static int build(ml_grad_engine *eng, ml_grad_cl *c, const moelat_backward_cl *x
             }
         }
         if (rc != 0) {
-            snprintf(defines, sizeof defines, "-D ML_BWD_FN=%s -D ML_NT=%d -D ML_DIMS=%s%s", x[k]->backward_fn,
-                     blocks[k]->n_tensors, dims, c->mean_only >> k & 1 ? " -D ML_MEAN_ONLY" : "");
-            rc = ml_cl_build(c->b, name, src, defines, &c->prog[k], why, whylen);
-            if (rc == 0)
-                c->band[k] = clCreateKernel(c->prog[k], "ml_bwd_band", &e);
-            if (rc == 0 && e != CL_SUCCESS) {
-                snprintf(why, whylen, "creating kernel ml_bwd_band of %s: %s", name, mlcl_error_name(e));
-                rc = -1;
+            snprintf(defines, sizeof defines, "-D ML_BWD_FN=%s -D ML_NT=%d -D ML_DIMS=%s%s -D ML_BWD_LANES=%d",
+                     x[k]->backward_fn, blocks[k]->n_tensors, dims, c->mean_only >> k & 1 ? " -D ML_MEAN_ONLY" : "",
+                     c->lanes_of[k]);
+            rc = build_kernel(c, name, src, defines, "ml_bwd_band", &c->prog[k], &c->band[k], c->lanes_of[k], why,
+                              whylen);
+            if (rc == 1) { /* it cannot run at that many lanes: one work-item per slot */
+                ML_INFO(BWD_LOG, "%s: %s; one work-item per cell instead", name, why);
+                why[0] = '\0';
+                c->lanes_of[k] = 1;
+                snprintf(defines, sizeof defines, "-D ML_BWD_FN=%s -D ML_NT=%d -D ML_DIMS=%s%s -D ML_BWD_LANES=1",
+                         x[k]->backward_fn, blocks[k]->n_tensors, dims,
+                         c->mean_only >> k & 1 ? " -D ML_MEAN_ONLY" : "");
+                rc = build_kernel(c, name, src, defines, "ml_bwd_band", &c->prog[k], &c->band[k], 1, why, whylen);
             }
         }
         free(src);
@@ -241,20 +283,36 @@ static int build(ml_grad_engine *eng, ml_grad_cl *c, const moelat_backward_cl *x
     char *src = join(prelude, gate_parts, engine_src);
     if (!src)
         return snprintf(why, whylen, "out of memory"), -1;
-    snprintf(defines, sizeof defines, "-D ML_GH=%d", lat->gate_hidden);
-    int rc = ml_cl_build(c->b, "moelat_backward.cl", src, defines, &c->prog[MOELAT_BANDS], why, whylen);
-    free(src);
-    if (rc != 0)
-        return -1;
     const char *names[5] = {"ml_bwd_gate_fwd", "ml_bwd_gate", c->cpu ? "ml_bwd_gather_cells" : "ml_bwd_gather",
                             "ml_bwd_commit", "ml_bwd_accumulate"};
     cl_kernel *ks[5] = {&c->gate_fwd, &c->gate, &c->gather, &c->commit, &c->accumulate};
-    for (int i = 0; i < 5; i++) {
-        *ks[i] = clCreateKernel(c->prog[MOELAT_BANDS], names[i], &e);
-        if (e != CL_SUCCESS)
-            return snprintf(why, whylen, "creating kernel %s: %s", names[i], mlcl_error_name(e)), -1;
+    int rc = -1;
+    for (;;) {
+        int *lanes = &c->lanes_of[MOELAT_BANDS];
+        snprintf(defines, sizeof defines, "-D ML_GH=%d -D ML_BWD_LANES=%d", lat->gate_hidden, *lanes);
+        rc = ml_cl_build(c->b, "moelat_backward.cl", src, defines, &c->prog[MOELAT_BANDS], why, whylen);
+        for (int i = 0; rc == 0 && i < 5; i++) {
+            *ks[i] = clCreateKernel(c->prog[MOELAT_BANDS], names[i], &e);
+            if (e != CL_SUCCESS) {
+                snprintf(why, whylen, "creating kernel %s: %s", names[i], mlcl_error_name(e));
+                rc = -1;
+            }
+        }
+        if (rc != 0 || *lanes == 1 || (fits_lanes(c, c->gate_fwd, *lanes) && fits_lanes(c, c->gate, *lanes)))
+            break;
+        ML_INFO(BWD_LOG, "the gate's backward cannot run at %d lanes on this device; one work-item per cell",
+                *lanes);
+        for (int i = 0; i < 5; i++)
+            if (*ks[i])
+                clReleaseKernel(*ks[i]);
+        for (int i = 0; i < 5; i++)
+            *ks[i] = NULL;
+        clReleaseProgram(c->prog[MOELAT_BANDS]);
+        c->prog[MOELAT_BANDS] = NULL;
+        *lanes = 1;
     }
-    return 0;
+    free(src);
+    return rc == 0 ? 0 : -1;
 }
 
 /* Slots, rows per chunk and the buffers; 0, or -1 with why. */
@@ -303,7 +361,9 @@ static int allocate(ml_grad_engine *e, ml_grad_cl *c) {
             c->slot_floats = max_i(c->slot_floats,
                                    c->scratch[k] + 2 * lat->stencil.count[k] * S + 3 * S + 2 * E);
     int slots = lat->tuning.grad_slots;
-    if (slots <= 0)
+    if (slots <= 0 && c->coop > 1) /* work-groups: enough to fill the device a few times over */
+        slots = (int)dev->compute_units * 32;
+    else if (slots <= 0)
         slots = strcmp(dev->type, "GPU") == 0 ? 65536 : (int)dev->compute_units * 4;
     uint64_t per_slot = ((uint64_t)c->n_weights + (uint64_t)c->slot_floats) * 4u;
     if (lat->tuning.grad_slots <= 0 && (uint64_t)slots * per_slot > budget / 2)
@@ -371,6 +431,18 @@ static int allocate(ml_grad_engine *e, ml_grad_cl *c) {
     return ok && c->tmp && c->hostacc && c->host_chunks ? 0 : -1;
 }
 
+/* Lanes per slot for a backward written for lanes: tuning grad_lanes, else
+ * 32 on a GPU (one warp on NVIDIA, half a wavefront on AMD: each phase's
+ * outputs, tens to hundreds per cell, spread over them) and 1 elsewhere
+ * (a CPU runtime runs a work-item's loops in vector lanes; lanes there
+ * would only add barriers). Never more than the device's work-group. */
+static int lanes_per_slot(const ml_grad_cl *c, const moelat_lattice *lat) {
+    int lanes = lat->tuning.grad_lanes > 0 ? lat->tuning.grad_lanes : c->cpu ? 1 : 32;
+    while (lanes > 1 && (size_t)lanes > c->b->ctx.info.max_work_group_size)
+        lanes /= 2;
+    return lanes;
+}
+
 static int cl_open(void *ctx, ml_grad_engine *e) {
     moelat_lattice *lat = e->lat;
     ml_cl_backend *b = ctx;
@@ -385,6 +457,8 @@ static int cl_open(void *ctx, ml_grad_engine *e) {
     c->cpu = strcmp(b->ctx.info.type, "CPU") == 0;
     c->n_weights = e->w_count;
     c->scratch[MOELAT_BANDS] = (int)ml_gate_f64_doubles(lat->S, lat->gate_hidden);
+    c->coop = lanes_per_slot(c, lat);
+    c->lanes_of[MOELAT_BANDS] = c->coop;
     for (int k = 0; k < MOELAT_BANDS; k++) {
         c->on[k] = lat->stencil.count[k] > 0;
         if (!c->on[k])
@@ -400,6 +474,7 @@ static int cl_open(void *ctx, ml_grad_engine *e) {
         c->lanes[k] = band_lanes(c, lat, k, x[k]);
         if (x[k]->flags & MOELAT_BACKWARD_CL_MEAN_ONLY)
             c->mean_only |= 1 << k;
+        c->lanes_of[k] = x[k]->flags & MOELAT_BACKWARD_CL_COOPERATIVE ? c->coop : 1;
     }
     char why[8192] = "";
     if (allocate(e, c) != 0)
@@ -418,8 +493,19 @@ static int cl_open(void *ctx, ml_grad_engine *e) {
         if (c->lanes[k] > 0 && at < (int)sizeof groups)
             at += snprintf(groups + at, sizeof groups - (size_t)at, ", %s in work-groups of %d", moelat_band_name(k),
                            c->lanes[k]);
-    snprintf(e->dev_why, sizeof e->dev_why, "device %.200s (%d chunk%s of %d row%s, %d slots%s)", lat->device_name,
-             c->n_chunks, c->n_chunks == 1 ? "" : "s", c->rows, c->rows == 1 ? "" : "s", c->n_slots, groups);
+    int coop_used = 0;
+    for (int k = 0; k <= MOELAT_BANDS; k++)
+        coop_used |= (k == MOELAT_BANDS || c->on[k]) && c->lanes_of[k] > 1;
+    char lanes[96] = "";
+    if (coop_used) {
+        int at = snprintf(lanes, sizeof lanes, ", %d lanes:", c->coop);
+        for (int k = 0; k <= MOELAT_BANDS; k++)
+            if ((k == MOELAT_BANDS || c->on[k]) && c->lanes_of[k] > 1 && at < (int)sizeof lanes)
+                at += snprintf(lanes + at, sizeof lanes - (size_t)at, " %s",
+                               k == MOELAT_BANDS ? "gate" : moelat_band_name(k));
+    }
+    snprintf(e->dev_why, sizeof e->dev_why, "device %.200s (%d chunk%s of %d row%s, %d slots%s%s)", lat->device_name,
+             c->n_chunks, c->n_chunks == 1 ? "" : "s", c->rows, c->rows == 1 ? "" : "s", c->n_slots, lanes, groups);
     ML_INFO(BWD_LOG, "backward on %s", e->dev_why);
     return 0;
 }
@@ -467,8 +553,10 @@ static cl_int launch(ml_grad_cl *c, cl_kernel k, size_t global) {
  * trip counts differ per cell. A CPU runtime would pack a work-group's
  * items into vector lanes and run the group on one thread; groups of one
  * item spread the slots over the threads instead. */
-static cl_int launch_slots(ml_grad_cl *c, cl_kernel k, size_t global) {
-    const size_t one = 1;
+static cl_int launch_slots(ml_grad_cl *c, cl_kernel k, size_t slots, int lanes) {
+    const size_t one = 1, local = (size_t)lanes, global = slots * local;
+    if (lanes > 1)
+        return mlcl_enqueue_kernel(c->q, k, 1, &global, &local, 0, NULL, NULL);
     return mlcl_enqueue_kernel(c->q, k, 1, &global, c->cpu ? &one : NULL, 0, NULL, NULL);
 }
 
@@ -496,7 +584,7 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int r0, int r1) {
     ARG(k, 10, n_cells); ARG(k, 11, slots); ARG(k, 12, slot_floats); ARG(k, 13, gscr);
     ARG(k, 14, c->slot_work); ARG(k, 15, c->gate_w);
     if (rc == CL_SUCCESS)
-        rc = launch_slots(c, k, (size_t)slots);
+        rc = launch_slots(c, k, (size_t)slots, c->lanes_of[MOELAT_BANDS]);
     for (cl_int band = 0; band < MOELAT_BANDS; band++) {
         if (!c->on[band])
             continue;
@@ -516,7 +604,7 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int r0, int r1) {
             if (rc == CL_SUCCESS)
                 rc = mlcl_enqueue_kernel(c->q, k, 1, &global, &local, 0, NULL, NULL);
         } else if (rc == CL_SUCCESS) {
-            rc = launch_slots(c, k, (size_t)slots);
+            rc = launch_slots(c, k, (size_t)slots, c->lanes_of[band]);
         }
     }
     k = c->gate;
@@ -526,7 +614,7 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int r0, int r1) {
     ARG(k, 15, nw); ARG(k, 16, c->dw_gate); ARG(k, 17, c->slot_dw); ARG(k, 18, c->slot_work);
     ARG(k, 19, c->dchunk); ARG(k, 20, c->dnu);
     if (rc == CL_SUCCESS)
-        rc = launch_slots(c, k, (size_t)slots);
+        rc = launch_slots(c, k, (size_t)slots, c->lanes_of[MOELAT_BANDS]);
     k = c->gather;
     cl_int n[MOELAT_BANDS];
     for (int b = 0; b < MOELAT_BANDS; b++) {
