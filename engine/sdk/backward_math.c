@@ -164,6 +164,51 @@ BM_API void bm_dense_bwd(MLB_G const mlb_tensor *W, MLB_G const mlb_real *in, ML
     bm_dense_part_bwd(W, nin, in, dout, nin, nout, din, dW, db);
 }
 
+BM_API void bm_outer_sum(MLB_G const mlb_real *a, int lda, MLB_G const mlb_real *b, int ldb, int n, int rows,
+                         int cols, MLB_G mlb_real *dW, int ld) {
+#if BM_LANES > 1
+    BM_FOR(e, rows * cols) {
+        const int r = e / cols, q = e - r * cols;
+        mlb_real acc = dW[(size_t)r * ld + q];
+        for (int j = 0; j < n; j++) {
+            const mlb_real g = a[(size_t)j * lda + r];
+            if (g != MLB_C(0.0))
+                acc += g * b[(size_t)j * ldb + q];
+        }
+        dW[(size_t)r * ld + q] = acc;
+    }
+    BM_SYNC;
+#else
+    for (int r = 0; r < rows; r++) {
+        MLB_G mlb_real *drow = dW + (size_t)r * ld;
+        for (int j = 0; j < n; j++) {
+            const mlb_real g = a[(size_t)j * lda + r];
+            if (g == MLB_C(0.0))
+                continue;
+            MLB_G const mlb_real *bj = b + (size_t)j * ldb;
+            for (int q = 0; q < cols; q++)
+                drow[q] += g * bj[q];
+        }
+    }
+#endif
+}
+
+BM_API void bm_item_sum(MLB_G const mlb_real *a, int lda, int n, int rows, MLB_G mlb_real *out) {
+#if BM_LANES > 1
+    BM_FOR(r, rows) {
+        mlb_real acc = out[r];
+        for (int j = 0; j < n; j++)
+            acc += a[(size_t)j * lda + r];
+        out[r] = acc;
+    }
+    BM_SYNC;
+#else
+    for (int j = 0; j < n; j++)
+        for (int r = 0; r < rows; r++)
+            out[r] += a[(size_t)j * lda + r];
+#endif
+}
+
 /* out may alias v: every lane reads v for the moments before any writes. */
 BM_API mlb_real bm_layernorm(MLB_G const mlb_real *v, int n, MLB_G const mlb_tensor *gain,
                              MLB_G const mlb_tensor *bias, MLB_G mlb_real *xhat, MLB_G mlb_real *out) {

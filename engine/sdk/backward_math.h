@@ -128,6 +128,18 @@ BM_API void bm_dense_part_1(MLB_G const mlb_tensor *W, int ld, MLB_G const mlb_r
 BM_API void bm_dense_part_bwd_in_1(MLB_G const mlb_tensor *W, int ld, MLB_G const mlb_real *dout, int nin, int nout,
                                    MLB_G mlb_real *din);
 
+/* Sums over n items (edges, neighbours) of outer products and of vectors,
+ * each element's terms in item order: item j's vectors are a + j lda (and
+ * b + j ldb).
+ *   bm_outer_sum: dW[r][q] += sum_j a_j[r] b_j[q] (rows x cols, rows ld
+ *                 apart; a term whose a_j[r] is 0 is skipped)
+ *   bm_item_sum:  out[r] += sum_j a_j[r] (rows values)
+ * With lanes, lane by element; with one, row by row with the columns
+ * innermost (contiguous). */
+BM_API void bm_outer_sum(MLB_G const mlb_real *a, int lda, MLB_G const mlb_real *b, int ldb, int n, int rows,
+                         int cols, MLB_G mlb_real *dW, int ld);
+BM_API void bm_item_sum(MLB_G const mlb_real *a, int lda, int n, int rows, MLB_G mlb_real *out);
+
 /* In-place softmax (max-subtracted). */
 BM_API void bm_softmax(MLB_G mlb_real *v, int n);
 /* Adjoint of a = softmax(z) for da: dz = a (da - a . da) (written, not added). */

@@ -32,11 +32,9 @@ static inline void ds_forward(const moelat_expert_dims *d, MLB_G const mlb_tenso
                               MLB_G mlb_real *cnf) {
     int S = d->state_size;
     bm_zero(m, (size_t)S);
-    BM_FOR(s, S) { /* each value's sum in neighbour order */
-        for (int j = 0; j < count; j++)
-            m[s] += nbrs[(size_t)j * S + s];
+    bm_item_sum(nbrs, S, count, S, m);
+    BM_FOR(s, S)
         m[s] /= count;
-    }
     BM_SYNC;
 #ifdef MLB_HOST_FLOAT32
     cnf_host_run(t, S, ODE_H(d), d->cnf_steps, d->cnf_mode, x, m, out, cnf);

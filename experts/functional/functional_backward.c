@@ -147,10 +147,7 @@ static void fn_fwd_edges(const moelat_grad_cell *c, fn_fwd *w) {
     BM_SYNC;
     bm_softmax(w->a, n);
     bm_zero(w->M, (size_t)md);
-    BM_FOR(i, md)
-        for (int j = 0; j < n; j++)
-            w->M[i] += w->a[j] * w->msg[(size_t)j * md + i];
-    BM_SYNC;
+    bm_outer_sum(w->a, 1, w->msg, md, n, 1, md, w->M, md);
 }
 
 /* From M: the GRU, the CNF, the result layer; out when not NULL. */
@@ -319,15 +316,8 @@ static void fn_bwd_edges(const moelat_grad_cell *c, const fn_fwd *wp, const fn_b
     bm_softmax_bwd(w.a, da, n, da);
     /* e_j = AT2 tanh(AT0 [m_j, x]): AT2's gradients read ta, which the
      * edges' pass below replaces. */
-    BM_FOR(i, md)
-        for (int j = 0; j < n; j++)
-            if (da[j] != MLB_C(0.0))
-                dt[F_AT2_W][i] += da[j] * w.ta[(size_t)j * md + i];
-    BM_ONE
-        for (int j = 0; j < n; j++)
-            if (da[j] != MLB_C(0.0))
-                dt[F_AT2_B][0] += da[j];
-    BM_SYNC;
+    bm_outer_sum(da, 1, w.ta, md, n, 1, md, dt[F_AT2_W], md);
+    bm_item_sum(da, 1, n, 1, dt[F_AT2_B]);
     MLB_G const mlb_real *A2 = t[F_AT2_W], *W2 = t[F_MC2_W];
     BM_FOR(j, n) {
         MLB_G mlb_real *dta = w.ta + (size_t)j * md, *dm = dmsg + (size_t)j * md;
@@ -340,14 +330,13 @@ static void fn_bwd_edges(const moelat_grad_cell *c, const fn_fwd *wp, const fn_b
         }
         bm_dense_part_bwd_in_1(t[F_AT0_W], md + S, dta, md, md, dm);
         /* m_j = MC2 GELU(MC0 [n_j, x]) */
+        for (int i = 0; i < hd; i++)
+            dhid[i] = MLB_C(0.0);
+        bm_dense_part_bwd_in_1(W2, hd, dm, hd, md, dhid);
         for (int i = 0; i < hd; i++) {
-            mlb_real acc = MLB_C(0.0);
-            for (int k = 0; k < md; k++)
-                if (dm[k] != MLB_C(0.0))
-                    acc += W2[(size_t)k * hd + i] * dm[k];
             const mlb_real v = zm[i], p = cdf[i];
             cdf[i] = v * p;
-            dhid[i] = acc * bm_gelu_grad_cdf(v, p);
+            dhid[i] *= bm_gelu_grad_cdf(v, p);
         }
         bm_dense_part_bwd_in_1(t[F_MC0_W], 2 * S, dhid, S, hd, c->dneighbours + (size_t)j * S);
     }
@@ -356,50 +345,14 @@ static void fn_bwd_edges(const moelat_grad_cell *c, const fn_fwd *wp, const fn_b
      * and the sums of dta and dhid for the x columns and biases, which
      * are the same for every edge and so are taken once per cell. */
     MLB_G mlb_real *sta = w.work, *shid = sta + md;
-    BM_FOR(e, md * md) {
-        const int k = e / md, q = e - k * md;
-        MLB_G mlb_real *dw = dt[F_AT0_W] + (size_t)k * (md + S) + q;
-        for (int j = 0; j < n; j++) {
-            const mlb_real g = w.ta[(size_t)j * md + k];
-            if (g != MLB_C(0.0))
-                *dw += g * w.msg[(size_t)j * md + q];
-        }
-    }
-    BM_FOR(e, md * hd) {
-        const int k = e / hd, o = e - k * hd;
-        MLB_G mlb_real *dw = dt[F_MC2_W] + (size_t)k * hd + o;
-        for (int j = 0; j < n; j++) {
-            const mlb_real g = dmsg[(size_t)j * md + k];
-            if (g != MLB_C(0.0))
-                *dw += g * w.cdf[(size_t)j * hd + o];
-        }
-    }
-    BM_FOR(k, md)
-        for (int j = 0; j < n; j++)
-            if (dmsg[(size_t)j * md + k] != MLB_C(0.0))
-                dt[F_MC2_B][k] += dmsg[(size_t)j * md + k];
-    BM_FOR(e, hd * S) {
-        const int o = e / S, q = e - o * S;
-        MLB_G mlb_real *dw = dt[F_MC0_W] + (size_t)o * 2 * S + q;
-        for (int j = 0; j < n; j++) {
-            const mlb_real g = w.hid[(size_t)j * hd + o];
-            if (g != MLB_C(0.0))
-                *dw += g * c->neighbours[(size_t)j * S + q];
-        }
-    }
-    BM_FOR(k, md) {
-        mlb_real acc = MLB_C(0.0);
-        for (int j = 0; j < n; j++)
-            acc += w.ta[(size_t)j * md + k];
-        sta[k] = acc;
-    }
-    BM_FOR(o, hd) {
-        mlb_real acc = MLB_C(0.0);
-        for (int j = 0; j < n; j++)
-            acc += w.hid[(size_t)j * hd + o];
-        shid[o] = acc;
-    }
-    BM_SYNC;
+    bm_outer_sum(w.ta, md, w.msg, md, n, md, md, dt[F_AT0_W], md + S);
+    bm_outer_sum(dmsg, md, w.cdf, hd, n, md, hd, dt[F_MC2_W], hd);
+    bm_item_sum(dmsg, md, n, md, dt[F_MC2_B]);
+    bm_outer_sum(w.hid, hd, c->neighbours, S, n, hd, S, dt[F_MC0_W], 2 * S);
+    bm_zero(sta, (size_t)md);
+    bm_zero(shid, (size_t)hd);
+    bm_item_sum(w.ta, md, n, md, sta);
+    bm_item_sum(w.hid, hd, n, hd, shid);
     bm_dense_part_bwd(t[F_AT0_W] + md, md + S, x, sta, S, md, dx, dt[F_AT0_W] + md, dt[F_AT0_B]);
     bm_dense_part_bwd(t[F_MC0_W] + S, 2 * S, x, shid, S, hd, dx, dt[F_MC0_W] + S, dt[F_MC0_B]);
 }

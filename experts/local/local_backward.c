@@ -78,10 +78,8 @@ static int local_backward_cell(const moelat_grad_cell *c) {
         for (int s = 0; s < S; s++)
             dn[s] += da[j] * x[s];
     }
-    BM_FOR(s, S) /* each value's sum in neighbour order */
-        for (int j = 0; j < n; j++)
-            c->dx[s] += da[j] * c->neighbours[(size_t)j * S + s];
     BM_SYNC;
+    bm_outer_sum(da, 1, c->neighbours, S, n, 1, S, c->dx, S);
     return MOELAT_EXPERT_OK;
 }
 

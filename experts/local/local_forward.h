@@ -57,10 +57,7 @@ static void local_forward(const moelat_expert_dims *d, MLB_G const mlb_tensor *c
     BM_SYNC;
     bm_softmax(w->a, n);
     bm_zero(w->agg, (size_t)S);
-    BM_FOR(s, S) /* each value's sum in neighbour order */
-        for (int j = 0; j < n; j++)
-            w->agg[s] += w->a[j] * nbrs[(size_t)j * S + s];
-    BM_SYNC;
+    bm_outer_sum(w->a, 1, nbrs, S, n, 1, S, w->agg, S);
     bm_dense(t[L_AGG0_W], t[L_AGG0_B], w->agg, S, w->z1, h1);
     BM_FOR(i, h1)
         w->h1[i] = bm_gelu(w->z1[i]);
