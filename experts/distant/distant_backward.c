@@ -18,8 +18,9 @@ static int ds_backward_cell(const moelat_grad_cell *c) {
     BM_FOR(s, S)
         dm[s] /= c->count;
     BM_SYNC;
-    BM_FOR(e, c->count * S)
-        c->dneighbours[e] += dm[e % S];
+    BM_FOR(j, c->count) /* lane by neighbour */
+        for (int s = 0; s < S; s++)
+            c->dneighbours[(size_t)j * S + s] += dm[s];
     BM_SYNC;
     return MOELAT_EXPERT_OK;
 }

@@ -314,6 +314,7 @@ static void fn_bwd_edges(const moelat_grad_cell *c, const fn_fwd *wp, const fn_b
     }
     BM_SYNC;
     bm_softmax_bwd(w.a, da, n, da);
+#if BM_LANES > 1
     /* e_j = AT2 tanh(AT0 [m_j, x]): AT2's gradients read ta, which the
      * edges' pass below replaces. */
     bm_outer_sum(da, 1, w.ta, md, n, 1, md, dt[F_AT2_W], md);
@@ -355,6 +356,38 @@ static void fn_bwd_edges(const moelat_grad_cell *c, const fn_fwd *wp, const fn_b
     bm_item_sum(w.hid, hd, n, hd, shid);
     bm_dense_part_bwd(t[F_AT0_W] + md, md + S, x, sta, S, md, dx, dt[F_AT0_W] + md, dt[F_AT0_B]);
     bm_dense_part_bwd(t[F_MC0_W] + S, 2 * S, x, shid, S, hd, dx, dt[F_MC0_W] + S, dt[F_MC0_B]);
+#else /* one lane: edge by edge, each layer's adjoint at once */
+    /* Per edge only the m_j and n_j columns; the x columns' and the biases'
+     * adjoints take the sums over edges of dta and dhid, once per cell. */
+    MLB_G mlb_real *hid = w.work, *dta = hid + hd, *dhid = dta + md, *sta = dhid + hd, *shid = sta + md;
+    bm_zero(sta, md);
+    bm_zero(shid, hd);
+    for (int j = 0; j < n; j++) {
+        MLB_G const mlb_real *zm = w.zmc + (size_t)j * hd, *m = w.msg + (size_t)j * md, *ta = w.ta + (size_t)j * md;
+        MLB_G mlb_real *dm = dmsg + (size_t)j * md, *dn = c->dneighbours + (size_t)j * S;
+        /* e_j = AT2 tanh(AT0 [m_j, x]) */
+        bm_zero(dta, md);
+        bm_dense_bwd(t[F_AT2_W], ta, &da[j], md, 1, dta, dt[F_AT2_W], dt[F_AT2_B]);
+        for (int i = 0; i < md; i++) {
+            dta[i] *= MLB_C(1.0) - ta[i] * ta[i];
+            sta[i] += dta[i];
+        }
+        bm_dense_part_bwd(t[F_AT0_W], md + S, m, dta, md, md, dm, dt[F_AT0_W], 0);
+        /* m_j = MC2 GELU(MC0 [n_j, x]) */
+        MLB_G const mlb_real *cdf = w.cdf + (size_t)j * hd;
+        for (int i = 0; i < hd; i++)
+            hid[i] = zm[i] * cdf[i];
+        bm_zero(dhid, hd);
+        bm_dense_bwd(t[F_MC2_W], hid, dm, hd, md, dhid, dt[F_MC2_W], dt[F_MC2_B]);
+        for (int i = 0; i < hd; i++) {
+            dhid[i] *= bm_gelu_grad_cdf(zm[i], cdf[i]);
+            shid[i] += dhid[i];
+        }
+        bm_dense_part_bwd(t[F_MC0_W], 2 * S, c->neighbours + (size_t)j * S, dhid, S, hd, dn, dt[F_MC0_W], 0);
+    }
+    bm_dense_part_bwd(t[F_AT0_W] + md, md + S, x, sta, S, md, dx, dt[F_AT0_W] + md, dt[F_AT0_B]);
+    bm_dense_part_bwd(t[F_MC0_W] + S, 2 * S, x, shid, S, hd, dx, dt[F_MC0_W] + S, dt[F_MC0_B]);
+#endif
 }
 
 /* The reverse of fn_fwd_gate's g from b->dg: adds to dx and the gate's
@@ -403,11 +436,13 @@ static int fn_backward_cell(const moelat_grad_cell *c) {
     fn_bwd_tail(c, &w, &b);
     fn_bwd_edges(c, &w, &b, da, dmsg);
     fn_bwd_gate(c, &w, &b);
-    BM_FOR(e, n * S) {
-        const int s = e % S;
-        const mlb_real v = c->neighbours[e];
-        mlb_real sg = v > 0 ? MLB_C(1.0) : (v < 0 ? -MLB_C(1.0) : MLB_C(0.0));
-        c->dneighbours[e] += b.dact[s] * sg + b.dmean[s];
+    BM_FOR(j, n) { /* lane by neighbour */
+        MLB_G const mlb_real *nb = c->neighbours + (size_t)j * S;
+        MLB_G mlb_real *dn = c->dneighbours + (size_t)j * S;
+        for (int s = 0; s < S; s++) {
+            mlb_real sg = nb[s] > 0 ? MLB_C(1.0) : (nb[s] < 0 ? -MLB_C(1.0) : MLB_C(0.0));
+            dn[s] += b.dact[s] * sg + b.dmean[s];
+        }
     }
     BM_SYNC;
     return MOELAT_EXPERT_OK;
