@@ -88,12 +88,22 @@ static void fn_fwd_means(const moelat_grad_cell *c, fn_fwd *w) {
     int S = c->dims->state_size, n = c->count;
     bm_zero(w->act, (size_t)S);
     bm_zero(w->mean, (size_t)S);
-    BM_FOR(s, S) { /* each value's sums in neighbour order */
+#if BM_LANES > 1
+    BM_FOR(s, S) /* each value's sums in neighbour order */
         for (int j = 0; j < n; j++) {
             mlb_real v = c->neighbours[(size_t)j * S + s];
             w->act[s] += fabs(v);
             w->mean[s] += v;
         }
+#else
+    for (int j = 0; j < n; j++)
+        for (int s = 0; s < S; s++) {
+            mlb_real v = c->neighbours[(size_t)j * S + s];
+            w->act[s] += fabs(v);
+            w->mean[s] += v;
+        }
+#endif
+    BM_FOR(s, S) {
         w->act[s] /= n;
         w->mean[s] /= n;
     }
