@@ -438,6 +438,13 @@ static int allocate(ml_grad_engine *e, ml_grad_cl *c) {
  * would only add barriers). Never more than the device's work-group. */
 static int lanes_per_slot(const ml_grad_cl *c, const moelat_lattice *lat) {
     int lanes = lat->tuning.grad_lanes > 0 ? lat->tuning.grad_lanes : c->cpu ? 1 : 32;
+    /* PoCL 3.1's CPU devices run these barriers wrongly (gradients off by
+     * up to 100%, where oclgrind and GPUs agree with the host): refused. */
+    if (lanes > 1 && strstr(c->b->ctx.info.platform_name, "Portable Computing Language")) {
+        ML_WARN(BWD_LOG, "grad_lanes=%d ignored on %s (PoCL computes wrong gradients with lanes): one lane",
+                lanes, c->b->ctx.info.name);
+        lanes = 1;
+    }
     while (lanes > 1 && (size_t)lanes > c->b->ctx.info.max_work_group_size)
         lanes /= 2;
     return lanes;
