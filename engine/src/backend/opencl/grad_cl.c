@@ -31,6 +31,16 @@
 
 #define BWD_LOG "grad"
 
+/* With a profiling queue (--profile), the sweep's device time by part,
+ * logged at its end (grad=info). */
+enum { P_FILL, P_GATE_FWD, P_BAND, P_GATE = P_BAND + MOELAT_BANDS, P_GATHER, P_COMMIT, P_ACCUMULATE, P_PARTS };
+static const char *const part_names[P_PARTS] = {"fills", "gate forward", "local", "functional", "distant",
+                                                "gate", "gather", "commit", "accumulate"};
+typedef struct prof_event {
+    int part;
+    cl_event ev;
+} prof_event;
+
 typedef struct ml_grad_cl {
     ml_cl_backend *b;
     cl_command_queue q;
@@ -49,6 +59,9 @@ typedef struct ml_grad_cl {
     cl_mem state, gin, dacc, weights, ext, dims[MOELAT_BANDS], toff[MOELAT_BANDS + 1];
     cl_mem offsets[MOELAT_BANDS], off_all;
     cl_mem slot_dw, slot_work, dchunk, dedge[MOELAT_BANDS], dw_gate, gate_w, dnu, dext_chunk, dw, dext, status;
+    int profiling;                     /* the queue records event times */
+    prof_event *events;                /* this sweep's, when profiling */
+    size_t n_events, cap_events;
     float *tmp;     /* N x S, or the weights when larger */
     double *hostacc;/* N x S: the host chunks' part of a step */
     int *host_chunks; /* n_chunks: a step's chunks for the host */
@@ -77,6 +90,10 @@ static void release(ml_grad_cl *c) {
     }
     for (int k = 0; k <= MOELAT_BANDS; k++)
         mlcl_release_buffer(c->toff[k]);
+    for (size_t i = 0; i < c->n_events; i++)
+        if (c->events[i].ev)
+            clReleaseEvent(c->events[i].ev);
+    free(c->events);
     free(c->tmp);
     free(c->hostacc);
     free(c->host_chunks);
@@ -461,6 +478,9 @@ static int cl_open(void *ctx, ml_grad_engine *e) {
     }
     c->b = b;
     c->q = b->ctx.queues[0];
+    cl_command_queue_properties props = 0;
+    c->profiling = clGetCommandQueueInfo(c->q, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL) == CL_SUCCESS &&
+                   (props & CL_QUEUE_PROFILING_ENABLE);
     c->cpu = strcmp(b->ctx.info.type, "CPU") == 0;
     c->n_weights = e->w_count;
     c->scratch[MOELAT_BANDS] = (int)ml_gate_f64_doubles(lat->S, lat->gate_hidden);
@@ -517,9 +537,51 @@ static int cl_open(void *ctx, ml_grad_engine *e) {
     return 0;
 }
 
+/* Where a command's event goes: NULL unless profiling (then a slot of
+ * c->events for part; NULL too when the list cannot grow: a lost record). */
+static cl_event *event_for(ml_grad_cl *c, int part) {
+    if (!c->profiling)
+        return NULL;
+    if (c->n_events == c->cap_events) {
+        size_t cap = c->cap_events ? 2 * c->cap_events : 256;
+        prof_event *e = realloc(c->events, cap * sizeof *e);
+        if (!e)
+            return NULL;
+        c->events = e;
+        c->cap_events = cap;
+    }
+    c->events[c->n_events].part = part;
+    c->events[c->n_events].ev = NULL;
+    return &c->events[c->n_events++].ev;
+}
+
+/* Logs the sweep's device time by part (after the queue finished) and
+ * forgets the events. */
+static void log_profile(ml_grad_cl *c) {
+    if (!c->profiling)
+        return;
+    double ms[P_PARTS] = {0};
+    for (size_t i = 0; i < c->n_events; i++) {
+        cl_ulong t0 = 0, t1 = 0;
+        cl_event ev = c->events[i].ev;
+        if (ev && clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL) == CL_SUCCESS &&
+            clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL) == CL_SUCCESS && t1 > t0)
+            ms[c->events[i].part] += (double)(t1 - t0) * 1e-6;
+        if (ev)
+            clReleaseEvent(ev);
+    }
+    char line[512];
+    int at = snprintf(line, sizeof line, "device backward, kernel ms over the sweep (%zu commands):", c->n_events);
+    for (int p = 0; p < P_PARTS && at < (int)sizeof line; p++)
+        if (ms[p] > 0)
+            at += snprintf(line + at, sizeof line - (size_t)at, " %s %.3f", part_names[p], ms[p]);
+    ML_INFO(BWD_LOG, "%s", line);
+    c->n_events = 0;
+}
+
 static cl_int fill(ml_grad_cl *c, cl_mem m, size_t bytes) {
     const float zero = 0.0f;
-    return clEnqueueFillBuffer(c->q, m, &zero, sizeof zero, 0, bytes, 0, NULL, NULL);
+    return clEnqueueFillBuffer(c->q, m, &zero, sizeof zero, 0, bytes, 0, NULL, event_for(c, P_FILL));
 }
 
 static cl_int write_doubles(ml_grad_cl *c, cl_mem m, const double *src, size_t n) {
@@ -552,19 +614,19 @@ static moelat_status cl_begin(moelat_grad *g) {
 
 #define ARG(k, i, v) (rc == CL_SUCCESS ? (rc = clSetKernelArg((k), (i), sizeof(v), &(v))) : rc)
 
-static cl_int launch(ml_grad_cl *c, cl_kernel k, size_t global) {
-    return mlcl_enqueue_kernel(c->q, k, 1, &global, NULL, 0, NULL, NULL);
+static cl_int launch(ml_grad_cl *c, cl_kernel k, size_t global, int part) {
+    return mlcl_enqueue_kernel(c->q, k, 1, &global, NULL, 0, NULL, event_for(c, part));
 }
 
 /* The slot kernels: each work-item walks its own cells, with loops whose
  * trip counts differ per cell. A CPU runtime would pack a work-group's
  * items into vector lanes and run the group on one thread; groups of one
  * item spread the slots over the threads instead. */
-static cl_int launch_slots(ml_grad_cl *c, cl_kernel k, size_t slots, int lanes) {
+static cl_int launch_slots(ml_grad_cl *c, cl_kernel k, size_t slots, int lanes, int part) {
     const size_t one = 1, local = (size_t)lanes, global = slots * local;
     if (lanes > 1)
-        return mlcl_enqueue_kernel(c->q, k, 1, &global, &local, 0, NULL, NULL);
-    return mlcl_enqueue_kernel(c->q, k, 1, &global, c->cpu ? &one : NULL, 0, NULL, NULL);
+        return mlcl_enqueue_kernel(c->q, k, 1, &global, &local, 0, NULL, event_for(c, part));
+    return mlcl_enqueue_kernel(c->q, k, 1, &global, c->cpu ? &one : NULL, 0, NULL, event_for(c, part));
 }
 
 /* Enqueues the chunk of rows [r0, r1) with its commit. */
@@ -591,7 +653,7 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int r0, int r1) {
     ARG(k, 10, n_cells); ARG(k, 11, slots); ARG(k, 12, slot_floats); ARG(k, 13, gscr);
     ARG(k, 14, c->slot_work); ARG(k, 15, c->gate_w);
     if (rc == CL_SUCCESS)
-        rc = launch_slots(c, k, (size_t)slots, c->lanes_of[MOELAT_BANDS]);
+        rc = launch_slots(c, k, (size_t)slots, c->lanes_of[MOELAT_BANDS], P_GATE_FWD);
     for (cl_int band = 0; band < MOELAT_BANDS; band++) {
         if (!c->on[band])
             continue;
@@ -609,9 +671,9 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int r0, int r1) {
             const size_t local = (size_t)c->lanes[band], global = (size_t)groups * local;
             ARG(k, 15, groups);
             if (rc == CL_SUCCESS)
-                rc = mlcl_enqueue_kernel(c->q, k, 1, &global, &local, 0, NULL, NULL);
+                rc = mlcl_enqueue_kernel(c->q, k, 1, &global, &local, 0, NULL, event_for(c, P_BAND + band));
         } else if (rc == CL_SUCCESS) {
-            rc = launch_slots(c, k, (size_t)slots, c->lanes_of[band]);
+            rc = launch_slots(c, k, (size_t)slots, c->lanes_of[band], P_BAND + band);
         }
     }
     k = c->gate;
@@ -621,7 +683,7 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int r0, int r1) {
     ARG(k, 15, nw); ARG(k, 16, c->dw_gate); ARG(k, 17, c->slot_dw); ARG(k, 18, c->slot_work);
     ARG(k, 19, c->dchunk); ARG(k, 20, c->dnu);
     if (rc == CL_SUCCESS)
-        rc = launch_slots(c, k, (size_t)slots, c->lanes_of[MOELAT_BANDS]);
+        rc = launch_slots(c, k, (size_t)slots, c->lanes_of[MOELAT_BANDS], P_GATE);
     k = c->gather;
     cl_int n[MOELAT_BANDS];
     for (int b = 0; b < MOELAT_BANDS; b++) {
@@ -635,14 +697,14 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int r0, int r1) {
     ARG(k, 14, Y); ARG(k, 15, Z); ARG(k, 16, S); ARG(k, 17, c0); ARG(k, 18, n_cells); ARG(k, 19, t0);
     ARG(k, 20, n_targets); ARG(k, 21, c->dchunk);
     if (rc == CL_SUCCESS)
-        rc = launch(c, k, c->cpu ? (size_t)n_targets : (size_t)n_targets * S);
+        rc = launch(c, k, c->cpu ? (size_t)n_targets : (size_t)n_targets * S, P_GATHER);
     k = c->commit;
     cl_int n_vals = n_targets * S;
     ARG(k, 0, c->slot_dw); ARG(k, 1, slots); ARG(k, 2, nw); ARG(k, 3, c->dw); ARG(k, 4, c->dchunk);
     ARG(k, 5, t0); ARG(k, 6, S); ARG(k, 7, n_vals); ARG(k, 8, c->dacc); ARG(k, 9, c->dext_chunk);
     ARG(k, 10, ne); ARG(k, 11, c->dext);
     if (rc == CL_SUCCESS)
-        rc = launch(c, k, (size_t)nw + (size_t)n_vals + (size_t)ne);
+        rc = launch(c, k, (size_t)nw + (size_t)n_vals + (size_t)ne, P_COMMIT);
     return rc;
 }
 
@@ -697,7 +759,7 @@ static moelat_status cl_step(moelat_grad *g, const double *cur, const double *g_
         cl_int n = (cl_int)NS;
         ARG(k, 0, c->gin); ARG(k, 1, c->dacc); ARG(k, 2, n);
         if (rc == CL_SUCCESS)
-            rc = launch(c, k, NS);
+            rc = launch(c, k, NS, P_ACCUMULATE);
         if (rc == CL_SUCCESS)
             return MOELAT_OK;
     } else {
@@ -757,6 +819,8 @@ static moelat_status cl_end(moelat_grad *g) {
         rc = clEnqueueReadBuffer(c->q, c->dw, CL_TRUE, 0, c->n_weights * sizeof(float), c->tmp, 0, NULL, NULL);
     if (rc == CL_SUCCESS && ne)
         rc = clEnqueueReadBuffer(c->q, c->dext, CL_TRUE, 0, ne * sizeof(float), ext, 0, NULL, NULL);
+    if (rc == CL_SUCCESS)
+        log_profile(c);
     if (rc != CL_SUCCESS) {
         snprintf(g->fallback, sizeof g->fallback, "reading the gradients: %s", mlcl_error_name(rc));
         give_up(g);
