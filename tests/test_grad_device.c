@@ -261,71 +261,6 @@ static void test_bitwise_repeat(void **state) {
     moelat_lattice_destroy(lat);
 }
 
-/* The functional band through its own band kernel (work-groups of lanes
- * per cell; cl_shape=gpu asks for it on a CPU device too): chunks ending
- * mid-plane, few groups taking many cells each, the experiment preset,
- * a host chunk beside, and the same bits twice. */
-static void assert_band_kernel(const grads *d) {
-    if (!strstr(d->path, "functional in work-groups of"))
-        fail_msg("the functional band did not run its band kernel: %s", d->path);
-}
-
-/* PoCL's CPU devices gave NaN from the band kernel on these random
- * inputs while oclgrind, which grad_oclgrind runs it under, agrees with
- * the host (tools/bench/NOTES.md item 57): these tests run on other
- * devices only, until that is understood. */
-static int band_kernel_testable(void) {
-    moelat_lattice *lat = random_lattice("debug", 9, 8, 7, 0, MOELAT_MODE_AUTO, "", 1);
-    const char *dev = lat->device_name;
-    int cpu = strstr(dev, "pthread") || strstr(dev, "cpu-") || strstr(dev, "CPU") || !dev[0];
-    if (cpu)
-        print_message("band kernel tests skipped on CPU device '%s' (tools/bench/NOTES.md item 57)\n", dev);
-    moelat_lattice_destroy(lat);
-    return !cpu;
-}
-
-static void test_band_kernel_debug(void **state) {
-    (void)state;
-    if (!band_kernel_testable())
-        skip();
-    grads d = compare("debug", 9, 8, 7, 0, 2, "cl_shape=gpu,grad_rows=14",
-                      "debug 9x8x7, functional band kernel, 4 chunks of 14 rows");
-    assert_band_kernel(&d);
-    assert_int_equal(d.dev, 2 * 4);
-    grads_free(&d);
-    d = compare("debug", 9, 8, 7, 0, 2, "cl_shape=gpu,grad_slots=5,grad_rows=14,grad_host_chunk=2",
-                "debug 9x8x7, functional band kernel, 5 groups, chunk 2 on the host");
-    assert_band_kernel(&d);
-    assert_int_equal(d.host, 2);
-    grads_free(&d);
-}
-
-static void test_band_kernel_experiment(void **state) {
-    (void)state;
-    if (!band_kernel_testable())
-        skip();
-    grads d = compare("experiment", 7, 6, 5, 0.5, 2, "cl_shape=gpu,grad_rows=13",
-                      "experiment 7x6x5, functional band kernel");
-    assert_band_kernel(&d);
-    grads_free(&d);
-}
-
-static void test_band_kernel_repeat(void **state) {
-    (void)state;
-    if (!band_kernel_testable())
-        skip();
-    uint64_t seed = ts_seed();
-    moelat_lattice *lat = random_lattice("debug", 9, 8, 7, 0, MOELAT_MODE_AUTO, "cl_shape=gpu,grad_rows=13", seed);
-    grads a = run(lat, 2, seed + 3), b = run(lat, 2, seed + 3);
-    assert_band_kernel(&a);
-    assert_memory_equal(a.dw, b.dw, a.nw * sizeof(double));
-    assert_memory_equal(a.ds, b.ds, a.ns * sizeof(double));
-    assert_memory_equal(a.de, b.de, a.ne * sizeof(double));
-    grads_free(&a);
-    grads_free(&b);
-    moelat_lattice_destroy(lat);
-}
-
 /* Slots of lanes (work-groups running one cell's backward together, the
  * GPU default; grad_lanes asks for them on a CPU device too): every band
  * and the gate on lanes, with more lanes than state values (debug, S =
@@ -428,9 +363,6 @@ int main(void) {
         cmocka_unit_test(test_lanes_experiment),
         cmocka_unit_test(test_lanes_sdk_example),
         cmocka_unit_test(test_lanes_repeat),
-        cmocka_unit_test(test_band_kernel_debug),
-        cmocka_unit_test(test_band_kernel_experiment),
-        cmocka_unit_test(test_band_kernel_repeat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

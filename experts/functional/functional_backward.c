@@ -43,10 +43,9 @@ static size_t fn_work_doubles(const moelat_expert_dims *d) {
     return edge > cnf ? edge : cnf;
 }
 
-/* The per-edge arrays of the forward, for n edges (the host backward
- * keeps every edge, and so do lanes, each edge's rows its lane's; the
- * device's fn_bwd_band_wg recomputes them and takes none). The backward
- * reuses them for the edges' adjoints (fn_bwd_edges). */
+/* The per-edge arrays of the forward, for n edges (with lanes, each
+ * edge's rows its lane's). The backward reuses them for the edges'
+ * adjoints (fn_bwd_edges). */
 static void fn_layout_edges(const moelat_expert_dims *d, int n, fn_fwd *w, MLB_G mlb_real **at) {
     int hd = HD(d), md = MD(d);
     w->zmc = bm_take(at, (size_t)n * hd);
@@ -497,31 +496,12 @@ const moelat_backward_host *functional_backward_host(void) { return &g_backward;
 /* The same backward_cell as OpenCL C: backward_math, the CNF and this file. */
 extern const char *const functional_bwd_cl_parts[];
 
-/* Local memory of fn_bwd_band_wg (functional_backward_wg.cl) at lanes
- * per group, in bytes: its lane rows and the cell's vectors. */
-static uint64_t fn_wg_local_bytes(const moelat_expert_dims *d, int lanes) {
-    uint64_t S = (uint64_t)d->state_size, hd = (uint64_t)HD(d), md = (uint64_t)MD(d), L = (uint64_t)lanes;
-    uint64_t rows = L * (2 * (hd + 1) + 4 * (md + 1) + 4);
-    return 4 * (rows + 2 * hd + 3 * md + 2 * S + 5);
-}
-
-/* 32 lanes (one tile of 32 edges; a warp on NVIDIA), fewer where the
- * device allows fewer or its local memory holds less. */
-static int fn_band_work_group(const moelat_expert_dims *d, int max_lanes, uint64_t local_mem_bytes) {
-    int lanes = 32;
-    while (lanes > 1 && (lanes > max_lanes || fn_wg_local_bytes(d, lanes) > local_mem_bytes))
-        lanes /= 2;
-    return lanes >= 8 && lanes <= max_lanes && fn_wg_local_bytes(d, lanes) <= local_mem_bytes ? lanes : 0;
-}
-
 static const moelat_backward_cl g_backward_cl = {
     .struct_size = sizeof(moelat_backward_cl),
     .flags = MOELAT_BACKWARD_CL_COOPERATIVE,
     .source_parts = functional_bwd_cl_parts,
     .backward_fn = "fn_backward_cell",
     .scratch_floats = fn_scratch_doubles,
-    .band_kernel = "fn_bwd_band_wg",
-    .band_work_group = fn_band_work_group,
 };
 
 const moelat_backward_cl *functional_backward_cl(void) { return &g_backward_cl; }
