@@ -3,7 +3,8 @@
 # lent GPU machine: OpenCL loader, headers and CLBlast unpacked by
 # .device/opencl-env.sh), then runs what is asked:
 #   tools/bench/gpu_run.sh devices | check | bench [extra bench args] | results
-#   tools/bench/gpu_run.sh grad [extra bench args]   device vs host gradients, bench --backward
+#   tools/bench/gpu_run.sh grad [extra bench args]   device vs host gradients, the gradient-step
+#                                                    table, the backward by kernel
 #   tools/bench/gpu_run.sh variants "<bench args>" VAR=value [VAR=value ...]
 # Output goes to stdout and, when $OUT is set, to $OUT/<what>.txt.
 # `results` makes everything tools/bench/RESULTS.md holds, in order of
@@ -60,18 +61,37 @@ results)
     fi
     cat "$T"/*.txt "$T"/*.csv ;;
 grad)
-    # The device backward against the host's (float64) on this card, then
-    # the gradient step's timing (bench --backward, extra args appended).
+    # The device backward against the host's (float64) on this card, on
+    # two presets, then RESULTS.md's gradient-step table (every bench
+    # case, tools/bench/grad_table.sh; extra args go to bench), then one
+    # reverse step's device time by kernel at debug 15^3 and experiment
+    # 24^3 (grad --profile), then the one-lane shape at debug 15^3 as the
+    # same-card baseline.
     {
         T=$(mktemp -d)
-        "$E" run --preset debug --dims 9x8x7 --steps 2 --seed 3 --mode percell --quiet --save-state "$T/t.npy"
-        for m in percell batch; do
-            "$E" grad --preset debug --dims 9x8x7 --steps 2 --seed 5 --mode $m --target "$T/t.npy" \
-                --save-grads "$T/g_$m.safetensors" --save-state-grad "$T/s_$m.npy" \
-                --save-input-grad "$T/e_$m.npy" --tune grad_rows=16
+        compare() { # preset dims [grad args]
+            p=$1 d=$2
+            shift 2
+            "$E" run --preset "$p" --dims "$d" "$@" --steps 2 --seed 3 --mode percell --quiet --save-state "$T/t.npy" >/dev/null
+            for m in percell batch; do
+                "$E" grad --preset "$p" --dims "$d" "$@" --steps 2 --seed 5 --mode $m --target "$T/t.npy" \
+                    --save-grads "$T/g_$m.safetensors" --save-state-grad "$T/s_$m.npy" \
+                    --save-input-grad "$T/e_$m.npy" --tune grad_rows=16
+            done
+            echo "== $p $d: device against host"
+            python3 tools/bench/grad_compare.py "$T" || true
+        }
+        compare debug 9x8x7
+        compare experiment 7x6x5 --radius-ratio 0.5
+        sh tools/bench/grad_table.sh "$E" "" 120 "$@"
+        for c in debug:15x15x15 experiment:24x24x24; do
+            "$E" run --preset "${c%%:*}" --dims "${c#*:}" --steps 1 --seed 3 --quiet --save-state "$T/p.npy" >/dev/null
+            echo "== ${c%%:*} ${c#*:}: one reverse step by kernel"
+            MOELAT_LOG=grad=info "$E" grad --preset "${c%%:*}" --dims "${c#*:}" --steps 1 --target "$T/p.npy" \
+                --profile 2>&1 | grep -E "kernel ms|^backward"
         done
-        python3 tools/bench/grad_compare.py "$T" || true
-        "$E" bench --backward --percell-cells 0 "$@"
+        echo "== one lane per cell (grad_lanes=1), debug 15^3"
+        MOELAT_GRAD_LANES=1 "$E" bench --backward --percell-cells 0 --steps 10 --cases debug:15x15x15
     } 2>&1 | out grad ;;
 variants)
     # One bench per environment setting, in one run on one card: the way
