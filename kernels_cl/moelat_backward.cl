@@ -12,6 +12,14 @@
  * nothing behind and is redone on the host. Every sum runs in a fixed
  * order; there are no float atomics. */
 
+/* The cell at offset o from (x, y, z), or -1 outside the lattice. */
+static int ml_bwd_at(int4 o, int x, int y, int z, int X, int Y, int Z) {
+    const int nx = x + o.x, ny = y + o.y, nz = z + o.z;
+    if (nx < 0 || ny < 0 || nz < 0 || nx >= X || ny >= Y || nz >= Z)
+        return -1;
+    return nx + X * (ny + Y * nz);
+}
+
 /* nu of cell (x, y, z): the mean of every neighbour of every band (all
  * three stencils, concatenated in offsets), into nu; returns the count.
  * With lanes, lane by state value, each value's sum in stencil order. */
@@ -22,28 +30,22 @@ static int ml_bwd_nu(__global const float *state, __global const int4 *offsets, 
     BM_FOR(s, S) {
         float acc = 0.0f;
         for (int j = 0; j < n_off; j++) {
-            const int4 o = offsets[j];
-            const int nx = x + o.x, ny = y + o.y, nz = z + o.z;
-            if (nx < 0 || ny < 0 || nz < 0 || nx >= X || ny >= Y || nz >= Z)
-                continue;
-            acc += state[((size_t)nx + (size_t)X * ((size_t)ny + (size_t)Y * nz)) * S + s];
+            const int at = ml_bwd_at(offsets[j], x, y, z, X, Y, Z);
+            if (at >= 0)
+                acc += state[(size_t)at * S + s];
         }
         nu[s] = acc;
     }
-    for (int j = 0; j < n_off; j++) { /* the count, in every lane */
-        const int4 o = offsets[j];
-        const int nx = x + o.x, ny = y + o.y, nz = z + o.z;
-        total += nx >= 0 && ny >= 0 && nz >= 0 && nx < X && ny < Y && nz < Z;
-    }
+    for (int j = 0; j < n_off; j++) /* the count, in every lane */
+        total += ml_bwd_at(offsets[j], x, y, z, X, Y, Z) >= 0;
 #else
     for (int s = 0; s < S; s++)
         nu[s] = 0.0f;
     for (int j = 0; j < n_off; j++) {
-        const int4 o = offsets[j];
-        const int nx = x + o.x, ny = y + o.y, nz = z + o.z;
-        if (nx < 0 || ny < 0 || nz < 0 || nx >= X || ny >= Y || nz >= Z)
+        const int at = ml_bwd_at(offsets[j], x, y, z, X, Y, Z);
+        if (at < 0)
             continue;
-        __global const float *src = state + ((size_t)nx + (size_t)X * ((size_t)ny + (size_t)Y * nz)) * S;
+        __global const float *src = state + (size_t)at * S;
         for (int s = 0; s < S; s++)
             nu[s] += src[s];
         total++;

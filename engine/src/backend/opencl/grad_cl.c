@@ -23,49 +23,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include"backend/opencl/backend_cl.h"
-#include "core/embedded.h"
-#include "core/gate.h"
-#include "grad/grad.h"
+#include "backend/opencl/grad_cl.h"
 #include "base/log.h"
+#include "core/gate.h"
 
 #define BWD_LOG "grad"
 
-/* With a profiling queue (--profile), the sweep's device time by part,
- * logged at its end (grad=info). */
-enum { P_FILL, P_GATE_FWD, P_BAND, P_GATE = P_BAND + MOELAT_BANDS, P_GATHER, P_COMMIT, P_ACCUMULATE, P_PARTS };
 static const char *const part_names[P_PARTS] = {"fills", "gate forward", "local", "functional", "distant",
                                                 "gate", "gather", "commit", "accumulate"};
-typedef struct prof_event {
-    int part;
-    cl_event ev;
-} prof_event;
 
-typedef struct ml_grad_cl {
-    ml_cl_backend *b;
-    cl_command_queue q;
-    cl_program prog[MOELAT_BANDS + 1]; /* bands, then the engine's */
-    cl_kernel band[MOELAT_BANDS], gate_fwd, gate, gather, commit, accumulate;
-    int on[MOELAT_BANDS];              /* band has neighbours somewhere */
-    int lanes[MOELAT_BANDS];           /* > 0: band[k] is the expert's band_kernel with work-groups of that
-                                        * many lanes; 0: the engine's ml_bwd_band */
-    int scratch[MOELAT_BANDS + 1];     /* scratch floats per band, the gate's */
-    int lanes_of[MOELAT_BANDS + 1];    /* lanes per slot of band k's ml_bwd_band, the gate's: 1 or c->coop */
-    int coop;                          /* lanes per slot for backwards written for lanes */
-    int slot_floats, n_slots, rows, n_chunks, halo, n_all;
-    int cpu;                           /* the device is a CPU (launch_slots) */
-    int mean_only;                     /* bit k: band k's expert is MOELAT_BACKWARD_CL_MEAN_ONLY */
-    size_t n_weights;
-    cl_mem state, gin, dacc, weights, ext, dims[MOELAT_BANDS], toff[MOELAT_BANDS + 1];
-    cl_mem offsets[MOELAT_BANDS], off_all;
-    cl_mem slot_dw, slot_work, dchunk, dedge[MOELAT_BANDS], dw_gate, gate_w, dnu, dext_chunk, dw, dext, status;
-    int profiling;                     /* the queue records event times */
-    prof_event *events;                /* this sweep's, when profiling */
-    size_t n_events, cap_events;
-    float *tmp;     /* N x S, or the weights when larger */
-    double *hostacc;/* N x S: the host chunks' part of a step */
-    int *host_chunks; /* n_chunks: a step's chunks for the host */
-} ml_grad_cl;
 
 static void release(ml_grad_cl *c) {
     if (!c)
@@ -113,55 +79,6 @@ static void give_up(moelat_grad *g) {
     cl_close(g->eng);
 }
 
-/* The device backward of band k's expert, or NULL. */
-static const moelat_backward_cl *cl_backward_of(const moelat_lattice *lat, int k) {
-    const moelat_expert_descriptor *d = lat->expert[k].desc;
-    const size_t need = offsetof(moelat_expert_descriptor, get_extension) + sizeof d->get_extension;
-    if (d->struct_size < need || d->abi_minor < 4 || !d->get_extension)
-        return NULL;
-    const moelat_backward_cl *x = d->get_extension(MOELAT_EXT_BACKWARD_CL);
-    if (!x || x->struct_size < offsetof(moelat_backward_cl, band_kernel) || !x->source_parts || !x->backward_fn ||
-        !x->scratch_floats)
-        return NULL;
-    return x;
-}
-
-/* Lanes per work-group of band k's own band kernel, or 0 for the engine's
- * ml_bwd_band: the expert must name one (band_kernel, band_work_group),
- * and for now the lattice must ask for work-group kernels (tuning
- * cl_shape=gpu): PoCL runs the engine's kernel faster, and the
- * functional band kernel, right under oclgrind, gave NaN on PoCL for some
- * inputs (tools/bench/NOTES.md item 57); until a GPU run checks it, the
- * default stays the engine's kernel everywhere. */
-static int band_lanes(const ml_grad_cl *c, const moelat_lattice *lat, int k, const moelat_backward_cl *x) {
-    const size_t need = offsetof(moelat_backward_cl, band_work_group) + sizeof x->band_work_group;
-    if (x->struct_size < need || !x->band_kernel || !x->band_work_group)
-        return 0;
-    if (lat->tuning.cl_shape != 0)
-        return 0;
-    const mlcl_device_info *dev = &c->b->ctx.info;
-    int max = dev->max_work_group_size > 1024 ? 1024 : (int)dev->max_work_group_size;
-    int lanes = x->band_work_group(&lat->expert[k].dims, max, (uint64_t)dev->local_mem_bytes);
-    return lanes > 0 && lanes <= max && (lanes & (lanes - 1)) == 0 ? lanes : 0;
-}
-
-/* prelude, the NULL-terminated parts, tail: one text, or NULL. */
-static char *join(const char *prelude, const char *const *parts, const char *tail) {
-    size_t n = 0;
-    while (parts && parts[n])
-        n++;
-    const char **all = malloc((n + 2) * sizeof *all);
-    if (!all)
-        return NULL;
-    all[0] = prelude;
-    for (size_t i = 0; i < n; i++)
-        all[1 + i] = parts[i];
-    all[n + 1] = tail;
-    char *s = mlcl_join_sources(all, n + 2);
-    free(all);
-    return s;
-}
-
 static cl_mem buffer(ml_grad_cl *c, size_t bytes, const void *init, int *ok) {
     cl_int rc = CL_SUCCESS;
     if (!*ok)
@@ -174,163 +91,6 @@ static cl_mem buffer(ml_grad_cl *c, size_t bytes, const void *init, int *ok) {
 }
 
 static int max_i(int a, int b) { return a > b ? a : b; }
-
-/* Whether kernel k runs work-groups of lanes on this device. */
-static int fits_lanes(const ml_grad_cl *c, cl_kernel k, int lanes) {
-    size_t wg = 0;
-    return clGetKernelWorkGroupInfo(k, c->b->ctx.info.device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL) ==
-               CL_SUCCESS &&
-           wg >= (size_t)lanes;
-}
-
-/* Builds src and creates kernel `kernel` from it: 0; 1 (with why) when it
- * cannot run work-groups of lanes (released again); -1 with why. */
-static int build_kernel(ml_grad_cl *c, const char *name, const char *src, const char *defines, const char *kernel,
-                        cl_program *prog, cl_kernel *k, int lanes, char *why, size_t whylen) {
-    cl_int e = CL_SUCCESS;
-    if (ml_cl_build(c->b, name, src, defines, prog, why, whylen) != 0)
-        return -1;
-    *k = clCreateKernel(*prog, kernel, &e);
-    if (e != CL_SUCCESS) {
-        snprintf(why, whylen, "creating kernel %s of %s: %s", kernel, name, mlcl_error_name(e));
-        return -1;
-    }
-    if (lanes > 1 && !fits_lanes(c, *k, lanes)) {
-        snprintf(why, whylen, "kernel %s runs fewer than %d lanes per work-group here", kernel, lanes);
-        clReleaseKernel(*k);
-        clReleaseProgram(*prog);
-        *k = NULL;
-        *prog = NULL;
-        return 1;
-    }
-    return 0;
-}
-
-/* Builds the programs and kernels; 0, or -1 with why. */
-static int build(ml_grad_engine *eng, ml_grad_cl *c, const moelat_backward_cl *x[MOELAT_BANDS], char *why,
-                 size_t whylen) {
-    moelat_lattice *lat = eng->lat;
-    const char *prelude = moelat_backward_portable_cl_parts[0];
-    const char *const *gate_parts = moelat_grad_gate_cl_parts;
-    const char *band_src = mlcl_embedded_source("moelat_backward_band.cl");
-    const char *engine_src = mlcl_embedded_source("moelat_backward.cl");
-    if (!prelude || !gate_parts || !band_src || !engine_src) {
-        snprintf(why, whylen, "the backward kernel sources are missing from this build");
-        return -1;
-    }
-    char defines[256], name[160];
-    cl_int e = CL_SUCCESS;
-    for (int k = 0; k < MOELAT_BANDS; k++) {
-        if (!c->on[k])
-            continue;
-        char *src = join(prelude, x[k]->source_parts, band_src);
-        if (!src)
-            return snprintf(why, whylen, "out of memory"), -1;
-        ml_param_block *blocks[MOELAT_BANDS + 1];
-        ml_param_blocks(lat, blocks);
-        const moelat_expert_dims *d = &lat->expert[k].dims;
-        char dims[160];
-        int at = snprintf(dims, sizeof dims, "%d,%d", d->state_size, d->ext_size);
-        for (int h = 0; h < MOELAT_MAX_HIDDEN; h++)
-            at += snprintf(dims + at, sizeof dims - (size_t)at, ",%d", d->hidden[h]);
-        snprintf(dims + at, sizeof dims - (size_t)at, ",%d,%d", d->cnf_steps, d->cnf_mode);
-        snprintf(name, sizeof name, "backward of expert '%s' (band %s)", lat->expert[k].desc->name,
-                 moelat_band_name(k));
-        int rc = -1;
-        if (c->lanes[k] > 0) {
-            /* With the expert's band kernel; should that not build or
-             * not run at its lanes, the engine's kernel alone. */
-            snprintf(defines, sizeof defines, "-D ML_BWD_FN=%s -D ML_NT=%d -D ML_DIMS=%s%s -D ML_BWD_WG=%d",
-                     x[k]->backward_fn, blocks[k]->n_tensors, dims, c->mean_only >> k & 1 ? " -D ML_MEAN_ONLY" : "",
-                     c->lanes[k]);
-            rc = ml_cl_build(c->b, name, src, defines, &c->prog[k], why, whylen);
-            size_t wg = 0;
-            if (rc == 0)
-                c->band[k] = clCreateKernel(c->prog[k], x[k]->band_kernel, &e);
-            if (rc == 0 && (e != CL_SUCCESS ||
-                            clGetKernelWorkGroupInfo(c->band[k], c->b->ctx.info.device, CL_KERNEL_WORK_GROUP_SIZE,
-                                                     sizeof wg, &wg, NULL) != CL_SUCCESS ||
-                            wg < (size_t)c->lanes[k])) {
-                snprintf(why, whylen, "kernel %s: %s, %zu lanes at most", x[k]->band_kernel,
-                         e != CL_SUCCESS ? mlcl_error_name(e) : "created", wg);
-                rc = -1;
-            }
-            if (rc != 0) {
-                ML_WARN(BWD_LOG, "%s: its band kernel is unavailable; the engine's runs. Why, with the build "
-                        "log:", name);
-                /* Line by line: a build log is longer than one log message. */
-                for (char *line = why, *end; line && *line; line = end ? end + 1 : NULL) {
-                    end = strchr(line, '\n');
-                    if (end)
-                        *end = '\0';
-                    ML_WARN(BWD_LOG, "  %s", line);
-                }
-                why[0] = '\0';
-                if (c->band[k])
-                    clReleaseKernel(c->band[k]);
-                if (c->prog[k])
-                    clReleaseProgram(c->prog[k]);
-                c->band[k] = NULL;
-                c->prog[k] = NULL;
-                c->lanes[k] = 0;
-            } else {
-                ML_INFO(BWD_LOG, "%s: kernel %s, work-groups of %d lanes", name, x[k]->band_kernel, c->lanes[k]);
-            }
-        }
-        if (rc != 0) {
-            snprintf(defines, sizeof defines, "-D ML_BWD_FN=%s -D ML_NT=%d -D ML_DIMS=%s%s -D ML_BWD_LANES=%d",
-                     x[k]->backward_fn, blocks[k]->n_tensors, dims, c->mean_only >> k & 1 ? " -D ML_MEAN_ONLY" : "",
-                     c->lanes_of[k]);
-            rc = build_kernel(c, name, src, defines, "ml_bwd_band", &c->prog[k], &c->band[k], c->lanes_of[k], why,
-                              whylen);
-            if (rc == 1) { /* it cannot run at that many lanes: one work-item per slot */
-                ML_INFO(BWD_LOG, "%s: %s; one work-item per cell instead", name, why);
-                why[0] = '\0';
-                c->lanes_of[k] = 1;
-                snprintf(defines, sizeof defines, "-D ML_BWD_FN=%s -D ML_NT=%d -D ML_DIMS=%s%s -D ML_BWD_LANES=1",
-                         x[k]->backward_fn, blocks[k]->n_tensors, dims,
-                         c->mean_only >> k & 1 ? " -D ML_MEAN_ONLY" : "");
-                rc = build_kernel(c, name, src, defines, "ml_bwd_band", &c->prog[k], &c->band[k], 1, why, whylen);
-            }
-        }
-        free(src);
-        if (rc != 0)
-            return -1;
-    }
-    char *src = join(prelude, gate_parts, engine_src);
-    if (!src)
-        return snprintf(why, whylen, "out of memory"), -1;
-    const char *names[5] = {"ml_bwd_gate_fwd", "ml_bwd_gate", c->cpu ? "ml_bwd_gather_cells" : "ml_bwd_gather",
-                            "ml_bwd_commit", "ml_bwd_accumulate"};
-    cl_kernel *ks[5] = {&c->gate_fwd, &c->gate, &c->gather, &c->commit, &c->accumulate};
-    int rc = -1;
-    for (;;) {
-        int *lanes = &c->lanes_of[MOELAT_BANDS];
-        snprintf(defines, sizeof defines, "-D ML_GH=%d -D ML_BWD_LANES=%d", lat->gate_hidden, *lanes);
-        rc = ml_cl_build(c->b, "moelat_backward.cl", src, defines, &c->prog[MOELAT_BANDS], why, whylen);
-        for (int i = 0; rc == 0 && i < 5; i++) {
-            *ks[i] = clCreateKernel(c->prog[MOELAT_BANDS], names[i], &e);
-            if (e != CL_SUCCESS) {
-                snprintf(why, whylen, "creating kernel %s: %s", names[i], mlcl_error_name(e));
-                rc = -1;
-            }
-        }
-        if (rc != 0 || *lanes == 1 || (fits_lanes(c, c->gate_fwd, *lanes) && fits_lanes(c, c->gate, *lanes)))
-            break;
-        ML_INFO(BWD_LOG, "the gate's backward cannot run at %d lanes on this device; one work-item per cell",
-                *lanes);
-        for (int i = 0; i < 5; i++)
-            if (*ks[i])
-                clReleaseKernel(*ks[i]);
-        for (int i = 0; i < 5; i++)
-            *ks[i] = NULL;
-        clReleaseProgram(c->prog[MOELAT_BANDS]);
-        c->prog[MOELAT_BANDS] = NULL;
-        *lanes = 1;
-    }
-    free(src);
-    return rc == 0 ? 0 : -1;
-}
 
 /* Slots, rows per chunk and the buffers; 0, or -1 with why. */
 static int allocate(ml_grad_engine *e, ml_grad_cl *c) {
@@ -448,25 +208,6 @@ static int allocate(ml_grad_engine *e, ml_grad_cl *c) {
     return ok && c->tmp && c->hostacc && c->host_chunks ? 0 : -1;
 }
 
-/* Lanes per slot for a backward written for lanes: tuning grad_lanes, else
- * 32 on a GPU (one warp on NVIDIA, half a wavefront on AMD: each phase's
- * outputs, tens to hundreds per cell, spread over them) and 1 elsewhere
- * (a CPU runtime runs a work-item's loops in vector lanes; lanes there
- * would only add barriers). Never more than the device's work-group. */
-static int lanes_per_slot(const ml_grad_cl *c, const moelat_lattice *lat) {
-    int lanes = lat->tuning.grad_lanes > 0 ? lat->tuning.grad_lanes : c->cpu ? 1 : 32;
-    /* PoCL 3.1's CPU devices run these barriers wrongly (gradients off by
-     * up to 100%, where oclgrind and GPUs agree with the host): refused. */
-    if (lanes > 1 && strstr(c->b->ctx.info.platform_name, "Portable Computing Language")) {
-        ML_WARN(BWD_LOG, "grad_lanes=%d ignored on %s (PoCL computes wrong gradients with lanes): one lane",
-                lanes, c->b->ctx.info.name);
-        lanes = 1;
-    }
-    while (lanes > 1 && (size_t)lanes > c->b->ctx.info.max_work_group_size)
-        lanes /= 2;
-    return lanes;
-}
-
 static int cl_open(void *ctx, ml_grad_engine *e) {
     moelat_lattice *lat = e->lat;
     ml_cl_backend *b = ctx;
@@ -484,13 +225,13 @@ static int cl_open(void *ctx, ml_grad_engine *e) {
     c->cpu = strcmp(b->ctx.info.type, "CPU") == 0;
     c->n_weights = e->w_count;
     c->scratch[MOELAT_BANDS] = (int)ml_gate_f64_doubles(lat->S, lat->gate_hidden);
-    c->coop = lanes_per_slot(c, lat);
+    c->coop = ml_grad_cl_lanes_per_slot(c, lat);
     c->lanes_of[MOELAT_BANDS] = c->coop;
     for (int k = 0; k < MOELAT_BANDS; k++) {
         c->on[k] = lat->stencil.count[k] > 0;
         if (!c->on[k])
             continue;
-        if (!(x[k] = cl_backward_of(lat, k))) {
+        if (!(x[k] = ml_grad_cl_backward_of(lat, k))) {
             snprintf(e->dev_why, sizeof e->dev_why, "host (band %s: expert '%s' has no device backward, extension %s)",
                      moelat_band_name(k), lat->expert[k].desc->name, MOELAT_EXT_BACKWARD_CL);
             ML_INFO(BWD_LOG, "backward on the host: %s", e->dev_why);
@@ -498,7 +239,7 @@ static int cl_open(void *ctx, ml_grad_engine *e) {
             return -1;
         }
         c->scratch[k] = (int)x[k]->scratch_floats(&lat->expert[k].dims, lat->stencil.count[k]);
-        c->lanes[k] = band_lanes(c, lat, k, x[k]);
+        c->lanes[k] = ml_grad_cl_band_lanes(c, lat, k, x[k]);
         if (x[k]->flags & MOELAT_BACKWARD_CL_MEAN_ONLY)
             c->mean_only |= 1 << k;
         c->lanes_of[k] = x[k]->flags & MOELAT_BACKWARD_CL_COOPERATIVE ? c->coop : 1;
@@ -507,7 +248,7 @@ static int cl_open(void *ctx, ml_grad_engine *e) {
     if (allocate(e, c) != 0)
         snprintf(why, sizeof why, "allocating the backward's device buffers failed");
     else
-        build(e, c, x, why, sizeof why);
+        ml_grad_cl_build(e, c, x, why, sizeof why);
     if (why[0]) {
         snprintf(e->dev_why, sizeof e->dev_why, "host (device backward unavailable: %.300s)", why);
         ML_WARN(BWD_LOG, "backward on the host: the device backward is unavailable: %s", why);
