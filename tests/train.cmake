@@ -1,5 +1,7 @@
 # Training: the optimizers against PyTorch trajectories.
 moelat_test(test_optim SOURCES test_optim.c test_support.c LABELS train TIMEOUT 60 LIBS m)
+# The optimizer on the OpenCL device against optim.c, bit for bit.
+moelat_test(test_optim_cl SOURCES test_optim_cl.c LABELS "train;cl" TIMEOUT 120)
 # moelat-engine train: the loss falls 10x on the synthetic task, a resumed
 # run is bitwise the uninterrupted one, misuse is refused.
 find_program(MOELAT_TRAIN_PYTHON NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)

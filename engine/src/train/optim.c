@@ -4,6 +4,7 @@
  * torch.optim.AdamW's to float32 rounding; tests/test_optim.c holds one
  * computed by PyTorch. */
 #include "moelat/optim.h"
+#include "train/optim_step.h"
 
 #include"base/file_util.h"
 #include "io/safetensors.h"
@@ -124,51 +125,83 @@ double moelat_optimizer_next_lr(const moelat_optimizer *opt) { return schedule(&
 uint64_t moelat_optimizer_steps(const moelat_optimizer *opt) { return opt->step; }
 size_t moelat_optimizer_param_count(const moelat_optimizer *opt) { return opt->n; }
 
-/* The global L2 norm, summed in double in index order (deterministic). */
+size_t ml_norm_block(size_t n) { return (n + ML_NORM_BLOCKS - 1) / ML_NORM_BLOCKS; }
+
+/* The global L2 norm, summed in double in ml_norm_block's order (the
+ * device's too: deterministic, and the same on both). */
 static double global_norm(const float *g, size_t n) {
+    size_t blk = ml_norm_block(n);
     double s = 0;
-    for (size_t i = 0; i < n; i++)
-        s += (double)g[i] * g[i];
+    for (size_t b0 = 0; b0 < n; b0 += blk) {
+        double part = 0;
+        for (size_t i = b0; i < n && i < b0 + blk; i++)
+            part += (double)g[i] * g[i];
+        s += part;
+    }
     return sqrt(s);
 }
 
-static void adamw_update(moelat_optimizer *o, float *p, double lr) {
-    const moelat_optimizer_config *c = &o->cfg;
-    uint64_t t = o->step;
-    const float decay = (float)(1.0 - lr * c->weight_decay);
-    const float b1 = (float)c->beta1, b2 = (float)c->beta2;
-    const float one_b1 = (float)(1.0 - c->beta1), one_b2 = (float)(1.0 - c->beta2);
+void ml_optim_scalars_of(const moelat_optimizer_config *c, uint64_t t, ml_optim_scalars *s) {
+    double lr = schedule(c, t);
+    memset(s, 0, sizeof *s);
+    s->kind = c->kind;
+    s->lr = lr;
+    s->decay = (float)(1.0 - lr * c->weight_decay);
+    s->b1 = (float)c->beta1;
+    s->b2 = (float)c->beta2;
+    s->one_b1 = (float)(1.0 - c->beta1);
+    s->one_b2 = (float)(1.0 - c->beta2);
     double bc1 = 1.0 - pow(c->beta1, (double)t);
     double bc2 = 1.0 - pow(c->beta2, (double)t);
-    const float step_size = (float)(lr / bc1);
-    const float bc2_sqrt = (float)sqrt(bc2);
-    const float eps = (float)c->eps;
+    s->neg_step_size = -(float)(lr / bc1);
+    s->bc2_sqrt = (float)sqrt(bc2);
+    s->eps = (float)c->eps;
+    s->wd = (float)c->weight_decay;
+    s->mom = (float)c->momentum;
+    s->neg_lr = (float)-lr;
+    s->first = t == 1;
+}
+
+float ml_optim_clip_factor(const moelat_optimizer_config *c, double norm) {
+    if (c->clip_norm <= 0)
+        return 1.0f;
+    /* clip_grad_norm_: coefficient max_norm / (norm + 1e-6), clamped at 1. */
+    double coef = c->clip_norm / (norm + 1e-6);
+    return coef < 1 ? (float)coef : 1.0f;
+}
+
+void ml_optimizer_advance(moelat_optimizer *opt, ml_optim_scalars *s) {
+    ml_optim_scalars_of(&opt->cfg, opt->step + 1, s);
+    opt->step++;
+}
+
+/* The updates: each line one float32 operation of PyTorch's, in its
+ * order (kernels_cl/moelat_optim.cl repeats them for the device). */
+static void adamw_update(moelat_optimizer *o, float *p, const ml_optim_scalars *s) {
     for (size_t i = 0; i < o->n; i++) {
         float g = o->g[i];
-        p[i] = p[i] * decay;
-        float m = o->m[i] * b1;
-        m = m + one_b1 * g;
-        float v = o->v[i] * b2;
-        v = v + one_b2 * (g * g);
+        p[i] = p[i] * s->decay;
+        float m = o->m[i] * s->b1;
+        m = m + s->one_b1 * g;
+        float v = o->v[i] * s->b2;
+        v = v + s->one_b2 * (g * g);
         o->m[i] = m;
         o->v[i] = v;
-        float denom = sqrtf(v) / bc2_sqrt + eps;
-        p[i] = p[i] + (-step_size) * (m / denom);
+        float denom = sqrtf(v) / s->bc2_sqrt + s->eps;
+        p[i] = p[i] + s->neg_step_size * (m / denom);
     }
 }
 
-static void sgd_update(moelat_optimizer *o, float *p, double lr) {
-    const moelat_optimizer_config *c = &o->cfg;
-    const float wd = (float)c->weight_decay, mom = (float)c->momentum, neg_lr = (float)-lr;
+static void sgd_update(moelat_optimizer *o, float *p, const ml_optim_scalars *s) {
     for (size_t i = 0; i < o->n; i++) {
         float d = o->g[i];
-        if (wd != 0)
-            d = d + wd * p[i];
-        if (mom != 0) {
-            d = o->step == 1 ? d : o->m[i] * mom + d;
+        if (s->wd != 0)
+            d = d + s->wd * p[i];
+        if (s->mom != 0) {
+            d = s->first ? d : o->m[i] * s->mom + d;
             o->m[i] = d;
         }
-        p[i] = p[i] + neg_lr * d;
+        p[i] = p[i] + s->neg_lr * d;
     }
 }
 
@@ -184,21 +217,16 @@ moelat_status moelat_optimizer_step(moelat_optimizer *opt, float *params, const 
         return MOELAT_ERR_NONFINITE;
     }
     memcpy(opt->g, grads, opt->n * sizeof(float));
-    if (opt->cfg.clip_norm > 0) {
-        /* clip_grad_norm_: coefficient max_norm / (norm + 1e-6), clamped at 1. */
-        double coef = opt->cfg.clip_norm / (norm + 1e-6);
-        if (coef < 1) {
-            float cf = (float)coef;
-            for (size_t i = 0; i < opt->n; i++)
-                opt->g[i] *= cf;
-        }
-    }
-    double lr = schedule(&opt->cfg, opt->step + 1);
-    opt->step++;
+    float cf = ml_optim_clip_factor(&opt->cfg, norm);
+    if (cf < 1)
+        for (size_t i = 0; i < opt->n; i++)
+            opt->g[i] *= cf;
+    ml_optim_scalars s;
+    ml_optimizer_advance(opt, &s);
     if (opt->cfg.kind == MOELAT_OPT_ADAMW)
-        adamw_update(opt, params, lr);
+        adamw_update(opt, params, &s);
     else
-        sgd_update(opt, params, lr);
+        sgd_update(opt, params, &s);
     return MOELAT_OK;
 }
 
