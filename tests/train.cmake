@@ -11,6 +11,8 @@ set_tests_properties(train_cli PROPERTIES LABELS train TIMEOUT 600 PASS_REGULAR_
   ENVIRONMENT "XDG_CACHE_HOME=${CMAKE_CURRENT_BINARY_DIR}/cache;POCL_CACHE_DIR=${CMAKE_CURRENT_BINARY_DIR}/pocl-cache")
 # The library's trainer (moelat/train.h): callback loss, save/resume, refusals.
 moelat_test(test_train SOURCES test_train.c test_support.c LABELS train TIMEOUT 120)
+# The trainer's device optimizer against its host one, and its checkpoints.
+moelat_test(test_train_device SOURCES test_train_device.c test_support.c LABELS "train;cl" TIMEOUT 300)
 # The training classes of issue 33 (tests/reliability_cli.sh's header).
 foreach(class train_options train_outputs train_fifo train_checkpoint train_resume)
   add_test(NAME reliability_cli_${class}

@@ -312,13 +312,14 @@ static json_t *num(double v) { return isfinite(v) ? json_real(v) : json_null(); 
 
 static void print_summary(const train_cli *c, const moelat_train_summary *s) {
     if (c->json) {
-        json_t *o = json_pack("{s:I, s:I, s:I, s:i, s:i, s:I, s:o, s:o, s:o, s:o, s:o, s:b, s:s}", "samples",
+        json_t *o = json_pack("{s:I, s:I, s:I, s:i, s:i, s:I, s:o, s:o, s:o, s:o, s:o, s:b, s:s, s:s}", "samples",
                               (json_int_t)s->samples, "train_samples", (json_int_t)s->train_samples, "val_samples",
                               (json_int_t)s->val_samples, "epochs", c->p.epochs, "steps", c->p.steps,
                               "optimizer_steps", (json_int_t)s->optimizer_steps, "initial_val_loss",
                               num(s->initial_val_loss), "final_val_loss", num(s->final_val_loss), "best_val_loss",
                               num(s->best_val_loss), "seconds", num(s->seconds), "samples_per_s",
-                              num(s->samples_per_s), "stopped_early", s->stopped_early, "backward", s->backward);
+                              num(s->samples_per_s), "stopped_early", s->stopped_early, "backward", s->backward,
+                              "optimizer", s->optimizer);
         char *txt = o ? json_dumps(o, JSON_REAL_PRECISION(9)) : NULL;
         if (!txt) /* only out of memory */
             fprintf(stderr, "moelat-engine train: --json: out of memory\n");

@@ -157,10 +157,17 @@ typedef struct moelat_train_params {
     int32_t rank, ranks;
     moelat_status (*reduce)(void *user, double *values, size_t count);
     void *reduce_user;
+    /* The optimizer runs on the device (its weights and moments stay
+     * there) when the mini-batch's backward ran on the device and there is
+     * one rank; on the host otherwise. 1 (or the environment's
+     * MOELAT_HOST_OPTIMIZER=1) keeps it on the host. Both give the same
+     * bits (kernels_cl/moelat_optim.cl). Layout 2. */
+    int32_t host_optimizer;
 } moelat_train_params;
 
-/* Layout 1, the smallest struct_size accepted. */
-#define MOELAT_TRAIN_PARAMS_SIZE_V1 sizeof(moelat_train_params)
+/* Layout 1, the smallest struct_size accepted (before host_optimizer). */
+#define MOELAT_TRAIN_PARAMS_SIZE_V1 offsetof(moelat_train_params, host_optimizer)
+#define MOELAT_TRAIN_PARAMS_SIZE_V2 sizeof(moelat_train_params)
 
 /* The defaults above, struct_size set. */
 MOELAT_API void moelat_train_params_default(moelat_train_params *p);
@@ -186,9 +193,12 @@ typedef struct moelat_train_summary {
     int32_t stopped_early;          /* the last fit stopped at stop_after */
     double initial_val_loss, final_val_loss, best_val_loss; /* NaN when none */
     char backward[384];             /* moelat_grad_path of the first recording, "" before */
+    char optimizer[256];            /* where the last optimizer step ran and why: "device (...)" or
+                                       "host (...)"; "" before. Layout 2. */
 } moelat_train_summary;
 
-#define MOELAT_TRAIN_SUMMARY_SIZE_V1 sizeof(moelat_train_summary)
+#define MOELAT_TRAIN_SUMMARY_SIZE_V1 offsetof(moelat_train_summary, optimizer)
+#define MOELAT_TRAIN_SUMMARY_SIZE_V2 sizeof(moelat_train_summary)
 #define MOELAT_TRAIN_SUMMARY_INIT {.struct_size = (uint32_t)sizeof(moelat_train_summary)}
 
 /* ---- The trainer ---------------------------------------------------- */

@@ -197,6 +197,24 @@ typedef struct ml_inspect_ops {
     int (*absmean_bands)(const void *ctx);
 } ml_inspect_ops;
 
+struct ml_optim_scalars;
+
+/* A backend's optimizer (train.c's device path): AdamW or SGD over the
+ * view's parameter blocks, flat in their order (experts', then the
+ * gate's), with its moments on the device. Opened once per trainer
+ * (owner): *fresh says its moments are zero (new, or another owner's
+ * were replaced), so that the trainer uploads its own. */
+typedef struct ml_optim_ops {
+    moelat_status (*open)(void *ctx, const void *owner, int kind, int *fresh);
+    /* The moments from (write) or to the host; v unused for SGD. */
+    moelat_status (*state)(void *ctx, float *m, float *v, int write);
+    /* The mini-batch's gradient (n floats, the host's sum) uploaded, and
+     * its global L2 norm. */
+    moelat_status (*norm)(void *ctx, const float *grad, double *norm);
+    /* clip, then one update of the device's weights (current there) by s. */
+    moelat_status (*update)(void *ctx, const struct ml_optim_scalars *s, float clip);
+} ml_optim_ops;
+
 typedef struct ml_backend_ops {
     const char *name;
     /* Sets up the device for the lattice that view shows (the view lasts
@@ -211,6 +229,8 @@ typedef struct ml_backend_ops {
     moelat_status (*upload_input)(void *ctx, const float *ext);
     /* Every parameter block of the view (experts', then the gate's). */
     moelat_status (*upload_weights)(void *ctx);
+    /* And back into the view's blocks (after the device optimizer). */
+    moelat_status (*sync_weights)(void *ctx);
     /* count floats at offset of the current states to dst (src NULL) or
      * from src (dst NULL). */
     moelat_status (*planes)(void *ctx, size_t offset, size_t count, float *dst, const float *src);
@@ -225,6 +245,8 @@ typedef struct ml_backend_ops {
     const ml_backward_ops *backward;
     /* The inspection, or NULL where the backend has none. */
     const ml_inspect_ops *inspect;
+    /* The optimizer, or NULL where the backend has none. */
+    const ml_optim_ops *optim;
 } ml_backend_ops;
 
 /* A lattice's device: NULL ops while it has none. */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 const char *ml_env_device(void) { return getenv("MOELAT_DEVICE"); }
+const char *ml_env_host_optimizer(void) { return getenv("MOELAT_HOST_OPTIMIZER"); }
 
 const char *ml_env_plugin_path(void) { return getenv("MOELAT_PLUGIN_PATH"); }
 

@@ -9,6 +9,9 @@
 
 /* MOELAT_DEVICE: the device when the config names none, or NULL. */
 const char *ml_env_device(void);
+/* MOELAT_HOST_OPTIMIZER: set and not "0" keeps training's optimizer on
+ * the host (train_optim.c). */
+const char *ml_env_host_optimizer(void);
 /* MOELAT_PLUGIN_PATH: extra plugin paths, colon-separated, or NULL. */
 const char *ml_env_plugin_path(void);
 /* The kernel cache directory: $XDG_CACHE_HOME/moelat (absolute only, as

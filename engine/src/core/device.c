@@ -5,6 +5,7 @@
  * backend's inspect ops. Nothing else hands the lattice to a backend. */
 #include <stddef.h>
 
+#include "base/log.h"
 #include "core/lattice_internal.h"
 
 /* The view's calls: core's side of a device step. */
@@ -74,6 +75,10 @@ void ml_lattice_close_device(moelat_lattice *lat) {
         return;
     if (lat->grad_detach) /* the gradient engine's device half goes first */
         lat->grad_detach(lat, 0);
+    /* Weights only the device holds (its optimizer's) come back first. */
+    if (ml_res_host_weights(lat) != MOELAT_OK)
+        ML_WARN("device", "closing the device: reading its weights back failed (%s); the host keeps those of "
+                "before the last device optimizer step", lat->err);
     ml_backend_close(&lat->backend);
 }
 

@@ -310,6 +310,9 @@ moelat_status moelat_load_weights(moelat_lattice *lat, const char *path) {
 moelat_status moelat_save_weights(moelat_lattice *lat, const char *path) {
     ml_param_block *blocks[MOELAT_BANDS + 1];
     int n = ml_param_blocks(lat, blocks);
+    moelat_status st = ml_res_host_weights(lat);
+    if (st != MOELAT_OK)
+        return st;
     if (ml_params_save(path, blocks, n, lat->err, sizeof lat->err) != 0)
         return MOELAT_ERR_IO;
     return MOELAT_OK;

@@ -148,6 +148,9 @@ moelat_status moelat_get_weights(moelat_lattice *lat, float *dst, size_t count) 
     if (count != moelat_weights_count(lat))
         return ml_fail(lat, MOELAT_ERR_INVALID, "weights buffer holds %zu floats, the lattice has %zu", count,
                        moelat_weights_count(lat));
+    moelat_status st = ml_res_host_weights(lat);
+    if (st != MOELAT_OK)
+        return st;
     for (int i = 0; i < n; i++) {
         memcpy(dst, blocks[i]->data, blocks[i]->n_floats * sizeof(float));
         dst += blocks[i]->n_floats;

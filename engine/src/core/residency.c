@@ -37,6 +37,20 @@ moelat_status ml_res_host_wrote_weights(moelat_lattice *lat) {
     return st;
 }
 
+moelat_status ml_res_host_weights(moelat_lattice *lat) {
+    if (lat->res.weights != ML_ON_DEVICE)
+        return MOELAT_OK;
+    moelat_status st = lat->backend.ops->sync_weights(lat->backend.ctx);
+    if (st == MOELAT_OK)
+        lat->res.weights = ML_ON_BOTH;
+    return st;
+}
+
+void ml_res_device_wrote_weights(moelat_lattice *lat) {
+    lat->res.weights = ML_ON_DEVICE;
+    lat->weights_gen++;
+}
+
 moelat_status ml_res_device_inputs(moelat_lattice *lat) {
     const ml_backend_ops *ops = lat->backend.ops;
     moelat_status st = MOELAT_OK;

@@ -28,6 +28,11 @@ moelat_status ml_res_host_states(moelat_lattice *lat);
 void ml_res_host_wrote_states(moelat_lattice *lat);
 void ml_res_host_wrote_input(moelat_lattice *lat);
 moelat_status ml_res_host_wrote_weights(moelat_lattice *lat);
+/* The host's copy of the weights current (read back when only the device
+ * holds them: after the device optimizer). */
+moelat_status ml_res_host_weights(moelat_lattice *lat);
+/* The device optimizer wrote the weights: only the device holds them. */
+void ml_res_device_wrote_weights(moelat_lattice *lat);
 /* Before a device step: every input of it current on the device. */
 moelat_status ml_res_device_inputs(moelat_lattice *lat);
 /* A device step made new states that only the device holds. */

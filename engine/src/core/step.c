@@ -74,7 +74,8 @@ static moelat_status step_device(moelat_lattice *lat) {
             st.host[st.n_host++] = c;
     }
     /* The host needs the old states for host chunks and host experts. */
-    if ((st.n_host > 0 || ops->host_experts(ctx)) && (s = ml_res_host_states(lat)) != MOELAT_OK)
+    if ((st.n_host > 0 || ops->host_experts(ctx)) &&
+        ((s = ml_res_host_states(lat)) != MOELAT_OK || (s = ml_res_host_weights(lat)) != MOELAT_OK))
         goto out;
     double t0 = ml_now_ms();
     if ((s = ops->begin_step(ctx, &st)) != MOELAT_OK || (s = ops->enqueue(ctx, &st)) != MOELAT_OK)
@@ -115,6 +116,8 @@ out:
 /* One step on the host: every chunk per cell. */
 static moelat_status step_host(moelat_lattice *lat) {
     moelat_status s = ml_res_host_states(lat);
+    if (s == MOELAT_OK)
+        s = ml_res_host_weights(lat);
     if (s != MOELAT_OK)
         return s;
     int *ids = malloc((size_t)lat->n_chunks * sizeof *ids);

@@ -32,6 +32,9 @@ static const char *const file_kinds[] = {"config", "weights", "states", "input",
 #define N_KINDS 5
 
 uint64_t moelat_weights_digest(moelat_lattice *lat) {
+    /* After the device optimizer the host's copy is read back first; a
+     * failed read leaves the lattice's error set and digests the old one. */
+    (void)ml_res_host_weights(lat);
     ml_param_block *blocks[MOELAT_BANDS + 1];
     int n = ml_param_blocks(lat, blocks);
     return ml_params_digest(blocks, n);
@@ -304,6 +307,8 @@ moelat_status ckpt_save_gen(moelat_lattice *lat, const char *dir, uint64_t gen, 
         o = &none;
     char err[1024];
     moelat_status synced = ml_res_host_states(lat);
+    if (synced == MOELAT_OK)
+        synced = ml_res_host_weights(lat);
     if (synced != MOELAT_OK)
         return synced;
 

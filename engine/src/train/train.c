@@ -147,7 +147,9 @@ moelat_status moelat_trainer_create(moelat_lattice *lat, const moelat_train_para
         return MOELAT_ERR_NOMEM;
     }
     t->lat = lat;
-    t->p = *params;
+    /* The caller's layout (struct_size) over the defaults of later fields. */
+    moelat_train_params_default(&t->p);
+    memcpy(&t->p, params, params->struct_size);
     if (params->checkpoint_dir)
         snprintf(t->checkpoint_dir, sizeof t->checkpoint_dir, "%s", params->checkpoint_dir);
     t->p.checkpoint_dir = params->checkpoint_dir ? t->checkpoint_dir : NULL;
@@ -242,6 +244,7 @@ moelat_status moelat_trainer_set_data(moelat_trainer *t, const moelat_dataset *d
             return ml_train_fail(t, st, "%s", err);
         moelat_optimizer_destroy(t->opt);
         t->opt = o;
+        t->moments = ML_MOMENTS_HOST;
         t->opt_cfg = cfg;
     }
     int64_t *order = realloc(t->order, (size_t)n_train * sizeof *order);
@@ -426,13 +429,7 @@ static moelat_status run_batch(moelat_trainer *t, const int64_t *ids, size_t n, 
             return ml_train_fail(t, MOELAT_ERR_NONFINITE,
                                  "samples %lld.. of the batch: the summed gradient of weight %zu is %g",
                                  (long long)ids[0], k, t->gsum[k]);
-    if ((st = moelat_get_weights(t->lat, t->w, t->n_weights)) != MOELAT_OK)
-        return ml_train_fail(t, st, "%s", moelat_last_error(t->lat));
-    if ((st = moelat_optimizer_step(t->opt, t->w, t->gsum, NULL)) != MOELAT_OK)
-        return ml_train_fail(t, st, "%s", moelat_optimizer_last_error(t->opt));
-    if ((st = moelat_set_weights(t->lat, t->w, t->n_weights)) != MOELAT_OK)
-        return ml_train_fail(t, st, "%s", moelat_last_error(t->lat));
-    return MOELAT_OK;
+    return ml_train_optimizer_step(t);
 }
 
 static moelat_status need_data(moelat_trainer *t) {
@@ -671,6 +668,7 @@ moelat_status moelat_trainer_summary(const moelat_trainer *t, moelat_train_summa
         if (isfinite(t->val.v[i].loss) && (isnan(s.best_val_loss) || t->val.v[i].loss < s.best_val_loss))
             s.best_val_loss = t->val.v[i].loss;
     snprintf(s.backward, sizeof s.backward, "%s", t->backward);
+    snprintf(s.optimizer, sizeof s.optimizer, "%s", t->optimizer);
     memcpy(out, &s, s.struct_size);
     return MOELAT_OK;
 }

@@ -88,7 +88,10 @@ moelat_status moelat_trainer_save(moelat_trainer *t, const char *dir) {
     snprintf(oname, sizeof oname, "optimizer-0-%" PRIu64 ".safetensors", gen);
     if (snprintf(path, sizeof path, "%s/%s", dir, oname) >= (int)sizeof path)
         return ml_train_fail(t, MOELAT_ERR_INVALID, "checkpoint: directory name too long");
-    moelat_status st = moelat_optimizer_save(t->opt, path, err, sizeof err);
+    moelat_status st = ml_train_host_moments(t);
+    if (st != MOELAT_OK)
+        return st;
+    st = moelat_optimizer_save(t->opt, path, err, sizeof err);
     if (st != MOELAT_OK)
         return ml_train_fail(t, st, "checkpoint: %s", err);
     if (ckpt_file_xxh(path, &oxxh, err, sizeof err) != 0)
@@ -466,6 +469,7 @@ moelat_status moelat_trainer_resume(moelat_trainer *t, const char *dir) {
     }
     moelat_optimizer_destroy(t->opt);
     t->opt = opt;
+    t->moments = ML_MOMENTS_HOST; /* the device's are uploaded before its next step */
     opt = NULL;
     free(t->train.v);
     free(t->val.v);

@@ -53,8 +53,21 @@ struct moelat_trainer {
     uint64_t samples_timed;
     int stopped_early;
     char backward[384];
+    /* Where the optimizer's moments are newest: the host's t->opt, or the
+     * lattice's device optimizer (train_optim.c). */
+    int moments;                    /* ml_train_moments */
+    char optimizer[256];            /* where the last step ran and why */
     char err[2048];
 };
+
+enum ml_train_moments { ML_MOMENTS_HOST = 0, ML_MOMENTS_DEVICE = 1, ML_MOMENTS_BOTH = 2 };
+
+/* One optimizer step of t->gsum on t->lat's weights, on the device or the
+ * host (train_optim.c), which it logs when that changes. */
+moelat_status ml_train_optimizer_step(moelat_trainer *t);
+/* t->opt's moments current (read back from the device when newer there),
+ * before a checkpoint saves them. */
+moelat_status ml_train_host_moments(moelat_trainer *t);
 
 /* printf into t->err; returns status. */
 moelat_status ml_train_fail(moelat_trainer *t, moelat_status status, const char *fmt, ...)

@@ -81,6 +81,7 @@ class TrainParams(c.Structure):
         ("ranks", c.c_int32),
         ("reduce", REDUCE_FN),
         ("reduce_user", c.c_void_p),
+        ("host_optimizer", c.c_int32),
     ]
 
 
@@ -116,6 +117,7 @@ class TrainSummary(c.Structure):
         ("final_val_loss", c.c_double),
         ("best_val_loss", c.c_double),
         ("backward", c.c_char * 384),
+        ("optimizer", c.c_char * 256),
     ]
 
 

@@ -41,6 +41,7 @@ static void cl_destroy(void *ctx) {
     for (int q = 0; q < b->ctx.n_queues; q++)
         if (b->ctx.queues[q])
             clFinish(b->ctx.queues[q]);
+    ml_cl_optim_release(b);
     release_sets(b);
     for (int k = 0; k < MOELAT_BANDS; k++) {
         if (b->expert_state[k] && b->desc[k] && b->desc[k]->cl_release)
@@ -393,6 +394,7 @@ const ml_backend_ops ml_backend_cl_ops = {
     .sync_states = cl_sync_states,
     .upload_input = cl_upload_input,
     .upload_weights = cl_upload_weights,
+    .sync_weights = ml_cl_sync_weights,
     .planes = cl_planes,
     .host_experts = cl_host_experts,
     .begin_step = ml_cl_begin_step,
@@ -400,4 +402,5 @@ const ml_backend_ops ml_backend_cl_ops = {
     .finish = ml_cl_finish,
     .backward = &ml_backward_cl_ops,
     .inspect = &ml_cl_inspect_ops,
+    .optim = &ml_cl_optim_ops,
 };

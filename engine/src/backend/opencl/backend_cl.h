@@ -81,11 +81,21 @@ typedef struct ml_cl_backend {
     int started;         /* the gates' finite check was reset this step */
     ml_step_events se;
     ml_early_reads early;
+    /* The optimizer on the device (backend_cl_optim.c), once a trainer
+     * opened it, and that trainer. */
+    struct ml_optim_cl *optim;
+    const void *optim_owner;
 } ml_cl_backend;
 
 /* MOELAT_OK, or MOELAT_ERR_DEVICE with the view's error naming what
  * failed. */
 moelat_status ml_cl_check(ml_cl_backend *b, cl_int rc, const char *what);
+
+/* backend_cl_optim.c: the optimizer ops, the weights read back from the
+ * device, and the optimizer's release (at destroy). */
+extern const ml_optim_ops ml_cl_optim_ops;
+moelat_status ml_cl_sync_weights(void *ctx);
+void ml_cl_optim_release(ml_cl_backend *b);
 
 /* One release for a chunk set's buffers and event. */
 void ml_cl_release_set(ml_chunk_set *s);

@@ -1,0 +1,113 @@
+/* The trainer's optimizer step, on the device or on the host.
+ *
+ * On the device (core/device_optim.h, kernels_cl/moelat_optim.cl) the
+ * mini-batch's gradient sum goes up, its norm comes back (the host decides
+ * clipping, and the schedule's and bias corrections' scalars come from
+ * optim_step.h as the host optimizer's do), and the update runs over the
+ * forward's weight buffers; the weights and moments stay there, and the
+ * host reads them only when asked (residency.c; ml_train_host_moments for
+ * a checkpoint). The host optimizer (optim.c) keeps the step counter
+ * either way, and runs the step itself for a host backward, several ranks
+ * (their gradient sum is the host's), or when asked to
+ * (params.host_optimizer, MOELAT_HOST_OPTIMIZER=1). Both give the same
+ * bits, so switching between them mid-run changes nothing. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/environment.h"
+#include "base/log.h"
+#include "core/device_optim.h"
+#include "train/optim_step.h"
+#include "train/train_internal.h"
+
+/* Where this step runs: 1 on the device; why in t->optimizer, logged
+ * when it changes. */
+static int choose(moelat_trainer *t) {
+    const char *env = ml_env_host_optimizer();
+    const char *path = t->rec ? moelat_grad_path(t->rec) : "";
+    char why[sizeof t->optimizer];
+    int dev = 0;
+    if (t->p.host_optimizer)
+        snprintf(why, sizeof why, "host (train parameter host_optimizer)");
+    else if (env && *env && strcmp(env, "0") != 0)
+        snprintf(why, sizeof why, "host (MOELAT_HOST_OPTIMIZER=%.100s)", env);
+    else if (t->p.ranks > 1)
+        snprintf(why, sizeof why, "host (%d ranks: their gradient sum is the host's)", t->p.ranks);
+    else if (strncmp(path, "device", 6) != 0)
+        snprintf(why, sizeof why, "host (the backward ran on the host)");
+    else if (!ml_dev_optim_available(t->lat))
+        snprintf(why, sizeof why, "host (the lattice's device has no optimizer)");
+    else
+        dev = snprintf(why, sizeof why, "device (the backward ran on the device)") > 0;
+    if (strcmp(why, t->optimizer) != 0) {
+        ML_INFO("train", "optimizer step %llu on the %s", (unsigned long long)moelat_optimizer_steps(t->opt) + 1,
+                why);
+        memcpy(t->optimizer, why, sizeof why);
+    }
+    return dev;
+}
+
+/* The moments go through t->w and t->g, free between mini-batches. */
+moelat_status ml_train_host_moments(moelat_trainer *t) {
+    if (t->moments != ML_MOMENTS_DEVICE)
+        return MOELAT_OK;
+    moelat_status st = ml_dev_optim_state(t->lat, t->w, t->g, 0);
+    if (st != MOELAT_OK)
+        return ml_train_fail(t, st, "reading the optimizer's moments from the device: %s",
+                             moelat_last_error(t->lat));
+    if ((st = moelat_optimizer_set_state(t->opt, moelat_optimizer_steps(t->opt), t->w, t->g)) != MOELAT_OK)
+        return ml_train_fail(t, st, "the device optimizer's %s", moelat_optimizer_last_error(t->opt));
+    t->moments = ML_MOMENTS_BOTH;
+    return MOELAT_OK;
+}
+
+static moelat_status host_step(moelat_trainer *t) {
+    moelat_status st = ml_train_host_moments(t);
+    if (st != MOELAT_OK)
+        return st;
+    if ((st = moelat_get_weights(t->lat, t->w, t->n_weights)) != MOELAT_OK)
+        return ml_train_fail(t, st, "%s", moelat_last_error(t->lat));
+    if ((st = moelat_optimizer_step(t->opt, t->w, t->gsum, NULL)) != MOELAT_OK)
+        return ml_train_fail(t, st, "%s", moelat_optimizer_last_error(t->opt));
+    t->moments = ML_MOMENTS_HOST;
+    if ((st = moelat_set_weights(t->lat, t->w, t->n_weights)) != MOELAT_OK)
+        return ml_train_fail(t, st, "%s", moelat_last_error(t->lat));
+    return MOELAT_OK;
+}
+
+static moelat_status device_step(moelat_trainer *t) {
+    moelat_lattice *lat = t->lat;
+    int fresh = 0;
+    moelat_status st = ml_dev_optim_open(lat, t, t->opt_cfg.kind, &fresh);
+    if (st == MOELAT_OK && fresh && t->moments == ML_MOMENTS_DEVICE)
+        return ml_train_fail(t, MOELAT_ERR_DEVICE, "the device optimizer's moments were lost (its device was "
+                             "closed after step %llu); resume from the last checkpoint",
+                             (unsigned long long)moelat_optimizer_steps(t->opt));
+    if (st == MOELAT_OK && (fresh || t->moments == ML_MOMENTS_HOST)) {
+        if ((st = moelat_optimizer_get_state(t->opt, NULL, t->w, t->g)) == MOELAT_OK)
+            st = ml_dev_optim_state(lat, t->w, t->g, 1);
+        if (st == MOELAT_OK)
+            t->moments = ML_MOMENTS_BOTH;
+    }
+    double norm = 0;
+    if (st == MOELAT_OK)
+        st = ml_dev_optim_norm(lat, t->gsum, &norm);
+    if (st != MOELAT_OK)
+        return ml_train_fail(t, st, "%s", moelat_last_error(lat));
+    if (!isfinite(norm))
+        return ml_train_fail(t, MOELAT_ERR_NONFINITE, "optimizer: the gradient's norm is %g at step %llu; nothing "
+                             "updated", norm, (unsigned long long)moelat_optimizer_steps(t->opt) + 1);
+    float clip = ml_optim_clip_factor(&t->opt_cfg, norm);
+    ml_optim_scalars s;
+    ml_optimizer_advance(t->opt, &s);
+    t->moments = ML_MOMENTS_DEVICE; /* from here on, whatever the update did */
+    if ((st = ml_dev_optim_update(lat, &s, clip)) != MOELAT_OK)
+        return ml_train_fail(t, st, "%s", moelat_last_error(lat));
+    return MOELAT_OK;
+}
+
+moelat_status ml_train_optimizer_step(moelat_trainer *t) {
+    return choose(t) ? device_step(t) : host_step(t);
+}

@@ -1,0 +1,201 @@
+/* The trainer's optimizer on the OpenCL device (train_optim.c): with the
+ * backward on the device, the device optimizer takes the steps (the
+ * summary says so) and gives the same weights, bit for bit, as the host
+ * optimizer (params.host_optimizer) after several mini-batches of AdamW
+ * (clipping, weight decay, warm-up and cosine) and of SGD with momentum;
+ * a checkpoint saved from the device optimizer (its moments read back)
+ * resumes, in a new trainer on a new lattice, bitwise into the straight
+ * run's weights. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "moelat/train.h"
+#include "test_support.h"
+
+#define X 5
+#define Y 4
+#define Z 3
+#define B 14
+
+static moelat_lattice *lattice(void) {
+    moelat_config cfg;
+    ts_config(&cfg, "debug", X, Y, Z);
+    cfg.mode = MOELAT_MODE_BATCH;
+    cfg.seed = 4;
+    return ts_lattice(&cfg);
+}
+
+static moelat_dataset *dataset(uint64_t seed) {
+    int S = 24;
+    int64_t in_shape[3] = {Y, X, MOELAT_EXT_SIZE}, face[3] = {Y, X, S};
+    size_t ni = (size_t)B * Y * X * MOELAT_EXT_SIZE, nt = (size_t)B * Y * X * S;
+    float *in = malloc(ni * sizeof(float)), *tg = malloc(nt * sizeof(float));
+    assert_true(in && tg);
+    ts_random(in, ni, 1.0, seed);
+    ts_random(tg, nt, 0.5, seed + 1);
+    moelat_dataset *ds = NULL;
+    char err[512];
+    if (moelat_dataset_create(B, 3, in_shape, in, 3, face, tg, &ds, err, sizeof err) != MOELAT_OK)
+        fail_msg("%s", err);
+    free(in);
+    free(tg);
+    return ds;
+}
+
+static moelat_trainer *trainer(moelat_lattice *lat, const moelat_train_params *p, const moelat_dataset *ds) {
+    moelat_trainer *t = NULL;
+    char err[512];
+    if (moelat_trainer_create(lat, p, &t, err, sizeof err) != MOELAT_OK)
+        fail_msg("%s", err);
+    if (moelat_trainer_set_data(t, ds) != MOELAT_OK)
+        fail_msg("%s", moelat_trainer_last_error(t));
+    return t;
+}
+
+static void adamw_params(moelat_train_params *p) {
+    moelat_train_params_default(p);
+    p->epochs = 2;
+    p->batch_size = 3;
+    p->val_fraction = 0.15;
+    p->seed = 5;
+    p->cosine = 1;
+    p->optimizer.lr = 3e-3;
+    p->optimizer.warmup_steps = 2;
+    p->optimizer.weight_decay = 0.02;
+    p->optimizer.clip_norm = 0.05; /* below the gradients' norms here: it bites */
+}
+
+static float *weights(moelat_lattice *lat) {
+    size_t n = moelat_weights_count(lat);
+    float *w = malloc(n * sizeof(float));
+    assert_non_null(w);
+    assert_int_equal(moelat_get_weights(lat, w, n), MOELAT_OK);
+    return w;
+}
+
+static void expect_optimizer(moelat_trainer *t, const char *where) {
+    moelat_train_summary s = MOELAT_TRAIN_SUMMARY_INIT;
+    assert_int_equal(moelat_trainer_summary(t, &s), MOELAT_OK);
+    if (strncmp(s.optimizer, where, strlen(where)) != 0)
+        fail_msg("optimizer '%s', expected '%s...' (backward: %s)", s.optimizer, where, s.backward);
+    printf("# %s; backward %s\n", s.optimizer, s.backward);
+}
+
+/* Fits p with the host and with the device optimizer: the same bits. */
+static void device_equals_host(const moelat_train_params *p) {
+    moelat_dataset *ds = dataset(71);
+    moelat_lattice *a = lattice(), *b = lattice();
+    moelat_train_params ph = *p;
+    ph.host_optimizer = 1;
+    moelat_trainer *th = trainer(a, &ph, ds), *td = trainer(b, p, ds);
+    if (moelat_trainer_fit(th) != MOELAT_OK)
+        fail_msg("%s", moelat_trainer_last_error(th));
+    if (moelat_trainer_fit(td) != MOELAT_OK)
+        fail_msg("%s", moelat_trainer_last_error(td));
+    expect_optimizer(th, "host (train parameter host_optimizer)");
+    expect_optimizer(td, "device");
+    float *wh = weights(a), *wd = weights(b), *w0 = NULL;
+    size_t n = moelat_weights_count(a);
+    moelat_lattice *fresh = lattice();
+    w0 = weights(fresh);
+    size_t moved = 0;
+    for (size_t i = 0; i < n; i++) {
+        moved += memcmp(&wh[i], &w0[i], sizeof(float)) != 0;
+        if (memcmp(&wh[i], &wd[i], sizeof(float)) != 0)
+            fail_msg("weight %zu of %zu: host optimizer %.9g, device %.9g", i, n, wh[i], wd[i]);
+    }
+    assert_true(moved > n / 2); /* the steps changed the weights */
+    printf("# %zu weights after %d mini-batches: device = host bit for bit (%zu moved)\n", n,
+           (int)moelat_trainer_history(td, 0, NULL), moved);
+    free(wh);
+    free(wd);
+    free(w0);
+    moelat_trainer_destroy(th);
+    moelat_trainer_destroy(td);
+    moelat_lattice_destroy(a);
+    moelat_lattice_destroy(b);
+    moelat_lattice_destroy(fresh);
+    moelat_dataset_destroy(ds);
+}
+
+static void adamw_device_equals_host(void **st) {
+    (void)st;
+    moelat_train_params p;
+    adamw_params(&p);
+    device_equals_host(&p);
+}
+
+static void sgd_device_equals_host(void **st) {
+    (void)st;
+    moelat_train_params p;
+    adamw_params(&p);
+    moelat_optimizer_defaults(&p.optimizer, MOELAT_OPT_SGD);
+    p.optimizer.lr = 1e-2;
+    p.optimizer.weight_decay = 0.01;
+    p.optimizer.warmup_steps = 1;
+    device_equals_host(&p);
+}
+
+/* Straight fit against epoch, save, resume in a new trainer, fit; all on
+ * the device optimizer. */
+static void device_resume_is_bitwise(void **st) {
+    (void)st;
+    moelat_dataset *ds = dataset(83);
+    moelat_train_params p;
+    adamw_params(&p);
+    p.epochs = 3;
+    moelat_lattice *a = lattice(), *b = lattice(), *c = lattice();
+    moelat_trainer *ta = trainer(a, &p, ds), *tb = trainer(b, &p, ds);
+    assert_int_equal(moelat_trainer_fit(ta), MOELAT_OK);
+    char *dir = ts_tmpdir();
+    assert_int_equal(moelat_trainer_epoch(tb), MOELAT_OK);
+    expect_optimizer(tb, "device");
+    if (moelat_trainer_save(tb, dir) != MOELAT_OK)
+        fail_msg("%s", moelat_trainer_last_error(tb));
+    moelat_trainer *tc = trainer(c, &p, ds);
+    if (moelat_trainer_resume(tc, dir) != MOELAT_OK)
+        fail_msg("%s", moelat_trainer_last_error(tc));
+    assert_int_equal(moelat_trainer_fit(tc), MOELAT_OK);
+    expect_optimizer(tc, "device");
+    float *wa = weights(a), *wc = weights(c);
+    size_t n = moelat_weights_count(a);
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&wa[i], &wc[i], sizeof(float)) != 0)
+            fail_msg("weight %zu: straight %.9g, resumed %.9g", i, wa[i], wc[i]);
+    /* And the trainer that saved goes on bitwise too (its moments stayed
+     * on the device). */
+    assert_int_equal(moelat_trainer_fit(tb), MOELAT_OK);
+    float *wb = weights(b);
+    assert_memory_equal(wa, wb, n * sizeof(float));
+    printf("# device optimizer: epoch, save, resume, fit = the straight fit, bit for bit\n");
+    free(wa);
+    free(wb);
+    free(wc);
+    moelat_trainer_destroy(ta);
+    moelat_trainer_destroy(tb);
+    moelat_trainer_destroy(tc);
+    moelat_lattice_destroy(a);
+    moelat_lattice_destroy(b);
+    moelat_lattice_destroy(c);
+    moelat_dataset_destroy(ds);
+    char cmd[2100];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    free(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(adamw_device_equals_host),
+        cmocka_unit_test(sgd_device_equals_host),
+        cmocka_unit_test(device_resume_is_bitwise),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
