@@ -149,6 +149,91 @@ __kernel void ml_bwd_gate(__global const float *state, __global const float *wei
     }
 }
 
+/* Projected bands (MOELAT_BACKWARD_CL_PROJECTED; ml_bwd_band's ML_PROJ):
+ * proj_info holds per band P, the offset of W_p's first element in the
+ * flat weights (its tensor's plus proj_col), W_p's row length and the
+ * band's first column in the rows of q_stride values (proj, Q); P = 0 for
+ * a band that is not projected. */
+#define ML_PI_P(pi, k) (pi)[4 * (k)]
+#define ML_PI_W(pi, k) (pi)[4 * (k) + 1]
+#define ML_PI_LD(pi, k) (pi)[4 * (k) + 2]
+#define ML_PI_Q(pi, k) (pi)[4 * (k) + 3]
+
+/* The projected band column q belongs to, or -1. */
+static int ml_proj_band(__global const int *pi, int q) {
+    for (int k = 0; k < 3; k++)
+        if (q >= ML_PI_Q(pi, k) && q < ML_PI_Q(pi, k) + ML_PI_P(pi, k))
+            return k;
+    return -1;
+}
+
+static float ml_sign(float v) { return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f); }
+
+/* W_p n of every cell of the lattice, once per reverse step: proj[i][q]
+ * for the projected bands' columns q. One work-item per value. */
+__kernel void ml_bwd_project(__global const float *state, __global const float *weights, __global const int *pi,
+                             const int q_stride, const int S, const int N, __global float *proj) {
+    const size_t gid = get_global_id(0);
+    if (gid >= (size_t)N * q_stride)
+        return;
+    const int q = (int)(gid % q_stride), i = (int)(gid / q_stride), k = ml_proj_band(pi, q);
+    if (k < 0)
+        return;
+    __global const float *w = weights + ML_PI_W(pi, k) + (size_t)(q - ML_PI_Q(pi, k)) * ML_PI_LD(pi, k);
+    __global const float *n = state + (size_t)i * S;
+    float acc = 0.0f;
+    for (int s = 0; s < S; s++)
+        acc += w[s] * n[s];
+    proj[gid] = acc;
+}
+
+/* Per target cell of the chunk, the sum of dL/d(W_p n_j) over the edges
+ * that read it (Q, n_targets x q_stride, stencil order): the gather's
+ * W_p^T Q and ml_bwd_proj_dw's weight gradient read it. */
+__kernel void ml_bwd_gather_proj(__global const float *dedge0, __global const int4 *off0, const int n0,
+                                 __global const float *dedge1, __global const int4 *off1, const int n1,
+                                 __global const float *dedge2, __global const int4 *off2, const int n2,
+                                 __global const int *pi, const int q_stride, const int X, const int Y, const int Z,
+                                 const int S, const int c0, const int n_cells, const int t0, const int n_targets,
+                                 __global float *Q) {
+    const size_t gid = get_global_id(0);
+    if (gid >= (size_t)n_targets * q_stride)
+        return;
+    const int q = (int)(gid % q_stride), i = t0 + (int)(gid / q_stride), k = ml_proj_band(pi, q);
+    float acc = 0.0f;
+    if (k >= 0) {
+        const int x = i % X, y = (i / X) % Y, z = i / (X * Y);
+        __global const float *dedge = k == 0 ? dedge0 : k == 1 ? dedge1 : dedge2;
+        __global const int4 *off = k == 0 ? off0 : k == 1 ? off1 : off2;
+        const int cnt = k == 0 ? n0 : k == 1 ? n1 : n2, P = ML_PI_P(pi, k), p = q - ML_PI_Q(pi, k);
+        const size_t per = 2 * (size_t)S + (size_t)cnt * P;
+        for (int j = 0; j < cnt; j++) {
+            const int c = ml_bwd_source(off[j], x, y, z, X, Y, Z, c0, n_cells);
+            if (c >= 0)
+                acc += dedge[(size_t)c * per + 2 * S + (size_t)j * P + p];
+        }
+    }
+    Q[gid] = acc;
+}
+
+/* W_p's weight gradient from the chunk: sum over its targets t of
+ * Q[t] (x) n_t, in target order, added to slot row 0 (ml_bwd_commit then
+ * sums the slots into dw). One work-item per element of W_p's S columns. */
+__kernel void ml_bwd_proj_dw(__global const float *Q, __global const int *pi, const int q_stride,
+                             __global const float *state, const int S, const int t0, const int n_targets,
+                             __global float *slot_dw) {
+    const size_t gid = get_global_id(0);
+    if (gid >= (size_t)q_stride * S)
+        return;
+    const int q = (int)(gid / S), s = (int)(gid % S), k = ml_proj_band(pi, q);
+    if (k < 0)
+        return;
+    float acc = 0.0f;
+    for (int t = 0; t < n_targets; t++)
+        acc += Q[(size_t)t * q_stride + q] * state[(size_t)(t0 + t) * S + s];
+    slot_dw[ML_PI_W(pi, k) + (size_t)(q - ML_PI_Q(pi, k)) * ML_PI_LD(pi, k) + s] += acc;
+}
+
 /* Neighbour adjoints of the chunk's cells, gathered by their targets: the
  * stencil is symmetric, so the cells that saw target i at stencil entry j
  * are i - offset_j. One work-item per (target cell, state value), targets
@@ -160,7 +245,9 @@ __kernel void ml_bwd_gather(__global const float *dedge0, __global const int4 *o
                             const int mean_only, /* bit k: band k's dedge holds one vector per cell */
                             __global const float *dnu, __global const int4 *off_all, const int n_all,
                             const int X, const int Y, const int Z, const int S, const int c0,
-                            const int n_cells, const int t0, const int n_targets, __global float *dchunk) {
+                            const int n_cells, const int t0, const int n_targets, __global float *dchunk,
+                            __global const int *pi, const int q_stride, __global const float *Q,
+                            __global const float *weights, __global const float *state) {
     const size_t gid = get_global_id(0);
     if (gid >= (size_t)n_targets * S)
         return;
@@ -173,6 +260,22 @@ __kernel void ml_bwd_gather(__global const float *dedge0, __global const int4 *o
     for (int k = 0; k < 4; k++) {
         __global const int4 *o = k < 3 ? off[k] : off_all;
         const int cnt = k < 3 ? n[k] : n_all;
+        if (k < 3 && ML_PI_P(pi, k) > 0) {
+            /* sign(n_i) dabs + dmean of every cell that read i, then W_p^T Q */
+            const int P = ML_PI_P(pi, k);
+            const size_t per = 2 * (size_t)S + (size_t)cnt * P;
+            const float sg = ml_sign(state[(size_t)i * S + s]);
+            for (int j = 0; j < cnt; j++) {
+                const int c = ml_bwd_source(o[j], x, y, z, X, Y, Z, c0, n_cells);
+                if (c >= 0)
+                    acc += sg * dedge[k][(size_t)c * per + s] + dedge[k][(size_t)c * per + S + s];
+            }
+            __global const float *w = weights + ML_PI_W(pi, k) + s;
+            __global const float *qt = Q + (size_t)(i - t0) * q_stride + ML_PI_Q(pi, k);
+            for (int p = 0; p < P; p++)
+                acc += w[(size_t)p * ML_PI_LD(pi, k)] * qt[p];
+            continue;
+        }
         for (int j = 0; j < cnt; j++) {
             const int c = ml_bwd_source(o[j], x, y, z, X, Y, Z, c0, n_cells);
             if (c < 0)
@@ -197,7 +300,9 @@ __kernel void ml_bwd_gather_cells(__global const float *dedge0, __global const i
                                   const int mean_only, __global const float *dnu, __global const int4 *off_all,
                                   const int n_all, const int X, const int Y, const int Z, const int S,
                                   const int c0, const int n_cells, const int t0, const int n_targets,
-                                  __global float *dchunk) {
+                                  __global float *dchunk, __global const int *pi, const int q_stride,
+                                  __global const float *Q, __global const float *weights,
+                                  __global const float *state) {
     const int t = (int)get_global_id(0);
     if (t >= n_targets)
         return;
@@ -212,6 +317,26 @@ __kernel void ml_bwd_gather_cells(__global const float *dedge0, __global const i
     for (int k = 0; k < 4; k++) {
         __global const int4 *o = k < 3 ? off[k] : off_all;
         const int cnt = k < 3 ? n[k] : n_all;
+        if (k < 3 && ML_PI_P(pi, k) > 0) { /* as ml_bwd_gather's projected bands */
+            const int P = ML_PI_P(pi, k);
+            const size_t per = 2 * (size_t)S + (size_t)cnt * P;
+            __global const float *own = state + (size_t)i * S;
+            for (int j = 0; j < cnt; j++) {
+                const int c = ml_bwd_source(o[j], x, y, z, X, Y, Z, c0, n_cells);
+                if (c < 0)
+                    continue;
+                __global const float *src = dedge[k] + (size_t)c * per;
+                for (int s = 0; s < MOELAT_S; s++)
+                    acc[s] += ml_sign(own[s]) * src[s] + src[S + s];
+            }
+            __global const float *qt = Q + (size_t)t * q_stride + ML_PI_Q(pi, k);
+            for (int s = 0; s < MOELAT_S; s++) {
+                __global const float *w = weights + ML_PI_W(pi, k) + s;
+                for (int p = 0; p < P; p++)
+                    acc[s] += w[(size_t)p * ML_PI_LD(pi, k)] * qt[p];
+            }
+            continue;
+        }
         for (int j = 0; j < cnt; j++) {
             const int c = ml_bwd_source(o[j], x, y, z, X, Y, Z, c0, n_cells);
             if (c < 0)

@@ -24,10 +24,17 @@
  *                                       dedge[cell] for every entry)
  *   dw_gate[cell][band] = g . E_k      (the gate's adjoint reads it)
  *   dext_chunk[x, y] += dext           (cells of the input face)
+ * With ML_PROJ = P (the expert's MOELAT_BACKWARD_CL_PROJECTED), the
+ * expert reads each neighbour's W_p n_j from proj (the whole lattice's,
+ * P values per cell at qoff in rows of q_stride) and gives back, instead
+ * of dn_j, per cell dabs and dmean and per edge dproj_j:
+ *   dedge[cell] = [dabs (S), dmean (S), dproj by stencil entry (n_off x P)]
+ * which ml_bwd_gather_proj and ml_bwd_gather turn into neighbour adjoints.
  *
  * slot_work per slot, in floats: scratch (the expert's scratch_floats),
  * neighbours (n_off x S), their adjoint (n_off x S), out, dout, dx (S each),
- * dext and zeros (E each). */
+ * dext and zeros (E each); with ML_PROJ then nproj, dproj (n_off x P each),
+ * dabs and dmean (S each). */
 
 #ifndef ML_BWD_FN
 #error "ML_BWD_FN (the expert's backward function) must be defined"
@@ -52,7 +59,9 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
                           __global float *dedge,           /* n_cells x n_off x S */
                           __global float *dw_gate,         /* n_cells x 3 */
                           __global float *dext_chunk,      /* X x Y x E */
-                          __global int *status) {
+                          __global int *status,
+                          __global const float *proj,      /* ML_PROJ: N x q_stride, W_p n of every cell */
+                          const int q_stride, const int qoff) {
     const int slot = (int)(get_global_id(0) / BM_LANES);
     if (slot >= n_slots)
         return;
@@ -92,6 +101,16 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
     __global float *zeros = dext + E;
     BM_FOR(e, E)
         zeros[e] = 0.0f;
+#ifdef ML_PROJ
+    __global float *nproj = zeros + E;
+    __global float *dproj = nproj + (size_t)n_off * ML_PROJ;
+    __global float *dabs = dproj + (size_t)n_off * ML_PROJ;
+    __global float *dmean = dabs + S;
+#else
+    (void)proj;
+    (void)q_stride;
+    (void)qoff;
+#endif
 
     for (int c = slot; c < n_cells; c += n_slots) {
         const int i = c0 + c;
@@ -104,11 +123,22 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
             const int nx = x + o.x, ny = y + o.y, nz = z + o.z;
             if (nx < 0 || ny < 0 || nz < 0 || nx >= X || ny >= Y || nz >= Z)
                 continue;
-            __global const float *src = state + ((size_t)nx + (size_t)X * ((size_t)ny + (size_t)Y * nz)) * S;
+            const size_t at = (size_t)nx + (size_t)X * ((size_t)ny + (size_t)Y * nz);
+            __global const float *src = state + at * S;
+#ifdef ML_PROJ
+            BM_FOR(s, S)
+                nb[(size_t)count * S + s] = src[s];
+            __global const float *ps = proj + at * q_stride + qoff;
+            BM_FOR(p, ML_PROJ) {
+                nproj[(size_t)count * ML_PROJ + p] = ps[p];
+                dproj[(size_t)count * ML_PROJ + p] = 0.0f;
+            }
+#else
             BM_FOR(s, S) {
                 nb[(size_t)count * S + s] = src[s];
                 dnb[(size_t)count * S + s] = 0.0f;
             }
+#endif
             count++;
         }
         if (count == 0) {
@@ -123,6 +153,12 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
         }
         BM_FOR(e, E)
             dext[e] = 0.0f;
+#ifdef ML_PROJ
+        BM_FOR(s, S) {
+            dabs[s] = 0.0f;
+            dmean[s] = 0.0f;
+        }
+#endif
         BM_SYNC;
         moelat_grad_cell cell;
         cell.dims = &dims;
@@ -141,6 +177,17 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
         cell.dext = dext;
         cell.dtensors = dt;
         cell.scratch = scratch;
+#ifdef ML_PROJ
+        cell.nproj = nproj;
+        cell.dproj = dproj;
+        cell.dabs = dabs;
+        cell.dmean = dmean;
+#else
+        cell.nproj = 0;
+        cell.dproj = 0;
+        cell.dabs = 0;
+        cell.dmean = 0;
+#endif
         if (ML_BWD_FN(&cell) != MOELAT_EXPERT_OK) {
             BM_ONE status[0] = 1;
             BM_SYNC;
@@ -156,7 +203,26 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
         if (z == 0)
             BM_FOR(e, E)
                 dext_chunk[((size_t)x + (size_t)X * y) * E + e] += dext[e];
-#ifdef ML_MEAN_ONLY
+#if defined(ML_PROJ)
+        {
+            __global float *de = dedge + (size_t)c * (2 * S + (size_t)n_off * ML_PROJ);
+            BM_FOR(s, S) {
+                de[s] = dabs[s];
+                de[S + s] = dmean[s];
+            }
+            de += 2 * S;
+            count = 0;
+            for (int j = 0; j < n_off; j++) {
+                const int4 o = offsets[j];
+                const int nx = x + o.x, ny = y + o.y, nz = z + o.z;
+                if (nx < 0 || ny < 0 || nz < 0 || nx >= X || ny >= Y || nz >= Z)
+                    continue;
+                BM_FOR(p, ML_PROJ)
+                    de[(size_t)j * ML_PROJ + p] = dproj[(size_t)count * ML_PROJ + p];
+                count++;
+            }
+        }
+#elif defined(ML_MEAN_ONLY)
         /* Every neighbour got the same dL/dmean / count: one vector. */
         BM_FOR(s, S)
             dedge[(size_t)c * S + s] = dnb[s];

@@ -142,7 +142,11 @@ static void fn_fwd_edges(const moelat_grad_cell *c, fn_fwd *w) {
     BM_FOR(j, n) {
         MLB_G mlb_real *zm = w->zmc + (size_t)j * hd, *m = w->msg + (size_t)j * md, *ta = w->ta + (size_t)j * md;
         MLB_G mlb_real *cdf = w->cdf + (size_t)j * hd, *hid = w->hid + (size_t)j * hd;
-        bm_dense_part_1(t[F_MC0_W], 2 * S, w->px, c->neighbours + (size_t)j * S, S, zm, hd);
+        if (c->nproj) /* the engine's W n_j of every cell (MOELAT_BACKWARD_CL_PROJECTED) */
+            for (int i = 0; i < hd; i++)
+                zm[i] = w->px[i] + c->nproj[(size_t)j * hd + i];
+        else
+            bm_dense_part_1(t[F_MC0_W], 2 * S, w->px, c->neighbours + (size_t)j * S, S, zm, hd);
         for (int i = 0; i < hd; i++) {
             cdf[i] = bm_gelu_cdf(zm[i]);
             hid[i] = zm[i] * cdf[i];
@@ -348,7 +352,11 @@ static void fn_bwd_edges(const moelat_grad_cell *c, const fn_fwd *wp, const fn_b
             cdf[i] = v * p;
             dhid[i] *= bm_gelu_grad_cdf(v, p);
         }
-        bm_dense_part_bwd_in_1(t[F_MC0_W], 2 * S, dhid, S, hd, c->dneighbours + (size_t)j * S);
+        if (c->dproj) /* the engine applies MC0's n_j columns once per neighbour */
+            for (int i = 0; i < hd; i++)
+                c->dproj[(size_t)j * hd + i] += dhid[i];
+        else
+            bm_dense_part_bwd_in_1(t[F_MC0_W], 2 * S, dhid, S, hd, c->dneighbours + (size_t)j * S);
     }
     BM_SYNC;
     /* Per element, over the edges: AT0's m columns, MC2, MC0's n columns;
@@ -358,7 +366,8 @@ static void fn_bwd_edges(const moelat_grad_cell *c, const fn_fwd *wp, const fn_b
     bm_outer_sum(w.ta, md, w.msg, md, n, md, md, dt[F_AT0_W], md + S);
     bm_outer_sum(dmsg, md, w.cdf, hd, n, md, hd, dt[F_MC2_W], hd);
     bm_item_sum(dmsg, md, n, md, dt[F_MC2_B]);
-    bm_outer_sum(w.hid, hd, c->neighbours, S, n, hd, S, dt[F_MC0_W], 2 * S);
+    if (!c->dproj)
+        bm_outer_sum(w.hid, hd, c->neighbours, S, n, hd, S, dt[F_MC0_W], 2 * S);
     bm_zero(sta, (size_t)md);
     bm_zero(shid, (size_t)hd);
     bm_item_sum(w.ta, md, n, md, sta);
@@ -392,7 +401,11 @@ static void fn_bwd_edges(const moelat_grad_cell *c, const fn_fwd *wp, const fn_b
             dhid[i] *= bm_gelu_grad_cdf(zm[i], cdf[i]);
             shid[i] += dhid[i];
         }
-        bm_dense_part_bwd(t[F_MC0_W], 2 * S, c->neighbours + (size_t)j * S, dhid, S, hd, dn, dt[F_MC0_W], 0);
+        if (c->dproj)
+            for (int i = 0; i < hd; i++)
+                c->dproj[(size_t)j * hd + i] += dhid[i];
+        else
+            bm_dense_part_bwd(t[F_MC0_W], 2 * S, c->neighbours + (size_t)j * S, dhid, S, hd, dn, dt[F_MC0_W], 0);
     }
     bm_dense_part_bwd(t[F_AT0_W] + md, md + S, x, sta, S, md, dx, dt[F_AT0_W] + md, dt[F_AT0_B]);
     bm_dense_part_bwd(t[F_MC0_W] + S, 2 * S, x, shid, S, hd, dx, dt[F_MC0_W] + S, dt[F_MC0_B]);
@@ -445,6 +458,14 @@ static int fn_backward_cell(const moelat_grad_cell *c) {
     fn_bwd_tail(c, &w, &b);
     fn_bwd_edges(c, &w, &b, da, dmsg);
     fn_bwd_gate(c, &w, &b);
+    if (c->dabs) { /* the engine adds them to every neighbour's adjoint */
+        BM_FOR(s, S) {
+            c->dabs[s] += b.dact[s];
+            c->dmean[s] += b.dmean[s];
+        }
+        BM_SYNC;
+        return MOELAT_EXPERT_OK;
+    }
     BM_FOR(j, n) { /* lane by neighbour */
         MLB_G const mlb_real *nb = c->neighbours + (size_t)j * S;
         MLB_G mlb_real *dn = c->dneighbours + (size_t)j * S;
@@ -496,12 +517,18 @@ const moelat_backward_host *functional_backward_host(void) { return &g_backward;
 /* The same backward_cell as OpenCL C: backward_math, the CNF and this file. */
 extern const char *const functional_bwd_cl_parts[];
 
+/* The message layer's n_j columns: MC0 reads [n_j, x]. */
+static size_t fn_proj_rows(const moelat_expert_dims *d) { return (size_t)HD(d); }
+
 static const moelat_backward_cl g_backward_cl = {
     .struct_size = sizeof(moelat_backward_cl),
-    .flags = MOELAT_BACKWARD_CL_COOPERATIVE,
+    .flags = MOELAT_BACKWARD_CL_COOPERATIVE | MOELAT_BACKWARD_CL_PROJECTED,
     .source_parts = functional_bwd_cl_parts,
     .backward_fn = "fn_backward_cell",
     .scratch_floats = fn_scratch_doubles,
+    .proj_tensor = F_MC0_W,
+    .proj_col = 0,
+    .proj_rows = fn_proj_rows,
 };
 
 const moelat_backward_cl *functional_backward_cl(void) { return &g_backward_cl; }

@@ -35,6 +35,7 @@ static const struct {
     {"MOELAT_GRAD_LANES", "grad_lanes", 0},
     {"MOELAT_GRAD_ROWS", "grad_rows", 0},
     {"MOELAT_GRAD_HOST_CHUNK", "grad_host_chunk", 0},
+    {"MOELAT_GRAD_PROJ", "grad_proj", 0},
 };
 
 /* Appends an entry ("key=value,..." already escaped) to buf, with a comma

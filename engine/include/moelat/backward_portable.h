@@ -51,6 +51,10 @@ typedef struct moelat_grad_cell {
     __global float *dext;
     __global float *const *dtensors;
     __global float *scratch;
+    __global const float *nproj;          /* count x P (MOELAT_BACKWARD_CL_PROJECTED), or 0 */
+    __global float *dproj;                /* count x P */
+    __global float *dabs;                 /* S */
+    __global float *dmean;                /* S */
 } moelat_grad_cell;
 
 #else /* the host */

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define MOELAT_EXPERT_ABI_MAJOR 1
-#define MOELAT_EXPERT_ABI_MINOR 4
+#define MOELAT_EXPERT_ABI_MINOR 5
 
 /* Name of the exported entry function (see moelat_expert_entry_fn). */
 #define MOELAT_EXPERT_ENTRY moelat_expert_entry
@@ -293,6 +293,19 @@ typedef struct moelat_grad_cell {
     double *dext;                 /* E: += dL/d ext */
     double *const *dtensors;      /* per tensor: += dL/d tensor */
     double *scratch;              /* scratch_doubles() doubles, 8-byte aligned */
+    /* Since 1.5, only for an expert with MOELAT_BACKWARD_CL_PROJECTED and
+     * only when the engine projects (nproj not NULL; the host never does,
+     * and an expert must work with NULL too). Then backward_fn leaves
+     * dneighbours alone and instead: reads nproj, each neighbour's map
+     * W_p n_j (count x P, no bias), and ADDS dL/d(W_p n_j) to dproj
+     * (count x P), and the parts of every neighbour's adjoint that its
+     * mean and mean absolute value carry to dmean and dabs (S each, already
+     * divided by count): the engine forms dL/dn_j = sign(n_j) dabs + dmean
+     * + W_p^T dproj_j, and W_p's weight gradient, itself. */
+    const double *nproj;
+    double *dproj;
+    double *dabs;
+    double *dmean;
 } moelat_grad_cell;
 
 typedef struct moelat_backward_host {
@@ -335,6 +348,17 @@ typedef struct moelat_backward_host {
  * every lane calling backward_fn with the same cell; without the flag, one
  * work-item per cell. */
 #define MOELAT_BACKWARD_CL_COOPERATIVE 2u
+/* moelat_backward_cl.flags: every neighbour enters the expert through its
+ * mean, its mean absolute value and one linear map W_p n_j: P = proj_rows
+ * rows of tensor proj_tensor ([P][ld], row-major), columns proj_col ..
+ * proj_col + S - 1 (the functional expert's message layer reads [n_j, x]:
+ * W_p is its n_j half). The engine then computes W_p n once per cell for
+ * the whole lattice instead of once per edge, hands backward_fn each
+ * neighbour's W_p n_j (moelat_grad_cell.nproj), and takes back per edge
+ * only dL/d(W_p n_j), P values instead of S, summed per neighbour before
+ * W_p^T and W_p's weight gradient are applied once per cell: 3 S P
+ * multiply-adds per edge fewer. */
+#define MOELAT_BACKWARD_CL_PROJECTED 4u
 
 typedef struct moelat_backward_cl {
     uint32_t struct_size;
@@ -357,7 +381,12 @@ typedef struct moelat_backward_cl {
      * band. */
     const char *band_kernel;
     int (*band_work_group)(const moelat_expert_dims *dims, int max_lanes, uint64_t local_mem_bytes);
-    void *reserved[2];
+    /* Since 1.5 (former reserved slots, so older plugins read 0), with
+     * MOELAT_BACKWARD_CL_PROJECTED: W_p's tensor (declaration index), its
+     * first column, and its row count P for dims. */
+    int32_t proj_tensor;
+    int32_t proj_col;
+    size_t (*proj_rows)(const moelat_expert_dims *dims);
 } moelat_backward_cl;
 
 typedef const moelat_expert_descriptor *(*moelat_expert_entry_fn)(

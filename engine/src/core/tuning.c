@@ -11,7 +11,7 @@
 const char ml_tuning_known_keys[] =
     "agg_vector, agg_absmean, work_group, gate_cells, cl_options, kernel_cache, upgrade_check, "
     "functional_gemm, functional_cells, functional_split, distant_cells, local_cells, cl_shape, "
-    "grad_device, grad_slots, grad_lanes, grad_rows, grad_host_chunk";
+    "grad_device, grad_slots, grad_lanes, grad_rows, grad_host_chunk, grad_proj";
 
 /* 1, 0, or -1 when v is not a switch value. */
 static int parse_switch(const char *v) {
@@ -109,6 +109,10 @@ static int set_key(ml_tuning *t, const char *key, const char *val, char *err, si
         if ((n = parse_int(val, 0, 1 << 20)) < 0)
             return bad(err, errlen, key, val, "a chunk number from 0");
         t->grad_host_chunk = n;
+    } else if (strcmp(key, "grad_proj") == 0) {
+        if ((n = parse_switch(val)) < 0)
+            return bad(err, errlen, key, val, "0, 1, on or off");
+        t->grad_proj = n;
     } else {
         snprintf(err, errlen, "tuning: unknown key '%.64s' (known: %s)", key, ml_tuning_known_keys);
         return -1;
@@ -123,6 +127,7 @@ static void set_defaults(ml_tuning *t) {
     t->cl_shape = -1;
     t->grad_device = 1;
     t->grad_host_chunk = -1;
+    t->grad_proj = 1;
 }
 
 /* The entry at p, up to the first comma not escaped by a backslash, into

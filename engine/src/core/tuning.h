@@ -24,6 +24,7 @@ typedef struct ml_tuning {
     int grad_lanes;        /* lanes per slot of a backward written for lanes; 0 = engine's choice */
     int grad_rows;         /* rows of X cells per backward chunk; 0 = from device memory */
     int grad_host_chunk;   /* -1 (default); n: chunk n's backward runs on the host (tests, diagnosis) */
+    int grad_proj;         /* 1 (default): projected bands (MOELAT_BACKWARD_CL_PROJECTED) as declared; 0: off */
 } ml_tuning;
 
 /* The keys, comma-separated, for messages and help. */

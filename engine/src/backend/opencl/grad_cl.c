@@ -30,7 +30,7 @@
 #define BWD_LOG "grad"
 
 static const char *const part_names[P_PARTS] = {"fills", "gate forward", "local", "functional", "distant",
-                                                "gate", "gather", "commit", "accumulate"};
+                                                "gate", "gather", "commit", "accumulate", "projection"};
 
 
 static void release(ml_grad_cl *c) {
@@ -38,7 +38,8 @@ static void release(ml_grad_cl *c) {
         return;
     if (c->q)
         clFinish(c->q);
-    cl_kernel ks[] = {c->band[0], c->band[1], c->band[2], c->gate_fwd, c->gate, c->gather, c->commit, c->accumulate};
+    cl_kernel ks[] = {c->band[0], c->band[1], c->band[2], c->gate_fwd,    c->gate,        c->gather,
+                      c->commit,  c->accumulate, c->project, c->gather_proj, c->proj_dw};
     for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++)
         if (ks[i])
             clReleaseKernel(ks[i]);
@@ -46,7 +47,8 @@ static void release(ml_grad_cl *c) {
         if (c->prog[k])
             clReleaseProgram(c->prog[k]);
     cl_mem ms[] = {c->state, c->gin, c->dacc, c->weights, c->ext, c->off_all, c->slot_dw, c->slot_work,
-                   c->dchunk, c->dw_gate, c->gate_w, c->dnu, c->dext_chunk, c->dw, c->dext, c->status};
+                   c->dchunk, c->dw_gate, c->gate_w, c->dnu, c->dext_chunk, c->dw, c->dext, c->status,
+                   c->pinfo, c->proj, c->Q};
     for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
         mlcl_release_buffer(ms[i]);
     for (int k = 0; k < MOELAT_BANDS; k++) {
@@ -101,6 +103,8 @@ static int allocate(ml_grad_engine *e, ml_grad_cl *c) {
     uint64_t edge_vectors = 0, max_edge = 0; /* S-vectors of neighbour adjoints per cell: all bands, the largest */
     for (int k = 0; k < MOELAT_BANDS; k++) {
         uint64_t v = c->mean_only >> k & 1 ? 1 : (uint64_t)lat->stencil.count[k];
+        if (c->proj_info[4 * k] > 0) /* [dabs, dmean, dproj per entry] */
+            v = (2 * (uint64_t)S + (uint64_t)lat->stencil.count[k] * (uint64_t)c->proj_info[4 * k] + S - 1) / S;
         edge_vectors += v;
         max_edge = v > max_edge ? v : max_edge;
         n_all += lat->stencil.count[k];
@@ -135,8 +139,8 @@ static int allocate(ml_grad_engine *e, ml_grad_cl *c) {
     c->slot_floats = c->scratch[MOELAT_BANDS] + 3 * S + 6;
     for (int k = 0; k < MOELAT_BANDS; k++)
         if (c->on[k])
-            c->slot_floats = max_i(c->slot_floats,
-                                   c->scratch[k] + 2 * lat->stencil.count[k] * S + 3 * S + 2 * E);
+            c->slot_floats = max_i(c->slot_floats, c->scratch[k] + 2 * lat->stencil.count[k] * S + 3 * S + 2 * E +
+                                                       2 * lat->stencil.count[k] * c->proj_info[4 * k] + 2 * S);
     int slots = lat->tuning.grad_slots;
     if (slots <= 0 && c->coop > 1) /* work-groups: enough to fill the device a few times over */
         slots = (int)dev->compute_units * 32;
@@ -165,6 +169,9 @@ static int allocate(ml_grad_engine *e, ml_grad_cl *c) {
     c->gate_w = buffer(c, (size_t)max_cells * 3 * sizeof(float), NULL, &ok);
     c->dnu = buffer(c, (size_t)max_cells * S * sizeof(float), NULL, &ok);
     c->status = buffer(c, sizeof(cl_int), NULL, &ok);
+    c->pinfo = buffer(c, sizeof c->proj_info, c->proj_info, &ok);
+    c->proj = buffer(c, c->q_stride ? lat->N * (size_t)c->q_stride * sizeof(float) : 4, NULL, &ok);
+    c->Q = buffer(c, c->q_stride ? (size_t)max_targets * (size_t)c->q_stride * sizeof(float) : 4, NULL, &ok);
     ml_offset *all = malloc((size_t)(n_all ? n_all : 1) * sizeof *all);
     if (!all)
         return -1;
@@ -174,8 +181,10 @@ static int allocate(ml_grad_engine *e, ml_grad_cl *c) {
         memcpy(all + at, lat->stencil.band[k], (size_t)cnt * sizeof *all);
         at += cnt;
         c->offsets[k] = buffer(c, (size_t)(cnt ? cnt : 1) * sizeof(ml_offset), cnt ? lat->stencil.band[k] : NULL, &ok);
-        size_t per_cell = c->mean_only >> k & 1 ? 1 : (size_t)cnt; /* vectors of S per cell */
-        c->dedge[k] = buffer(c, c->on[k] ? (size_t)max_cells * per_cell * S * sizeof(float) : 4, NULL, &ok);
+        size_t per_cell = (size_t)S * (c->mean_only >> k & 1 ? 1u : (size_t)cnt); /* floats per cell */
+        if (c->proj_info[4 * k] > 0)
+            per_cell = 2 * (size_t)S + (size_t)cnt * (size_t)c->proj_info[4 * k];
+        c->dedge[k] = buffer(c, c->on[k] ? (size_t)max_cells * per_cell * sizeof(float) : 4, NULL, &ok);
         const moelat_expert_dims *d = &lat->expert[k].dims;
         cl_int di[2 + MOELAT_MAX_HIDDEN + 2];
         di[0] = d->state_size;
@@ -227,7 +236,10 @@ static int cl_open(void *ctx, ml_grad_engine *e) {
     c->scratch[MOELAT_BANDS] = (int)ml_gate_f64_doubles(lat->S, lat->gate_hidden);
     c->coop = ml_grad_cl_lanes_per_slot(c, lat);
     c->lanes_of[MOELAT_BANDS] = c->coop;
-    for (int k = 0; k < MOELAT_BANDS; k++) {
+    ml_param_block *blocks[MOELAT_BANDS + 1];
+    ml_param_blocks(lat, blocks);
+    size_t w_base = 0; /* band k's first weight in the flat vector */
+    for (int k = 0; k < MOELAT_BANDS; w_base += blocks[k]->n_floats, k++) {
         c->on[k] = lat->stencil.count[k] > 0;
         if (!c->on[k])
             continue;
@@ -243,6 +255,15 @@ static int cl_open(void *ctx, ml_grad_engine *e) {
         if (x[k]->flags & MOELAT_BACKWARD_CL_MEAN_ONLY)
             c->mean_only |= 1 << k;
         c->lanes_of[k] = x[k]->flags & MOELAT_BACKWARD_CL_COOPERATIVE ? c->coop : 1;
+        int w_off = 0, ld = 0, P = ml_grad_cl_projection(lat, k, x[k], w_base, &w_off, &ld);
+        if (P > 0) {
+            cl_int *pi = c->proj_info + 4 * k;
+            pi[0] = P;
+            pi[1] = w_off;
+            pi[2] = ld;
+            pi[3] = c->q_stride;
+            c->q_stride += P;
+        }
     }
     char why[8192] = "";
     if (allocate(e, c) != 0)
@@ -272,8 +293,13 @@ static int cl_open(void *ctx, ml_grad_engine *e) {
                 at += snprintf(lanes + at, sizeof lanes - (size_t)at, " %s",
                                k == MOELAT_BANDS ? "gate" : moelat_band_name(k));
     }
-    snprintf(e->dev_why, sizeof e->dev_why, "device %.200s (%d chunk%s of %d row%s, %d slots%s%s)", lat->device_name,
-             c->n_chunks, c->n_chunks == 1 ? "" : "s", c->rows, c->rows == 1 ? "" : "s", c->n_slots, lanes, groups);
+    char projected[96] = "";
+    for (int k = 0, at = 0; k < MOELAT_BANDS; k++)
+        if (c->proj_info[4 * k] > 0 && at < (int)sizeof projected)
+            at += snprintf(projected + at, sizeof projected - (size_t)at, ", %s projected", moelat_band_name(k));
+    snprintf(e->dev_why, sizeof e->dev_why, "device %.200s (%d chunk%s of %d row%s, %d slots%s%s%s)",
+             lat->device_name, c->n_chunks, c->n_chunks == 1 ? "" : "s", c->rows, c->rows == 1 ? "" : "s",
+             c->n_slots, lanes, groups, projected);
     ML_INFO(BWD_LOG, "backward on %s", e->dev_why);
     return 0;
 }
@@ -406,6 +432,8 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int r0, int r1) {
         ARG(k, 14, t0); ARG(k, 15, slots); ARG(k, 16, slot_floats); ARG(k, 17, scr); ARG(k, 18, nw);
         ARG(k, 19, band); ARG(k, 20, c->slot_dw); ARG(k, 21, c->slot_work); ARG(k, 22, c->dchunk);
         ARG(k, 23, c->dedge[band]); ARG(k, 24, c->dw_gate); ARG(k, 25, c->dext_chunk); ARG(k, 26, c->status);
+        cl_int q_stride = c->q_stride, qoff = c->proj_info[4 * band + 3];
+        ARG(k, 27, c->proj); ARG(k, 28, q_stride); ARG(k, 29, qoff);
         if (c->lanes[band] > 0) {
             /* The expert's kernel: a work-group per slot row, at most one per cell. */
             const cl_int groups = slots < n_cells ? slots : n_cells;
@@ -425,10 +453,30 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int r0, int r1) {
     ARG(k, 19, c->dchunk); ARG(k, 20, c->dnu);
     if (rc == CL_SUCCESS)
         rc = launch_slots(c, k, (size_t)slots, c->lanes_of[MOELAT_BANDS], P_GATE);
-    k = c->gather;
-    cl_int n[MOELAT_BANDS];
-    for (int b = 0; b < MOELAT_BANDS; b++) {
+    cl_int n[MOELAT_BANDS], q_stride = c->q_stride;
+    for (int b = 0; b < MOELAT_BANDS; b++)
         n[b] = c->on[b] ? lat->stencil.count[b] : 0;
+    if (q_stride > 0) {
+        /* Projected bands: per target the sums of dproj (Q), then W_p's
+         * weight gradient from them (into slot row 0, before the commit). */
+        k = c->gather_proj;
+        for (int b = 0; b < MOELAT_BANDS; b++) {
+            ARG(k, 3 * b, c->dedge[b]);
+            ARG(k, 3 * b + 1, c->offsets[b]);
+            ARG(k, 3 * b + 2, n[b]);
+        }
+        ARG(k, 9, c->pinfo); ARG(k, 10, q_stride); ARG(k, 11, X); ARG(k, 12, Y); ARG(k, 13, Z); ARG(k, 14, S);
+        ARG(k, 15, c0); ARG(k, 16, n_cells); ARG(k, 17, t0); ARG(k, 18, n_targets); ARG(k, 19, c->Q);
+        if (rc == CL_SUCCESS)
+            rc = launch(c, k, (size_t)n_targets * (size_t)q_stride, P_PROJECT);
+        k = c->proj_dw;
+        ARG(k, 0, c->Q); ARG(k, 1, c->pinfo); ARG(k, 2, q_stride); ARG(k, 3, c->state); ARG(k, 4, S);
+        ARG(k, 5, t0); ARG(k, 6, n_targets); ARG(k, 7, c->slot_dw);
+        if (rc == CL_SUCCESS)
+            rc = launch(c, k, (size_t)q_stride * (size_t)S, P_PROJECT);
+    }
+    k = c->gather;
+    for (int b = 0; b < MOELAT_BANDS; b++) {
         ARG(k, 3 * b, c->dedge[b]);
         ARG(k, 3 * b + 1, c->offsets[b]);
         ARG(k, 3 * b + 2, n[b]);
@@ -436,7 +484,8 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int r0, int r1) {
     cl_int mean_only = c->mean_only;
     ARG(k, 9, mean_only); ARG(k, 10, c->dnu); ARG(k, 11, c->off_all); ARG(k, 12, n_all); ARG(k, 13, X);
     ARG(k, 14, Y); ARG(k, 15, Z); ARG(k, 16, S); ARG(k, 17, c0); ARG(k, 18, n_cells); ARG(k, 19, t0);
-    ARG(k, 20, n_targets); ARG(k, 21, c->dchunk);
+    ARG(k, 20, n_targets); ARG(k, 21, c->dchunk); ARG(k, 22, c->pinfo); ARG(k, 23, q_stride); ARG(k, 24, c->Q);
+    ARG(k, 25, c->weights); ARG(k, 26, c->state);
     if (rc == CL_SUCCESS)
         rc = launch(c, k, c->cpu ? (size_t)n_targets : (size_t)n_targets * S, P_GATHER);
     k = c->commit;
@@ -470,6 +519,14 @@ static moelat_status cl_step(moelat_grad *g, const double *cur, const double *g_
     cl_int rc = write_doubles(c, c->state, cur, NS);
     if (rc == CL_SUCCESS)
         rc = fill(c, c->dacc, NS * sizeof(float));
+    if (rc == CL_SUCCESS && c->q_stride > 0) { /* W_p n of every cell, for every chunk of the step */
+        cl_kernel k = c->project;
+        cl_int q_stride = c->q_stride, S = lat->S, N = (cl_int)lat->N;
+        ARG(k, 0, c->state); ARG(k, 1, c->weights); ARG(k, 2, c->pinfo); ARG(k, 3, q_stride); ARG(k, 4, S);
+        ARG(k, 5, N); ARG(k, 6, c->proj);
+        if (rc == CL_SUCCESS)
+            rc = launch(c, k, lat->N * (size_t)q_stride, P_PROJECT);
+    }
     if (rc != CL_SUCCESS) {
         snprintf(g->fallback, sizeof g->fallback, "uploading a backward step: %s", mlcl_error_name(rc));
         give_up(g);

@@ -45,6 +45,33 @@ int ml_grad_cl_band_lanes(const ml_grad_cl *c, const moelat_lattice *lat, int k,
     return lanes > 0 && lanes <= max && (lanes & (lanes - 1)) == 0 ? lanes : 0;
 }
 
+int ml_grad_cl_projection(moelat_lattice *lat, int k, const moelat_backward_cl *x, size_t w_base, int *w_off,
+                          int *ld) {
+    const moelat_expert_descriptor *d = lat->expert[k].desc;
+    const size_t need = offsetof(moelat_backward_cl, proj_rows) + sizeof x->proj_rows;
+    if (!(x->flags & MOELAT_BACKWARD_CL_PROJECTED) || d->abi_minor < 5 || x->struct_size < need || !x->proj_rows)
+        return 0;
+    if (!lat->tuning.grad_proj)
+        return 0;
+    ml_param_block *blocks[MOELAT_BANDS + 1];
+    ml_param_blocks(lat, blocks);
+    const ml_param_block *b = blocks[k];
+    const int t = x->proj_tensor, S = lat->S;
+    const size_t P = x->proj_rows(&lat->expert[k].dims);
+    size_t size = 0;
+    if (t >= 0 && t < b->n_tensors)
+        size = (t + 1 < b->n_tensors ? b->offsets[t + 1] : b->n_floats) - b->offsets[t];
+    if (P == 0 || P > 4096 || size == 0 || size % P != 0 || x->proj_col < 0 ||
+        (size_t)x->proj_col + (size_t)S > size / P) {
+        ML_WARN(BWD_LOG, "expert '%s' (band %s) declares a projection its tensors do not hold (tensor %d, column "
+                "%d, %zu rows); its edges compute it instead", d->name, moelat_band_name(k), t, x->proj_col, P);
+        return 0;
+    }
+    *ld = (int)(size / P);
+    *w_off = (int)(w_base + b->offsets[t] + (size_t)x->proj_col);
+    return (int)P;
+}
+
 /* prelude, the NULL-terminated parts, tail: one text, or NULL. */
 static char *join(const char *prelude, const char *const *parts, const char *tail) {
     size_t n = 0;
@@ -105,7 +132,7 @@ int ml_grad_cl_build(ml_grad_engine *eng, ml_grad_cl *c, const moelat_backward_c
         snprintf(why, whylen, "the backward kernel sources are missing from this build");
         return -1;
     }
-    char defines[256], name[160];
+    char defines[384], name[160];
     cl_int e = CL_SUCCESS;
     for (int k = 0; k < MOELAT_BANDS; k++) {
         if (!c->on[k])
@@ -123,9 +150,11 @@ int ml_grad_cl_build(ml_grad_engine *eng, ml_grad_cl *c, const moelat_backward_c
         snprintf(dims + at, sizeof dims - (size_t)at, ",%d,%d", d->cnf_steps, d->cnf_mode);
         snprintf(name, sizeof name, "backward of expert '%s' (band %s)", lat->expert[k].desc->name,
                  moelat_band_name(k));
-        char common[224];
-        snprintf(common, sizeof common, "-D ML_BWD_FN=%s -D ML_NT=%d -D ML_DIMS=%s%s", x[k]->backward_fn,
-                 blocks[k]->n_tensors, dims, c->mean_only >> k & 1 ? " -D ML_MEAN_ONLY" : "");
+        char common[320], proj[32] = "";
+        if (c->proj_info[4 * k] > 0)
+            snprintf(proj, sizeof proj, " -D ML_PROJ=%d", (int)c->proj_info[4 * k]);
+        snprintf(common, sizeof common, "-D ML_BWD_FN=%s -D ML_NT=%d -D ML_DIMS=%s%s%s", x[k]->backward_fn,
+                 blocks[k]->n_tensors, dims, c->mean_only >> k & 1 ? " -D ML_MEAN_ONLY" : "", proj);
         int rc = -1;
         if (c->lanes[k] > 0) {
             /* With the expert's band kernel; should that not build or
@@ -182,15 +211,18 @@ int ml_grad_cl_build(ml_grad_engine *eng, ml_grad_cl *c, const moelat_backward_c
     char *src = join(prelude, gate_parts, engine_src);
     if (!src)
         return snprintf(why, whylen, "out of memory"), -1;
-    const char *names[5] = {"ml_bwd_gate_fwd", "ml_bwd_gate", c->cpu ? "ml_bwd_gather_cells" : "ml_bwd_gather",
-                            "ml_bwd_commit", "ml_bwd_accumulate"};
-    cl_kernel *ks[5] = {&c->gate_fwd, &c->gate, &c->gather, &c->commit, &c->accumulate};
+    enum { NK = 8 };
+    const char *names[NK] = {"ml_bwd_gate_fwd", "ml_bwd_gate", c->cpu ? "ml_bwd_gather_cells" : "ml_bwd_gather",
+                             "ml_bwd_commit", "ml_bwd_accumulate", "ml_bwd_project", "ml_bwd_gather_proj",
+                             "ml_bwd_proj_dw"};
+    cl_kernel *ks[NK] = {&c->gate_fwd, &c->gate, &c->gather, &c->commit, &c->accumulate, &c->project,
+                         &c->gather_proj, &c->proj_dw};
     int rc = -1;
     for (;;) {
         int *lanes = &c->lanes_of[MOELAT_BANDS];
         snprintf(defines, sizeof defines, "-D ML_GH=%d -D ML_BWD_LANES=%d", lat->gate_hidden, *lanes);
         rc = ml_cl_build(c->b, "moelat_backward.cl", src, defines, &c->prog[MOELAT_BANDS], why, whylen);
-        for (int i = 0; rc == 0 && i < 5; i++) {
+        for (int i = 0; rc == 0 && i < NK; i++) {
             *ks[i] = clCreateKernel(c->prog[MOELAT_BANDS], names[i], &e);
             if (e != CL_SUCCESS) {
                 snprintf(why, whylen, "creating kernel %s: %s", names[i], mlcl_error_name(e));
@@ -201,10 +233,10 @@ int ml_grad_cl_build(ml_grad_engine *eng, ml_grad_cl *c, const moelat_backward_c
             break;
         ML_INFO(BWD_LOG, "the gate's backward cannot run at %d lanes on this device; one work-item per cell",
                 *lanes);
-        for (int i = 0; i < 5; i++)
+        for (int i = 0; i < NK; i++)
             if (*ks[i])
                 clReleaseKernel(*ks[i]);
-        for (int i = 0; i < 5; i++)
+        for (int i = 0; i < NK; i++)
             *ks[i] = NULL;
         clReleaseProgram(c->prog[MOELAT_BANDS]);
         c->prog[MOELAT_BANDS] = NULL;
