@@ -216,6 +216,43 @@ __kernel void ml_bwd_gather_proj(__global const float *dedge0, __global const in
     Q[gid] = acc;
 }
 
+/* The same sums with one work-item per target cell, for CPU devices: the
+ * stencil walk and its bounds checks once per cell and band instead of
+ * once per value (as ml_bwd_gather_cells). The same sums in the same order. */
+__kernel void ml_bwd_gather_proj_cells(__global const float *dedge0, __global const int4 *off0, const int n0,
+                                       __global const float *dedge1, __global const int4 *off1, const int n1,
+                                       __global const float *dedge2, __global const int4 *off2, const int n2,
+                                       __global const int *pi, const int q_stride, const int X, const int Y,
+                                       const int Z, const int S, const int c0, const int n_cells, const int t0,
+                                       const int n_targets, __global float *Q) {
+    const int t = (int)get_global_id(0);
+    if (t >= n_targets)
+        return;
+    const int i = t0 + t;
+    const int x = i % X, y = (i / X) % Y, z = i / (X * Y);
+    __global float *qt = Q + (size_t)t * q_stride;
+    for (int q = 0; q < q_stride; q++)
+        qt[q] = 0.0f;
+    for (int k = 0; k < 3; k++) {
+        const int P = ML_PI_P(pi, k);
+        if (P == 0)
+            continue;
+        __global const float *dedge = k == 0 ? dedge0 : k == 1 ? dedge1 : dedge2;
+        __global const int4 *off = k == 0 ? off0 : k == 1 ? off1 : off2;
+        const int cnt = k == 0 ? n0 : k == 1 ? n1 : n2;
+        const size_t per = 2 * (size_t)S + (size_t)cnt * P;
+        __global float *dst = qt + ML_PI_Q(pi, k);
+        for (int j = 0; j < cnt; j++) {
+            const int c = ml_bwd_source(off[j], x, y, z, X, Y, Z, c0, n_cells);
+            if (c < 0)
+                continue;
+            __global const float *src = dedge + (size_t)c * per + 2 * S + (size_t)j * P;
+            for (int p = 0; p < P; p++)
+                dst[p] += src[p];
+        }
+    }
+}
+
 /* W_p's weight gradient from the chunk: sum over its targets t of
  * Q[t] (x) n_t, in target order, added to slot row 0 (ml_bwd_commit then
  * sums the slots into dw). One work-item per element of W_p's S columns. */

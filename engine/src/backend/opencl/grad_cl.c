@@ -468,7 +468,7 @@ static cl_int enqueue_chunk(moelat_grad *g, ml_grad_cl *c, int r0, int r1) {
         ARG(k, 9, c->pinfo); ARG(k, 10, q_stride); ARG(k, 11, X); ARG(k, 12, Y); ARG(k, 13, Z); ARG(k, 14, S);
         ARG(k, 15, c0); ARG(k, 16, n_cells); ARG(k, 17, t0); ARG(k, 18, n_targets); ARG(k, 19, c->Q);
         if (rc == CL_SUCCESS)
-            rc = launch(c, k, (size_t)n_targets * (size_t)q_stride, P_PROJECT);
+            rc = launch(c, k, (size_t)n_targets * (c->cpu ? 1 : (size_t)q_stride), P_PROJECT);
         k = c->proj_dw;
         ARG(k, 0, c->Q); ARG(k, 1, c->pinfo); ARG(k, 2, q_stride); ARG(k, 3, c->state); ARG(k, 4, S);
         ARG(k, 5, t0); ARG(k, 6, n_targets); ARG(k, 7, c->slot_dw);

@@ -213,8 +213,8 @@ int ml_grad_cl_build(ml_grad_engine *eng, ml_grad_cl *c, const moelat_backward_c
         return snprintf(why, whylen, "out of memory"), -1;
     enum { NK = 8 };
     const char *names[NK] = {"ml_bwd_gate_fwd", "ml_bwd_gate", c->cpu ? "ml_bwd_gather_cells" : "ml_bwd_gather",
-                             "ml_bwd_commit", "ml_bwd_accumulate", "ml_bwd_project", "ml_bwd_gather_proj",
-                             "ml_bwd_proj_dw"};
+                             "ml_bwd_commit", "ml_bwd_accumulate", "ml_bwd_project",
+                             c->cpu ? "ml_bwd_gather_proj_cells" : "ml_bwd_gather_proj", "ml_bwd_proj_dw"};
     cl_kernel *ks[NK] = {&c->gate_fwd, &c->gate, &c->gather, &c->commit, &c->accumulate, &c->project,
                          &c->gather_proj, &c->proj_dw};
     int rc = -1;
