@@ -151,6 +151,8 @@ static int allocate(ml_grad_engine *e, ml_grad_cl *c) {
         slots = (int)(budget / 2 / per_slot);
     slots = slots < 1 ? 1 : slots > max_cells ? max_cells : slots;
     c->n_slots = slots;
+    ML_INFO(BWD_LOG, "%d slots of %d work floats and %zu weight gradients: %.1f MiB", slots, c->slot_floats,
+            c->n_weights, (double)slots * (double)per_slot / 1048576.0);
 
     int ok = 1;
     size_t ns = lat->N * (size_t)S * sizeof(float), ne = (size_t)XY * (E ? E : 1) * sizeof(float);
