@@ -32,9 +32,9 @@
  * which ml_bwd_gather_proj and ml_bwd_gather turn into neighbour adjoints.
  *
  * slot_work per slot, in floats: scratch (the expert's scratch_floats),
- * neighbours (n_off x S), their adjoint (n_off x S), out, dout, dx (S each),
- * dext and zeros (E each); with ML_PROJ then nproj, dproj (n_off x P each),
- * dabs and dmean (S each). */
+ * neighbours (n_off x S), their adjoint (n_off x S; not with ML_PROJ), out,
+ * dout, dx (S each), dext and zeros (E each); with ML_PROJ then nproj, dproj
+ * (n_off x P each), dabs and dmean (S each). */
 
 #ifndef ML_BWD_FN
 #error "ML_BWD_FN (the expert's backward function) must be defined"
@@ -93,8 +93,13 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
     }
     __global float *scratch = slot_work + (size_t)slot * (size_t)slot_floats;
     __global float *nb = scratch + scratch_floats;
+#ifdef ML_PROJ /* the expert leaves dneighbours alone: no room for it */
+    __global float *dnb = 0;
+    __global float *out = nb + (size_t)n_off * S;
+#else
     __global float *dnb = nb + (size_t)n_off * S;
     __global float *out = dnb + (size_t)n_off * S;
+#endif
     __global float *dout = out + S;
     __global float *dx = dout + S;
     __global float *dext = dx + S;

@@ -138,9 +138,13 @@ static int allocate(ml_grad_engine *e, ml_grad_cl *c) {
 
     c->slot_floats = c->scratch[MOELAT_BANDS] + 3 * S + 6;
     for (int k = 0; k < MOELAT_BANDS; k++)
-        if (c->on[k])
-            c->slot_floats = max_i(c->slot_floats, c->scratch[k] + 2 * lat->stencil.count[k] * S + 3 * S + 2 * E +
-                                                       2 * lat->stencil.count[k] * c->proj_info[4 * k] + 2 * S);
+        if (c->on[k]) {
+            const int cnt = lat->stencil.count[k], P = c->proj_info[4 * k];
+            /* neighbours (and their adjoints unless projected), out, dout, dx, dext, zeros; projected:
+             * nproj, dproj, dabs, dmean */
+            c->slot_floats = max_i(c->slot_floats, c->scratch[k] + (P ? 1 : 2) * cnt * S + 3 * S + 2 * E +
+                                                       (P ? 2 * cnt * P + 2 * S : 0));
+        }
     int slots = lat->tuning.grad_slots;
     if (slots <= 0 && c->coop > 1) /* work-groups: enough to fill the device a few times over */
         slots = (int)dev->compute_units * 32;
