@@ -5,7 +5,9 @@
  * (clipping, weight decay, warm-up and cosine) and of SGD with momentum;
  * a checkpoint saved from the device optimizer (its moments read back)
  * resumes, in a new trainer on a new lattice, bitwise into the straight
- * run's weights. */
+ * run's weights. The device-resident mini-batch (dL/dW summed on the
+ * device, the backward's weights copied there) equals the host-summed one
+ * bit for bit, and refuses a non-finite sum as the host's check would. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -191,11 +193,114 @@ static void device_resume_is_bitwise(void **st) {
     free(dir);
 }
 
+/* The device-resident mini-batch (each sample's dL/dW added into the
+ * device optimizer's gradient sum, the backward's weights copied from the
+ * forward's buffers) against the host-summed one (MOELAT_HOST_GRAD_SUM=1:
+ * each sample's dL/dW read back, summed in float on the host in sample
+ * order, uploaded), both with the device optimizer: the device adds the
+ * same floats in the same order, so the weights agree bit for bit. */
+static void fit_weights(const moelat_train_params *p, const moelat_dataset *ds, int host_sum, float **w,
+                        const char *where) {
+    if (host_sum)
+        setenv("MOELAT_HOST_GRAD_SUM", "1", 1);
+    moelat_lattice *lat = lattice();
+    moelat_trainer *t = trainer(lat, p, ds);
+    moelat_status st = moelat_trainer_fit(t);
+    unsetenv("MOELAT_HOST_GRAD_SUM");
+    if (st != MOELAT_OK)
+        fail_msg("%s", moelat_trainer_last_error(t));
+    moelat_train_summary s = MOELAT_TRAIN_SUMMARY_INIT;
+    assert_int_equal(moelat_trainer_summary(t, &s), MOELAT_OK);
+    if (!strstr(s.optimizer, where))
+        fail_msg("optimizer '%s', expected '...%s...'", s.optimizer, where);
+    printf("# %s\n", s.optimizer);
+    *w = weights(lat);
+    moelat_trainer_destroy(t);
+    moelat_lattice_destroy(lat);
+}
+
+static void device_sum_equals_host_sum(void **st) {
+    (void)st;
+    moelat_dataset *ds = dataset(97);
+    moelat_train_params p;
+    adamw_params(&p);
+    p.epochs = 3;
+    float *wd, *wh;
+    fit_weights(&p, ds, 0, &wd, "device (the backward ran on the device; the mini-batch's gradient summed there)");
+    fit_weights(&p, ds, 1, &wh, "device (the backward ran on the device; gradient summed on the host");
+    moelat_lattice *fresh = lattice();
+    size_t n = moelat_weights_count(fresh), moved = 0;
+    float *w0 = weights(fresh);
+    for (size_t i = 0; i < n; i++) {
+        moved += memcmp(&wd[i], &w0[i], sizeof(float)) != 0;
+        if (memcmp(&wd[i], &wh[i], sizeof(float)) != 0)
+            fail_msg("weight %zu of %zu: summed on the device %.9g, on the host %.9g", i, n, wd[i], wh[i]);
+    }
+    assert_true(moved > n / 2);
+    printf("# %zu weights after 3 epochs of 4 mini-batches: device-resident sum = host sum bit for bit (%zu "
+           "moved)\n", n, moved);
+    free(wd);
+    free(wh);
+    free(w0);
+    moelat_lattice_destroy(fresh);
+    moelat_dataset_destroy(ds);
+}
+
+/* A loss whose dL/ds_T is huge: the float gradients overflow. */
+static moelat_status huge_loss(void *user, const float *s, size_t count, const float *tg, float *d, double *loss) {
+    (void)user;
+    (void)s;
+    (void)tg;
+    *loss = 1.0;
+    for (size_t i = 0; d && i < count; i++)
+        d[i] = 3e38f;
+    return MOELAT_OK;
+}
+
+/* A non-finite gradient summed on the device: the step refuses, naming
+ * the weight, and leaves the weights and the step counter as they were. */
+static void device_sum_refuses_nonfinite(void **st) {
+    (void)st;
+    moelat_dataset *ds = dataset(101);
+    moelat_train_params p;
+    adamw_params(&p);
+    moelat_lattice *lat = lattice();
+    moelat_trainer *t = trainer(lat, &p, ds);
+    int64_t ids[3] = {0, 1, 2};
+    assert_int_equal(moelat_trainer_batch(t, ids, 3, NULL), MOELAT_OK); /* the device optimizer open */
+    moelat_train_summary s = MOELAT_TRAIN_SUMMARY_INIT;
+    assert_int_equal(moelat_trainer_summary(t, &s), MOELAT_OK);
+    assert_non_null(strstr(s.optimizer, "summed there"));
+    moelat_trainer_destroy(t);
+    float *before = weights(lat);
+    p.loss = MOELAT_LOSS_CALLBACK;
+    p.loss_fn = huge_loss;
+    t = trainer(lat, &p, ds);
+    moelat_status got = moelat_trainer_batch(t, ids, 3, NULL);
+    const char *err = moelat_trainer_last_error(t);
+    printf("# %s\n", err);
+    assert_int_equal(got, MOELAT_ERR_NONFINITE);
+    assert_non_null(strstr(err, "the summed gradient of weight"));
+    assert_non_null(strstr(err, "summed on the device"));
+    assert_non_null(strstr(err, "nothing updated"));
+    assert_int_equal(moelat_trainer_summary(t, &s), MOELAT_OK);
+    assert_int_equal(s.optimizer_steps, 0);
+    float *after = weights(lat);
+    assert_memory_equal(before, after, moelat_weights_count(lat) * sizeof(float));
+    free(before);
+    free(after);
+    moelat_trainer_destroy(t);
+    moelat_lattice_destroy(lat);
+    moelat_dataset_destroy(ds);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(adamw_device_equals_host),
         cmocka_unit_test(sgd_device_equals_host),
         cmocka_unit_test(device_resume_is_bitwise),
+        cmocka_unit_test(device_sum_equals_host_sum),
+        cmocka_unit_test(device_sum_refuses_nonfinite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -176,6 +176,11 @@ typedef struct ml_backward_ops {
     moelat_status (*begin)(struct moelat_grad *g);
     moelat_status (*step)(struct moelat_grad *g, const double *cur, const double *g_in, double *g_out);
     moelat_status (*end)(struct moelat_grad *g);
+    /* The weight gradient that end left on the device (g->dw_on_device:
+     * added into the device optimizer's gradient sum instead of read)
+     * added into g->dweights now; the caller knows the device's buffer
+     * still holds g's (grad_engine.c's e->dw_tape). */
+    moelat_status (*read_dw)(struct moelat_grad *g);
 } ml_backward_ops;
 
 /* A backend's inspection of one chunk, stage by stage (moelat/inspect.h:
@@ -209,8 +214,13 @@ typedef struct ml_optim_ops {
     /* The moments from (write) or to the host; v unused for SGD. */
     moelat_status (*state)(void *ctx, float *m, float *v, int write);
     /* The mini-batch's gradient (n floats, the host's sum) uploaded, and
-     * its global L2 norm. */
+     * its global L2 norm; grad NULL: the sum already on the device (the
+     * device backward's, added by grad_sum's). */
     moelat_status (*norm)(void *ctx, const float *grad, double *norm);
+    /* The device's gradient sum: zeroed (dst NULL), or read into dst (n
+     * floats). The device backward adds into it when asked (grad.h's
+     * ml_grad_sum_on_device). */
+    moelat_status (*grad_sum)(void *ctx, float *dst);
     /* clip, then one update of the device's weights (current there) by s. */
     moelat_status (*update)(void *ctx, const struct ml_optim_scalars *s, float clip);
 } ml_optim_ops;

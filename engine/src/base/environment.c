@@ -7,6 +7,8 @@
 const char *ml_env_device(void) { return getenv("MOELAT_DEVICE"); }
 const char *ml_env_host_optimizer(void) { return getenv("MOELAT_HOST_OPTIMIZER"); }
 
+const char *ml_env_host_grad_sum(void) { return getenv("MOELAT_HOST_GRAD_SUM"); }
+
 const char *ml_env_plugin_path(void) { return getenv("MOELAT_PLUGIN_PATH"); }
 
 const char *ml_env_cache_dir(char *buf, size_t len) {

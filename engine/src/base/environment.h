@@ -12,6 +12,10 @@ const char *ml_env_device(void);
 /* MOELAT_HOST_OPTIMIZER: set and not "0" keeps training's optimizer on
  * the host (train_optim.c). */
 const char *ml_env_host_optimizer(void);
+/* MOELAT_HOST_GRAD_SUM: "1" (not "0"): with the device optimizer, each
+ * sample's dL/dW is read back and the mini-batch summed on the host, then
+ * uploaded (the path before the sum stayed on the device), or NULL. */
+const char *ml_env_host_grad_sum(void);
 /* MOELAT_PLUGIN_PATH: extra plugin paths, colon-separated, or NULL. */
 const char *ml_env_plugin_path(void);
 /* The kernel cache directory: $XDG_CACHE_HOME/moelat (absolute only, as

@@ -2,6 +2,7 @@
 #include "core/device_optim.h"
 
 #include "core/lattice_internal.h"
+#include "core/residency.h"
 
 static const ml_optim_ops *ops_of(const moelat_lattice *lat) {
     return lat->backend.ops ? lat->backend.ops->optim : NULL;
@@ -29,11 +30,18 @@ moelat_status ml_dev_optim_norm(moelat_lattice *lat, const float *grad, double *
     return o ? o->norm(lat->backend.ctx, grad, norm) : none(lat);
 }
 
+moelat_status ml_dev_optim_grad_sum(moelat_lattice *lat, float *dst) {
+    const ml_optim_ops *o = ops_of(lat);
+    return o ? o->grad_sum(lat->backend.ctx, dst) : none(lat);
+}
+
 moelat_status ml_dev_optim_update(moelat_lattice *lat, const ml_optim_scalars *s, float clip) {
     const ml_optim_ops *o = ops_of(lat);
     if (!o)
         return none(lat);
-    moelat_status st = MOELAT_OK;
+    moelat_status st = ml_res_weights_will_change(lat);
+    if (st != MOELAT_OK)
+        return st;
     if (lat->res.weights == ML_ON_HOST) {
         if ((st = lat->backend.ops->upload_weights(lat->backend.ctx)) != MOELAT_OK)
             return st;

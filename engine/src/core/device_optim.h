@@ -13,8 +13,11 @@ int ml_dev_optim_available(const moelat_lattice *lat);
 moelat_status ml_dev_optim_open(moelat_lattice *lat, const void *owner, int kind, int *fresh);
 /* The moments to (write = 0) or from (write = 1) the host. */
 moelat_status ml_dev_optim_state(moelat_lattice *lat, float *m, float *v, int write);
-/* The mini-batch's gradient sum uploaded and its global norm. */
+/* The mini-batch's gradient sum uploaded (grad NULL: already summed on
+ * the device) and its global norm. */
 moelat_status ml_dev_optim_norm(moelat_lattice *lat, const float *grad, double *norm);
+/* The device's gradient sum zeroed (dst NULL) or read back into dst. */
+moelat_status ml_dev_optim_grad_sum(moelat_lattice *lat, float *dst);
 /* One update on the device: the weights uploaded first when the host's
  * are newer, and only on the device after it (read back on demand). */
 moelat_status ml_dev_optim_update(moelat_lattice *lat, const ml_optim_scalars *s, float clip);

@@ -301,7 +301,9 @@ moelat_status moelat_get_outputs(moelat_lattice *lat, float *dst, size_t count) 
 moelat_status moelat_load_weights(moelat_lattice *lat, const char *path) {
     ml_param_block *blocks[MOELAT_BANDS + 1];
     int n = ml_param_blocks(lat, blocks);
-    moelat_status st = ml_params_load(path, blocks, n, lat->err, sizeof lat->err);
+    moelat_status st = ml_res_weights_will_change(lat);
+    if (st == MOELAT_OK)
+        st = ml_params_load(path, blocks, n, lat->err, sizeof lat->err);
     if (st != MOELAT_OK)
         return st;
     return ml_res_host_wrote_weights(lat);

@@ -107,6 +107,9 @@ struct moelat_lattice {
         uint64_t builds, recording_allocs;
     } grad_counts;
     void (*grad_detach)(moelat_lattice *lat, int whole);
+    /* Called before the weights change (ml_res_weights_will_change): a
+     * live recording that left its weights on the device copies them. */
+    moelat_status (*grad_weights_change)(moelat_lattice *lat);
     char device_name[256];
 
     ml_stats stats;

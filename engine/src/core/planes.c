@@ -164,6 +164,9 @@ moelat_status moelat_set_weights(moelat_lattice *lat, const float *src, size_t c
     if (count != moelat_weights_count(lat))
         return ml_fail(lat, MOELAT_ERR_INVALID, "weights buffer holds %zu floats, the lattice has %zu", count,
                        moelat_weights_count(lat));
+    moelat_status st = ml_res_weights_will_change(lat);
+    if (st != MOELAT_OK)
+        return st;
     for (int i = 0; i < n; i++) {
         memcpy(blocks[i]->data, src, blocks[i]->n_floats * sizeof(float));
         src += blocks[i]->n_floats;

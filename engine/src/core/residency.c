@@ -46,6 +46,10 @@ moelat_status ml_res_host_weights(moelat_lattice *lat) {
     return st;
 }
 
+moelat_status ml_res_weights_will_change(moelat_lattice *lat) {
+    return lat->grad_weights_change ? lat->grad_weights_change(lat) : MOELAT_OK;
+}
+
 void ml_res_device_wrote_weights(moelat_lattice *lat) {
     lat->res.weights = ML_ON_DEVICE;
     lat->weights_gen++;

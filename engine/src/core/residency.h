@@ -31,6 +31,10 @@ moelat_status ml_res_host_wrote_weights(moelat_lattice *lat);
 /* The host's copy of the weights current (read back when only the device
  * holds them: after the device optimizer). */
 moelat_status ml_res_host_weights(moelat_lattice *lat);
+/* Before anyone writes the weights (host or device): a gradient recording
+ * that took the lattice's weights lazily (only the device held them)
+ * copies them now. MOELAT_OK, or the failure with lat->err set. */
+moelat_status ml_res_weights_will_change(moelat_lattice *lat);
 /* The device optimizer wrote the weights: only the device holds them. */
 void ml_res_device_wrote_weights(moelat_lattice *lat);
 /* Before a device step: every input of it current on the device. */

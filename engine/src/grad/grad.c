@@ -128,6 +128,8 @@ static moelat_status device_forward_begin(moelat_grad *g) {
     g->fwd_held = NULL;
     moelat_status st = moelat_get_states(lat, g->fwd_tmp + g->NS, g->NS);
     if (st == MOELAT_OK && lat->weights_gen != g->w_gen) {
+        if ((st = ml_grad_host_weights(g)) != MOELAT_OK)
+            return st;
         e->lat_w_gen = lat->weights_gen;
         if ((st = moelat_get_weights(lat, e->swap, e->w_count)) == MOELAT_OK) {
             g->swapped_w = 1;
@@ -207,18 +209,39 @@ moelat_status ml_grad_forward(moelat_grad *g) {
     return MOELAT_OK;
 }
 
-/* The recording's inputs: the lattice's float32 weights, states and input
- * now, kept as they are (for device steps) and in double (for the host's). */
-static moelat_status take_inputs(moelat_grad *g) {
+moelat_status ml_grad_host_weights(moelat_grad *g) {
+    if (g->w_host)
+        return MOELAT_OK;
     moelat_lattice *lat = g->lat;
-    size_t ne = (size_t)lat->X * lat->Y * lat->E;
+    if (lat->weights_gen != g->w_gen)
+        return ml_fail(lat, MOELAT_ERR_INVALID, "the gradient recording's weights are lost: the lattice's "
+                       "changed (generation %llu, the recording's %llu) before they were copied",
+                       (unsigned long long)lat->weights_gen, (unsigned long long)g->w_gen);
     moelat_status st = moelat_get_weights(lat, g->f_w, g->w.count);
-    if (st == MOELAT_OK)
-        st = moelat_get_states(lat, g->fwd_tmp, g->NS);
     if (st != MOELAT_OK)
         return st;
     for (size_t v = 0; v < g->w.count; v++)
         g->w.flat[v] = g->f_w[v];
+    g->w_host = 1;
+    return MOELAT_OK;
+}
+
+/* The recording's inputs: the lattice's float32 weights, states and input
+ * now, kept as they are (for device steps) and in double (for the host's).
+ * Weights that only the device holds (after the device optimizer) stay
+ * there until a host use needs them (ml_grad_host_weights; the lattice
+ * calls ml_grad_engine_pin_weights before it changes them); a device sweep
+ * copies them on the device (grad_cl.c). */
+static moelat_status take_inputs(moelat_grad *g) {
+    moelat_lattice *lat = g->lat;
+    size_t ne = (size_t)lat->X * lat->Y * lat->E;
+    g->w_gen = lat->weights_gen;
+    g->w_host = 0;
+    moelat_status st = lat->res.weights == ML_ON_DEVICE ? MOELAT_OK : ml_grad_host_weights(g);
+    if (st == MOELAT_OK)
+        st = moelat_get_states(lat, g->fwd_tmp, g->NS);
+    if (st != MOELAT_OK)
+        return st;
     for (size_t v = 0; v < g->NS; v++)
         g->ckpt[v] = g->fwd_tmp[v];
     g->has_ext = lat->has_ext;
@@ -226,7 +249,6 @@ static moelat_status take_inputs(moelat_grad *g) {
         g->f_ext[v] = lat->has_ext ? lat->ext[v] : 0.0f;
         g->ext[v] = g->f_ext[v];
     }
-    g->w_gen = lat->weights_gen;
     g->ext_gen = lat->input_gen;
     return MOELAT_OK;
 }
@@ -275,6 +297,24 @@ moelat_status moelat_grad_record(moelat_lattice *lat, int steps, const moelat_gr
     return MOELAT_OK;
 }
 
+void ml_grad_sum_on_device(moelat_grad *g, int on) { g->sum_on_device = on; }
+int ml_grad_summed_on_device(const moelat_grad *g) { return g->dw_on_device; }
+
+moelat_status ml_grad_host_dweights(moelat_grad *g) {
+    if (!g->dw_on_device)
+        return MOELAT_OK;
+    ml_grad_engine *e = g->eng;
+    moelat_status st = e->dev && e->dw_tape == g && e->dev_ops->read_dw
+                           ? e->dev_ops->read_dw(g)
+                           : ml_fail(g->lat, MOELAT_ERR_DEVICE, "dL/dW of this recording was left on the device, "
+                                     "which no longer holds it");
+    if (st != MOELAT_OK)
+        return st;
+    g->dw_on_device = 0;
+    e->dw_tape = NULL;
+    return MOELAT_OK;
+}
+
 int moelat_grad_steps(const moelat_grad *g) { return g ? g->steps : 0; }
 const char *moelat_grad_path(const moelat_grad *g) { return g ? g->path : ""; }
 void moelat_grad_chunks(const moelat_grad *g, long *device, long *host, const char **last_fallback) {
@@ -303,6 +343,14 @@ static moelat_status sweep(moelat_grad *g, const double *dstate) {
     g->reversed = 0;
     g->chunks_device = g->chunks_host = 0;
     moelat_status st = MOELAT_OK;
+    ml_grad_engine *e = g->eng;
+    if (e->dw_tape == g) { /* this sweep replaces it */
+        e->dw_tape = NULL;
+        g->dw_on_device = 0;
+    } else if (e->dw_tape && (st = ml_grad_host_dweights(e->dw_tape)) != MOELAT_OK) {
+        return st; /* another recording's, which this sweep would overwrite */
+    }
+    g->dw_on_device = 0;
     if (g->on_device && (st = ops->begin(g)) != MOELAT_OK) {
         snprintf(g->fallback, sizeof g->fallback, "%.250s", lat->err);
         snprintf(g->eng->dev_why, sizeof g->eng->dev_why, "host (after a device failure: %.300s)", g->fallback);
@@ -337,6 +385,8 @@ static moelat_status sweep(moelat_grad *g, const double *dstate) {
         snprintf(g->fallback, sizeof g->fallback, "%.250s", lat->err);
         return MOELAT_ERR_DEVICE;
     }
+    if (g->dw_on_device)
+        e->dw_tape = g;
     g->reversed = 1;
     return MOELAT_OK;
 }

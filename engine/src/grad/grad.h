@@ -75,6 +75,8 @@ typedef struct ml_grad_engine {
     int lat_has_ext;
     struct moelat_grad *tapes;/* live recordings, linked through next */
     struct moelat_grad *spare;/* a destroyed recording kept for the next one */
+    struct moelat_grad *dw_tape; /* the live recording whose dL/dW only the device half holds (its
+                                    dw_on_device), read back before another sweep or a close */
 } ml_grad_engine;
 
 /* One recording (a tape): the run's own inputs, its checkpointed states,
@@ -103,6 +105,11 @@ struct moelat_grad {
     double *dext;
     int recorded, reversed;
     int on_device;            /* this recording's steps run on the engine's device */
+    int w_host;               /* w.flat and f_w hold the recording's weights (else only the lattice's
+                                 device does, generation w_gen: ml_grad_host_weights reads them) */
+    int sum_on_device;        /* the trainer's request: a device sweep's dL/dW goes into the device
+                                 optimizer's gradient sum (ml_grad_sum_on_device) */
+    int dw_on_device;         /* it went there: dweights lacks it until ml_grad_host_dweights */
     char path[384];           /* where the backward runs, and why */
     long chunks_device, chunks_host; /* backward chunk-steps of the last sweep, by place */
     char fallback[256];       /* the last reason a chunk moved to the host */
@@ -113,6 +120,24 @@ struct moelat_grad {
     const double *fwd_held;   /* the recorded state the lattice holds now, or NULL */
     int swapped_w, swapped_ext; /* the recording's weights / input are swapped into the lattice */
 };
+
+/* The recording's weights in w.flat and f_w, read from the lattice (back
+ * from the device, where only it holds them) when the recording did not
+ * take them: every host use of them (float64 steps, host chunks, an upload)
+ * calls this first. MOELAT_OK, or why not with lat->err set. */
+moelat_status ml_grad_host_weights(moelat_grad *g);
+/* A live recording that took no weights takes them now, before the
+ * lattice's change (installed as lat->grad_weights_change). */
+moelat_status ml_grad_engine_pin_weights(moelat_lattice *lat);
+/* on: the next device sweeps of g add dL/dW into the lattice's device
+ * optimizer's gradient sum (open, this trainer's) instead of reading it
+ * back; afterwards ml_grad_summed_on_device(g) says whether the last one
+ * did (a host sweep or host chunks read it back as before). */
+void ml_grad_sum_on_device(moelat_grad *g, int on);
+int ml_grad_summed_on_device(const moelat_grad *g);
+/* g->dweights complete: dL/dW read back from the device when the last
+ * sweep left it there. */
+moelat_status ml_grad_host_dweights(moelat_grad *g);
 
 /* Drops the engine's device half (whole = 0: the backend is closing) or
  * the whole engine, orphaning its live recordings (whole = 1: the lattice

@@ -118,6 +118,15 @@ void ml_grad_engine_detach(moelat_lattice *lat, int whole) {
     ml_grad_engine *e = lat->grad;
     if (!e)
         return;
+    if (e->dw_tape && !whole && ml_grad_host_dweights(e->dw_tape) != MOELAT_OK) {
+        ML_WARN("grad", "closing the device backward: a recording's dL/dW could not be read back (%s); its "
+                "gradients are withdrawn", lat->err);
+        e->dw_tape->reversed = 0;
+    }
+    if (e->dw_tape) {
+        e->dw_tape->dw_on_device = 0;
+        e->dw_tape = NULL;
+    }
     if (e->dev && e->dev_ops)
         e->dev_ops->close(e);
     e->dev = NULL;
@@ -137,6 +146,18 @@ void ml_grad_engine_detach(moelat_lattice *lat, int whole) {
     engine_free(e);
     lat->grad = NULL;
     lat->grad_detach = NULL;
+    lat->grad_weights_change = NULL;
+}
+
+moelat_status ml_grad_engine_pin_weights(moelat_lattice *lat) {
+    ml_grad_engine *e = lat->grad;
+    for (moelat_grad *g = e ? e->tapes : NULL; g; g = g->next)
+        if (!g->w_host && g->w_gen == lat->weights_gen) {
+            moelat_status st = ml_grad_host_weights(g);
+            if (st != MOELAT_OK)
+                return st;
+        }
+    return MOELAT_OK;
 }
 
 moelat_status ml_grad_engine_get(moelat_lattice *lat, ml_grad_engine **out) {
@@ -173,6 +194,7 @@ moelat_status ml_grad_engine_get(moelat_lattice *lat, ml_grad_engine **out) {
     lat->grad_counts.builds++;
     lat->grad = e;
     lat->grad_detach = ml_grad_engine_detach;
+    lat->grad_weights_change = ml_grad_engine_pin_weights;
     *out = e;
     return MOELAT_OK;
 }
@@ -269,6 +291,7 @@ moelat_status ml_grad_tape_get(ml_grad_engine *e, int steps, int every, moelat_g
     g->fallback[0] = g->err[0] = '\0';
     g->fwd_held = NULL;
     g->swapped_w = g->swapped_ext = 0;
+    g->w_host = g->sum_on_device = g->dw_on_device = 0;
     g->next = e->tapes;
     e->tapes = g;
     *out = g;
@@ -284,6 +307,9 @@ void moelat_grad_destroy(moelat_grad *g) {
         return;
     }
     unlink_tape(e, g);
+    if (e->dw_tape == g)
+        e->dw_tape = NULL;
+    g->dw_on_device = 0;
     if (e->spare)
         tape_free(e->spare);
     e->spare = g; /* the next recording of the same length reuses it */

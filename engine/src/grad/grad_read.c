@@ -16,6 +16,8 @@ static moelat_status check(moelat_grad *g, const void *dst, size_t count, size_t
     if (need_backward && !g->reversed)
         return ml_fail(g->lat, MOELAT_ERR_INVALID, "%s: no gradients yet (call moelat_grad_backward first)",
                        what);
+    if (need_backward == 2) /* dL/dW, which a trainer's sweep may have left on the device */
+        return ml_grad_host_dweights(g);
     if (!need_backward && !g->recorded)
         return ml_fail(g->lat, MOELAT_ERR_INVALID, "%s: no recorded run", what);
     return MOELAT_OK;
@@ -42,7 +44,7 @@ static void to_float(float *dst, const double *src, size_t n) {
 
 #define EXT_COUNT ((size_t)g->lat->X * g->lat->Y * g->lat->E)
 READERS(moelat_grad_final_states, "s_T", g->final, g->NS, 0)
-READERS(moelat_grad_weights, "dL/dW", g->dweights, g->w.count, 1)
+READERS(moelat_grad_weights, "dL/dW", g->dweights, g->w.count, 2)
 READERS(moelat_grad_states, "dL/ds_0", g->g, g->NS, 1)
 READERS(moelat_grad_input, "dL/d input", g->dext, EXT_COUNT, 1)
 
@@ -60,7 +62,7 @@ moelat_status moelat_grad_tensor(moelat_grad *g, const char *name, float *dst, s
             for (int t = 0; t < blocks[b]->n_tensors; t++)
                 if (strcmp(name + plen, blocks[b]->specs[t].suffix) == 0) {
                     size_t numel = ml_spec_numel(&blocks[b]->specs[t]);
-                    moelat_status st = check(g, dst, count, numel, name, 1);
+                    moelat_status st = check(g, dst, count, numel, name, 2);
                     if (st == MOELAT_OK)
                         to_float(dst, g->dweights + base + blocks[b]->offsets[t], numel);
                     return st;
@@ -77,6 +79,9 @@ moelat_status moelat_grad_save_weights(moelat_grad *g, const char *path) {
         return ml_fail(g->lat, MOELAT_ERR_INVALID, "no file name given for the weight gradients");
     if (!g->reversed)
         return ml_fail(g->lat, MOELAT_ERR_INVALID, "%s: no gradients yet (call moelat_grad_backward first)", path);
+    moelat_status got = ml_grad_host_dweights(g);
+    if (got != MOELAT_OK)
+        return got;
     /* Blocks that share the weights' names and shapes, holding dL/dW. */
     ml_param_block *blocks[MOELAT_BANDS + 1], copy[MOELAT_BANDS + 1], *cp[MOELAT_BANDS + 1];
     int n = ml_param_blocks(g->lat, blocks);

@@ -189,6 +189,9 @@ static void fwd_row(void *vctx, int r, int worker) {
 
 moelat_status ml_grad_step_f64(moelat_grad *g, const double *cur, double *next, int step) {
     moelat_lattice *lat = g->lat;
+    moelat_status wst = ml_grad_host_weights(g);
+    if (wst != MOELAT_OK)
+        return wst;
     int rows = lat->Y * lat->Z;
     size_t *fail = malloc((size_t)rows * sizeof *fail);
     int *band = calloc((size_t)rows, sizeof *band);
@@ -290,6 +293,9 @@ static void bwd_block(void *vctx, int b, int worker) {
 moelat_status ml_grad_step_bwd_rows(moelat_grad *g, const double *cur, const double *g_in, int row0, int row1,
                                     double *dstate) {
     moelat_lattice *lat = g->lat;
+    moelat_status wst = ml_grad_host_weights(g); /* a host chunk of a device sweep, or a host sweep */
+    if (wst != MOELAT_OK)
+        return wst;
     int *failed = calloc((size_t)g->eng->n_blocks, sizeof *failed);
     if (!failed)
         return ml_fail(lat, MOELAT_ERR_NOMEM, "out of memory");

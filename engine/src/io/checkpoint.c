@@ -531,6 +531,9 @@ static moelat_status check_weights_file(moelat_lattice *lat, const char *dir,
 
 /* Loads the checkpoint's weights; on any failure the old ones are put back. */
 static moelat_status load_weights(moelat_lattice *lat, const char *dir, const ckpt_manifest *m) {
+    moelat_status pinned = ml_res_weights_will_change(lat);
+    if (pinned != MOELAT_OK)
+        return pinned;
     ml_param_block *blocks[MOELAT_BANDS + 1];
     int nb = ml_param_blocks(lat, blocks);
     size_t total = 0;

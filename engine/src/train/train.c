@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "base/file_util.h"
+#include "grad/grad.h"
 #include "train/train_ckpt.h"
 #include "train/train_internal.h"
 
@@ -312,8 +313,9 @@ static moelat_status record(moelat_trainer *t) {
     return MOELAT_OK;
 }
 
-/* Runs sample b: *loss, and with grad dL/dW in t->g. */
-static moelat_status run_sample(moelat_trainer *t, int64_t b, int grad, double *loss) {
+/* Runs sample b: *loss, and with grad dL/dW in t->g, or (*summed = 1)
+ * added into the device optimizer's gradient sum. */
+static moelat_status run_sample(moelat_trainer *t, int64_t b, int grad, double *loss, int *summed) {
     moelat_lattice *lat = t->lat;
     size_t ns = t->N * t->S, face_cells = t->face / t->S;
     if (moelat_set_states(lat, t->states0, ns) != MOELAT_OK ||
@@ -322,6 +324,7 @@ static moelat_status run_sample(moelat_trainer *t, int64_t b, int grad, double *
     int face_loss = t->p.loss == MOELAT_LOSS_OUTPUT_FACE_MSE;
     const float *s;
     moelat_status st;
+    *summed = 0;
     if (grad) {
         if ((st = record(t)) != MOELAT_OK)
             return st;
@@ -365,11 +368,23 @@ static moelat_status run_sample(moelat_trainer *t, int64_t b, int grad, double *
         for (size_t i = 0; i < count; i++)
             d[i] = (float)(2.0 * ((double)s[i] - tg[i]) / (double)count);
     }
+    int dev_sum = ml_train_sum_on_device(t, &st);
+    if (st != MOELAT_OK)
+        return st;
+    ml_grad_sum_on_device(t->rec, dev_sum);
     st = moelat_grad_backward(t->rec, t->dstates, ns);
+    snprintf(t->rec_path, sizeof t->rec_path, "%s", moelat_grad_path(t->rec));
+    if (st == MOELAT_OK && ml_grad_summed_on_device(t->rec)) {
+        /* dL/dW went into the device optimizer's sum; its norm, read
+         * before the step, reveals a non-finite value (train_optim.c). */
+        t->sum_where = ML_SUM_DEVICE;
+        *summed = 1;
+        return MOELAT_OK;
+    }
     if (st == MOELAT_OK)
         st = moelat_grad_weights(t->rec, t->g, t->n_weights);
-    /* The recording lives until the next one starts (record) or the
-     * trainer is destroyed. */
+    /* The recording lives until the next one starts (record), its
+     * mini-batch's optimizer step, or the trainer is destroyed. */
     if (st != MOELAT_OK)
         return ml_train_fail(t, st, "%s", moelat_last_error(lat));
     for (size_t k = 0; k < t->n_weights; k++)
@@ -407,24 +422,37 @@ static moelat_status reduce_ranks(moelat_trainer *t, moelat_status mine, double 
  * them, then over the ranks), one optimizer step. */
 static moelat_status run_batch(moelat_trainer *t, const int64_t *ids, size_t n, double *mean_loss) {
     memset(t->gsum, 0, t->n_weights * sizeof(float));
+    t->sum_where = ML_SUM_NONE;
+    t->batch_first = ids[0];
     double sum = 0;
     moelat_status st = MOELAT_OK;
     int ranks = t->p.ranks > 1 ? t->p.ranks : 1;
     size_t i0 = n * (size_t)t->p.rank / (size_t)ranks, i1 = n * ((size_t)t->p.rank + 1) / (size_t)ranks;
     for (size_t i = i0; i < i1 && st == MOELAT_OK; i++) {
         double l;
-        if ((st = run_sample(t, ids[i], 1, &l)) != MOELAT_OK)
+        int summed = 0;
+        if ((st = run_sample(t, ids[i], 1, &l, &summed)) != MOELAT_OK)
             break;
         sum += l;
+        if (summed)
+            continue;
+        /* A gradient on the host: the sum comes to the host (the device's
+         * part first, so that the order of the float additions stays). */
+        if ((st = ml_train_host_sum(t)) != MOELAT_OK)
+            break;
         for (size_t k = 0; k < t->n_weights; k++)
             t->gsum[k] += t->g[k];
     }
     if (ranks > 1)
         st = reduce_ranks(t, st, &sum);
+    /* The recording is done with: gone before the step, so that the
+     * weights it left on the device need no copy when they change. */
+    moelat_grad_destroy(t->rec);
+    t->rec = NULL;
     if (st != MOELAT_OK)
         return st;
     *mean_loss = sum / (double)n;
-    for (size_t k = 0; k < t->n_weights; k++)
+    for (size_t k = 0; t->sum_where != ML_SUM_DEVICE && k < t->n_weights; k++)
         if (!isfinite(t->gsum[k]))
             return ml_train_fail(t, MOELAT_ERR_NONFINITE,
                                  "samples %lld.. of the batch: the summed gradient of weight %zu is %g",
@@ -467,7 +495,8 @@ static moelat_status evaluate(moelat_trainer *t, const int64_t *ids, size_t n, d
     double sum = 0;
     for (size_t i = 0; i < count; i++) {
         double l;
-        moelat_status st = run_sample(t, ids ? ids[i] : t->n_train + (int64_t)i, 0, &l);
+        int summed;
+        moelat_status st = run_sample(t, ids ? ids[i] : t->n_train + (int64_t)i, 0, &l, &summed);
         if (st != MOELAT_OK)
             return st;
         sum += l;

@@ -56,11 +56,26 @@ struct moelat_trainer {
     /* Where the optimizer's moments are newest: the host's t->opt, or the
      * lattice's device optimizer (train_optim.c). */
     int moments;                    /* ml_train_moments */
+    /* Where this mini-batch's gradient sum is: nowhere yet, t->gsum, or
+     * the device optimizer's gradient buffer (each sample's device
+     * backward added its dL/dW there: train_optim.c). */
+    int sum_where;                  /* ml_train_sum */
+    int64_t batch_first;            /* the mini-batch's first sample, for messages */
+    char rec_path[384];             /* where the mini-batch's last backward ran */
     char optimizer[256];            /* where the last step ran and why */
     char err[2048];
 };
 
 enum ml_train_moments { ML_MOMENTS_HOST = 0, ML_MOMENTS_DEVICE = 1, ML_MOMENTS_BOTH = 2 };
+enum ml_train_sum { ML_SUM_NONE = 0, ML_SUM_HOST = 1, ML_SUM_DEVICE = 2 };
+
+/* Before sample rec's backward: 1 when its dL/dW should go into the device
+ * optimizer's gradient sum (opened, and zeroed for the mini-batch's first
+ * such sample), 0 when it comes to the host; *st a failure. */
+int ml_train_sum_on_device(moelat_trainer *t, moelat_status *st);
+/* The device's gradient sum brought into t->gsum (sum_where becomes
+ * ML_SUM_HOST), before a sample summed on the host or a host step. */
+moelat_status ml_train_host_sum(moelat_trainer *t);
 
 /* One optimizer step of t->gsum on t->lat's weights, on the device or the
  * host (train_optim.c), which it logs when that changes. */

@@ -19,28 +19,46 @@
 #include "base/environment.h"
 #include "base/log.h"
 #include "core/device_optim.h"
+#include "grad/grad.h"
 #include "train/optim_step.h"
 #include "train/train_internal.h"
 
 /* Where this step runs: 1 on the device; why in t->optimizer, logged
  * when it changes. */
-static int choose(moelat_trainer *t) {
+/* Why the host runs the step whatever the backward does, or NULL. */
+static const char *host_policy(const moelat_trainer *t, char *why, size_t len) {
     const char *env = ml_env_host_optimizer();
-    const char *path = t->rec ? moelat_grad_path(t->rec) : "";
+    if (t->p.host_optimizer)
+        snprintf(why, len, "host (train parameter host_optimizer)");
+    else if (env && *env && strcmp(env, "0") != 0)
+        snprintf(why, len, "host (MOELAT_HOST_OPTIMIZER=%.100s)", env);
+    else if (t->p.ranks > 1)
+        snprintf(why, len, "host (%d ranks: their gradient sum is the host's)", t->p.ranks);
+    else
+        return NULL;
+    return why;
+}
+
+static int env_host_sum(void) {
+    const char *env = ml_env_host_grad_sum();
+    return env && *env && strcmp(env, "0") != 0;
+}
+
+static int choose(moelat_trainer *t) {
+    const char *path = t->rec_path;
     char why[sizeof t->optimizer];
     int dev = 0;
-    if (t->p.host_optimizer)
-        snprintf(why, sizeof why, "host (train parameter host_optimizer)");
-    else if (env && *env && strcmp(env, "0") != 0)
-        snprintf(why, sizeof why, "host (MOELAT_HOST_OPTIMIZER=%.100s)", env);
-    else if (t->p.ranks > 1)
-        snprintf(why, sizeof why, "host (%d ranks: their gradient sum is the host's)", t->p.ranks);
+    if (host_policy(t, why, sizeof why))
+        ;
     else if (strncmp(path, "device", 6) != 0)
         snprintf(why, sizeof why, "host (the backward ran on the host)");
     else if (!ml_dev_optim_available(t->lat))
         snprintf(why, sizeof why, "host (the lattice's device has no optimizer)");
     else
-        dev = snprintf(why, sizeof why, "device (the backward ran on the device)") > 0;
+        dev = snprintf(why, sizeof why, "device (the backward ran on the device; %s)",
+                       t->sum_where == ML_SUM_DEVICE ? "the mini-batch's gradient summed there"
+                       : env_host_sum()              ? "gradient summed on the host: MOELAT_HOST_GRAD_SUM"
+                                                     : "gradient summed on the host") > 0;
     if (strcmp(why, t->optimizer) != 0) {
         ML_INFO("train", "optimizer step %llu on the %s", (unsigned long long)moelat_optimizer_steps(t->opt) + 1,
                 why);
@@ -77,7 +95,9 @@ static moelat_status host_step(moelat_trainer *t) {
     return MOELAT_OK;
 }
 
-static moelat_status device_step(moelat_trainer *t) {
+/* The device optimizer open for t, with t's moments there. Its buffers
+ * are t->w and t->g's size; t->g is free here (between samples). */
+static moelat_status device_open(moelat_trainer *t) {
     moelat_lattice *lat = t->lat;
     int fresh = 0;
     moelat_status st = ml_dev_optim_open(lat, t, t->opt_cfg.kind, &fresh);
@@ -91,11 +111,62 @@ static moelat_status device_step(moelat_trainer *t) {
         if (st == MOELAT_OK)
             t->moments = ML_MOMENTS_BOTH;
     }
-    double norm = 0;
-    if (st == MOELAT_OK)
-        st = ml_dev_optim_norm(lat, t->gsum, &norm);
+    return st != MOELAT_OK ? ml_train_fail(t, st, "%s", moelat_last_error(lat)) : MOELAT_OK;
+}
+
+int ml_train_sum_on_device(moelat_trainer *t, moelat_status *st) {
+    char why[256];
+    *st = MOELAT_OK;
+    if (t->sum_where == ML_SUM_HOST || host_policy(t, why, sizeof why) || env_host_sum() ||
+        strncmp(moelat_grad_path(t->rec), "device", 6) != 0 || !ml_dev_optim_available(t->lat))
+        return 0;
+    if (t->sum_where == ML_SUM_DEVICE)
+        return 1;
+    /* The mini-batch's first sample summed there: the sum starts at 0. */
+    if ((*st = device_open(t)) != MOELAT_OK)
+        return 0;
+    if ((*st = ml_dev_optim_grad_sum(t->lat, NULL)) != MOELAT_OK) {
+        ml_train_fail(t, *st, "%s", moelat_last_error(t->lat));
+        return 0;
+    }
+    return 1;
+}
+
+moelat_status ml_train_host_sum(moelat_trainer *t) {
+    if (t->sum_where == ML_SUM_DEVICE) {
+        moelat_status st = ml_dev_optim_grad_sum(t->lat, t->gsum);
+        if (st != MOELAT_OK)
+            return ml_train_fail(t, st, "%s", moelat_last_error(t->lat));
+    }
+    t->sum_where = ML_SUM_HOST;
+    return MOELAT_OK;
+}
+
+/* A non-finite norm of the sum the device made: the first weight whose
+ * summed gradient is not finite, as the host's check names it. */
+static moelat_status refuse_device_sum(moelat_trainer *t, double norm) {
+    unsigned long long step = (unsigned long long)moelat_optimizer_steps(t->opt) + 1;
+    moelat_status st = ml_dev_optim_grad_sum(t->lat, t->gsum);
+    for (size_t k = 0; st == MOELAT_OK && k < t->n_weights; k++)
+        if (!isfinite(t->gsum[k]))
+            return ml_train_fail(t, MOELAT_ERR_NONFINITE, "samples %lld.. of the batch: the summed gradient of "
+                                 "weight %zu is %g (summed on the device; its norm is %g at step %llu); nothing "
+                                 "updated", (long long)t->batch_first, k, t->gsum[k], norm, step);
+    return ml_train_fail(t, MOELAT_ERR_NONFINITE, "samples %lld.. of the batch: the gradient's norm is %g at step "
+                         "%llu (summed on the device); nothing updated", (long long)t->batch_first, norm, step);
+}
+
+static moelat_status device_step(moelat_trainer *t) {
+    moelat_lattice *lat = t->lat;
+    moelat_status st = device_open(t);
     if (st != MOELAT_OK)
+        return st;
+    double norm = 0;
+    int on_device = t->sum_where == ML_SUM_DEVICE;
+    if ((st = ml_dev_optim_norm(lat, on_device ? NULL : t->gsum, &norm)) != MOELAT_OK)
         return ml_train_fail(t, st, "%s", moelat_last_error(lat));
+    if (!isfinite(norm) && on_device)
+        return refuse_device_sum(t, norm);
     if (!isfinite(norm))
         return ml_train_fail(t, MOELAT_ERR_NONFINITE, "optimizer: the gradient's norm is %g at step %llu; nothing "
                              "updated", norm, (unsigned long long)moelat_optimizer_steps(t->opt) + 1);
@@ -109,5 +180,8 @@ static moelat_status device_step(moelat_trainer *t) {
 }
 
 moelat_status ml_train_optimizer_step(moelat_trainer *t) {
-    return choose(t) ? device_step(t) : host_step(t);
+    if (choose(t))
+        return device_step(t);
+    moelat_status st = ml_train_host_sum(t); /* a sum the device made, for the host's step */
+    return st == MOELAT_OK ? host_step(t) : st;
 }

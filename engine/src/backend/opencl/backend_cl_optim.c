@@ -43,6 +43,7 @@ moelat_status ml_cl_sync_weights(void *ctx) {
     cl_mem buf[MOELAT_BANDS + 1];
     const ml_param_block *blk[MOELAT_BANDS + 1];
     cl_int rc = CL_SUCCESS;
+    ML_DEBUG("train", "reading the device optimizer's weights back (%zu floats)", weights_count(b));
     for (int k = 0, nb = blocks_of(b, buf, blk); k < nb && rc == CL_SUCCESS; k++)
         if (blk[k]->n_floats)
             rc = clEnqueueReadBuffer(b->ctx.queues[0], buf[k], CL_TRUE, 0, blk[k]->n_floats * sizeof(float),
@@ -75,10 +76,20 @@ static moelat_status cl_state(void *ctx, float *m, float *v, int write) {
 
 static moelat_status cl_norm(void *ctx, const float *grad, double *norm) {
     ml_cl_backend *b = ctx;
-    cl_int rc = ml_optim_cl_write(b->optim, ML_OPT_G, grad);
+    cl_int rc = grad ? ml_optim_cl_write(b->optim, ML_OPT_G, grad) : CL_SUCCESS;
     if (rc != CL_SUCCESS)
         return ml_cl_check(b, rc, "uploading the mini-batch's gradient");
     return ml_cl_check(b, ml_optim_cl_norm(b->optim, norm), "the gradient's norm on the device");
+}
+
+static moelat_status cl_grad_sum(void *ctx, float *dst) {
+    ml_cl_backend *b = ctx;
+    if (!b->optim)
+        return ml_view_fail(b->v, MOELAT_ERR_DEVICE, "the device optimizer is not open on %s", b->ctx.info.name);
+    if (dst)
+        return ml_cl_check(b, ml_optim_cl_read(b->optim, ML_OPT_G, dst),
+                           "reading the device's mini-batch gradient sum back");
+    return ml_cl_check(b, ml_optim_cl_zero_grad(b->optim), "zeroing the device's mini-batch gradient sum");
 }
 
 /* The forward's parameter buffers into the optimizer's range (to = 1) or
@@ -115,5 +126,6 @@ const ml_optim_ops ml_cl_optim_ops = {
     .open = cl_open,
     .state = cl_state,
     .norm = cl_norm,
+    .grad_sum = cl_grad_sum,
     .update = cl_update,
 };

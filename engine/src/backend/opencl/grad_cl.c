@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "backend/opencl/grad_cl.h"
+#include "backend/opencl/optim_cl.h"
 #include "base/log.h"
 #include "core/gate.h"
 
@@ -363,11 +364,58 @@ static cl_int write_doubles(ml_grad_cl *c, cl_mem m, const double *src, size_t n
     return clEnqueueWriteBuffer(c->q, m, CL_TRUE, 0, n * sizeof(float), c->tmp, 0, NULL, NULL);
 }
 
+/* The recording's weights into c->weights from the forward's parameter
+ * buffers (the view's blocks in flat order: each expert's, then the
+ * gate's), without the host, when the device holds them: the lattice's
+ * weights current there (after the device optimizer only there) and still
+ * the recording's (same generation). *copied = 0 otherwise (the host's
+ * copy goes up instead). */
+static cl_int device_weights(ml_grad_cl *c, moelat_grad *g, int *copied) {
+    moelat_lattice *lat = g->lat;
+    ml_cl_backend *b = c->b;
+    *copied = 0;
+    if (lat->res.weights == ML_ON_HOST || lat->weights_gen != g->w_gen || lat->backend.ctx != (void *)b)
+        return CL_SUCCESS;
+    cl_mem buf[MOELAT_BANDS + 1];
+    const ml_param_block *blk[MOELAT_BANDS + 1];
+    size_t total = 0;
+    for (int k = 0; k <= MOELAT_BANDS; k++) {
+        buf[k] = k < MOELAT_BANDS ? b->params[k] : b->gate;
+        blk[k] = k < MOELAT_BANDS ? b->v->expert[k].params : b->v->gate;
+        if (!blk[k] || (blk[k]->n_floats && !buf[k]))
+            return CL_SUCCESS; /* a block the device does not hold */
+        total += blk[k]->n_floats;
+    }
+    if (total != c->n_weights)
+        return CL_SUCCESS;
+    cl_int rc = CL_SUCCESS;
+    size_t at = 0;
+    for (int k = 0; k <= MOELAT_BANDS && rc == CL_SUCCESS; k++) {
+        size_t bytes = blk[k]->n_floats * sizeof(float);
+        if (bytes)
+            rc = clEnqueueCopyBuffer(c->q, buf[k], c->weights, 0, at, bytes, 0, NULL, NULL);
+        at += bytes;
+    }
+    *copied = rc == CL_SUCCESS;
+    return rc;
+}
+
 static moelat_status cl_begin(moelat_grad *g) {
     ml_grad_cl *c = g->eng->dev;
     moelat_lattice *lat = g->lat;
     size_t ne = (size_t)lat->X * lat->Y * lat->E;
-    cl_int rc = write_doubles(c, c->weights, g->w.flat, c->n_weights);
+    int copied = 0;
+    cl_int rc = device_weights(c, g, &copied);
+    if (rc != CL_SUCCESS)
+        return ml_cl_check(c->b, rc, "copying the weights from the forward's buffers into the device backward's");
+    moelat_status st = copied ? MOELAT_OK : ml_grad_host_weights(g);
+    if (st != MOELAT_OK)
+        return st;
+    c->sweep_copied = copied;
+    c->weights_copied += copied;
+    c->weights_uploaded += !copied;
+    if (!copied)
+        rc = write_doubles(c, c->weights, g->w.flat, c->n_weights);
     if (rc == CL_SUCCESS && ne)
         rc = write_doubles(c, c->ext, g->ext, ne);
     if (rc == CL_SUCCESS) /* dL/ds_T: from here on the adjoint lives in c->gin */
@@ -619,10 +667,18 @@ static moelat_status cl_end(moelat_grad *g) {
     if (rc == CL_SUCCESS)
         for (size_t v = 0; v < g->NS; v++)
             g->g[v] = c->tmp[v];
-    if (rc == CL_SUCCESS)
-        rc = clEnqueueReadBuffer(c->q, c->dw, CL_TRUE, 0, c->n_weights * sizeof(float), c->tmp, 0, NULL, NULL);
     if (rc == CL_SUCCESS && ne)
         rc = clEnqueueReadBuffer(c->q, c->dext, CL_TRUE, 0, ne * sizeof(float), ext, 0, NULL, NULL);
+    /* dL/dW: into the device optimizer's gradient sum when the trainer
+     * asked and the whole sweep ran here (host chunks' parts are in
+     * g->dweights), else read back. Last, so that a failure before it
+     * (the sweep redone on the host) has added nothing. */
+    ml_optim_cl *o = c->b->optim;
+    int keep = g->sum_on_device && g->chunks_host == 0 && o && o->n == c->n_weights;
+    if (rc == CL_SUCCESS && keep)
+        rc = ml_optim_cl_add_grad(o, c->dw);
+    else if (rc == CL_SUCCESS)
+        rc = clEnqueueReadBuffer(c->q, c->dw, CL_TRUE, 0, c->n_weights * sizeof(float), c->tmp, 0, NULL, NULL);
     if (rc == CL_SUCCESS)
         log_profile(c);
     if (rc != CL_SUCCESS) {
@@ -631,10 +687,28 @@ static moelat_status cl_end(moelat_grad *g) {
         return ml_fail(lat, MOELAT_ERR_DEVICE, "reading the device backward's gradients failed: %s",
                        mlcl_error_name(rc));
     }
-    for (size_t v = 0; v < c->n_weights; v++)
+    g->dw_on_device = keep;
+    c->dw_summed += keep;
+    c->dw_read += !keep;
+    ML_DEBUG(BWD_LOG, "sweep's end: weights %s, dL/dW %s (so far: weights copied on the device %lu, uploaded "
+             "%lu; dL/dW summed on the device %lu, read back %lu)", c->sweep_copied ? "copied on the device" : "uploaded", keep ? "summed on the device"
+             : "read back", c->weights_copied, c->weights_uploaded, c->dw_summed, c->dw_read);
+    for (size_t v = 0; !keep && v < c->n_weights; v++)
         g->dweights[v] += c->tmp[v];
     for (size_t v = 0; v < ne; v++)
         g->dext[v] += ext[v];
+    return MOELAT_OK;
+}
+
+/* dL/dW left on the device by cl_end, read when asked after all. */
+static moelat_status cl_read_dw(moelat_grad *g) {
+    ml_grad_cl *c = g->eng->dev;
+    cl_int rc = clEnqueueReadBuffer(c->q, c->dw, CL_TRUE, 0, c->n_weights * sizeof(float), c->tmp, 0, NULL, NULL);
+    if (rc != CL_SUCCESS)
+        return ml_cl_check(c->b, rc, "reading the device backward's weight gradient back");
+    for (size_t v = 0; v < c->n_weights; v++)
+        g->dweights[v] += c->tmp[v];
+    c->dw_read++;
     return MOELAT_OK;
 }
 
@@ -644,4 +718,5 @@ const ml_backward_ops ml_backward_cl_ops = {
     .begin = cl_begin,
     .step = cl_step,
     .end = cl_end,
+    .read_dw = cl_read_dw,
 };

@@ -44,6 +44,11 @@ typedef struct ml_grad_cl {
     float *tmp;     /* N x S, or the weights when larger */
     double *hostacc;/* N x S: the host chunks' part of a step */
     int *host_chunks; /* n_chunks: a step's chunks for the host */
+    /* Sweeps whose weights came from the forward's buffers / the host, and
+     * whose dL/dW went into the device optimizer's sum / to the host (a
+     * later read_dw counts too): what crossed, logged at close. */
+    unsigned long weights_copied, weights_uploaded, dw_summed, dw_read;
+    int sweep_copied;  /* this sweep's weights came from the forward's buffers */
 } ml_grad_cl;
 
 /* Band k's device backward, or NULL when its expert has none. */
