@@ -344,7 +344,7 @@ typedef struct moelat_backward_host {
 /* moelat_backward_cl.flags: backward_fn is written for lanes (the rules in
  * engine/sdk/backward_math.h: shared arrays written only in BM_FOR loops
  * or BM_ONE blocks, each phase ending in BM_SYNC). The engine may then run
- * one cell on a work-group of lanes (a GPU: 32 unless tuned, grad_lanes),
+ * one cell on a work-group of lanes (a GPU: 64 unless tuned, grad_lanes),
  * every lane calling backward_fn with the same cell; without the flag, one
  * work-item per cell. */
 #define MOELAT_BACKWARD_CL_COOPERATIVE 2u

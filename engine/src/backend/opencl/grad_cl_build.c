@@ -247,12 +247,14 @@ int ml_grad_cl_build(ml_grad_engine *eng, ml_grad_cl *c, const moelat_backward_c
 }
 
 /* Lanes per slot for a backward written for lanes: tuning grad_lanes, else
- * 32 on a GPU (one warp on NVIDIA, half a wavefront on AMD: each phase's
- * outputs, tens to hundreds per cell, spread over them) and 1 elsewhere
+ * 64 on a GPU (two warps on NVIDIA, a wavefront on AMD: each phase's
+ * outputs, tens to hundreds per cell, spread over them; on an H100 64
+ * lanes took the experiment 24^3 gradient step from 387 ms at 32 to 252,
+ * debug 15^3 11.1 -> 10.8 ms, tools/bench/NOTES.md item 60) and 1 elsewhere
  * (a CPU runtime runs a work-item's loops in vector lanes; lanes there
  * would only add barriers). Never more than the device's work-group. */
 int ml_grad_cl_lanes_per_slot(const ml_grad_cl *c, const moelat_lattice *lat) {
-    int lanes = lat->tuning.grad_lanes > 0 ? lat->tuning.grad_lanes : c->cpu ? 1 : 32;
+    int lanes = lat->tuning.grad_lanes > 0 ? lat->tuning.grad_lanes : c->cpu ? 1 : 64;
     /* PoCL 3.1's CPU devices run these barriers wrongly (gradients off by
      * up to 100%, where oclgrind and GPUs agree with the host): refused. */
     if (lanes > 1 && strstr(c->b->ctx.info.platform_name, "Portable Computing Language")) {
