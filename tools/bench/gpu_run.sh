@@ -4,7 +4,7 @@
 # .device/opencl-env.sh), then runs what is asked:
 #   tools/bench/gpu_run.sh devices | check | bench [extra bench args] | results
 #   tools/bench/gpu_run.sh grad [extra bench args]   device vs host gradients, the gradient-step
-#                                                    table, the backward by kernel
+#                                                    table, the backward by kernel, variants
 #   tools/bench/gpu_run.sh variants "<bench args>" VAR=value [VAR=value ...]
 # Output goes to stdout and, when $OUT is set, to $OUT/<what>.txt.
 # `results` makes everything tools/bench/RESULTS.md holds, in order of
@@ -61,38 +61,46 @@ results)
     fi
     cat "$T"/*.txt "$T"/*.csv ;;
 grad)
-    # The device backward against the host's (float64) on this card, on
-    # two presets, then RESULTS.md's gradient-step table (every bench
-    # case, tools/bench/grad_table.sh; extra args go to bench), then one
-    # reverse step's device time by kernel at debug 15^3 and experiment
-    # 24^3 (grad --profile), then the one-lane shape at debug 15^3 as the
-    # same-card baseline.
-    {
-        T=$(mktemp -d)
-        compare() { # preset dims [grad args]
-            p=$1 d=$2
-            shift 2
-            "$E" run --preset "$p" --dims "$d" "$@" --steps 2 --seed 3 --mode percell --quiet --save-state "$T/t.npy" >/dev/null
-            for m in percell batch; do
-                "$E" grad --preset "$p" --dims "$d" "$@" --steps 2 --seed 5 --mode $m --target "$T/t.npy" \
-                    --save-grads "$T/g_$m.safetensors" --save-state-grad "$T/s_$m.npy" \
-                    --save-input-grad "$T/e_$m.npy" --tune grad_rows=16
-            done
-            echo "== $p $d: device against host"
-            python3 tools/bench/grad_compare.py "$T" || true
-        }
-        compare debug 9x8x7
-        compare experiment 7x6x5 --radius-ratio 0.5
-        sh tools/bench/grad_table.sh "$E" "" 120 "$@"
-        for c in debug:15x15x15 experiment:24x24x24; do
-            "$E" run --preset "${c%%:*}" --dims "${c#*:}" --steps 1 --seed 3 --quiet --save-state "$T/p.npy" >/dev/null
-            echo "== ${c%%:*} ${c#*:}: one reverse step by kernel"
-            MOELAT_LOG=grad=info "$E" grad --preset "${c%%:*}" --dims "${c#*:}" --steps 1 --target "$T/p.npy" \
-                --profile 2>&1 | grep -E "kernel ms|^backward"
+    # Issue 32's GPU half in one call (about 5 minutes on an H100): the
+    # device backward against the host's (float64) on debug 9x8x7 and
+    # experiment 7x6x5; RESULTS.md's gradient-step table on every bench
+    # case (tools/bench/grad_table.sh, GRAD_LIMIT seconds each, default
+    # 60; optimized 100^3 only when GRAD_CASES names it: more than 120 s a
+    # gradient step at 2b29555); one reverse step by kernel (grad
+    # --profile) at debug 15^3 and experiment 24^3; and the same-card
+    # variants of the defaults (32 lanes, fewer slots, no projection).
+    # Each part goes to $OUT as it ends, so a run cut short keeps its parts.
+    set +e
+    T=$(mktemp -d)
+    R=${OUT:-$T}
+    compare() { # preset dims [grad args]
+        p=$1 d=$2
+        shift 2
+        "$E" run --preset "$p" --dims "$d" "$@" --steps 2 --seed 3 --mode percell --quiet --save-state "$T/t.npy" >/dev/null
+        for m in percell batch; do
+            "$E" grad --preset "$p" --dims "$d" "$@" --steps 2 --seed 5 --mode $m --target "$T/t.npy" \
+                --save-grads "$T/g_$m.safetensors" --save-state-grad "$T/s_$m.npy" \
+                --save-input-grad "$T/e_$m.npy" --tune grad_rows=16 2>&1 | grep "^backward"
         done
-        echo "== one lane per cell (grad_lanes=1), debug 15^3"
-        MOELAT_GRAD_LANES=1 "$E" bench --backward --percell-cells 0 --steps 10 --cases debug:15x15x15
-    } 2>&1 | out grad ;;
+        echo "== $p $d: device against host"
+        python3 tools/bench/grad_compare.py "$T" || true
+    }
+    nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$R/gpu.txt" 2>&1 || true
+    { compare debug 9x8x7; compare experiment 7x6x5 --radius-ratio 0.5; } 2>&1 | out grad_compare
+    cases=${GRAD_CASES:-debug:8x8x8,debug:15x15x15,debug:30x30x30,experiment:16x16x16,experiment:24x24x24,experiment:40x40x40}
+    sh tools/bench/grad_table.sh "$E" "$cases" "${GRAD_LIMIT:-60}" "$@" 2>&1 | out grad_table
+    for c in debug:15x15x15 experiment:24x24x24; do
+        "$E" run --preset "${c%%:*}" --dims "${c#*:}" --steps 1 --seed 3 --quiet --save-state "$T/p.npy" >/dev/null
+        echo "== ${c%%:*} ${c#*:}: one reverse step by kernel"
+        MOELAT_LOG=grad=info "$E" grad --preset "${c%%:*}" --dims "${c#*:}" --steps 1 --target "$T/p.npy" \
+            --profile 2>&1 | grep -E "kernel ms|slots of|^backward"
+    done 2>&1 | out grad_profile
+    for v in X=1 MOELAT_GRAD_LANES=32 MOELAT_GRAD_SLOTS=1056 MOELAT_GRAD_SLOTS=528 MOELAT_GRAD_PROJ=0; do
+        echo "=== $v"
+        env "$v" "$E" bench --backward --percell-cells 0 --steps 10 --cases debug:15x15x15,experiment:24x24x24 2>&1 |
+            grep -E "^(debug|experiment) .*device"
+    done 2>&1 | out grad_variants
+    rm -rf "$T" ;;
 variants)
     # One bench per environment setting, in one run on one card: the way
     # to time a change against its alternative (build-time switches go
