@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "moelat/grad.h"
 #include "moelat/train.h"
 #include "test_support.h"
 
@@ -26,13 +27,17 @@
 #define Z 3
 #define B 14
 
-static moelat_lattice *lattice(void) {
+static moelat_lattice *lattice_tuned(const char *tuning) {
     moelat_config cfg;
     ts_config(&cfg, "debug", X, Y, Z);
     cfg.mode = MOELAT_MODE_BATCH;
     cfg.seed = 4;
+    size_t at = strlen(cfg.tuning);
+    snprintf(cfg.tuning + at, sizeof cfg.tuning - at, "%s%s", at && *tuning ? "," : "", tuning);
     return ts_lattice(&cfg);
 }
+
+static moelat_lattice *lattice(void) { return lattice_tuned(""); }
 
 static moelat_dataset *dataset(uint64_t seed) {
     int S = 24;
@@ -294,6 +299,71 @@ static void device_sum_refuses_nonfinite(void **st) {
     moelat_dataset_destroy(ds);
 }
 
+/* dL/dW of a recording made by the public API on weights that only the
+ * device holds (after a device fit: the recording takes them lazily, its
+ * sweep copies them on the device) equals that of the same weights set
+ * from the host; a host chunk in that sweep reads them back first. */
+static void grad_weights(moelat_lattice *lat, int host_chunk, float *dw) {
+    size_t ns = moelat_cell_count(lat) * (size_t)moelat_state_size(lat), ne = (size_t)X * Y * MOELAT_EXT_SIZE;
+    float *s0 = malloc(ns * sizeof(float)), *ext = malloc(ne * sizeof(float)), *d = malloc(ns * sizeof(float));
+    assert_true(s0 && ext && d);
+    ts_random(s0, ns, 0.5, 7);
+    ts_random(ext, ne, 1.0, 8);
+    ts_random(d, ns, 0.1, 9);
+    assert_int_equal(moelat_set_states(lat, s0, ns), MOELAT_OK);
+    assert_int_equal(moelat_set_external_input(lat, ext, ne), MOELAT_OK);
+    moelat_grad *g = NULL;
+    if (moelat_grad_record(lat, 2, NULL, &g) != MOELAT_OK)
+        fail_msg("%s", moelat_last_error(lat));
+    if (moelat_grad_backward(g, d, ns) != MOELAT_OK)
+        fail_msg("%s", moelat_grad_last_error(g));
+    assert_int_equal(moelat_grad_weights(g, dw, moelat_weights_count(lat)), MOELAT_OK);
+    long dev = 0, host = 0;
+    moelat_grad_chunks(g, &dev, &host, NULL);
+    assert_true(strncmp(moelat_grad_path(g), "device", 6) == 0);
+    assert_true(host_chunk ? host > 0 : host == 0);
+    moelat_grad_destroy(g);
+    free(s0);
+    free(ext);
+    free(d);
+}
+
+static void record_on_device_weights(void **st) {
+    (void)st;
+    moelat_dataset *ds = dataset(103);
+    moelat_train_params p;
+    adamw_params(&p);
+    p.epochs = 1;
+    for (int host_chunk = 0; host_chunk < 2; host_chunk++) {
+        /* grad_host_chunk=0: chunk 0's rows on the host (the trainer sums
+         * those gradients on the host) */
+        const char *tuning = host_chunk ? "grad_host_chunk=0" : "";
+        moelat_lattice *a = lattice_tuned(tuning), *b = lattice_tuned(tuning);
+        moelat_trainer *t = trainer(a, &p, ds);
+        assert_int_equal(moelat_trainer_fit(t), MOELAT_OK);
+        size_t n = moelat_weights_count(a);
+        float *da = malloc(n * sizeof(float)), *db = malloc(n * sizeof(float));
+        assert_true(da && db);
+        grad_weights(a, host_chunk, da); /* the weights only on the device until here */
+        float *w = weights(a);
+        assert_int_equal(moelat_set_weights(b, w, n), MOELAT_OK);
+        grad_weights(b, host_chunk, db);
+        for (size_t i = 0; i < n; i++)
+            if (memcmp(&da[i], &db[i], sizeof(float)) != 0)
+                fail_msg("dL/dW %zu: device-held weights %.9g, host-set %.9g (host chunk %d)", i, da[i], db[i],
+                         host_chunk);
+        printf("# dL/dW of a recording on device-held weights = host-set weights%s\n",
+               host_chunk ? " (chunk 0 on the host)" : "");
+        free(da);
+        free(db);
+        free(w);
+        moelat_trainer_destroy(t);
+        moelat_lattice_destroy(a);
+        moelat_lattice_destroy(b);
+    }
+    moelat_dataset_destroy(ds);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(adamw_device_equals_host),
@@ -301,6 +371,7 @@ int main(void) {
         cmocka_unit_test(device_resume_is_bitwise),
         cmocka_unit_test(device_sum_equals_host_sum),
         cmocka_unit_test(device_sum_refuses_nonfinite),
+        cmocka_unit_test(record_on_device_weights),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
