@@ -40,6 +40,14 @@
 #error "ML_BWD_FN (the expert's backward function) must be defined"
 #endif
 
+/* The cell at offset o from (x, y, z), or -1 outside the lattice. */
+static int ml_bwd_band_at(int4 o, int x, int y, int z, int X, int Y, int Z) {
+    const int nx = x + o.x, ny = y + o.y, nz = z + o.z;
+    if (nx < 0 || ny < 0 || nz < 0 || nx >= X || ny >= Y || nz >= Z)
+        return -1;
+    return nx + X * (ny + Y * nz);
+}
+
 __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
                           __global const float *gin,       /* N x S: dL/ds_{t+1} */
                           __global const float *gate_w,    /* chunk cells x 3 */
@@ -124,11 +132,10 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
          * (every lane counts alike). */
         int count = 0;
         for (int j = 0; j < n_off; j++) {
-            const int4 o = offsets[j];
-            const int nx = x + o.x, ny = y + o.y, nz = z + o.z;
-            if (nx < 0 || ny < 0 || nz < 0 || nx >= X || ny >= Y || nz >= Z)
+            const int n = ml_bwd_band_at(offsets[j], x, y, z, X, Y, Z);
+            if (n < 0)
                 continue;
-            const size_t at = (size_t)nx + (size_t)X * ((size_t)ny + (size_t)Y * nz);
+            const size_t at = (size_t)n;
             __global const float *src = state + at * S;
 #ifdef ML_PROJ
             BM_FOR(s, S)
@@ -218,9 +225,7 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
             de += 2 * S;
             count = 0;
             for (int j = 0; j < n_off; j++) {
-                const int4 o = offsets[j];
-                const int nx = x + o.x, ny = y + o.y, nz = z + o.z;
-                if (nx < 0 || ny < 0 || nz < 0 || nx >= X || ny >= Y || nz >= Z)
+                if (ml_bwd_band_at(offsets[j], x, y, z, X, Y, Z) < 0)
                     continue;
                 BM_FOR(p, ML_PROJ)
                     de[(size_t)j * ML_PROJ + p] = dproj[(size_t)count * ML_PROJ + p];
@@ -234,9 +239,7 @@ __kernel void ml_bwd_band(__global const float *state,     /* N x S: s_t */
 #else
         count = 0;
         for (int j = 0; j < n_off; j++) {
-            const int4 o = offsets[j];
-            const int nx = x + o.x, ny = y + o.y, nz = z + o.z;
-            if (nx < 0 || ny < 0 || nz < 0 || nx >= X || ny >= Y || nz >= Z)
+            if (ml_bwd_band_at(offsets[j], x, y, z, X, Y, Z) < 0)
                 continue;
             __global float *de = dedge + ((size_t)c * n_off + j) * S;
             BM_FOR(s, S)
