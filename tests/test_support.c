@@ -146,3 +146,31 @@ void ts_perturb_weights_by(moelat_lattice *lat, uint64_t seed, const char *tmpdi
         fail_msg("%s", moelat_last_error(lat));
     unlink(path);
 }
+
+moelat_dataset *ts_dataset(int B, int X, int Y, int Z, int S, int all_cells, uint64_t seed) {
+    int64_t in_shape[3] = {Y, X, MOELAT_EXT_SIZE}, face[3] = {Y, X, S}, all[4] = {Z, Y, X, S};
+    size_t ni = (size_t)B * Y * X * MOELAT_EXT_SIZE, nt = (size_t)B * (all_cells ? Z : 1) * Y * X * S;
+    float *in = malloc(ni * sizeof(float)), *tg = malloc(nt * sizeof(float));
+    assert_non_null(in);
+    assert_non_null(tg);
+    ts_random(in, ni, 1.0, seed);
+    ts_random(tg, nt, 0.5, seed + 1);
+    moelat_dataset *ds = NULL;
+    char err[512];
+    if (moelat_dataset_create(B, 3, in_shape, in, all_cells ? 4 : 3, all_cells ? all : face, tg, &ds, err,
+                              sizeof err) != MOELAT_OK)
+        fail_msg("%s", err);
+    free(in);
+    free(tg);
+    return ds;
+}
+
+moelat_trainer *ts_trainer(moelat_lattice *lat, const moelat_train_params *p, const moelat_dataset *ds) {
+    moelat_trainer *t = NULL;
+    char err[512];
+    if (moelat_trainer_create(lat, p, &t, err, sizeof err) != MOELAT_OK)
+        fail_msg("%s", err);
+    if (ds && moelat_trainer_set_data(t, ds) != MOELAT_OK)
+        fail_msg("%s", moelat_trainer_last_error(t));
+    return t;
+}

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "moelat/moelat.h"
+#include "moelat/train.h"
 
 /* A config from a preset with dims and plugin search restricted to the
  * build tree, and ts_tuning() as its tuning; fails the test on error. */
@@ -36,6 +37,13 @@ void ts_randomize(moelat_lattice *lat, uint64_t seed);
 /* The same with a chosen strength: times U(1 - a/2, 1 + a/2) plus
  * U(-a/20, a/20); a = 1 is ts_perturb_weights. */
 void ts_perturb_weights_by(moelat_lattice *lat, uint64_t seed, const char *tmpdir, double a);
+/* B training samples for an X x Y x Z lattice of S state values: inputs
+ * N(0, 1) from seed, targets N(0, 0.25) from seed + 1, of the output face
+ * or, with all_cells, of every cell. Fails the test on error. */
+moelat_dataset *ts_dataset(int B, int X, int Y, int Z, int S, int all_cells, uint64_t seed);
+/* A trainer on lat with params p and, when ds is not NULL, its data;
+ * fails the test with the engine's message. */
+moelat_trainer *ts_trainer(moelat_lattice *lat, const moelat_train_params *p, const moelat_dataset *ds);
 /* A new temporary directory (mkdtemp). */
 char *ts_tmpdir(void);
 

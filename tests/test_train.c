@@ -34,34 +34,7 @@ static moelat_lattice *lattice(void) {
 }
 
 /* B samples: random inputs, targets of the loss's shape. */
-static moelat_dataset *dataset(int all_cells, uint64_t seed) {
-    int S = 24;
-    int64_t in_shape[3] = {Y, X, MOELAT_EXT_SIZE}, face[3] = {Y, X, S}, all[4] = {Z, Y, X, S};
-    size_t ni = (size_t)B * Y * X * MOELAT_EXT_SIZE, nt = (size_t)B * (all_cells ? Z : 1) * Y * X * S;
-    float *in = malloc(ni * sizeof(float)), *tg = malloc(nt * sizeof(float));
-    assert_non_null(in);
-    assert_non_null(tg);
-    ts_random(in, ni, 1.0, seed);
-    ts_random(tg, nt, 0.5, seed + 1);
-    moelat_dataset *ds = NULL;
-    char err[512];
-    if (moelat_dataset_create(B, 3, in_shape, in, all_cells ? 4 : 3, all_cells ? all : face, tg, &ds, err,
-                              sizeof err) != MOELAT_OK)
-        fail_msg("%s", err);
-    free(in);
-    free(tg);
-    return ds;
-}
-
-static moelat_trainer *trainer(moelat_lattice *lat, const moelat_train_params *p, const moelat_dataset *ds) {
-    moelat_trainer *t = NULL;
-    char err[512];
-    if (moelat_trainer_create(lat, p, &t, err, sizeof err) != MOELAT_OK)
-        fail_msg("%s", err);
-    if (ds && moelat_trainer_set_data(t, ds) != MOELAT_OK)
-        fail_msg("%s", moelat_trainer_last_error(t));
-    return t;
-}
+static moelat_dataset *dataset(int all_cells, uint64_t seed) { return ts_dataset(B, X, Y, Z, 24, all_cells, seed); }
 
 static void params(moelat_train_params *p) {
     moelat_train_params_default(p);
@@ -102,12 +75,12 @@ static void callback_matches_builtin(void **st) {
     moelat_train_params p;
     params(&p);
     moelat_lattice *a = lattice(), *b = lattice();
-    moelat_trainer *ta = trainer(a, &p, ds);
+    moelat_trainer *ta = ts_trainer(a, &p, ds);
     size_t face = (size_t)X * Y * 24;
     p.loss = MOELAT_LOSS_CALLBACK;
     p.loss_fn = face_mse;
     p.loss_user = &face;
-    moelat_trainer *tb = trainer(b, &p, ds);
+    moelat_trainer *tb = ts_trainer(b, &p, ds);
     assert_int_equal(moelat_trainer_fit(ta), MOELAT_OK);
     assert_int_equal(moelat_trainer_fit(tb), MOELAT_OK);
     float *wa = weights(a), *wb = weights(b);
@@ -142,12 +115,12 @@ static void resume_is_bitwise(void **st) {
     p.cosine = 1;
     p.optimizer.warmup_steps = 2;
     moelat_lattice *a = lattice(), *b = lattice(), *c = lattice();
-    moelat_trainer *ta = trainer(a, &p, ds), *tb = trainer(b, &p, ds);
+    moelat_trainer *ta = ts_trainer(a, &p, ds), *tb = ts_trainer(b, &p, ds);
     assert_int_equal(moelat_trainer_fit(ta), MOELAT_OK);
     char *dir = ts_tmpdir();
     assert_int_equal(moelat_trainer_epoch(tb), MOELAT_OK);
     assert_int_equal(moelat_trainer_save(tb, dir), MOELAT_OK);
-    moelat_trainer *tc = trainer(c, &p, ds);
+    moelat_trainer *tc = ts_trainer(c, &p, ds);
     if (moelat_trainer_resume(tc, dir) != MOELAT_OK)
         fail_msg("%s", moelat_trainer_last_error(tc));
     assert_int_equal(moelat_trainer_fit(tc), MOELAT_OK);
@@ -162,7 +135,7 @@ static void resume_is_bitwise(void **st) {
     assert_int_equal(moelat_step_count(d), 0);
 
     /* Refusals, each naming what differs; the trainer is unchanged. */
-    moelat_trainer *te = trainer(d, &p, NULL);
+    moelat_trainer *te = ts_trainer(d, &p, NULL);
     assert_int_equal(moelat_trainer_resume(te, dir), MOELAT_ERR_INVALID);
     assert_non_null(strstr(moelat_trainer_last_error(te), "set the data set first"));
     moelat_dataset *other = dataset(0, g_seed + 20);
@@ -173,7 +146,7 @@ static void resume_is_bitwise(void **st) {
     moelat_trainer_destroy(te);
     p.batch_size = 4;
     p.seed = 10;
-    te = trainer(d, &p, ds);
+    te = ts_trainer(d, &p, ds);
     assert_int_equal(moelat_trainer_resume(te, dir), MOELAT_ERR_INVALID);
     assert_non_null(strstr(moelat_trainer_last_error(te), "checkpoint batch size 3, this run 4"));
     assert_non_null(strstr(moelat_trainer_last_error(te), "checkpoint shuffle seed 9, this run 10"));
@@ -209,7 +182,7 @@ static void all_cells_and_batches(void **st) {
     p.loss = MOELAT_LOSS_ALL_CELLS_MSE;
     p.optimizer.lr = 1e-2;
     moelat_lattice *lat = lattice();
-    moelat_trainer *t = trainer(lat, &p, ds);
+    moelat_trainer *t = ts_trainer(lat, &p, ds);
     int64_t ids[3] = {0, 1, 2};
     double before, after, l;
     assert_int_equal(moelat_trainer_evaluate(t, ids, 3, &before), MOELAT_OK);
@@ -227,7 +200,7 @@ static void all_cells_and_batches(void **st) {
     char *dir = ts_tmpdir();
     assert_int_equal(moelat_trainer_save(t, dir), MOELAT_OK);
     moelat_lattice *lat2 = lattice();
-    moelat_trainer *t2 = trainer(lat2, &p, ds);
+    moelat_trainer *t2 = ts_trainer(lat2, &p, ds);
     if (moelat_trainer_resume(t2, dir) != MOELAT_OK)
         fail_msg("%s", moelat_trainer_last_error(t2));
     assert_int_equal(moelat_trainer_evaluate(t2, ids, 3, &l), MOELAT_OK);

@@ -39,32 +39,7 @@ static moelat_lattice *lattice_tuned(const char *tuning) {
 
 static moelat_lattice *lattice(void) { return lattice_tuned(""); }
 
-static moelat_dataset *dataset(uint64_t seed) {
-    int S = 24;
-    int64_t in_shape[3] = {Y, X, MOELAT_EXT_SIZE}, face[3] = {Y, X, S};
-    size_t ni = (size_t)B * Y * X * MOELAT_EXT_SIZE, nt = (size_t)B * Y * X * S;
-    float *in = malloc(ni * sizeof(float)), *tg = malloc(nt * sizeof(float));
-    assert_true(in && tg);
-    ts_random(in, ni, 1.0, seed);
-    ts_random(tg, nt, 0.5, seed + 1);
-    moelat_dataset *ds = NULL;
-    char err[512];
-    if (moelat_dataset_create(B, 3, in_shape, in, 3, face, tg, &ds, err, sizeof err) != MOELAT_OK)
-        fail_msg("%s", err);
-    free(in);
-    free(tg);
-    return ds;
-}
-
-static moelat_trainer *trainer(moelat_lattice *lat, const moelat_train_params *p, const moelat_dataset *ds) {
-    moelat_trainer *t = NULL;
-    char err[512];
-    if (moelat_trainer_create(lat, p, &t, err, sizeof err) != MOELAT_OK)
-        fail_msg("%s", err);
-    if (moelat_trainer_set_data(t, ds) != MOELAT_OK)
-        fail_msg("%s", moelat_trainer_last_error(t));
-    return t;
-}
+static moelat_dataset *dataset(uint64_t seed) { return ts_dataset(B, X, Y, Z, 24, 0, seed); }
 
 static void adamw_params(moelat_train_params *p) {
     moelat_train_params_default(p);
@@ -101,7 +76,7 @@ static void device_equals_host(const moelat_train_params *p) {
     moelat_lattice *a = lattice(), *b = lattice();
     moelat_train_params ph = *p;
     ph.host_optimizer = 1;
-    moelat_trainer *th = trainer(a, &ph, ds), *td = trainer(b, p, ds);
+    moelat_trainer *th = ts_trainer(a, &ph, ds), *td = ts_trainer(b, p, ds);
     if (moelat_trainer_fit(th) != MOELAT_OK)
         fail_msg("%s", moelat_trainer_last_error(th));
     if (moelat_trainer_fit(td) != MOELAT_OK)
@@ -159,14 +134,14 @@ static void device_resume_is_bitwise(void **st) {
     adamw_params(&p);
     p.epochs = 3;
     moelat_lattice *a = lattice(), *b = lattice(), *c = lattice();
-    moelat_trainer *ta = trainer(a, &p, ds), *tb = trainer(b, &p, ds);
+    moelat_trainer *ta = ts_trainer(a, &p, ds), *tb = ts_trainer(b, &p, ds);
     assert_int_equal(moelat_trainer_fit(ta), MOELAT_OK);
     char *dir = ts_tmpdir();
     assert_int_equal(moelat_trainer_epoch(tb), MOELAT_OK);
     expect_optimizer(tb, "device");
     if (moelat_trainer_save(tb, dir) != MOELAT_OK)
         fail_msg("%s", moelat_trainer_last_error(tb));
-    moelat_trainer *tc = trainer(c, &p, ds);
+    moelat_trainer *tc = ts_trainer(c, &p, ds);
     if (moelat_trainer_resume(tc, dir) != MOELAT_OK)
         fail_msg("%s", moelat_trainer_last_error(tc));
     assert_int_equal(moelat_trainer_fit(tc), MOELAT_OK);
@@ -209,7 +184,7 @@ static void fit_weights(const moelat_train_params *p, const moelat_dataset *ds, 
     if (host_sum)
         setenv("MOELAT_HOST_GRAD_SUM", "1", 1);
     moelat_lattice *lat = lattice();
-    moelat_trainer *t = trainer(lat, p, ds);
+    moelat_trainer *t = ts_trainer(lat, p, ds);
     moelat_status st = moelat_trainer_fit(t);
     unsetenv("MOELAT_HOST_GRAD_SUM");
     if (st != MOELAT_OK)
@@ -270,7 +245,7 @@ static void device_sum_refuses_nonfinite(void **st) {
     moelat_train_params p;
     adamw_params(&p);
     moelat_lattice *lat = lattice();
-    moelat_trainer *t = trainer(lat, &p, ds);
+    moelat_trainer *t = ts_trainer(lat, &p, ds);
     int64_t ids[3] = {0, 1, 2};
     assert_int_equal(moelat_trainer_batch(t, ids, 3, NULL), MOELAT_OK); /* the device optimizer open */
     moelat_train_summary s = MOELAT_TRAIN_SUMMARY_INIT;
@@ -280,7 +255,7 @@ static void device_sum_refuses_nonfinite(void **st) {
     float *before = weights(lat);
     p.loss = MOELAT_LOSS_CALLBACK;
     p.loss_fn = huge_loss;
-    t = trainer(lat, &p, ds);
+    t = ts_trainer(lat, &p, ds);
     moelat_status got = moelat_trainer_batch(t, ids, 3, NULL);
     const char *err = moelat_trainer_last_error(t);
     printf("# %s\n", err);
@@ -339,7 +314,7 @@ static void record_on_device_weights(void **st) {
          * those gradients on the host) */
         const char *tuning = host_chunk ? "grad_host_chunk=0" : "";
         moelat_lattice *a = lattice_tuned(tuning), *b = lattice_tuned(tuning);
-        moelat_trainer *t = trainer(a, &p, ds);
+        moelat_trainer *t = ts_trainer(a, &p, ds);
         assert_int_equal(moelat_trainer_fit(t), MOELAT_OK);
         size_t n = moelat_weights_count(a);
         float *da = malloc(n * sizeof(float)), *db = malloc(n * sizeof(float));
