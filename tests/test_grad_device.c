@@ -203,6 +203,22 @@ static void test_experiment(void **state) {
 
 /* The SDK example on the local band: its backward_fn (written once with
  * backward_portable.h) and its MOELAT_BACKWARD_CL_MEAN_ONLY claim. */
+/* The functional band projected (MOELAT_BACKWARD_CL_PROJECTED, the
+ * default: W_p n once per cell, dL/d(W_p n_j) per edge, the neighbour
+ * adjoints formed by the engine) and not (grad_proj=0: every edge computes
+ * both), each against the host, over chunks whose targets overlap. */
+static void test_projection(void **state) {
+    (void)state;
+    grads d = compare("debug", 9, 8, 7, 0, 2, "grad_rows=14", "debug 9x8x7, functional projected, 4 chunks");
+    if (!strstr(d.path, "functional projected"))
+        fail_msg("expected the functional band projected: %s", d.path);
+    grads_free(&d);
+    d = compare("experiment", 7, 6, 5, 0.5, 2, "grad_rows=13,grad_proj=0", "experiment 7x6x5, no projection");
+    if (strstr(d.path, "projected"))
+        fail_msg("grad_proj=0 still projects: %s", d.path);
+    grads_free(&d);
+}
+
 static void test_sdk_example(void **state) {
     (void)state;
     g_local_expert = "diffusion";
@@ -354,6 +370,7 @@ int main(void) {
         cmocka_unit_test(test_debug_chunks),
         cmocka_unit_test(test_debug_one_chunk),
         cmocka_unit_test(test_experiment),
+        cmocka_unit_test(test_projection),
         cmocka_unit_test(test_sdk_example),
         cmocka_unit_test(test_host_chunk_mix),
         cmocka_unit_test(test_fault_falls_back),
