@@ -42,11 +42,8 @@ moelat_status ml_dev_optim_update(moelat_lattice *lat, const ml_optim_scalars *s
     moelat_status st = ml_res_weights_will_change(lat);
     if (st != MOELAT_OK)
         return st;
-    if (lat->res.weights == ML_ON_HOST) {
-        if ((st = lat->backend.ops->upload_weights(lat->backend.ctx)) != MOELAT_OK)
-            return st;
-        lat->res.weights = ML_ON_BOTH;
-    }
+    if ((st = ml_res_device_weights(lat)) != MOELAT_OK)
+        return st;
     if ((st = o->update(lat->backend.ctx, s, clip)) != MOELAT_OK)
         return st;
     ml_res_device_wrote_weights(lat);

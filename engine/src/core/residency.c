@@ -68,13 +68,21 @@ moelat_status ml_res_device_inputs(moelat_lattice *lat) {
             return st;
         lat->res.input = ML_ON_BOTH;
     }
-    if (lat->res.weights == ML_ON_HOST) {
-        if ((st = ops->upload_weights(lat->backend.ctx)) != MOELAT_OK)
-            return st;
+    return ml_res_device_weights(lat);
+}
+
+moelat_status ml_res_device_weights(moelat_lattice *lat) {
+    if (lat->res.weights != ML_ON_HOST)
+        return MOELAT_OK;
+    moelat_status st = lat->backend.ops->upload_weights(lat->backend.ctx);
+    if (st == MOELAT_OK)
         lat->res.weights = ML_ON_BOTH;
-    }
     return st;
 }
+
+int ml_res_weights_on_device(const moelat_lattice *lat) { return lat->res.weights != ML_ON_HOST; }
+
+int ml_res_weights_on_device_only(const moelat_lattice *lat) { return lat->res.weights == ML_ON_DEVICE; }
 
 void ml_res_device_wrote_states(moelat_lattice *lat) { lat->res.states = ML_ON_DEVICE; }
 

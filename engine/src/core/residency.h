@@ -37,6 +37,12 @@ moelat_status ml_res_host_weights(moelat_lattice *lat);
 moelat_status ml_res_weights_will_change(moelat_lattice *lat);
 /* The device optimizer wrote the weights: only the device holds them. */
 void ml_res_device_wrote_weights(moelat_lattice *lat);
+/* The device's copy of the weights current (uploaded when only the host
+ * has them). */
+moelat_status ml_res_device_weights(moelat_lattice *lat);
+/* 1 when the device's copy of the weights is current / the only current one. */
+int ml_res_weights_on_device(const moelat_lattice *lat);
+int ml_res_weights_on_device_only(const moelat_lattice *lat);
 /* Before a device step: every input of it current on the device. */
 moelat_status ml_res_device_inputs(moelat_lattice *lat);
 /* A device step made new states that only the device holds. */

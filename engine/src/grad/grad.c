@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "grad/grad.h"
+#include "core/residency.h"
 
 void moelat_grad_options_default(moelat_grad_options *opt) {
     memset(opt, 0, sizeof *opt);
@@ -237,7 +238,7 @@ static moelat_status take_inputs(moelat_grad *g) {
     size_t ne = (size_t)lat->X * lat->Y * lat->E;
     g->w_gen = lat->weights_gen;
     g->w_host = 0;
-    moelat_status st = lat->res.weights == ML_ON_DEVICE ? MOELAT_OK : ml_grad_host_weights(g);
+    moelat_status st = ml_res_weights_on_device_only(lat) ? MOELAT_OK : ml_grad_host_weights(g);
     if (st == MOELAT_OK)
         st = moelat_get_states(lat, g->fwd_tmp, g->NS);
     if (st != MOELAT_OK)

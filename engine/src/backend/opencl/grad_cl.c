@@ -27,6 +27,7 @@
 #include "backend/opencl/optim_cl.h"
 #include "base/log.h"
 #include "core/gate.h"
+#include "core/residency.h"
 
 #define BWD_LOG "grad"
 
@@ -374,7 +375,7 @@ static cl_int device_weights(ml_grad_cl *c, moelat_grad *g, int *copied) {
     moelat_lattice *lat = g->lat;
     ml_cl_backend *b = c->b;
     *copied = 0;
-    if (lat->res.weights == ML_ON_HOST || lat->weights_gen != g->w_gen || lat->backend.ctx != (void *)b)
+    if (!ml_res_weights_on_device(lat) || lat->weights_gen != g->w_gen || lat->backend.ctx != (void *)b)
         return CL_SUCCESS;
     cl_mem buf[MOELAT_BANDS + 1];
     const ml_param_block *blk[MOELAT_BANDS + 1];
@@ -647,6 +648,16 @@ static moelat_status cl_step(moelat_grad *g, const double *cur, const double *g_
     return ml_fail(lat, MOELAT_ERR_DEVICE, "device backward failed");
 }
 
+/* dL/dW from the device into c->tmp, then added into g->dweights. */
+static cl_int read_dw(ml_grad_cl *c) {
+    return clEnqueueReadBuffer(c->q, c->dw, CL_TRUE, 0, c->n_weights * sizeof(float), c->tmp, 0, NULL, NULL);
+}
+
+static void add_dw(moelat_grad *g, const ml_grad_cl *c) {
+    for (size_t v = 0; v < c->n_weights; v++)
+        g->dweights[v] += c->tmp[v];
+}
+
 static moelat_status cl_end(moelat_grad *g) {
     ml_grad_cl *c = g->eng->dev;
     moelat_lattice *lat = g->lat;
@@ -678,7 +689,7 @@ static moelat_status cl_end(moelat_grad *g) {
     if (rc == CL_SUCCESS && keep)
         rc = ml_optim_cl_add_grad(o, c->dw);
     else if (rc == CL_SUCCESS)
-        rc = clEnqueueReadBuffer(c->q, c->dw, CL_TRUE, 0, c->n_weights * sizeof(float), c->tmp, 0, NULL, NULL);
+        rc = read_dw(c);
     if (rc == CL_SUCCESS)
         log_profile(c);
     if (rc != CL_SUCCESS) {
@@ -691,10 +702,11 @@ static moelat_status cl_end(moelat_grad *g) {
     c->dw_summed += keep;
     c->dw_read += !keep;
     ML_DEBUG(BWD_LOG, "sweep's end: weights %s, dL/dW %s (so far: weights copied on the device %lu, uploaded "
-             "%lu; dL/dW summed on the device %lu, read back %lu)", c->sweep_copied ? "copied on the device" : "uploaded", keep ? "summed on the device"
-             : "read back", c->weights_copied, c->weights_uploaded, c->dw_summed, c->dw_read);
-    for (size_t v = 0; !keep && v < c->n_weights; v++)
-        g->dweights[v] += c->tmp[v];
+             "%lu; dL/dW summed on the device %lu, read back %lu)",
+             c->sweep_copied ? "copied on the device" : "uploaded", keep ? "summed on the device" : "read back",
+             c->weights_copied, c->weights_uploaded, c->dw_summed, c->dw_read);
+    if (!keep)
+        add_dw(g, c);
     for (size_t v = 0; v < ne; v++)
         g->dext[v] += ext[v];
     return MOELAT_OK;
@@ -703,11 +715,10 @@ static moelat_status cl_end(moelat_grad *g) {
 /* dL/dW left on the device by cl_end, read when asked after all. */
 static moelat_status cl_read_dw(moelat_grad *g) {
     ml_grad_cl *c = g->eng->dev;
-    cl_int rc = clEnqueueReadBuffer(c->q, c->dw, CL_TRUE, 0, c->n_weights * sizeof(float), c->tmp, 0, NULL, NULL);
+    cl_int rc = read_dw(c);
     if (rc != CL_SUCCESS)
         return ml_cl_check(c->b, rc, "reading the device backward's weight gradient back");
-    for (size_t v = 0; v < c->n_weights; v++)
-        g->dweights[v] += c->tmp[v];
+    add_dw(g, c);
     c->dw_read++;
     return MOELAT_OK;
 }
