@@ -40,7 +40,9 @@
 #error "ML_BWD_FN (the expert's backward function) must be defined"
 #endif
 
-/* The cell at offset o from (x, y, z), or -1 outside the lattice. */
+/* The cell at offset o from (x, y, z), or -1 outside the lattice
+ * (moelat_backward.cl's ml_bwd_at: the band's program is built without
+ * that file). */
 static int ml_bwd_band_at(int4 o, int x, int y, int z, int X, int Y, int Z) {
     const int nx = x + o.x, ny = y + o.y, nz = z + o.z;
     if (nx < 0 || ny < 0 || nz < 0 || nx >= X || ny >= Y || nz >= Z)

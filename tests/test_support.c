@@ -104,6 +104,13 @@ char *ts_tmpdir(void) {
     return t;
 }
 
+void ts_rmtree(char *dir) {
+    char cmd[2100];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    free(dir);
+}
+
 void ts_randomize(moelat_lattice *lat, uint64_t seed) {
     char *dir = ts_tmpdir();
     ts_perturb_weights(lat, seed, dir);

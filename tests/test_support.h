@@ -46,5 +46,7 @@ moelat_dataset *ts_dataset(int B, int X, int Y, int Z, int S, int all_cells, uin
 moelat_trainer *ts_trainer(moelat_lattice *lat, const moelat_train_params *p, const moelat_dataset *ds);
 /* A new temporary directory (mkdtemp). */
 char *ts_tmpdir(void);
+/* Removes ts_tmpdir's directory with everything in it and frees dir. */
+void ts_rmtree(char *dir);
 
 #endif

@@ -168,10 +168,7 @@ static void resume_is_bitwise(void **st) {
     moelat_lattice_destroy(d);
     moelat_dataset_destroy(ds);
     moelat_dataset_destroy(other);
-    char cmd[2100];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-    free(dir);
+    ts_rmtree(dir);
 }
 
 static void all_cells_and_batches(void **st) {
@@ -230,10 +227,7 @@ static void all_cells_and_batches(void **st) {
     moelat_lattice_destroy(lat);
     moelat_lattice_destroy(lat2);
     moelat_dataset_destroy(ds);
-    char cmd[2100];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-    free(dir);
+    ts_rmtree(dir);
 }
 
 int main(void) {

@@ -167,10 +167,7 @@ static void device_resume_is_bitwise(void **st) {
     moelat_lattice_destroy(b);
     moelat_lattice_destroy(c);
     moelat_dataset_destroy(ds);
-    char cmd[2100];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
-    free(dir);
+    ts_rmtree(dir);
 }
 
 /* The device-resident mini-batch (each sample's dL/dW added into the

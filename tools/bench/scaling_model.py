@@ -27,7 +27,8 @@ import math
 
 
 def stencil(r):
-    """Offsets with 0 < |d| <= 0.99 r: every band of docs/MODEL.md."""
+    """|dx|, |dy|, |dz| of each offset with 0 < |d| <= 0.99 r (every band
+    of docs/MODEL.md), one entry per signed offset."""
     R = int(math.floor(0.99 * r))
     out = []
     for dz in range(-R, R + 1):
@@ -43,18 +44,16 @@ def pairs_box(offs, nx, ny, nz, lx, ly, lz, x0=0, y0=0, z0=0):
     """(cell, neighbour) pairs with the cell in the box [x0, x0+nx) x ...
     of an lx x ly x lz lattice and the neighbour anywhere in the lattice."""
     def count_1d(n, L, a, d):
-        # cells c in [a, a+n) with c+d and c-d counted separately
-        lo_p = max(a, 0); hi_p = min(a + n, L - d)  # c + d < L
-        lo_m = max(a, d); hi_m = min(a + n, L)      # c - d >= 0
-        return max(0, hi_p - lo_p), max(0, hi_m - lo_m)
+        """Cells c in [a, a + n) with c + d in [0, L), plus those with c - d."""
+        plus = max(0, min(a + n, L - d) - max(a, 0))
+        minus = max(0, min(a + n, L) - max(a, d))
+        return plus + minus
+    # Each signed offset appears once among the entries of its |d|: the
+    # mean over the two directions of each axis, summed over the entries,
+    # is the exact count over the signed offsets.
     total = 0
     for dx, dy, dz in offs:
-        # an offset (|dx|, |dy|, |dz|) stands for the sign combinations
-        # that the stencil holds; count each axis' two directions
-        cx = count_1d(nx, lx, x0, dx); cy = count_1d(ny, ly, y0, dy); cz = count_1d(nz, lz, z0, dz)
-        # The stencil lists signed offsets; we folded signs: average the two
-        # directions per axis (each signed offset is one of them).
-        total += (sum(cx) / 2) * (sum(cy) / 2) * (sum(cz) / 2)
+        total += count_1d(nx, lx, x0, dx) / 2 * count_1d(ny, ly, y0, dy) / 2 * count_1d(nz, lz, z0, dz) / 2
     return total
 
 

@@ -23,14 +23,15 @@
 #include "train/optim_step.h"
 #include "train/train_internal.h"
 
-/* Where this step runs: 1 on the device; why in t->optimizer, logged
- * when it changes. */
+/* A switch variable set to anything but "" or "0". */
+static int env_on(const char *v) { return v && *v && strcmp(v, "0") != 0; }
+
 /* Why the host runs the step whatever the backward does, or NULL. */
 static const char *host_policy(const moelat_trainer *t, char *why, size_t len) {
     const char *env = ml_env_host_optimizer();
     if (t->p.host_optimizer)
         snprintf(why, len, "host (train parameter host_optimizer)");
-    else if (env && *env && strcmp(env, "0") != 0)
+    else if (env_on(env))
         snprintf(why, len, "host (MOELAT_HOST_OPTIMIZER=%.100s)", env);
     else if (t->p.ranks > 1)
         snprintf(why, len, "host (%d ranks: their gradient sum is the host's)", t->p.ranks);
@@ -39,18 +40,17 @@ static const char *host_policy(const moelat_trainer *t, char *why, size_t len) {
     return why;
 }
 
-static int env_host_sum(void) {
-    const char *env = ml_env_host_grad_sum();
-    return env && *env && strcmp(env, "0") != 0;
-}
+static int env_host_sum(void) { return env_on(ml_env_host_grad_sum()); }
 
+/* Where this step runs: 1 on the device; why in t->optimizer, logged
+ * when it changes. */
 static int choose(moelat_trainer *t) {
     const char *path = t->rec_path;
     char why[sizeof t->optimizer];
     int dev = 0;
-    if (host_policy(t, why, sizeof why))
-        ;
-    else if (strncmp(path, "device", 6) != 0)
+    if (host_policy(t, why, sizeof why)) {
+        /* why says it */
+    } else if (strncmp(path, "device", 6) != 0)
         snprintf(why, sizeof why, "host (the backward ran on the host)");
     else if (!ml_dev_optim_available(t->lat))
         snprintf(why, sizeof why, "host (the lattice's device has no optimizer)");
